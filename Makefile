@@ -1,0 +1,42 @@
+# al-pipeline: `make demo` and `make test` are the only set-up commands a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(DATA)/dagster_home
+export HF_HUB_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 3000
+
+.PHONY: install demo test ui clean-data help
+
+help:
+	@echo "make demo   - install if needed, then run the main job on the sample images"
+	@echo "make test   - install if needed, then run the test suite"
+	@echo "make ui     - the Dagster UI on http://$(UI_HOST):$(UI_PORT)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test,bench]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/al demo
+
+test: install
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+ui: install
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
+
+clean-data:
+	rm -rf $(DATA)

@@ -1,0 +1,514 @@
+"""The store: one DuckDB catalogue plus vector shard files beside it.
+
+Layout (see docs/architecture.md):
+
+- ``<db>``: the DuckDB catalogue (default ``data/warehouse.duckdb``). Every table
+  lives here; ``schema_info`` carries the schema version from the first table.
+  Every multi-row write happens inside one transaction (``Store.transaction``).
+- ``<vectors_dir>/<config_id>/shard=<hh>/part-<uuid>.parquet``: embedding vectors.
+  A shard is the first ``SHARD_HEX_DIGITS`` hex digits of the image id (its
+  sha256), so an image's shard never changes when images are added. A part file
+  is written to a temporary name, renamed, and only then committed to the
+  catalogue (``embedding_parts`` + ``embedding_index``) by the single DuckDB
+  writer. A part that is not in the catalogue is invisible (``gc_orphan_parts``
+  deletes it).
+- SQL sees one ``embeddings`` view (image_id, config_id, shard, vector) over the
+  committed parts, re-created with absolute paths whenever the part list changes
+  and whenever the store is opened from another location, so it answers from any
+  working directory.
+
+DuckDB allows one writing process; a writable open that meets another
+process's lock is retried for ``lock_timeout_s`` seconds, then raises
+``StoreLockedError`` (retryable). Readers should use ``read_only=True`` and keep
+connections short.
+"""
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+SCHEMA_VERSION = 1
+APP_NAME = "al-pipeline"
+
+SHARD_HEX_DIGITS = 1  # 16 shards; 2 -> 256 shards (worth it above ~10 M images)
+PART_ROW_GROUP = 65536  # rows per Parquet row group: 65536 x 1280 x 4 B = 335 MB at most per group read
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+LOCK_RETRY_SLEEP_S = 0.2
+
+
+class StoreError(RuntimeError):
+    """A store problem the user must act on (message says what)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the database; retry later (retryable)."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer al-pipeline, or is not ours."""
+
+
+# Migrations: version -> DDL statements. Each version's statements run in one
+# transaction together with the version bump; never edit a released version.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE schema_info (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)""",
+        """CREATE TABLE scans (
+            scan_id BIGINT PRIMARY KEY,
+            source VARCHAR NOT NULL,           -- image root or manifest path
+            source_kind VARCHAR NOT NULL,      -- 'root' | 'manifest'
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            n_files BIGINT, n_new BIGINT, n_changed BIGINT, n_unchanged BIGINT,
+            n_missing BIGINT, n_corrupt BIGINT, n_ok BIGINT, seconds DOUBLE)""",
+        """CREATE TABLE images (
+            image_id VARCHAR PRIMARY KEY,      -- sha256 of the file bytes
+            size_bytes BIGINT NOT NULL,
+            width INTEGER, height INTEGER, format VARCHAR,
+            first_seen TIMESTAMP NOT NULL,
+            first_scan_id BIGINT NOT NULL)""",
+        """CREATE TABLE image_paths (
+            path VARCHAR PRIMARY KEY,          -- absolute path (or manifest entry resolved)
+            image_id VARCHAR,                  -- NULL for a file that could not be read at all
+            size_bytes BIGINT, mtime_ns BIGINT,
+            status VARCHAR NOT NULL CHECK (status IN ('ok', 'corrupt', 'missing')),
+            error VARCHAR,                     -- decoder / OS message when corrupt
+            first_seen TIMESTAMP NOT NULL, last_seen TIMESTAMP NOT NULL,
+            last_scan_id BIGINT NOT NULL,
+            source VARCHAR NOT NULL)           -- the image root or manifest that lists it""",
+        """CREATE TABLE ground_truth (
+            image_id VARCHAR NOT NULL, path VARCHAR NOT NULL,
+            class_name VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,           -- 'folder' | 'manifest'
+            PRIMARY KEY (image_id, path))""",
+        """CREATE TABLE embedding_configs (
+            config_id VARCHAR PRIMARY KEY,
+            backbone VARCHAR NOT NULL, weights_sha256 VARCHAR,
+            preprocessing VARCHAR NOT NULL,    -- JSON
+            dtype VARCHAR NOT NULL, dim INTEGER NOT NULL,
+            config VARCHAR NOT NULL,           -- full JSON as given by the backbone
+            created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE embedding_runs (
+            run_id VARCHAR PRIMARY KEY, config_id VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
+            n_images BIGINT, n_failed BIGINT, images_per_s DOUBLE,
+            device VARCHAR, library_versions VARCHAR)""",
+        """CREATE TABLE embedding_parts (
+            part_id VARCHAR PRIMARY KEY, config_id VARCHAR NOT NULL, shard VARCHAR NOT NULL,
+            rel_path VARCHAR NOT NULL,         -- relative to the vectors folder
+            n_rows BIGINT NOT NULL, dim INTEGER NOT NULL, sha256 VARCHAR NOT NULL,
+            bytes BIGINT NOT NULL, run_id VARCHAR, created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE embedding_index (
+            config_id VARCHAR NOT NULL, image_id VARCHAR NOT NULL, part_id VARCHAR NOT NULL,
+            PRIMARY KEY (config_id, image_id))""",
+        """CREATE TABLE embedding_failures (
+            config_id VARCHAR NOT NULL, image_id VARCHAR NOT NULL, path VARCHAR,
+            error VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE asset_outputs (
+            asset_key VARCHAR NOT NULL, partition_key VARCHAR NOT NULL,
+            run_id VARCHAR, value VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (asset_key, partition_key))""",
+    ],
+}
+
+
+def now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+
+
+def shard_of(image_id: str) -> str:
+    return image_id[:SHARD_HEX_DIGITS]
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _is_lock_error(e: Exception) -> bool:
+    msg = str(e).lower()
+    return "lock" in msg and ("conflicting" in msg or "could not set lock" in msg or "another process" in msg)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """All vectors of one embedding config, rows in ascending image_id order."""
+
+    config_id: str
+    image_ids: np.ndarray  # (N,) str (object)
+    features: np.ndarray  # (N, D) float32, C-contiguous
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+class Store:
+    """Handle on the catalogue. Cheap to construct; connections are opened per use."""
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike = "data/warehouse.duckdb",
+        vectors_dir: str | os.PathLike | None = None,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    ):
+        self.db_path = Path(db_path).absolute()
+        self.vectors_dir = Path(vectors_dir).absolute() if vectors_dir else self.db_path.parent / "vectors"
+        self.lock_timeout_s = float(lock_timeout_s)
+
+    # ------------------------------------------------------------------ connections
+    def _connect_raw(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                return duckdb.connect(str(self.db_path), read_only=read_only)
+            except duckdb.IOException as e:
+                if _is_lock_error(e):
+                    if time.monotonic() < deadline:
+                        time.sleep(LOCK_RETRY_SLEEP_S)
+                        continue
+                    raise StoreLockedError(
+                        f"{self.db_path} is locked by another process (waited {self.lock_timeout_s:.0f} s; "
+                        f"the lock-retry window is the store's lock_timeout_s setting). Retry when it is free."
+                    ) from e
+                if "not a valid duckdb database" in str(e).lower() or "unable to open" in str(e).lower():
+                    raise StoreError(f"{self.db_path} is not a readable DuckDB database: {e}") from e
+                raise StoreError(f"cannot open {self.db_path}: {e}") from e
+            except duckdb.Error as e:
+                raise StoreError(f"cannot open {self.db_path}: {e}") from e
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the database, migrate it (writable) or check its version (read-only)."""
+        if read_only and not self.db_path.exists():
+            raise StoreError(f"no database at {self.db_path}: run `al ingest` (or `make demo`) first")
+        if not read_only:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._connect_raw(read_only)
+        try:
+            if read_only:
+                self._check_version(con)
+                self._create_embeddings_view(con, temp=True)
+            else:
+                self._migrate(con)
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A writable connection inside BEGIN ... COMMIT (ROLLBACK on any error)."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ schema
+    @staticmethod
+    def _tables(con) -> set[str]:
+        rows = con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE'"
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def _version(self, con) -> int:
+        tables = self._tables(con)
+        if "schema_info" not in tables:
+            if tables:
+                raise SchemaVersionError(
+                    f"{self.db_path} is a DuckDB database but not an {APP_NAME} one "
+                    f"(no schema_info table; it holds {sorted(tables)[:5]}). Point the store elsewhere."
+                )
+            return 0
+        row = con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchone()
+        app = con.execute("SELECT value FROM schema_info WHERE key = 'app'").fetchone()
+        if row is None or app is None or app[0] != APP_NAME:
+            raise SchemaVersionError(f"{self.db_path} has a schema_info table but is not an {APP_NAME} database")
+        return int(row[0])
+
+    def _check_version(self, con) -> int:
+        v = self._version(con)
+        if v > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.db_path} has schema version {v}, newer than this al-pipeline ({SCHEMA_VERSION}): upgrade al-pipeline"
+            )
+        if v < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.db_path} has schema version {v}; open it once writable (any `al` write command) to migrate to {SCHEMA_VERSION}"
+            )
+        return v
+
+    def _migrate(self, con) -> None:
+        v = self._version(con)
+        if v > SCHEMA_VERSION:
+            self._check_version(con)
+        for target in range(v + 1, SCHEMA_VERSION + 1):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for ddl in MIGRATIONS[target]:
+                    con.execute(ddl)
+                ts = now().isoformat()
+                con.execute(
+                    "INSERT OR REPLACE INTO schema_info VALUES ('schema_version', ?), ('app', ?), ('migrated_at', ?)",
+                    [str(target), APP_NAME, ts],
+                )
+                if target == 1:
+                    con.execute("INSERT INTO schema_info VALUES ('created_at', ?)", [ts])
+                self._create_embeddings_view(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        recorded = con.execute("SELECT value FROM schema_info WHERE key = 'vectors_dir'").fetchone()
+        if recorded is None or recorded[0] != str(self.vectors_dir):
+            con.execute("BEGIN TRANSACTION")
+            con.execute("INSERT OR REPLACE INTO schema_info VALUES ('vectors_dir', ?)", [str(self.vectors_dir)])
+            self._create_embeddings_view(con)
+            con.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        with self.connect(read_only=True) as con:
+            return self._version(con)
+
+    # ------------------------------------------------------------------ embeddings view
+    def _create_embeddings_view(self, con, temp: bool = False) -> None:
+        parts = con.execute(
+            "SELECT config_id, rel_path FROM embedding_parts ORDER BY config_id, shard, part_id"
+        ).fetchall() if "embedding_parts" in self._tables(con) else []
+        by_config: dict[str, list[str]] = {}
+        for config_id, rel in parts:
+            by_config.setdefault(config_id, []).append(str(self.vectors_dir / rel))
+        selects = []
+        for config_id, paths in by_config.items():
+            lst = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+            cid = config_id.replace("'", "''")
+            selects.append(
+                f"SELECT image_id, '{cid}' AS config_id, left(image_id, {SHARD_HEX_DIGITS}) AS shard, "
+                f"CAST(vector AS FLOAT[]) AS vector FROM read_parquet([{lst}])"
+            )
+        body = " UNION ALL ".join(selects) or (
+            "SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS config_id, NULL::VARCHAR AS shard, "
+            "NULL::FLOAT[] AS vector WHERE false"
+        )
+        kind = "TEMP VIEW" if temp else "VIEW"
+        con.execute(f"CREATE OR REPLACE {kind} embeddings AS {body}")
+
+    # ------------------------------------------------------------------ embedding configs
+    def register_embedding_config(self, config_id: str, config: dict) -> None:
+        with self.transaction() as con:
+            con.execute(
+                """INSERT INTO embedding_configs VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+                [
+                    config_id,
+                    config["backbone"],
+                    config.get("weights_sha256"),
+                    json.dumps(config.get("preprocessing", {}), sort_keys=True),
+                    config.get("dtype", "float32"),
+                    int(config["dim"]),
+                    json.dumps(config, sort_keys=True, default=str),
+                    now(),
+                ],
+            )
+
+    def embedded_ids(self, config_id: str) -> set[str]:
+        with self.connect(read_only=True) as con:
+            rows = con.execute("SELECT image_id FROM embedding_index WHERE config_id = ?", [config_id]).fetchall()
+        return {r[0] for r in rows}
+
+    def write_part_file(self, config_id: str, shard: str, image_ids: Sequence[str], vectors: np.ndarray) -> dict:
+        """Write one part file (any process may do this); returns its catalogue record.
+
+        The file is invisible until ``commit_parts`` records it.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, d = vectors.shape
+        order = np.argsort(np.asarray(image_ids, dtype=object).astype(str), kind="stable")
+        ids_sorted = [image_ids[i] for i in order]
+        vectors = vectors[order]
+        item = pa.field("item", pa.float32(), nullable=False)
+        vtype = pa.list_(item, d)
+        schema = pa.schema([pa.field("image_id", pa.string(), nullable=False), pa.field("vector", vtype, nullable=False)])
+        vec = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), type=vtype)
+        table = pa.Table.from_arrays([pa.array(ids_sorted, pa.string()), vec], schema=schema)
+        part_id = uuid.uuid4().hex
+        rel = Path(config_id) / f"shard={shard}" / f"part-{part_id}.parquet"
+        final = self.vectors_dir / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(final.name + ".tmp")
+        pq.write_table(
+            table, tmp, compression="none", use_dictionary=False, write_statistics=False,
+            row_group_size=PART_ROW_GROUP, data_page_version="2.0", data_page_size=8 << 20,
+        )
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+        os.replace(tmp, final)
+        return {
+            "part_id": part_id, "config_id": config_id, "shard": shard, "rel_path": str(rel),
+            "n_rows": int(n), "dim": int(d), "sha256": digest, "bytes": final.stat().st_size,
+            "image_ids": ids_sorted,
+        }
+
+    def commit_parts(self, parts: Sequence[dict], run_id: str | None = None) -> None:
+        """Record written part files in the catalogue, all in one transaction."""
+        if not parts:
+            return
+        import pyarrow as pa
+
+        ts = now()
+        with self.transaction() as con:
+            for p in parts:
+                con.execute(
+                    "INSERT INTO embedding_parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [p["part_id"], p["config_id"], p["shard"], p["rel_path"], p["n_rows"], p["dim"],
+                     p["sha256"], p["bytes"], run_id, ts],
+                )
+                idx = pa.table({
+                    "config_id": pa.array([p["config_id"]] * p["n_rows"], pa.string()),
+                    "image_id": pa.array(p["image_ids"], pa.string()),
+                    "part_id": pa.array([p["part_id"]] * p["n_rows"], pa.string()),
+                })
+                con.register("_idx", idx)
+                con.execute("INSERT INTO embedding_index SELECT * FROM _idx")
+                con.unregister("_idx")
+            self._create_embeddings_view(con)
+
+    def write_embeddings(self, config_id: str, image_ids: Sequence[str], vectors: np.ndarray,
+                         run_id: str | None = None) -> list[dict]:
+        """Write vectors (grouped into one part per shard) and commit them in one transaction."""
+        image_ids = list(image_ids)
+        if len(image_ids) != len(vectors):
+            raise ValueError(f"{len(image_ids)} image ids for {len(vectors)} vectors")
+        if len(set(image_ids)) != len(image_ids):
+            raise ValueError("duplicate image ids in one embedding write")
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("refusing to store non-finite embedding vectors")
+        by_shard: dict[str, list[int]] = {}
+        for i, iid in enumerate(image_ids):
+            by_shard.setdefault(shard_of(iid), []).append(i)
+        parts = []
+        for shard in sorted(by_shard):
+            idx = by_shard[shard]
+            parts.append(self.write_part_file(config_id, shard, [image_ids[i] for i in idx], vectors[idx]))
+        self.commit_parts(parts, run_id=run_id)
+        return parts
+
+    def load_embeddings(self, config_id: str, image_ids: Sequence[str] | None = None) -> Embeddings:
+        """Every vector of a config as one contiguous float32 N x D array, rows by ascending image_id.
+
+        Reads the committed part files directly with pyarrow (DuckDB's list
+        reader is several times slower for this: docs/benchmarks.md). With
+        ``image_ids``, returns those rows in the given order (KeyError if one
+        has no vector).
+        """
+        import pyarrow.parquet as pq
+
+        with self.connect(read_only=True) as con:
+            parts = con.execute(
+                "SELECT part_id, shard, rel_path, n_rows, dim FROM embedding_parts WHERE config_id = ? "
+                "ORDER BY shard, part_id", [config_id]
+            ).fetchall()
+            known = con.execute("SELECT 1 FROM embedding_configs WHERE config_id = ?", [config_id]).fetchone()
+        if known is None:
+            raise KeyError(f"unknown embedding config {config_id!r}")
+        if not parts:
+            dim = 0
+            return Embeddings(config_id, np.empty(0, dtype=object), np.empty((0, dim), np.float32))
+        dims = {p[4] for p in parts}
+        if len(dims) != 1:
+            raise StoreError(f"config {config_id} has parts of several dimensions {sorted(dims)}")
+        d = dims.pop()
+        n_total = sum(p[3] for p in parts)
+        features = np.empty((n_total, d), dtype=np.float32)
+        ids = np.empty(n_total, dtype=object)
+        r = 0
+        shard_start: dict[str, int] = {}
+        shard_parts: dict[str, int] = {}
+        for _part_id, shard, rel, n_rows, _dim in parts:
+            shard_start.setdefault(shard, r)
+            shard_parts[shard] = shard_parts.get(shard, 0) + 1
+            tbl = pq.read_table(self.vectors_dir / rel, memory_map=True)
+            if tbl.num_rows != n_rows:
+                raise StoreError(f"part {rel} has {tbl.num_rows} rows, the catalogue says {n_rows}")
+            rr = r
+            for chunk in tbl.column("vector").chunks:
+                m = len(chunk)
+                features[rr:rr + m] = chunk.values.to_numpy(zero_copy_only=False).reshape(m, d)
+                rr += m
+            ids[r:r + n_rows] = tbl.column("image_id").to_numpy(zero_copy_only=False)
+            r += n_rows
+        # shards are concatenated in order and each part is sorted; a shard of
+        # several parts is merged here so the whole matrix is sorted by image_id.
+        for shard, count in shard_parts.items():
+            if count > 1:
+                s = shard_start[shard]
+                e = s + sum(p[3] for p in parts if p[1] == shard)
+                order = np.argsort(ids[s:e].astype(str), kind="stable")
+                ids[s:e] = ids[s:e][order]
+                features[s:e] = features[s:e][order]
+        if image_ids is not None:
+            pos = {iid: i for i, iid in enumerate(ids)}
+            try:
+                sel = np.fromiter((pos[i] for i in image_ids), dtype=np.int64, count=len(image_ids))
+            except KeyError as e:
+                raise KeyError(f"image {e.args[0]} has no vector for config {config_id}") from None
+            return Embeddings(config_id, ids[sel], np.ascontiguousarray(features[sel]))
+        return Embeddings(config_id, ids, features)
+
+    def gc_orphan_parts(self, min_age_s: float = 3600.0) -> list[Path]:
+        """Delete part files (and .tmp files) older than min_age_s that the catalogue does not know."""
+        if not self.vectors_dir.exists():
+            return []
+        with self.connect() as con:
+            known = {r[0] for r in con.execute("SELECT rel_path FROM embedding_parts").fetchall()}
+        removed = []
+        cutoff = time.time() - min_age_s
+        for p in self.vectors_dir.rglob("part-*"):
+            rel = str(p.relative_to(self.vectors_dir))
+            if rel not in known and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed.append(p)
+        return removed
+
+    # ------------------------------------------------------------------ small helpers
+    def fetch(self, sql: str, params: Sequence | None = None, read_only: bool = True) -> list[tuple]:
+        with self.connect(read_only=read_only) as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def put_asset_output(self, asset_key: str, partition_key: str, run_id: str | None, value: dict) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO asset_outputs VALUES (?, ?, ?, ?, ?)",
+                [asset_key, partition_key, run_id, json.dumps(value, sort_keys=True, default=str), now()],
+            )
+
+    def get_asset_output(self, asset_key: str, partition_key: str) -> dict:
+        with self.connect(read_only=True) as con:
+            row = con.execute(
+                "SELECT value FROM asset_outputs WHERE asset_key = ? AND partition_key = ?", [asset_key, partition_key]
+            ).fetchone()
+        if row is None:
+            raise KeyError(f"asset {asset_key} (partition {partition_key or '-'}) has not been materialised")
+        return json.loads(row[0])
