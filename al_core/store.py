@@ -323,7 +323,7 @@ class Store:
                     config.get("weights_sha256"),
                     json.dumps(config.get("preprocessing", {}), sort_keys=True),
                     config.get("dtype", "float32"),
-                    int(config["dim"]),
+                    int(config.get("dim") or config["feature_dim"]),
                     json.dumps(config, sort_keys=True, default=str),
                     now(),
                 ],

@@ -1,0 +1,26 @@
+"""The frozen backbone as a Dagster resource (loaded lazily inside the asset body)."""
+
+import dagster as dg
+from pydantic import Field
+
+from al_core.settings import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE
+
+
+class BackboneResource(dg.ConfigurableResource):
+    """Which backbone embeds the images, and how."""
+
+    name: str = Field(default=DEFAULT_BACKBONE, description="a name from `al backbones`")
+    image_size: int = Field(default=DEFAULT_IMAGE_SIZE, description="input size in px (efficientnet_lite0 only)")
+    weights_path: str | None = Field(default=None, description="local weights file (air-gapped sites)")
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str | None = Field(default=None, description="'cpu', 'cuda'; default: cuda when present")
+
+    def load(self):
+        from al_core.backbones import load_backbone
+
+        return load_backbone(
+            self.name,
+            image_size=self.image_size if self.name == "efficientnet_lite0" else None,
+            weights_path=self.weights_path,
+            device=self.device,
+        )

@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# Never touch the network: a hub look-up fails in well under a second.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_ROOT = ROOT / "examples" / "cifar10-2k"
+CLASSES = sorted(p.name for p in SAMPLE_ROOT.iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    return SAMPLE_ROOT
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from al_core.store import Store
+
+    return Store(tmp_path / "warehouse.duckdb", lock_timeout_s=2)

@@ -1,0 +1,119 @@
+import hashlib
+import os
+import subprocess
+import sys
+
+import duckdb
+import numpy as np
+import pytest
+
+from al_core.store import SCHEMA_VERSION, SchemaVersionError, Store, StoreError, StoreLockedError, shard_of
+
+
+def _ids(n, salt=""):
+    return [hashlib.sha256(f"{salt}{i}".encode()).hexdigest() for i in range(n)]
+
+
+def test_schema_version_recorded_from_first_open(store):
+    with store.connect():
+        pass
+    assert store.schema_version() == SCHEMA_VERSION
+    rows = dict(store.fetch("SELECT key, value FROM schema_info"))
+    assert rows["app"] == "al-pipeline" and rows["schema_version"] == str(SCHEMA_VERSION)
+
+
+def test_vectors_round_trip_sorted_contiguous_and_sql_view(store, tmp_path):
+    store.register_embedding_config("cfg", {"backbone": "b", "dim": 8})
+    ids = _ids(300)
+    vecs = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    store.write_embeddings("cfg", ids[:200], vecs[:200])
+    store.write_embeddings("cfg", ids[200:], vecs[200:])  # second part in the same shards
+    emb = store.load_embeddings("cfg")
+    order = np.argsort(ids)
+    assert list(emb.image_ids) == sorted(ids)
+    assert emb.features.flags["C_CONTIGUOUS"] and emb.features.dtype == np.float32
+    np.testing.assert_array_equal(emb.features, vecs[order])
+    sub = store.load_embeddings("cfg", image_ids=[ids[5], ids[250]])
+    np.testing.assert_array_equal(sub.features, vecs[[5, 250]])
+    # the SQL view answers from any working directory, with the same vectors
+    here = os.getcwd()
+    try:
+        os.chdir("/")
+        con = duckdb.connect(str(store.db_path), read_only=True)
+        n, shards = con.execute("SELECT count(*), count(DISTINCT shard) FROM embeddings WHERE config_id = 'cfg'").fetchone()
+        v = con.execute("SELECT vector FROM embeddings WHERE image_id = ?", [ids[7]]).fetchone()[0]
+        con.close()
+    finally:
+        os.chdir(here)
+    assert n == 300 and shards == len({shard_of(i) for i in ids})
+    np.testing.assert_allclose(v, vecs[7])
+
+
+def test_uncommitted_part_is_invisible_and_collected(store):
+    store.register_embedding_config("cfg", {"backbone": "b", "dim": 4})
+    ids = _ids(10)
+    part = store.write_part_file("cfg", "0", ids, np.ones((10, 4), np.float32))
+    assert len(store.load_embeddings("cfg")) == 0
+    assert store.fetch("SELECT count(*) FROM embeddings")[0][0] == 0
+    removed = store.gc_orphan_parts(min_age_s=0)
+    assert [p.name for p in removed] == [os.path.basename(part["rel_path"])]
+
+
+def test_failed_transaction_leaves_nothing(store):
+    with store.connect():
+        pass
+    with pytest.raises(RuntimeError):
+        with store.transaction() as con:
+            con.execute("INSERT INTO schema_info VALUES ('x', '1')")
+            raise RuntimeError("boom")
+    assert store.fetch("SELECT count(*) FROM schema_info WHERE key = 'x'")[0][0] == 0
+
+
+def test_rejects_non_finite_vectors_and_duplicates(store):
+    store.register_embedding_config("cfg", {"backbone": "b", "dim": 2})
+    with pytest.raises(ValueError, match="non-finite"):
+        store.write_embeddings("cfg", _ids(2), np.array([[1, np.nan], [0, 0]], np.float32))
+    with pytest.raises(ValueError, match="duplicate"):
+        store.write_embeddings("cfg", ["a" * 64, "a" * 64], np.zeros((2, 2), np.float32))
+
+
+def test_foreign_and_damaged_and_newer_databases_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.duckdb"
+    con = duckdb.connect(str(foreign))
+    con.execute("CREATE TABLE customers (id INT)")
+    con.close()
+    with pytest.raises(SchemaVersionError, match="not an al-pipeline"):
+        with Store(foreign).connect():
+            pass
+    damaged = tmp_path / "damaged.duckdb"
+    damaged.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError):
+        with Store(damaged).connect():
+            pass
+    assert damaged.read_bytes() == b"this is not a database" * 100  # untouched
+    newer = Store(tmp_path / "newer.duckdb")
+    with newer.connect() as c:
+        c.execute("UPDATE schema_info SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    with pytest.raises(SchemaVersionError, match="newer"):
+        with newer.connect():
+            pass
+
+
+def test_writer_waits_then_reports_a_retryable_lock_error(tmp_path):
+    db = tmp_path / "w.duckdb"
+    with Store(db).connect():
+        pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreLockedError, match="lock_timeout_s"):
+            with Store(db, lock_timeout_s=1).connect():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with Store(db, lock_timeout_s=5).connect():  # a retry completes once the holder is gone
+        pass
