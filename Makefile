@@ -28,7 +28,7 @@ install: $(STAMP)
 
 demo: install
 	@mkdir -p $(DAGSTER_HOME)
-	$(BIN)/al demo
+	$(BIN)/python -m al_assets.demo
 
 test: install
 	@mkdir -p $(DAGSTER_HOME)
