@@ -1,0 +1,78 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
+import numpy as np
+
+from tests.conftest import ROOT
+
+
+def test_raw_images_then_embeddings_in_process(tmp_path, sample_root):
+    from al_assets.assets import embeddings, raw_images
+    from al_assets.checks import embeddings_cover_images, raw_images_statuses
+    from resources.backbone import BackboneResource
+    from resources.store import StoreJsonIOManager, StoreResource
+
+    root = tmp_path / "images"
+    for cls in ("airplane", "frog"):
+        (root / cls).mkdir(parents=True)
+        for f in sorted((sample_root / cls).iterdir())[:15]:
+            shutil.copy(f, root / cls / f.name)
+    (root / "frog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    store = StoreResource(db_path=str(tmp_path / "w.duckdb"), vectors_dir=str(tmp_path / "vectors"), lock_timeout_s=5)
+    resources = {
+        "store": store,
+        "store_io_manager": StoreJsonIOManager(store=store),
+        "backbone": BackboneResource(image_size=64, batch_size=16),
+    }
+    run_config = {"ops": {"raw_images": {"config": {"image_root": str(root)}}}}
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([raw_images, embeddings, raw_images_statuses, embeddings_cover_images],
+                            resources=resources, run_config=run_config, instance=instance)
+    assert result.success
+    mats = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("embeddings")}
+    assert mats["embeddings"]["embedded_now"].value == 30
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks)
+    s = store.get()
+    out = s.get_asset_output("embeddings", "")
+    assert out["n_embedded"] == 30 and out["dim"] == 1280 and out["n_failed"] == 0
+    assert s.fetch("SELECT count(*) FROM image_paths WHERE status = 'corrupt'")[0][0] == 1
+    emb = s.load_embeddings(out["config_id"])
+    assert emb.features.shape == (30, 1280) and np.isfinite(emb.features).all()
+    # incremental: a second materialisation embeds nothing new
+    again = dg.materialize([raw_images, embeddings], resources=resources, run_config=run_config, instance=instance)
+    assert again.success
+    out2 = s.get_asset_output("embeddings", "")
+    assert out2["n_embedded"] == 0 and out2["n_skipped"] == 30 and out2["n_total"] == 30
+
+
+def test_code_location_validates_and_loads_without_heavy_imports():
+    env = dict(os.environ, DAGSTER_HOME=str(ROOT / "data" / "dagster_home"))
+    os.makedirs(env["DAGSTER_HOME"], exist_ok=True)
+    bin_dir = os.path.dirname(sys.executable)
+    r = subprocess.run([os.path.join(bin_dir, "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    code = ("import sys, al_assets.definitions as d; d.defs.resolve_asset_graph(); "
+            "heavy = [m for m in ('torch', 'timm', 'open_clip', 'faiss', 'sklearn') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"heavy modules imported at code-location load: {r.stdout}"
+
+
+def test_al_core_never_imports_dagster():
+    import pkgutil
+
+    import al_core
+
+    mods = [f"al_core.{m.name}" for m in pkgutil.walk_packages(al_core.__path__, prefix="")]
+    code = ("import importlib, sys\n"
+            f"for m in {mods!r}:\n    importlib.import_module(m)\n"
+            "print('dagster' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
