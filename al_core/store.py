@@ -12,8 +12,9 @@ Layout (see docs/architecture.md):
   catalogue (``embedding_parts`` + ``embedding_index``) by the single DuckDB
   writer. A part that is not in the catalogue is invisible (``gc_orphan_parts``
   deletes it).
-- SQL sees one ``embeddings`` view (image_id, config_id, shard, vector) over the
-  committed parts, re-created with absolute paths whenever the part list changes
+- SQL sees one ``embeddings`` view (image_id, config_id, shard, dim, vector) over
+  the committed parts (``vector``: a BLOB of ``dim`` little-endian float32; in
+  Python, ``np.frombuffer(blob, '<f4')``), re-created with absolute paths whenever the part list changes
   and whenever the store is opened from another location, so it answers from any
   working directory.
 
@@ -193,8 +194,12 @@ class Store:
                 raise StoreError(f"cannot open {self.db_path}: {e}") from e
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the database, migrate it (writable) or check its version (read-only)."""
+    def connect(self, read_only: bool = False, view: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the database, migrate it (writable) or check its version (read-only).
+
+        A read-only connection gets a temporary ``embeddings`` view with this
+        store's absolute paths unless ``view=False``.
+        """
         if read_only and not self.db_path.exists():
             raise StoreError(f"no database at {self.db_path}: run `al ingest` (or `make demo`) first")
         if not read_only:
@@ -203,7 +208,8 @@ class Store:
         try:
             if read_only:
                 self._check_version(con)
-                self._create_embeddings_view(con, temp=True)
+                if view:
+                    self._create_embeddings_view(con, temp=True)
             else:
                 self._migrate(con)
             yield con
@@ -303,11 +309,11 @@ class Store:
             cid = config_id.replace("'", "''")
             selects.append(
                 f"SELECT image_id, '{cid}' AS config_id, left(image_id, {SHARD_HEX_DIGITS}) AS shard, "
-                f"CAST(vector AS FLOAT[]) AS vector FROM read_parquet([{lst}])"
+                f"octet_length(vector) // 4 AS dim, vector FROM read_parquet([{lst}])"
             )
         body = " UNION ALL ".join(selects) or (
             "SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS config_id, NULL::VARCHAR AS shard, "
-            "NULL::FLOAT[] AS vector WHERE false"
+            "NULL::BIGINT AS dim, NULL::BLOB AS vector WHERE false"
         )
         kind = "TEMP VIEW" if temp else "VIEW"
         con.execute(f"CREATE OR REPLACE {kind} embeddings AS {body}")
@@ -347,10 +353,12 @@ class Store:
         order = np.argsort(np.asarray(image_ids, dtype=object).astype(str), kind="stable")
         ids_sorted = [image_ids[i] for i in order]
         vectors = vectors[order]
-        item = pa.field("item", pa.float32(), nullable=False)
-        vtype = pa.list_(item, d)
+        # One FIXED_LEN_BYTE_ARRAY of D little-endian float32 per row: Parquet
+        # decodes it as one contiguous buffer (near np.load speed), where a
+        # FLOAT[D] list column costs 4-5x more to decode (docs/benchmarks.md).
+        vtype = pa.binary(d * 4)
         schema = pa.schema([pa.field("image_id", pa.string(), nullable=False), pa.field("vector", vtype, nullable=False)])
-        vec = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), type=vtype)
+        vec = pa.FixedSizeBinaryArray.from_buffers(vtype, n, [None, pa.py_buffer(vectors.astype("<f4", copy=False).tobytes())])
         table = pa.Table.from_arrays([pa.array(ids_sorted, pa.string()), vec], schema=schema)
         part_id = uuid.uuid4().hex
         rel = Path(config_id) / f"shard={shard}" / f"part-{part_id}.parquet"
@@ -425,7 +433,7 @@ class Store:
         """
         import pyarrow.parquet as pq
 
-        with self.connect(read_only=True) as con:
+        with self.connect(read_only=True, view=False) as con:
             parts = con.execute(
                 "SELECT part_id, shard, rel_path, n_rows, dim FROM embedding_parts WHERE config_id = ? "
                 "ORDER BY shard, part_id", [config_id]
@@ -455,7 +463,10 @@ class Store:
             rr = r
             for chunk in tbl.column("vector").chunks:
                 m = len(chunk)
-                features[rr:rr + m] = chunk.values.to_numpy(zero_copy_only=False).reshape(m, d)
+                if chunk.type.byte_width != d * 4:
+                    raise StoreError(f"part {rel} holds {chunk.type.byte_width // 4}-d vectors, the catalogue says {d}")
+                features[rr:rr + m] = np.frombuffer(
+                    chunk.buffers()[1], dtype="<f4", count=m * d, offset=chunk.offset * d * 4).reshape(m, d)
                 rr += m
             ids[r:r + n_rows] = tbl.column("image_id").to_numpy(zero_copy_only=False)
             r += n_rows
