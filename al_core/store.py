@@ -115,6 +115,68 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE embedding_failures (
             config_id VARCHAR NOT NULL, image_id VARCHAR NOT NULL, path VARCHAR,
             error VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL)""",
+        # ---- the labelling loop -------------------------------------------------
+        """CREATE TABLE rounds (
+            round INTEGER PRIMARY KEY,         -- 0 is the seed pool
+            kind VARCHAR NOT NULL CHECK (kind IN ('seed', 'query')),
+            strategy VARCHAR NOT NULL, seed BIGINT NOT NULL,
+            budget INTEGER NOT NULL,           -- what was proposed
+            requested_budget INTEGER NOT NULL, -- what the config asked; larger when the pool or total budget ran out
+            config_id VARCHAR NOT NULL,        -- embedding config the selection used
+            probe_id VARCHAR,                  -- probe that scored the pool (NULL for the seed pool)
+            status VARCHAR NOT NULL CHECK (status IN ('open', 'closed')),
+            proposed_at TIMESTAMP NOT NULL, closed_at TIMESTAMP,
+            closed_by VARCHAR,                 -- 'answered' | 'manual'
+            select_seconds DOUBLE, run_id VARCHAR, note VARCHAR)""",
+        """CREATE TABLE queries (
+            round INTEGER NOT NULL, rank INTEGER NOT NULL, image_id VARCHAR NOT NULL,
+            path VARCHAR NOT NULL, score DOUBLE, strategy VARCHAR NOT NULL,
+            PRIMARY KEY (round, image_id))""",
+        """CREATE TABLE label_files (
+            file_id VARCHAR PRIMARY KEY, sha256 VARCHAR NOT NULL,
+            original_name VARCHAR NOT NULL, stored_path VARCHAR,  -- where it was moved (accepted/ or rejected/)
+            format VARCHAR,                    -- 'csv' | 'jsonl' | 'label_studio'
+            status VARCHAR NOT NULL CHECK (status IN ('accepted', 'duplicate', 'rejected', 'retracted')),
+            reason VARCHAR,                    -- rejection summary / duplicate of which file
+            n_rows INTEGER, n_applied INTEGER, n_unproposed INTEGER, n_skips INTEGER,
+            is_eval BOOLEAN NOT NULL DEFAULT false,
+            received_at TIMESTAMP NOT NULL, round INTEGER, run_id VARCHAR)""",
+        """CREATE TABLE labels (               -- append-only history; the newest non-retracted row wins
+            label_id BIGINT PRIMARY KEY, image_id VARCHAR NOT NULL,
+            label VARCHAR NOT NULL,            -- class name, or the configured skip label
+            is_skip BOOLEAN NOT NULL, proposed BOOLEAN NOT NULL,   -- false: image was never proposed (flagged)
+            file_sha256 VARCHAR NOT NULL, file_id VARCHAR NOT NULL,
+            annotation_id VARCHAR, annotator VARCHAR, received_at TIMESTAMP NOT NULL,
+            round INTEGER NOT NULL,            -- round during which it was ingested
+            line INTEGER, note VARCHAR)""",
+        """CREATE TABLE retractions (
+            file_sha256 VARCHAR NOT NULL, retracted_at TIMESTAMP NOT NULL, reason VARCHAR,
+            effective_round INTEGER NOT NULL)""",
+        """CREATE TABLE eval_set (
+            image_id VARCHAR PRIMARY KEY, label VARCHAR,  -- NULL until labelled
+            source VARCHAR NOT NULL,           -- 'holdout' | 'inbox/eval'
+            added_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE probes (
+            probe_id VARCHAR PRIMARY KEY, round INTEGER NOT NULL, version INTEGER NOT NULL,
+            trigger VARCHAR NOT NULL,          -- 'round' | 'schedule' | 'manual'
+            path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, config_id VARCHAR NOT NULL,
+            n_labels INTEGER NOT NULL, n_classes INTEGER NOT NULL, seed BIGINT NOT NULL,
+            train_seconds DOUBLE, trained_at TIMESTAMP NOT NULL, run_id VARCHAR)""",
+        """CREATE TABLE probe_labels (probe_id VARCHAR NOT NULL, label_id BIGINT NOT NULL,
+            PRIMARY KEY (probe_id, label_id))""",
+        """CREATE TABLE metrics (
+            probe_id VARCHAR PRIMARY KEY, round INTEGER NOT NULL,
+            accuracy DOUBLE, balanced_accuracy DOUBLE, macro_f1 DOUBLE,
+            per_class_recall VARCHAR, confusion VARCHAR,   -- JSON
+            n_labels INTEGER NOT NULL, n_eval INTEGER NOT NULL, evaluated_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE requests (             -- work asked for by the CLI, launched by the sensor as runs
+            request_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL,   -- 'close_round' | 'retry_file'
+            arg VARCHAR, created_at TIMESTAMP NOT NULL, done_at TIMESTAMP, run_id VARCHAR)""",
+        # newest non-retracted label per image (skips included: they keep an image out of proposals)
+        """CREATE VIEW current_labels AS
+            SELECT * EXCLUDE (rn) FROM (
+              SELECT l.*, row_number() OVER (PARTITION BY l.image_id ORDER BY l.label_id DESC) AS rn
+              FROM labels l WHERE l.file_sha256 NOT IN (SELECT file_sha256 FROM retractions)) WHERE rn = 1""",
         """CREATE TABLE asset_outputs (
             asset_key VARCHAR NOT NULL, partition_key VARCHAR NOT NULL,
             run_id VARCHAR, value VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
