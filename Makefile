@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install demo test ui clean-data help
+.PHONY: install demo test ui clean-data help instance
 
 help:
 	@echo "make demo   - install if needed, then run the main job on the sample images"
@@ -26,16 +26,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+# the project's Dagster instance settings (one-run queue, run monitoring, retries)
+instance:
 	@mkdir -p $(DAGSTER_HOME)
+	@cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install instance
 	$(BIN)/python -m al_assets.demo
 
-test: install
-	@mkdir -p $(DAGSTER_HOME)
+test: install instance
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-ui: install
-	@mkdir -p $(DAGSTER_HOME)
+ui: install instance
 	$(BIN)/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
 
 clean-data:

@@ -9,30 +9,33 @@ that the next asset receives as its input: lineage goes through asset inputs.
 import dagster as dg
 from pydantic import Field
 
-from al_core.settings import Paths
 from resources.backbone import BackboneResource
+from resources.project import ProjectResource
 from resources.store import StoreResource
-
-_DEFAULTS = Paths.from_env()
 
 
 class RawImagesConfig(dg.Config):
-    """Where the images are: a folder scanned recursively, or a manifest CSV of paths."""
+    """Where the images are (default: `images.root` / `images.manifest` of the project file)."""
 
-    image_root: str | None = Field(default=str(_DEFAULTS.image_root), description="folder of images (class sub-folders give ground truth)")
-    manifest: str | None = Field(default=None, description="CSV with a `path` column (and optional `class`); replaces image_root")
+    image_root: str | None = Field(default=None, description="folder of images (class sub-folders give ground truth)")
+    manifest: str | None = Field(default=None, description="CSV with a `path` column (and optional `class`)")
     ground_truth_from_folders: bool = True
 
 
 @dg.asset(group_name="ingest", kinds={"duckdb"}, io_manager_key="store_io_manager")
-def raw_images(context: dg.AssetExecutionContext, config: RawImagesConfig, store: StoreResource) -> dg.Output[dict]:
+def raw_images(
+    context: dg.AssetExecutionContext, config: RawImagesConfig, store: StoreResource, project: ProjectResource
+) -> dg.Output[dict]:
     """Content-addressed image records (sha256 of the bytes) with a status per path."""
     from al_core.images import scan
 
-    if config.manifest:
-        report = scan(store.get(), manifest=config.manifest, ground_truth_from_folders=False, progress=context.log.info)
+    cfg = project.load()
+    manifest = config.manifest or (None if config.image_root else cfg.manifest)
+    root = config.image_root or cfg.image_root
+    if manifest:
+        report = scan(store.get(), manifest=manifest, ground_truth_from_folders=False, progress=context.log.info)
     else:
-        report = scan(store.get(), root=config.image_root,
+        report = scan(store.get(), root=root,
                       ground_truth_from_folders=config.ground_truth_from_folders, progress=context.log.info)
     context.log.info(
         f"scan {report.scan_id}: {report.n_files} files, {report.n_new} new, {report.n_changed} changed, "

@@ -12,13 +12,12 @@ import dagster as dg
 
 def main() -> int:
     from al_assets.definitions import defs
-    from al_core.settings import Paths
+    from al_core.config import load_config
     from al_core.status_cli import print_summary, summary
-    from resources.store import StoreResource
 
-    paths = Paths.from_env()
+    cfg = load_config()
     t0 = time.monotonic()
-    print(f"al-pipeline demo: images from {paths.image_root}, database {paths.db_path}", flush=True)
+    print(f"al-pipeline demo: images from {cfg.image_root}, database {cfg.db_path}", flush=True)
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("ingest_job")
     result = job.execute_in_process(instance=instance)
@@ -26,7 +25,7 @@ def main() -> int:
         print("demo: the ingest job failed; see the log above", file=sys.stderr)
         return 1
     print(f"\ningest_job finished in {time.monotonic() - t0:.0f} s. The store now holds:", flush=True)
-    print_summary(summary(StoreResource().get()))
+    print_summary(summary(cfg.store()))
     print("\nNext: `make ui` opens the Dagster UI on http://127.0.0.1:3000 (assets, runs, metadata).")
     return 0
 

@@ -2,8 +2,35 @@
 
 import dagster as dg
 
+from al_assets.loop import LOOP_GROUP, rounds_partitions
+
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups("ingest"),
     description="Scan the image root and embed every new image.",
+    tags={"al/writes": "true"},
+)
+
+seed_job = dg.define_asset_job(
+    "seed_job",
+    selection=dg.AssetSelection.assets("seed_pool"),
+    partitions_def=rounds_partitions,
+    description="Round 0: propose the seed pool.",
+    tags={"al/writes": "true"},
+)
+
+round_job = dg.define_asset_job(
+    "round_job",
+    selection=dg.AssetSelection.groups(LOOP_GROUP) - dg.AssetSelection.assets("seed_pool"),
+    partitions_def=rounds_partitions,
+    description="Ingest label files; when the batch is answered, train, evaluate and propose the next batch.",
+    tags={"al/writes": "true"},
+)
+
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.assets("probe", "eval_metrics"),
+    partitions_def=rounds_partitions,
+    description="Retrain the probe of the latest round on every label and re-evaluate it (new probe version).",
+    tags={"al/writes": "true", "al/trigger": "schedule"},
 )

@@ -57,6 +57,7 @@ paths:
 sensor:
   interval_s: 30                  # how often the inbox is looked at
   settle_s: 2.0                   # a file modified more recently than this is left for the next tick
+  ingest_before_round: true       # queue an ingest run (scan + embed new images) before each round run
 
 schedule:
   retrain_cron: null              # e.g. "0 3 * * *": retrain the probe on all labels nightly; null: off
@@ -117,6 +118,7 @@ class PathsConfig:
 class SensorConfig:
     interval_s: int = 30
     settle_s: float = 2.0
+    ingest_before_round: bool = True
 
 
 @dataclass(frozen=True)

@@ -3,28 +3,34 @@
 import argparse
 import sys
 
-from al_core.settings import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE, Paths
+from al_core.config import load_config
 
 
 def main(argv: list[str]) -> int:
-    p = Paths.from_env()
     ap = argparse.ArgumentParser(prog="al ingest", description=__doc__)
+    ap.add_argument("--config", help="project file (default: $AL_CONFIG, else ./al.yaml, else the defaults)")
     src = ap.add_mutually_exclusive_group()
-    src.add_argument("--images", default=str(p.image_root), help="image root folder (default %(default)s)")
+    src.add_argument("--images", help="image root folder (default: images.root of the project file)")
     src.add_argument("--manifest", help="CSV with a `path` column instead of a folder")
-    ap.add_argument("--db", default=str(p.db_path))
-    ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    ap.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
+    ap.add_argument("--backbone", help="default: backbone.name")
+    ap.add_argument("--image-size", type=int, help="default: backbone.image_size")
     ap.add_argument("--weights", help="local weights file for the backbone")
-    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    ap.add_argument("--batch-size", type=int)
     ap.add_argument("--no-embed", action="store_true", help="scan only")
     args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    if not args.images and not args.manifest:
+        args.images, args.manifest = (str(cfg.image_root) if cfg.image_root else None), (
+            str(cfg.manifest) if cfg.manifest else None)
+    args.backbone = args.backbone or cfg.backbone.name
+    args.image_size = args.image_size or cfg.backbone.image_size
+    args.weights = args.weights or cfg.backbone.weights_path
+    args.batch_size = args.batch_size or cfg.backbone.batch_size
 
     from al_core.images import scan
     from al_core.status_cli import print_summary, summary
-    from al_core.store import Store
 
-    store = Store(args.db, p.vectors_dir if args.db == str(p.db_path) else None)
+    store = cfg.store()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.manifest:
         r = scan(store, manifest=args.manifest, ground_truth_from_folders=False, progress=log)

@@ -4,11 +4,11 @@ import argparse
 import json
 import sys
 
-from al_core.settings import Paths
-from al_core.store import Store, StoreError
+from al_core.config import load_config
+from al_core.store import StoreError
 
 
-def summary(store: Store) -> dict:
+def summary(store) -> dict:
     with store.connect(read_only=True) as con:
         q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
         out = {
@@ -42,11 +42,11 @@ def print_summary(s: dict, file=sys.stdout) -> None:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="al status", description=__doc__)
-    ap.add_argument("--db", default=str(Paths.from_env().db_path))
+    ap.add_argument("--config", help="project file (default: $AL_CONFIG, else ./al.yaml, else the defaults)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
     try:
-        s = summary(Store(args.db, lock_timeout_s=5))
+        s = summary(load_config(args.config).store())
     except StoreError as e:
         print(f"al status: {e}", file=sys.stderr)
         return 1

@@ -3,16 +3,18 @@
 import dagster as dg
 from pydantic import Field
 
-from al_core.settings import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, DEFAULT_IMAGE_SIZE
+from al_core.config import BackboneConfig
+
+_D = BackboneConfig()
 
 
 class BackboneResource(dg.ConfigurableResource):
     """Which backbone embeds the images, and how."""
 
-    name: str = Field(default=DEFAULT_BACKBONE, description="a name from `al backbones`")
-    image_size: int = Field(default=DEFAULT_IMAGE_SIZE, description="input size in px (efficientnet_lite0 only)")
+    name: str = Field(default=_D.name, description="a name from `al backbones`")
+    image_size: int = Field(default=_D.image_size, description="input size in px (efficientnet_lite0 only)")
     weights_path: str | None = Field(default=None, description="local weights file (air-gapped sites)")
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int = _D.batch_size
     device: str | None = Field(default=None, description="'cpu', 'cuda'; default: cuda when present")
 
     def load(self):

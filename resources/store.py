@@ -7,17 +7,14 @@ JSON in the `asset_outputs` table, in one transaction per output.
 
 import dagster as dg
 
-from al_core.settings import Paths
 from al_core.store import DEFAULT_LOCK_TIMEOUT_S, Store
-
-_DEFAULTS = Paths.from_env()
 
 
 class StoreResource(dg.ConfigurableResource):
     """The DuckDB catalogue and its vector folder."""
 
-    db_path: str = str(_DEFAULTS.db_path)
-    vectors_dir: str = str(_DEFAULTS.vectors_dir)
+    db_path: str = "data/warehouse.duckdb"
+    vectors_dir: str | None = None
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
 
     def get(self) -> Store:

@@ -13,6 +13,7 @@ def test_raw_images_then_embeddings_in_process(tmp_path, sample_root):
     from al_assets.assets import embeddings, raw_images
     from al_assets.checks import embeddings_cover_images, raw_images_statuses
     from resources.backbone import BackboneResource
+    from resources.project import ProjectResource
     from resources.store import StoreJsonIOManager, StoreResource
 
     root = tmp_path / "images"
@@ -26,6 +27,7 @@ def test_raw_images_then_embeddings_in_process(tmp_path, sample_root):
         "store": store,
         "store_io_manager": StoreJsonIOManager(store=store),
         "backbone": BackboneResource(image_size=64, batch_size=16),
+        "project": ProjectResource(),
     }
     run_config = {"ops": {"raw_images": {"config": {"image_root": str(root)}}}}
     instance = dg.DagsterInstance.ephemeral()

@@ -1,0 +1,24 @@
+"""`al init [PATH]`: write a commented default project file (al.yaml)."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from al_core.config import DEFAULT_CONFIG_NAME, DEFAULT_YAML, from_dict
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="al init", description=__doc__)
+    ap.add_argument("path", nargs="?", default=DEFAULT_CONFIG_NAME)
+    ap.add_argument("--force", action="store_true", help="overwrite an existing file")
+    args = ap.parse_args(argv)
+    p = Path(args.path)
+    if p.exists() and not args.force:
+        print(f"al init: {p} exists; use --force to overwrite", file=sys.stderr)
+        return 1
+    import yaml
+
+    from_dict(yaml.safe_load(DEFAULT_YAML))  # the default must always be valid
+    p.write_text(DEFAULT_YAML, encoding="utf-8")
+    print(f"wrote {p}: edit images.root, classes and selection, then `make ui` or `al ingest`")
+    return 0

@@ -1,0 +1,567 @@
+"""The labelling loop, without Dagster: propose, ingest labels, train, evaluate.
+
+Rounds (see docs/labelling-loop.md):
+
+- Round 0 proposes the seed pool (batch 0) with the seed strategy.
+- Round r >= 1 ingests the labels that answer batch r-1 (``labels.round = r``).
+  Once batch r-1 is answered to ``selection.answered_fraction`` (or closed by
+  hand), the same run trains probe r on every label so far, evaluates it, and
+  proposes batch r with the query strategy.
+
+Every table write below is one transaction; outbox files are written to a
+temporary name and renamed; label files are moved only after their rows are
+committed (a file found in the inbox whose bytes are already committed is
+recognised as such and moved without applying anything twice).
+"""
+
+import datetime as _dt
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from al_core.config import ProjectConfig
+from al_core.store import Store, now
+
+INBOX_SUFFIXES = (".csv", ".jsonl", ".json")
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
+
+
+class LoopError(RuntimeError):
+    """The loop cannot do what was asked; the message says why and what to do."""
+
+
+def fault_point(name: str) -> None:
+    """Kill this process here if $AL_FAULT names this point (fault-injection tests)."""
+    if os.environ.get("AL_FAULT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- files
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def list_inbox(inbox: Path, settle_s: float = 2.0, now_s: float | None = None) -> list[Path]:
+    """Label files ready to read, ordered by (mtime_ns, name).
+
+    The rule for a file still being written: names starting with '.' or ending
+    in .tmp/.part/... are never read (write there, then rename), and a file
+    modified less than ``settle_s`` seconds ago is left for the next tick.
+    """
+    if not inbox.is_dir():
+        return []
+    t = time.time() if now_s is None else now_s
+    out = []
+    for e in os.scandir(inbox):
+        if not e.is_file(follow_symlinks=False) or e.name.startswith("."):
+            continue
+        low = e.name.lower()
+        if low.endswith(IGNORED_SUFFIXES) or not low.endswith(INBOX_SUFFIXES) or low.endswith(".errors.json"):
+            continue
+        st = e.stat(follow_symlinks=False)
+        if t - st.st_mtime < settle_s:
+            continue
+        out.append((st.st_mtime_ns, e.name, Path(e.path)))
+    return [p for _, _, p in sorted(out)]
+
+
+# ----------------------------------------------------------------------------- state
+@dataclass
+class LoopState:
+    last_round: int | None  # highest proposed batch, None before the seed pool
+    open_round: int | None  # batch still waiting for labels
+    n_proposed_total: int
+    budget_spent: bool
+
+    @property
+    def label_round(self) -> int:
+        """The round partition that incoming labels belong to."""
+        return 0 if self.last_round is None else self.last_round + 1
+
+
+def loop_state(con, cfg: ProjectConfig) -> LoopState:
+    last, proposed = con.execute("SELECT max(round), coalesce(sum(budget), 0) FROM rounds").fetchone()
+    open_ = con.execute("SELECT max(round) FROM rounds WHERE status = 'open'").fetchone()[0]
+    return LoopState(last, open_, int(proposed), int(proposed) >= cfg.selection.total_budget)
+
+
+def answered(con, round_: int) -> tuple[int, int]:
+    """(answered, proposed) images of batch ``round_``; a skip counts as an answer."""
+    n_prop, n_ans = con.execute(
+        """SELECT count(*), count(c.image_id) FROM queries q
+           LEFT JOIN current_labels c ON c.image_id = q.image_id WHERE q.round = ?""", [round_]).fetchone()
+    return int(n_ans), int(n_prop)
+
+
+# ----------------------------------------------------------------------------- pool
+@dataclass
+class Pool:
+    config_id: str
+    image_ids: np.ndarray
+    features: np.ndarray
+    index: dict
+    classes: tuple[str, ...]
+    labeled: np.ndarray  # row indices with a training label
+    labels: np.ndarray  # class index per labeled row
+    label_ids: list[int]  # labels.label_id per labeled row
+    candidates: np.ndarray  # rows that may be proposed
+    n_excluded: dict = field(default_factory=dict)
+
+
+def load_pool(store: Store, cfg: ProjectConfig, config_id: str, classes: Sequence[str]) -> Pool:
+    emb = store.load_embeddings(config_id)
+    if len(emb) == 0:
+        raise LoopError(f"no embeddings for config {config_id}: materialise `embeddings` (make demo / al ingest) first")
+    index = {iid: i for i, iid in enumerate(emb.image_ids)}
+    cls_index = {c: k for k, c in enumerate(classes)}
+    with store.connect(read_only=True, view=False) as con:
+        cur = con.execute("SELECT image_id, label, is_skip, label_id FROM current_labels").fetchall()
+        eval_ids = {r[0] for r in con.execute("SELECT image_id FROM eval_set").fetchall()}
+        ok_ids = {r[0] for r in con.execute("SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'").fetchall()}
+        proposed = {r[0] for r in con.execute("SELECT DISTINCT image_id FROM queries").fetchall()}
+    labelled_any = set()
+    lab_rows, lab_cls, lab_ids = [], [], []
+    for iid, label, is_skip, label_id in cur:
+        labelled_any.add(iid)
+        if is_skip or iid in eval_ids or iid not in index or label not in cls_index:
+            continue
+        lab_rows.append(index[iid])
+        lab_cls.append(cls_index[label])
+        lab_ids.append(int(label_id))
+    order = np.argsort(lab_rows, kind="stable")
+    labeled = np.asarray(lab_rows, dtype=np.int64)[order]
+    labels = np.asarray(lab_cls, dtype=np.int64)[order]
+    label_ids = [lab_ids[i] for i in order]
+    pending = proposed - labelled_any
+    excluded = labelled_any | eval_ids | pending
+    cand = np.fromiter((i for i, iid in enumerate(emb.image_ids) if iid not in excluded and iid in ok_ids),
+                       dtype=np.int64)
+    return Pool(config_id, emb.image_ids, emb.features, index, tuple(classes), labeled, labels, label_ids, cand,
+                {"labelled_or_skipped": len(labelled_any), "eval_set": len(eval_ids), "pending": len(pending),
+                 "not_ok": int(sum(1 for iid in emb.image_ids if iid not in ok_ids))})
+
+
+# ----------------------------------------------------------------------------- eval set
+def ensure_eval_set(store: Store, cfg: ProjectConfig, classes: Sequence[str]) -> dict:
+    """Hold out ``evaluation.holdout`` images (stratified by ground truth, fixed by the seed), once."""
+    with store.connect(read_only=True, view=False) as con:
+        n_existing = con.execute("SELECT count(*) FROM eval_set WHERE source = 'holdout'").fetchone()[0]
+        if n_existing or cfg.evaluation.holdout == 0:
+            return {"holdout": int(n_existing), "created": 0}
+        rows = con.execute(
+            """SELECT p.image_id, any_value(g.class_name) FROM (SELECT DISTINCT image_id FROM image_paths
+               WHERE status = 'ok') p LEFT JOIN ground_truth g USING (image_id) GROUP BY p.image_id ORDER BY p.image_id"""
+        ).fetchall()
+        proposed = {r[0] for r in con.execute("SELECT image_id FROM queries").fetchall()}
+    rows = [r for r in rows if r[0] not in proposed]
+    n = min(cfg.evaluation.holdout, len(rows) // 2)
+    rng = np.random.default_rng(cfg.selection.seed)
+    groups: dict = {}
+    for iid, gt in rows:
+        groups.setdefault(gt, []).append(iid)
+    keys = sorted(groups, key=lambda k: (k is None, str(k)))
+    quotas = {k: n * len(groups[k]) / len(rows) for k in keys}
+    take = {k: int(np.floor(q)) for k, q in quotas.items()}
+    for k in sorted(keys, key=lambda k: (-(quotas[k] - take[k]), str(k)))[: n - sum(take.values())]:
+        take[k] += 1
+    chosen = []
+    for k in keys:
+        ids = groups[k]
+        pick = rng.choice(len(ids), size=take[k], replace=False) if take[k] else []
+        chosen += [(ids[i], k) for i in sorted(pick)]
+    ts = now()
+    with store.transaction() as con:
+        for iid, gt in chosen:
+            label = gt if (cfg.evaluation.labels_from_ground_truth and gt in classes) else None
+            con.execute("INSERT INTO eval_set VALUES (?, ?, 'holdout', ?) ON CONFLICT DO NOTHING", [iid, label, ts])
+    if not cfg.evaluation.labels_from_ground_truth:
+        paths = dict(store.fetch("SELECT image_id, min(path) FROM image_paths WHERE status='ok' GROUP BY 1"))
+        lines = ["image_id,path"] + [f"{iid},{_csv(paths.get(iid, ''))}" for iid, _ in chosen]
+        atomic_write_text(cfg.outbox / "eval-holdout.csv", "\n".join(lines) + "\n")
+    return {"holdout": len(chosen), "created": len(chosen)}
+
+
+def _csv(v) -> str:
+    s = "" if v is None else str(v)
+    if any(c in s for c in ',"\n\r'):
+        s = '"' + s.replace('"', '""') + '"'
+    return s
+
+
+# ----------------------------------------------------------------------------- proposing
+@dataclass
+class Proposal:
+    round: int
+    kind: str
+    strategy: str
+    seed: int
+    budget: int
+    requested_budget: int
+    image_ids: list[str]
+    scores: list[float]
+    select_seconds: float
+    n_candidates: int
+    note: str | None
+    outbox_files: list[str]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("image_ids")
+        d.pop("scores")
+        return d
+
+
+def propose(store: Store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, probe_id: str | None = None,
+            run_id: str | None = None) -> Proposal | None:
+    """Select batch ``round_`` and write it to the database and the outbox. None when the budget is spent."""
+    from al_core.strategies import get_strategy
+
+    kind = "seed" if round_ == 0 else "query"
+    name = cfg.selection.seed_strategy if kind == "seed" else cfg.selection.query_strategy
+    with store.connect(read_only=True, view=False) as con:
+        if con.execute("SELECT 1 FROM rounds WHERE round = ?", [round_]).fetchone():
+            raise LoopError(f"batch {round_} was already proposed")
+        spent = int(con.execute("SELECT coalesce(sum(budget), 0) FROM rounds").fetchone()[0])
+    requested = cfg.selection.budget_per_round
+    budget = min(requested, cfg.selection.total_budget - spent, len(pool.candidates))
+    if budget <= 0:
+        return None
+    notes = []
+    if budget < requested:
+        notes.append(f"budget clamped from {requested} to {budget} "
+                     f"({'total budget' if cfg.selection.total_budget - spent < requested else 'candidates'} ran out)")
+    seed = cfg.selection.seed + round_
+    t = time.perf_counter()
+    res = get_strategy(name).select(
+        pool.features, pool.labeled if kind == "query" else np.empty(0, np.int64),
+        pool.labels if kind == "query" else np.empty(0, np.int64), budget,
+        n_classes=len(pool.classes), seed=seed, probe=probe, candidates=pool.candidates)
+    select_s = time.perf_counter() - t
+    ids = [str(pool.image_ids[i]) for i in res.indices]
+    scores = [float(s) for s in res.scores]
+    paths = dict(store.fetch(
+        "SELECT image_id, min(path) FROM image_paths WHERE status = 'ok' AND image_id IN (SELECT unnest(?)) GROUP BY 1",
+        [ids]))
+    with store.transaction() as con:
+        con.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, NULL, NULL, ?, ?, ?)",
+                    [round_, kind, name, seed, budget, requested, pool.config_id, probe_id, now(), select_s, run_id,
+                     "; ".join(notes) or None])
+        for rank, (iid, sc) in enumerate(zip(ids, scores, strict=True), 1):
+            con.execute("INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?)",
+                        [round_, rank, iid, paths[iid], None if np.isnan(sc) else sc, name])
+        fault_point("query_set.after_insert")
+    files = write_outbox(cfg, round_, name, ids, scores, paths, pool.classes)
+    return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates),
+                    "; ".join(notes) or None, files)
+
+
+def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str], scores: list[float],
+                 paths: dict, classes: Sequence[str]) -> list[str]:
+    """round-NNNN.csv, round-NNNN.label-studio.json and label-studio-config.xml, each written atomically."""
+    out = cfg.outbox
+    stem = f"round-{round_:04d}"
+    lines = ["image_id,path,rank,score,strategy"]
+    tasks = []
+    for rank, (iid, sc) in enumerate(zip(ids, scores, strict=True), 1):
+        score = "" if np.isnan(sc) else repr(sc)
+        lines.append(",".join([iid, _csv(paths[iid]), str(rank), score, strategy]))
+        url = cfg.labels.image_url_template.format(path=paths[iid], image_id=iid, name=os.path.basename(paths[iid]))
+        tasks.append({"data": {"image": url, "image_id": iid, "round": round_, "rank": rank,
+                               "score": None if np.isnan(sc) else sc, "strategy": strategy}})
+    csv_path, ls_path, xml_path = out / f"{stem}.csv", out / f"{stem}.label-studio.json", out / "label-studio-config.xml"
+    atomic_write_text(ls_path, json.dumps(tasks, indent=1) + "\n")
+    atomic_write_text(xml_path, label_studio_config(classes, cfg.labels.skip_label))
+    fault_point("outbox.before_csv")
+    atomic_write_text(csv_path, "\n".join(lines) + "\n")  # last: its appearance means the batch is complete
+    return [str(csv_path), str(ls_path), str(xml_path)]
+
+
+def label_studio_config(classes: Sequence[str], skip_label: str) -> str:
+    from xml.sax.saxutils import quoteattr
+
+    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in [*classes, skip_label])
+    return ("<View>\n  <Image name=\"image\" value=\"$image\"/>\n"
+            "  <Choices name=\"label\" toName=\"image\" choice=\"single\" showInline=\"true\">\n"
+            f"{choices}\n  </Choices>\n</View>\n")
+
+
+# ----------------------------------------------------------------------------- ingesting labels
+@dataclass
+class FileOutcome:
+    name: str
+    sha256: str
+    status: str  # accepted | duplicate | rejected | already_committed
+    reason: str | None = None
+    n_rows: int = 0
+    n_applied: int = 0
+    n_unproposed: int = 0
+    n_skips: int = 0
+    stored_path: str | None = None
+    is_eval: bool = False
+
+
+@dataclass
+class IngestReport:
+    round: int
+    files: list[FileOutcome]
+    answered: int = 0
+    proposed: int = 0
+    open_round: int | None = None
+    ready: bool = False
+
+    @property
+    def counts(self) -> dict:
+        c: dict = {}
+        for f in self.files:
+            c[f.status] = c.get(f.status, 0) + 1
+        return c
+
+    def as_dict(self) -> dict:
+        return {"round": self.round, "files": [asdict(f) for f in self.files], "counts": self.counts,
+                "answered": self.answered, "proposed": self.proposed, "open_round": self.open_round,
+                "ready": self.ready, "labels_applied": sum(f.n_applied for f in self.files if not f.is_eval)}
+
+
+def _dest(folder: Path, name: str, sha: str) -> Path:
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
+    return folder / f"{stamp}-{sha[:12]}-{name}"
+
+
+def ingest_label_files(store: Store, cfg: ProjectConfig, files: Sequence[str | os.PathLike], *, round_: int,
+                       classes: Sequence[str], run_id: str | None = None,
+                       log: Callable[[str], None] | None = None) -> IngestReport:
+    """Validate and apply label files in one transaction, then move them to accepted/ or rejected/.
+
+    A file with any error is rejected whole (nothing applied) with a
+    ``.errors.json`` report beside it. The same bytes delivered again are
+    recorded as a duplicate and change nothing. A row that repeats an image's
+    current label adds nothing (so a file delivered in halves applies each
+    label once).
+    """
+    from al_core.labels import parse_label_file, write_error_report
+    from al_core.store import sha256_file
+
+    log = log or (lambda m: None)
+    inbox = cfg.inbox
+    accepted_dir, rejected_dir = inbox / "accepted", inbox / "rejected"
+    report = IngestReport(round=round_, files=[])
+    with store.connect(read_only=True, view=False) as con:
+        known = {r[0] for r in con.execute("SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'").fetchall()}
+        prior = {}
+        for sha, status, stored, name in con.execute(
+                "SELECT sha256, status, stored_path, original_name FROM label_files ORDER BY received_at").fetchall():
+            prior.setdefault(sha, []).append((status, stored, name))
+        current = {r[0]: r[1] for r in con.execute("SELECT image_id, label FROM current_labels").fetchall()}
+        proposed = {r[0] for r in con.execute("SELECT DISTINCT image_id FROM queries").fetchall()}
+    moves: list[tuple[Path, Path]] = []
+    error_reports: list[tuple[object, Path]] = []
+    rows_to_insert: list[list] = []
+    eval_rows: list[tuple[str, str]] = []
+    file_rows: list[list] = []
+    ts = now()
+    for f in files:
+        path = Path(f)
+        is_eval = path.parent.name == "eval"
+        if not path.exists():
+            log(f"{path.name}: gone before ingestion (already moved by an earlier run?)")
+            continue
+        sha = sha256_file(path)
+        hist = prior.get(sha, [])
+        committed_not_moved = [h for h in hist if h[0] in ("accepted", "rejected") and h[1] and not Path(h[1]).exists()
+                               and h[2] == path.name]
+        if committed_not_moved:
+            moves.append((path, Path(committed_not_moved[0][1])))
+            report.files.append(FileOutcome(path.name, sha, "already_committed", "rows were committed before a crash; "
+                                            "file moved now", stored_path=committed_not_moved[0][1], is_eval=is_eval))
+            continue
+        fid = uuid.uuid4().hex
+        if any(h[0] in ("accepted", "duplicate", "retracted") for h in hist):
+            dest = _dest(accepted_dir, path.name, sha)
+            first = next(h for h in hist if h[0] in ("accepted", "retracted"))
+            reason = f"same bytes as {first[2]!r}, already ingested"
+            file_rows.append([fid, sha, path.name, str(dest), None, "duplicate", reason, 0, 0, 0, 0, is_eval, ts,
+                              round_, run_id])
+            moves.append((path, dest))
+            report.files.append(FileOutcome(path.name, sha, "duplicate", reason, stored_path=str(dest), is_eval=is_eval))
+            log(f"{path.name}: duplicate of {first[2]!r}; nothing applied")
+            continue
+        parsed = parse_label_file(path, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label)
+        if not parsed.ok:
+            dest = _dest(rejected_dir, path.name, sha)
+            errs = parsed.errors or ()
+            reason = f"{len(errs)} error(s); first: " + (
+                f"line {errs[0].line}: {errs[0].message}" if errs else "no label rows")
+            file_rows.append([fid, sha, path.name, str(dest), parsed.format, "rejected", reason,
+                              len(parsed.rows), 0, 0, 0, is_eval, ts, round_, run_id])
+            moves.append((path, dest))
+            error_reports.append((parsed, dest.with_name(dest.name + ".errors.json")))
+            report.files.append(FileOutcome(path.name, sha, "rejected", reason, len(parsed.rows),
+                                            stored_path=str(dest), is_eval=is_eval))
+            log(f"{path.name}: REJECTED, nothing applied: {reason}")
+            continue
+        dest = _dest(accepted_dir, path.name, sha)
+        n_applied = n_unprop = n_skip = 0
+        if is_eval:
+            for row in parsed.rows:
+                if not row.is_skip:
+                    eval_rows.append((row.image_id, row.label))
+                    n_applied += 1
+        else:
+            for row in parsed.rows:
+                if current.get(row.image_id) == row.label:
+                    continue  # already this label: applying it again would count it twice
+                was_proposed = row.image_id in proposed
+                n_unprop += not was_proposed
+                n_skip += row.is_skip
+                rows_to_insert.append([row.image_id, row.label, row.is_skip, was_proposed, sha, fid, row.annotation_id,
+                                       row.annotator, ts, round_, row.line, row.note])
+                current[row.image_id] = row.label
+                n_applied += 1
+        file_rows.append([fid, sha, path.name, str(dest), parsed.format, "accepted", None, len(parsed.rows),
+                          n_applied, n_unprop, n_skip, is_eval, ts, round_, run_id])
+        moves.append((path, dest))
+        prior.setdefault(sha, []).append(("accepted", str(dest), path.name))
+        report.files.append(FileOutcome(path.name, sha, "accepted", None, len(parsed.rows), n_applied, n_unprop,
+                                        n_skip, str(dest), is_eval))
+        log(f"{path.name}: accepted, {n_applied} labels applied ({n_unprop} for images never proposed, {n_skip} skips)")
+
+    with store.transaction() as con:
+        next_id = int(con.execute("SELECT coalesce(max(label_id), 0) + 1 FROM labels").fetchone()[0])
+        for fr in file_rows:
+            con.execute("INSERT INTO label_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fr)
+        for i, r in enumerate(rows_to_insert):
+            con.execute("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [next_id + i, *r])
+            if i == len(rows_to_insert) // 2:
+                fault_point("labels.mid_insert")
+        for iid, label in eval_rows:
+            con.execute("""INSERT INTO eval_set VALUES (?, ?, 'inbox/eval', ?)
+                           ON CONFLICT (image_id) DO UPDATE SET label = excluded.label""", [iid, label, ts])
+    fault_point("labels.after_commit")
+    for parsed, dest in error_reports:
+        write_error_report(parsed, dest)
+    for src, dst in moves:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dst))
+    with store.connect(read_only=True, view=False) as con:
+        st = loop_state(con, cfg)
+        report.open_round = st.open_round
+        if st.open_round is not None:
+            report.answered, report.proposed = answered(con, st.open_round)
+            report.ready = report.proposed > 0 and report.answered >= cfg.selection.answered_fraction * report.proposed
+    return report
+
+
+def close_round(store: Store, round_: int, closed_by: str) -> None:
+    with store.transaction() as con:
+        con.execute("UPDATE rounds SET status = 'closed', closed_at = ?, closed_by = ? WHERE round = ? AND status = 'open'",
+                    [now(), closed_by, round_])
+
+
+# ----------------------------------------------------------------------------- probe and metrics
+@dataclass
+class ProbeRecord:
+    probe_id: str
+    round: int
+    version: int
+    trigger: str
+    path: str
+    sha256: str
+    n_labels: int
+    train_seconds: float
+    n_epochs: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_probe(store: Store, cfg: ProjectConfig, round_: int, pool: Pool, *, trigger: str = "round",
+                run_id: str | None = None):
+    """Train the probe on every current training label; save it (safetensors) and record it."""
+    from al_core.probe import Probe
+
+    if len(pool.labeled) < 2:
+        raise LoopError(f"round {round_}: {len(pool.labeled)} training label(s); the probe needs at least 2")
+    t = time.perf_counter()
+    probe = Probe(n_classes=len(pool.classes), seed=cfg.selection.seed + round_)
+    probe.fit(pool.features[pool.labeled], pool.labels)
+    train_s = time.perf_counter() - t
+    fault_point("probe.after_fit")
+    with store.connect(read_only=True, view=False) as con:
+        version = int(con.execute("SELECT count(*) FROM probes WHERE round = ?", [round_]).fetchone()[0]) + 1
+    probe_id = f"r{round_:04d}-v{version}-{uuid.uuid4().hex[:8]}"
+    cfg.probes_dir.mkdir(parents=True, exist_ok=True)
+    path = cfg.probes_dir / f"probe-{probe_id}.safetensors"
+    sha = probe.save(path)
+    with store.transaction() as con:
+        con.execute("INSERT INTO probes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [probe_id, round_, version, trigger, str(path), sha, pool.config_id, len(pool.labeled),
+                     len(pool.classes), cfg.selection.seed + round_, train_s, now(), run_id])
+        import pyarrow as pa
+
+        con.register("_pl", pa.table({"probe_id": [probe_id] * len(pool.label_ids), "label_id": pool.label_ids}))
+        con.execute("INSERT INTO probe_labels SELECT probe_id, label_id FROM _pl")
+        con.unregister("_pl")
+    rec = ProbeRecord(probe_id, round_, version, trigger, str(path), sha, len(pool.labeled), train_s,
+                      int(getattr(probe, "n_epochs_", 0)))
+    return probe, rec
+
+
+def load_probe(store: Store, probe_id: str):
+    """Load a recorded probe, refusing a file whose sha256 differs from the catalogue's."""
+    from al_core.probe import Probe
+    from al_core.store import sha256_file
+
+    row = store.fetch("SELECT path, sha256 FROM probes WHERE probe_id = ?", [probe_id])
+    if not row:
+        raise LoopError(f"unknown probe {probe_id}")
+    path, sha = row[0]
+    actual = sha256_file(path)
+    if actual != sha:
+        raise LoopError(f"probe file {path} has sha256 {actual}, the catalogue recorded {sha}: refused")
+    return Probe.load(path)
+
+
+def evaluate(store: Store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id: str) -> dict:
+    """Accuracy, balanced accuracy, macro F1, per-class recall and confusion matrix on the labelled eval set."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
+
+    rows = store.fetch("SELECT image_id, label FROM eval_set WHERE label IS NOT NULL ORDER BY image_id")
+    cls_index = {c: k for k, c in enumerate(pool.classes)}
+    rows = [(iid, lab) for iid, lab in rows if iid in pool.index and lab in cls_index]
+    out = {"round": round_, "probe_id": probe_id, "n_labels": int(len(pool.labeled)), "n_eval": len(rows)}
+    if not rows:
+        out.update(accuracy=None, balanced_accuracy=None, macro_f1=None, per_class_recall={}, confusion=[])
+    else:
+        x = pool.features[[pool.index[iid] for iid, _ in rows]]
+        y = np.array([cls_index[lab] for _, lab in rows])
+        pred = probe.predict(x)
+        ks = list(range(len(pool.classes)))
+        rec = recall_score(y, pred, labels=ks, average=None, zero_division=0)
+        out.update(
+            accuracy=float(accuracy_score(y, pred)),
+            balanced_accuracy=float(balanced_accuracy_score(y, pred)),
+            macro_f1=float(f1_score(y, pred, labels=ks, average="macro", zero_division=0)),
+            per_class_recall={c: float(r) for c, r in zip(pool.classes, rec, strict=True)},
+            confusion=confusion_matrix(y, pred, labels=ks).tolist(),
+        )
+    with store.transaction() as con:
+        con.execute("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [probe_id, round_, out["accuracy"], out["balanced_accuracy"], out["macro_f1"],
+                     json.dumps(out["per_class_recall"]), json.dumps(out["confusion"]), out["n_labels"],
+                     out["n_eval"], now()])
+    return out

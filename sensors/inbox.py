@@ -1,0 +1,105 @@
+"""The inbox sensor: label files in, one round run out.
+
+It only reads: a short read-only look at the database (retried briefly on a
+lock; a busy database skips the tick) and the inbox folder. It validates the
+pending files with exactly the code `al labels check` runs, logs what it finds,
+and requests one run for all files pending at that tick (the run validates
+again, applies the good ones and rejects the bad ones, writing both down).
+It also launches the seed round once embeddings exist, and turns CLI requests
+(`al round next`, `al labels retry`) into runs with new run keys.
+"""
+
+import hashlib
+
+import dagster as dg
+
+from al_assets.jobs import ingest_job, round_job, seed_job
+from al_assets.loop import rounds_partitions
+from al_core.config import load_config
+from resources.project import ProjectResource
+
+SENSOR_LOCK_TIMEOUT_S = 2.0  # a sensor tick never waits long for the writer: it tries again next tick
+
+
+def _interval() -> int:
+    try:
+        return int(load_config().sensor.interval_s)
+    except Exception:  # a broken project file must not break the code location: the tick reports it
+        return 30
+
+
+@dg.sensor(jobs=[ingest_job, round_job, seed_job], minimum_interval_seconds=_interval(),
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Starts a round run when label files land in the inbox")
+def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
+    from al_core.labels import parse_label_file
+    from al_core.rounds import list_inbox, loop_state
+    from al_core.store import Store, StoreError, sha256_file
+
+    cfg = project.load()
+    store = Store(cfg.db_path, cfg.vectors_dir, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S)
+    if not cfg.db_path.exists():
+        return dg.SkipReason(f"no database yet at {cfg.db_path}: run the ingest job first")
+    try:
+        with store.connect(read_only=True, view=False) as con:
+            state = loop_state(con, cfg)
+            has_embeddings = con.execute(
+                "SELECT count(*) FROM asset_outputs WHERE asset_key = 'embeddings'").fetchone()[0] > 0
+            known = {r[0] for r in con.execute(
+                "SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'").fetchall()}
+            classes = cfg.class_names(None) if cfg.classes else tuple(r[0] for r in con.execute(
+                "SELECT DISTINCT class_name FROM ground_truth ORDER BY 1").fetchall())
+            requests = con.execute(
+                "SELECT request_id, kind, arg FROM requests WHERE done_at IS NULL ORDER BY created_at").fetchall()
+    except StoreError as e:
+        return dg.SkipReason(f"database busy or unreadable, trying again next tick: {e}")
+
+    if state.last_round is None:
+        if not has_embeddings:
+            return dg.SkipReason("waiting for embeddings (run ingest_job)")
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key="seed-round-0", job_name=seed_job.name, partition_key="0",
+                                        tags={"al/trigger": "round"})],
+            dynamic_partitions_requests=[rounds_partitions.build_add_request(["0"])])
+
+    partition = str(state.label_round)
+    files = list_inbox(cfg.inbox, cfg.sensor.settle_s) + list_inbox(cfg.inbox / "eval", cfg.sensor.settle_s)
+    run_requests = []
+    if files:
+        digest = hashlib.sha256()
+        for f in files:
+            sha = sha256_file(f)
+            digest.update(f"{f}\0{sha}\n".encode())
+            parsed = parse_label_file(f, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label)
+            if parsed.ok:
+                context.log.info(f"inbox: {f.name} ({sha[:12]}) valid, {len(parsed.rows)} rows")
+            else:
+                first = parsed.errors[0] if parsed.errors else None
+                context.log.warning(
+                    f"inbox: {f.name} ({sha[:12]}) INVALID, will be rejected whole: {len(parsed.errors)} error(s)"
+                    + (f"; line {first.line}: {first.message}" if first else ""))
+        run_requests.append(dg.RunRequest(
+            run_key=f"labels-r{partition}-{digest.hexdigest()[:20]}", job_name=round_job.name,
+            partition_key=partition,
+            run_config={"ops": {"round_labels": {"config": {"files": [str(f) for f in files]}}}},
+            tags={"al/trigger": "round", "al/files": str(len(files))}))
+    for request_id, kind, arg in requests:
+        if kind == "close_round":
+            run_requests.append(dg.RunRequest(
+                run_key=f"request-{request_id}", job_name=round_job.name, partition_key=partition,
+                run_config={"ops": {"round_labels": {"config": {
+                    "files": [], "force_close": True, "request_id": request_id}}}},
+                tags={"al/trigger": "round", "al/request": request_id}))
+        elif kind == "retry_file":
+            run_requests.append(dg.RunRequest(
+                run_key=f"request-{request_id}", job_name=round_job.name, partition_key=partition,
+                run_config={"ops": {"round_labels": {"config": {"files": [arg], "request_id": request_id}}}},
+                tags={"al/trigger": "round", "al/request": request_id}))
+    if not run_requests:
+        return dg.SkipReason(f"inbox {cfg.inbox} is empty")
+    if cfg.sensor.ingest_before_round:
+        # queued first, so new images in the image root are scanned and embedded before the next proposal
+        run_requests.insert(0, dg.RunRequest(run_key=f"ingest-before-{run_requests[0].run_key}",
+                                             job_name=ingest_job.name, tags={"al/trigger": "round"}))
+    return dg.SensorResult(run_requests=run_requests,
+                           dynamic_partitions_requests=[rounds_partitions.build_add_request([partition])])
