@@ -17,7 +17,7 @@ from sensors.inbox import inbox_sensor
 
 def build_resources(cfg: ProjectConfig) -> dict:
     store = StoreResource(db_path=str(cfg.db_path), vectors_dir=str(cfg.vectors_dir),
-                          lock_timeout_s=cfg.store.lock_timeout_s)
+                          lock_timeout_s=cfg.store_cfg.lock_timeout_s)
     return {
         "store": store,
         "store_io_manager": StoreJsonIOManager(store=store),

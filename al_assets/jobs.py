@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from al_assets.loop import LOOP_GROUP, rounds_partitions
+from al_assets.loop import LOOP_GROUP
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -14,7 +14,6 @@ ingest_job = dg.define_asset_job(
 seed_job = dg.define_asset_job(
     "seed_job",
     selection=dg.AssetSelection.assets("seed_pool"),
-    partitions_def=rounds_partitions,
     description="Round 0: propose the seed pool.",
     tags={"al/writes": "true"},
 )
@@ -22,7 +21,6 @@ seed_job = dg.define_asset_job(
 round_job = dg.define_asset_job(
     "round_job",
     selection=dg.AssetSelection.groups(LOOP_GROUP) - dg.AssetSelection.assets("seed_pool"),
-    partitions_def=rounds_partitions,
     description="Ingest label files; when the batch is answered, train, evaluate and propose the next batch.",
     tags={"al/writes": "true"},
 )
@@ -30,7 +28,6 @@ round_job = dg.define_asset_job(
 retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.assets("probe", "eval_metrics"),
-    partitions_def=rounds_partitions,
     description="Retrain the probe of the latest round on every label and re-evaluate it (new probe version).",
     tags={"al/writes": "true", "al/trigger": "schedule"},
 )

@@ -143,7 +143,7 @@ class ProjectConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     sensor: SensorConfig = field(default_factory=SensorConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
+    store_cfg: StoreConfig = field(default_factory=StoreConfig)  # the `store:` section (store() opens the store)
     source_file: str | None = None
 
     # -- resolved paths ---------------------------------------------------------
@@ -192,7 +192,7 @@ class ProjectConfig:
     def store(self):
         from al_core.store import Store
 
-        return Store(self.db_path, self.vectors_dir, lock_timeout_s=self.store.lock_timeout_s)
+        return Store(self.db_path, self.vectors_dir, lock_timeout_s=self.store_cfg.lock_timeout_s)
 
     def class_names(self, store=None) -> tuple[str, ...]:
         """The configured classes, or the ground-truth folder names found by the scan."""
@@ -256,7 +256,8 @@ def from_dict(data: dict, base_dir: str | os.PathLike = ".", source_file: str | 
     unknown = sorted(set(data) - set(_SECTIONS) - {"classes"})
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(set(_SECTIONS) | {'classes'})}")
-    kw = {name: _build(cls, data.get(name), name) for name, cls in _SECTIONS.items()}
+    kw = {("store_cfg" if name == "store" else name): _build(cls, data.get(name), name)
+          for name, cls in _SECTIONS.items()}
     classes = data.get("classes")
     if classes is not None:
         if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):

@@ -1,0 +1,124 @@
+"""The labelling loop in process: ingest, seed pool, label file, sensor, round run, next batch."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from al_core.config import load_config
+from tests.loop_helpers import answer_batch, execute, make_project, run_requests
+
+
+@pytest.fixture()
+def project(tmp_path):
+    from al_assets.definitions import build_defs
+
+    cfg = load_config(make_project(tmp_path))
+    defs = build_defs(cfg)
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("ingest_job").execute_in_process(instance=instance).success
+    return cfg, defs, instance
+
+
+def _requests(result):
+    if isinstance(result, dg.SkipReason):
+        return []
+    return list(result.run_requests or [])
+
+
+def test_whole_loop_seed_labels_sensor_round(project):
+    cfg, defs, instance = project
+    store = cfg.store()
+    # 1. the sensor starts the seed round once embeddings exist
+    reqs = _requests(run_requests(defs, instance))
+    assert [r.job_name for r in reqs] == ["seed_job"]
+    assert execute(defs, instance, reqs[0]).success
+    batch0 = (cfg.outbox / "round-0000.csv").read_text().splitlines()
+    assert batch0[0] == "image_id,path,rank,score,strategy" and len(batch0) == 1 + 4
+    assert all(line.endswith(",centroid") for line in batch0[1:])
+    tasks = json.loads((cfg.outbox / "round-0000.label-studio.json").read_text())
+    assert len(tasks) == 4 and all("image_id" in t["data"] for t in tasks)
+    assert "<Choice value=\"skip\"/>" in (cfg.outbox / "label-studio-config.xml").read_text()
+    eval_ids = {r[0] for r in store.fetch("SELECT image_id FROM eval_set WHERE label IS NOT NULL")}
+    assert len(eval_ids) == 12
+    assert not eval_ids & {line.split(",")[0] for line in batch0[1:]}
+    # nothing in the inbox: the sensor skips
+    assert _requests(run_requests(defs, instance)) == []
+
+    # 2. annotators answer batch 0: the sensor requests round 1, which trains, evaluates and proposes batch 1
+    f = answer_batch(cfg, store, 0)
+    reqs = _requests(run_requests(defs, instance))
+    assert [r.job_name for r in reqs] == ["round_job"] and reqs[0].partition_key == "1"
+    res = execute(defs, instance, reqs[0])
+    assert res.success
+    assert not f.exists() and len(list((cfg.inbox / "accepted").iterdir())) == 1
+    assert store.fetch("SELECT count(*), count(DISTINCT image_id), min(round) FROM labels") == [(4, 4, 1)]
+    probes = store.fetch("SELECT probe_id, n_labels, sha256, trigger FROM probes")
+    assert len(probes) == 1 and probes[0][1] == 4 and probes[0][3] == "round"
+    acc = store.fetch("SELECT accuracy, n_eval FROM metrics")[0]
+    assert 0.0 <= acc[0] <= 1.0 and acc[1] == 12
+    batch1 = (cfg.outbox / "round-0001.csv").read_text().splitlines()[1:]
+    assert len(batch1) == 4 and all(line.endswith(",dropquery") for line in batch1)
+    ids1 = {line.split(",")[0] for line in batch1}
+    assert not ids1 & (eval_ids | {line.split(",")[0] for line in batch0[1:]})
+    assert store.fetch("SELECT status, closed_by FROM rounds WHERE round = 0") == [("closed", "answered")]
+    # lineage through asset inputs: the query set records the probe that scored it
+    assert store.fetch("SELECT probe_id FROM rounds WHERE round = 1")[0][0] == probes[0][0]
+    # asset checks of the round passed
+    checks = res.get_asset_check_evaluations()
+    assert all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
+
+
+def test_partial_answer_waits_then_manual_close(project):
+    cfg, defs, instance = project
+    store = cfg.store()
+    execute(defs, instance, _requests(run_requests(defs, instance))[0])
+    answer_batch(cfg, store, 0, only=2)
+    req = _requests(run_requests(defs, instance))[0]
+    res = execute(defs, instance, req)
+    assert res.success
+    assert store.fetch("SELECT count(*) FROM labels") == [(2,)]
+    assert store.fetch("SELECT count(*) FROM probes") == [(0,)]  # 2/4 answered < 1.0: no probe, no new batch
+    assert not (cfg.outbox / "round-0001.csv").exists()
+    # `al round next` records a request; the sensor turns it into a forced round run
+    from al_core.round_cli import main as round_main
+
+    assert round_main(["next", "--config", cfg.source_file]) == 0
+    reqs = _requests(run_requests(defs, instance))
+    assert len(reqs) == 1 and reqs[0].run_config["ops"]["round_labels"]["config"]["force_close"] is True
+    assert execute(defs, instance, reqs[0]).success
+    assert store.fetch("SELECT status, closed_by FROM rounds WHERE round = 0") == [("closed", "manual")]
+    assert (cfg.outbox / "round-0001.csv").exists()
+    assert store.fetch("SELECT count(*) FROM requests WHERE done_at IS NULL") == [(0,)]
+
+
+def test_bad_file_rejected_whole_duplicate_recorded(project):
+    cfg, defs, instance = project
+    store = cfg.store()
+    execute(defs, instance, _requests(run_requests(defs, instance))[0])
+    good = answer_batch(cfg, store, 0, name="a-good.csv")
+    content = good.read_text()
+    bad = cfg.inbox / "b-bad.csv"
+    bad.write_text(content + "../../etc/passwd,cat,eve\n")
+    import os
+    import time
+
+    old = time.time() - 5
+    os.utime(bad, (old, old))
+    req = _requests(run_requests(defs, instance))[0]
+    assert execute(defs, instance, req).success
+    rows = dict(store.fetch("SELECT original_name, status FROM label_files"))
+    assert rows == {"a-good.csv": "accepted", "b-bad.csv": "rejected"}
+    assert store.fetch("SELECT count(*) FROM labels") == [(4,)]  # nothing from the bad file
+    rejected = list((cfg.inbox / "rejected").iterdir())
+    report = [p for p in rejected if p.name.endswith(".errors.json")]
+    assert len(rejected) == 2 and len(report) == 1
+    errs = json.loads(report[0].read_text())["errors"]
+    assert any(e["line"] == 6 for e in errs)
+    # the same bytes again, under another name: a duplicate row, no label changes
+    again = cfg.inbox / "again.csv"
+    again.write_text(content)
+    os.utime(again, (old, old))
+    assert execute(defs, instance, _requests(run_requests(defs, instance))[0]).success
+    assert store.fetch("SELECT status FROM label_files WHERE original_name = 'again.csv'") == [("duplicate",)]
+    assert store.fetch("SELECT count(*) FROM labels") == [(4,)]
