@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backbones": ("al_core.backbones_cli", "list the registered backbones and whether their weights are here"),
     "ingest": ("al_core.ingest_cli", "scan an image folder (or manifest) and embed the images into the store"),
     "status": ("al_core.status_cli", "print what the store holds"),
+    "simulate": ("al_core.simulate_cli", "compare strategies in process on the embedded images (no annotators)"),
     "init": ("al_core.init_cli", "write a commented default project file (al.yaml)"),
     "round": ("al_core.round_cli", "`al round next`: close the open batch by hand"),
 }
