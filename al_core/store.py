@@ -427,7 +427,8 @@ class Store:
                     [str(target), APP_NAME, ts],
                 )
                 if target == 1:
-                    con.execute("INSERT INTO schema_info VALUES ('created_at', ?)", [ts])
+                    con.execute("INSERT INTO schema_info VALUES ('created_at', ?), ('database_id', ?)",
+                                [ts, uuid.uuid4().hex])
                 self._create_embeddings_view(con)
                 con.execute("COMMIT")
             except BaseException:

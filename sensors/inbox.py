@@ -49,6 +49,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
                 "SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'").fetchall()}
             classes = cfg.class_names(None) if cfg.classes else tuple(r[0] for r in con.execute(
                 "SELECT DISTINCT class_name FROM ground_truth ORDER BY 1").fetchall())
+            db_id = (con.execute("SELECT value FROM schema_info WHERE key = 'database_id'").fetchone() or ["db"])[0][:8]
             requests = con.execute(
                 "SELECT request_id, kind, arg FROM requests WHERE done_at IS NULL ORDER BY created_at").fetchall()
     except StoreError as e:
@@ -58,7 +59,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
         if not has_embeddings:
             return dg.SkipReason("waiting for embeddings (run ingest_job)")
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key="seed-round-0", job_name=seed_job.name, partition_key="0",
+            run_requests=[dg.RunRequest(run_key=f"{db_id}-seed-round-0", job_name=seed_job.name, partition_key="0",
                                         tags={"al/trigger": "round"})],
             dynamic_partitions_requests=[rounds_partitions.build_add_request(["0"])])
 
@@ -79,20 +80,20 @@ def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
                     f"inbox: {f.name} ({sha[:12]}) INVALID, will be rejected whole: {len(parsed.errors)} error(s)"
                     + (f"; line {first.line}: {first.message}" if first else ""))
         run_requests.append(dg.RunRequest(
-            run_key=f"labels-r{partition}-{digest.hexdigest()[:20]}", job_name=round_job.name,
+            run_key=f"{db_id}-labels-r{partition}-{digest.hexdigest()[:20]}", job_name=round_job.name,
             partition_key=partition,
             run_config={"ops": {"round_labels": {"config": {"files": [str(f) for f in files]}}}},
             tags={"al/trigger": "round", "al/files": str(len(files))}))
     for request_id, kind, arg in requests:
         if kind == "close_round":
             run_requests.append(dg.RunRequest(
-                run_key=f"request-{request_id}", job_name=round_job.name, partition_key=partition,
+                run_key=f"{db_id}-request-{request_id}", job_name=round_job.name, partition_key=partition,
                 run_config={"ops": {"round_labels": {"config": {
                     "files": [], "force_close": True, "request_id": request_id}}}},
                 tags={"al/trigger": "round", "al/request": request_id}))
         elif kind == "retry_file":
             run_requests.append(dg.RunRequest(
-                run_key=f"request-{request_id}", job_name=round_job.name, partition_key=partition,
+                run_key=f"{db_id}-request-{request_id}", job_name=round_job.name, partition_key=partition,
                 run_config={"ops": {"round_labels": {"config": {"files": [arg], "request_id": request_id}}}},
                 tags={"al/trigger": "round", "al/request": request_id}))
     if not run_requests:
