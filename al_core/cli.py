@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "backbones": ("al_core.backbones_cli", "list the registered backbones and whether their weights are here"),
     "ingest": ("al_core.ingest_cli", "scan an image folder (or manifest) and embed the images into the store"),
+    "labels": ("al_core.labels_cli", "check, retract or retry label files"),
     "status": ("al_core.status_cli", "print what the store holds"),
     "rounds": ("al_core.rounds_cli", "one row per round: labels so far, strategy, seed, accuracy, when"),
     "lineage": ("al_core.lineage_cli", "where an image came from, who labelled it, which probes used it"),
