@@ -59,7 +59,7 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
         raise dg.Failure("total budget is 0 or no image can be proposed")
     value = {**prop.as_dict(), "config_id": embeddings["config_id"], "eval_holdout": held["holdout"]}
     return dg.Output(value, metadata=_proposal_metadata(prop, embeddings, cfg, pool) | {
-        "eval_holdout": held["holdout"]})
+        "eval_holdout": held["holdout"]} | _pictures(store, cfg, ("proposed_images",)))
 
 
 def _proposal_metadata(prop, embeddings, cfg, pool) -> dict:
@@ -173,7 +173,16 @@ def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dic
         "macro_f1": dg.MetadataValue.float(m["macro_f1"] if m["macro_f1"] is not None else float("nan")),
         "per_class_recall": dg.MetadataValue.json(m["per_class_recall"]),
     }
+    meta.update(_pictures(store, cfg, ("learning_curve", "confusion_matrix")))
     return dg.Output(m, metadata=meta)
+
+
+def _pictures(store, cfg, keys) -> dict:
+    """Plots as markdown metadata (PNG data URIs), so the UI shows them next to the numbers."""
+    from al_core.report import metadata_images
+
+    pics = metadata_images(store, cfg)
+    return {k: dg.MetadataValue.md(pics[k]) for k in keys if k in pics}
 
 
 @dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
@@ -198,4 +207,5 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
                         metadata={"round": r, "stopped": "total labelling budget spent", "budget": 0})
         return
     yield dg.Output(prop.as_dict() | {"probe_id": probe["probe_id"], "config_id": embeddings["config_id"]},
-                    metadata=_proposal_metadata(prop, embeddings, cfg, pool) | {"probe_id": probe["probe_id"]})
+                    metadata=_proposal_metadata(prop, embeddings, cfg, pool) | {"probe_id": probe["probe_id"]}
+                    | _pictures(store, cfg, ("proposed_images",)))

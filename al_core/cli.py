@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("al_core.simulate_cli", "compare strategies in process on the embedded images (no annotators)"),
     "init": ("al_core.init_cli", "write a commented default project file (al.yaml)"),
     "round": ("al_core.round_cli", "`al round next`: close the open batch by hand"),
+    "simulate-annotator": ("al_core.annotator", "answer query sets in the outbox from the ground truth (demo, tests)"),
 }
 
 
