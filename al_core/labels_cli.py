@@ -132,12 +132,70 @@ def cmd_check(args) -> int:
     return 1
 
 
+# -- retract / retry ----------------------------------------------------------------
+def _add_retract(subparsers, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "retract", parents=[common], help="withdraw a whole delivery (e.g. a bad annotator's)",
+        description="Withdraw every label of an accepted label file: they leave training from the next round on; "
+                    "the history stays (labels rows are never deleted).")
+    p.add_argument("sha256", help="the file's sha256 (a unique prefix of at least 8 hex digits)")
+    p.add_argument("--reason", default=None)
+
+
+def cmd_retract(args) -> int:
+    from al_core.rounds import LoopError, retract_file
+    from al_core.store import StoreError
+
+    cfg, store = _project(args)
+    try:
+        r = retract_file(store, cfg, args.sha256, args.reason)
+    except LoopError as e:
+        print(f"al labels retract: {e}", file=sys.stderr)
+        return 1
+    except StoreError as e:
+        print(f"al labels retract: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(r) if args.json else
+          f"retracted {r['file']} ({r['sha256'][:16]}): {r['labels_withdrawn']} labels leave training "
+          f"from round {r['effective_round']} on")
+    return 0
+
+
+def _add_retry(subparsers, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "retry", parents=[common], help="ingest a file again whose run failed, or a rejected file",
+        description="Ask the inbox sensor for a new run (a new run key) that ingests the file again. The file must "
+                    "still be in the inbox (its run failed) or in inbox/rejected/ (it is put back first).")
+    p.add_argument("sha256", help="the file's sha256 (a prefix of at least 8 hex digits)")
+
+
+def cmd_retry(args) -> int:
+    from al_core.rounds import LoopError, request_retry
+    from al_core.store import StoreError
+
+    cfg, store = _project(args)
+    try:
+        r = request_retry(store, cfg, args.sha256)
+    except LoopError as e:
+        print(f"al labels retry: {e}", file=sys.stderr)
+        return 1
+    except StoreError as e:
+        print(f"al labels retry: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(r) if args.json else
+          f"requested a new ingestion of {r['file']} (request {r['request_id']}); "
+          f"the inbox sensor launches it within {cfg.sensor.interval_s} s")
+    return 0
+
+
 # -- dispatch --------------------------------------------------------------------------
 # name -> (adds the subparser, runs it)
 AddParser = Callable[[object, argparse.ArgumentParser], None]  # (subparsers, common options parent) -> None
 RunCommand = Callable[[argparse.Namespace], int]  # parsed args -> exit status
 SUBCOMMANDS: dict[str, tuple[AddParser, RunCommand]] = {
     "check": (_add_check, cmd_check),
+    "retract": (_add_retract, cmd_retract),
+    "retry": (_add_retry, cmd_retry),
 }
 
 

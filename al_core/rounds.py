@@ -404,13 +404,13 @@ def ingest_label_files(store: Store, cfg: ProjectConfig, files: Sequence[str | o
         if not parsed.ok:
             dest = _dest(rejected_dir, path.name, sha)
             errs = parsed.errors or ()
-            reason = f"{len(errs)} error(s); first: " + (
+            reason = f"{parsed.n_errors} error(s); first: " + (
                 f"line {errs[0].line}: {errs[0].message}" if errs else "no label rows")
             file_rows.append([fid, sha, path.name, str(dest), parsed.format, "rejected", reason,
-                              len(parsed.rows), 0, 0, 0, is_eval, ts, round_, run_id])
+                              parsed.n_records, 0, 0, 0, is_eval, ts, round_, run_id])
             moves.append((path, dest))
             error_reports.append((parsed, dest.with_name(dest.name + ".errors.json")))
-            report.files.append(FileOutcome(path.name, sha, "rejected", reason, len(parsed.rows),
+            report.files.append(FileOutcome(path.name, sha, "rejected", reason, parsed.n_records,
                                             stored_path=str(dest), is_eval=is_eval))
             log(f"{path.name}: REJECTED, nothing applied: {reason}")
             continue
@@ -565,3 +565,64 @@ def evaluate(store: Store, cfg: ProjectConfig, round_: int, pool: Pool, probe, p
                      json.dumps(out["per_class_recall"]), json.dumps(out["confusion"]), out["n_labels"],
                      out["n_eval"], now()])
     return out
+
+
+# ----------------------------------------------------------------------------- retract and retry
+def _find_file(con, sha_prefix: str, statuses: tuple[str, ...]) -> tuple[str, str, str | None]:
+    sha_prefix = sha_prefix.strip().lower()
+    if len(sha_prefix) < 8 or any(c not in "0123456789abcdef" for c in sha_prefix):
+        raise LoopError("give the file's sha256 (at least 8 hex digits; `al rounds`/the label_files table list them)")
+    rows = con.execute(
+        f"SELECT DISTINCT sha256, original_name, stored_path FROM label_files WHERE starts_with(sha256, ?) "
+        f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY sha256", [sha_prefix, *statuses]).fetchall()
+    if not rows:
+        raise LoopError(f"no label file with sha256 {sha_prefix}... in status {'/'.join(statuses)}")
+    if len({r[0] for r in rows}) > 1:
+        raise LoopError(f"sha256 prefix {sha_prefix} is ambiguous: {sorted({r[0][:16] for r in rows})}")
+    return rows[0]
+
+
+def retract_file(store: Store, cfg: ProjectConfig, sha_prefix: str, reason: str | None = None) -> dict:
+    """Withdraw a whole delivery: its labels leave training from the next round on; the history stays."""
+    with store.transaction() as con:
+        sha, name, _ = _find_file(con, sha_prefix, ("accepted",))
+        st = loop_state(con, cfg)
+        n = con.execute("SELECT count(*) FROM labels WHERE file_sha256 = ?", [sha]).fetchone()[0]
+        con.execute("INSERT INTO retractions VALUES (?, ?, ?, ?)", [sha, now(), reason, st.label_round])
+        con.execute("UPDATE label_files SET status = 'retracted', reason = ? WHERE sha256 = ? AND status = 'accepted'",
+                    [f"retracted: {reason or 'no reason given'}", sha])
+    return {"sha256": sha, "file": name, "labels_withdrawn": int(n), "effective_round": st.label_round}
+
+
+def request_retry(store: Store, cfg: ProjectConfig, sha_prefix: str) -> dict:
+    """Ask the sensor for a new run (new run key) ingesting a file again.
+
+    The file must still be in the inbox (its run failed) or in inbox/rejected/
+    (then it is put back into the inbox first, e.g. after its images were ingested).
+    """
+    from al_core.store import sha256_file
+
+    want = sha_prefix.strip().lower()
+    if len(want) < 8:
+        raise LoopError("give the file's sha256 (at least 8 hex digits)")
+    found = None
+    for folder in (cfg.inbox, cfg.inbox / "eval", cfg.inbox / "rejected"):
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and not p.name.endswith(".errors.json") and sha256_file(p).startswith(want):
+                found = p
+                break
+        if found:
+            break
+    if found is None:
+        raise LoopError(f"no file with sha256 {want}... in {cfg.inbox} or its rejected/ folder")
+    if found.parent.name == "rejected":
+        original = found.name.split("-", 2)[-1] if found.name.count("-") >= 2 else found.name
+        target = cfg.inbox / original
+        shutil.move(str(found), str(target))
+        found = target
+    rid = uuid.uuid4().hex
+    with store.transaction() as con:
+        con.execute("INSERT INTO requests VALUES (?, 'retry_file', ?, ?, NULL, NULL)", [rid, str(found), now()])
+    return {"request_id": rid, "file": str(found)}

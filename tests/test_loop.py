@@ -122,3 +122,79 @@ def test_bad_file_rejected_whole_duplicate_recorded(project):
     assert execute(defs, instance, _requests(run_requests(defs, instance))[0]).success
     assert store.fetch("SELECT status FROM label_files WHERE original_name = 'again.csv'") == [("duplicate",)]
     assert store.fetch("SELECT count(*) FROM labels") == [(4,)]
+
+
+def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(project):
+    import os
+    import time
+
+    from al_core.labels_cli import main as labels_main
+
+    cfg, defs, instance = project
+    store = cfg.store()
+    execute(defs, instance, _requests(run_requests(defs, instance))[0])
+    batch0 = [r[0] for r in store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")]
+    truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
+    eval_ids = {r[0] for r in store.fetch("SELECT image_id FROM eval_set")}
+    never = next(i for i in sorted(truth) if i not in batch0 and i not in eval_ids)
+    old = time.time() - 5
+
+    def deliver(name, text, folder=None):
+        d = folder or cfg.inbox
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_text(text)
+        os.utime(d / name, (old, old))
+        return d / name
+
+    # a Label Studio export: two annotations on one task (newest wins), one cancelled, one skip
+    tasks = []
+    for n, iid in enumerate(batch0):
+        anns = [{"id": 10 * n + 1, "was_cancelled": False, "updated_at": "2026-01-01T00:00:00Z",
+                 "result": [{"type": "choices", "value": {"choices": ["ship" if truth[iid] != "ship" else "cat"]}}]},
+                {"id": 10 * n + 2, "was_cancelled": False, "updated_at": "2026-02-01T00:00:00Z",
+                 "result": [{"type": "choices", "value": {"choices": [truth[iid]]}}]},
+                {"id": 10 * n + 3, "was_cancelled": True, "result": []}]
+        if n == 3:
+            anns[1]["result"][0]["value"]["choices"] = ["skip"]
+        tasks.append({"id": n, "data": {"image_id": iid}, "annotations": anns})
+    deliver("export.json", json.dumps(tasks))
+    deliver("extra.csv", f"image_id,label\n{never},{truth[never]}\n")  # an image never proposed: accepted, flagged
+    spare = next(i for i in sorted(truth) if i not in batch0 and i not in eval_ids and i != never)
+    deliver("eval.csv", f"image_id,label\n{spare},{truth[spare]}\n", cfg.inbox / "eval")
+    assert execute(defs, instance, _requests(run_requests(defs, instance))[-1]).success
+    labels = {r[0]: r[1:] for r in store.fetch("SELECT image_id, label, is_skip, proposed, annotation_id FROM labels")}
+    assert labels[batch0[0]] == (truth[batch0[0]], False, True, "2")  # newest annotation won, recorded
+    assert labels[batch0[3]][:2] == ("skip", True)
+    assert labels[never][2] is False  # flagged as never proposed
+    assert store.fetch("SELECT label, source FROM eval_set WHERE image_id = ?", [spare]) == [(truth[spare], "inbox/eval")]
+    assert spare not in labels
+    # the skipped image is never proposed again and is not a training label
+    assert store.fetch("SELECT n_labels FROM probes") == [(4,)]  # 3 batch labels + the unproposed one; skip excluded
+    later = {r[0] for r in store.fetch("SELECT image_id FROM queries WHERE round >= 1")}
+    assert batch0[3] not in later and spare not in later
+
+    # a changed label is history; the newest wins
+    new = next(c for c in cfg.classes if c != truth[batch0[0]])
+    deliver("fix.csv", f"image_id,label\n{batch0[0]},{new}\n")
+    assert execute(defs, instance, _requests(run_requests(defs, instance))[-1]).success
+    hist = store.fetch("SELECT label FROM labels WHERE image_id = ? ORDER BY label_id", [batch0[0]])
+    assert [h[0] for h in hist] == [truth[batch0[0]], new]
+    assert store.fetch("SELECT label FROM current_labels WHERE image_id = ?", [batch0[0]]) == [(new,)]
+
+    # retract the fix: the older label is current again, the history stays
+    sha = store.fetch("SELECT sha256 FROM label_files WHERE original_name = 'fix.csv'")[0][0]
+    assert labels_main(["retract", sha[:12], "--config", cfg.source_file, "--reason", "bad annotator"]) == 0
+    assert store.fetch("SELECT label FROM current_labels WHERE image_id = ?", [batch0[0]]) == [(truth[batch0[0]],)]
+    assert store.fetch("SELECT count(*) FROM labels WHERE image_id = ?", [batch0[0]]) == [(2,)]
+    assert store.fetch("SELECT status FROM label_files WHERE sha256 = ?", [sha]) == [("retracted",)]
+
+    # a file rejected for an unknown image can be retried once the image exists (a new run key)
+    bogus = "f" * 64
+    f = deliver("late.csv", f"image_id,label\n{bogus},cat\n")
+    sha_late = __import__("al_core.store", fromlist=["sha256_file"]).sha256_file(f)
+    assert execute(defs, instance, _requests(run_requests(defs, instance))[-1]).success
+    assert store.fetch("SELECT status FROM label_files WHERE sha256 = ?", [sha_late]) == [("rejected",)]
+    assert labels_main(["retry", sha_late[:12], "--config", cfg.source_file]) == 0
+    reqs = _requests(run_requests(defs, instance))
+    retry = [r for r in reqs if "al/request" in r.tags]
+    assert len(retry) == 1 and retry[0].run_config["ops"]["round_labels"]["config"]["files"][0].endswith("late.csv")
