@@ -4,6 +4,7 @@ import dagster as dg
 
 from al_assets.jobs import retrain_job
 from al_core.config import load_config
+from resources.project import ProjectResource
 
 
 def _cron() -> str | None:
@@ -19,10 +20,10 @@ _CRON = _cron()
 @dg.schedule(job=retrain_job, cron_schedule=_CRON or "0 3 * * *",
              default_status=dg.DefaultScheduleStatus.RUNNING if _CRON else dg.DefaultScheduleStatus.STOPPED,
              description="Retrain the latest round's probe on every label and re-evaluate it")
-def retrain_schedule(context: dg.ScheduleEvaluationContext):
+def retrain_schedule(context: dg.ScheduleEvaluationContext, project: ProjectResource):
     from al_core.store import StoreError
 
-    cfg = load_config()
+    cfg = project.load()
     try:
         rows = cfg.store().fetch("SELECT max(round) FROM probes")
     except StoreError as e:

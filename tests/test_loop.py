@@ -198,3 +198,26 @@ def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(proje
     reqs = _requests(run_requests(defs, instance))
     retry = [r for r in reqs if "al/request" in r.tags]
     assert len(retry) == 1 and retry[0].run_config["ops"]["round_labels"]["config"]["files"][0].endswith("late.csv")
+
+
+def test_scheduled_retraining_adds_a_probe_version_without_a_new_batch(project):
+    import datetime as dt
+
+    cfg, defs, instance = project
+    store = cfg.store()
+    execute(defs, instance, _requests(run_requests(defs, instance))[0])
+    schedule = defs.resolve_schedule_def("retrain_schedule")
+    ctx = dg.build_schedule_context(instance=instance, resources={"project": defs.resources["project"]},
+                                    scheduled_execution_time=dt.datetime(2026, 1, 1, 3, 0))
+    assert isinstance(schedule(ctx), dg.SkipReason)  # no probe yet: skipped, says why
+    answer_batch(cfg, store, 0)
+    assert execute(defs, instance, _requests(run_requests(defs, instance))[0]).success
+    ctx = dg.build_schedule_context(instance=instance, resources={"project": defs.resources["project"]},
+                                    scheduled_execution_time=dt.datetime(2026, 1, 1, 3, 0))
+    req = schedule(ctx)
+    assert isinstance(req, dg.RunRequest) and req.partition_key == "1" and req.tags["al/trigger"] == "schedule"
+    req = req.with_replaced_attrs(job_name="retrain_job")
+    assert execute(defs, instance, req).success
+    assert store.fetch("SELECT version, trigger FROM probes ORDER BY version") == [(1, "round"), (2, "schedule")]
+    assert store.fetch("SELECT count(*) FROM metrics") == [(2,)]
+    assert store.fetch("SELECT count(*) FROM rounds") == [(2,)]  # no new batch proposed
