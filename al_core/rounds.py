@@ -123,8 +123,27 @@ class Pool:
     n_excluded: dict = field(default_factory=dict)
 
 
+# One round run loads the pool in three steps (probe, metrics, query set); the
+# vectors are kept for the next step of the same process as long as the
+# catalogue's part list for the config is unchanged.
+EMBEDDINGS_CACHE_ENTRIES = 1  # one N x D float32 matrix: 100,000 x 1280 x 4 B = 512 MB
+_emb_cache: dict = {}
+
+
+def _embeddings(store: Store, config_id: str):
+    sig = store.fetch("SELECT count(*), coalesce(sum(n_rows), 0), max(part_id) FROM embedding_parts "
+                      "WHERE config_id = ?", [config_id])[0]
+    key = (str(store.db_path), config_id, sig)
+    if key not in _emb_cache:
+        _emb_cache.clear()  # EMBEDDINGS_CACHE_ENTRIES = 1
+        emb = store.load_embeddings(config_id)
+        emb.features.setflags(write=False)  # shared between steps: nobody may modify it
+        _emb_cache[key] = emb
+    return _emb_cache[key]
+
+
 def load_pool(store: Store, cfg: ProjectConfig, config_id: str, classes: Sequence[str]) -> Pool:
-    emb = store.load_embeddings(config_id)
+    emb = _embeddings(store, config_id)
     if len(emb) == 0:
         raise LoopError(f"no embeddings for config {config_id}: materialise `embeddings` (make demo / al ingest) first")
     index = {iid: i for i, iid in enumerate(emb.image_ids)}
