@@ -108,15 +108,18 @@ def test_k_equals_n_and_invalid_k():
 
 
 def test_subsampling_only_above_the_constant():
-    x, k = DATA["normalised"]
+    assert km.train_size(km.SUBSAMPLE_ABOVE, 500) == km.SUBSAMPLE_ABOVE  # at the constant: every point
+    assert km.train_size(10**6, 100) == max(km.SUBSAMPLE_ABOVE, km.TRAIN_POINTS_PER_CLUSTER * 100)
+    assert km.train_size(10**6, 500) == km.TRAIN_POINTS_PER_CLUSTER * 500
+    x, _ = DATA["normalised"]
+    k = 4
     full = kmeans(x, k, seed=0)
-    assert full.n_train == len(x)  # at or below MAX_TRAIN_POINTS: every point
-    assert len(x) <= km.MAX_TRAIN_POINTS
-    sub = kmeans(x, k, seed=0, max_train_points=1000)
-    assert sub.n_train == 1000
+    assert full.n_train == len(x) and len(x) <= km.SUBSAMPLE_ABOVE
+    sub = kmeans(x, k, seed=0, subsample_above=1000)
+    assert sub.n_train == max(1000, km.TRAIN_POINTS_PER_CLUSTER * k) == 1024
     assert sub.labels.shape == (len(x),)  # every point still assigned
     assert sub.inertia <= 1.05 * full.inertia
-    assert np.array_equal(sub.labels, kmeans(x, k, seed=0, max_train_points=1000).labels)
+    assert np.array_equal(sub.labels, kmeans(x, k, seed=0, subsample_above=1000).labels)
 
 
 def test_points_view_rows_normalised_and_partial_blocks():

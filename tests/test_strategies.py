@@ -412,6 +412,8 @@ def test_dropquery_fixed_length_histogram_and_threshold():
     assert candidate_threshold(np.array([100, 10, 60, 0]), 2, 25) == 1  # > 1: 2 of 3 disagree
     assert candidate_threshold(np.array([100, 10, 30, 0]), 2, 25) == 0  # too few: any disagreement
     assert candidate_threshold(np.array([100, 0, 0, 0]), 2, 25) == 0
+    # the start is "more than 1 of 3": 90 points with 2 or 3 disagreements suffice
+    assert candidate_threshold(np.array([100, 10, 30, 60]), 2, 25) == 1
     s = get_strategy("dropquery")
     assert s.n_passes == 3 and s.candidate_factor == 25  # not 5 passes / > 0.5
 
@@ -492,6 +494,7 @@ def test_alfa_mix_candidates_flip_towards_an_anchor():
     w = np.array([[-1, 0], [1, 0]], np.float32)
     probe = Probe.from_arrays(w, np.zeros(2, np.float32))
     far = np.column_stack([np.full(20, 5.0), np.linspace(-1, 1, 20)])
+    far[-1, 1] = 60.0  # its uncapped alpha would exceed 1 and flip it; capped at eps it must not
     boundary = np.array([[1e-4, 0.5], [1e-4, -0.5]])
     labelled = np.array([[-1, 0], [1, 0]])
     x = np.concatenate([labelled, far, boundary]).astype(np.float32)
