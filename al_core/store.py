@@ -26,6 +26,7 @@ connections short.
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -38,11 +39,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from al_core.vector_io import VectorsLocation, is_url, pending_commit, write_part
+
 SCHEMA_VERSION = 2
 APP_NAME = "al-pipeline"
 
 SHARD_HEX_DIGITS = 1  # 16 shards; 2 -> 256 shards (worth it above ~10 M images)
 PART_ROW_GROUP = 65536  # rows per Parquet row group: 65536 x 1280 x 4 B = 335 MB at most per group read
+LOAD_THREADS = 2  # parts read concurrently by load_embeddings (pyarrow and numpy copies release the GIL)
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 LOCK_RETRY_SLEEP_S = 0.2
 
@@ -318,8 +322,17 @@ class Store:
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ):
         self.db_path = Path(db_path).absolute()
-        self.vectors_dir = Path(vectors_dir).absolute() if vectors_dir else self.db_path.parent / "vectors"
+        # vectors_dir may be an fsspec URL (file://, memory://, s3://): parts then go through
+        # al_core.vector_io (pyarrow + fsspec, never DuckDB's httpfs; docs/scale-out.md)
+        self.vectors_url = str(vectors_dir) if is_url(str(vectors_dir or "")) else None
+        self.vectors_dir = (Path(VectorsLocation(self.vectors_url).root) if self.vectors_url
+                            else Path(vectors_dir).absolute() if vectors_dir else self.db_path.parent / "vectors")
         self.lock_timeout_s = float(lock_timeout_s)
+
+    @functools.cached_property
+    def vectors_loc(self) -> VectorsLocation:
+        """The vectors folder as an fsspec location (al_core.vector_io)."""
+        return VectorsLocation(self.vectors_url or self.vectors_dir)
 
     # ------------------------------------------------------------------ connections
     def _connect_raw(self, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -355,6 +368,8 @@ class Store:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect_raw(read_only)
         try:
+            if self.vectors_url:
+                self.vectors_loc.register_duckdb(con)
             if read_only:
                 self._check_version(con)
                 if view:
@@ -435,9 +450,10 @@ class Store:
                 con.execute("ROLLBACK")
                 raise
         recorded = con.execute("SELECT value FROM schema_info WHERE key = 'vectors_dir'").fetchone()
-        if recorded is None or recorded[0] != str(self.vectors_dir):
+        where = self.vectors_url or str(self.vectors_dir)
+        if recorded is None or recorded[0] != where:
             con.execute("BEGIN TRANSACTION")
-            con.execute("INSERT OR REPLACE INTO schema_info VALUES ('vectors_dir', ?)", [str(self.vectors_dir)])
+            con.execute("INSERT OR REPLACE INTO schema_info VALUES ('vectors_dir', ?)", [where])
             self._create_embeddings_view(con)
             con.execute("COMMIT")
 
@@ -452,7 +468,8 @@ class Store:
         ).fetchall() if "embedding_parts" in self._tables(con) else []
         by_config: dict[str, list[str]] = {}
         for config_id, rel in parts:
-            by_config.setdefault(config_id, []).append(str(self.vectors_dir / rel))
+            by_config.setdefault(config_id, []).append(
+                self.vectors_loc.uri(rel) if self.vectors_url else str(self.vectors_dir / rel))
         selects = []
         for config_id, paths in by_config.items():
             lst = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
@@ -495,6 +512,8 @@ class Store:
 
         The file is invisible until ``commit_parts`` records it.
         """
+        if self.vectors_url:  # object storage / file:// URL: through fsspec
+            return write_part(self.vectors_loc, config_id, shard, list(image_ids), vectors)
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -581,6 +600,7 @@ class Store:
         ``image_ids``, returns those rows in the given order (KeyError if one
         has no vector).
         """
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         with self.connect(read_only=True, view=False) as con:
@@ -601,34 +621,64 @@ class Store:
         n_total = sum(p[3] for p in parts)
         features = np.empty((n_total, d), dtype=np.float32)
         ids = np.empty(n_total, dtype=object)
-        r = 0
-        shard_start: dict[str, int] = {}
-        shard_parts: dict[str, int] = {}
-        for _part_id, shard, rel, n_rows, _dim in parts:
-            shard_start.setdefault(shard, r)
-            shard_parts[shard] = shard_parts.get(shard, 0) + 1
-            tbl = pq.read_table(self.vectors_dir / rel, memory_map=True)
-            if tbl.num_rows != n_rows:
-                raise StoreError(f"part {rel} has {tbl.num_rows} rows, the catalogue says {n_rows}")
-            rr = r
-            for chunk in tbl.column("vector").chunks:
-                m = len(chunk)
-                if chunk.type.byte_width != d * 4:
-                    raise StoreError(f"part {rel} holds {chunk.type.byte_width // 4}-d vectors, the catalogue says {d}")
-                features[rr:rr + m] = np.frombuffer(
-                    chunk.buffers()[1], dtype="<f4", count=m * d, offset=chunk.offset * d * 4).reshape(m, d)
-                rr += m
-            ids[r:r + n_rows] = tbl.column("image_id").to_numpy(zero_copy_only=False)
-            r += n_rows
-        # shards are concatenated in order and each part is sorted; a shard of
-        # several parts is merged here so the whole matrix is sorted by image_id.
-        for shard, count in shard_parts.items():
-            if count > 1:
-                s = shard_start[shard]
-                e = s + sum(p[3] for p in parts if p[1] == shard)
-                order = np.argsort(ids[s:e].astype(str), kind="stable")
-                ids[s:e] = ids[s:e][order]
-                features[s:e] = features[s:e][order]
+        offsets = np.cumsum([0] + [p[3] for p in parts])
+
+        def read_ids(i: int) -> np.ndarray:
+            tbl = pq.read_table(self.vectors_dir / parts[i][2], columns=["image_id"], use_threads=False)
+            if tbl.num_rows != parts[i][3]:
+                raise StoreError(f"part {parts[i][2]} has {tbl.num_rows} rows, the catalogue says {parts[i][3]}")
+            return tbl.column("image_id").to_numpy(zero_copy_only=False)
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(LOAD_THREADS) as pool:
+            part_ids = list(pool.map(read_ids, range(len(parts))))
+        # Rows end up sorted by image_id: shards are laid out in order and each part
+        # is sorted; when a shard has several parts, each part's rows are scattered
+        # to their merged positions while they are copied (no second pass).
+        dest: list[np.ndarray | None] = [None] * len(parts)
+        by_shard: dict[str, list[int]] = {}
+        for i, p in enumerate(parts):
+            by_shard.setdefault(p[1], []).append(i)
+        for members in by_shard.values():
+            if len(members) == 1:
+                ids[offsets[members[0]]:offsets[members[0] + 1]] = part_ids[members[0]]
+                continue
+            start = int(offsets[members[0]])
+            merged = np.concatenate([part_ids[i] for i in members])
+            order = np.argsort(merged.astype(str), kind="stable")
+            ids[start:start + len(merged)] = merged[order]
+            position = np.empty(len(merged), dtype=np.int64)
+            position[order] = np.arange(start, start + len(merged))
+            k = 0
+            for i in members:
+                dest[i] = position[k:k + parts[i][3]]
+                k += parts[i][3]
+
+        def read_part(i: int) -> None:
+            rel = parts[i][2]
+            r = int(offsets[i])
+            # map, copy, unmap: each part's pages leave the resident set once copied,
+            # so peak memory stays at the output matrix plus LOAD_THREADS parts
+            with pa.memory_map(str(self.vectors_dir / rel)) as src:
+                tbl = pq.read_table(src, columns=["vector"], use_threads=False)
+                k = 0
+                for chunk in tbl.column("vector").chunks:
+                    m = len(chunk)
+                    if chunk.type.byte_width != d * 4:
+                        raise StoreError(f"part {rel} holds {chunk.type.byte_width // 4}-d vectors, "
+                                         f"the catalogue says {d}")
+                    block = np.frombuffer(chunk.buffers()[1], dtype="<f4", count=m * d,
+                                          offset=chunk.offset * d * 4).reshape(m, d)
+                    if dest[i] is None:
+                        features[r + k:r + k + m] = block
+                    else:
+                        features[dest[i][k:k + m]] = block
+                    k += m
+                del tbl
+
+        with ThreadPoolExecutor(LOAD_THREADS) as pool:
+            list(pool.map(read_part, range(len(parts))))
         if image_ids is not None:
             pos = {iid: i for i, iid in enumerate(ids)}
             try:
@@ -648,7 +698,7 @@ class Store:
         cutoff = time.time() - min_age_s
         for p in self.vectors_dir.rglob("part-*"):
             rel = str(p.relative_to(self.vectors_dir))
-            if rel not in known and p.stat().st_mtime < cutoff:
+            if rel not in known and p.stat().st_mtime < cutoff and not pending_commit(p):
                 p.unlink()
                 removed.append(p)
         return removed
