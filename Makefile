@@ -34,7 +34,12 @@ instance:
 demo: install instance
 	$(BIN)/python -m al_assets.demo
 
-test: install instance
+# the browser test (tests/test_browser.py) drives Debian's chromium through Playwright
+.PHONY: chromium
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: install instance chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ui: install instance
