@@ -334,6 +334,20 @@ class Store:
         """The vectors folder as an fsspec location (al_core.vector_io)."""
         return VectorsLocation(self.vectors_url or self.vectors_dir)
 
+    def _part_source(self, rel: str):
+        """(path, filesystem) for pyarrow: a local path, or the fsspec path and filesystem (object storage)."""
+        if self.vectors_url and not self.vectors_loc.is_local:
+            return self.vectors_loc.path(rel), self.vectors_loc.fs
+        return str(self.vectors_dir / rel), None
+
+    def _open_part(self, rel: str):
+        """A part file to read: memory-mapped when local, an fsspec file otherwise."""
+        import pyarrow as pa
+
+        if self.vectors_url and not self.vectors_loc.is_local:
+            return self.vectors_loc.fs.open(self.vectors_loc.path(rel), "rb")
+        return pa.memory_map(str(self.vectors_dir / rel))
+
     # ------------------------------------------------------------------ connections
     def _connect_raw(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout_s
@@ -624,7 +638,8 @@ class Store:
         offsets = np.cumsum([0] + [p[3] for p in parts])
 
         def read_ids(i: int) -> np.ndarray:
-            tbl = pq.read_table(self.vectors_dir / parts[i][2], columns=["image_id"], use_threads=False)
+            src, fs = self._part_source(parts[i][2])
+            tbl = pq.read_table(src, filesystem=fs, columns=["image_id"], use_threads=False)
             if tbl.num_rows != parts[i][3]:
                 raise StoreError(f"part {parts[i][2]} has {tbl.num_rows} rows, the catalogue says {parts[i][3]}")
             return tbl.column("image_id").to_numpy(zero_copy_only=False)
@@ -660,7 +675,7 @@ class Store:
             r = int(offsets[i])
             # map, copy, unmap: each part's pages leave the resident set once copied,
             # so peak memory stays at the output matrix plus LOAD_THREADS parts
-            with pa.memory_map(str(self.vectors_dir / rel)) as src:
+            with self._open_part(rel) as src:
                 tbl = pq.read_table(src, columns=["vector"], use_threads=False)
                 k = 0
                 for chunk in tbl.column("vector").chunks:
