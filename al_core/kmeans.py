@@ -496,7 +496,40 @@ def mean_knn_sq_distances(x: np.ndarray, k: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ benchmark
-def _benchmark(n: int, dim: int, k: int, seed: int, n_refs: int) -> dict:
+def _bench_data(n: int, dim: int, k: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, dim)).astype(np.float32)
+    x = centers[rng.integers(k, size=n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    return l2_normalize(x)
+
+
+def _compare_seeds(n: int, dim: int, k: int, data_seed: int, seeds: list[int]) -> dict:
+    """Final inertia of this module and of scikit-learn for several k-means seeds on the same data."""
+    import time
+
+    from sklearn.cluster import KMeans
+
+    x = _bench_data(n, dim, k, data_seed)
+    out = {}
+    for seed in seeds:
+        t = time.perf_counter()
+        ours = kmeans(x, k, seed=seed, subsample_above=n)
+        t_ours = time.perf_counter() - t
+        t = time.perf_counter()
+        ref = KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=100, tol=1e-4, random_state=seed).fit(x)
+        t_ref = time.perf_counter() - t
+        out[seed] = {
+            "ours": round(ours.inertia, 2),
+            "sklearn": round(float(ref.inertia_), 2),
+            "ratio": round(ours.inertia / float(ref.inertia_), 4),
+            "iterations": [ours.n_iter, int(ref.n_iter_)],
+            "seconds": [round(t_ours, 1), round(t_ref, 1)],
+        }
+        print(seed, out[seed], flush=True)
+    return {"n": n, "dim": dim, "k": k, "data_seed": data_seed, "seeds": out}
+
+
+def _benchmark(n: int, dim: int, k: int, seed: int, n_refs: int, all_faiss: bool = False) -> dict:
     """Time this module's k-means against scikit-learn and faiss on the same data and seed.
 
     Data: ``k`` Gaussian clusters in ``dim`` dimensions, L2-normalised (like
@@ -509,10 +542,8 @@ def _benchmark(n: int, dim: int, k: int, seed: int, n_refs: int) -> dict:
     from sklearn.cluster import KMeans
     from sklearn.metrics import pairwise_distances_argmin_min
 
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((k, dim)).astype(np.float32)
-    x = centers[rng.integers(k, size=n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
-    x = l2_normalize(x)
+    x = _bench_data(n, dim, k, seed)
+    rng = np.random.default_rng([seed, 1])
     rows = {}
 
     def record(name, fn):
@@ -523,6 +554,10 @@ def _benchmark(n: int, dim: int, k: int, seed: int, n_refs: int) -> dict:
 
     def ours():
         r = kmeans(x, k, seed=seed)
+        return r.inertia, r.n_iter
+
+    def ours_full():
+        r = kmeans(x, k, seed=seed, subsample_above=n)
         return r.inertia, r.n_iter
 
     def sk():
@@ -537,10 +572,12 @@ def _benchmark(n: int, dim: int, k: int, seed: int, n_refs: int) -> dict:
             return float(d2.astype(np.float64).sum()), 100
         return run
 
-    record("al_core.kmeans (torch, k-means++)", ours)
+    record(f"al_core.kmeans (torch, k-means++, trains on {train_size(n, k)} points)", ours)
+    record("al_core.kmeans (torch, k-means++, every point)", ours_full)
     record("scikit-learn KMeans (reference)", sk)
-    record("faiss.Kmeans (random init, all points)", faiss_run(n))
-    record("faiss.Kmeans (random init, default 256 points/centroid)", faiss_run(256))
+    record("faiss.Kmeans (its random init, default 256 points/centroid)", faiss_run(256))
+    if all_faiss:
+        record("faiss.Kmeans (its random init, every point)", faiss_run(n))
 
     refs = x[rng.choice(n, size=n_refs, replace=False)]
     nn = {}
@@ -570,5 +607,11 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refs", type=int, default=1000, help="reference points of the nearest-neighbour timing")
+    ap.add_argument("--faiss-every-point", action="store_true", help="also faiss without its subsampling")
+    ap.add_argument("--compare-seeds", default="", help="e.g. 0,1,2,3,4: only ours vs scikit-learn per k-means seed")
     a = ap.parse_args()
-    print(json.dumps(_benchmark(a.n, a.dim, a.k, a.seed, a.refs), indent=2))
+    if a.compare_seeds:
+        seeds = [int(v) for v in a.compare_seeds.split(",")]
+        print(json.dumps(_compare_seeds(a.n, a.dim, a.k, a.seed, seeds), indent=2))
+    else:
+        print(json.dumps(_benchmark(a.n, a.dim, a.k, a.seed, a.refs, a.faiss_every_point), indent=2))
