@@ -147,6 +147,28 @@ def test_dropout_predict_fresh_masks_and_seeded(blobs, fitted):
     assert a.min() >= 0 and a.max() < 4
 
 
+def test_dropout_masks_do_not_depend_on_threads(monkeypatch, blobs, fitted):
+    x, _ = blobs
+    monkeypatch.setattr(probe_mod, "DROPOUT_BLOCK_ROWS", 64)  # 600 rows: 10 blocks, the last partial
+    preds = {}
+    for workers in (1, 2, 3):
+        out = np.full((3, 600), -1)
+
+        def write(start, logits, out=out):
+            for p, lg in enumerate(logits):
+                out[p, start : start + lg.shape[0]] = lg.argmax(1).numpy()
+
+        fitted.map_dropout_logits(x, 3, 7, write, workers=workers)
+        preds[workers] = out
+    assert np.array_equal(preds[1], preds[2]) and np.array_equal(preds[1], preds[3])
+    assert (preds[1] >= 0).all()  # every row of every block written
+    seq = np.full((3, 600), -1)
+    for start, p, lg in fitted.iter_dropout_logits(x, 3, 7):
+        seq[p, start : start + lg.shape[0]] = lg.argmax(1).numpy()
+    assert np.array_equal(seq, preds[1])
+    assert np.array_equal(fitted.dropout_predict(x, 3, 7), preds[1])
+
+
 def test_no_partial_block_dropped(monkeypatch, blobs):
     x, y = blobs
     monkeypatch.setattr(probe_mod, "INFERENCE_BLOCK_ROWS", 7)

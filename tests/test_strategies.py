@@ -108,6 +108,7 @@ def test_invariants_and_reproducibility(name, pool):
     assert a.scores.tobytes() == b.scores.tobytes()
     with pytest.raises(ValueError):
         a.indices[0] = 1  # read-only result
+    assert a == b
     # within candidates, whatever their order
     cand = np.setdiff1d(np.arange(0, 240, 3), labeled)[::-1].copy()
     c = _select(name, pool, budget=6, seed=5, candidates=cand)

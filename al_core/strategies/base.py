@@ -101,7 +101,7 @@ class InvalidParameterError(SelectionError):
 
 
 # ---------------------------------------------------------------------- result
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SelectionResult:
     """The chosen rows, in selection order, and one score per chosen row.
 
@@ -126,6 +126,15 @@ class SelectionResult:
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, SelectionResult):
+            return NotImplemented
+        return np.array_equal(self.indices, other.indices) and np.array_equal(
+            self.scores, other.scores, equal_nan=True
+        )
+
+    __hash__ = None  # arrays: not hashable
 
 
 # ------------------------------------------------------------------- seeding
