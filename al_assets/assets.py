@@ -57,17 +57,27 @@ def raw_images(
     )
 
 
-@dg.asset(group_name="ingest", kinds={"duckdb", "pytorch"}, io_manager_key="store_io_manager")
+@dg.asset(group_name="ingest", kinds={"duckdb", "pytorch"}, io_manager_key="store_io_manager",
+          deps=["embedding_shards"])
 def embeddings(
     context: dg.AssetExecutionContext, raw_images: dict, store: StoreResource, backbone: BackboneResource
 ) -> dg.Output[dict]:
-    """Frozen-backbone vectors for every ok image of the scanned source, keyed by embedding config."""
-    from al_core.ingest import embed_missing
+    """Frozen-backbone vectors for every ok image of the scanned source, keyed by embedding config.
 
+    First commits the part files that `embedding_shards` partitions wrote (the single writer,
+    one transaction; docs/scale-out.md), then embeds what is still missing in this process."""
+    from al_core.ingest import embed_missing
+    from al_core.shards import commit_pending
+
+    s, bb = store.get(), backbone.load()
+    committed = commit_pending(s, bb.config_id, run_id=context.run.run_id)
+    if committed["parts_committed"]:
+        context.log.info(f"committed {committed['parts_committed']} shard parts ({committed['rows_committed']} vectors)")
     result = embed_missing(
-        store.get(), backbone.load(), source=raw_images["source"], batch_size=backbone.batch_size,
+        s, bb, source=raw_images["source"], batch_size=backbone.batch_size,
         progress=context.log.info,
     )
+    result["committed_from_shards"] = committed["rows_committed"]
     return dg.Output(
         result,
         metadata={

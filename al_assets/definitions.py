@@ -5,22 +5,25 @@ Settings come from the project file (al.yaml, or $AL_CONFIG); see al_core.config
 
 import dagster as dg
 
-from al_assets import assets, checks, loop
+from al_assets import assets, checks, loop, shards
 from al_assets.jobs import ingest_job, retrain_job, round_job, seed_job
+from al_assets.shards import embed_shards_dask_job, embed_shards_job
 from al_assets.schedules import retrain_schedule
 from al_core.config import ProjectConfig, load_config
 from resources.backbone import BackboneResource
 from resources.project import ProjectResource
+from resources.shards import ShardJsonIOManager
 from resources.store import StoreJsonIOManager, StoreResource
 from sensors.inbox import inbox_sensor
 
 
 def build_resources(cfg: ProjectConfig) -> dict:
-    store = StoreResource(db_path=str(cfg.db_path), vectors_dir=str(cfg.vectors_dir),
+    store = StoreResource(db_path=str(cfg.db_path), vectors_dir=str(cfg.vectors_location),
                           lock_timeout_s=cfg.store_cfg.lock_timeout_s)
     return {
         "store": store,
         "store_io_manager": StoreJsonIOManager(store=store),
+        "shard_io_manager": ShardJsonIOManager(store=store),  # JSON files beside the vectors (no DuckDB, no pickle)
         "backbone": BackboneResource(name=cfg.backbone.name, image_size=cfg.backbone.image_size,
                                      weights_path=cfg.backbone.weights_path, batch_size=cfg.backbone.batch_size),
         "project": ProjectResource(config_path=cfg.source_file),
@@ -29,9 +32,9 @@ def build_resources(cfg: ProjectConfig) -> dict:
 
 def build_defs(cfg: ProjectConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([assets, loop]),
+        assets=dg.load_assets_from_modules([assets, loop, shards]),
         asset_checks=dg.load_asset_checks_from_modules([checks]),
-        jobs=[ingest_job, seed_job, round_job, retrain_job],
+        jobs=[ingest_job, seed_job, round_job, retrain_job, embed_shards_job, embed_shards_dask_job],
         sensors=[inbox_sensor],
         schedules=[retrain_schedule],
         resources=build_resources(cfg),

@@ -129,6 +129,7 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     lock_timeout_s: float = 30.0
+    vectors_url: str | None = None  # fsspec URL of the vector part files (docs/scale-out.md); default <data_dir>/vectors
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,11 @@ class ProjectConfig:
         return self.data_dir / "vectors"
 
     @property
+    def vectors_location(self) -> str | Path:
+        """Where the vector part files live: ``store.vectors_url`` (fsspec URL) or ``vectors_dir``."""
+        return self.store_cfg.vectors_url or self.vectors_dir
+
+    @property
     def probes_dir(self) -> Path:
         return self.data_dir / "probes"
 
@@ -192,7 +198,7 @@ class ProjectConfig:
     def store(self):
         from al_core.store import Store
 
-        return Store(self.db_path, self.vectors_dir, lock_timeout_s=self.store_cfg.lock_timeout_s)
+        return Store(self.db_path, self.vectors_location, lock_timeout_s=self.store_cfg.lock_timeout_s)
 
     def class_names(self, store=None) -> tuple[str, ...]:
         """The configured classes, or the ground-truth folder names found by the scan."""
