@@ -94,7 +94,7 @@ class BackboneSpec:
     preprocessing: str  # human-readable description
     feature_dim: int
     feature_kind: str  # what the vector is (pooled features, CLS token, projected image embedding)
-    params_millions: float
+    params_millions: float  # approximate, whole published model (DINOv2 at 518 px; OpenCLIP: both towers)
     weights_sha256: str | None = None  # known sha256 of the default weights file (checked), if any
     hf_repo: str | None = None  # Hugging Face repository of the default weights
     hf_filenames: tuple[str, ...] = ()  # candidate files in hf_repo, preferred first
