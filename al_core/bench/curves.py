@@ -1,0 +1,238 @@
+"""Learning curves on cached features: `al bench curves`.
+
+    al bench curves --features data/cache/cifar10_effnet_lite0_128.npz \
+        --rounds 20 --seeds 3 --json data/bench/curves-cifar10.json
+
+The study's protocol (``../shared/docs/algorithms.md``): K labels per round
+(K = the number of classes), ``--rounds`` labelled-set sizes K, 2K, ..., R*K
+(round 0 is the seed pool, so ``run_simulation(rounds=R-1)``), the seeds 1, 10,
+100, 1000, 10000 (the first ``--seeds`` of them). The pool is the file's
+``train_features``/``train_targets``; accuracy is measured on
+``test_features``/``test_targets``. Every query strategy runs with centroid
+seeding; random and dropquery also run with random seeding.
+
+The loop is :func:`al_core.simulate.run_simulation`. The JSON is rewritten
+after every (strategy, seed) so that a stopped run keeps what it finished.
+A strategy whose round takes longer than ``--max-round-seconds`` is stopped
+(checked after each query round; a hard alarm at 3x the limit stops a query
+round still running; the seed round is not limited) and recorded under ``stopped`` with its measured seconds per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import signal
+import sys
+import time
+
+import numpy as np
+
+STUDY_SEEDS = (1, 10, 100, 1000, 10000)
+
+# (seed strategy, query strategy), most informative first; probcover and typiclust last.
+DEFAULT_RUNS: tuple[tuple[str, str], ...] = (
+    ("centroid", "dropquery"),
+    ("centroid", "margin"),
+    ("centroid", "random"),
+    ("random", "random"),
+    ("random", "dropquery"),
+    ("centroid", "least_confidence"),
+    ("centroid", "entropy"),
+    ("centroid", "coreset"),
+    ("centroid", "badge"),
+    ("centroid", "bald"),
+    ("centroid", "power_bald"),
+    ("centroid", "alfa_mix"),
+    ("centroid", "typiclust"),
+    ("centroid", "probcover"),
+)
+
+
+class RoundTooSlow(RuntimeError):
+    pass
+
+
+def cached_seed_strategy(name: str):
+    """The registered seed strategy ``name``, with its picks memoised per (seed, budget, pool).
+
+    The seed round does not depend on the query strategy, so every query
+    strategy with the same run seed gets the same seed pool; computing it once
+    per seed (centroid seeding: a k-means on the whole pool, ~80 s here) instead
+    of once per (strategy, seed) saves most of an hour. Same picks, same scores.
+    """
+    from al_core.strategies import Strategy, get_strategy
+
+    inner = get_strategy(name)
+
+    class _Cached(Strategy):
+        needs_labels = inner.needs_labels
+        uses_probe = inner.uses_probe
+        _cache: dict = {}
+
+        def select(self, features, labeled, labels, budget, *, n_classes, seed, probe=None, candidates=None):
+            key = (id(features), features.shape, len(labeled), int(budget), int(seed), n_classes,
+                   None if candidates is None else hash(np.asarray(candidates).tobytes()))
+            if len(labeled) != 0 or key not in self._cache:
+                res = inner.select(features, labeled, labels, budget, n_classes=n_classes, seed=seed,
+                                   probe=probe, candidates=candidates)
+                if len(labeled) != 0:
+                    return res
+                self._cache[key] = res
+            return self._cache[key]
+
+    _Cached.name = inner.name
+    return _Cached()
+
+
+def run_key(seed_strategy: str, query_strategy: str) -> str:
+    return f"{query_strategy}@{seed_strategy}"
+
+
+def area_under_curve(mean_acc: list[float]) -> float:
+    """Normalised area under the accuracy curve: trapezoids over rounds, divided by the rounds spanned."""
+    y = np.asarray(mean_acc, dtype=np.float64)
+    if y.size < 2:
+        return float(y[0]) if y.size else float("nan")
+    return float(np.trapezoid(y) / (y.size - 1)) if hasattr(np, "trapezoid") else float(np.trapz(y) / (y.size - 1))
+
+
+def summarise(entry: dict) -> None:
+    runs = [r for r in entry["per_seed"].values() if r.get("complete")]
+    entry["seeds_done"] = sorted(int(s) for s, r in entry["per_seed"].items() if r.get("complete"))
+    if not runs:
+        return
+    acc = np.array([r["accuracy"] for r in runs], dtype=np.float64)
+    entry["mean"] = acc.mean(axis=0).round(5).tolist()
+    entry["std"] = acc.std(axis=0, ddof=0).round(5).tolist()
+    entry["auc"] = round(area_under_curve(entry["mean"]), 5)
+    entry["auc_per_seed"] = [round(area_under_curve(list(a)), 5) for a in acc]
+    secs = [s for r in runs for s in r["round_seconds"]]
+    entry["mean_round_seconds"] = round(float(np.mean(secs)), 3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="al bench curves", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--features", required=True, help=".npz with train_/test_ features and targets")
+    ap.add_argument("--rounds", type=int, default=20, help="labelled-set sizes K..R*K, round 0 included (default 20)")
+    ap.add_argument("--seeds", type=int, default=5, help="how many of the study's seeds 1, 10, 100, 1000, 10000")
+    ap.add_argument("--per-round", type=int, default=None, help="labels per round (default: the number of classes)")
+    ap.add_argument("--runs", default=None,
+                    help="comma list of QUERY@SEED entries (default: every query strategy @centroid, "
+                         "random@random, dropquery@random)")
+    ap.add_argument("--max-round-seconds", type=float, default=60.0)
+    ap.add_argument("--json", default=None, help="write (and keep rewriting) the result here")
+    args = ap.parse_args(argv)
+
+    from al_core.simulate import run_simulation
+
+    data = np.load(args.features)
+    x = np.ascontiguousarray(data["train_features"], dtype=np.float32)
+    y = np.asarray(data["train_targets"], dtype=np.int64)
+    xt = np.ascontiguousarray(data["test_features"], dtype=np.float32)
+    yt = np.asarray(data["test_targets"], dtype=np.int64)
+    n_classes = int(len(data["class_names"])) if "class_names" in data.files else int(y.max() + 1)
+    per_round = args.per_round or n_classes
+    seeds = list(STUDY_SEEDS[: args.seeds])
+    if args.runs:
+        runs = [tuple(reversed(r.split("@"))) if "@" in r else ("centroid", r) for r in args.runs.split(",")]
+    else:
+        runs = list(DEFAULT_RUNS)
+
+    out: dict = {
+        "command": "al bench curves " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
+        "features": args.features,
+        "n_pool": int(x.shape[0]), "n_test": int(xt.shape[0]), "dim": int(x.shape[1]),
+        "n_classes": n_classes, "per_round": per_round, "rounds": args.rounds, "seeds": seeds,
+        "n_labeled": [per_round * (r + 1) for r in range(args.rounds)],
+        "max_round_seconds": args.max_round_seconds,
+        "strategies": {}, "stopped": {}, "errors": {},
+    }
+
+    def dump() -> None:
+        out["updated"] = _dt.datetime.now().isoformat(timespec="seconds")
+        if args.json:
+            tmp = args.json + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump(out, fh, indent=1)
+            os.replace(tmp, args.json)
+
+    hard = max(1, int(3 * args.max_round_seconds))  # armed for query rounds only
+
+    def on_alarm(signum, frame):  # noqa: ARG001
+        raise RoundTooSlow(f"a round ran past the hard limit of {hard} s")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    seed_strats = {name: cached_seed_strategy(name) for name in {r[0] for r in runs}}
+    dump()
+    t_all = time.perf_counter()
+    for seed_name, query_name in runs:
+        key = run_key(seed_name, query_name)
+        entry = out["strategies"].setdefault(
+            key, {"seed_strategy": seed_name, "query_strategy": query_name, "per_seed": {}})
+        for seed in seeds:
+            times: list[float] = []
+            accs: list[float] = []
+            last = [time.perf_counter()]
+
+            def progress(r: int, acc: float, n_lab: int) -> None:
+                now = time.perf_counter()
+                times.append(now - last[0])
+                accs.append(acc)
+                print(f"[{time.perf_counter() - t_all:7.0f}s] {key} seed {seed} round {r}: {n_lab} labels, "
+                      f"acc {acc:.4f} ({times[-1]:.1f} s)", flush=True)
+                # round 0 (seed pool) may legitimately cost more; judge query rounds
+                if r > 0 and times[-1] > args.max_round_seconds:
+                    raise RoundTooSlow(f"round {r} took {times[-1]:.1f} s > {args.max_round_seconds:.0f} s")
+                last[0] = time.perf_counter()
+                signal.alarm(hard)
+
+            signal.alarm(0)  # the seed round (k-means on the whole pool for centroid) is not limited
+            try:
+                res = run_simulation(x, y, xt, yt, n_classes=n_classes, seed_strategy=seed_strats[seed_name],
+                                     query_strategy=query_name, budget_per_round=per_round,
+                                     rounds=args.rounds - 1, seed=seed, progress=progress)
+            except RoundTooSlow as exc:
+                signal.alarm(0)
+                elapsed = time.perf_counter() - last[0]
+                out["stopped"][key] = {
+                    "seed": seed, "reason": str(exc), "rounds_done": len(accs),
+                    "round_seconds": [round(t, 2) for t in times],
+                    "seconds_in_stopped_round": round(times[-1] if times and str(exc).startswith("round")
+                                                      else elapsed, 1),
+                    "accuracy_so_far": [round(a, 5) for a in accs],
+                }
+                print(f"STOPPED {key} seed {seed}: {exc}", flush=True)
+                dump()
+                break
+            except Exception as exc:  # record and go on with the next strategy
+                signal.alarm(0)
+                out["errors"][key] = {"seed": seed, "error": f"{type(exc).__name__}: {exc}"}
+                print(f"ERROR {key} seed {seed}: {type(exc).__name__}: {exc}", flush=True)
+                dump()
+                break
+            signal.alarm(0)
+            entry["per_seed"][str(seed)] = {
+                "accuracy": [round(float(a), 5) for a in res.accuracy],
+                "round_seconds": [round(t, 2) for t in times],
+                "complete": True,
+            }
+            summarise(entry)
+            dump()
+        print(f"== {key}: auc {entry.get('auc')} seeds {entry.get('seeds_done')}", flush=True)
+    out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+    out["total_seconds"] = round(time.perf_counter() - t_all, 1)
+    dump()
+    summary = {k: {"auc": v.get("auc"), "first": (v.get("mean") or [None])[0], "last": (v.get("mean") or [None])[-1]}
+               for k, v in out["strategies"].items()}
+    print(json.dumps({"summary": summary, "stopped": out["stopped"], "errors": out["errors"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
