@@ -94,7 +94,7 @@ def _table(prop, n: int = 20) -> str:
 def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, project: ProjectResource
                  ) -> dg.Output[dict]:
     """The label files ingested in this round (answering the previous batch), validated and applied atomically."""
-    from al_core.rounds import ingest_label_files
+    from al_core.rounds import ingest_label_files, repair_outbox
     from al_core.store import now
 
     r = _round(context)
@@ -102,10 +102,20 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
         raise dg.Failure("labels belong to rounds >= 1 (round 0 is the seed pool)")
     cfg = project.load()
     store = cfg.store()
-    rep = ingest_label_files(store, cfg, config.files, round_=r, classes=cfg.class_names(store),
+    classes = cfg.class_names(store)
+    for path in repair_outbox(store, cfg, classes):  # a run that stopped between a batch's commit and its CSV
+        context.log.warning(f"outbox: wrote {path}, missing although its batch was committed")
+    rep = ingest_label_files(store, cfg, config.files, round_=r, classes=classes,
                              run_id=context.run_id, log=context.log.info)
     value = rep.as_dict()
-    value["force_close"] = bool(config.force_close)
+    force = bool(config.force_close) and rep.requested_round is None
+    if force and config.request_id:  # `al round next` closes the batch that was open when it was asked
+        asked = store.fetch("SELECT arg FROM requests WHERE request_id = ?", [config.request_id])
+        if asked and asked[0][0] is not None and asked[0][0] != str(rep.open_round):
+            context.log.warning(f"`al round next` asked to close batch {asked[0][0]}, which an earlier run closed: "
+                                "nothing to close")
+            force = False
+    value["force_close"] = force
     if config.request_id:
         with store.transaction() as con:
             con.execute("UPDATE requests SET done_at = ?, run_id = ? WHERE request_id = ?",
@@ -119,7 +129,7 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
         "labels_applied": value["labels_applied"],
         "open_batch": rep.open_round if rep.open_round is not None else -1,
         "answered": f"{rep.answered}/{rep.proposed}",
-        "ready_for_next_round": rep.ready or bool(config.force_close),
+        "ready_for_next_round": rep.ready or force,
         "files": dg.MetadataValue.json(value["files"]),
     })
 

@@ -15,12 +15,14 @@
 import csv
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from al_core.faults import fault_point
 from al_core.store import Store, now
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -29,6 +31,8 @@ MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default; ~256 MB of RGB at most per de
 HASH_CHUNK = 1 << 20  # 1 MiB read buffer per hashing thread
 HASH_THREADS = 4  # hashing + decoding release the GIL; 4 threads x 1 MiB buffers
 PROGRESS_EVERY_S = 5.0
+# errors that may go away without the file changing (permissions, a writer still busy): retried at every scan
+TRANSIENT_ERRORS = ("unreadable:", "file changed while being read")
 
 
 @dataclass
@@ -108,16 +112,23 @@ def _hash_and_decode(p: _Probe) -> _Probe:
     try:
         h = hashlib.sha256()
         n = 0
-        with open(p.path, "rb") as f:
+        # O_NONBLOCK: a FIFO named x.jpg must not block the scan waiting for a writer
+        fd = os.open(p.path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                p.status, p.error = "corrupt", "not a regular file (FIFO, socket or device)"
+                return p
             while True:
                 b = f.read(HASH_CHUNK)
                 if not b:
                     break
                 h.update(b)
                 n += len(b)
+            after = os.fstat(fd)
         p.image_id = h.hexdigest()
-        if n != p.size:  # changed while being read
-            p.status, p.error = "corrupt", f"file changed while being read ({p.size} -> {n} bytes)"
+        if n != p.size or after.st_size != p.size or after.st_mtime_ns != p.mtime_ns:  # changed while being read
+            p.status, p.error = "corrupt", (f"file changed while being read ({p.size} -> {n} bytes read, "
+                                            f"{after.st_size} now); rescan to record it")
             return p
     except OSError as e:
         p.status, p.error = "corrupt", f"unreadable: {e.strerror or e}"
@@ -199,9 +210,9 @@ def scan(
 
     with store.connect() as con:
         known = {
-            r[0]: (r[1], r[2], r[3], r[4])
+            r[0]: (r[1], r[2], r[3], r[4], r[5])
             for r in con.execute(
-                "SELECT path, size_bytes, mtime_ns, image_id, status FROM image_paths WHERE source = ?", [source]
+                "SELECT path, size_bytes, mtime_ns, image_id, status, error FROM image_paths WHERE source = ?", [source]
             ).fetchall()
         }
         scan_id = con.execute("SELECT coalesce(max(scan_id), 0) + 1 FROM scans").fetchone()[0]
@@ -214,8 +225,12 @@ def scan(
         if st is None:
             results.append(_Probe(path, 0, 0, None, "corrupt", "cannot stat (dangling link or vanished)"))
             continue
+        if not stat.S_ISREG(st.st_mode):
+            results.append(_Probe(path, 0, 0, None, "corrupt", "not a regular file (FIFO, socket or device)"))
+            continue
         k = known.get(path)
-        if k is not None and k[0] == st.st_size and k[1] == st.st_mtime_ns and k[3] != "missing":
+        if (k is not None and k[0] == st.st_size and k[1] == st.st_mtime_ns and k[3] != "missing"
+                and not (k[3] == "corrupt" and (k[4] or "").startswith(TRANSIENT_ERRORS))):
             unchanged.append(path)
             continue
         if k is not None:
@@ -296,6 +311,7 @@ def scan(
             "count(DISTINCT image_id) FILTER (status = 'ok') FROM image_paths WHERE source = ?", [source]).fetchone()
         report.n_ok, report.n_corrupt, report.n_images = int(n_ok), int(n_corrupt), int(n_images)
         report.seconds = time.monotonic() - t0
+        fault_point("scan.in_transaction")  # every row inserted, nothing committed (tests)
         con.execute(
             """UPDATE scans SET finished_at = ?, n_files = ?, n_new = ?, n_changed = ?, n_unchanged = ?,
                n_missing = ?, n_corrupt = ?, n_ok = ?, seconds = ? WHERE scan_id = ?""",

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from al_core.config import ProjectConfig
+from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
 from al_core.store import Store, now
 
 INBOX_SUFFIXES = (".csv", ".jsonl", ".json")
@@ -35,14 +36,6 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
 
 class LoopError(RuntimeError):
     """The loop cannot do what was asked; the message says why and what to do."""
-
-
-def fault_point(name: str) -> None:
-    """Kill this process here if $AL_FAULT names this point (fault-injection tests)."""
-    if os.environ.get("AL_FAULT") == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- files
@@ -336,12 +329,14 @@ class FileOutcome:
 
 @dataclass
 class IngestReport:
-    round: int
+    round: int  # the round the labels were recorded in (the loop's, when the run was requested for an older one)
     files: list[FileOutcome]
     answered: int = 0
     proposed: int = 0
     open_round: int | None = None
     ready: bool = False
+    requested_round: int | None = None  # set when the run was requested for an older round (a stale request)
+    resumed: bool = False  # ready because no batch is open although the budget is not spent (an interrupted round)
 
     @property
     def counts(self) -> dict:
@@ -353,12 +348,34 @@ class IngestReport:
     def as_dict(self) -> dict:
         return {"round": self.round, "files": [asdict(f) for f in self.files], "counts": self.counts,
                 "answered": self.answered, "proposed": self.proposed, "open_round": self.open_round,
-                "ready": self.ready, "labels_applied": sum(f.n_applied for f in self.files if not f.is_eval)}
+                "ready": self.ready, "labels_applied": sum(f.n_applied for f in self.files if not f.is_eval),
+                "requested_round": self.requested_round, "resumed": self.resumed}
 
 
 def _dest(folder: Path, name: str, sha: str) -> Path:
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
     return folder / f"{stamp}-{sha[:12]}-{name}"
+
+
+_LABEL_COLUMNS = ("image_id", "label", "is_skip", "proposed", "file_sha256", "file_id", "annotation_id", "annotator",
+                  "line", "note")
+
+
+def _insert_labels(con, cols: dict, start: int, stop: int, first_id: int, ts, round_: int) -> None:
+    """Rows [start, stop) of the column lists as one INSERT ... SELECT over an Arrow table (label_id from first_id)."""
+    import pyarrow as pa
+
+    if stop <= start:
+        return
+    types = {"is_skip": pa.bool_(), "proposed": pa.bool_(), "line": pa.int32()}
+    tbl = pa.table({"label_id": pa.array(range(first_id, first_id + stop - start), pa.int64()),
+                    **{c: pa.array(cols[c][start:stop], types.get(c, pa.string())) for c in _LABEL_COLUMNS}})
+    con.register("_new_labels", tbl)
+    try:
+        con.execute("""INSERT INTO labels SELECT label_id, image_id, label, is_skip, proposed, file_sha256, file_id,
+                       annotation_id, annotator, ?::TIMESTAMP, ?::INTEGER, line, note FROM _new_labels""", [ts, round_])
+    finally:
+        con.unregister("_new_labels")
 
 
 def ingest_label_files(store: Store, cfg: ProjectConfig, files: Sequence[str | os.PathLike], *, round_: int,
@@ -371,6 +388,13 @@ def ingest_label_files(store: Store, cfg: ProjectConfig, files: Sequence[str | o
     recorded as a duplicate and change nothing. A row that repeats an image's
     current label adds nothing (so a file delivered in halves applies each
     label once).
+
+    Files are read and validated before the write lock is taken; what each one
+    changes is decided inside the write transaction against what is committed
+    then, so two runs (or two processes) never apply a label twice. Labels go
+    into the round the loop is at when they are committed: ``round_`` is a floor,
+    and a run requested for an older round (queued behind the run that closed it)
+    reports it in ``requested_round`` and is never ``ready``.
     """
     from al_core.labels import parse_label_file, write_error_report
     from al_core.store import sha256_file
@@ -381,92 +405,125 @@ def ingest_label_files(store: Store, cfg: ProjectConfig, files: Sequence[str | o
     report = IngestReport(round=round_, files=[])
     with store.connect(read_only=True, view=False) as con:
         known = {r[0] for r in con.execute("SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'").fetchall()}
-        prior = {}
-        for sha, status, stored, name in con.execute(
-                "SELECT sha256, status, stored_path, original_name FROM label_files ORDER BY received_at").fetchall():
-            prior.setdefault(sha, []).append((status, stored, name))
-        current = {r[0]: r[1] for r in con.execute("SELECT image_id, label FROM current_labels").fetchall()}
-        proposed = {r[0] for r in con.execute("SELECT DISTINCT image_id FROM queries").fetchall()}
-    moves: list[tuple[Path, Path]] = []
-    error_reports: list[tuple[object, Path]] = []
-    rows_to_insert: list[list] = []
-    eval_rows: list[tuple[str, str]] = []
-    file_rows: list[list] = []
-    ts = now()
+        ingested = {r[0] for r in con.execute(
+            "SELECT DISTINCT sha256 FROM label_files WHERE status IN ('accepted', 'duplicate', 'retracted')").fetchall()}
+    # 1. read and validate outside the write lock (the slow part); bytes already ingested are not parsed again
+    items: list[tuple[Path, str, object]] = []
     for f in files:
         path = Path(f)
-        is_eval = path.parent.name == "eval"
-        if not path.exists():
+        if not path.is_file():
             log(f"{path.name}: gone before ingestion (already moved by an earlier run?)")
             continue
         sha = sha256_file(path)
-        hist = prior.get(sha, [])
-        committed_not_moved = [h for h in hist if h[0] in ("accepted", "rejected") and h[1] and not Path(h[1]).exists()
-                               and h[2] == path.name]
-        if committed_not_moved:
-            moves.append((path, Path(committed_not_moved[0][1])))
-            report.files.append(FileOutcome(path.name, sha, "already_committed", "rows were committed before a crash; "
-                                            "file moved now", stored_path=committed_not_moved[0][1], is_eval=is_eval))
-            continue
-        fid = uuid.uuid4().hex
-        if any(h[0] in ("accepted", "duplicate", "retracted") for h in hist):
-            dest = _dest(accepted_dir, path.name, sha)
-            first = next(h for h in hist if h[0] in ("accepted", "retracted"))
-            reason = f"same bytes as {first[2]!r}, already ingested"
-            file_rows.append([fid, sha, path.name, str(dest), None, "duplicate", reason, 0, 0, 0, 0, is_eval, ts,
-                              round_, run_id])
-            moves.append((path, dest))
-            report.files.append(FileOutcome(path.name, sha, "duplicate", reason, stored_path=str(dest), is_eval=is_eval))
-            log(f"{path.name}: duplicate of {first[2]!r}; nothing applied")
-            continue
-        parsed = parse_label_file(path, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label)
-        if not parsed.ok:
-            dest = _dest(rejected_dir, path.name, sha)
-            errs = parsed.errors or ()
-            reason = f"{parsed.n_errors} error(s); first: " + (
-                f"line {errs[0].line}: {errs[0].message}" if errs else "no label rows")
-            file_rows.append([fid, sha, path.name, str(dest), parsed.format, "rejected", reason,
-                              parsed.n_records, 0, 0, 0, is_eval, ts, round_, run_id])
-            moves.append((path, dest))
-            error_reports.append((parsed, dest.with_name(dest.name + ".errors.json")))
-            report.files.append(FileOutcome(path.name, sha, "rejected", reason, parsed.n_records,
-                                            stored_path=str(dest), is_eval=is_eval))
-            log(f"{path.name}: REJECTED, nothing applied: {reason}")
-            continue
-        dest = _dest(accepted_dir, path.name, sha)
-        n_applied = n_unprop = n_skip = 0
-        if is_eval:
-            for row in parsed.rows:
-                if not row.is_skip:
-                    eval_rows.append((row.image_id, row.label))
-                    n_applied += 1
-        else:
-            for row in parsed.rows:
-                if current.get(row.image_id) == row.label:
-                    continue  # already this label: applying it again would count it twice
-                was_proposed = row.image_id in proposed
-                n_unprop += not was_proposed
-                n_skip += row.is_skip
-                rows_to_insert.append([row.image_id, row.label, row.is_skip, was_proposed, sha, fid, row.annotation_id,
-                                       row.annotator, ts, round_, row.line, row.note])
-                current[row.image_id] = row.label
-                n_applied += 1
-        file_rows.append([fid, sha, path.name, str(dest), parsed.format, "accepted", None, len(parsed.rows),
-                          n_applied, n_unprop, n_skip, is_eval, ts, round_, run_id])
-        moves.append((path, dest))
-        prior.setdefault(sha, []).append(("accepted", str(dest), path.name))
-        report.files.append(FileOutcome(path.name, sha, "accepted", None, len(parsed.rows), n_applied, n_unprop,
-                                        n_skip, str(dest), is_eval))
-        log(f"{path.name}: accepted, {n_applied} labels applied ({n_unprop} for images never proposed, {n_skip} skips)")
+        parsed = None
+        if sha not in ingested:
+            parsed = parse_label_file(path, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label)
+            if parsed.sha256 and parsed.sha256 != sha:
+                log(f"{path.name}: changed while being read; left in the inbox for the next run")
+                continue
+        items.append((path, sha, parsed))
 
+    moves: list[tuple[Path, Path]] = []
+    error_reports: list[tuple[object, Path]] = []
+    ts = now()
+    # 2. decide what each file changes and write it, in one transaction, against what is committed now
     with store.transaction() as con:
-        next_id = int(con.execute("SELECT coalesce(max(label_id), 0) + 1 FROM labels").fetchone()[0])
+        st = loop_state(con, cfg)
+        label_round = max(round_, st.label_round)
+        if label_round != round_:
+            report.requested_round = round_
+            log(f"this run was requested for round {round_}, but the loop is at round {label_round} now "
+                f"(an earlier run went on): labels are recorded in round {label_round}, nothing else is done")
+        report.round = label_round
+        prior: dict = {}
+        for sha, status, stored, name in con.execute(
+                "SELECT sha256, status, stored_path, original_name FROM label_files ORDER BY received_at").fetchall():
+            prior.setdefault(sha, []).append((status, stored, name))
+        current = dict(con.execute("SELECT image_id, label FROM current_labels").fetchall())
+        proposed = {r[0] for r in con.execute("SELECT DISTINCT image_id FROM queries").fetchall()}
+        cols: dict[str, list] = {c: [] for c in _LABEL_COLUMNS}
+        eval_rows: list[tuple[str, str]] = []
+        file_rows: list[list] = []
+        for path, sha, parsed in items:
+            is_eval = path.parent.name == "eval"
+            if not path.exists():
+                log(f"{path.name}: gone (moved by another run meanwhile); nothing applied")
+                continue
+            hist = prior.get(sha, [])
+            committed_not_moved = [h for h in hist if h[0] in ("accepted", "rejected") and h[1]
+                                   and not Path(h[1]).exists() and h[2] == path.name]
+            if committed_not_moved:
+                moves.append((path, Path(committed_not_moved[0][1])))
+                report.files.append(FileOutcome(path.name, sha, "already_committed", "rows were committed before a "
+                                                "crash; file moved now", stored_path=committed_not_moved[0][1],
+                                                is_eval=is_eval))
+                continue
+            fid = uuid.uuid4().hex
+            if any(h[0] in ("accepted", "duplicate", "retracted") for h in hist):
+                dest = _dest(accepted_dir, path.name, sha)
+                first = next(h for h in hist if h[0] in ("accepted", "retracted"))
+                reason = f"same bytes as {first[2]!r}, already ingested"
+                file_rows.append([fid, sha, path.name, str(dest), None, "duplicate", reason, 0, 0, 0, 0, is_eval, ts,
+                                  label_round, run_id])
+                moves.append((path, dest))
+                prior.setdefault(sha, []).append(("duplicate", str(dest), path.name))
+                report.files.append(FileOutcome(path.name, sha, "duplicate", reason, stored_path=str(dest),
+                                                is_eval=is_eval))
+                log(f"{path.name}: duplicate of {first[2]!r}; nothing applied")
+                continue
+            if parsed is None:  # not ingested after all (cannot happen: history only grows); validate now
+                parsed = parse_label_file(path, classes=classes, known_image_ids=known,
+                                          skip_label=cfg.labels.skip_label)
+            if not parsed.ok:
+                dest = _dest(rejected_dir, path.name, sha)
+                errs = parsed.errors or ()
+                reason = f"{parsed.n_errors} error(s); first: " + (
+                    f"line {errs[0].line}: {errs[0].message}" if errs else "no label rows")
+                file_rows.append([fid, sha, path.name, str(dest), parsed.format, "rejected", reason,
+                                  parsed.n_records, 0, 0, 0, is_eval, ts, label_round, run_id])
+                moves.append((path, dest))
+                error_reports.append((parsed, dest.with_name(dest.name + ".errors.json")))
+                report.files.append(FileOutcome(path.name, sha, "rejected", reason, parsed.n_records,
+                                                stored_path=str(dest), is_eval=is_eval))
+                log(f"{path.name}: REJECTED, nothing applied: {reason}")
+                continue
+            dest = _dest(accepted_dir, path.name, sha)
+            n_applied = n_unprop = n_skip = 0
+            if is_eval:
+                for row in parsed.rows:
+                    if not row.is_skip:
+                        eval_rows.append((row.image_id, row.label))
+                        n_applied += 1
+            else:
+                for row in parsed.rows:
+                    if current.get(row.image_id) == row.label:
+                        continue  # already this label: applying it again would count it twice
+                    was_proposed = row.image_id in proposed
+                    n_unprop += not was_proposed
+                    n_skip += row.is_skip
+                    for c, v in zip(_LABEL_COLUMNS, (row.image_id, row.label, row.is_skip, was_proposed, sha, fid,
+                                                     row.annotation_id, row.annotator, row.line, row.note),
+                                    strict=True):
+                        cols[c].append(v)
+                    current[row.image_id] = row.label
+                    n_applied += 1
+            file_rows.append([fid, sha, path.name, str(dest), parsed.format, "accepted", None, len(parsed.rows),
+                              n_applied, n_unprop, n_skip, is_eval, ts, label_round, run_id])
+            moves.append((path, dest))
+            prior.setdefault(sha, []).append(("accepted", str(dest), path.name))
+            report.files.append(FileOutcome(path.name, sha, "accepted", None, len(parsed.rows), n_applied, n_unprop,
+                                            n_skip, str(dest), is_eval))
+            log(f"{path.name}: accepted, {n_applied} labels applied ({n_unprop} for images never proposed, "
+                f"{n_skip} skips)")
+
         for fr in file_rows:
             con.execute("INSERT INTO label_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fr)
-        for i, r in enumerate(rows_to_insert):
-            con.execute("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [next_id + i, *r])
-            if i == len(rows_to_insert) // 2:
-                fault_point("labels.mid_insert")
+        n = len(cols["image_id"])
+        if n:
+            next_id = int(con.execute("SELECT coalesce(max(label_id), 0) + 1 FROM labels").fetchone()[0])
+            _insert_labels(con, cols, 0, n // 2, next_id, ts, label_round)
+            fault_point("labels.mid_insert")
+            _insert_labels(con, cols, n // 2, n, next_id + n // 2, ts, label_round)
         for iid, label in eval_rows:
             con.execute("""INSERT INTO eval_set VALUES (?, ?, 'inbox/eval', ?)
                            ON CONFLICT (image_id) DO UPDATE SET label = excluded.label""", [iid, label, ts])
@@ -474,6 +531,9 @@ def ingest_label_files(store: Store, cfg: ProjectConfig, files: Sequence[str | o
     for parsed, dest in error_reports:
         write_error_report(parsed, dest)
     for src, dst in moves:
+        if not src.exists():  # moved meanwhile by another run that committed the same bytes: nothing to do
+            log(f"{src.name}: already moved by another run")
+            continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(src), str(dst))
     with store.connect(read_only=True, view=False) as con:
@@ -482,7 +542,54 @@ def ingest_label_files(store: Store, cfg: ProjectConfig, files: Sequence[str | o
         if st.open_round is not None:
             report.answered, report.proposed = answered(con, st.open_round)
             report.ready = report.proposed > 0 and report.answered >= cfg.selection.answered_fraction * report.proposed
+        elif st.last_round is not None and not st.budget_spent:
+            # no open batch although the budget is not spent: a run stopped between closing batch
+            # last_round and proposing the next one; this round owes it
+            report.ready = report.resumed = True
+            log(f"no open batch and the budget is not spent: round {report.round} proposes the batch it owes")
+    if report.requested_round is not None:
+        report.ready = report.resumed = False  # a stale run does nothing more; a run for the current round will
     return report
+
+
+def pending_work(con, cfg: ProjectConfig) -> str | None:
+    """What a round run owes although no label file waits (a key naming it), or None.
+
+    - ``outbox-rN``: batch N is recorded but its outbox CSV is missing (a run
+      stopped between the batch's commit and its CSV): ``repair_outbox`` writes it;
+    - ``answered-rN``: the open batch N is answered but no run went on with it;
+    - ``owed-rN``: no batch is open although the budget is not spent (a run
+      stopped between closing a batch and proposing batch N).
+    """
+    st = loop_state(con, cfg)
+    if st.last_round is None:
+        return None
+    for (r,) in con.execute("SELECT round FROM rounds WHERE status = 'open' ORDER BY round").fetchall():
+        if not (cfg.outbox / f"round-{r:04d}.csv").exists():
+            return f"outbox-r{r}"
+    if st.open_round is not None:
+        n_ans, n_prop = answered(con, st.open_round)
+        if n_prop > 0 and n_ans >= cfg.selection.answered_fraction * n_prop:
+            return f"answered-r{st.open_round}"
+        return None
+    return None if st.budget_spent else f"owed-r{st.label_round}"
+
+
+def repair_outbox(store: Store, cfg: ProjectConfig, classes: Sequence[str]) -> list[str]:
+    """Write the outbox files of every open batch whose CSV is missing, from the committed queries."""
+    written = []
+    with store.connect(read_only=True, view=False) as con:
+        todo = [(r, strategy) for r, strategy in con.execute(
+            "SELECT round, strategy FROM rounds WHERE status = 'open' ORDER BY round").fetchall()
+            if not (cfg.outbox / f"round-{r:04d}.csv").exists()]
+        batches = {r: con.execute("SELECT image_id, path, score FROM queries WHERE round = ? ORDER BY rank",
+                                  [r]).fetchall() for r, _ in todo}
+    for r, strategy in todo:
+        rows = batches[r]
+        ids = [q[0] for q in rows]
+        scores = [float("nan") if q[2] is None else float(q[2]) for q in rows]
+        written += write_outbox(cfg, r, strategy, ids, scores, {q[0]: q[1] for q in rows}, classes)[:1]
+    return written
 
 
 def close_round(store: Store, round_: int, closed_by: str) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from al_core.faults import fault_point
 from al_core.vector_io import VectorsLocation, is_url, pending_commit, write_part
 
 SCHEMA_VERSION = 2
@@ -603,6 +604,7 @@ class Store:
         for shard in sorted(by_shard):
             idx = by_shard[shard]
             parts.append(self.write_part_file(config_id, shard, [image_ids[i] for i in idx], vectors[idx]))
+        fault_point("embeddings.before_commit")  # part files written, not committed: invisible (tests)
         self.commit_parts(parts, run_id=run_id)
         return parts
 

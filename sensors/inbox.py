@@ -19,6 +19,20 @@ from al_core.config import load_config
 from resources.project import ProjectResource
 
 SENSOR_LOCK_TIMEOUT_S = 2.0  # a sensor tick never waits long for the writer: it tries again next tick
+# A round run's time limit (tag dagster/max_runtime). A run whose process was killed together with the
+# daemon (power loss) stays STARTED, and Dagster's default launcher cannot tell it is dead; run monitoring
+# fails it once this has passed, so it cannot block the one-run queue for ever. A round takes minutes.
+RUN_MAX_RUNTIME_S = 4 * 3600
+IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+
+
+def _round_run_in_flight(context) -> bool:
+    """Whether a round run is queued or running (it will see whatever the sensor sees now)."""
+    try:
+        statuses = [dg.DagsterRunStatus[s] for s in IN_FLIGHT]
+        return context.instance.get_runs_count(dg.RunsFilter(job_name=round_job.name, statuses=statuses)) > 0
+    except Exception:  # no instance (a bare sensor context): nothing can be in flight
+        return False
 
 
 def _interval() -> int:
@@ -28,12 +42,18 @@ def _interval() -> int:
         return 30
 
 
+def _tags(extra: dict | None = None) -> dict:
+    # al/writes: the run writes the catalogue; dagster.yaml's tag limit keeps such runs one at a time
+    return {"al/trigger": "round", "al/writes": "true", "dagster/max_runtime": str(RUN_MAX_RUNTIME_S),
+            **(extra or {})}
+
+
 @dg.sensor(jobs=[ingest_job, round_job, seed_job], minimum_interval_seconds=_interval(),
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts a round run when label files land in the inbox")
 def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     from al_core.labels import parse_label_file
-    from al_core.rounds import list_inbox, loop_state
+    from al_core.rounds import list_inbox, loop_state, pending_work
     from al_core.store import Store, StoreError, sha256_file
 
     cfg = project.load()
@@ -52,6 +72,10 @@ def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
             db_id = (con.execute("SELECT value FROM schema_info WHERE key = 'database_id'").fetchone() or ["db"])[0][:8]
             requests = con.execute(
                 "SELECT request_id, kind, arg FROM requests WHERE done_at IS NULL ORDER BY created_at").fetchall()
+            # part of every run key: a file delivered again after an ingestion gets a new key (the daemon
+            # never launches a key twice), while a tick before the ingestion repeats the key (no double run)
+            n_seen = con.execute("SELECT count(*) FROM label_files").fetchone()[0]
+            pending = pending_work(con, cfg)
     except StoreError as e:
         return dg.SkipReason(f"database busy or unreadable, trying again next tick: {e}")
 
@@ -60,7 +84,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
             return dg.SkipReason("waiting for embeddings (run ingest_job)")
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=f"{db_id}-seed-round-0", job_name=seed_job.name, partition_key="0",
-                                        tags={"al/trigger": "round"})],
+                                        tags=_tags())],
             dynamic_partitions_requests=[rounds_partitions.build_add_request(["0"])])
 
     partition = str(state.label_round)
@@ -80,27 +104,37 @@ def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
                     f"inbox: {f.name} ({sha[:12]}) INVALID, will be rejected whole: {len(parsed.errors)} error(s)"
                     + (f"; line {first.line}: {first.message}" if first else ""))
         run_requests.append(dg.RunRequest(
-            run_key=f"{db_id}-labels-r{partition}-{digest.hexdigest()[:20]}", job_name=round_job.name,
+            run_key=f"{db_id}-labels-r{partition}-f{n_seen}-{digest.hexdigest()[:20]}", job_name=round_job.name,
             partition_key=partition,
             run_config={"ops": {"round_labels": {"config": {"files": [str(f) for f in files]}}}},
-            tags={"al/trigger": "round", "al/files": str(len(files))}))
+            tags=_tags({"al/files": str(len(files))})))
     for request_id, kind, arg in requests:
         if kind == "close_round":
             run_requests.append(dg.RunRequest(
                 run_key=f"{db_id}-request-{request_id}", job_name=round_job.name, partition_key=partition,
                 run_config={"ops": {"round_labels": {"config": {
                     "files": [], "force_close": True, "request_id": request_id}}}},
-                tags={"al/trigger": "round", "al/request": request_id}))
+                tags=_tags({"al/request": request_id})))
         elif kind == "retry_file":
             run_requests.append(dg.RunRequest(
                 run_key=f"{db_id}-request-{request_id}", job_name=round_job.name, partition_key=partition,
                 run_config={"ops": {"round_labels": {"config": {"files": [arg], "request_id": request_id}}}},
-                tags={"al/trigger": "round", "al/request": request_id}))
+                tags=_tags({"al/request": request_id})))
+    if not run_requests and pending:
+        # nothing delivered, but the loop owes work (a run stopped half-way: killed, or queued behind another)
+        if _round_run_in_flight(context):
+            return dg.SkipReason(f"loop owes {pending}; a round run is queued or running and will see it")
+        context.log.warning(f"inbox empty but the loop owes {pending}: requesting a run to resume round {partition}")
+        run_requests.append(dg.RunRequest(
+            run_key=f"{db_id}-resume-{pending}-f{n_seen}", job_name=round_job.name, partition_key=partition,
+            run_config={"ops": {"round_labels": {"config": {"files": []}}}},
+            tags=_tags({"al/resume": pending})))
     if not run_requests:
         return dg.SkipReason(f"inbox {cfg.inbox} is empty")
     if cfg.sensor.ingest_before_round:
         # queued first, so new images in the image root are scanned and embedded before the next proposal
         run_requests.insert(0, dg.RunRequest(run_key=f"ingest-before-{run_requests[0].run_key}",
-                                             job_name=ingest_job.name, tags={"al/trigger": "round"}))
+                                             job_name=ingest_job.name,
+                                             tags={"al/trigger": "round", "al/writes": "true"}))
     return dg.SensorResult(run_requests=run_requests,
                            dynamic_partitions_requests=[rounds_partitions.build_add_request([partition])])

@@ -22,3 +22,11 @@ def store(tmp_path):
     from al_core.store import Store
 
     return Store(tmp_path / "warehouse.duckdb", lock_timeout_s=2)
+
+
+@pytest.fixture(scope="session")
+def base_project(tmp_path_factory) -> Path:
+    """A small project ingested and seeded once per session (tests/reliability_helpers.py); copy it per test."""
+    from tests.reliability_helpers import build_base_project
+
+    return build_base_project(tmp_path_factory)
