@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from al_core.hashing import sha256_file  # noqa: F401  (re-exported: callers import it from here)
+
 __all__ = [
     "BackboneError",
     "BackboneSpec",
@@ -224,17 +226,6 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 # ---------------------------------------------------------------------------
 # weights files
 # ---------------------------------------------------------------------------
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _bundled_effnet_path() -> Path | None:

@@ -169,20 +169,19 @@ def load_pool(store: Store, cfg: ProjectConfig, config_id: str, classes: Sequenc
 
 
 # ----------------------------------------------------------------------------- eval set
-def ensure_eval_set(store: Store, cfg: ProjectConfig, classes: Sequence[str]) -> dict:
-    """Hold out ``evaluation.holdout`` images (stratified by ground truth, fixed by the seed), once."""
-    with store.connect(read_only=True, view=False) as con:
-        n_existing = con.execute("SELECT count(*) FROM eval_set WHERE source = 'holdout'").fetchone()[0]
-        if n_existing or cfg.evaluation.holdout == 0:
-            return {"holdout": int(n_existing), "created": 0}
-        rows = con.execute(
-            """SELECT p.image_id, any_value(g.class_name) FROM (SELECT DISTINCT image_id FROM image_paths
-               WHERE status = 'ok') p LEFT JOIN ground_truth g USING (image_id) GROUP BY p.image_id ORDER BY p.image_id"""
-        ).fetchall()
-        proposed = {r[0] for r in con.execute("SELECT image_id FROM queries").fetchall()}
-    rows = [r for r in rows if r[0] not in proposed]
-    n = min(cfg.evaluation.holdout, len(rows) // 2)
-    rng = np.random.default_rng(cfg.selection.seed)
+def stratified_holdout(rows: Sequence[tuple[str, str | None]], n: int, seed: int) -> list[tuple[str, str | None]]:
+    """The hold-out rule, as a pure function (the loop's eval set and `al simulate` both use it).
+
+    ``rows``: (image_id, ground-truth class or None) of every candidate image,
+    sorted by image_id. Takes ``min(n, len(rows) // 2)`` images, split over the
+    classes by largest remainder of the proportional quotas, drawn per class
+    (classes in name order, None last) with ``numpy.random.default_rng(seed)``.
+    Returns (image_id, class) in class order, then image order.
+    """
+    n = min(int(n), len(rows) // 2)
+    if n <= 0:
+        return []
+    rng = np.random.default_rng(seed)
     groups: dict = {}
     for iid, gt in rows:
         groups.setdefault(gt, []).append(iid)
@@ -196,6 +195,22 @@ def ensure_eval_set(store: Store, cfg: ProjectConfig, classes: Sequence[str]) ->
         ids = groups[k]
         pick = rng.choice(len(ids), size=take[k], replace=False) if take[k] else []
         chosen += [(ids[i], k) for i in sorted(pick)]
+    return chosen
+
+
+def ensure_eval_set(store: Store, cfg: ProjectConfig, classes: Sequence[str]) -> dict:
+    """Hold out ``evaluation.holdout`` images (stratified by ground truth, fixed by the seed), once."""
+    with store.connect(read_only=True, view=False) as con:
+        n_existing = con.execute("SELECT count(*) FROM eval_set WHERE source = 'holdout'").fetchone()[0]
+        if n_existing or cfg.evaluation.holdout == 0:
+            return {"holdout": int(n_existing), "created": 0}
+        rows = con.execute(
+            """SELECT p.image_id, any_value(g.class_name) FROM (SELECT DISTINCT image_id FROM image_paths
+               WHERE status = 'ok') p LEFT JOIN ground_truth g USING (image_id) GROUP BY p.image_id ORDER BY p.image_id"""
+        ).fetchall()
+        proposed = {r[0] for r in con.execute("SELECT image_id FROM queries").fetchall()}
+    chosen = stratified_holdout([r for r in rows if r[0] not in proposed], cfg.evaluation.holdout,
+                                cfg.selection.seed)
     ts = now()
     with store.transaction() as con:
         for iid, gt in chosen:

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from al_core.rounds import stratified_holdout  # the loop's own hold-out rule
+
 DEFAULT_STRATEGIES = "dropquery,margin,random"
 
 
@@ -54,35 +56,6 @@ class SimulateError(RuntimeError):
 def study_seeds(n: int) -> list[int]:
     """The study's seeds: 1, 10, 100, ... (n of them)."""
     return [10 ** i for i in range(n)]
-
-
-def stratified_holdout(rows: Sequence[tuple[str, str | None]], n: int, seed: int) -> list[tuple[str, str | None]]:
-    """The labelling loop's hold-out rule as a pure function (same picks as al_core.rounds.ensure_eval_set).
-
-    ``rows``: (image_id, ground-truth class or None) of every candidate image,
-    sorted by image_id. Takes ``min(n, len(rows) // 2)`` images, split over the
-    classes by largest remainder of the proportional quotas, drawn per class
-    (classes in name order, None last) with ``numpy.random.default_rng(seed)``.
-    Returns (image_id, class) in class order, then image order.
-    """
-    n = min(int(n), len(rows) // 2)
-    if n <= 0:
-        return []
-    rng = np.random.default_rng(seed)
-    groups: dict = {}
-    for iid, gt in rows:
-        groups.setdefault(gt, []).append(iid)
-    keys = sorted(groups, key=lambda k: (k is None, str(k)))
-    quotas = {k: n * len(groups[k]) / len(rows) for k in keys}
-    take = {k: int(np.floor(q)) for k, q in quotas.items()}
-    for k in sorted(keys, key=lambda k: (-(quotas[k] - take[k]), str(k)))[: n - sum(take.values())]:
-        take[k] += 1
-    chosen = []
-    for k in keys:
-        ids = groups[k]
-        pick = rng.choice(len(ids), size=take[k], replace=False) if take[k] else []
-        chosen += [(ids[i], k) for i in sorted(pick)]
-    return chosen
 
 
 def area_under_curve(labels: Sequence[float], accuracy: Sequence[float]) -> float:

@@ -27,7 +27,6 @@ connections short.
 import contextlib
 import datetime as _dt
 import functools
-import hashlib
 import json
 import os
 import time
@@ -40,6 +39,7 @@ import duckdb
 import numpy as np
 
 from al_core.faults import fault_point
+from al_core.hashing import sha256_file  # noqa: F401  (re-exported: callers import it from here)
 from al_core.vector_io import VectorsLocation, is_url, pending_commit, write_part
 
 SCHEMA_VERSION = 2
@@ -283,17 +283,6 @@ def now() -> _dt.datetime:
 
 def shard_of(image_id: str) -> str:
     return image_id[:SHARD_HEX_DIGITS]
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _is_lock_error(e: Exception) -> bool:
