@@ -399,3 +399,36 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     seed = defs.resolve_job_def("seed_job").execute_in_process(instance=loop_instance, partition_key="0")
     assert seed.success
     assert store.fetch("SELECT count(*) FROM queries WHERE round = 0")[0][0] == 5
+
+
+# ---------------------------------------------------------------------------- selection beyond one matrix
+def test_sharded_selection_matches_the_full_pool(tmp_path):
+    from al_core import scale_select
+    from al_core.probe import Probe
+    from al_core.store import Store
+    from al_core.strategies import get_strategy
+
+    rng = np.random.default_rng(0)
+    n, d, k = 3000, 16, 4
+    ids = _ids(n, "sel")
+    y = rng.integers(0, k, n)
+    x = (rng.standard_normal((k, d)) * 1.5)[y] + rng.standard_normal((n, d))
+    s = Store(tmp_path / "w.duckdb", lock_timeout_s=2)
+    s.register_embedding_config("c", {"backbone": "x", "dim": d})
+    for a in range(0, n, 1000):  # several parts per shard
+        s.write_embeddings("c", ids[a:a + 1000], x[a:a + 1000].astype(np.float32))
+    e = s.load_embeddings("c")
+    row = {iid: i for i, iid in enumerate(e.image_ids)}
+    ys = y[[ids.index(i) for i in e.image_ids]]
+    labeled = np.sort(rng.choice(n, 60, replace=False))
+    probe = Probe(k, seed=0).fit(e.features[labeled], ys[labeled])
+    excl = set(e.image_ids[labeled])
+    full = get_strategy("margin").select(e.features, labeled, ys[labeled], 25, n_classes=k, seed=0, probe=probe)
+    got, _ = scale_select.sharded_margin(s, "c", probe, 25, exclude=excl)
+    assert set(got) == set(e.image_ids[full.indices])
+    # a set of shards is a sub-pool, read without the others
+    sub_ids, sub_x = scale_select.load_shards(s, "c", ["3", "a"])
+    assert set(i[0] for i in sub_ids) == {"3", "a"} and list(sub_ids) == sorted(sub_ids)
+    assert np.array_equal(sub_x, e.features[[row[i] for i in sub_ids]])
+    r = scale_select.sharded_dropquery(s, "c", probe, 20, seed=0, exclude=excl)
+    assert len(set(r["ids"])) == 20 and set(r["ids"]) <= set(r["candidate_ids"]) and not set(r["ids"]) & excl
