@@ -117,9 +117,14 @@ def plan_shards(store: Store, config_id: str, *, source: str | None = None,
     wanted = list(shards) if shards is not None else all_shards()
     done = store.embedded_ids(config_id)
     loc = store.vectors_loc
-    pending = set()
+    # written but not committed: only the manifests of parts the catalogue does not know are read
+    committed_parts = {r[0] for r in store.fetch("SELECT part_id FROM embedding_parts WHERE config_id = ?",
+                                                 [config_id])}
+    pending: set[str] = set()
     for h in wanted if len(wanted) < 16**SHARD_HEX_DIGITS else [None]:
-        pending |= written_ids(loc, config_id, h)
+        names = [n for n in manifest_names(loc, config_id, h) if _part_id(n) not in committed_parts]
+        for m in read_manifests(loc, names):
+            pending.update(m["image_ids"])
     out: dict[str, list[tuple[str, str]]] = {h: [] for h in wanted}
     for iid, path in ok_images(store, source):
         if iid in done or iid in pending:
