@@ -38,7 +38,7 @@ def _reset(cfg) -> None:
     db = cfg.db_path
     if db.exists():
         try:
-            rows = dict(Store(db, cfg.vectors_dir, lock_timeout_s=5).fetch(
+            rows = dict(Store(db, cfg.vectors_location, lock_timeout_s=5).fetch(
                 "SELECT key, value FROM schema_info", read_only=True))
         except Exception as e:
             raise SystemExit(f"demo: {db} exists and cannot be read ({e}); move it away or run `make clean-data`")
@@ -51,7 +51,7 @@ def _reset(cfg) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    with Store(db, cfg.vectors_dir).transaction() as con:
+    with Store(db, cfg.vectors_location).transaction() as con:
         con.execute("INSERT OR REPLACE INTO schema_info VALUES ('demo', 'true')")
 
 

@@ -57,7 +57,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     from al_core.store import Store, StoreError, sha256_file
 
     cfg = project.load()
-    store = Store(cfg.db_path, cfg.vectors_dir, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S)
+    store = Store(cfg.db_path, cfg.vectors_location, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S)
     if not cfg.db_path.exists():
         return dg.SkipReason(f"no database yet at {cfg.db_path}: run the ingest job first")
     try:
