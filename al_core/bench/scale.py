@@ -59,14 +59,14 @@ elif args["mode"] == "store":
 elif args["mode"] == "subsample":
     from al_core.scale_select import load_shards
     ids_sub, x = load_shards(store, args["config"], args["shards"])
-    pos = np.searchsorted(np.load(w + "/ids.npy", allow_pickle=True), ids_sub)  # rows of the full matrix
+    pos = np.searchsorted(np.load(w + "/ids.npy"), ids_sub)  # rows of the full matrix
     in_sub = np.isin(labeled, pos)
     local = np.searchsorted(pos, labeled[in_sub])
 out["load_s"] = time.perf_counter() - t
 t = time.perf_counter()
 if args["mode"] == "sharded":
     from al_core import scale_select
-    ids_all = np.load(w + "/ids.npy", allow_pickle=True)
+    ids_all = np.load(w + "/ids.npy")
     excl = set(ids_all[labeled].tolist())
     if args["strategy"] == "margin":
         sel_ids, _ = scale_select.sharded_margin(store, args["config"], probe, args["budget"], exclude=excl)
@@ -138,7 +138,7 @@ def make_data(work: Path, n: int, d: int, k: int, n_labels: int, seed: int, spre
     order = np.argsort(ids.astype(str), kind="stable")
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
-    np.save(work / "ids.npy", ids[order], allow_pickle=True)
+    np.save(work / "ids.npy", ids[order].astype("U64"))  # fixed-width strings: no pickle
     centers = rng.standard_normal((k, d)).astype(np.float32) * spread
     mode_centers = (np.repeat(centers, modes, axis=0)
                     + rng.standard_normal((k * modes, d)).astype(np.float32) * mode_scale)
@@ -231,7 +231,7 @@ def agreement(work: Path, budget: int, sub_fraction: float, seed: int) -> dict:
     cov_full = _coverage(z, zs(full))
     rand = np.sort(rng.choice(c_full, budget, replace=False))
     cov_rand = _coverage(z, zs(rand))
-    ids_sorted = np.load(work / "ids.npy", allow_pickle=True)
+    ids_sorted = np.load(work / "ids.npy")
     d = {"store_equals_npy": bool(np.array_equal(np.sort(sel["store-dropquery"]), np.sort(full))),
          "n_candidates_full": int(len(c_full)),
          "coverage_full": {"mean": cov_full[0], "max": cov_full[1]},
