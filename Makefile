@@ -19,9 +19,11 @@ help:
 	@echo "make ui     - the Dagster UI on http://$(UI_HOST):$(UI_PORT)"
 
 $(STAMP): pyproject.toml
+	@echo "installing al-pipeline and its pinned dependencies into $(VENV) (2-3 minutes the first time)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test,bench]'
+	set -o pipefail; $(BIN)/python -m pip install --progress-bar off -e '.[test,bench]' \
+	  | { grep --line-buffered -E '^(Collecting|Successfully)' || true; }
 	@touch $(STAMP)
 
 install: $(STAMP)
