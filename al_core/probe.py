@@ -30,13 +30,11 @@ Saved and loaded with safetensors only (no pickle).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
@@ -44,6 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from al_core.kmeans import _as_tensor, torch_threads  # shared with k-means: one implementation
 
 __all__ = [
     "Probe",
@@ -78,23 +78,6 @@ _BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default
 
 class ProbeError(ValueError):
     """Invalid input to the probe (too few labels, labels outside [0, K), shapes)."""
-
-
-def _as_tensor(array: np.ndarray) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    prev = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _float_block(features: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -182,7 +165,7 @@ class Probe:
         if not np.isfinite(x).all():
             raise ProbeError("features contain NaN or infinite values")
         n, d = x.shape
-        with _torch_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             self._train(x, labels)
         return self
 
@@ -381,7 +364,7 @@ class Probe:
                 fn(start, self._dropout_block(xb, n_passes, seed, block_index, local.scratch))
 
         n_workers = max(1, min(DROPOUT_WORKERS if workers is None else workers, len(starts)))
-        with _torch_threads(1):
+        with torch_threads(1):
             if n_workers == 1:
                 for item in enumerate(starts):
                     work(item)

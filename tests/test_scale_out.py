@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from al_assets.bench_scale import _stop  # the benchmark's own process-group stop
 from tests.conftest import CLASSES, ROOT
 
 IMAGE_SIZE = 32
@@ -222,25 +222,6 @@ def _listening(procs) -> list[tuple[int, str, int]]:
         except psutil.NoSuchProcess:
             continue
     return out
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 15
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=10)
 
 
 @pytest.mark.slow
