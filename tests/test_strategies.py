@@ -367,13 +367,97 @@ def test_probcover_graph_and_radius_helpers_match_brute_force(monkeypatch):
     x = rng.standard_normal((19, 3)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
-    indptr, indices = radius_graph(x, 0.8)
+    graph = radius_graph(x, 0.8)
     for i in range(19):
-        assert sorted(indices[indptr[i] : indptr[i + 1]].tolist()) == np.flatnonzero(d[i] < 0.8).tolist()
-    pseudo = np.arange(19) % 3
-    r2 = nearest_other_label_sq_distances(x, pseudo)
-    other = np.where(pseudo[:, None] != pseudo[None], d**2, np.inf).min(1)
-    assert np.allclose(r2, other, atol=1e-5)
+        assert sorted(graph.neighbours_of([i]).tolist()) == np.flatnonzero(d[i] < 0.8).tolist()
+    assert graph.n_edges == int((d < 0.8).sum()) - 19
+    assert np.array_equal(graph.degrees(), (d < 0.8).sum(1))
+    # labels interleaved (the helper sorts by label) and in runs that straddle tiles
+    for pseudo in (np.arange(19) % 3, np.repeat([2, 0, 1], [7, 5, 7])):
+        r2 = nearest_other_label_sq_distances(x, pseudo)
+        other = np.where(pseudo[:, None] != pseudo[None], d**2, np.inf).min(1)
+        assert np.allclose(r2, other, atol=1e-5)
+        rows = np.array([0, 5, 18])
+        sampled = pc_mod.sample_nearest_other_label_sq_distances(pc_mod.Points(x), pseudo, rows)
+        assert np.allclose(sampled, other[rows], atol=1e-5)
+    # one label only: no other-label point anywhere
+    assert np.isinf(nearest_other_label_sq_distances(x, np.zeros(19, np.int64))).all()
+
+
+@pytest.mark.parametrize(
+    "guess_r2, sure_se, passes",
+    [
+        (None, 5.0, 1),  # the real guess (from 100 of the 150 rows)
+        (10.0, 5.0, 1),  # a guess too large, not sure: products kept, the graph cut from it
+        (10.0, 0.0, 2),  # a guess too large but "sure": no products, a second pass
+        (0.0, 5.0, 2),  # a guess too small: a second pass
+    ],
+)
+def test_probcover_one_pass_search_equals_search_then_graph(monkeypatch, guess_r2, sure_se, passes):
+    monkeypatch.setattr(pc_mod, "PROBCOVER_TILE_ROWS", 16)  # 150 rows: partial tiles
+    monkeypatch.setattr(pc_mod, "PURITY_GUESS_ROWS", 100)
+    monkeypatch.setattr(pc_mod, "GUESS_SURE_SE", sure_se)
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((4, 6))
+    pseudo_src = rng.integers(0, 4, 150)
+    x = centres[pseudo_src] + 0.8 * rng.standard_normal((150, 6))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    pseudo = pc_mod.kmeans(x, 4, seed=0).labels
+    order = np.argsort(pseudo, kind="stable")
+    xs = x[order]
+    delta_ref, _ = search_delta(nearest_other_label_sq_distances(xs, pseudo[order]))
+    ref = radius_graph(xs, delta_ref)
+    if guess_r2 is not None:
+        real = pc_mod.sample_nearest_other_label_sq_distances
+        monkeypatch.setattr(pc_mod, "sample_nearest_other_label_sq_distances",
+                            lambda p, lab, rows: np.full(rows.shape[0], guess_r2) + 0 * real(p, lab, rows))
+    graph, delta, _, info = pc_mod.graph_with_radius_search(xs, pseudo[order], 0, 0.95)
+    assert delta == delta_ref
+    assert info["passes"] == passes
+    if guess_r2 == 10.0:
+        assert info["delta_guess"] > delta
+    assert np.array_equal(graph.up_ptr, ref.up_ptr) and np.array_equal(graph.up_idx, ref.up_idx)
+    assert 0 < graph.n_edges < 150 * 149
+
+
+def test_probcover_approximation_is_exact_when_its_samples_hold_every_row(monkeypatch):
+    """With both samples as large as the data, the approximate mode must give the
+    exact method's picks (same pseudo-labels, radius, graph and tie rule)."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((6, 8))
+    x = (centres[rng.integers(0, 6, 300)] + 0.4 * rng.standard_normal((300, 8))).astype(np.float32)
+    labeled = np.array([3, 50, 120])
+    cand = np.arange(0, 300, 2)
+    exact = get_strategy("probcover", approximate=False)
+    approx = get_strategy("probcover", approximate=True)
+    monkeypatch.setattr(pc_mod, "PROBCOVER_SAMPLE_ROWS", 300)
+    monkeypatch.setattr(pc_mod, "PURITY_SAMPLE_ROWS", 300)
+    monkeypatch.setattr(pc_mod, "PROBCOVER_TILE_ROWS", 64)
+    for kwargs in ({}, {"candidates": cand}):
+        a = exact.select(x, labeled, [0, 1, 2], 10, n_classes=6, seed=3, **kwargs)
+        b = approx.select(x, labeled, [0, 1, 2], 10, n_classes=6, seed=3, **kwargs)
+        assert approx.last_info_["approximate"] and not exact.last_info_["approximate"]
+        assert exact.last_info_["delta"] == approx.last_info_["delta"]
+        assert exact.last_info_["edges"] == approx.last_info_["edges"] > 0
+        assert a == b
+    # a smaller graph sample is a real approximation: a valid selection, sampled rows only
+    monkeypatch.setattr(pc_mod, "PROBCOVER_SAMPLE_ROWS", 100)
+    c = approx.select(x, labeled, [0, 1, 2], 10, n_classes=6, seed=3, candidates=cand)
+    assert approx.last_info_["graph_rows"] == 100 and len(set(c.indices.tolist())) == 10
+    assert set(c.indices.tolist()) <= set(cand.tolist()) - set(labeled.tolist())
+
+
+def test_probcover_auto_switches_to_the_approximation_above_the_named_size(monkeypatch):
+    x = _probcover_geometry()
+    s = get_strategy("probcover", delta=0.15)
+    s.select(x, [], None, 2, n_classes=2, seed=0)
+    assert s.last_info_["approximate"] is False
+    monkeypatch.setattr(pc_mod, "PROBCOVER_EXACT_MAX_ROWS", 5)
+    res = s.select(x, [], None, 2, n_classes=2, seed=0)
+    assert s.last_info_["approximate"] is True
+    assert res.indices.tolist() == [0, 6]  # the sample holds all 10 rows: same answer
+    with pytest.raises(InvalidParameterError):
+        get_strategy("probcover", approximate="sometimes")
 
 
 # -------------------------------------------------------------------- dropquery
