@@ -125,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
                          "random@random, dropquery@random)")
     ap.add_argument("--max-round-seconds", type=float, default=60.0)
     ap.add_argument("--json", default=None, help="write (and keep rewriting) the result here")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the (strategy, seed) runs already complete in --json and run only the missing ones")
     args = ap.parse_args(argv)
+    if args.resume and not args.json:
+        ap.error("--resume needs --json (the file to resume)")
 
     from al_core.simulate import run_simulation
 
@@ -153,6 +157,20 @@ def main(argv: list[str] | None = None) -> int:
         "max_round_seconds": args.max_round_seconds,
         "strategies": {}, "stopped": {}, "errors": {},
     }
+    if args.resume and os.path.exists(args.json):
+        with open(args.json) as fh:
+            old = json.load(fh)
+        same = ("n_pool", "n_test", "dim", "n_classes", "per_round", "rounds")
+        if any(old.get(k) != out[k] for k in same):
+            ap.error(f"--resume: {args.json} was made with other data or protocol ({', '.join(same)} differ)")
+        out["strategies"] = old.get("strategies", {})
+        out["resumed_from"] = {"command": old.get("command"), "started": old.get("started"),
+                               "updated": old.get("updated")}
+        out["commands"] = old.get("commands", [old.get("command")]) + [out["command"]]
+        out["seeds"] = sorted(set(old.get("seeds", [])) | set(seeds))
+        # a stop or error is retried: keep the old record apart
+        out["stopped_before"] = {**old.get("stopped_before", {}), **old.get("stopped", {})}
+        out["errors_before"] = {**old.get("errors_before", {}), **old.get("errors", {})}
 
     def dump() -> None:
         out["updated"] = _dt.datetime.now().isoformat(timespec="seconds")
@@ -176,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         entry = out["strategies"].setdefault(
             key, {"seed_strategy": seed_name, "query_strategy": query_name, "per_seed": {}})
         for seed in seeds:
+            if entry["per_seed"].get(str(seed), {}).get("complete"):
+                print(f"{key} seed {seed}: complete in {args.json}, kept", flush=True)
+                continue
             times: list[float] = []
             accs: list[float] = []
             last = [time.perf_counter()]
