@@ -22,3 +22,32 @@ def test_bench_select_small(tmp_path, capsys):
         assert entry["n_selected"] == 10
     assert data["n"] == 3000 and data["dim"] == 32 and data["budget"] == 10
     assert "probe_fit_seconds" in data["strategies"]["margin"]
+
+
+def test_bench_probcover_approx_small(tmp_path, capsys, monkeypatch):
+    """The agreement benchmark at a small size: exact and approximate both run;
+    coverage is measured on every row and behaves as coverage must."""
+    import al_core.strategies.probcover as pc
+    from al_core.bench import probcover_approx
+
+    # the benchmark overrides the module's sample sizes for its run: restore them afterwards
+    monkeypatch.setattr(pc, "PROBCOVER_SAMPLE_ROWS", pc.PROBCOVER_SAMPLE_ROWS)
+    monkeypatch.setattr(pc, "PURITY_SAMPLE_ROWS", pc.PURITY_SAMPLE_ROWS)
+    out = tmp_path / "pc.json"
+    rc = probcover_approx.main([
+        "--n", "3000", "--dim", "32", "--classes", "5", "--budget", "10", "--labeled", "30", "--exact",
+        "--graph-sample-rows", "1500", "--purity-sample-rows", "500", "--purity-rows", "400",
+        "--workdir", str(tmp_path / "w"), "--json", str(out),
+    ])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out)["coverage"] == data["coverage"]
+    runs = data["runs"]
+    assert runs["approximate"]["approximate"] is True and runs["approximate"]["graph_rows"] == 1500
+    assert runs["exact"]["approximate"] is False and runs["exact"]["graph_rows"] == 3000
+    cov = data["coverage"]
+    # adding picks never uncovers a row; the exact greedy covers at least what random picks do here
+    assert cov["labelled_only"] <= min(cov["approximate"], cov["exact"], cov["random"])
+    assert cov["exact"] >= cov["random"]
+    assert 0 <= data["picks_in_common_with_exact"] <= 10
+    assert 0.0 <= data["independent_purity_at_approx_delta"]["purity"] <= 1.0
