@@ -298,6 +298,15 @@ class Probe:
                 blk.mul_(self._inv_std)
         return out
 
+    @property
+    def embedding_normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, inv_std), float32 D-vectors (copies): :meth:`embed` computes
+        ``(x - mean) * inv_std`` (in that order), so callers can build embeddings, or
+        products with them, block by block without an N x D embedding matrix."""
+        if self.model_ is None:
+            raise RuntimeError("the probe is not fitted: call fit() or Probe.load() first")
+        return self._mean.clone(), self._inv_std.clone()
+
     def embedding_logits(self, embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The linear layer applied to embeddings (BatchNorm outputs): N x K logits tensor."""
         z = embeddings if isinstance(embeddings, torch.Tensor) else _as_tensor(np.asarray(embeddings, np.float32))
