@@ -272,3 +272,56 @@ def test_no_pool_embedding_matrix_is_built(monkeypatch, name, kind):
         tracemalloc.stop()
     assert len(set(np.asarray(indices).tolist())) == 20
     assert peak < matrix_bytes / 3, f"peak {peak} B of numpy allocations against {matrix_bytes} B of embeddings"
+
+
+# ------------------------------------------------------------------ alfa_mix
+def _alfa_mix_flips_reference(probe, x, pool, labeled, labels, eps_scale=0.2):
+    """The specification's candidate test written plainly on the explicit embeddings (float64)."""
+    z = _embed64(probe, x[pool])
+    z_lab = _embed64(probe, x[labeled])
+    w = probe.linear_weight.astype(np.float64)
+    b = probe.linear_bias.astype(np.float64)
+    logits = z @ w.T + b
+    y = logits.argmax(1)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    g = p @ w
+    eps = eps_scale / np.sqrt(x.shape[1])
+    flips = np.zeros(len(pool), dtype=np.int64)
+    for k in np.unique(labels):
+        anchor = z_lab[labels == k].mean(0)
+        diff = anchor - z
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alpha = eps * np.linalg.norm(diff, axis=1, keepdims=True) * g / (
+                np.linalg.norm(g, axis=1, keepdims=True) * diff + 1e-8)
+        alpha = np.clip(np.nan_to_num(alpha, nan=1e-8), 1e-8, eps)
+        mixed = alpha * anchor + (1 - alpha) * z
+        flips += (mixed @ w.T + b).argmax(1) != y
+    return flips
+
+
+@pytest.mark.parametrize("kind", POOLS)
+def test_alfa_mix_reads_blocks_of_embeddings_like_the_plain_formula(monkeypatch, kind):
+    """alfa_mix computes its embeddings block by block (no n x D matrix): with
+    tiny blocks, on every kind of pool, its candidates (rows with a flip) and
+    their flip counts are the plain float64 formula's."""
+    import al_core.strategies.alfa_mix as alfa_mod
+
+    monkeypatch.setattr(base_mod, "EMBED_BLOCK_ROWS", 7)
+    monkeypatch.setattr(alfa_mod, "ALFA_BLOCK_ROWS", 3)
+    x, y, probe = _data(n=160, d=10, k=3, offset=0.0)
+    labeled = np.array([0, 1, 2, 3, 4, 5])
+    cand = _candidates(kind, 160)
+    pool = _pool(160, labeled, cand)
+    # a wider mixing step (eps_scale 1) so that every kind of pool has some flips
+    ref = _alfa_mix_flips_reference(probe, x, pool, labeled, y[labeled], eps_scale=1.0)
+    n_cand = int((ref > 0).sum())
+    assert 0 < n_cand < len(pool)  # the geometry gives some candidates, not every row
+    budget = n_cand + 2  # fewer candidates than B: every candidate (most flips first), then random rows
+    res = get_strategy("alfa_mix", eps_scale=1.0).select(x, labeled, y[labeled], budget, n_classes=3, seed=0, probe=probe,
+                                          candidates=cand)
+    flipped = pool[ref > 0]
+    assert set(res.indices[:n_cand].tolist()) == set(flipped.tolist())
+    assert res.scores[:n_cand].tolist() == sorted(ref[ref > 0].tolist(), reverse=True)
+    assert (res.scores[n_cand:] == 0).all()

@@ -9,7 +9,7 @@ import torch
 
 from al_core.kmeans import Points
 from al_core.strategies._cluster import cluster_representatives
-from al_core.strategies.base import SelectionContext, Strategy, random_fill
+from al_core.strategies.base import PoolEmbeddings, SelectionContext, Strategy, random_fill
 
 # Rows per block of the interpolation test: each anchor builds alpha, the mix
 # and the difference, 3 x 2048 x 768 x 4 B = 19 MB, plus 2048 x K logits.
@@ -34,6 +34,10 @@ class AlfaMixStrategy(Strategy):
     first); with fewer candidates than B: every candidate (most flips first,
     ties by index) then uniform random pool rows.
 
+    Memory: the pool's embeddings are computed block by block from the
+    features (PoolEmbeddings), never held as an n x D matrix; only the
+    candidates' embeddings are gathered for the k-means.
+
     Scores: the number of anchors whose mix flips the prediction (0 for the
     random fill).
     """
@@ -50,8 +54,8 @@ class AlfaMixStrategy(Strategy):
 
     def _select(self, ctx: SelectionContext):
         probe = ctx.get_probe()
-        z = ctx.pool_embeddings(probe)
-        n, d = z.shape
+        emb = PoolEmbeddings(ctx, probe)  # blocks of z from the features: no n x D matrix
+        n, d = emb.n, emb.dim
         z_lab = probe.embed(np.asarray(ctx.features[ctx.labeled], dtype=np.float32))
         classes = np.unique(ctx.labels)
         anchors = np.stack([z_lab[ctx.labels == k].mean(axis=0, dtype=np.float64) for k in classes]).astype(np.float32)
@@ -60,26 +64,28 @@ class AlfaMixStrategy(Strategy):
         flips = np.zeros(n, dtype=np.int64)
         with torch.inference_mode():
             at = torch.from_numpy(anchors)
-            for start in range(0, n, ALFA_BLOCK_ROWS):
-                zb = torch.from_numpy(z[start : start + ALFA_BLOCK_ROWS])
-                logits = probe.embedding_logits(zb)
-                y = logits.argmax(dim=1)
-                p = torch.softmax(logits, dim=1)
-                p[torch.arange(p.shape[0]), y] -= 1.0
-                g = p @ w  # rows x D: d CE / d z
-                g_norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
-                count = torch.zeros(zb.shape[0], dtype=torch.int64)
-                for anchor in at:
-                    diff = anchor[None, :] - zb
-                    diff_norm = torch.linalg.vector_norm(diff, dim=1, keepdim=True)
-                    alpha = eps * diff_norm * g / (g_norm * diff + 1e-8)
-                    alpha = torch.nan_to_num(alpha, nan=1e-8).clamp_(min=1e-8, max=eps)
-                    mixed = alpha * anchor[None, :] + (1.0 - alpha) * zb
-                    count += (probe.embedding_logits(mixed).argmax(dim=1) != y).long()
-                flips[start : start + zb.shape[0]] = count.numpy()
+            for first, zblock in emb.blocks():
+                for off in range(0, zblock.shape[0], ALFA_BLOCK_ROWS):
+                    zb = zblock[off : off + ALFA_BLOCK_ROWS]
+                    start = first + off
+                    logits = probe.embedding_logits(zb)
+                    y = logits.argmax(dim=1)
+                    p = torch.softmax(logits, dim=1)
+                    p[torch.arange(p.shape[0]), y] -= 1.0
+                    g = p @ w  # rows x D: d CE / d z
+                    g_norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
+                    count = torch.zeros(zb.shape[0], dtype=torch.int64)
+                    for anchor in at:
+                        diff = anchor[None, :] - zb
+                        diff_norm = torch.linalg.vector_norm(diff, dim=1, keepdim=True)
+                        alpha = eps * diff_norm * g / (g_norm * diff + 1e-8)
+                        alpha = torch.nan_to_num(alpha, nan=1e-8).clamp_(min=1e-8, max=eps)
+                        mixed = alpha * anchor[None, :] + (1.0 - alpha) * zb
+                        count += (probe.embedding_logits(mixed).argmax(dim=1) != y).long()
+                    flips[start : start + zb.shape[0]] = count.numpy()
         cand = np.flatnonzero(flips > 0)
         if cand.shape[0] >= ctx.budget:
-            points = Points(z, rows=cand, normalize=True)
+            points = Points(emb.rows(cand), normalize=True)  # the candidates' embeddings only
             pos, _ = cluster_representatives(points, ctx.budget, ctx.seed)
             picked = cand[pos]
             return ctx.pool[picked], flips[picked].astype(np.float64)
