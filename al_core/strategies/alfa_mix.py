@@ -11,9 +11,11 @@ from al_core.kmeans import Points
 from al_core.strategies._cluster import cluster_representatives
 from al_core.strategies.base import PoolEmbeddings, SelectionContext, Strategy, random_fill
 
-# Rows per block of the interpolation test: each anchor builds alpha, the mix
-# and the difference, 3 x 2048 x 768 x 4 B = 19 MB, plus 2048 x K logits.
-ALFA_BLOCK_ROWS = 2048
+# Rows per block of the interpolation test: two reused buffers (the difference
+# and alpha) of 256 x 768 x 4 B = 0.8 MB each, small enough to stay in the
+# core's cache across the ~8 passes each anchor makes over them, plus 256 x K
+# logits.
+ALFA_BLOCK_ROWS = 256
 
 _STREAM_FILL = 4
 
@@ -62,6 +64,7 @@ class AlfaMixStrategy(Strategy):
         eps = self.eps_scale / math.sqrt(d)
         w = torch.from_numpy(probe.linear_weight)  # K x D
         flips = np.zeros(n, dtype=np.int64)
+        bufs = [torch.empty((ALFA_BLOCK_ROWS, d), dtype=torch.float32) for _ in range(2)]
         with torch.inference_mode():
             at = torch.from_numpy(anchors)
             for first, zblock in emb.blocks():
@@ -74,14 +77,21 @@ class AlfaMixStrategy(Strategy):
                     p[torch.arange(p.shape[0]), y] -= 1.0
                     g = p @ w  # rows x D: d CE / d z
                     g_norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
+                    g.mul_(eps)
                     count = torch.zeros(zb.shape[0], dtype=torch.int64)
+                    rows = zb.shape[0]
+                    diff, alpha = bufs[0][:rows], bufs[1][:rows]
                     for anchor in at:
-                        diff = anchor[None, :] - zb
+                        torch.sub(anchor[None, :], zb, out=diff)
                         diff_norm = torch.linalg.vector_norm(diff, dim=1, keepdim=True)
-                        alpha = eps * diff_norm * g / (g_norm * diff + 1e-8)
-                        alpha = torch.nan_to_num(alpha, nan=1e-8).clamp_(min=1e-8, max=eps)
-                        mixed = alpha * anchor[None, :] + (1.0 - alpha) * zb
-                        count += (probe.embedding_logits(mixed).argmax(dim=1) != y).long()
+                        # alpha = eps ||z* - z|| g / (||g|| (z* - z) + 1e-8), in place on two buffers
+                        torch.mul(diff, g_norm, out=alpha).add_(1e-8)
+                        torch.div(g * diff_norm, alpha, out=alpha)
+                        alpha.nan_to_num_(nan=1e-8).clamp_(min=1e-8, max=eps)
+                        # z~ = alpha z* + (1 - alpha) z = z + alpha (z* - z): its logits are
+                        # the clean logits plus the linear layer's weight times alpha (z* - z)
+                        mixed_logits = torch.addmm(logits, alpha.mul_(diff), w.t())
+                        count += (mixed_logits.argmax(dim=1) != y).long()
                     flips[start : start + zb.shape[0]] = count.numpy()
         cand = np.flatnonzero(flips > 0)
         if cand.shape[0] >= ctx.budget:
