@@ -13,6 +13,9 @@ seeding; random and dropquery also run with random seeding.
 
 The loop is :func:`al_core.simulate.run_simulation`. The JSON is rewritten
 after every (strategy, seed) so that a stopped run keeps what it finished.
+``al bench curves table A.json [B.json ...]`` prints the markdown table of
+finished runs (merged by run key).
+
 A strategy whose round takes longer than ``--max-round-seconds`` is stopped
 (checked after each query round; a hard alarm at 3x the limit stops a query
 round still running; the seed round is not limited) and recorded under ``stopped`` with its measured seconds per round.
@@ -114,7 +117,37 @@ def summarise(entry: dict) -> None:
     entry["mean_round_seconds"] = round(float(np.mean(secs)), 3)
 
 
+def markdown_table(paths: list[str]) -> str:
+    """The learning-curve table (mean +- std per labelled-set size, AUC) of one or
+    more result files, merged by run key, best AUC first; then the mean seconds per query round."""
+    entries: dict = {}
+    sizes = None
+    for path in paths:
+        with open(path) as fh:
+            data = json.load(fh)
+        sizes = sizes or data["n_labeled"]
+        if data["n_labeled"] != sizes:
+            raise SystemExit(f"{path}: another protocol (labelled-set sizes differ)")
+        for key, entry in data["strategies"].items():
+            if entry.get("seeds_done"):
+                entries[key] = entry
+    head = "| query @ seed pool | seeds | " + " | ".join(str(n) for n in sizes) + " | AUC |"
+    rule = "| --- | --- | " + " | ".join("---:" for _ in sizes) + " | ---: |"
+    lines = [head, rule]
+    for key, e in sorted(entries.items(), key=lambda kv: -kv[1]["auc"]):
+        cells = [f"{100 * m:.1f} ± {100 * sd:.1f}" for m, sd in zip(e["mean"], e["std"])]
+        seeds = ",".join(str(s) for s in e["seeds_done"])
+        lines.append(f"| {key} | {seeds} | " + " | ".join(cells) + f" | {100 * e['auc']:.1f} |")
+    secs = ", ".join(f"{k} {e['mean_round_seconds']:.1f}" for k, e in sorted(entries.items(), key=lambda kv: -kv[1]["auc"]))
+    return "\n".join(lines) + "\n\nMean seconds per round (all rounds, seed round included): " + secs + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "table":  # al bench curves table RESULT.json [MORE.json ...]
+        print(markdown_table(argv[1:]), end="")
+        return 0
     ap = argparse.ArgumentParser(prog="al bench curves", description=__doc__.split("\n\n")[0])
     ap.add_argument("--features", required=True, help=".npz with train_/test_ features and targets")
     ap.add_argument("--rounds", type=int, default=20, help="labelled-set sizes K..R*K, round 0 included (default 20)")
