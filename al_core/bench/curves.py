@@ -119,7 +119,8 @@ def summarise(entry: dict) -> None:
 
 def markdown_table(paths: list[str]) -> str:
     """The learning-curve table (mean +- std per labelled-set size, AUC) of one or
-    more result files, merged by run key, best AUC first; then the mean seconds per query round."""
+    more result files, merged by run key (per key, the entry with the most
+    finished seeds), best AUC first; then the mean seconds per round."""
     entries: dict = {}
     sizes = None
     for path in paths:
@@ -129,7 +130,8 @@ def markdown_table(paths: list[str]) -> str:
         if data["n_labeled"] != sizes:
             raise SystemExit(f"{path}: another protocol (labelled-set sizes differ)")
         for key, entry in data["strategies"].items():
-            if entry.get("seeds_done"):
+            # the same run key in several files: the entry with the most finished seeds wins
+            if entry.get("seeds_done") and len(entry["seeds_done"]) >= len(entries.get(key, {}).get("seeds_done", [])):
                 entries[key] = entry
     head = "| query @ seed pool | seeds | " + " | ".join(str(n) for n in sizes) + " | AUC |"
     rule = "| --- | --- | " + " | ".join("---:" for _ in sizes) + " | ---: |"
