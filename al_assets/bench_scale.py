@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from al_core.bench import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "examples" / "cifar10-2k"
 
@@ -220,11 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         result["loadavg_end"] = os.getloadavg()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    emit(result, args.json)
     return 0
 
 

@@ -605,7 +605,6 @@ class Store:
         ``image_ids``, returns those rows in the given order (KeyError if one
         has no vector).
         """
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         with self.connect(read_only=True, view=False) as con:

@@ -19,7 +19,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from al_core.store import sha256_file
 from tests.reliability_helpers import (
     ROOT,
     answer_batch,

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 SAMPLE_ROOT = Path(__file__).resolve().parents[1] / "examples" / "cifar10-2k"

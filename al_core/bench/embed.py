@@ -22,7 +22,6 @@ Goal: pipeline >= 0.9 x bare.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from al_core.bench import emit
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -274,11 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.platform(),
         "library_versions": backbone.config["library_versions"],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    emit(result, args.json, indent=2)
     return 0
 
 

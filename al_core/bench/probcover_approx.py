@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from al_core.bench import emit
+
 # Rows per block of the exact coverage check: 16384 x 768 x 4 B = 48 MB of
 # features, plus 16384 x (L + B) x 4 B of dot products (72 MB at L + B = 1,100).
 COVERAGE_BLOCK_ROWS = 16384
@@ -159,12 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         features, args.classes, args.seed, out["runs"]["approximate"]["delta"], args.purity_rows)
     out["independent_purity_seconds"] = round(time.perf_counter() - t0, 1)
     out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
-    text = json.dumps(out, indent=1)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            fh.write(text)
-    print(text)
+    emit(out, args.json)
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from al_core.bench import emit
+
 CHUNK = 131072  # rows per store write: 16 parts of 8,192 rows (a worker's FLUSH_ROWS)
 CONFIG = "bench-scale"
 
@@ -317,11 +319,7 @@ def select_main(argv: list[str]) -> int:
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
+    emit(result, args.json)
     return 0
 
 
