@@ -34,7 +34,7 @@ instance:
 	@cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: install instance
-	$(BIN)/python -m al_assets.demo
+	$(BIN)/python -m al_assets.tools.demo
 
 # the browser test (tests/test_browser.py) drives Debian's chromium through Playwright
 .PHONY: chromium

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from al_assets.assets import embeddings, raw_images
+from al_assets.ingest import embeddings, raw_images
 from resources.store import StoreResource
 
 

@@ -5,7 +5,7 @@ Settings come from the project file (al.yaml, or $AL_CONFIG); see al_core.config
 
 import dagster as dg
 
-from al_assets import assets, checks, loop, shards
+from al_assets import checks, ingest, loop, shards
 from al_assets.jobs import ingest_job, retrain_job, round_job, seed_job
 from al_assets.shards import embed_shards_dask_job, embed_shards_job
 from al_assets.schedules import retrain_schedule
@@ -32,13 +32,25 @@ def build_resources(cfg: ProjectConfig) -> dict:
 
 def build_defs(cfg: ProjectConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([assets, loop, shards]),
+        assets=dg.load_assets_from_modules([ingest, loop, shards]),
         asset_checks=dg.load_asset_checks_from_modules([checks]),
         jobs=[ingest_job, seed_job, round_job, retrain_job, embed_shards_job, embed_shards_dask_job],
         sensors=[inbox_sensor],
         schedules=[retrain_schedule],
         resources=build_resources(cfg),
     )
+
+
+def reconstructable_dask_job():
+    """embed_shards_dask_job with the resources of the current project file ($AL_CONFIG), for
+    ``dg.execute_job(dg.reconstructable(reconstructable_dask_job), instance)``: every Dask
+    worker rebuilds it from its own $AL_CONFIG."""
+    return build_defs(load_config()).resolve_job_def("embed_shards_dask_job")
+
+
+def reconstructable_local_job():
+    """embed_shards_job (multiprocess executor), as reconstructable_dask_job."""
+    return build_defs(load_config()).resolve_job_def("embed_shards_job")
 
 
 defs = build_defs(load_config())

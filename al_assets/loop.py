@@ -7,7 +7,7 @@ once that batch is answered to the configured fraction (or closed by hand),
 evaluation set and ``query_set`` proposes batch r. When the batch is not yet
 answered, ``probe`` yields nothing and the rest of the run is skipped.
 
-Assets stay thin: each reads its inputs, calls al_core.rounds, and returns a
+Assets stay thin: each reads its inputs, calls al_core.loop.rounds, and returns a
 small JSON summary with metadata that justifies it.
 """
 
@@ -36,7 +36,7 @@ def _round(context) -> int:
 
 
 def _pool(cfg, store, config_id):
-    from al_core.rounds import load_pool
+    from al_core.loop.rounds import load_pool
 
     return load_pool(store, cfg, config_id, cfg.class_names(store))
 
@@ -45,7 +45,7 @@ def _pool(cfg, store, config_id):
           kinds={"duckdb"}, tags={"al/writes": "true"})
 def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: ProjectResource) -> dg.Output[dict]:
     """Batch 0: the first images to label, chosen by the seed strategy from unlabelled features."""
-    from al_core.rounds import ensure_eval_set, propose
+    from al_core.loop.rounds import ensure_eval_set, propose
 
     if _round(context) != 0:
         raise dg.Failure("seed_pool exists only for round 0")
@@ -94,8 +94,8 @@ def _table(prop, n: int = 20) -> str:
 def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, project: ProjectResource
                  ) -> dg.Output[dict]:
     """The label files ingested in this round (answering the previous batch), validated and applied atomically."""
-    from al_core.rounds import ingest_label_files, repair_outbox
-    from al_core.store import now
+    from al_core.loop.rounds import ingest_label_files, repair_outbox
+    from al_core.catalogue.store import now
 
     r = _round(context)
     if r < 1:
@@ -138,7 +138,7 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
           kinds={"pytorch", "duckdb"}, output_required=False, tags={"al/writes": "true"})
 def probe(context: dg.AssetExecutionContext, round_labels: dict, embeddings: dict, project: ProjectResource):
     """The linear probe trained on every label so far (safetensors file; path and sha256 recorded)."""
-    from al_core.rounds import close_round, train_probe
+    from al_core.loop.rounds import close_round, train_probe
 
     r = _round(context)
     cfg = project.load()
@@ -168,7 +168,7 @@ def probe(context: dg.AssetExecutionContext, round_labels: dict, embeddings: dic
 def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
                  ) -> dg.Output[dict]:
     """Accuracy, balanced accuracy, macro F1, per-class recall and confusion matrix of this round's probe."""
-    from al_core.rounds import evaluate, load_probe
+    from al_core.loop.rounds import evaluate, load_probe
 
     r = _round(context)
     cfg = project.load()
@@ -189,7 +189,7 @@ def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dic
 
 def _pictures(store, cfg, keys) -> dict:
     """Plots as markdown metadata (PNG data URIs), so the UI shows them next to the numbers."""
-    from al_core.report import metadata_images
+    from al_core.reporting.report import metadata_images
 
     pics = metadata_images(store, cfg)
     return {k: dg.MetadataValue.md(pics[k]) for k in keys if k in pics}
@@ -199,7 +199,7 @@ def _pictures(store, cfg, keys) -> dict:
           kinds={"duckdb"}, output_required=False, tags={"al/writes": "true"})
 def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource):
     """The batch proposed in this round by the query strategy, scored by this round's probe."""
-    from al_core.rounds import load_probe, propose
+    from al_core.loop.rounds import load_probe, propose
 
     r = _round(context)
     if context.run.tags.get("al/trigger", "round") != "round":

@@ -21,7 +21,7 @@ _CRON = _cron()
              default_status=dg.DefaultScheduleStatus.RUNNING if _CRON else dg.DefaultScheduleStatus.STOPPED,
              description="Retrain the latest round's probe on every label and re-evaluate it")
 def retrain_schedule(context: dg.ScheduleEvaluationContext, project: ProjectResource):
-    from al_core.store import StoreError
+    from al_core.catalogue.store import StoreError
 
     cfg = project.load()
     try:

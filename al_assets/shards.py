@@ -6,7 +6,7 @@ fans them out over an executor (multiprocess locally, Dask on a cluster).
   partition embeds the shard's ok images that have no vector for the current
   config and writes part files + manifests; it never writes DuckDB (it reads it,
   read-only, for its work list). The parts stay invisible until the single
-  writer commits them: the ``embeddings`` asset (al_assets/assets.py) commits
+  writer commits them: the ``embeddings`` asset (al_assets/ingest.py) commits
   every pending part first, so a backfill of this asset followed by
   ``embeddings`` works on any executor.
 - ``embed_shards_job`` / ``embed_shards_dask_job``: one run = plan (reader) ->
@@ -15,7 +15,7 @@ fans them out over an executor (multiprocess locally, Dask on a cluster).
   recorded as a materialisation of ``embeddings``, whose JSON value the
   labelling loop reads: config_id, backbone, dim). A Dagster run covers one
   partition of a partitioned asset, so the fan-out inside one run is a job of
-  ops; the shards are the same partitions and the same code (al_core.shards).
+  ops; the shards are the same partitions and the same code (al_core.ingest.shards).
 - ``embed_shards_dask_job`` runs every step on a Dask cluster: the scheduler
   address comes from the run config, by default from $AL_DASK_SCHEDULER. The
   plan and commit steps carry ``dagster-dask/resource_requirements:
@@ -30,7 +30,7 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from al_core.shards import all_shards
+from al_core.ingest.shards import all_shards
 from resources.backbone import BackboneResource
 from resources.shards import dask_executor
 from resources.store import StoreResource
@@ -46,7 +46,7 @@ WRITER_TAGS = {"dagster-dask/resource_requirements": json.dumps({WRITER_RESOURCE
 
 @functools.lru_cache(maxsize=2)
 def _backbone(name: str, image_size: int, weights_path: str | None, device: str | None):
-    from al_core.backbones import load_backbone
+    from al_core.models.backbones import load_backbone
 
     return load_backbone(name, image_size=image_size if name == "efficientnet_lite0" else None,
                          weights_path=weights_path, device=device)
@@ -86,7 +86,7 @@ class ShardConfig(dg.Config):
 )
 def embedding_shards(context: dg.AssetExecutionContext, config: ShardConfig, store: StoreResource,
                      backbone: BackboneResource) -> dg.MaterializeResult:
-    from al_core.shards import embed_shard, plan_shards
+    from al_core.ingest.shards import embed_shard, plan_shards
 
     shard = context.partition_key
     s = store.get()
@@ -107,8 +107,8 @@ class PlanConfig(dg.Config):
 def plan_embedding_shards(context: dg.OpExecutionContext, config: PlanConfig, store: StoreResource,
                           backbone: BackboneResource) -> dict:
     """Work list per shard (catalogue read-only), written beside the vectors for the workers."""
-    from al_core.shards import plan_shards, write_plans
-    from al_core.store import now
+    from al_core.ingest.shards import plan_shards, write_plans
+    from al_core.catalogue.store import now
 
     started = now()
     s = store.get()
@@ -119,7 +119,7 @@ def plan_embedding_shards(context: dg.OpExecutionContext, config: PlanConfig, st
     context.log.info(f"plan {files['plan_id']}: {n} images to embed in {len(files['files'])} of {len(plans)} shards")
     cfg = dict(bb.config)
     cfg["dim"] = int(bb.feature_dim)
-    from al_core.shards import worker_identity
+    from al_core.ingest.shards import worker_identity
 
     return files | {"worker": worker_identity(), "backbone": bb.name, "dim": int(bb.feature_dim), "dtype": bb.dtype, "config": cfg,
                     "source": config.source, "started_at": started.isoformat()}
@@ -130,7 +130,7 @@ def _make_shard_op(shard: str):
            ins={"plan": dg.In(dict)})
     def _embed_shard(context: dg.OpExecutionContext, plan: dict, store: StoreResource,
                      backbone: BackboneResource) -> dict:
-        from al_core.shards import embed_shard, read_plan
+        from al_core.ingest.shards import embed_shard, read_plan
 
         t0 = time.perf_counter()
         loc = store.get().vectors_loc  # no DuckDB here: the plan and the parts are files
@@ -142,7 +142,7 @@ def _make_shard_op(shard: str):
                                  f"{plan['config_id']}: the workers must run the same project file")
             summary = embed_shard(loc, bb, shard, items, batch_size=backbone.batch_size, progress=context.log.info)
         else:
-            from al_core.shards import worker_identity
+            from al_core.ingest.shards import worker_identity
 
             summary = {"shard": shard, "config_id": plan["config_id"], "n_planned": 0, "n_already_written": 0,
                        "n_embedded": 0, "n_failed": 0, "failures": [], "parts": [], "embed_seconds": 0.0,
@@ -163,7 +163,7 @@ SHARD_OPS = [_make_shard_op(h) for h in SHARD_KEYS]
 
 
 def shard_summary_rel(plan: dict, shard: str) -> str:
-    from al_core.shards import PLANS_DIR
+    from al_core.ingest.shards import PLANS_DIR
 
     return f"{plan['config_id']}/{PLANS_DIR}/{plan['plan_id']}/summary-{shard}.json"
 
@@ -173,7 +173,7 @@ def commit_embedding_shards(context: dg.OpExecutionContext, plan: dict, store: S
     """The single writer: every written part of the config into the catalogue, one transaction."""
     import datetime as _dt
 
-    from al_core.shards import commit_pending, record_sharded_run, remove_plan, worker_identity
+    from al_core.ingest.shards import commit_pending, record_sharded_run, remove_plan, worker_identity
 
     s = store.get()
     config_id = plan["config_id"]
@@ -240,21 +240,3 @@ embed_shards_dask_job = build_embed_shards_job(
     description=f"embed_shards_job on a Dask cluster (scheduler: ${DASK_SCHEDULER_ENV}); plan and commit run on "
                 f"the worker started with --resources {WRITER_RESOURCE}=1.",
 )
-
-
-def reconstructable_dask_job():
-    """embed_shards_dask_job with the resources of the current project file ($AL_CONFIG), for
-    ``dg.execute_job(dg.reconstructable(reconstructable_dask_job), instance)``: every Dask
-    worker rebuilds it from its own $AL_CONFIG."""
-    from al_assets.definitions import build_defs
-    from al_core.config import load_config
-
-    return build_defs(load_config()).resolve_job_def("embed_shards_dask_job")
-
-
-def reconstructable_local_job():
-    """embed_shards_job (multiprocess executor), as reconstructable_dask_job."""
-    from al_assets.definitions import build_defs
-    from al_core.config import load_config
-
-    return build_defs(load_config()).resolve_job_def("embed_shards_job")

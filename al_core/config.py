@@ -34,7 +34,7 @@ backbone:
 
 selection:
   seed_strategy: centroid         # round 0: random | centroid | typiclust | probcover
-  query_strategy: dropquery       # later rounds: any name of al_core.strategies.list_strategies()
+  query_strategy: dropquery       # later rounds: any name of al_core.learn.strategies.list_strategies()
   budget_per_round: 10            # images proposed per round (the study: the number of classes)
   total_budget: 200               # stop proposing once this many images were proposed in all
   answered_fraction: 1.0          # share of a query set that must be labelled before the next round
@@ -196,7 +196,7 @@ class ProjectConfig:
         return self.resolve(self.images.manifest)
 
     def store(self):
-        from al_core.store import Store
+        from al_core.catalogue.store import Store
 
         return Store(self.db_path, self.vectors_location, lock_timeout_s=self.store_cfg.lock_timeout_s)
 

@@ -18,7 +18,7 @@ class BackboneResource(dg.ConfigurableResource):
     device: str | None = Field(default=None, description="'cpu', 'cuda'; default: cuda when present")
 
     def load(self):
-        from al_core.backbones import load_backbone
+        from al_core.models.backbones import load_backbone
 
         return load_backbone(
             self.name,

@@ -7,7 +7,7 @@ JSON in the `asset_outputs` table, in one transaction per output.
 
 import dagster as dg
 
-from al_core.store import DEFAULT_LOCK_TIMEOUT_S, Store
+from al_core.catalogue.store import DEFAULT_LOCK_TIMEOUT_S, Store
 
 
 class StoreResource(dg.ConfigurableResource):

@@ -52,9 +52,9 @@ def _tags(extra: dict | None = None) -> dict:
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts a round run when label files land in the inbox")
 def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
-    from al_core.labels import parse_label_file
-    from al_core.rounds import list_inbox, loop_state, pending_work
-    from al_core.store import Store, StoreError, sha256_file
+    from al_core.labels.parse import parse_label_file
+    from al_core.loop.rounds import list_inbox, loop_state, pending_work
+    from al_core.catalogue.store import Store, StoreError, sha256_file
 
     cfg = project.load()
     store = Store(cfg.db_path, cfg.vectors_location, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S)

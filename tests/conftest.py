@@ -19,7 +19,7 @@ def sample_root() -> Path:
 
 @pytest.fixture()
 def store(tmp_path):
-    from al_core.store import Store
+    from al_core.catalogue.store import Store
 
     return Store(tmp_path / "warehouse.duckdb", lock_timeout_s=2)
 

@@ -26,11 +26,11 @@ def main(argv: list[str]) -> int:
     cfg = load_config(project)
     store = cfg.store()
     if cmd == "labels":
-        from al_core.rounds import ingest_label_files, list_inbox
+        from al_core.loop.rounds import ingest_label_files, list_inbox
 
         ingest_label_files(store, cfg, list_inbox(cfg.inbox, 0), round_=1, classes=cfg.class_names(store))
     elif cmd == "round":
-        from al_core import rounds as R
+        from al_core.loop import rounds as R
 
         classes = cfg.class_names(store)
         rep = R.ingest_label_files(store, cfg, R.list_inbox(cfg.inbox, 0), round_=1, classes=classes)
@@ -54,14 +54,14 @@ def main(argv: list[str]) -> int:
             print("run requested", req.run_key, flush=True)
             execute(defs, instance, req)
     elif cmd == "embed":
-        import al_core.ingest as ingest
-        from al_core.backbones import load_backbone
+        import al_core.ingest.pipeline as ingest
+        from al_core.models.backbones import load_backbone
 
         ingest.FLUSH_ROWS = int(os.environ.get("EMBED_FLUSH_ROWS", "8"))
         bb = load_backbone(cfg.backbone.name, image_size=cfg.backbone.image_size, device="cpu")
         ingest.embed_missing(store, bb, batch_size=4, num_workers=0)
     elif cmd == "scan":
-        from al_core.images import scan
+        from al_core.ingest.scan import scan
 
         scan(store, cfg.image_root)
     elif cmd == "hold":

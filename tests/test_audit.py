@@ -1,8 +1,8 @@
-"""Audit and export (al_core.audit): rounds table, lineage, SQL views, export, snapshot, CLI.
+"""Audit and export (al_core.reporting.audit): rounds table, lineage, SQL views, export, snapshot, CLI.
 
 One small but real project (40 sample images, 4 classes x 10, simple
 class-informative 16-d vectors) is driven through the loop functions of
-al_core.rounds: eval hold-out, seed batch 0 (random), two label files answering
+al_core.loop.rounds: eval hold-out, seed batch 0 (random), two label files answering
 it (one with a skip), probe r1 + metrics, batch 1 (margin), a third label file
 answering batch 1 (with a skip and a relabel of a batch-0 image), a retraction
 of the second file, probe r2 v1 (round) and v2 (schedule), batch 2.
@@ -22,10 +22,12 @@ import numpy as np
 import pytest
 import yaml
 
-from al_core import audit, audit_cli, cli
-from al_core.audit import AuditError, export, iso, lineage, rounds_table, snapshot
+from al_core import cli
+from al_core.cli import audit as audit_cli
+from al_core.reporting import audit
+from al_core.reporting.audit import AuditError, export, iso, lineage, rounds_table, snapshot
 from al_core.config import from_dict
-from al_core.store import SchemaVersionError, Store, now, sha256_file
+from al_core.catalogue.store import SchemaVersionError, Store, now, sha256_file
 from tests.conftest import SAMPLE_ROOT
 
 CLASSES = ["airplane", "cat", "frog", "ship"]
@@ -54,8 +56,8 @@ def _write_labels(cfg, name: str, rows: list[tuple[str, str]], annotator: str):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from al_core import rounds as R
-    from al_core.images import scan
+    from al_core.loop import rounds as R
+    from al_core.ingest.scan import scan
 
     tmp = tmp_path_factory.mktemp("audit")
     for c in CLASSES:
@@ -292,7 +294,7 @@ def test_export_csv_and_parquet(project, tmp_path):
     # the retracted delivery's images are unlabelled again
     assert {r["label_source"] for r in rows if r["image_id"] in project["b0"].image_ids[6:8]} == {""}
     # predictions and confidences are exactly the latest probe's
-    from al_core.rounds import load_probe
+    from al_core.loop.rounds import load_probe
 
     emb = store.load_embeddings(CONFIG_ID, [r["image_id"] for r in rows])
     proba = load_probe(store, pr["r2v2"].probe_id).predict_proba(emb.features)
@@ -309,7 +311,7 @@ def test_export_csv_and_parquet(project, tmp_path):
 
 
 def test_export_refuses_a_tampered_probe(project, tmp_path):
-    from al_core.rounds import LoopError
+    from al_core.loop.rounds import LoopError
 
     path = project["probes"]["r2v2"].path
     saved = open(path, "rb").read()
@@ -411,7 +413,7 @@ def test_locked_database_gives_exit_3_and_names_the_setting(project, capsys):
 
 # ----------------------------------------------------------------------------- migration
 def test_version_1_database_migrates_to_the_audit_views(tmp_path, monkeypatch):
-    import al_core.store as S
+    import al_core.catalogue.store as S
 
     db = tmp_path / "old.duckdb"
     monkeypatch.setattr(S, "SCHEMA_VERSION", 1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from al_core import backbones as B
+from al_core.models import backbones as B
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = [
@@ -98,7 +98,7 @@ def test_registry_lists_every_backbone_with_its_dimension():
 
 def test_importing_the_registry_is_cheap_and_dagster_free():
     code = (
-        "import sys, time; t = time.perf_counter(); import al_core.backbones, al_core.embed, al_core.backbones_cli; "
+        "import sys, time; t = time.perf_counter(); import al_core.models.backbones, al_core.ingest.embed, al_core.cli.backbones; "
         "dt = time.perf_counter() - t; "
         "heavy = [m for m in ('torch', 'timm', 'open_clip', 'dagster', 'torchvision') if m in sys.modules]; "
         "print(dt, heavy); assert not heavy, heavy"
@@ -322,7 +322,7 @@ def test_planted_malicious_pickle_is_refused(fmt, tmp_path, monkeypatch):
 
 
 def test_al_backbones_lists_names_dims_and_availability(capsys, empty_hf_cache):
-    from al_core.backbones_cli import main
+    from al_core.cli.backbones import main
 
     assert main([]) == 0
     out = capsys.readouterr().out

@@ -27,7 +27,7 @@ def test_bench_select_small(tmp_path, capsys):
 def test_bench_probcover_approx_small(tmp_path, capsys, monkeypatch):
     """The agreement benchmark at a small size: exact and approximate both run;
     coverage is measured on every row and behaves as coverage must."""
-    import al_core.strategies.probcover as pc
+    import al_core.learn.strategies.probcover as pc
     from al_core.bench import probcover_approx
 
     # the benchmark overrides the module's sample sizes for its run: restore them afterwards

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from al_core.config import DEFAULT_YAML, ConfigError, from_dict, load_config
-from al_core.init_cli import main as init_main
+from al_core.cli.init import main as init_main
 
 
 def test_al_init_writes_a_valid_commented_file_and_refuses_to_overwrite(tmp_path):

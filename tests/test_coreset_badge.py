@@ -10,12 +10,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import al_core.strategies.base as base_mod
-import al_core.strategies.coreset as coreset_mod
-from al_core.probe import Probe
-from al_core.strategies import get_strategy
-from al_core.strategies.badge import _STREAM_SAMPLING
-from al_core.strategies.base import PoolEmbeddings, derived_rng, validate
+import al_core.learn.strategies.base as base_mod
+import al_core.learn.strategies.coreset as coreset_mod
+from al_core.learn.probe import Probe
+from al_core.learn.strategies import get_strategy
+from al_core.learn.strategies.badge import _STREAM_SAMPLING
+from al_core.learn.strategies.base import PoolEmbeddings, derived_rng, validate
 
 _BN_EPS = 1e-5
 
@@ -306,7 +306,7 @@ def test_alfa_mix_reads_blocks_of_embeddings_like_the_plain_formula(monkeypatch,
     """alfa_mix computes its embeddings block by block (no n x D matrix): with
     tiny blocks, on every kind of pool, its candidates (rows with a flip) and
     their flip counts are the plain float64 formula's."""
-    import al_core.strategies.alfa_mix as alfa_mod
+    import al_core.learn.strategies.alfa_mix as alfa_mod
 
     monkeypatch.setattr(base_mod, "EMBED_BLOCK_ROWS", 7)
     monkeypatch.setattr(alfa_mod, "ALFA_BLOCK_ROWS", 3)

@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 
 
 def test_raw_images_then_embeddings_in_process(tmp_path, sample_root):
-    from al_assets.assets import embeddings, raw_images
+    from al_assets.ingest import embeddings, raw_images
     from al_assets.checks import embeddings_cover_images, raw_images_statuses
     from resources.backbone import BackboneResource
     from resources.project import ProjectResource
@@ -71,7 +71,10 @@ def test_al_core_never_imports_dagster():
 
     import al_core
 
-    mods = [f"al_core.{m.name}" for m in pkgutil.walk_packages(al_core.__path__, prefix="")]
+    # prefix="al_core." makes walk_packages descend into every sub-package (with prefix="" it silently
+    # listed only the top level)
+    mods = [m.name for m in pkgutil.walk_packages(al_core.__path__, prefix="al_core.")]
+    assert {"al_core.learn.strategies.dropquery", "al_core.bench.select", "al_core.catalogue.store"} <= set(mods)
     code = ("import importlib, sys\n"
             f"for m in {mods!r}:\n    importlib.import_module(m)\n"
             "print('dagster' in sys.modules)")

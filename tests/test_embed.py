@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from al_core.embed import Failure, Progress, decode_image, embed_images
+from al_core.ingest.embed import Failure, Progress, decode_image, embed_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "examples" / "cifar10-2k"
@@ -27,7 +27,7 @@ def _sample_paths(per_class: int) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def effnet64():
-    from al_core.backbones import load_backbone
+    from al_core.models.backbones import load_backbone
 
     return load_backbone("efficientnet_lite0", image_size=64, device="cpu")
 

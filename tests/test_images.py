@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from al_core.images import ok_images, scan
+from al_core.ingest.scan import ok_images, scan
 
 
 @pytest.fixture()
@@ -47,7 +47,7 @@ def test_scan_records_every_path_with_a_status(store, image_tree):
 
 def test_rescan_is_incremental_and_keeps_missing_files(store, image_tree, monkeypatch):
     scan(store, image_tree)
-    import al_core.images as images
+    import al_core.ingest.scan as images
 
     calls = []
     real = images._hash_and_decode

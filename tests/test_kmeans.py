@@ -5,8 +5,8 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
-import al_core.kmeans as km
-from al_core.kmeans import (
+import al_core.learn.kmeans as km
+from al_core.learn.kmeans import (
     KMeansResult,
     Points,
     kmeans,

@@ -1,4 +1,4 @@
-"""Label files: al_core.labels (reader / validator) and `al labels check`."""
+"""Label files: al_core.labels.parse (reader / validator) and `al labels check`."""
 
 import csv
 import hashlib
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from al_core import labels as L
-from al_core.labels import LabelError, LabelRow, ParsedLabels, parse_label_file, write_error_report
+from al_core.labels import parse as L
+from al_core.labels.parse import LabelError, LabelRow, ParsedLabels, parse_label_file, write_error_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "examples" / "cifar10-2k"
@@ -613,7 +613,7 @@ def test_write_error_report(tmp_path):
 
 
 def test_labels_module_never_imports_dagster():
-    code = ("import sys, al_core.labels, al_core.labels_cli; "
+    code = ("import sys, al_core.labels.parse, al_core.cli.labels; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'duckdb', 'torch')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
@@ -630,8 +630,8 @@ def test_bad_arguments_raise():
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A small project: 2 cat + 2 dog sample images scanned into a store (classes from the folders)."""
-    from al_core.images import scan
-    from al_core.store import Store
+    from al_core.ingest.scan import scan
+    from al_core.catalogue.store import Store
 
     root = tmp_path_factory.mktemp("proj")
     for cls in ("cat", "dog"):
@@ -645,7 +645,7 @@ def project(tmp_path_factory):
 
 
 def run_check(capsys, *argv):
-    from al_core.labels_cli import main
+    from al_core.cli.labels import main
 
     rc = main(["check", *map(str, argv)])
     out = capsys.readouterr()
@@ -704,9 +704,9 @@ def test_check_with_db_option_and_missing_database(project, tmp_path, capsys, mo
 
 def test_labels_cli_usage_and_registration(capsys):
     from al_core import cli
-    from al_core.labels_cli import SUBCOMMANDS, main
+    from al_core.cli.labels import SUBCOMMANDS, main
 
-    assert cli.COMMANDS["labels"][0] == "al_core.labels_cli"
+    assert cli.COMMANDS["labels"][0] == "al_core.cli.labels"
     assert "check" in SUBCOMMANDS
     assert main([]) == 2
     assert main(["--help"]) == 0

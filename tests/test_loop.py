@@ -81,7 +81,7 @@ def test_partial_answer_waits_then_manual_close(project):
     assert store.fetch("SELECT count(*) FROM probes") == [(0,)]  # 2/4 answered < 1.0: no probe, no new batch
     assert not (cfg.outbox / "round-0001.csv").exists()
     # `al round next` records a request; the sensor turns it into a forced round run
-    from al_core.round_cli import main as round_main
+    from al_core.cli.round import main as round_main
 
     assert round_main(["next", "--config", cfg.source_file]) == 0
     reqs = _requests(run_requests(defs, instance))
@@ -128,7 +128,7 @@ def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(proje
     import os
     import time
 
-    from al_core.labels_cli import main as labels_main
+    from al_core.cli.labels import main as labels_main
 
     cfg, defs, instance = project
     store = cfg.store()
@@ -191,7 +191,7 @@ def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(proje
     # a file rejected for an unknown image can be retried once the image exists (a new run key)
     bogus = "f" * 64
     f = deliver("late.csv", f"image_id,label\n{bogus},cat\n")
-    sha_late = __import__("al_core.store", fromlist=["sha256_file"]).sha256_file(f)
+    sha_late = __import__("al_core.catalogue.store", fromlist=["sha256_file"]).sha256_file(f)
     assert execute(defs, instance, _requests(run_requests(defs, instance))[-1]).success
     assert store.fetch("SELECT status FROM label_files WHERE sha256 = ?", [sha_late]) == [("rejected",)]
     assert labels_main(["retry", sha_late[:12], "--config", cfg.source_file]) == 0

@@ -9,8 +9,8 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-import al_core.probe as probe_mod
-from al_core.probe import Probe, ProbeError
+import al_core.learn.probe as probe_mod
+from al_core.learn.probe import Probe, ProbeError
 
 
 @pytest.fixture(scope="module")

@@ -158,8 +158,8 @@ def test_kill_while_proposing_then_resume(base_project, tmp_path, fault):
 
 # ----------------------------------------------------------------------------- 1. kills while embedding and scanning
 def test_kill_before_embedding_commit_keeps_committed_flushes(base_project, tmp_path):
-    from al_core.backbones import load_backbone
-    from al_core.ingest import embed_missing
+    from al_core.models.backbones import load_backbone
+    from al_core.ingest.pipeline import embed_missing
 
     cfg = copy_project(base_project, tmp_path / "p")
     store = cfg.store()
@@ -198,7 +198,7 @@ def test_kill_inside_scan_transaction_then_rescan(base_project, tmp_path):
     assert_killed(run_child("scan", cfg, fault="scan.in_transaction"))  # this copy's root is new: every file probed
     assert store.fetch("SELECT (SELECT count(*) FROM scans), (SELECT count(*) FROM image_paths), "
                        "(SELECT count(*) FROM images)")[0] == before
-    from al_core.images import scan
+    from al_core.ingest.scan import scan
 
     rep = scan(store, cfg.image_root)
     assert rep.n_new == before[1] and rep.n_ok == before[1]
@@ -208,7 +208,7 @@ def test_kill_inside_scan_transaction_then_rescan(base_project, tmp_path):
 
 # ----------------------------------------------------------------------------- 2. the same file again, renamed, halves
 def test_same_file_twice_renamed_and_in_halves(base_project, tmp_path):
-    from al_core.rounds import ingest_label_files
+    from al_core.loop.rounds import ingest_label_files
 
     cfg = copy_project(base_project, tmp_path / "p")
     store = cfg.store()
@@ -260,7 +260,7 @@ def _synthetic_images(store, n: int, prefix: str = "s") -> list[str]:
 
     import pyarrow as pa
 
-    from al_core.store import now
+    from al_core.catalogue.store import now
 
     ids = [hashlib.sha256(f"{prefix}{i}".encode()).hexdigest() for i in range(n)]
     tbl = pa.table({"image_id": ids, "path": [f"/synthetic/{prefix}/{i:08d}.jpg" for i in range(n)]})
@@ -331,8 +331,8 @@ def _hold(cfg, seconds: float) -> subprocess.Popen:
 
 
 def test_reader_holding_the_database_while_a_round_writes(base_project, tmp_path):
-    from al_core.rounds import ingest_label_files, list_inbox
-    from al_core.store import Store
+    from al_core.loop.rounds import ingest_label_files, list_inbox
+    from al_core.catalogue.store import Store
 
     cfg = copy_project(base_project, tmp_path / "p", lock_timeout_s=1)
     store = cfg.store()
@@ -381,7 +381,7 @@ def test_reader_holding_the_database_while_a_round_writes(base_project, tmp_path
 def test_two_rounds_requested_at_once_are_serialised(base_project, tmp_path):
     import yaml
 
-    from al_core.round_cli import main as round_main
+    from al_core.cli.round import main as round_main
 
     conf = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     assert conf["run_coordinator"]["class"] == "QueuedRunCoordinator"
@@ -548,7 +548,7 @@ def _hostile_tree(root: Path, sample_root: Path) -> None:
 def test_hostile_images_are_recorded_skipped_and_the_run_succeeds(tmp_path, sample_root, monkeypatch):
     import yaml
 
-    import al_core.images as images
+    import al_core.ingest.scan as images
     from al_assets.definitions import build_defs
     from al_core.config import load_config
 
@@ -598,7 +598,7 @@ def test_hostile_images_are_recorded_skipped_and_the_run_succeeds(tmp_path, samp
     n_ok = store.fetch("SELECT count(DISTINCT image_id) FROM image_paths WHERE status = 'ok'")[0][0]
     assert store.fetch("SELECT count(*) FROM embedding_index") == [(n_ok,)] and n_ok == 5
     # once the file has settled (and the permission is back), a rescan records both
-    from al_core.images import scan
+    from al_core.ingest.scan import scan
 
     scan(store, root)
     assert store.fetch("SELECT status FROM image_paths WHERE path IN (?, ?)", [changing, locked]) == [("ok",), ("ok",)]
@@ -609,7 +609,7 @@ def _v1_database(path: Path) -> dict:
     """A database as schema version 1 wrote it (MIGRATIONS[1], never edited once released), with rows."""
     import duckdb
 
-    from al_core.store import MIGRATIONS
+    from al_core.catalogue.store import MIGRATIONS
 
     con = duckdb.connect(str(path))
     for ddl in MIGRATIONS[1]:
@@ -635,7 +635,7 @@ def _v1_database(path: Path) -> dict:
 
 
 def test_older_schema_is_migrated_without_losing_rows(tmp_path):
-    from al_core.store import SCHEMA_VERSION, SchemaVersionError, Store
+    from al_core.catalogue.store import SCHEMA_VERSION, SchemaVersionError, Store
 
     db = tmp_path / "v1.duckdb"
     counts = _v1_database(db)
@@ -653,7 +653,7 @@ def test_older_schema_is_migrated_without_losing_rows(tmp_path):
 
 
 def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
-    import al_core.store as S
+    import al_core.catalogue.store as S
 
     db = tmp_path / "v1.duckdb"
     counts = _v1_database(db)
@@ -671,7 +671,7 @@ def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
 
 
 def test_damaged_database_gives_an_error_never_wrong_rows(tmp_path):
-    from al_core.store import Store, StoreError
+    from al_core.catalogue.store import Store, StoreError
 
     good = tmp_path / "good.duckdb"
     store = Store(good)

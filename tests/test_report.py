@@ -28,7 +28,7 @@ def _open_png(data: bytes) -> Image.Image:
 def make_project(tmp, n_per_class=10, holdout=12, dim=16):
     """A 4-class project of real sample images with class-dependent random vectors; returns (cfg, store)."""
     from al_core.config import load_config
-    from al_core.images import scan
+    from al_core.ingest.scan import scan
 
     root = tmp / "images"
     for c in CLASSES4:
@@ -52,7 +52,7 @@ def make_project(tmp, n_per_class=10, holdout=12, dim=16):
 
 def add_rounds(store):
     """Rounds 0-2 (centroid, then dropquery), their queries, probes and metrics, as the loop would write them."""
-    from al_core.store import now
+    from al_core.catalogue.store import now
 
     paths = store.fetch("SELECT image_id, min(path) FROM image_paths WHERE status = 'ok' GROUP BY 1 ORDER BY 1")
     conf = [[3, 0, 0, 0], [1, 2, 0, 0], [0, 0, 3, 0], [0, 1, 0, 2]]
@@ -77,7 +77,7 @@ def add_rounds(store):
 
 # ----------------------------------------------------------------------------- pictures
 def test_learning_curve_png_valid_with_and_without_std():
-    from al_core.report import learning_curve_png
+    from al_core.reporting.report import learning_curve_png
 
     png = learning_curve_png({"dropquery": [(10, 0.5), (20, 0.7), (30, 0.8)],
                               "random": [(10, 0.45, 0.02), (20, 0.6, 0.03), (30, None, None)]}, title="t")
@@ -87,7 +87,7 @@ def test_learning_curve_png_valid_with_and_without_std():
 
 
 def test_confusion_png_valid_including_empty_rows_and_empty_matrix():
-    from al_core.report import confusion_png
+    from al_core.reporting.report import confusion_png
 
     im = _open_png(confusion_png([[5, 1, 0], [0, 0, 0], [2, 0, 7]], ["a", "b", "c"]))
     assert 200 < im.width < 2000 and 200 < im.height < 2000
@@ -95,7 +95,7 @@ def test_confusion_png_valid_including_empty_rows_and_empty_matrix():
 
 
 def test_gallery_survives_missing_and_corrupt_images(tmp_path):
-    from al_core.report import gallery_png
+    from al_core.reporting.report import gallery_png
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image at all")
@@ -117,7 +117,7 @@ def _data_uris(text: str) -> list[bytes]:
 
 
 def test_write_report_is_one_offline_html_file(tmp_path):
-    from al_core.report import loop_curves, metadata_images, write_report
+    from al_core.reporting.report import loop_curves, metadata_images, write_report
 
     cfg, store = make_project(tmp_path)
     add_rounds(store)
@@ -153,7 +153,7 @@ def test_write_report_is_one_offline_html_file(tmp_path):
 
 
 def test_report_on_a_project_without_rounds(tmp_path):
-    from al_core.report import loop_curves, metadata_images, write_report
+    from al_core.reporting.report import loop_curves, metadata_images, write_report
 
     cfg, store = make_project(tmp_path, n_per_class=3)
     assert loop_curves(store) == {}
@@ -165,10 +165,10 @@ def test_report_on_a_project_without_rounds(tmp_path):
 # ----------------------------------------------------------------------------- al simulate
 def test_al_simulate_end_to_end(tmp_path, capsys):
     from al_core.cli import COMMANDS
-    from al_core.report import simulate_curves
-    from al_core.simulate_cli import main
+    from al_core.reporting.report import simulate_curves
+    from al_core.cli.simulate import main
 
-    assert COMMANDS["simulate"][0] == "al_core.simulate_cli"
+    assert COMMANDS["simulate"][0] == "al_core.cli.simulate"
     cfg, store = make_project(tmp_path)
     out_json = tmp_path / "sim.json"
     rc = main(["--config", str(tmp_path / "al.yaml"), "--strategies", "margin,random", "--seed-strategy", "centroid",
@@ -217,7 +217,7 @@ def test_al_simulate_end_to_end(tmp_path, capsys):
 
 
 def test_simulate_holdout_matches_the_loop_and_uses_eval_set(tmp_path, capsys):
-    from al_core.simulate_cli import load_data, stratified_holdout
+    from al_core.cli.simulate import load_data, stratified_holdout
 
     cfg, store = make_project(tmp_path)
     rows = store.fetch("""SELECT p.image_id, any_value(g.class_name) FROM (SELECT DISTINCT image_id FROM image_paths
@@ -228,7 +228,7 @@ def test_simulate_holdout_matches_the_loop_and_uses_eval_set(tmp_path, capsys):
     assert sorted(data["eval_ids"]) == sorted(i for i, _ in picks) and data["eval_source"] == "holdout"
     assert not set(data["eval_ids"]) & set(data["pool_ids"])
     try:
-        from al_core.rounds import ensure_eval_set
+        from al_core.loop.rounds import ensure_eval_set
     except ImportError:
         ensure_eval_set = None
     if ensure_eval_set is not None:  # the loop holds out exactly the same images
@@ -236,7 +236,7 @@ def test_simulate_holdout_matches_the_loop_and_uses_eval_set(tmp_path, capsys):
         held = {r[0] for r in store.fetch("SELECT image_id FROM eval_set")}
         assert held == {i for i, _ in picks}
     else:
-        from al_core.store import now
+        from al_core.catalogue.store import now
 
         with store.transaction() as con:
             for iid, _ in picks[:8]:

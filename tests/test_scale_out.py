@@ -1,4 +1,4 @@
-"""Scale-out: sharded embedding (al_core.shards), fsspec vector locations, and
+"""Scale-out: sharded embedding (al_core.ingest.shards), fsspec vector locations, and
 embed_shards_dask_job on a Dask scheduler with two workers, each a separate
 process on 127.0.0.1 (docs/scale-out.md)."""
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from al_assets.bench_scale import _stop  # the benchmark's own process-group stop
+from al_assets.tools.bench_scale import _stop  # the benchmark's own process-group stop
 from tests.conftest import CLASSES, ROOT
 
 IMAGE_SIZE = 32
@@ -29,7 +29,7 @@ def _ids(n, salt="x"):
 
 def _copy_per_shard(sample_root: Path, dest: Path, per_shard: int) -> Path:
     """``per_shard`` images of every shard (the first by image id), class folders kept."""
-    from al_core.shards import all_shards
+    from al_core.ingest.shards import all_shards
 
     files = sorted((hashlib.sha256(f.read_bytes()).hexdigest(), f) for c in CLASSES
                    for f in sorted((sample_root / c).iterdir())[:40])
@@ -53,7 +53,7 @@ def _copy_images(sample_root: Path, dest: Path, per_class: int) -> Path:
 # ---------------------------------------------------------------------------- locations
 @pytest.mark.parametrize("kind", ["memory", "file"])
 def test_url_vectors_location_roundtrip(tmp_path, kind):
-    from al_core.store import Store
+    from al_core.catalogue.store import Store
 
     url = f"memory://al-test-{tmp_path.name}/vectors" if kind == "memory" else f"file://{tmp_path}/vectors"
     s = Store(tmp_path / "w.duckdb", url, lock_timeout_s=2)
@@ -76,9 +76,9 @@ def test_url_vectors_location_roundtrip(tmp_path, kind):
 
 # ---------------------------------------------------------------------------- commit (single writer)
 def test_commit_pending_dedups_and_is_idempotent(tmp_path):
-    from al_core.shards import commit_pending, manifest_names, written_ids, write_manifest
-    from al_core.store import Store, shard_of
-    from al_core.vector_io import write_part
+    from al_core.ingest.shards import commit_pending, manifest_names, written_ids, write_manifest
+    from al_core.catalogue.store import Store, shard_of
+    from al_core.catalogue.vectors import write_part
 
     s = Store(tmp_path / "w.duckdb", lock_timeout_s=2)
     loc = s.vectors_loc
@@ -118,12 +118,12 @@ def test_commit_pending_dedups_and_is_idempotent(tmp_path):
 
 
 def test_embed_shard_rerun_writes_only_what_is_missing(tmp_path, sample_root):
-    from al_core.backbones import load_backbone
-    from al_core.images import scan
-    from al_core.shards import commit_pending, embed_shard, plan_shards
+    from al_core.models.backbones import load_backbone
+    from al_core.ingest.scan import scan
+    from al_core.ingest.shards import commit_pending, embed_shard, plan_shards
 
     root = _copy_images(sample_root, tmp_path / "images", 3)
-    from al_core.store import Store
+    from al_core.catalogue.store import Store
 
     s = Store(tmp_path / "w.duckdb", f"file://{tmp_path}/vectors", lock_timeout_s=2)
     scan(s, root=root)
@@ -150,7 +150,7 @@ def test_partition_asset_then_embeddings_commits(tmp_path, sample_root):
     """Materialising shard partitions writes parts only; `embeddings` commits them and embeds the rest."""
     import dagster as dg
 
-    from al_assets.assets import embeddings, raw_images
+    from al_assets.ingest import embeddings, raw_images
     from al_assets.shards import embedding_shards
     from resources.backbone import BackboneResource
     from resources.project import ProjectResource
@@ -229,10 +229,10 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     import dagster as dg
     import distributed
 
-    from al_assets.assets import embeddings, raw_images
-    from al_assets.shards import reconstructable_dask_job
+    from al_assets.ingest import embeddings, raw_images
+    from al_assets.definitions import reconstructable_dask_job
     from al_core.config import load_config
-    from al_core.images import scan
+    from al_core.ingest.scan import scan
     from resources.backbone import BackboneResource
     from resources.project import ProjectResource
     from resources.store import StoreJsonIOManager, StoreResource
@@ -291,7 +291,7 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
         _wait_port(port, sched, 60)
         common = ["--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
                   "--dashboard-address", "127.0.0.1:0", "--no-nanny", "--memory-limit", "0",
-                  "--preload", "al_assets.dask_preload"]  # warm: code location + backbone loaded at start
+                  "--preload", "al_assets.tools.dask_preload"]  # warm: code location + backbone loaded at start
         # w1 sits beside the DuckDB file: only it runs the plan and commit steps (CATALOGUE resource)
         w1 = start(["worker", address, *common, "--name", "w1", "--resources", "CATALOGUE=1"], "w1")
         w2 = start(["worker", address, *common, "--name", "w2"], "w2")
@@ -384,10 +384,10 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
 
 # ---------------------------------------------------------------------------- selection beyond one matrix
 def test_sharded_selection_matches_the_full_pool(tmp_path):
-    from al_core import scale_select
-    from al_core.probe import Probe
-    from al_core.store import Store
-    from al_core.strategies import get_strategy
+    from al_core.bench import _scale_select as scale_select
+    from al_core.learn.probe import Probe
+    from al_core.catalogue.store import Store
+    from al_core.learn.strategies import get_strategy
 
     rng = np.random.default_rng(0)
     n, d, k = 3000, 16, 4

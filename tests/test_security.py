@@ -135,7 +135,7 @@ def test_make_ui_and_dagster_dev_default_to_loopback():
     assert next(p for p in dagster_webserver.params if p.name == "host").default == "127.0.0.1"
     # the demo starts only `dagster-daemon run` (checked to listen on loopback at most in
     # tests/test_reliability.py::test_daemon_fails_a_killed_run_retries_it_and_the_queue_goes_on)
-    demo = (ROOT / "al_assets" / "demo.py").read_text()
+    demo = (ROOT / "al_assets" / "tools" / "demo.py").read_text()
     assert '"run", "-w", "workspace.yaml"' in demo and "dagster-webserver" not in demo
 
 
@@ -198,10 +198,10 @@ class _Evil:
 def test_planted_pickle_is_refused_by_the_probe_and_backbone_loaders(tmp_path, monkeypatch, fmt):
     import torch
 
-    from al_core import backbones as B
-    from al_core.probe import Probe
-    from al_core.rounds import LoopError, load_probe
-    from al_core.store import Store, now, sha256_file
+    from al_core.models import backbones as B
+    from al_core.learn.probe import Probe
+    from al_core.loop.rounds import LoopError, load_probe
+    from al_core.catalogue.store import Store, now, sha256_file
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.bin"

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from al_core.probe import Probe
-from al_core.simulate import SimulationResult, round_seed, run_simulation
-from al_core.strategies import SelectionError, get_strategy
+from al_core.learn.probe import Probe
+from al_core.learn.simulate import SimulationResult, round_seed, run_simulation
+from al_core.learn.strategies import SelectionError, get_strategy
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from al_core.store import SCHEMA_VERSION, SchemaVersionError, Store, StoreError, StoreLockedError, shard_of
+from al_core.catalogue.store import SCHEMA_VERSION, SchemaVersionError, Store, StoreError, StoreLockedError, shard_of
 
 
 def _ids(n, salt=""):

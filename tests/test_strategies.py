@@ -7,16 +7,16 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-import al_core.kmeans as km
-import al_core.probe as probe_mod
-import al_core.strategies.alfa_mix as alfa_mod
-import al_core.strategies.badge as badge_mod
-import al_core.strategies.base as base_mod
-import al_core.strategies.coreset as coreset_mod
-import al_core.strategies.probcover as pc_mod
-import al_core.strategies.uncertainty as unc_mod
-from al_core.probe import Probe
-from al_core.strategies import (
+import al_core.learn.kmeans as km
+import al_core.learn.probe as probe_mod
+import al_core.learn.strategies.alfa_mix as alfa_mod
+import al_core.learn.strategies.badge as badge_mod
+import al_core.learn.strategies.base as base_mod
+import al_core.learn.strategies.coreset as coreset_mod
+import al_core.learn.strategies.probcover as pc_mod
+import al_core.learn.strategies.uncertainty as unc_mod
+from al_core.learn.probe import Probe
+from al_core.learn.strategies import (
     BudgetTooLargeError,
     DuplicateIndexError,
     EmptyPoolError,
@@ -31,14 +31,14 @@ from al_core.strategies import (
     list_strategies,
     seed_strategies,
 )
-from al_core.strategies.badge import gradient_embedding_sq_distances
-from al_core.strategies.dropquery import candidate_threshold, disagreement_histogram
-from al_core.strategies.probcover import (
+from al_core.learn.strategies.badge import gradient_embedding_sq_distances
+from al_core.learn.strategies.dropquery import candidate_threshold, disagreement_histogram
+from al_core.learn.strategies.probcover import (
     nearest_other_label_sq_distances,
     radius_graph,
     search_delta,
 )
-from al_core.strategies.typiclust import typicality
+from al_core.learn.strategies.typiclust import typicality
 
 ALL = [
     "random",

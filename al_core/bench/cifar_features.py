@@ -5,7 +5,7 @@
 
 Reads ROOT/{train,test}/<class>/<file>.jpg (the layout of
 ../shared/data/cifar10-jpg.tar.gz), embeds every image with the backbone
-(default efficientnet_lite0) through `al_core.embed.embed_images`, and writes
+(default efficientnet_lite0) through `al_core.ingest.embed.embed_images`, and writes
 one .npz with train_features, train_targets, test_features, test_targets,
 class_names, plus train_files / test_files (paths relative to ROOT) and
 config_json (the embedding config, config_id included). Written to a temporary
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from al_core.backbones import load_backbone
-    from al_core.embed import embed_images
+    from al_core.models.backbones import load_backbone
+    from al_core.ingest.embed import embed_images
 
     root = Path(args.root)
     splits = {}

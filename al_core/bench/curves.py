@@ -11,7 +11,7 @@ The study's protocol (``../shared/docs/algorithms.md``): K labels per round
 ``test_features``/``test_targets``. Every query strategy runs with centroid
 seeding; random and dropquery also run with random seeding.
 
-The loop is :func:`al_core.simulate.run_simulation`. The JSON is rewritten
+The loop is :func:`al_core.learn.simulate.run_simulation`. The JSON is rewritten
 after every (strategy, seed) so that a stopped run keeps what it finished.
 ``al bench curves table A.json [B.json ...]`` prints the markdown table of
 finished runs (merged by run key).
@@ -67,7 +67,7 @@ def cached_seed_strategy(name: str):
     per seed (centroid seeding: a k-means on the whole pool, ~80 s here) instead
     of once per (strategy, seed) saves most of an hour. Same picks, same scores.
     """
-    from al_core.strategies import Strategy, get_strategy
+    from al_core.learn.strategies import Strategy, get_strategy
 
     inner = get_strategy(name)
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and not args.json:
         ap.error("--resume needs --json (the file to resume)")
 
-    from al_core.simulate import run_simulation
+    from al_core.learn.simulate import run_simulation
 
     data = np.load(args.features)
     x = np.ascontiguousarray(data["train_features"], dtype=np.float32)

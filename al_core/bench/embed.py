@@ -4,9 +4,9 @@
         --image-size 128 --json OUT
 
 - pipeline_images_per_s: decode + preprocess + forward + store write, through
-  `al_core.embed.embed_images` (decoding overlapped with the forward pass), the
+  `al_core.ingest.embed.embed_images` (decoding overlapped with the forward pass), the
   vectors written with `Store.write_embeddings` into a temporary store the way
-  `al_core.ingest` does (buffered, one write of part files + one catalogue
+  `al_core.ingest.pipeline` does (buffered, one write of part files + one catalogue
   transaction per flush, the last flush timed too), or with --npy into a .npy
   file in a temporary directory.
 - bare_images_per_s: the same model on the same images, already decoded and
@@ -47,7 +47,7 @@ def list_images(root: str | os.PathLike, limit: int | None = None) -> list[Path]
 
 
 class NpyWriter:
-    """Stand-in store (when al_core.store is not importable): a .npy file written batch by batch."""
+    """Stand-in store (when al_core.catalogue.store is not importable): a .npy file written batch by batch."""
 
     name = "npy file in a temporary directory (stand-in for the store), written batch by batch"
 
@@ -72,19 +72,19 @@ class NpyWriter:
 
 
 class StoreWriter:
-    """The real store in a temporary directory, written as `al_core.ingest` does:
+    """The real store in a temporary directory, written as `al_core.ingest.pipeline` does:
     vectors buffered up to FLUSH_ROWS, then one Store.write_embeddings (a part
     file per shard + one catalogue transaction) per flush, and one at the end."""
 
     def __init__(self, directory: str, config_id: str, config: dict):
-        from al_core.store import Store
+        from al_core.catalogue.store import Store
 
         try:
-            from al_core.ingest import FLUSH_ROWS
+            from al_core.ingest.pipeline import FLUSH_ROWS
         except ImportError:
             FLUSH_ROWS = 8192
         self.flush_rows = FLUSH_ROWS
-        self.name = f"al_core.store.Store.write_embeddings (temporary store), buffered {FLUSH_ROWS} rows per write"
+        self.name = f"al_core.catalogue.store.Store.write_embeddings (temporary store), buffered {FLUSH_ROWS} rows per write"
 
         self.store = Store(os.path.join(directory, "warehouse.duckdb"))
         self.config_id = config_id
@@ -125,7 +125,7 @@ def _bare(backbone, x, batch_size: int) -> float:
 
 
 def _pipeline_chunk(backbone, items, writer, batch_size, num_workers, backend, acc: dict) -> float:
-    from al_core.embed import embed_images
+    from al_core.ingest.embed import embed_images
 
     t = time.perf_counter()
     stream = embed_images(items, backbone, batch_size=batch_size, num_workers=num_workers, backend=backend)
@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from al_core.backbones import load_backbone
-    from al_core.embed import decode_image, default_num_workers
+    from al_core.models.backbones import load_backbone
+    from al_core.ingest.embed import decode_image, default_num_workers
 
     load_avg = os.getloadavg()
     paths = list_images(args.images, args.limit)
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if str(backbone.device).startswith("cuda"):
         x = x.pin_memory()
     try:
-        import al_core.store  # noqa: F401
+        import al_core.catalogue.store  # noqa: F401
 
         use_store = not args.npy
     except ImportError:

@@ -41,7 +41,7 @@ def coverage(features: np.ndarray, centres: np.ndarray, delta: float) -> float:
     """Share of rows of ``features`` (L2-normalised on the fly) within ``delta`` of a row in ``centres``."""
     import torch
 
-    from al_core.kmeans import Points
+    from al_core.learn.kmeans import Points
 
     pts = Points(features, normalize=True)
     c = torch.from_numpy(pts.take(np.asarray(centres, dtype=np.int64)))
@@ -55,8 +55,8 @@ def coverage(features: np.ndarray, centres: np.ndarray, delta: float) -> float:
 
 def independent_purity(features: np.ndarray, n_classes: int, seed: int, delta: float, rows: int) -> dict:
     """Purity at ``delta`` on ``rows`` uniform rows drawn apart from the strategy's own sample."""
-    from al_core.kmeans import Points, kmeans
-    from al_core.strategies.probcover import purity, sample_nearest_other_label_sq_distances
+    from al_core.learn.kmeans import Points, kmeans
+    from al_core.learn.strategies.probcover import purity, sample_nearest_other_label_sq_distances
 
     pts = Points(features, normalize=True)
     pseudo = kmeans(pts, n_classes, seed=seed).labels
@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    import al_core.strategies.probcover as pc
+    import al_core.learn.strategies.probcover as pc
     from al_core.bench.select import write_features
-    from al_core.strategies import get_strategy
+    from al_core.learn.strategies import get_strategy
 
     if args.graph_sample_rows:
         pc.PROBCOVER_SAMPLE_ROWS = args.graph_sample_rows

@@ -5,16 +5,16 @@
         sharded part files (16 parts per 131,072-row write, as workers write
         them) and as one .npy in the same row order; a probe trained on 1,000
         labels; then, each in a fresh child process (time and VmHWM of that
-        process alone): dropquery and margin (al_core.strategies.get_strategy)
+        process alone): dropquery and margin (al_core.learn.strategies.get_strategy)
         on the matrix read from the .npy, from the sharded store
         (Store.load_embeddings), on a sub-sampled pool (some shards only:
-        al_core.scale_select.load_shards), and sharded candidate generation with
-        one global diversity step (al_core.scale_select.sharded_*). Agreement of
+        al_core.bench._scale_select.load_shards), and sharded candidate generation with
+        one global diversity step (al_core.bench._scale_select.sharded_*). Agreement of
         each against the full selection is computed at the end.
 
     al bench scale embed --images 2000 --image-size 128 --workers 1 2 --json OUT
         embed_shards_dask_job with 1 and with 2 Dask workers on 127.0.0.1 (same
-        images, one run each); runs al_assets.bench_scale in a child process
+        images, one run each); runs al_assets.tools.bench_scale in a child process
         (it drives Dagster, which al_core never imports).
 """
 
@@ -41,9 +41,9 @@ import json, sys, time
 import numpy as np
 args = json.loads(sys.argv[1])
 t_all = time.perf_counter()
-from al_core.probe import Probe
-from al_core.store import Store
-from al_core.strategies import get_strategy
+from al_core.learn.probe import Probe
+from al_core.catalogue.store import Store
+from al_core.learn.strategies import get_strategy
 w = args["dir"]
 labeled = np.load(w + "/labeled.npy")
 labels = np.load(w + "/labels.npy")
@@ -59,7 +59,7 @@ elif args["mode"] == "npy-mmap":
 elif args["mode"] == "store":
     x = store.load_embeddings(args["config"]).features
 elif args["mode"] == "subsample":
-    from al_core.scale_select import load_shards
+    from al_core.bench._scale_select import load_shards
     ids_sub, x = load_shards(store, args["config"], args["shards"])
     pos = np.searchsorted(np.load(w + "/ids.npy"), ids_sub)  # rows of the full matrix
     in_sub = np.isin(labeled, pos)
@@ -67,7 +67,7 @@ elif args["mode"] == "subsample":
 out["load_s"] = time.perf_counter() - t
 t = time.perf_counter()
 if args["mode"] == "sharded":
-    from al_core import scale_select
+    from al_core.bench import _scale_select as scale_select
     ids_all = np.load(w + "/ids.npy")
     excl = set(ids_all[labeled].tolist())
     if args["strategy"] == "margin":
@@ -81,7 +81,7 @@ if args["mode"] == "sharded":
 else:
     extra = {}
     if args["strategy"] == "dropquery":
-        from al_core.strategies.dropquery import DropQueryStrategy, candidate_threshold, disagreement_histogram
+        from al_core.learn.strategies.dropquery import DropQueryStrategy, candidate_threshold, disagreement_histogram
         spy = {}
         orig = DropQueryStrategy.mismatch
         def mismatch(self, ctx):
@@ -104,7 +104,7 @@ else:
         extra = {"candidates": pos[cand] if args["mode"] == "subsample" else cand, "threshold": int(thr)}
 out["select_s"] = time.perf_counter() - t
 if args["strategy"] == "margin" and tag == "npy-margin":  # every row's margin, for ranks (not timed)
-    from al_core.strategies.uncertainty import _blockwise_scores, _margin
+    from al_core.learn.strategies.uncertainty import _blockwise_scores, _margin
     np.save(w + "/margin_all.npy", _blockwise_scores(probe, x, _margin).astype(np.float32))
 np.save(w + f"/sel-{tag}.npy", np.asarray(sel, np.int64))
 if "candidates" in extra:
@@ -131,8 +131,8 @@ def make_data(work: Path, n: int, d: int, k: int, n_labels: int, seed: int, spre
     Each of the k classes is a mixture of ``modes`` Gaussian modes (centre: the class
     centre x ``spread`` plus ``mode_scale`` x N(0, I)), unit isotropic noise: some
     structure for a diversity step to cover, classes that overlap for the probe."""
-    from al_core.probe import Probe
-    from al_core.store import Store
+    from al_core.learn.probe import Probe
+    from al_core.catalogue.store import Store
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -184,7 +184,7 @@ def _coverage(z_cand: np.ndarray, z_sel: np.ndarray) -> tuple[float, float]:
 
 def agreement(work: Path, budget: int, sub_fraction: float, seed: int) -> dict:
     """How the sub-sampled and the sharded selections compare with the full one."""
-    from al_core.probe import Probe
+    from al_core.learn.probe import Probe
 
     x = np.load(work / "x.npy", mmap_mode="r")
     probe = Probe.load(work / "probe.safetensors")
@@ -284,7 +284,7 @@ def select_main(argv: list[str]) -> int:
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="al-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    from al_core.store import SHARD_HEX_DIGITS
+    from al_core.catalogue.store import SHARD_HEX_DIGITS
 
     sub = [s for s in args.sub_shards.split(",") if s]
     sub_fraction = len(sub) / 16**SHARD_HEX_DIGITS
@@ -330,7 +330,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "select":
         return select_main(argv[1:])
     if argv[0] == "embed":
-        return subprocess.call([sys.executable, "-m", "al_assets.bench_scale", *argv[1:]])
+        return subprocess.call([sys.executable, "-m", "al_assets.tools.bench_scale", *argv[1:]])
     print(f"al bench scale: unknown part {argv[0]!r}; select or embed", file=sys.stderr)
     return 2
 

@@ -66,8 +66,8 @@ def write_features(path: str, n: int, dim: int, classes: int, seed: int, chunk: 
 
 
 def run_child(args: argparse.Namespace) -> int:
-    from al_core.probe import Probe
-    from al_core.strategies import get_strategy
+    from al_core.learn.probe import Probe
+    from al_core.learn.strategies import get_strategy
 
     features = np.load(args.features, mmap_mode="r")
     meta = np.load(args.meta)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return run_child(args)
 
-    from al_core.strategies import list_strategies
+    from al_core.learn.strategies import list_strategies
 
     known = list(list_strategies())
     if args.strategies == "all":

@@ -51,8 +51,8 @@ def _child(args: argparse.Namespace) -> int:
     labeled, labels, k = d["labeled"], d["labels"], int(d["k"])
     out: dict = {}
     if args.side == "al_core":
-        from al_core.probe import Probe
-        from al_core.strategies import get_strategy
+        from al_core.learn.probe import Probe
+        from al_core.learn.strategies import get_strategy
 
         strategy = get_strategy(args.name) if args.name != "dropquery" else get_strategy("dropquery")
         t0 = time.perf_counter()

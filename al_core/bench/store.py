@@ -24,7 +24,7 @@ WRITE_CHUNK = 131072  # vectors per store write: 131072 x 768 x 4 B = 400 MB
 _CHILD = r"""
 import json, sys, time
 import numpy as np
-from al_core.store import Store
+from al_core.catalogue.store import Store
 kind, db, npy, reps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 times = []
 for _ in range(reps):
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", help="also write the JSON result here")
     args = ap.parse_args(argv)
 
-    from al_core.store import Store
+    from al_core.catalogue.store import Store
 
     work = args.dir or tempfile.mkdtemp(prefix="al-bench-store-")
     os.makedirs(work, exist_ok=True)

@@ -1,0 +1,176 @@
+"""`make demo`: real labelling rounds end to end on the sample images.
+
+1. The ingest job runs in this process (scan + embed the sample images with
+   efficientnet_lite0) against the instance in $DAGSTER_HOME.
+2. The Dagster daemon starts in the background (bound to nothing: it serves no
+   port). Its inbox sensor proposes the seed pool (centroid), then, for every
+   label file, runs a round: ingest, train the probe, evaluate, propose the next
+   batch (dropquery). Exactly the production path.
+3. This process plays the annotators: it answers each batch from the ground
+   truth (`al simulate-annotator` does the same from the command line), and
+   prints a table row per round.
+4. It writes data/reports/report.html and says how to open the UI.
+
+Re-running the demo starts over: the demo's own database (marked as such) is
+removed first; a database that is not the demo's is never touched.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEMO_ROUNDS = 6  # rounds after the seed pool; each adds budget_per_round labels
+ROUND_TIMEOUT_S = 300  # a round that takes longer than this stops the demo with the daemon log's tail
+STATUS_EVERY_S = 10.0  # never a silent minute
+
+
+def _say(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _reset(cfg) -> None:
+    from al_core.catalogue.store import Store
+
+    db = cfg.db_path
+    if db.exists():
+        try:
+            rows = dict(Store(db, cfg.vectors_location, lock_timeout_s=5).fetch(
+                "SELECT key, value FROM schema_info", read_only=True))
+        except Exception as e:
+            raise SystemExit(f"demo: {db} exists and cannot be read ({e}); move it away or run `make clean-data`")
+        if rows.get("demo") != "true":
+            raise SystemExit(f"demo: {db} holds a project that is not the demo's; not touching it. "
+                             "Set paths.data_dir elsewhere for the demo or move it away.")
+        _say(f"removing the previous demo's state under {cfg.data_dir} (the Dagster home is kept)")
+    for p in [db, Path(str(db) + ".wal"), cfg.vectors_dir, cfg.probes_dir, cfg.inbox, cfg.outbox, cfg.reports_dir]:
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    with Store(db, cfg.vectors_location).transaction() as con:
+        con.execute("INSERT OR REPLACE INTO schema_info VALUES ('demo', 'true')")
+
+
+def _start_daemon(log_path: Path) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("dagster-daemon")
+    log = open(log_path, "w")
+    return subprocess.Popen([str(exe), "run", "-w", "workspace.yaml"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env=dict(os.environ))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def main() -> int:
+    import dagster as dg
+
+    from al_assets.definitions import defs
+    from al_core.loop.annotator import answer_round
+    from al_core.config import load_config
+    from al_core.reporting.report import write_report
+
+    t_start = time.monotonic()
+    cfg = load_config()
+    if not os.environ.get("DAGSTER_HOME"):
+        raise SystemExit("demo: DAGSTER_HOME is not set (run it through `make demo`)")
+    _say(f"project file {cfg.source_file or '(built-in defaults)'}; images {cfg.image_root}; data {cfg.data_dir}")
+    _reset(cfg)
+
+    _say("step 1/4: ingest_job (scan + embed the sample images with "
+         f"{cfg.backbone.name} at {cfg.backbone.image_size} px); progress every few seconds")
+    with dg.DagsterInstance.get() as instance:
+        res = defs.resolve_job_def("ingest_job").execute_in_process(instance=instance)
+    if not res.success:
+        _say("the ingest job failed; see the log above")
+        return 1
+    emb = cfg.store().get_asset_output("embeddings", "")
+    _say(f"embedded {emb['n_total']} images ({emb['images_per_s']:.0f} images/s), config {emb['config_id']}")
+
+    log_path = cfg.data_dir / "dagster-daemon.log"
+    _say(f"step 2/4: starting the Dagster daemon (sensor every {cfg.sensor.interval_s} s; log {log_path})")
+    daemon = _start_daemon(log_path)
+    store = cfg.store()
+    rows = []
+    try:
+        for r in range(0, DEMO_ROUNDS + 1):
+            target = cfg.outbox / f"round-{r:04d}.csv"
+            what = "seed pool (centroid)" if r == 0 else f"round {r}: ingest, train, evaluate, propose"
+            _say(f"waiting for {what}")
+            deadline = time.monotonic() + ROUND_TIMEOUT_S
+            last = time.monotonic()
+            def done() -> bool:
+                if not target.exists():
+                    return False
+                return r == 0 or bool(store.fetch(
+                    "SELECT 1 FROM metrics m JOIN probes p USING (probe_id) WHERE p.round = ?", [r]))
+
+            while not done():
+                if daemon.poll() is not None:
+                    _say("the daemon stopped:\n" + _tail(log_path))
+                    return 1
+                if time.monotonic() > deadline:
+                    _say(f"no {target.name} after {ROUND_TIMEOUT_S} s; daemon log tail:\n" + _tail(log_path))
+                    return 1
+                if time.monotonic() - last > STATUS_EVERY_S:
+                    last = time.monotonic()
+                    _say(f"  ... still waiting for {target.name} ({time.monotonic() - t_start:.0f} s since start)")
+                time.sleep(0.5)
+            if r >= 1:
+                m = store.fetch("""SELECT m.n_labels, m.accuracy, m.balanced_accuracy, m.macro_f1 FROM metrics m
+                                   JOIN probes p USING (probe_id) WHERE p.round = ? ORDER BY p.version DESC LIMIT 1""",
+                                [r])
+                if m:
+                    rows.append((r, *m[0]))
+                    _print_table(rows)
+            if r < DEMO_ROUNDS:
+                p = answer_round(cfg, r)
+                _say(f"simulated annotators delivered {p.name} answering batch {r}")
+    finally:
+        _say("stopping the daemon")
+        _stop(daemon)
+
+    _say("step 3/4: writing the report")
+    report = write_report(store, cfg)
+    _say(f"step 4/4: done in {time.monotonic() - t_start:.0f} s")
+    print(f"""
+Report:           {report}   (one offline HTML file: learning curve, confusion matrix, latest batch)
+Rounds as JSON:   .venv/bin/al rounds --json
+Lineage:          .venv/bin/al lineage <image_id>
+The Dagster UI:   make ui    (http://127.0.0.1:3000: assets, runs, eval_metrics with the learning curve)
+
+Labelling for real: `.venv/bin/al init my-project.yaml`, point images.root at your folder and set
+evaluation.labels_from_ground_truth: false, then `AL_CONFIG=my-project.yaml make ui`. Each batch appears in
+the outbox (CSV + Label Studio import file); deliver label files into the inbox (check one first with
+`.venv/bin/al labels check FILE`); the next round starts by itself.
+""")
+    return 0
+
+
+def _print_table(rows) -> None:
+    print("\n  round  labels  accuracy  balanced_acc  macro_f1")
+    for r, n, acc, bacc, f1 in rows:
+        print(f"  {r:>5}  {n:>6}  {acc:>8.3f}  {bacc:>12.3f}  {f1:>8.3f}")
+    print(flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

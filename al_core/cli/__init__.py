@@ -1,0 +1,70 @@
+"""The `al` command line.
+
+Subcommands are dispatched lazily so that `al --help` stays fast: each entry of
+COMMANDS names a module of this package and the function in it that takes
+``argv: list[str]`` and returns the exit status (al_core.cli.exit_codes).
+`al bench NAME ...` runs `al_core.bench.NAME.main(...)`.
+"""
+
+import importlib
+import pkgutil
+import sys
+
+# name -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "backbones": ("al_core.cli.backbones", "main", "list the registered backbones and whether their weights are here"),
+    "ingest": ("al_core.cli.ingest", "main", "scan an image folder (or manifest) and embed the images into the store"),
+    "labels": ("al_core.cli.labels", "main", "check, retract or retry label files"),
+    "status": ("al_core.cli.status", "main", "print what the store holds"),
+    "rounds": ("al_core.cli.audit", "rounds_main", "one row per round: labels so far, strategy, seed, accuracy, when"),
+    "lineage": ("al_core.cli.audit", "lineage_main", "where an image came from, who labelled it, which probes used it"),
+    "export": ("al_core.cli.audit", "export_main", "write current labels and the latest probe's predictions (CSV/Parquet)"),
+    "snapshot": ("al_core.cli.audit", "snapshot_main", "write a consistent read-only copy of the database for analysts"),
+    "simulate": ("al_core.cli.simulate", "main", "compare strategies in process on the embedded images (no annotators)"),
+    "init": ("al_core.cli.init", "main", "write a commented default project file (al.yaml)"),
+    "round": ("al_core.cli.round", "main", "`al round next`: close the open batch by hand"),
+    "simulate-annotator": ("al_core.cli.annotator", "main", "answer query sets in the outbox from the ground truth (demo, tests)"),
+}
+
+
+def _bench_names() -> list[str]:
+    import al_core.bench as bench
+
+    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
+
+
+def _usage() -> str:
+    lines = ["usage: al COMMAND [ARGS...]", "", "commands:"]
+    for name, (_, _, help_) in sorted(COMMANDS.items()):
+        lines.append(f"  {name:<18} {help_}")
+    lines.append(f"  {'bench NAME':<18} benchmarks: {', '.join(_bench_names())}")
+    lines.append("")
+    lines.append("`al COMMAND --help` describes each command.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "bench":
+        names = _bench_names()
+        if not rest or rest[0] in ("-h", "--help") or rest[0] not in names:
+            if rest and rest[0] not in ("-h", "--help"):
+                print(f"al bench: unknown benchmark {rest[0]!r}; known: {', '.join(names)}", file=sys.stderr)
+                return 2
+            print(f"usage: al bench NAME [ARGS...]\nbenchmarks: {', '.join(names)}")
+            return 0
+        module = importlib.import_module(f"al_core.bench.{rest[0]}")
+        return int(module.main(rest[1:]) or 0)
+    if cmd not in COMMANDS:
+        print(f"al: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, function, _ = COMMANDS[cmd]
+    return int(getattr(importlib.import_module(module_name), function)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

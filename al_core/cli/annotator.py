@@ -1,0 +1,33 @@
+"""`al simulate-annotator`: answer query sets in the outbox from the ground truth (demo, tests)."""
+
+import argparse
+import time
+
+from al_core.config import load_config
+from al_core.loop.annotator import __doc__ as ANNOTATOR_DOC
+from al_core.loop.annotator import answer_round, pending_rounds
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="al simulate-annotator", description=ANNOTATOR_DOC,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="project file (default: $AL_CONFIG, else ./al.yaml)")
+    ap.add_argument("--noise", type=float, default=0.0, help="share of wrong labels (default 0)")
+    ap.add_argument("--skip", type=float, default=0.0, help="share of skip answers (default 0)")
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds to wait before delivering each answer")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--watch", action="store_true", help="keep answering new query sets until --timeout")
+    ap.add_argument("--timeout", type=float, default=600.0, help="with --watch: stop after this many seconds")
+    args = ap.parse_args(argv)
+    if not (0 <= args.noise <= 1 and 0 <= args.skip <= 1 and args.noise + args.skip <= 1):
+        ap.error("--noise and --skip are shares in [0, 1] whose sum is at most 1")
+    cfg = load_config(args.config)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        for r in pending_rounds(cfg):
+            time.sleep(args.delay)
+            p = answer_round(cfg, r, noise=args.noise, skip=args.skip, seed=args.seed)
+            print(f"answered batch {r}: {p}", flush=True)
+        if not args.watch or time.monotonic() > deadline:
+            return 0
+        time.sleep(1.0)

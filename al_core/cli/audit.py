@@ -1,0 +1,225 @@
+"""`al rounds`, `al lineage`, `al export`, `al snapshot`: audit and export (al_core.reporting.audit).
+
+Every command reads the project file (``--config PATH``; default $AL_CONFIG,
+else ./al.yaml, else the defaults) and uses short read-only connections. When
+another process holds the database for longer than the retry window
+(``store.lock_timeout_s`` in the project file) the command says so and exits
+with status 3 (retryable); other problems exit 1, usage errors 2.
+
+``main(argv)`` dispatches on the first word (``rounds``, ``lineage``,
+``export``, ``snapshot``); ``al_core.rounds_cli`` etc. are the `al` entry points.
+"""
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("--config", metavar="PATH", default=None,
+                    help="project file (default: $AL_CONFIG, else ./al.yaml, else the defaults)")
+    return ap
+
+
+def _stamp() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _run(prog: str, config_path: str | None, body) -> int:
+    """Load the project, run ``body(cfg, store)``; map failures to a message and an exit status."""
+    from al_core.config import ConfigError, load_config
+    from al_core.catalogue.store import StoreError, StoreLockedError
+
+    try:
+        cfg = load_config(config_path)
+    except (ConfigError, OSError) as e:
+        print(f"{prog}: cannot read the project file: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    store = cfg.store()
+    try:
+        return int(body(cfg, store) or 0)
+    except StoreLockedError:
+        where = cfg.source_file or "the defaults (no project file)"
+        print(f"{prog}: the database {store.db_path} is locked by another process (a loop run writing?) and stayed "
+              f"locked for the whole retry window of {store.lock_timeout_s:g} s, the setting store.lock_timeout_s "
+              f"(from {where}). Nothing was read or written; retry in a moment, or raise store.lock_timeout_s.",
+              file=sys.stderr)
+        return EXIT_LOCKED
+    except StoreError as e:  # includes AuditError and SchemaVersionError
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except (LookupError, ValueError, OSError, RuntimeError) as e:
+        print(f"{prog}: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+# ----------------------------------------------------------------------------- formatting
+def _num(v, fmt="{:.3f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _when(v: str | None) -> str:
+    return "-" if not v else v.replace("T", " ")[:19]
+
+
+def format_rounds(rows: list[dict]) -> str:
+    head = ["round", "kind", "labels", "skips", "strategy", "seed", "budget", "probe", "accuracy", "bal.acc",
+            "proposed (UTC)", "evaluated (UTC)", "status"]
+    body = []
+    for r in rows:
+        probe = "-" if r["probe_id"] is None else f"v{r['probe_version']} ({r['probe_n_labels']})"
+        body.append([str(r["round"]), r["kind"] or "-", str(r["labels_so_far"]), str(r["skips_so_far"]),
+                     r["strategy"] or "-", _num(r["seed"], "{}"), _num(r["budget"], "{}"), probe,
+                     _num(r["accuracy"]), _num(r["balanced_accuracy"]), _when(r["proposed_at"]),
+                     _when(r["evaluated_at"]), r["status"]])
+    if not body:
+        return "no rounds yet: the seed pool has not been proposed"
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    notes = [f"round {r['round']}: {r['note']}" for r in rows if r.get("note")]
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body), *notes])
+
+
+def format_lineage(d: dict) -> str:
+    out = [f"image {d['image_id']}"]
+    img = d["image"]
+    if img:
+        out.append(f"  ingested      {_when(img['first_seen'])} UTC (scan {img['first_scan_id']}), "
+                   f"{img['format'] or '?'} {img['width']}x{img['height']}, {img['size_bytes']} bytes")
+    else:
+        out.append("  ingested      never decoded (no images row)")
+    for p in d["paths"]:
+        err = f" ({p['error']})" if p["error"] else ""
+        out.append(f"  path          {p['path']} [{p['status']}{err}] last seen {_when(p['last_seen'])}")
+    if d["ground_truth"]:
+        out.append(f"  ground truth  {', '.join(d['ground_truth'])} (folder/manifest; simulation only)")
+    for e in d["embeddings"] or [None]:
+        out.append("  embedding     none" if e is None else
+                   f"  embedding     {e['config_id']} ({e['backbone']}, {e['dim']}-d) at {_when(e['embedded_at'])}")
+    if d["eval_set"]:
+        ev = d["eval_set"]
+        out.append(f"  eval set      yes ({ev['source']}), label {ev['label'] or '(not labelled yet)'}; "
+                   "never proposed, never trained on")
+    for q in d["proposals"] or [None]:
+        out.append("  proposed      never" if q is None else
+                   f"  proposed      round {q['round']} by {q['strategy']}, rank {q['rank']}, score "
+                   f"{_num(q['score'], '{:.6g}')}, at {_when(q['proposed_at'])}")
+    if not d["labels"]:
+        out.append("  labels        none")
+    for lab in d["labels"]:
+        ans = (f"answering batch {lab['proposed_round']} ({lab['proposed_strategy']})"
+               if lab["proposed_round"] is not None else "for an image never proposed (flagged)")
+        state = lab["state"] + (f" from round {lab['retracted_from_round']}" if lab["retracted"] else "")
+        out.append(f"  label #{lab['label_id']:<6} {lab['label']!r}{' (skip)' if lab['is_skip'] else ''} [{state}]"
+                   f" round {lab['round']}, {ans}")
+        out.append(f"                 file {lab['file_name']} sha256 {lab['file_sha256']} ({lab['file_status']})")
+        who = lab["annotator"] or "-"
+        ann = f", annotation {lab['annotation_id']}" if lab["annotation_id"] else ""
+        line = f", line {lab['line']}" if lab["line"] is not None else ""
+        out.append(f"                 annotator {who}{ann}{line}, received {_when(lab['received_at'])} UTC")
+    if not d["probes"]:
+        out.append("  probes        none trained with this image")
+    for p in d["probes"]:
+        out.append(f"  probe         {p['probe_id']} round {p['round']} v{p['version']} ({p['trigger']}), "
+                   f"{p['n_labels']} labels, accuracy {_num(p['accuracy'])}, balanced {_num(p['balanced_accuracy'])}"
+                   f", sha256 {p['sha256'][:16]}..")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- commands
+def rounds_main(argv: list[str]) -> int:
+    ap = _parser("al rounds", "One row per round: labels so far, strategy, seed, budget, accuracy, when.")
+    ap.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    args = ap.parse_args(argv)
+
+    def body(cfg, store):
+        from al_core.reporting.audit import rounds_table
+
+        rows = rounds_table(store)
+        print(json.dumps(rows, indent=2) if args.json else format_rounds(rows))
+        return 0
+
+    return _run("al rounds", args.config, body)
+
+
+def lineage_main(argv: list[str]) -> int:
+    ap = _parser("al lineage", "Where one image came from, who labelled it, and which probes learnt from it.")
+    ap.add_argument("image_id", metavar="IMAGE_ID", help="the image's sha256, or a unique prefix (>= 8 hex chars)")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args(argv)
+
+    def body(cfg, store):
+        from al_core.reporting.audit import lineage
+
+        d = lineage(store, args.image_id)
+        print(json.dumps(d, indent=2) if args.json else format_lineage(d))
+        return 0
+
+    return _run("al lineage", args.config, body)
+
+
+def export_main(argv: list[str]) -> int:
+    ap = _parser("al export", "Write the current labels and the latest probe's predictions for every image.")
+    ap.add_argument("--out", metavar="PATH", default=None,
+                    help="output file (default: <data_dir>/exports/labels-<UTC timestamp>.csv or .parquet)")
+    ap.add_argument("--format", choices=["csv", "parquet"], default=None,
+                    help="file format (default: from the --out suffix, else csv)")
+    args = ap.parse_args(argv)
+
+    def body(cfg, store):
+        from al_core.reporting.audit import export
+
+        fmt = args.format or ("parquet" if args.out and Path(args.out).suffix.lower() in (".parquet", ".pq")
+                              else "csv")
+        out = Path(args.out) if args.out else cfg.data_dir / "exports" / f"labels-{_stamp()}.{fmt}"
+        s = export(store, cfg, out, fmt)
+        probe = f"probe {s['probe_id']}" if s["probe_id"] else "no probe yet (no predictions)"
+        print(f"wrote {s['path']} ({s['format']}): {s['rows']} images, {s['labelled']} labelled, {s['skips']} "
+              f"skipped, {s['predicted']} predicted by {probe}")
+        return 0
+
+    return _run("al export", args.config, body)
+
+
+def snapshot_main(argv: list[str]) -> int:
+    ap = _parser("al snapshot", "Write a consistent read-only copy of the database for analysts.")
+    ap.add_argument("--out", metavar="PATH", default=None,
+                    help="snapshot file (default: <data_dir>/snapshots/warehouse-<UTC timestamp>.duckdb)")
+    args = ap.parse_args(argv)
+
+    def body(cfg, store):
+        from al_core.reporting.audit import snapshot
+
+        out = Path(args.out) if args.out else cfg.data_dir / "snapshots" / f"warehouse-{_stamp()}.duckdb"
+        s = snapshot(store, out)
+        n = sum(s["tables"].values())
+        print(f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, {len(s['tables'])} tables, {n} rows) in "
+              f"{s['seconds']:.2f} s\nopen it with: duckdb -readonly {s['path']}")
+        return 0
+
+    return _run("al snapshot", args.config, body)
+
+
+SUBCOMMANDS = {"rounds": rounds_main, "lineage": lineage_main, "export": export_main, "snapshot": snapshot_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"unknown audit command {argv[0]!r}", file=sys.stderr)
+        print(f"usage: {' | '.join(SUBCOMMANDS)} [ARGS...]", file=sys.stderr if argv[:1] not in (["-h"], ["--help"])
+              else sys.stdout)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else EXIT_USAGE
+    return SUBCOMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""`al ingest`: scan an image folder (or manifest) and embed every new image, without Dagster."""
+
+import argparse
+import sys
+
+from al_core.config import load_config
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="al ingest", description=__doc__)
+    ap.add_argument("--config", help="project file (default: $AL_CONFIG, else ./al.yaml, else the defaults)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--images", help="image root folder (default: images.root of the project file)")
+    src.add_argument("--manifest", help="CSV with a `path` column instead of a folder")
+    ap.add_argument("--backbone", help="default: backbone.name")
+    ap.add_argument("--image-size", type=int, help="default: backbone.image_size")
+    ap.add_argument("--weights", help="local weights file for the backbone")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--no-embed", action="store_true", help="scan only")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    if not args.images and not args.manifest:
+        args.images, args.manifest = (str(cfg.image_root) if cfg.image_root else None), (
+            str(cfg.manifest) if cfg.manifest else None)
+    args.backbone = args.backbone or cfg.backbone.name
+    args.image_size = args.image_size or cfg.backbone.image_size
+    args.weights = args.weights or cfg.backbone.weights_path
+    args.batch_size = args.batch_size or cfg.backbone.batch_size
+
+    from al_core.ingest.scan import scan
+    from al_core.cli.status import print_summary, summary
+
+    store = cfg.store()
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.manifest:
+        r = scan(store, manifest=args.manifest, ground_truth_from_folders=False, progress=log)
+    else:
+        r = scan(store, root=args.images, progress=log)
+    log(f"scan: {r.n_files} files, {r.n_new} new, {r.n_changed} changed, {r.n_unchanged} unchanged, "
+        f"{r.n_missing} missing, {r.n_corrupt} corrupt ({r.seconds:.1f} s)")
+    if not args.no_embed:
+        from al_core.models.backbones import load_backbone
+        from al_core.ingest.pipeline import embed_missing
+
+        bb = load_backbone(args.backbone, image_size=args.image_size if args.backbone == "efficientnet_lite0" else None,
+                           weights_path=args.weights)
+        res = embed_missing(store, bb, source=r.source, batch_size=args.batch_size, progress=log)
+        log(f"embedded {res['n_embedded']} images ({res['n_failed']} failed) at {res['images_per_s']:.1f} images/s")
+    print_summary(summary(store))
+    return 0

@@ -1,0 +1,373 @@
+"""Streaming embedding with bounded memory.
+
+    stream = embed_images(paths, backbone, batch_size=64, progress=print)
+    for keys, vectors in stream:        # vectors: float32 numpy array, len(keys) x D
+        store(keys, vectors)
+    stream.failures                      # [Failure(key, error), ...] images that did not decode
+    stream.stats                         # EmbedStats(images, failures, seconds, images_per_s, ...)
+
+Items are paths (the key is ``str(path)``) or ``(key, source)`` pairs where the
+source is a path, the file's bytes or a PIL image. Decoding and preprocessing
+run ahead of the forward pass in worker threads (default) or worker processes
+(``backend="processes"``, a torch DataLoader), at most ``prefetch`` batches
+ahead, so memory stays bounded whatever the number of images. An image that
+fails to decode goes to ``stream.failures`` (and ``on_failure``) and never stops
+the stream. The device and dtype (CUDA autocast) are the backbone's.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
+
+__all__ = [
+    "EmbedBatch",
+    "EmbedStats",
+    "EmbedStream",
+    "Failure",
+    "Progress",
+    "decode_image",
+    "embed_images",
+]
+
+
+class EmbedBatch(NamedTuple):
+    keys: list
+    vectors: Any  # numpy float32 array, len(keys) x D
+
+
+class Failure(NamedTuple):
+    key: Any
+    error: str
+
+
+@dataclass
+class Progress:
+    images: int  # embedded so far
+    failures: int
+    elapsed_s: float
+    images_per_s: float
+    done: bool = False
+
+    def __str__(self) -> str:
+        state = "done" if self.done else "embedding"
+        return (
+            f"{state}: {self.images} images, {self.failures} failures, "
+            f"{self.elapsed_s:.1f} s, {self.images_per_s:.1f} images/s"
+        )
+
+
+@dataclass
+class EmbedStats:
+    images: int = 0
+    failures: int = 0
+    batches: int = 0
+    seconds: float = 0.0  # wall time of the whole stream (consumer time included)
+    forward_s: float = 0.0  # time inside backbone.forward
+    wait_s: float = 0.0  # time the forward loop waited for decoded batches
+    backend: str = ""
+    num_workers: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["images_per_s"] = self.images_per_s
+        return d
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def decode_image(source):
+    """Open an image (path, bytes or PIL image) as a loaded RGB PIL image with its
+    EXIF orientation applied. Raises whatever the decoder raises."""
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        source.load()
+        orientation = source.getexif().get(_EXIF_ORIENTATION, 1)
+        img = source if source.mode == "RGB" else source.convert("RGB")
+    else:
+        f = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        with Image.open(f) as im:
+            im.load()
+            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+            img = im.convert("RGB")  # a new image that outlives the file
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        img = img.transpose(_transpose_table()[orientation])
+    return img
+
+
+@functools.cache
+def _transpose_table() -> dict:
+    from PIL import Image
+
+    T = Image.Transpose
+    return {
+        2: T.FLIP_LEFT_RIGHT,
+        3: T.ROTATE_180,
+        4: T.FLIP_TOP_BOTTOM,
+        5: T.TRANSPOSE,
+        6: T.ROTATE_270,
+        7: T.TRANSVERSE,
+        8: T.ROTATE_90,
+    }
+
+
+def _split(item) -> tuple[Any, Any]:
+    if isinstance(item, tuple) and len(item) == 2:
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        return str(item), item
+    raise TypeError(f"embed_images: an item must be a path or a (key, source) pair, got {type(item).__name__}")
+
+
+def _prepare(chunk: list, transform, pin: bool = False) -> tuple[list, Any, list[Failure]]:
+    """Decode and preprocess one batch: (keys, stacked tensor or None, failures).
+
+    With a transform that has ``to_array``/``normalize_batch`` (the registry's own),
+    the batch stays uint8 (N x H x W x 3) here and is normalised just before the
+    forward pass (vectorised, on the model's device)."""
+    import numpy as np
+    import torch
+
+    to_array = getattr(transform, "to_array", None)
+    keys, outs, failures = [], [], []
+    for item in chunk:
+        key, source = _split(item)
+        try:
+            img = decode_image(source)
+            out = to_array(img) if to_array is not None else transform(img)
+        except Exception as e:  # any decoder / transform error is the image's, not the stream's
+            failures.append(Failure(key, f"{type(e).__name__}: {e}"))
+            continue
+        keys.append(key)
+        outs.append(out)
+    if not outs:
+        return keys, None, failures
+    x = torch.from_numpy(np.stack(outs)) if to_array is not None else torch.stack(outs)  # uint8 N x H x W x 3
+    return keys, (x.pin_memory() if pin else x), failures
+
+
+def _chunks(items: Iterable, n: int) -> Iterator[list]:
+    it = iter(items)
+    while True:
+        chunk = list(islice(it, n))
+        if not chunk:
+            return
+        yield chunk
+
+
+def default_num_workers() -> int:
+    # Decoding small images is a few per cent of a CPU forward pass: one decoding
+    # thread keeps up, and more would take cores from the forward pass.
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def _make_dataset(items: list, batch_size: int, transform):
+    import torch
+
+    class BatchDataset(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            info = torch.utils.data.get_worker_info()
+            wid, nw = (info.id, info.num_workers) if info else (0, 1)
+            for b, start in enumerate(range(0, len(items), batch_size)):
+                if b % nw == wid:
+                    yield _prepare(items[start : start + batch_size], transform)
+
+    return BatchDataset()
+
+
+def _worker_init(_):
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class EmbedStream:
+    """Iterable of :class:`EmbedBatch`; see :func:`embed_images`. Single use."""
+
+    def __init__(
+        self,
+        items: Iterable,
+        backbone,
+        *,
+        batch_size: int,
+        num_workers: int,
+        backend: str,
+        prefetch: int,
+        progress: Callable[[Progress], Any] | None,
+        progress_interval_s: float,
+        on_failure: Callable[[Failure], Any] | None,
+    ):
+        if backend not in ("threads", "processes", "serial"):
+            raise ValueError(f"backend must be threads, processes or serial, got {backend!r}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.items = items
+        self.backbone = backbone
+        self.batch_size = batch_size
+        self.num_workers = max(0, int(num_workers))
+        self.backend = backend if self.num_workers > 0 else "serial"
+        self.prefetch = max(1, prefetch)
+        self.progress = progress
+        self.progress_interval_s = progress_interval_s
+        self.on_failure = on_failure
+        self.failures: list[Failure] = []
+        self.stats = EmbedStats(backend=self.backend, num_workers=self.num_workers)
+        self._started = False
+
+    @property
+    def config(self) -> dict:
+        return self.backbone.config
+
+    @property
+    def config_id(self) -> str:
+        return self.backbone.config_id
+
+    # -- prepared batches, in input order -------------------------------------
+    def _prepared_serial(self) -> Iterator:
+        for chunk in _chunks(self.items, self.batch_size):
+            yield _prepare(chunk, self.backbone.transform)
+
+    def _prepared_threads(self) -> Iterator:
+        from concurrent.futures import ThreadPoolExecutor
+
+        chunks = _chunks(self.items, self.batch_size)
+        pin = str(self.backbone.device).startswith("cuda")
+        pending: deque = deque()
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="al-embed-decode")
+        try:
+            def fill():
+                while len(pending) < self.prefetch:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        return
+                    pending.append(pool.submit(_prepare, chunk, self.backbone.transform, pin))
+
+            fill()
+            while pending:
+                fut = pending.popleft()
+                fill()  # keep the workers busy while this batch goes through the model
+                yield fut.result()
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _prepared_processes(self) -> Iterator:
+        import torch
+
+        items = self.items if isinstance(self.items, (list, tuple)) else list(self.items)
+        loader = torch.utils.data.DataLoader(
+            _make_dataset(items, self.batch_size, self.backbone.transform),
+            batch_size=None,
+            num_workers=self.num_workers,
+            prefetch_factor=max(1, self.prefetch // self.num_workers),
+            worker_init_fn=_worker_init,
+            pin_memory=str(self.backbone.device).startswith("cuda"),
+        )
+        yield from loader
+
+    # -- the stream -------------------------------------------------------------
+    def __iter__(self) -> Iterator[EmbedBatch]:
+        if self._started:
+            raise RuntimeError("an EmbedStream can be iterated once")
+        self._started = True
+        prepared = {
+            "serial": self._prepared_serial,
+            "threads": self._prepared_threads,
+            "processes": self._prepared_processes,
+        }[self.backend]()
+        import torch
+
+        normalize = getattr(self.backbone.transform, "normalize_batch", None)
+        st = self.stats
+        t0 = time.perf_counter()
+        last = t0
+        try:
+            while True:
+                tw = time.perf_counter()
+                nxt = next(prepared, None)
+                st.wait_s += time.perf_counter() - tw
+                if nxt is None:
+                    break
+                keys, x, failures = nxt
+                for f in failures:
+                    self.failures.append(f)
+                    st.failures += 1
+                    if self.on_failure is not None:
+                        self.on_failure(f)
+                if x is not None:
+                    tf = time.perf_counter()
+                    if x.dtype == torch.uint8 and normalize is not None:
+                        x = normalize(x, device=self.backbone.device)
+                    vectors = self.backbone.forward(x).numpy()
+                    st.forward_s += time.perf_counter() - tf
+                    st.images += len(keys)
+                    st.batches += 1
+                    st.seconds = time.perf_counter() - t0
+                    yield EmbedBatch(keys, vectors)
+                now = time.perf_counter()
+                st.seconds = now - t0
+                if self.progress is not None and now - last >= self.progress_interval_s:
+                    last = now
+                    self.progress(Progress(st.images, st.failures, st.seconds, st.images_per_s))
+        finally:
+            close = getattr(prepared, "close", None)
+            if close is not None:
+                close()
+            st.seconds = time.perf_counter() - t0
+        if self.progress is not None:
+            self.progress(Progress(st.images, st.failures, st.seconds, st.images_per_s, done=True))
+
+
+def embed_images(
+    paths_or_items: Iterable,
+    backbone,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    backend: str = "threads",
+    prefetch: int | None = None,
+    progress: Callable[[Progress], Any] | None = None,
+    progress_interval_s: float = 5.0,
+    on_failure: Callable[[Failure], Any] | None = None,
+) -> EmbedStream:
+    """Embed images in batches; iterate the result for ``(keys, vectors)`` batches.
+
+    paths_or_items: paths, or ``(key, source)`` pairs (source: path, bytes or PIL image);
+        consumed lazily (the ``processes`` backend needs a list).
+    backbone: a :class:`al_core.models.backbones.LoadedBackbone` (or a name, loaded with defaults).
+    num_workers: decoding threads/processes (default: half the cores, at least 1; 0 = no overlap).
+    backend: "threads" (default, measured fastest here), "processes" (torch DataLoader) or "serial".
+    prefetch: decoded batches kept ready ahead of the model (default 2 x num_workers, at least 2).
+    progress: called every ``progress_interval_s`` seconds and once at the end with a :class:`Progress`.
+    on_failure: called with each :class:`Failure` (they are also collected in ``stream.failures``).
+    """
+    if isinstance(backbone, str):
+        from al_core.models.backbones import load_backbone
+
+        backbone = load_backbone(backbone)
+    nw = default_num_workers() if num_workers is None else num_workers
+    pf = prefetch if prefetch is not None else max(2, 2 * nw)
+    return EmbedStream(
+        paths_or_items,
+        backbone,
+        batch_size=batch_size,
+        num_workers=nw,
+        backend=backend,
+        prefetch=pf,
+        progress=progress,
+        progress_interval_s=progress_interval_s,
+        on_failure=on_failure,
+    )

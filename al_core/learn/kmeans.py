@@ -1,0 +1,495 @@
+"""k-means and blocked nearest-neighbour helpers with the reference semantics.
+
+Reference semantics (``../shared/docs/algorithms.md``): scikit-learn
+``KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=100, tol=1e-4,
+random_state=seed)``. This module re-implements that algorithm on torch
+(matrix products for the distances, which is where the time goes) so that the
+distance work runs in blocks of bounded memory and so that points can be
+normalised block by block instead of copied whole:
+
+- init: scikit-learn's greedy k-means++ (first centre uniform, then
+  ``2 + int(log k)`` candidates drawn proportional to the squared distance to
+  the nearest chosen centre, keep the candidate that lowers the potential most);
+- Lloyd iterations as scikit-learn's ``lloyd_iter_chunked_dense``: an empty
+  cluster is relocated to the point farthest from its centre; stop when the
+  labels no longer change (strict convergence) or when the total squared centre
+  shift is at most ``tol * mean(var(X, axis=0))``; then one more assignment so
+  that the labels match the final centres.
+
+The random stream is numpy's (seeded by ``seed``), not scikit-learn's, so the
+clusters are not byte-identical to scikit-learn's; the tests hold the final
+inertia to at most 1 % above scikit-learn's on the same data and seed, and
+``docs/benchmarks.md`` ("k-means and nearest neighbours: library choice") has
+the measured comparison with scikit-learn and faiss.
+
+Subsampling: at or below ``SUBSAMPLE_ABOVE`` points k-means runs on every
+point, exactly as the reference. Above it the centres are trained on a seeded
+uniform sample of ``max(SUBSAMPLE_ABOVE, TRAIN_POINTS_PER_CLUSTER * k)``
+points (faiss's default is the same 256 points per centroid); every point is
+still assigned to its nearest centre at the end, and the returned inertia is
+over all points. The measured inertia cost is in docs/benchmarks.md.
+
+Nothing here builds an N x N matrix: distances are computed in tiles of at most
+``TILE_ELEMENTS`` float32 values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+# Rows per block when streaming over a point set (normalising, copying a
+# gathered subset, exact distances to centres): 16384 x 768 x 4 B = 48 MB
+# (plus the same again for a temporary).
+BLOCK_ROWS = 16384
+
+# Largest distance tile (query rows x reference rows) computed at once:
+# 2**25 float32 = 128 MB (plus the same for the product before the argmin).
+TILE_ELEMENTS = 2**25
+
+# k-means uses every point up to this many (the reference semantics exactly);
+# above it, it trains on a seeded uniform sample of
+# max(SUBSAMPLE_ABOVE, TRAIN_POINTS_PER_CLUSTER * k) points. At D = 768 a
+# sample of 65,536 is 192 MB; with k = 500 (typiclust's cap) 128,000 is 375 MB.
+SUBSAMPLE_ABOVE = 65_536
+TRAIN_POINTS_PER_CLUSTER = 256
+
+# k-means problems up to this much work (training points x k x D) run on one
+# torch thread (restored afterwards): their products are too small to gain from
+# a second thread, and on the shared 2-core machine a second thread spinning
+# against other processes made such runs 2-10x slower (measured: 2,500 x 768,
+# k = 100 took 0.43 s on 1 thread against 1.13 s on 2 under load).
+SINGLE_THREAD_WORK = 500_000_000
+
+# Floor under a vector's norm when L2-normalising (a zero vector stays zero), as
+# sklearn.preprocessing.normalize does.
+_NORM_FLOOR = 1e-12
+
+# numpy seed-sequence entry of the subsampling stream (kept apart from k-means++'s)
+_SUBSAMPLE_STREAM = 0x5AB5
+
+__all__ = [
+    "BLOCK_ROWS",
+    "TILE_ELEMENTS",
+    "SUBSAMPLE_ABOVE",
+    "TRAIN_POINTS_PER_CLUSTER",
+    "train_size",
+    "Points",
+    "KMeansResult",
+    "kmeans",
+    "kmeans_plusplus",
+    "nearest_to_centroids",
+    "min_sq_distances",
+    "sq_distances_to",
+    "mean_knn_sq_distances",
+    "l2_normalize",
+]
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A torch view of a float32 numpy array (no copy; read-only arrays too)."""
+    with warnings.catch_warnings():
+        # np.memmap opened read-only: we never write through these views.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch threads (None: unchanged), then restore the setting."""
+    prev = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm (float32; a zero row stays zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
+    np.maximum(norms, _NORM_FLOOR, out=norms)
+    return x / norms[:, None]
+
+
+class Points:
+    """A read-only view of some rows of a feature matrix, optionally L2-normalised.
+
+    ``rows`` (int64 indices into ``features``, in the order that defines the
+    local positions 0..n-1) selects a subset without copying it whole; rows are
+    gathered and normalised block by block.
+    """
+
+    def __init__(self, features: np.ndarray, rows: np.ndarray | None = None, *, normalize: bool = False):
+        if features.ndim != 2:
+            raise ValueError(f"features must be a 2-D array, got shape {features.shape}")
+        self.features = features
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.normalize = normalize
+
+    def __len__(self) -> int:
+        return self.features.shape[0] if self.rows is None else int(self.rows.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def take(self, local: np.ndarray) -> np.ndarray:
+        """The points at local positions ``local``, as a new float32 array."""
+        local = np.asarray(local, dtype=np.int64)
+        idx = local if self.rows is None else self.rows[local]
+        out = np.asarray(self.features[idx], dtype=np.float32)
+        return l2_normalize(out) if self.normalize else out
+
+    def blocks(self, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, block) over every point in local order; the last partial block included."""
+        n = len(self)
+        for start in range(0, n, block_rows):
+            stop = min(start + block_rows, n)
+            if self.rows is None:
+                block = np.asarray(self.features[start:stop], dtype=np.float32)
+            else:
+                block = np.asarray(self.features[self.rows[start:stop]], dtype=np.float32)
+            if self.normalize:
+                block = l2_normalize(block)
+            yield start, block
+
+    def materialize(self) -> np.ndarray:
+        """Every point as one float32 n x D array (a view when no copy is needed)."""
+        if self.rows is None and not self.normalize:
+            return np.asarray(self.features, dtype=np.float32)
+        out = np.empty((len(self), self.dim), dtype=np.float32)
+        for start, block in self.blocks():
+            out[start : start + block.shape[0]] = block
+        return out
+
+
+def _as_points(points: Points | np.ndarray) -> Points:
+    return points if isinstance(points, Points) else Points(np.asarray(points, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """Outcome of :func:`kmeans` (positions are local to the points given)."""
+
+    centroids: np.ndarray  # k x D float32
+    labels: np.ndarray  # n int64, cluster of each point
+    sq_distances: np.ndarray  # n float32, squared distance of each point to its centroid
+    inertia: float  # sum of sq_distances
+    n_iter: int  # Lloyd iterations run
+    n_train: int  # points the centroids were trained on (n unless subsampled)
+
+
+def _row_sq_norms(x: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,ij->i", x, x)
+
+
+def _tile_rows(n_refs: int) -> int:
+    """Query rows per tile so that rows x n_refs stays within TILE_ELEMENTS."""
+    return max(1, min(BLOCK_ROWS, TILE_ELEMENTS // max(1, n_refs)))
+
+
+def _assign(
+    x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centre of each row of x (first on ties) and its squared distance (expanded form)."""
+    n = x.shape[0]
+    labels = torch.empty(n, dtype=torch.int64)
+    d2 = torch.empty(n, dtype=torch.float32)
+    c_sq = _row_sq_norms(centers)
+    ct = centers.t()
+    rows = _tile_rows(centers.shape[0])
+    for start in range(0, n, rows):
+        xb = x[start : start + rows]
+        prod = torch.addmm(c_sq, xb, ct, beta=1.0, alpha=-2.0)  # |c|^2 - 2 x.c
+        best, arg = prod.min(dim=1)
+        labels[start : start + xb.shape[0]] = arg
+        xb_sq = _row_sq_norms(xb) if x_sq is None else x_sq[start : start + xb.shape[0]]
+        d2[start : start + xb.shape[0]] = (best + xb_sq).clamp_(min=0.0)
+    return labels, d2
+
+
+def kmeans_plusplus(x: np.ndarray, k: int, random_state: np.random.RandomState) -> np.ndarray:
+    """Indices of k initial centres by scikit-learn's greedy k-means++ (``_kmeans_plusplus``).
+
+    Draws from ``random_state`` exactly the numbers scikit-learn draws (a
+    ``RandomState(seed)`` gives scikit-learn's initial centres, up to rounding
+    in the distances), with unit sample weights in float32 as scikit-learn has.
+    ``x`` should be centred (scikit-learn subtracts the mean first).
+    """
+    n = x.shape[0]
+    xt = _as_tensor(x)
+    x_sq = _row_sq_norms(xt).double().numpy()
+    n_local_trials = 2 + int(np.log(k))
+    weights = np.ones(n, dtype=np.float32)
+    centers = np.empty(k, dtype=np.int64)
+    centers[0] = int(random_state.choice(n, p=weights / weights.sum()))
+
+    def sq_dist_to(ids: np.ndarray) -> np.ndarray:  # len(ids) x n, float32 as scikit-learn's
+        prod = torch.mm(xt, xt[torch.from_numpy(ids)].t()).numpy().T  # one pass over x
+        d = x_sq[None, :] - 2.0 * prod + x_sq[ids][:, None]
+        return np.maximum(d, 0.0, out=d).astype(np.float32)
+
+    closest = sq_dist_to(centers[:1])[0]
+    current_pot = closest @ weights
+    for c in range(1, k):
+        rand_vals = random_state.uniform(size=n_local_trials) * current_pot
+        cand = np.searchsorted(np.cumsum(weights * closest), rand_vals)
+        np.clip(cand, None, n - 1, out=cand)
+        dist = sq_dist_to(cand)
+        np.minimum(closest, dist, out=dist)
+        pots = dist @ weights
+        best = int(np.argmin(pots))
+        current_pot = pots[best]
+        closest = dist[best]
+        centers[c] = cand[best]
+    return centers
+
+
+def _lloyd(x: torch.Tensor, centers: torch.Tensor, *, max_iter: int, tol: float) -> tuple[torch.Tensor, int]:
+    """scikit-learn's Lloyd loop (chunked dense) on x from the given centres."""
+    n, d = x.shape
+    k = centers.shape[0]
+    # tolerance as scikit-learn's _tolerance: tol * mean per-feature variance
+    var = _blocked_var(x, _blocked_mean(x))
+    tol_abs = float(var.mean()) * tol
+    labels_old = torch.full((n,), -1, dtype=torch.int64)
+    x_sq = _row_sq_norms(x)
+    partial = torch.empty(k, d, dtype=torch.float32)
+    n_iter = 0
+    for it in range(max_iter):
+        n_iter = it + 1
+        labels, d2 = _assign(x, centers, x_sq)
+        # per-block float32 partial sums, accumulated in float64
+        sums = torch.zeros(k, d, dtype=torch.float64)
+        for start in range(0, n, BLOCK_ROWS):
+            partial.zero_().index_add_(0, labels[start : start + BLOCK_ROWS], x[start : start + BLOCK_ROWS])
+            sums += partial
+        counts = torch.bincount(labels, minlength=k).double()
+        empty = torch.nonzero(counts == 0).flatten()
+        if empty.numel():
+            # relocate each empty cluster to a point far from its centre
+            # (scikit-learn's _relocate_empty_clusters_dense; ties by index)
+            far = _top_far(d2.numpy(), int(empty.numel()))
+            for e, p in zip(empty.tolist(), far.tolist()):
+                old = int(labels[p])
+                sums[old] -= x[p].double()
+                counts[old] -= 1
+                sums[e] = x[p].double()
+                counts[e] = 1
+        new_centers = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centers.double()).float()
+        shift = float(((new_centers - centers).double() ** 2).sum())
+        centers = new_centers
+        if torch.equal(labels, labels_old):  # strict convergence
+            break
+        if shift <= tol_abs:
+            break
+        labels_old = labels
+    # the caller re-assigns every point to the final centres (scikit-learn's last E-step)
+    return centers, n_iter
+
+
+def _blocked_mean(x: torch.Tensor) -> torch.Tensor:
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    for start in range(0, x.shape[0], BLOCK_ROWS):
+        total += x[start : start + BLOCK_ROWS].double().sum(dim=0)
+    return total / x.shape[0]
+
+
+def _blocked_var(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    for start in range(0, x.shape[0], BLOCK_ROWS):
+        total += ((x[start : start + BLOCK_ROWS].double() - mean) ** 2).sum(dim=0)
+    return total / x.shape[0]
+
+
+def _top_far(d2: np.ndarray, m: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """The m points of largest d2 (largest first, ties by smallest index), skipping ``exclude``."""
+    key = d2.astype(np.float64)
+    if exclude is not None and exclude.size:
+        key = key.copy()
+        key[exclude] = -np.inf
+    order = np.lexsort((np.arange(key.shape[0]), -key))
+    return order[:m]
+
+
+def _final_assign(points: Points, centers: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre of every point, and the exact squared distance to it."""
+    n = len(points)
+    labels = np.empty(n, dtype=np.int64)
+    d2 = np.empty(n, dtype=np.float32)
+    block_rows = min(BLOCK_ROWS, _tile_rows(centers.shape[0]))
+    for start, block in points.blocks(block_rows):
+        xb = _as_tensor(block)
+        lab, _ = _assign(xb, centers)
+        diff = xb - centers[lab]
+        labels[start : start + block.shape[0]] = lab.numpy()
+        d2[start : start + block.shape[0]] = _row_sq_norms(diff).numpy()
+    return labels, d2
+
+
+def train_size(n: int, k: int, subsample_above: int | None = None) -> int:
+    """Number of points k-means trains on for n points and k clusters."""
+    above = SUBSAMPLE_ABOVE if subsample_above is None else subsample_above
+    if n <= above:
+        return n
+    return min(n, max(above, TRAIN_POINTS_PER_CLUSTER * k))
+
+
+def kmeans(
+    points: Points | np.ndarray,
+    k: int,
+    *,
+    seed: int,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    subsample_above: int | None = None,
+) -> KMeansResult:
+    """k-means with scikit-learn's semantics (k-means++, n_init=1, Lloyd) on ``points``.
+
+    ``points``: a float32 n x D array or a :class:`Points` view. Requires
+    1 <= k <= n. Above ``subsample_above`` (default SUBSAMPLE_ABOVE) points
+    the centroids are trained on a seeded uniform sample of :func:`train_size`
+    points (see the module docstring); every point is then assigned to its
+    nearest centroid.
+    """
+    pts = _as_points(points)
+    n = len(pts)
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= number of points, got k={k} for {n} points")
+    m = train_size(n, k, subsample_above)
+    if m < n:
+        # a stream of its own, so that RandomState(seed) below stays scikit-learn's
+        sub_rng = np.random.default_rng([seed, _SUBSAMPLE_STREAM])
+        train_idx = np.sort(sub_rng.choice(n, size=m, replace=False))
+        train = pts.take(train_idx)
+    else:
+        train = pts.materialize()
+    small = train.shape[0] * k * pts.dim <= SINGLE_THREAD_WORK
+    with torch.inference_mode(), torch_threads(1 if small else None):
+        # centre the training points (as scikit-learn does) for accurate distances;
+        # this is a copy of at most train_size(n, k) x D
+        mean = _blocked_mean(_as_tensor(np.ascontiguousarray(train, dtype=np.float32))).float().numpy()
+        train = np.subtract(train, mean, dtype=np.float32)
+        xt = _as_tensor(train)
+        init = kmeans_plusplus(train, k, np.random.RandomState(seed))
+        centers = xt[torch.from_numpy(init)].clone()
+        centers, n_iter = _lloyd(xt, centers, max_iter=max_iter, tol=tol)
+        n_train = int(train.shape[0])
+        del xt, train
+        centers += torch.from_numpy(mean)
+        labels, d2 = _final_assign(pts, centers)
+    return KMeansResult(
+        centroids=centers.numpy(),
+        labels=labels,
+        sq_distances=d2,
+        inertia=float(d2.astype(np.float64).sum()),
+        n_iter=n_iter,
+        n_train=n_train,
+    )
+
+
+def nearest_to_centroids(result: KMeansResult) -> tuple[np.ndarray, np.ndarray]:
+    """One point per cluster: the member nearest its centroid (ties: smallest position).
+
+    Returns (positions, sq_distances), both of length k, in cluster order. A
+    cluster left empty takes the not-yet-chosen point farthest from its own
+    centroid (largest ``sq_distances``; ties: smallest position), clusters
+    being filled in cluster order.
+    """
+    labels, d2 = result.labels, result.sq_distances
+    k = result.centroids.shape[0]
+    n = labels.shape[0]
+    order = np.lexsort((np.arange(n), d2, labels))  # by cluster, then distance, then position
+    sorted_labels = labels[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    chosen = np.full(k, -1, dtype=np.int64)
+    chosen[sorted_labels[first]] = order[first]
+    empty = np.flatnonzero(chosen < 0)
+    if empty.size:
+        far = _top_far(d2, empty.size, exclude=chosen[chosen >= 0])
+        chosen[empty] = far
+    return chosen, d2[chosen].astype(np.float64)
+
+
+def min_sq_distances(queries: Points | np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every query point, the squared distance to its nearest reference and that reference's index.
+
+    Blocked over queries and references (tiles of at most TILE_ELEMENTS), so
+    neither a queries x refs matrix nor a copy of the queries is built. Ties:
+    the smallest reference index. Expanded form |q|^2 - 2 q.r + |r|^2, clamped at 0.
+    """
+    pts = _as_points(queries)
+    refs = np.ascontiguousarray(refs, dtype=np.float32)
+    n, m = len(pts), refs.shape[0]
+    if m == 0:
+        raise ValueError("min_sq_distances needs at least one reference point")
+    best = np.empty(n, dtype=np.float32)
+    arg = np.empty(n, dtype=np.int64)
+    ref_rows = max(1, min(m, TILE_ELEMENTS // BLOCK_ROWS))
+    with torch.inference_mode():
+        rt = _as_tensor(refs)
+        r_sq = _row_sq_norms(rt)
+        for start, block in pts.blocks(BLOCK_ROWS):
+            qb = _as_tensor(block)
+            q_sq = _row_sq_norms(qb)
+            b_best = torch.full((qb.shape[0],), float("inf"))
+            b_arg = torch.zeros(qb.shape[0], dtype=torch.int64)
+            for r0 in range(0, m, ref_rows):
+                rb = rt[r0 : r0 + ref_rows]
+                prod = torch.addmm(r_sq[r0 : r0 + ref_rows], qb, rb.t(), beta=1.0, alpha=-2.0)
+                val, idx = prod.min(dim=1)
+                val = (val + q_sq).clamp_(min=0.0)
+                better = val < b_best  # strict: earlier reference blocks win ties
+                b_best = torch.where(better, val, b_best)
+                b_arg = torch.where(better, idx + r0, b_arg)
+            best[start : start + qb.shape[0]] = b_best.numpy()
+            arg[start : start + qb.shape[0]] = b_arg.numpy()
+    return best, arg
+
+
+def sq_distances_to(points: np.ndarray, center: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Exact squared distance sum((x - center)^2) of every row of a float32 array, in blocks."""
+    n = points.shape[0]
+    out = np.empty(n, dtype=np.float32) if out is None else out
+    with torch.inference_mode():
+        c = _as_tensor(np.ascontiguousarray(center, dtype=np.float32))
+        ot = _as_tensor(out)
+        for start in range(0, n, BLOCK_ROWS):
+            xb = _as_tensor(points[start : start + BLOCK_ROWS])
+            torch.linalg.vector_norm(xb - c, dim=1, out=ot[start : start + xb.shape[0]])
+        ot.square_()
+    return out
+
+
+def mean_knn_sq_distances(x: np.ndarray, k: int) -> np.ndarray:
+    """Mean squared distance of every row of x to its k nearest other rows (itself excluded).
+
+    Blocked (tiles of at most TILE_ELEMENTS); requires 1 <= k <= len(x) - 1.
+    """
+    n = x.shape[0]
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k nearest neighbours needs 1 <= k <= n - 1, got k={k}, n={n}")
+    out = np.empty(n, dtype=np.float64)
+    with torch.inference_mode():
+        xt = _as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+        x_sq = _row_sq_norms(xt)
+        rows = _tile_rows(n)
+        for start in range(0, n, rows):
+            qb = xt[start : start + rows]
+            d2 = torch.addmm(x_sq, qb, xt.t(), beta=1.0, alpha=-2.0)
+            d2 += x_sq[start : start + qb.shape[0], None]
+            d2.clamp_(min=0.0)
+            ar = torch.arange(qb.shape[0])
+            d2[ar, ar + start] = float("inf")  # exclude the point itself
+            nearest = torch.topk(d2, k, dim=1, largest=False).values
+            out[start : start + qb.shape[0]] = nearest.double().mean(dim=1).numpy()
+    return out

@@ -1,0 +1,89 @@
+"""dropquery: the study's method (as coded): dropout disagreement, then one per k-means cluster."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from al_core.learn.kmeans import Points
+from al_core.learn.strategies._cluster import cluster_representatives
+from al_core.learn.strategies.base import InvalidParameterError, SelectionContext, Strategy, derived_seed, random_fill
+
+_STREAM_DROPOUT = 1
+_STREAM_FILL = 5
+
+
+def disagreement_histogram(mismatch: np.ndarray, n_passes: int) -> np.ndarray:
+    """Counts of points with 0..M disagreeing passes: always length M + 1
+    (even when no point reaches M disagreements)."""
+    return np.bincount(mismatch, minlength=n_passes + 1)[: n_passes + 1]
+
+
+def candidate_threshold(hist: np.ndarray, budget: int, factor: int) -> int:
+    """The disagreement threshold t (candidates: mismatch > t).
+
+    Starts at floor(M / 2) (M = 3: at least 2 of 3 passes disagree) and is lowered
+    by one while there are fewer than ``factor * budget`` candidates and t > 0.
+    """
+    n_passes = hist.shape[0] - 1
+    t = n_passes // 2
+    while t > 0 and int(hist[t + 1 :].sum()) < factor * budget:
+        t -= 1
+    return t
+
+
+class DropQueryStrategy(Strategy):
+    """DropQuery (Gupte et al. 2024), as coded in the study.
+
+    1. clean prediction y of every pool point; 2. M = 3 predictions under input
+    dropout p = 0.75 (fresh masks, survivors scaled by 1/(1-p)); 3. mismatch =
+    number of passes whose prediction differs from y; 4. candidates: mismatch > 1,
+    the threshold lowered by one while there are fewer than 25 B candidates and
+    it is above 0; 5. at least B candidates: k-means (k = B) on the L2-normalised
+    probe embeddings of the candidates only, the candidate nearest each centroid
+    (order: cluster size, largest first); 6. otherwise every candidate (most
+    disagreements first, ties by index) then uniform random pool rows up to B.
+
+    Scores: the number of dropout passes that disagreed with the clean
+    prediction (mismatch, 0..M), for every pick including the random fill.
+    """
+
+    name = "dropquery"
+    needs_labels = True
+    uses_probe = True
+
+    def __init__(self, *, n_passes: int = 3, candidate_factor: int = 25):
+        if not isinstance(n_passes, (int, np.integer)) or n_passes < 1:
+            raise InvalidParameterError(f"n_passes must be a positive integer, got {n_passes!r}")
+        if not isinstance(candidate_factor, (int, np.integer)) or candidate_factor < 1:
+            raise InvalidParameterError(f"candidate_factor must be a positive integer, got {candidate_factor!r}")
+        self.n_passes = int(n_passes)
+        self.candidate_factor = int(candidate_factor)
+
+    def get_params(self):
+        return {"n_passes": self.n_passes, "candidate_factor": self.candidate_factor}
+
+    def mismatch(self, ctx: SelectionContext) -> np.ndarray:
+        """Disagreement count of every pool row (pool order)."""
+        probe = ctx.get_probe()
+        x, sel = ctx.pool_features()
+        clean = probe.predict(x)[sel]
+        passes = probe.dropout_predict(x, self.n_passes, derived_seed(ctx.seed, _STREAM_DROPOUT))[:, sel]
+        return (passes != clean[None, :]).sum(axis=0).astype(np.int64)
+
+    def _select(self, ctx: SelectionContext):
+        probe = ctx.get_probe()
+        mismatch = self.mismatch(ctx)
+        hist = disagreement_histogram(mismatch, self.n_passes)
+        t = candidate_threshold(hist, ctx.budget, self.candidate_factor)
+        cand = np.flatnonzero(mismatch > t)
+        if cand.shape[0] >= ctx.budget:
+            z = ctx.pool_embeddings(probe, ctx.pool[cand])
+            pos, _ = cluster_representatives(Points(z, normalize=True), ctx.budget, ctx.seed)
+            picked = cand[pos]
+            return ctx.pool[picked], mismatch[picked].astype(np.float64)
+        order = cand[np.lexsort((cand, -mismatch[cand]))]
+        fill = random_fill(ctx, ctx.pool[order], ctx.budget - order.shape[0], _STREAM_FILL)
+        fill_pos = np.searchsorted(ctx.pool, fill)
+        indices = np.concatenate([ctx.pool[order], fill])
+        scores = np.concatenate([mismatch[order], mismatch[fill_pos]]).astype(np.float64)
+        return indices, scores
