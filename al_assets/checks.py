@@ -4,6 +4,7 @@ import dagster as dg
 
 from al_assets.ingest import embeddings, raw_images
 from resources.store import StoreResource
+from al_core.catalogue import open_store
 
 
 @dg.asset_check(asset=raw_images, description="Every path of the source has a status; corrupt files are reported")
@@ -64,7 +65,7 @@ def _proposal_problems(store, round_: int) -> dict:
 def _check_batch(context, project, asset_name: str) -> dg.AssetCheckResult:
     part = _partition(context)
     cfg = project.load()
-    store = cfg.store()
+    store = open_store(cfg)
     value = store.get_asset_output(asset_name, part)
     if value.get("stopped"):
         return dg.AssetCheckResult(passed=True, metadata={"stopped": value["stopped"]})
@@ -97,7 +98,7 @@ def query_set_is_valid(context: dg.AssetCheckExecutionContext, project: ProjectR
 @dg.asset_check(asset=round_labels, blocking=True, description="Every label refers to a known image and class")
 def labels_are_known(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
     cfg = project.load()
-    store = cfg.store()
+    store = open_store(cfg)
     classes = list(cfg.class_names(store)) + [cfg.labels.skip_label]
     unknown_img, unknown_cls = store.fetch(
         """SELECT count(*) FILTER (image_id NOT IN (SELECT image_id FROM images)),
@@ -111,7 +112,7 @@ def labels_are_known(context: dg.AssetCheckExecutionContext, project: ProjectRes
 def metrics_are_finite(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
     import math
 
-    value = project.store().get_asset_output("eval_metrics", _partition(context))
+    value = open_store(project.load()).get_asset_output("eval_metrics", _partition(context))
     vals = {k: value.get(k) for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     bad = {k: v for k, v in vals.items() if v is not None and not (math.isfinite(v) and 0.0 <= v <= 1.0)}
     return dg.AssetCheckResult(passed=not bad, metadata={k: (v if v is not None else -1.0) for k, v in vals.items()})

@@ -14,6 +14,7 @@ small JSON summary with metadata that justifies it.
 import dagster as dg
 
 from resources.project import ProjectResource
+from al_core.catalogue import open_store
 
 rounds_partitions = dg.DynamicPartitionsDefinition(name="rounds")
 
@@ -50,7 +51,7 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
     if _round(context) != 0:
         raise dg.Failure("seed_pool exists only for round 0")
     cfg = project.load()
-    store = cfg.store()
+    store = open_store(cfg)
     classes = cfg.class_names(store)
     held = ensure_eval_set(store, cfg, classes)
     pool = _pool(cfg, store, embeddings["config_id"])
@@ -101,7 +102,7 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
     if r < 1:
         raise dg.Failure("labels belong to rounds >= 1 (round 0 is the seed pool)")
     cfg = project.load()
-    store = cfg.store()
+    store = open_store(cfg)
     classes = cfg.class_names(store)
     for path in repair_outbox(store, cfg, classes):  # a run that stopped between a batch's commit and its CSV
         context.log.warning(f"outbox: wrote {path}, missing although its batch was committed")
@@ -142,7 +143,7 @@ def probe(context: dg.AssetExecutionContext, round_labels: dict, embeddings: dic
 
     r = _round(context)
     cfg = project.load()
-    store = cfg.store()
+    store = open_store(cfg)
     trigger = context.run.tags.get("al/trigger", "round")
     if trigger == "round":
         if not (round_labels.get("ready") or round_labels.get("force_close")):
@@ -172,7 +173,7 @@ def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dic
 
     r = _round(context)
     cfg = project.load()
-    store = cfg.store()
+    store = open_store(cfg)
     pool = _pool(cfg, store, embeddings["config_id"])
     m = evaluate(store, cfg, r, pool, load_probe(store, probe["probe_id"]), probe["probe_id"])
     meta = {
@@ -206,7 +207,7 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
         context.log.info("retraining run: no new batch is proposed")
         return
     cfg = project.load()
-    store = cfg.store()
+    store = open_store(cfg)
     pool = _pool(cfg, store, embeddings["config_id"])
     prop = propose(store, cfg, r, pool, probe=load_probe(store, probe["probe_id"]), probe_id=probe["probe_id"],
                    run_id=context.run_id)

@@ -5,6 +5,7 @@ import dagster as dg
 from al_assets.jobs import retrain_job
 from al_core.config import load_config
 from resources.project import ProjectResource
+from al_core.catalogue import open_store
 
 
 def _cron() -> str | None:
@@ -25,7 +26,7 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext, project: ProjectReso
 
     cfg = project.load()
     try:
-        rows = cfg.store().fetch("SELECT max(round) FROM probes")
+        rows = open_store(cfg).fetch("SELECT max(round) FROM probes")
     except StoreError as e:
         return dg.SkipReason(f"database not readable now: {e}")
     latest = rows[0][0] if rows else None

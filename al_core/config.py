@@ -144,7 +144,7 @@ class ProjectConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     sensor: SensorConfig = field(default_factory=SensorConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    store_cfg: StoreConfig = field(default_factory=StoreConfig)  # the `store:` section (store() opens the store)
+    store_cfg: StoreConfig = field(default_factory=StoreConfig)  # the `store:` section (al_core.catalogue.open_store)
     source_file: str | None = None
 
     # -- resolved paths ---------------------------------------------------------
@@ -194,11 +194,6 @@ class ProjectConfig:
     @property
     def manifest(self) -> Path | None:
         return self.resolve(self.images.manifest)
-
-    def store(self):
-        from al_core.catalogue.store import Store
-
-        return Store(self.db_path, self.vectors_location, lock_timeout_s=self.store_cfg.lock_timeout_s)
 
     def class_names(self, store=None) -> tuple[str, ...]:
         """The configured classes, or the ground-truth folder names found by the scan."""

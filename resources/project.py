@@ -13,6 +13,3 @@ class ProjectResource(dg.ConfigurableResource):
         from al_core.config import load_config
 
         return load_config(self.config_path)
-
-    def store(self):
-        return self.load().store()

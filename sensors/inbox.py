@@ -54,10 +54,11 @@ def _tags(extra: dict | None = None) -> dict:
 def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     from al_core.labels.parse import parse_label_file
     from al_core.loop.rounds import list_inbox, loop_state, pending_work
-    from al_core.catalogue.store import Store, StoreError, sha256_file
+    from al_core.catalogue import StoreError, open_store
+    from al_core.catalogue.store import sha256_file
 
     cfg = project.load()
-    store = Store(cfg.db_path, cfg.vectors_location, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S)
+    store = open_store(cfg, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S)
     if not cfg.db_path.exists():
         return dg.SkipReason(f"no database yet at {cfg.db_path}: run the ingest job first")
     try:

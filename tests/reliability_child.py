@@ -17,6 +17,7 @@ fault point was never reached.
 import os
 import sys
 import time
+from al_core.catalogue import open_store
 
 
 def main(argv: list[str]) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str]) -> int:
     from al_core.config import load_config
 
     cfg = load_config(project)
-    store = cfg.store()
+    store = open_store(cfg)
     if cmd == "labels":
         from al_core.loop.rounds import ingest_label_files, list_inbox
 

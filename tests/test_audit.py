@@ -29,6 +29,7 @@ from al_core.reporting.audit import AuditError, export, iso, lineage, rounds_tab
 from al_core.config import from_dict
 from al_core.catalogue.store import SchemaVersionError, Store, now, sha256_file
 from tests.conftest import SAMPLE_ROOT
+from al_core.catalogue import open_store
 
 CLASSES = ["airplane", "cat", "frog", "ship"]
 PER_CLASS = 10
@@ -66,7 +67,7 @@ def project(tmp_path_factory):
             shutil.copy(f, tmp / "images" / c / f.name)
     (tmp / "al.yaml").write_text(yaml.safe_dump(_conf()))
     cfg = from_dict(_conf(), base_dir=tmp, source_file=str(tmp / "al.yaml"))
-    store = cfg.store()
+    store = open_store(cfg)
     scan(store, root=cfg.image_root)
     truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
     assert len(truth) == len(CLASSES) * PER_CLASS

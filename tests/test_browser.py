@@ -20,6 +20,7 @@ import dagster as dg
 from al_core.config import load_config
 from tests.conftest import ROOT
 from tests.loop_helpers import answer_batch, execute, make_project, run_requests
+from al_core.catalogue import open_store
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -57,7 +58,7 @@ def _prepare_round_1(tmp_path):
             instance.add_dynamic_partitions("rounds", ["0"])
             assert defs.resolve_job_def("seed_job").execute_in_process(
                 instance=instance, partition_key="0", tags={"dagster/run_key": "seed-round-0"}).success
-            answer_batch(cfg, cfg.store(), 0)
+            answer_batch(cfg, open_store(cfg), 0)
             result = run_requests(defs, instance)
             reqs = [] if isinstance(result, dg.SkipReason) else list(result.run_requests or [])
             assert [(r.job_name, r.partition_key) for r in reqs] == [("round_job", "1")], reqs
@@ -68,7 +69,7 @@ def _prepare_round_1(tmp_path):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    assert cfg.store().fetch("SELECT count(*) FROM metrics WHERE round = 1") == [(1,)]
+    assert open_store(cfg).fetch("SELECT count(*) FROM metrics WHERE round = 1") == [(1,)]
     return cfg_path, home
 
 

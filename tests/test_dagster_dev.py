@@ -14,6 +14,7 @@ import dagster as dg
 from al_core.config import load_config
 from tests.conftest import ROOT
 from tests.loop_helpers import answer_batch, make_project
+from al_core.catalogue import open_store
 
 START_TIMEOUT_S = 90
 ROUND_TIMEOUT_S = 240
@@ -89,7 +90,7 @@ def test_dagster_dev_runs_a_round_from_the_inbox(tmp_path):
             time.sleep(1)
         addrs = _listening_addresses(proc.pid)
         assert addrs and addrs <= {"127.0.0.1"}, f"listening on {addrs}"
-        answer_batch(cfg, cfg.store(), 0)
+        answer_batch(cfg, open_store(cfg), 0)
         deadline = time.monotonic() + ROUND_TIMEOUT_S
         target = cfg.outbox / "round-0001.csv"
         while not target.exists():
@@ -107,4 +108,4 @@ def test_dagster_dev_runs_a_round_from_the_inbox(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
-    assert cfg.store().fetch("SELECT count(*) FROM labels") == [(4,)]
+    assert open_store(cfg).fetch("SELECT count(*) FROM labels") == [(4,)]

@@ -7,6 +7,7 @@ import pytest
 
 from al_core.config import load_config
 from tests.loop_helpers import answer_batch, execute, make_project, run_requests
+from al_core.catalogue import open_store
 
 
 @pytest.fixture()
@@ -28,7 +29,7 @@ def _requests(result):
 
 def test_whole_loop_seed_labels_sensor_round(project):
     cfg, defs, instance = project
-    store = cfg.store()
+    store = open_store(cfg)
     # 1. the sensor starts the seed round once embeddings exist
     reqs = _requests(run_requests(defs, instance))
     assert [r.job_name for r in reqs] == ["seed_job"]
@@ -71,7 +72,7 @@ def test_whole_loop_seed_labels_sensor_round(project):
 
 def test_partial_answer_waits_then_manual_close(project):
     cfg, defs, instance = project
-    store = cfg.store()
+    store = open_store(cfg)
     execute(defs, instance, _requests(run_requests(defs, instance))[0])
     answer_batch(cfg, store, 0, only=2)
     req = _requests(run_requests(defs, instance))[0]
@@ -94,7 +95,7 @@ def test_partial_answer_waits_then_manual_close(project):
 
 def test_bad_file_rejected_whole_duplicate_recorded(project):
     cfg, defs, instance = project
-    store = cfg.store()
+    store = open_store(cfg)
     execute(defs, instance, _requests(run_requests(defs, instance))[0])
     good = answer_batch(cfg, store, 0, name="a-good.csv")
     content = good.read_text()
@@ -131,7 +132,7 @@ def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(proje
     from al_core.cli.labels import main as labels_main
 
     cfg, defs, instance = project
-    store = cfg.store()
+    store = open_store(cfg)
     execute(defs, instance, _requests(run_requests(defs, instance))[0])
     batch0 = [r[0] for r in store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")]
     truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
@@ -204,7 +205,7 @@ def test_scheduled_retraining_adds_a_probe_version_without_a_new_batch(project):
     import datetime as dt
 
     cfg, defs, instance = project
-    store = cfg.store()
+    store = open_store(cfg)
     execute(defs, instance, _requests(run_requests(defs, instance))[0])
     schedule = defs.resolve_schedule_def("retrain_schedule")
     ctx = dg.build_schedule_context(instance=instance, resources={"project": defs.resources["project"]},

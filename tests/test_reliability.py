@@ -33,6 +33,7 @@ from tests.reliability_helpers import (
     run_requests,
     sensor_and_run,
 )
+from al_core.catalogue import open_store
 
 
 def _counts(store):
@@ -44,7 +45,7 @@ def _counts(store):
 @pytest.mark.parametrize("fault", ["labels.mid_insert", "labels.after_commit"])
 def test_kill_while_ingesting_labels_then_rerun(base_project, tmp_path, fault):
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     before = _counts(store)
     f = answer_batch(cfg, store, 0)
     assert_killed(run_child("labels", cfg, fault=fault))
@@ -88,7 +89,7 @@ def test_killed_round_run_is_marked_failed_and_the_loop_resumes(base_project, tm
     from sensors.inbox import RUN_MAX_RUNTIME_S
 
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -131,7 +132,7 @@ def test_killed_round_run_is_marked_failed_and_the_loop_resumes(base_project, tm
 @pytest.mark.parametrize("fault", ["query_set.after_insert", "outbox.before_csv"])
 def test_kill_while_proposing_then_resume(base_project, tmp_path, fault):
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     answer_batch(cfg, store, 0)
     assert_killed(run_child("round", cfg, fault=fault))
     n_probes = _counts(store)["probes"]
@@ -162,7 +163,7 @@ def test_kill_before_embedding_commit_keeps_committed_flushes(base_project, tmp_
     from al_core.ingest.pipeline import embed_missing
 
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     n_images = store.fetch("SELECT count(DISTINCT image_id) FROM image_paths WHERE status = 'ok'")[0][0]
     with store.transaction() as con:  # forget the vectors: this copy embeds from scratch
         con.execute("DELETE FROM embedding_index")
@@ -192,7 +193,7 @@ def test_kill_before_embedding_commit_keeps_committed_flushes(base_project, tmp_
 
 def test_kill_inside_scan_transaction_then_rescan(base_project, tmp_path):
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     before = store.fetch("SELECT (SELECT count(*) FROM scans), (SELECT count(*) FROM image_paths), "
                          "(SELECT count(*) FROM images)")[0]
     assert_killed(run_child("scan", cfg, fault="scan.in_transaction"))  # this copy's root is new: every file probed
@@ -211,7 +212,7 @@ def test_same_file_twice_renamed_and_in_halves(base_project, tmp_path):
     from al_core.loop.rounds import ingest_label_files
 
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
     rows = store.fetch("""SELECT q.image_id, any_value(g.class_name) FROM queries q JOIN ground_truth g USING (image_id)
                           WHERE q.round = 0 GROUP BY q.image_id, q.rank ORDER BY q.rank""")
@@ -276,7 +277,7 @@ def _synthetic_images(store, n: int, prefix: str = "s") -> list[str]:
 
 def test_burst_of_100_files_and_one_of_20000_rows(base_project, tmp_path):
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     classes = list(cfg.class_names(store))
     syn = _synthetic_images(store, 20_000 + 500 + 1)
     shared, small_ids, big_ids = syn[0], syn[1:501], syn[501:]
@@ -335,7 +336,7 @@ def test_reader_holding_the_database_while_a_round_writes(base_project, tmp_path
     from al_core.catalogue.store import Store
 
     cfg = copy_project(base_project, tmp_path / "p", lock_timeout_s=1)
-    store = cfg.store()
+    store = open_store(cfg)
     f = answer_batch(cfg, store, 0)
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
     req = requests_of(run_requests(defs, instance))[0]  # the sensor reads beside a reader: fine
@@ -387,7 +388,7 @@ def test_two_rounds_requested_at_once_are_serialised(base_project, tmp_path):
     assert conf["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert conf["run_coordinator"]["config"]["max_concurrent_runs"] == 1  # the queue runs one run at a time
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
     # batch 0 answered AND `al round next` pressed twice: three round runs requested at the same tick
     answer_batch(cfg, store, 0)
@@ -411,7 +412,7 @@ def test_two_rounds_requested_at_once_are_serialised(base_project, tmp_path):
 def test_two_processes_ingesting_at_once_apply_each_label_once(base_project, tmp_path):
     """Outside the queue (two workers, or a CLI beside a run): the store's write lock serialises them."""
     cfg = copy_project(base_project, tmp_path / "p", lock_timeout_s=60)
-    store = cfg.store()
+    store = open_store(cfg)
     answer_batch(cfg, store, 0, name="a.csv", only=3)
     rows = store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")
     truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
@@ -467,7 +468,7 @@ def test_daemon_fails_a_killed_run_retries_it_and_the_queue_goes_on(base_project
     process is SIGKILLed half-way through inserting labels; the run is marked FAILURE (not left STARTED in the
     one-run queue), run retries launch it again, and the retry completes the round with each label once."""
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -585,7 +586,7 @@ def test_hostile_images_are_recorded_skipped_and_the_run_succeeds(tmp_path, samp
     res = build_defs(cfg).resolve_job_def("ingest_job").execute_in_process(instance=dg.DagsterInstance.ephemeral())
     monkeypatch.undo()
     assert res.success
-    store = cfg.store()
+    store = open_store(cfg)
     rows = {Path(p).name: (st, err or "") for p, st, err in store.fetch("SELECT path, status, error FROM image_paths")}
     assert {n for n, (st, _) in rows.items() if st == "ok"} == {"0000.jpg", "0001.jpg", "inside.jpg"}
     assert rows["truncated.jpg"][0] == "corrupt" and "truncated" in rows["truncated.jpg"][1].lower()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from al_core.catalogue import open_store
 
 SAMPLE_ROOT = Path(__file__).resolve().parents[1] / "examples" / "cifar10-2k"
 
@@ -39,7 +40,7 @@ def make_project(tmp, n_per_class=10, holdout=12, dim=16):
         f"images:\n  root: images\npaths:\n  data_dir: data\n  inbox: data/inbox\n  outbox: data/outbox\n"
         f"evaluation:\n  holdout: {holdout}\nselection:\n  budget_per_round: 4\n  seed: 0\n")
     cfg = load_config(tmp / "al.yaml")
-    store = cfg.store()
+    store = open_store(cfg)
     scan(store, root=root)
     rows = store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1 ORDER BY 1")
     rng = np.random.default_rng(0)

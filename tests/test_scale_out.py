@@ -18,6 +18,7 @@ import yaml
 
 from al_assets.tools.bench_scale import _stop  # the benchmark's own process-group stop
 from tests.conftest import CLASSES, ROOT
+from al_core.catalogue import open_store
 
 IMAGE_SIZE = 32
 BATCH = 16
@@ -266,7 +267,7 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     monkeypatch.setenv("AL_DASK_SCHEDULER", address)
 
     cfg = load_config(cfg_path)
-    store = cfg.store()
+    store = open_store(cfg)
     scan(store, root=root)  # the catalogue's single writer (this process), before any worker starts
     n_ok = store.fetch("SELECT count(*) FROM images")[0][0]
     assert n_ok == 64

@@ -24,12 +24,13 @@ from tests.reliability_helpers import (
     requests_of,
     run_requests,
 )
+from al_core.catalogue import open_store
 
 
 # ----------------------------------------------------------------------------- 6. untrusted label files
 def test_untrusted_label_files_through_the_whole_ingest_path(base_project, tmp_path):
     cfg = copy_project(base_project, tmp_path / "p")
-    store = cfg.store()
+    store = open_store(cfg)
     tables_before = store.fetch("SELECT table_name FROM information_schema.tables ORDER BY 1")
     batch = [r[0] for r in store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")]
     truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from al_core.catalogue import open_store
 
 CHUNK = 50_000  # vectors per store write: 50000 x 1280 x 4 B = 256 MB
 
@@ -28,7 +29,7 @@ def _make_store(cfg, n: int, d: int, k: int, seed: int) -> None:
 
     from al_core.catalogue.store import now
 
-    store = cfg.store()
+    store = open_store(cfg)
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((k, d)).astype(np.float32) * 2.0
     ids = [hashlib.sha256(f"bench-{i}".encode()).hexdigest() for i in range(n)]
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("rounds", ["0", "1"])
     assert defs.resolve_job_def("seed_job").execute_in_process(instance=instance, partition_key="0").success
-    store = cfg.store()
+    store = open_store(cfg)
     rows = store.fetch("""SELECT q.image_id, any_value(g.class_name) FROM queries q JOIN ground_truth g USING (image_id)
                           WHERE q.round = 0 GROUP BY 1""")
     cfg.inbox.mkdir(parents=True, exist_ok=True)

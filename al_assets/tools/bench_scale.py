@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from al_core.bench import emit
+from al_core.catalogue import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "examples" / "cifar10-2k"
@@ -100,7 +101,7 @@ def run_dask(work: Path, images: Path, n_workers: int, image_size: int, batch: i
 
     cfg_path = _project(work, images, image_size, batch)
     cfg = load_config(cfg_path)
-    store = cfg.store()
+    store = open_store(cfg)
     scan(store, root=images)
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -182,7 +183,7 @@ def run_in_process(work: Path, images: Path, image_size: int, batch: int) -> dic
     from resources.backbone import BackboneResource
 
     cfg = load_config(_project(work, images, image_size, batch))
-    store = cfg.store()
+    store = open_store(cfg)
     scan(store, root=images)
     t0 = time.monotonic()
     bb = BackboneResource(image_size=image_size, batch_size=batch).load()

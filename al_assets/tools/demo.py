@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from al_core.catalogue import open_store
 
 DEMO_ROUNDS = 6  # rounds after the seed pool; each adds budget_per_round labels
 ROUND_TIMEOUT_S = 300  # a round that takes longer than this stops the demo with the daemon log's tail
@@ -102,13 +103,13 @@ def main() -> int:
     if not res.success:
         _say("the ingest job failed; see the log above")
         return 1
-    emb = cfg.store().get_asset_output("embeddings", "")
+    emb = open_store(cfg).get_asset_output("embeddings", "")
     _say(f"embedded {emb['n_total']} images ({emb['images_per_s']:.0f} images/s), config {emb['config_id']}")
 
     log_path = cfg.data_dir / "dagster-daemon.log"
     _say(f"step 2/4: starting the Dagster daemon (sensor every {cfg.sensor.interval_s} s; log {log_path})")
     daemon = _start_daemon(log_path)
-    store = cfg.store()
+    store = open_store(cfg)
     rows = []
     try:
         for r in range(0, DEMO_ROUNDS + 1):

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from al_core.catalogue import open_store
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -52,7 +53,7 @@ def _vmhwm_mb() -> float:
 def prepare(work: Path, n_pool: int, n_files: int, rows: int, big_rows: int) -> dict:
     """The catalogue with the pool, and the label files (burst in inbox-burst/, the big file in inbox-big/)."""
     cfg = _config(work)
-    store = cfg.store()
+    store = open_store(cfg)
     t = time.perf_counter()
     with store.transaction() as con:
         con.execute(f"""INSERT INTO images SELECT image_id, 1000, 32, 32, 'JPEG', now()::TIMESTAMP, 0
@@ -93,7 +94,7 @@ def child(work: Path, scenario: str) -> dict:
     from al_core.catalogue.store import sha256_file
 
     cfg = _config(work)
-    store = cfg.store()
+    store = open_store(cfg)
     src = work / ("inbox-burst" if scenario.endswith("burst") else "inbox-big")
     t = time.perf_counter()
     if scenario.startswith("sensor"):  # the sensor's tick: known ids, then list, hash and validate every file

@@ -15,6 +15,7 @@ import datetime as _dt
 import json
 import sys
 from pathlib import Path
+from al_core.catalogue import open_store
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -42,7 +43,7 @@ def _run(prog: str, config_path: str | None, body) -> int:
     except (ConfigError, OSError) as e:
         print(f"{prog}: cannot read the project file: {e}", file=sys.stderr)
         return EXIT_USAGE
-    store = cfg.store()
+    store = open_store(cfg)
     try:
         return int(body(cfg, store) or 0)
     except StoreLockedError:

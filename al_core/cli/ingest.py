@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from al_core.config import load_config
+from al_core.catalogue import open_store
 
 
 def main(argv: list[str]) -> int:
@@ -30,7 +31,7 @@ def main(argv: list[str]) -> int:
     from al_core.ingest.scan import scan
     from al_core.cli.status import print_summary, summary
 
-    store = cfg.store()
+    store = open_store(cfg)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.manifest:
         r = scan(store, manifest=args.manifest, ground_truth_from_folders=False, progress=log)

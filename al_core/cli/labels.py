@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from al_core.labels.parse import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
+from al_core.catalogue import open_store
 
 # The images a label may name: every image with at least one readable path.
 KNOWN_IMAGE_IDS_SQL = "SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'"
@@ -59,7 +60,7 @@ def _project(args) -> tuple:
     except ConfigError as e:
         raise CheckUnavailable(str(e)) from e
     if not args.db:
-        return cfg, cfg.store()
+        return cfg, open_store(cfg)
     return cfg, Store(Path(args.db), lock_timeout_s=cfg.store_cfg.lock_timeout_s)
 
 

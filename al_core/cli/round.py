@@ -11,6 +11,7 @@ import uuid
 
 from al_core.config import load_config
 from al_core.catalogue.store import StoreError, now
+from al_core.catalogue import open_store
 
 
 def main(argv: list[str]) -> int:
@@ -19,7 +20,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--config", help="project file (default: $AL_CONFIG, else ./al.yaml)")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
-    store = cfg.store()
+    store = open_store(cfg)
     try:
         with store.transaction() as con:
             open_round = con.execute("SELECT max(round) FROM rounds WHERE status = 'open'").fetchone()[0]

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from al_core.loop.rounds import stratified_holdout  # the loop's own hold-out rule
+from al_core.catalogue import open_store
 
 DEFAULT_STRATEGIES = "dropquery,margin,random"
 
@@ -184,7 +185,7 @@ def run(args, log) -> dict:
     from al_core.config import load_config
 
     cfg = load_config(args.config)
-    store = cfg.store()
+    store = open_store(cfg)
     if not store.db_path.exists():
         raise SimulateError(f"no database at {store.db_path}: run `al ingest` (or `make demo`) first")
     classes = list(cfg.class_names(store))

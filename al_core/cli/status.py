@@ -6,6 +6,7 @@ import sys
 
 from al_core.config import load_config
 from al_core.catalogue.store import StoreError
+from al_core.catalogue import open_store
 
 
 def summary(store) -> dict:
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
     try:
-        s = summary(load_config(args.config).store())
+        s = summary(open_store(load_config(args.config)))
     except StoreError as e:
         print(f"al status: {e}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from al_core.config import ProjectConfig
+from al_core.catalogue import open_store
 
 ROUND_FILE = re.compile(r"^round-(\d{4})\.csv$")
 STATE_FILE = ".simulated-annotator"  # in the outbox: rounds already answered, one per line
@@ -46,7 +47,7 @@ def answer_round(cfg: ProjectConfig, round_: int, *, noise: float = 0.0, skip: f
 
     with open(cfg.outbox / f"round-{round_:04d}.csv", newline="", encoding="utf-8") as f:
         ids = [row["image_id"] for row in csv.DictReader(f)]
-    store = cfg.store()
+    store = open_store(cfg)
     truth = dict(store.fetch(
         "SELECT image_id, any_value(class_name) FROM ground_truth WHERE image_id IN (SELECT unnest(?)) GROUP BY 1",
         [ids]))
