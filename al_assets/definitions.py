@@ -1,17 +1,21 @@
 """The one Definitions object of the code location (kept thin).
 
-Settings come from the project file (al.yaml, or $AL_CONFIG); see al_core.config.
+The project file (al.yaml, or $AL_CONFIG; al_core.config) is read and checked
+once, here, and everything that depends on it is built from that one load: the
+resources, the inbox sensor's interval and the retraining schedule's cron. A
+broken project file fails the code location with the one-line message of
+``ConfigError`` (file, key, problem), never silently with defaults.
 """
 
 import dagster as dg
 
 from al_assets import checks, ingest, loop, shards
 from al_assets.jobs import ingest_job, retrain_job, round_job, seed_job
+from al_assets.schedules import build_retrain_schedule
 from al_assets.shards import embed_shards_dask_job, embed_shards_job
-from al_assets.schedules import retrain_schedule
-from al_core.config import ProjectConfig, load_config
+from al_core.config import ProjectConfig
 from resources.backbone import BackboneResource
-from resources.project import ProjectResource
+from resources.project import ProjectResource, load_project
 from resources.shards import ShardJsonIOManager
 from resources.store import StoreJsonIOManager, StoreResource
 from sensors.inbox import inbox_sensor
@@ -36,7 +40,7 @@ def build_defs(cfg: ProjectConfig) -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_modules([checks]),
         jobs=[ingest_job, seed_job, round_job, retrain_job, embed_shards_job, embed_shards_dask_job],
         sensors=[inbox_sensor],
-        schedules=[retrain_schedule],
+        schedules=[build_retrain_schedule(cfg)],
         resources=build_resources(cfg),
     )
 
@@ -45,12 +49,12 @@ def reconstructable_dask_job():
     """embed_shards_dask_job with the resources of the current project file ($AL_CONFIG), for
     ``dg.execute_job(dg.reconstructable(reconstructable_dask_job), instance)``: every Dask
     worker rebuilds it from its own $AL_CONFIG."""
-    return build_defs(load_config()).resolve_job_def("embed_shards_dask_job")
+    return build_defs(load_project()).resolve_job_def("embed_shards_dask_job")
 
 
 def reconstructable_local_job():
     """embed_shards_job (multiprocess executor), as reconstructable_dask_job."""
-    return build_defs(load_config()).resolve_job_def("embed_shards_job")
+    return build_defs(load_project()).resolve_job_def("embed_shards_job")
 
 
-defs = build_defs(load_config())
+defs = build_defs(load_project())

@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from al_core.config import DEFAULT_YAML, ConfigError, from_dict, load_config
 from al_core.cli.init import main as init_main
+from al_core.config import DEFAULT_YAML, ConfigError, from_dict, load_config
 
 
 def test_al_init_writes_a_valid_commented_file_and_refuses_to_overwrite(tmp_path):
@@ -21,7 +21,7 @@ def test_al_init_writes_a_valid_commented_file_and_refuses_to_overwrite(tmp_path
 @pytest.mark.parametrize("data, message", [
     ({"selection": {"budget_per_roud": 3}}, "unknown key"),
     ({"selecton": {}}, "unknown section"),
-    ({"selection": {"budget_per_round": "ten"}}, "expected int"),
+    ({"selection": {"budget_per_round": "ten"}}, "expected an integer"),
     ({"selection": {"budget_per_round": 0}}, "at least 1"),
     ({"selection": {"budget_per_round": 20, "total_budget": 10}}, "total_budget"),
     ({"selection": {"answered_fraction": 1.5}}, "answered_fraction"),
@@ -54,3 +54,99 @@ def test_repository_demo_file_differs_from_defaults_only_where_marked():
                      ("sensor", "ingest_before_round")}
     marked = [line for line in (ROOT / "al.yaml").read_text().splitlines() if "# DEMO" in line]
     assert len(marked) == len(diffs)
+
+
+def test_template_equals_the_schema_defaults():
+    """`al init`'s commented file and the built-in defaults cannot drift apart."""
+    assert from_dict(yaml.safe_load(DEFAULT_YAML)) == from_dict({})
+
+
+@pytest.mark.parametrize("data, message", [
+    # silent coercion is gone: 2.9 is not 2, true is not 1, "yes" is not a boolean
+    ({"selection": {"budget_per_round": 2.9}}, r"selection\.budget_per_round: expected an integer, got 2\.9"),
+    ({"selection": {"budget_per_round": True}}, r"selection\.budget_per_round: expected an integer, got true"),
+    ({"sensor": {"ingest_before_round": "yes"}}, r"sensor\.ingest_before_round: expected true or false, got 'yes'"),
+    ({"sensor": {"ingest_before_round": "Y"}}, r"sensor\.ingest_before_round: expected true or false"),
+    ({"sensor": {"ingest_before_round": 1}}, r"sensor\.ingest_before_round: expected true or false, got 1"),
+    # positive finite numbers
+    ({"store": {"lock_timeout_s": float("inf")}}, r"store\.lock_timeout_s: expected a finite number"),
+    ({"store": {"lock_timeout_s": 0}}, r"store\.lock_timeout_s: must be greater than 0"),
+    ({"sensor": {"settle_s": float("nan")}}, r"sensor\.settle_s: expected a finite number"),
+    ({"selection": {"answered_fraction": 0}}, r"answered_fraction: must be greater than 0"),
+    ({"sensor": {"interval_s": 0}}, r"sensor\.interval_s: must be at least 1"),
+    # names from the registries, with "did you mean"
+    ({"selection": {"query_strategy": "dropqeury"}}, r"query_strategy: unknown value 'dropqeury'; did you mean "
+                                                     r"'dropquery'\?"),
+    ({"selection": {"seed_strategy": "margin"}}, r"seed_strategy: unknown value 'margin'"),
+    ({"backbone": {"name": "dinov2_vitb"}}, r"backbone\.name: unknown value 'dinov2_vitb'; did you mean"),
+    ({"selection": {"budget_per_roud": 3}}, r"unknown key 'budget_per_roud'; did you mean 'budget_per_round'\?"),
+    ({"selecton": {}}, r"unknown section 'selecton'; did you mean 'selection'\?"),
+    # class names
+    ({"classes": ["cat", " dog"]}, r"classes\[1\]: ' dog' must be a non-empty name without surrounding spaces"),
+    ({"classes": ["cat", ""]}, r"classes\[1\]"),
+    ({"classes": "cat,dog"}, r"classes: expected a non-empty list"),
+    # settings that only make sense together
+    ({"paths": {"inbox": "x", "outbox": "x"}}, r"paths\.inbox .* and paths\.outbox .* must be separate folders"),
+    ({"paths": {"inbox": "out/in", "outbox": "out"}}, r"must be separate folders"),
+    ({"paths": {"inbox": "in", "outbox": "in/out"}}, r"must be separate folders"),
+    ({"labels": {"image_url_template": "/x/{image}"}}, r"image_url_template: unknown field \{image\}; did you mean"),
+    ({"labels": {"image_url_template": "/x/{path"}}, r"image_url_template: not a valid template"),
+    ({"labels": {"image_url_template": "/x/{0}"}}, r"image_url_template: unknown field \{0\}"),
+    ({"labels": {"image_url_template": "/x/{path.real}"}}, r"image_url_template: unknown field"),
+    ({"schedule": {"retrain_cron": "every night"}}, r"schedule\.retrain_cron: .* expected 5 fields"),
+    ({"schedule": {"retrain_cron": "61 3 * * *"}}, r"schedule\.retrain_cron: .* the minute field '61' is invalid"),
+    ({"schedule": {"retrain_cron": "0 3 * * mon-foo"}}, r"the day of week field"),
+    ({"labels": {"skip_label": " skip"}}, r"labels\.skip_label: ' skip' must be non-empty"),
+    ({"images": "photos"}, r"images: expected a mapping of settings, got 'photos'"),
+])
+def test_every_setting_is_checked_when_the_file_loads(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(data)
+
+
+def test_valid_values_load_as_written():
+    cfg = from_dict({"selection": {"answered_fraction": 0.5, "budget_per_round": 3, "total_budget": 9},
+                     "store": {"lock_timeout_s": "1e-1"},  # YAML 1.1 reads 1e-1 (no dot) as a string
+                     "labels": {"image_url_template": "https://bucket/{name}?id={image_id}&p={path}"},
+                     "schedule": {"retrain_cron": "*/15 2-4,23 1 jan-mar,dec sun"},
+                     "classes": ["cat", "dog"]})
+    assert cfg.selection.answered_fraction == 0.5 and cfg.store_cfg.lock_timeout_s == 0.1
+    assert cfg.classes == ("cat", "dog") and cfg.schedule.retrain_cron.startswith("*/15")
+
+
+CRON_CASES = ["0 3 * * *", "*/5 * * * *", "0 0 1 1 *", "0 12 * * mon-fri", "15,45 8-18/2 * * 1-5", "0 0 * * 7",
+              "@daily", "@hourly", "60 * * * *", "0 24 * * *", "0 0 0 * *", "0 0 32 * *", "0 0 * 13 *", "* * * *",
+              "0 0 * * 8", "*/0 * * * *", "5-1 * * * *", "a b c d e", "0 3 * * * *", "0 0 * jan-foo *", "1/5 * * * *",
+              "0 0 L * *", "0 0 ? * *", "0 0 * * 1#2", "0 0 * * 5L", "0 0 * * 1#6", "@reboot", "0 0 * * SUN",
+              "0 0 * JAN *", "0 0 * * 0-7", "5-1/2 * * * *", "0 0 1,15 * *", "-1 * * * *", "0 0 * * ?#1"]
+
+
+@pytest.mark.parametrize("expr", CRON_CASES)
+def test_cron_check_agrees_with_dagster(expr):
+    """The project file's cron check (no Dagster import) accepts exactly what Dagster's schedules accept."""
+    from dagster._utils.schedules import is_valid_cron_string
+
+    from al_core.config.validate import check_cron
+
+    try:
+        check_cron(expr, "schedule.retrain_cron")
+        ours = True
+    except ConfigError:
+        ours = False
+    assert ours == is_valid_cron_string(expr), expr
+
+
+def test_yaml_error_names_line_and_column(tmp_path):
+    bad = tmp_path / "al.yaml"
+    bad.write_text("selection:\n  budget_per_round: 3\n   total_budget: [\n")
+    with pytest.raises(ConfigError, match=r"al\.yaml:3:\d+: not valid YAML") as e:
+        load_config(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_a_bad_value_in_a_file_names_the_file(tmp_path):
+    p = tmp_path / "proj.yaml"
+    p.write_text("selection:\n  query_strategy: marginn\n")
+    with pytest.raises(ConfigError, match=r"proj\.yaml: selection\.query_strategy: unknown value 'marginn'; "
+                                          r"did you mean 'margin'\?"):
+        load_config(p)

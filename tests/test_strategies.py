@@ -663,3 +663,11 @@ def test_tiny_blocks_still_score_every_row(monkeypatch, name, pool):
     res = _select(name, pool, budget=len(cand), seed=0, candidates=cand)
     assert sorted(res.indices.tolist()) == cand.tolist()
     assert np.isfinite(res.scores).all()
+
+
+def test_names_table_matches_the_registry():
+    from al_core.learn.strategies import list_strategies, seed_strategies
+    from al_core.learn.strategy_names import seed_strategy_names, strategy_names
+
+    assert list(strategy_names()) == list_strategies()
+    assert list(seed_strategy_names()) == seed_strategies()

@@ -16,3 +16,8 @@ def latest_probe_of_round(con, round_: int) -> dict | None:
     if row is None:
         return None
     return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def latest_trained_round(con) -> int | None:
+    """The highest round that has a probe, or None before the first probe."""
+    return con.execute("SELECT max(round) FROM probes").fetchone()[0]

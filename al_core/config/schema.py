@@ -1,0 +1,112 @@
+"""The sections of the project file as typed dataclasses, each setting with its rules as data.
+
+``setting(default, **rules)`` declares a field and what a valid value is; the
+rules are read by al_core.config.validate when the file loads:
+
+- ``min`` / ``max``: inclusive bounds; ``gt``: an exclusive lower bound;
+- ``choices``: a tuple of allowed values, or a function returning it (called at
+  load, so the names come from the registries: strategies, backbones);
+- ``nonblank``: a string that is not empty and has no surrounding whitespace.
+
+Floats must be finite. Integers are never coerced from floats or booleans,
+booleans only come from YAML's ``true`` / ``false``.
+"""
+
+from dataclasses import dataclass, field
+
+
+def _backbone_names() -> tuple[str, ...]:
+    from al_core.models.backbones import list_backbones
+
+    return tuple(list_backbones())
+
+
+def _strategy_names() -> tuple[str, ...]:
+    from al_core.learn.strategy_names import strategy_names
+
+    return strategy_names()
+
+
+def _seed_strategy_names() -> tuple[str, ...]:
+    from al_core.learn.strategy_names import seed_strategy_names
+
+    return seed_strategy_names()
+
+
+def setting(default, **rules):
+    """A dataclass field with its validation rules (see the module docstring)."""
+    return field(default=default, metadata=rules)
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    root: str | None = setting("examples/cifar10-2k", nonblank=True)
+    manifest: str | None = setting(None, nonblank=True)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = setting("efficientnet_lite0", choices=_backbone_names)
+    image_size: int = setting(128, min=16, max=4096)
+    weights_path: str | None = setting(None, nonblank=True)
+    batch_size: int = setting(64, min=1, max=65536)
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    seed_strategy: str = setting("centroid", choices=_seed_strategy_names)
+    query_strategy: str = setting("dropquery", choices=_strategy_names)
+    budget_per_round: int = setting(10, min=1)
+    total_budget: int = setting(200, min=1)
+    answered_fraction: float = setting(1.0, gt=0.0, max=1.0)
+    seed: int = setting(0, min=0)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    holdout: int = setting(500, min=0)
+    labels_from_ground_truth: bool = setting(False)
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    skip_label: str = setting("skip", nonblank=True)
+    image_url_template: str = setting("/data/local-files/?d={path}", nonblank=True)
+
+
+# The fields an image URL template may name (al_core.loop's outbox fills them).
+IMAGE_URL_FIELDS = ("path", "image_id", "name")
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data_dir: str = setting("data", nonblank=True)
+    inbox: str = setting("data/inbox", nonblank=True)
+    outbox: str = setting("data/outbox", nonblank=True)
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    interval_s: int = setting(30, min=1, max=86_400)
+    settle_s: float = setting(2.0, min=0.0, max=3600.0)
+    ingest_before_round: bool = setting(True)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    retrain_cron: str | None = setting(None, nonblank=True)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    lock_timeout_s: float = setting(30.0, gt=0.0, max=86_400.0)
+    vectors_url: str | None = setting(None, nonblank=True)  # fsspec URL of the part files; default <data_dir>/vectors
+
+
+# section name in the file -> its dataclass (the `store:` section is ProjectConfig.store_cfg)
+SECTIONS: dict[str, type] = {
+    "images": ImagesConfig, "backbone": BackboneConfig, "selection": SelectionConfig,
+    "evaluation": EvaluationConfig, "labels": LabelsConfig, "paths": PathsConfig,
+    "sensor": SensorConfig, "schedule": ScheduleConfig, "store": StoreConfig,
+}
+TOP_LEVEL_KEYS = ("classes",)

@@ -1,0 +1,57 @@
+"""The commented project file that `al init` writes (the production defaults).
+
+tests/test_config.py holds it equal to the defaults of al_core.config.schema, so
+the two cannot drift apart.
+"""
+
+DEFAULT_YAML = """\
+# al-pipeline project file. Relative paths are relative to this file's folder.
+
+images:
+  root: examples/cifar10-2k       # folder scanned recursively (<root>/<class>/<file> gives ground truth)
+  manifest: null                  # or a CSV with a `path` column (and optional `class`) instead of root
+
+# Class names, in order; labels must be one of these (or the skip label).
+# null: taken from the ground-truth folder names under images.root.
+classes: null
+
+backbone:
+  name: efficientnet_lite0        # `al backbones` lists every name
+  image_size: 128                 # px, for backbones that take an input size (efficientnet_lite0)
+  weights_path: null              # local weights file for air-gapped sites
+  batch_size: 64
+
+selection:
+  seed_strategy: centroid         # round 0: random | centroid | typiclust | probcover
+  query_strategy: dropquery       # later rounds: any name of `al_core.learn.strategies.list_strategies()`
+  budget_per_round: 10            # images proposed per round (the study: the number of classes)
+  total_budget: 200               # stop proposing once this many images were proposed in all
+  answered_fraction: 1.0          # share of a query set that must be labelled before the next round
+  seed: 0                         # base random seed; round r uses seed + r
+
+evaluation:
+  holdout: 500                    # images held out of querying (stratified by ground truth when known); 0: none
+  labels_from_ground_truth: false # true only for simulation: hold-out labels come from the folder names
+  # labelled evaluation images can also be delivered as label files into <inbox>/eval/
+
+labels:
+  skip_label: skip                # an annotator's "cannot tell": recorded, never proposed again, not trained on
+  image_url_template: "/data/local-files/?d={path}"   # Label Studio task URL; {path}, {image_id}, {name}
+
+paths:
+  data_dir: data                  # database, vectors, probes, reports, Dagster home
+  inbox: data/inbox               # annotators deliver label files here
+  outbox: data/outbox             # query sets are written here
+
+sensor:
+  interval_s: 30                  # how often the inbox is looked at
+  settle_s: 2.0                   # a file modified more recently than this is left for the next tick
+  ingest_before_round: true       # queue an ingest run (scan + embed new images) before each round run
+
+schedule:
+  retrain_cron: null              # e.g. "0 3 * * *": retrain the probe on all labels nightly; null: off
+
+store:
+  lock_timeout_s: 30.0            # how long a writer waits for a reader to release the database
+  vectors_url: null               # fsspec URL of the vector part files (docs/scale-out.md); null: <data_dir>/vectors
+"""
