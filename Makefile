@@ -11,11 +11,12 @@ export PYTHONUNBUFFERED := 1
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install demo test ui clean-data help instance
+.PHONY: install demo test test-fast lint ui clean-data help instance
 
 help:
 	@echo "make demo   - install if needed, then run the main job on the sample images"
-	@echo "make test   - install if needed, then run the test suite"
+	@echo "make test   - install if needed, then lint and run the whole test suite (CI runs this)"
+	@echo "make test-fast - lint and the pure-library tests (under 2 minutes): for daily work"
 	@echo "make ui     - the Dagster UI on http://$(UI_HOST):$(UI_PORT)"
 
 $(STAMP): pyproject.toml
@@ -41,8 +42,16 @@ demo: install instance
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# ruff's lint and format checks (configuration in pyproject.toml)
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 test: install instance chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not slow"
 
 ui: install instance
 	$(BIN)/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml

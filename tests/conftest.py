@@ -30,3 +30,17 @@ def base_project(tmp_path_factory) -> Path:
     from tests.reliability_helpers import build_base_project
 
     return build_base_project(tmp_path_factory)
+
+
+# Tests that drive Dagster, a server or the whole loop: `make test` runs them, `make test-fast` (the pure library,
+# under 2 minutes on an idle 2-core machine) leaves them out.
+INTEGRATION_MODULES = {
+    "test_reliability", "test_loop", "test_dagster_dev", "test_browser", "test_dagster_ingest", "test_scale_out",
+    "test_audit", "test_report",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)

@@ -8,24 +8,18 @@ start. Screenshots are kept under test-artifacts/browser/.
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import dagster as dg
 
+from al_core.catalogue import open_store
 from al_core.config import load_config
 from tests.conftest import ROOT
+from tests.dagster_helpers import DagsterDev, new_dagster_home, project_env
 from tests.loop_helpers import answer_batch, execute, make_project, run_requests
-from al_core.catalogue import open_store
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-START_TIMEOUT_S = 90  # dagster dev answering /server_info
 LAUNCH_TIMEOUT_MS = 60_000  # chromium start
 NAV_TIMEOUT_MS = 60_000  # page loads
 UI_TIMEOUT_MS = 30_000  # one element to appear
@@ -34,22 +28,12 @@ LOOP_ASSETS = ("seed_pool", "round_labels", "probe", "eval_metrics", "query_set"
 PNG_URI = "data:image/png;base64,"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _prepare_round_1(tmp_path):
     """A small project with round 1 done in process: eval_metrics partition 1 carries its learning curve."""
     cfg_path = make_project(tmp_path, per_class=10, holdout=8)
     cfg = load_config(cfg_path)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "AL_CONFIG")}
-    os.environ.update(DAGSTER_HOME=str(home), AL_CONFIG=str(cfg_path))
-    try:
+    home = new_dagster_home(tmp_path)
+    with project_env(home, cfg_path):
         from al_assets.definitions import build_defs
 
         defs = build_defs(cfg)
@@ -63,62 +47,15 @@ def _prepare_round_1(tmp_path):
             reqs = [] if isinstance(result, dg.SkipReason) else list(result.run_requests or [])
             assert [(r.job_name, r.partition_key) for r in reqs] == [("round_job", "1")], reqs
             assert execute(defs, instance, reqs[0]).success
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     assert open_store(cfg).fetch("SELECT count(*) FROM metrics WHERE round = 1") == [(1,)]
     return cfg_path, home
-
-
-def _start_dagster_dev(tmp_path, cfg_path, home):
-    port = _free_port()
-    env = dict(os.environ, DAGSTER_HOME=str(home), AL_CONFIG=str(cfg_path), HF_HUB_OFFLINE="1",
-               PYTHONUNBUFFERED="1")
-    log_path = tmp_path / "dagster-dev.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port),
-         "-w", str(ROOT / "workspace.yaml")],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, log, log_path, f"http://127.0.0.1:{port}"
-
-
-def _wait_for_server(proc, log_path, base):
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/server_info", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        assert proc.poll() is None, "dagster dev exited:\n" + log_path.read_text()[-3000:]
-        assert time.monotonic() < deadline, (
-            f"dagster dev did not answer in {START_TIMEOUT_S} s:\n" + log_path.read_text()[-3000:])
-        time.sleep(1)
-
-
-def _stop(proc, log):
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    log.close()
 
 
 def _launch_chromium(pw):
     """Debian's chromium; any failure here fails the test (CI must run it: `make chromium` installs it)."""
     try:
         return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS)
-    except Exception as e:  # noqa: BLE001 - reported as a test failure with the cause
+    except Exception as e:
         raise AssertionError(f"chromium could not start ({CHROMIUM}; `make chromium` installs it): {e}") from e
 
 
@@ -173,30 +110,26 @@ def test_ui_shows_learning_curve_of_eval_metrics(tmp_path):
     cfg_path, home = _prepare_round_1(tmp_path)
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
-    proc, log, log_path, base = _start_dagster_dev(tmp_path, cfg_path, home)
-    try:
-        _wait_for_server(proc, log_path, base)
-        with sync_playwright() as pw:
-            browser = _launch_chromium(pw)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(UI_TIMEOUT_MS)
-                page.set_default_navigation_timeout(NAV_TIMEOUT_MS)
+    with DagsterDev(home, cfg_path, tmp_path / "dagster-dev.log") as dev, sync_playwright() as pw:
+        base = dev.base
+        browser = _launch_chromium(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.set_default_navigation_timeout(NAV_TIMEOUT_MS)
 
-                def shot(name: str) -> str:
-                    p = ARTIFACTS / f"{name}.png"
-                    try:
-                        page.screenshot(path=str(p), timeout=UI_TIMEOUT_MS, animations="disabled")
-                    except Exception as e:  # noqa: BLE001 - a screenshot must not hide the real failure
-                        return f"{p} (screenshot failed: {e})"
-                    return str(p)
-
+            def shot(name: str) -> str:
+                p = ARTIFACTS / f"{name}.png"
                 try:
-                    _check_ui(page, base, shot)
+                    page.screenshot(path=str(p), timeout=UI_TIMEOUT_MS, animations="disabled")
                 except Exception as e:
-                    raise AssertionError(f"{e}\nscreenshot at failure: {shot('failure')}\n"
-                                         f"dagster dev log tail:\n{log_path.read_text()[-2000:]}") from e
-            finally:
-                browser.close()
-    finally:
-        _stop(proc, log)
+                    return f"{p} (screenshot failed: {e})"
+                return str(p)
+
+            try:
+                _check_ui(page, base, shot)
+            except Exception as e:
+                raise AssertionError(f"{e}\nscreenshot at failure: {shot('failure')}\n"
+                                     f"dagster dev log tail:\n{dev.log_tail(2000)}") from e
+        finally:
+            browser.close()

@@ -1,6 +1,6 @@
 """Selection strategies: hand-built geometry with known answers, score directions,
 reproducibility, validation, and the defects of public implementations listed in
-../shared/docs/algorithms.md."""
+docs/algorithms.md."""
 
 import numpy as np
 import pytest

@@ -1,0 +1,118 @@
+"""One way to start and stop a real `dagster dev` (webserver + daemon) in the tests.
+
+``DagsterDev(home, cfg_path, log_path)`` is a context manager: it starts
+`dagster dev -h 127.0.0.1 -p <free port> -w workspace.yaml` in its own process
+group (so SIGTERM reaches the daemon and the run workers), waits until
+``/server_info`` answers, and on exit stops the whole group (SIGTERM, then
+SIGKILL after STOP_TIMEOUT_S), also when the test failed.
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+START_TIMEOUT_S = 90  # dagster dev answered /server_info in 5-7 s on an idle machine; minutes under load
+STOP_TIMEOUT_S = 20  # SIGTERM stops it and its children in ~2 s
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def new_dagster_home(tmp_path: Path) -> Path:
+    """A fresh DAGSTER_HOME with the project's instance settings (dagster.yaml)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+@contextlib.contextmanager
+def project_env(home: Path, cfg_path: Path):
+    """DAGSTER_HOME and AL_CONFIG set in this process for the block (in-process runs on the same instance)."""
+    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "AL_CONFIG")}
+    os.environ.update(DAGSTER_HOME=str(home), AL_CONFIG=str(cfg_path))
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class DagsterDev:
+    """A running `dagster dev` on 127.0.0.1 (see the module docstring)."""
+
+    def __init__(self, home: Path, cfg_path: Path, log_path: Path, *, extra_env: dict | None = None):
+        self.home, self.cfg_path, self.log_path = home, cfg_path, log_path
+        self.env = dict(os.environ, DAGSTER_HOME=str(home), AL_CONFIG=str(cfg_path), HF_HUB_OFFLINE="1",
+                        PYTHONUNBUFFERED="1", **(extra_env or {}))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> "DagsterDev":
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev", "-h", "127.0.0.1", "-p",
+             str(self.port), "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_for_server()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _wait_for_server(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.base}/server_info", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            assert self.alive(), "dagster dev exited:\n" + self.log_tail()
+            assert time.monotonic() < deadline, (
+                f"dagster dev did not answer in {START_TIMEOUT_S} s:\n" + self.log_tail())
+            time.sleep(1)
+
+    def wait_for(self, predicate, timeout_s: float, what: str) -> None:
+        """Poll ``predicate()`` each second; fail with the log's tail if dagster dev dies or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            assert self.alive(), f"dagster dev exited while waiting for {what}:\n" + self.log_tail()
+            assert time.monotonic() < deadline, f"no {what} in {timeout_s:.0f} s; log tail:\n" + self.log_tail(4000)
+            time.sleep(1)
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
