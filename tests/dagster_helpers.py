@@ -116,3 +116,23 @@ class DagsterDev:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+def ingest_and_seed_in_process(cfg, cfg_path: Path, home: Path, then=None) -> None:
+    """`ingest_job` and the seed round in this process, on the instance a daemon started later will use.
+
+    ``then(defs, instance)``, if given, runs inside the same instance and environment (more rounds in process).
+    """
+    import dagster as dg
+
+    with project_env(home, cfg_path):
+        from al_assets.definitions import build_defs
+
+        defs = build_defs(cfg)
+        with dg.DagsterInstance.get() as instance:
+            assert defs.resolve_job_def("ingest_job").execute_in_process(instance=instance).success
+            instance.add_dynamic_partitions("rounds", ["0"])
+            assert defs.resolve_job_def("seed_job").execute_in_process(
+                instance=instance, partition_key="0", tags={"dagster/run_key": "seed-round-0"}).success
+            if then is not None:
+                then(defs, instance)

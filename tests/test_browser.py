@@ -14,7 +14,7 @@ import dagster as dg
 from al_core.catalogue import open_store
 from al_core.config import load_config
 from tests.conftest import ROOT
-from tests.dagster_helpers import DagsterDev, new_dagster_home, project_env
+from tests.dagster_helpers import DagsterDev, ingest_and_seed_in_process, new_dagster_home
 from tests.loop_helpers import answer_batch, execute, make_project, run_requests
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,20 +33,15 @@ def _prepare_round_1(tmp_path):
     cfg_path = make_project(tmp_path, per_class=10, holdout=8)
     cfg = load_config(cfg_path)
     home = new_dagster_home(tmp_path)
-    with project_env(home, cfg_path):
-        from al_assets.definitions import build_defs
 
-        defs = build_defs(cfg)
-        with dg.DagsterInstance.get() as instance:
-            assert defs.resolve_job_def("ingest_job").execute_in_process(instance=instance).success
-            instance.add_dynamic_partitions("rounds", ["0"])
-            assert defs.resolve_job_def("seed_job").execute_in_process(
-                instance=instance, partition_key="0", tags={"dagster/run_key": "seed-round-0"}).success
-            answer_batch(cfg, open_store(cfg), 0)
-            result = run_requests(defs, instance)
-            reqs = [] if isinstance(result, dg.SkipReason) else list(result.run_requests or [])
-            assert [(r.job_name, r.partition_key) for r in reqs] == [("round_job", "1")], reqs
-            assert execute(defs, instance, reqs[0]).success
+    def round_1(defs, instance):
+        answer_batch(cfg, open_store(cfg), 0)
+        result = run_requests(defs, instance)
+        reqs = [] if isinstance(result, dg.SkipReason) else list(result.run_requests or [])
+        assert [(r.job_name, r.partition_key) for r in reqs] == [("round_job", "1")], reqs
+        assert execute(defs, instance, reqs[0]).success
+
+    ingest_and_seed_in_process(cfg, cfg_path, home, then=round_1)
     assert open_store(cfg).fetch("SELECT count(*) FROM metrics WHERE round = 1") == [(1,)]
     return cfg_path, home
 
