@@ -36,7 +36,8 @@ def locked_message(store, cfg) -> str:
     where = cfg.source_file or "the defaults (no project file)"
     return (f"the database {store.db_path} is locked by another process (a loop run writing?) and stayed "
             f"locked for the whole retry window of {store.lock_timeout_s:g} s, the setting store.lock_timeout_s "
-            f"(from {where}). Nothing was read or written; retry in a moment, or raise store.lock_timeout_s.")
+            f"(from {where}). The command stopped there, nothing half-written; retry in a moment, or raise "
+            "store.lock_timeout_s.")
 
 
 def run_with_store(prog: str, config_path: str | None, body: Callable, *,

@@ -310,9 +310,10 @@ def _predictions(store: Store, cfg, probe: dict | None, config_id: str | None) -
     proba = load_probe(store, probe["probe_id"]).predict_proba(emb.features)
     k = proba.argmax(axis=1)
     return pl.DataFrame({
-        "image_id": ids, "predicted": [classes[j] for j in k],
-        "confidence": proba[np.arange(len(k)), k].astype(np.float64), "probe_id": [probe["probe_id"]] * len(ids),
-    }, schema=schema)
+        "image_id": ids, "predicted": pl.Series(classes, dtype=pl.String).gather(k),
+        "confidence": proba[np.arange(len(k)), k].astype(np.float64),
+    }, schema={n: t for n, t in schema.items() if n != "probe_id"}).with_columns(
+        pl.lit(probe["probe_id"], pl.String).alias("probe_id"))
 
 
 def _export_table(predictions: pl.DataFrame, current: pl.DataFrame, paths: pl.DataFrame) -> pl.DataFrame:

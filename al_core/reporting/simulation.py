@@ -7,7 +7,8 @@
   (al_core.learn.simulate.compare_strategies) and the result as JSON-ready data;
 - :func:`write_outputs`: the runs as CSV (polars), the comparison plot (PNG)
   and the JSON the HTML report reads (al_core.reporting.data.simulate_curves),
-  each written atomically (al_core.files.atomic), never over an earlier run.
+  each written atomically (al_core.files.atomic); the CSV and the report's
+  JSON never replace an earlier run's.
 """
 
 from __future__ import annotations
