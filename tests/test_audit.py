@@ -23,13 +23,13 @@ import pytest
 import yaml
 
 from al_core import cli
+from al_core.catalogue import open_store
+from al_core.catalogue.store import SchemaVersionError, Store, now, sha256_file
 from al_core.cli import audit as audit_cli
+from al_core.config import from_dict
 from al_core.reporting import audit
 from al_core.reporting.audit import AuditError, export, iso, lineage, rounds_table, snapshot
-from al_core.config import from_dict
-from al_core.catalogue.store import SchemaVersionError, Store, now, sha256_file
 from tests.conftest import SAMPLE_ROOT
-from al_core.catalogue import open_store
 
 CLASSES = ["airplane", "cat", "frog", "ship"]
 PER_CLASS = 10
@@ -57,8 +57,8 @@ def _write_labels(cfg, name: str, rows: list[tuple[str, str]], annotator: str):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from al_core.loop import rounds as R
     from al_core.ingest.scan import scan
+    from al_core.loop import rounds as R
 
     tmp = tmp_path_factory.mktemp("audit")
     for c in CLASSES:
@@ -315,7 +315,8 @@ def test_export_refuses_a_tampered_probe(project, tmp_path):
     from al_core.loop.rounds import LoopError
 
     path = project["probes"]["r2v2"].path
-    saved = open(path, "rb").read()
+    with open(path, "rb") as f:
+        saved = f.read()
     try:
         with open(path, "ab") as f:
             f.write(b"x")
@@ -363,6 +364,23 @@ def test_snapshot_is_consistent_read_only_and_standalone(project, tmp_path):
     assert rounds_table(snap) == rounds_table(store)
     with pytest.raises(AuditError, match="exists"):
         snapshot(store, dest)
+
+
+def test_snapshot_never_replaces_a_file_created_during_the_copy(project, tmp_path, monkeypatch):
+    from al_core.catalogue import audit as catalogue_audit
+
+    dest = tmp_path / "snap.duckdb"
+    copy = catalogue_audit.copy_database
+
+    def copy_then_race(con, tmp, **kw):
+        counts = copy(con, tmp, **kw)
+        dest.write_bytes(b"another snapshot")  # someone else published this name meanwhile
+        return counts
+
+    monkeypatch.setattr(catalogue_audit, "copy_database", copy_then_race)
+    with pytest.raises(AuditError, match="exists"):
+        snapshot(project["store"], dest)
+    assert dest.read_bytes() == b"another snapshot" and os.listdir(tmp_path) == [dest.name]  # no temporary left
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -422,9 +440,8 @@ def test_version_1_database_migrates_to_the_audit_views(tmp_path, monkeypatch):
         pass
     monkeypatch.undo()
     assert S.SCHEMA_VERSION == 2
-    with pytest.raises(SchemaVersionError, match="migrate"):
-        with Store(db).connect(read_only=True):
-            pass
+    with pytest.raises(SchemaVersionError, match="migrate"), Store(db).connect(read_only=True):
+        pass
     with Store(db).connect() as con:  # a writable open migrates
         names = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"round_summary", "label_lineage", "current_labels", "embeddings"} <= names

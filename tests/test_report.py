@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from al_core.catalogue import open_store
 
 SAMPLE_ROOT = Path(__file__).resolve().parents[1] / "examples" / "cifar10-2k"
@@ -61,7 +62,8 @@ def add_rounds(store):
     ts = now()
     with store.transaction() as con:
         for r, (kind, strat) in enumerate([("seed", "centroid"), ("query", "dropquery"), ("query", "dropquery")]):
-            con.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, 4, 4, 'cfg-test', ?, ?, ?, NULL, NULL, 0.1, NULL, NULL)",
+            con.execute("INSERT INTO rounds VALUES "
+                        "(?, ?, ?, ?, 4, 4, 'cfg-test', ?, ?, ?, NULL, NULL, 0.1, NULL, NULL)",
                         [r, kind, strat, r, None if r == 0 else f"p{r}", "open" if r == 2 else "closed", ts])
             for rank in range(1, 5):
                 iid, path = paths[r * 4 + rank - 1]
@@ -166,8 +168,8 @@ def test_report_on_a_project_without_rounds(tmp_path):
 # ----------------------------------------------------------------------------- al simulate
 def test_al_simulate_end_to_end(tmp_path, capsys):
     from al_core.cli import COMMANDS
-    from al_core.reporting.report import simulate_curves
     from al_core.cli.simulate import main
+    from al_core.reporting.report import simulate_curves
 
     assert COMMANDS["simulate"][0] == "al_core.cli.simulate"
     cfg, store = make_project(tmp_path)
@@ -218,7 +220,8 @@ def test_al_simulate_end_to_end(tmp_path, capsys):
 
 
 def test_simulate_holdout_matches_the_loop_and_uses_eval_set(tmp_path, capsys):
-    from al_core.cli.simulate import load_data, stratified_holdout
+    from al_core.loop.rounds import stratified_holdout
+    from al_core.reporting.simulation import load_data
 
     cfg, store = make_project(tmp_path)
     rows = store.fetch("""SELECT p.image_id, any_value(g.class_name) FROM (SELECT DISTINCT image_id FROM image_paths

@@ -2,13 +2,16 @@
 
 Subcommands are dispatched lazily so that `al --help` stays fast: each entry of
 COMMANDS names a module of this package and the function in it that takes
-``argv: list[str]`` and returns the exit status (al_core.cli.exit_codes).
-`al bench NAME ...` runs `al_core.bench.NAME.main(...)`.
+``argv: list[str]`` and returns the exit status (al_core.cli.exit_codes.Exit).
+`al bench NAME ...` runs `al_core.bench.NAME.main(...)`. Ctrl-C in any command
+exits with Exit.INTERRUPTED and no traceback.
 """
 
 import importlib
 import pkgutil
 import sys
+
+from al_core.cli.exit_codes import Exit
 
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -18,12 +21,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("al_core.cli.status", "main", "print what the store holds"),
     "rounds": ("al_core.cli.audit", "rounds_main", "one row per round: labels so far, strategy, seed, accuracy, when"),
     "lineage": ("al_core.cli.audit", "lineage_main", "where an image came from, who labelled it, which probes used it"),
-    "export": ("al_core.cli.audit", "export_main", "write current labels and the latest probe's predictions (CSV/Parquet)"),
-    "snapshot": ("al_core.cli.audit", "snapshot_main", "write a consistent read-only copy of the database for analysts"),
-    "simulate": ("al_core.cli.simulate", "main", "compare strategies in process on the embedded images (no annotators)"),
+    "export": ("al_core.cli.audit", "export_main",
+               "write current labels and the latest probe's predictions (CSV/Parquet)"),
+    "snapshot": ("al_core.cli.audit", "snapshot_main",
+                 "write a consistent read-only copy of the database for analysts"),
+    "simulate": ("al_core.cli.simulate", "main",
+                 "compare strategies in process on the embedded images (no annotators)"),
     "init": ("al_core.cli.init", "main", "write a commented default project file (al.yaml)"),
     "round": ("al_core.cli.round", "main", "`al round next`: close the open batch by hand"),
-    "simulate-annotator": ("al_core.cli.annotator", "main", "answer query sets in the outbox from the ground truth (demo, tests)"),
+    "simulate-annotator": ("al_core.cli.annotator", "main",
+                           "answer query sets in the outbox from the ground truth (demo, tests)"),
 }
 
 
@@ -43,27 +50,35 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _bench(rest: list[str]) -> int:
+    names = _bench_names()
+    if rest and rest[0] in names:
+        module = importlib.import_module(f"al_core.bench.{rest[0]}")
+        return int(module.main(rest[1:]) or Exit.OK)
+    if rest and rest[0] not in ("-h", "--help"):
+        print(f"al bench: unknown benchmark {rest[0]!r}; known: {', '.join(names)}", file=sys.stderr)
+        return Exit.USAGE
+    print(f"usage: al bench NAME [ARGS...]\nbenchmarks: {', '.join(names)}")
+    return Exit.OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
-        return 0
+        return Exit.OK
     cmd, rest = argv[0], argv[1:]
-    if cmd == "bench":
-        names = _bench_names()
-        if not rest or rest[0] in ("-h", "--help") or rest[0] not in names:
-            if rest and rest[0] not in ("-h", "--help"):
-                print(f"al bench: unknown benchmark {rest[0]!r}; known: {', '.join(names)}", file=sys.stderr)
-                return 2
-            print(f"usage: al bench NAME [ARGS...]\nbenchmarks: {', '.join(names)}")
-            return 0
-        module = importlib.import_module(f"al_core.bench.{rest[0]}")
-        return int(module.main(rest[1:]) or 0)
-    if cmd not in COMMANDS:
+    if cmd != "bench" and cmd not in COMMANDS:
         print(f"al: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    module_name, function, _ = COMMANDS[cmd]
-    return int(getattr(importlib.import_module(module_name), function)(rest) or 0)
+        return Exit.USAGE
+    try:
+        if cmd == "bench":
+            return _bench(rest)
+        module_name, function, _ = COMMANDS[cmd]
+        return int(getattr(importlib.import_module(module_name), function)(rest) or Exit.OK)
+    except KeyboardInterrupt:
+        print(f"al {cmd}: interrupted", file=sys.stderr)
+        return Exit.INTERRUPTED
 
 
 if __name__ == "__main__":

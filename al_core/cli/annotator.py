@@ -3,7 +3,9 @@
 import argparse
 import time
 
-from al_core.config import load_config
+from al_core.cli.common import add_config_option, fail
+from al_core.cli.exit_codes import Exit
+from al_core.config import ConfigError, load_config
 from al_core.loop.annotator import __doc__ as ANNOTATOR_DOC
 from al_core.loop.annotator import answer_round, pending_rounds
 
@@ -11,7 +13,7 @@ from al_core.loop.annotator import answer_round, pending_rounds
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="al simulate-annotator", description=ANNOTATOR_DOC,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="project file (default: $AL_CONFIG, else ./al.yaml)")
+    add_config_option(ap)
     ap.add_argument("--noise", type=float, default=0.0, help="share of wrong labels (default 0)")
     ap.add_argument("--skip", type=float, default=0.0, help="share of skip answers (default 0)")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to wait before delivering each answer")
@@ -21,7 +23,10 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if not (0 <= args.noise <= 1 and 0 <= args.skip <= 1 and args.noise + args.skip <= 1):
         ap.error("--noise and --skip are shares in [0, 1] whose sum is at most 1")
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        return fail("al simulate-annotator", f"cannot read the project file: {e}", Exit.USAGE)
     deadline = time.monotonic() + args.timeout
     while True:
         for r in pending_rounds(cfg):
@@ -29,5 +34,5 @@ def main(argv: list[str]) -> int:
             p = answer_round(cfg, r, noise=args.noise, skip=args.skip, seed=args.seed)
             print(f"answered batch {r}: {p}", flush=True)
         if not args.watch or time.monotonic() > deadline:
-            return 0
+            return Exit.OK
         time.sleep(1.0)

@@ -4,10 +4,12 @@ Every command reads the project file (``--config PATH``; default $AL_CONFIG,
 else ./al.yaml, else the defaults) and uses short read-only connections. When
 another process holds the database for longer than the retry window
 (``store.lock_timeout_s`` in the project file) the command says so and exits
-with status 3 (retryable); other problems exit 1, usage errors 2.
+with Exit.LOCKED (retryable); other problems exit Exit.FAILED, usage errors
+Exit.USAGE (al_core.cli.common.run_with_store, al_core.cli.exit_codes).
 
-``main(argv)`` dispatches on the first word (``rounds``, ``lineage``,
-``export``, ``snapshot``); ``al_core.rounds_cli`` etc. are the `al` entry points.
+The `al` table (al_core.cli.COMMANDS) maps each command to its function here
+(``rounds_main``, ``lineage_main``, ``export_main``, ``snapshot_main``);
+``main(argv)`` dispatches on the first word instead.
 """
 
 import argparse
@@ -15,50 +17,18 @@ import datetime as _dt
 import json
 import sys
 from pathlib import Path
-from al_core.catalogue import open_store
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_LOCKED = 3
+from al_core.cli.common import add_config_option, run_with_store
+from al_core.cli.exit_codes import Exit
+from al_core.files.hashing import short
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description=description)
-    ap.add_argument("--config", metavar="PATH", default=None,
-                    help="project file (default: $AL_CONFIG, else ./al.yaml, else the defaults)")
-    return ap
+    return add_config_option(argparse.ArgumentParser(prog=prog, description=description))
 
 
 def _stamp() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _run(prog: str, config_path: str | None, body) -> int:
-    """Load the project, run ``body(cfg, store)``; map failures to a message and an exit status."""
-    from al_core.config import ConfigError, load_config
-    from al_core.catalogue.store import StoreError, StoreLockedError
-
-    try:
-        cfg = load_config(config_path)
-    except (ConfigError, OSError) as e:
-        print(f"{prog}: cannot read the project file: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    store = open_store(cfg)
-    try:
-        return int(body(cfg, store) or 0)
-    except StoreLockedError:
-        where = cfg.source_file or "the defaults (no project file)"
-        print(f"{prog}: the database {store.db_path} is locked by another process (a loop run writing?) and stayed "
-              f"locked for the whole retry window of {store.lock_timeout_s:g} s, the setting store.lock_timeout_s "
-              f"(from {where}). Nothing was read or written; retry in a moment, or raise store.lock_timeout_s.",
-              file=sys.stderr)
-        return EXIT_LOCKED
-    except StoreError as e:  # includes AuditError and SchemaVersionError
-        print(f"{prog}: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except (LookupError, ValueError, OSError, RuntimeError) as e:
-        print(f"{prog}: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_ERROR
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -83,7 +53,7 @@ def format_rounds(rows: list[dict]) -> str:
     if not body:
         return "no rounds yet: the seed pool has not been proposed"
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
     notes = [f"round {r['round']}: {r['note']}" for r in rows if r.get("note")]
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body), *notes])
 
@@ -130,7 +100,7 @@ def format_lineage(d: dict) -> str:
     for p in d["probes"]:
         out.append(f"  probe         {p['probe_id']} round {p['round']} v{p['version']} ({p['trigger']}), "
                    f"{p['n_labels']} labels, accuracy {_num(p['accuracy'])}, balanced {_num(p['balanced_accuracy'])}"
-                   f", sha256 {p['sha256'][:16]}..")
+                   f", sha256 {short(p['sha256'])}..")
     return "\n".join(out)
 
 
@@ -145,9 +115,8 @@ def rounds_main(argv: list[str]) -> int:
 
         rows = rounds_table(store)
         print(json.dumps(rows, indent=2) if args.json else format_rounds(rows))
-        return 0
 
-    return _run("al rounds", args.config, body)
+    return run_with_store("al rounds", args.config, body)
 
 
 def lineage_main(argv: list[str]) -> int:
@@ -161,9 +130,8 @@ def lineage_main(argv: list[str]) -> int:
 
         d = lineage(store, args.image_id)
         print(json.dumps(d, indent=2) if args.json else format_lineage(d))
-        return 0
 
-    return _run("al lineage", args.config, body)
+    return run_with_store("al lineage", args.config, body)
 
 
 def export_main(argv: list[str]) -> int:
@@ -175,18 +143,16 @@ def export_main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     def body(cfg, store):
-        from al_core.reporting.audit import export
+        from al_core.reporting.audit import export, export_format
 
-        fmt = args.format or ("parquet" if args.out and Path(args.out).suffix.lower() in (".parquet", ".pq")
-                              else "csv")
+        fmt = export_format(args.out or "", args.format)
         out = Path(args.out) if args.out else cfg.data_dir / "exports" / f"labels-{_stamp()}.{fmt}"
         s = export(store, cfg, out, fmt)
         probe = f"probe {s['probe_id']}" if s["probe_id"] else "no probe yet (no predictions)"
         print(f"wrote {s['path']} ({s['format']}): {s['rows']} images, {s['labelled']} labelled, {s['skips']} "
               f"skipped, {s['predicted']} predicted by {probe}")
-        return 0
 
-    return _run("al export", args.config, body)
+    return run_with_store("al export", args.config, body)
 
 
 def snapshot_main(argv: list[str]) -> int:
@@ -203,9 +169,8 @@ def snapshot_main(argv: list[str]) -> int:
         n = sum(s["tables"].values())
         print(f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, {len(s['tables'])} tables, {n} rows) in "
               f"{s['seconds']:.2f} s\nopen it with: duckdb -readonly {s['path']}")
-        return 0
 
-    return _run("al snapshot", args.config, body)
+    return run_with_store("al snapshot", args.config, body)
 
 
 SUBCOMMANDS = {"rounds": rounds_main, "lineage": lineage_main, "export": export_main, "snapshot": snapshot_main}
@@ -213,13 +178,16 @@ SUBCOMMANDS = {"rounds": rounds_main, "lineage": lineage_main, "export": export_
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in SUBCOMMANDS:
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"unknown audit command {argv[0]!r}", file=sys.stderr)
-        print(f"usage: {' | '.join(SUBCOMMANDS)} [ARGS...]", file=sys.stderr if argv[:1] not in (["-h"], ["--help"])
-              else sys.stdout)
-        return 0 if argv[:1] in (["-h"], ["--help"]) else EXIT_USAGE
-    return SUBCOMMANDS[argv[0]](argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
+    usage = f"usage: {' | '.join(SUBCOMMANDS)} [ARGS...]"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return Exit.OK
+    if argv:
+        print(f"unknown audit command {argv[0]!r}", file=sys.stderr)
+    print(usage, file=sys.stderr)
+    return Exit.USAGE
 
 
 if __name__ == "__main__":

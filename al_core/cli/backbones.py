@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from al_core.cli.exit_codes import Exit
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="al backbones", description=__doc__)
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return Exit.OK
     cols = [
         ("name", "backbone"),
         ("feature_dim", "dim"),
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             "HF_HUB_OFFLINE=1); air-gapped: point AL_WEIGHTS_<NAME> (e.g. "
             f"{missing[0]['weights_env_var']}) or weights_path= at a local file."
         )
-    return 0
+    return Exit.OK
 
 
 if __name__ == "__main__":

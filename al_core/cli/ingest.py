@@ -3,13 +3,11 @@
 import argparse
 import sys
 
-from al_core.config import load_config
-from al_core.catalogue import open_store
+from al_core.cli.common import add_config_option, run_with_store
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="al ingest", description=__doc__)
-    ap.add_argument("--config", help="project file (default: $AL_CONFIG, else ./al.yaml, else the defaults)")
+    ap = add_config_option(argparse.ArgumentParser(prog="al ingest", description=__doc__))
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--images", help="image root folder (default: images.root of the project file)")
     src.add_argument("--manifest", help="CSV with a `path` column instead of a folder")
@@ -19,7 +17,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--no-embed", action="store_true", help="scan only")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config)
+    return run_with_store("al ingest", args.config, lambda cfg, store: _ingest(args, cfg, store))
+
+
+def _ingest(args, cfg, store) -> None:
     if not args.images and not args.manifest:
         args.images, args.manifest = (str(cfg.image_root) if cfg.image_root else None), (
             str(cfg.manifest) if cfg.manifest else None)
@@ -28,11 +29,10 @@ def main(argv: list[str]) -> int:
     args.weights = args.weights or cfg.backbone.weights_path
     args.batch_size = args.batch_size or cfg.backbone.batch_size
 
-    from al_core.ingest.scan import scan
     from al_core.cli.status import print_summary, summary
+    from al_core.ingest.scan import scan
 
-    store = open_store(cfg)
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda m: print(m, file=sys.stderr, flush=True)
     if args.manifest:
         r = scan(store, manifest=args.manifest, ground_truth_from_folders=False, progress=log)
     else:
@@ -40,12 +40,11 @@ def main(argv: list[str]) -> int:
     log(f"scan: {r.n_files} files, {r.n_new} new, {r.n_changed} changed, {r.n_unchanged} unchanged, "
         f"{r.n_missing} missing, {r.n_corrupt} corrupt ({r.seconds:.1f} s)")
     if not args.no_embed:
-        from al_core.models.backbones import load_backbone
         from al_core.ingest.pipeline import embed_missing
+        from al_core.models.backbones import load_backbone
 
         bb = load_backbone(args.backbone, image_size=args.image_size if args.backbone == "efficientnet_lite0" else None,
                            weights_path=args.weights)
         res = embed_missing(store, bb, source=r.source, batch_size=args.batch_size, progress=log)
         log(f"embedded {res['n_embedded']} images ({res['n_failed']} failed) at {res['images_per_s']:.1f} images/s")
     print_summary(summary(store))
-    return 0

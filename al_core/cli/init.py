@@ -1,10 +1,13 @@
-"""`al init [PATH]`: write a commented default project file (al.yaml)."""
+"""`al init [PATH]`: write a commented default project file (al.yaml), atomically; Exit.FAILED when the
+file exists (without --force)."""
 
 import argparse
 import sys
 from pathlib import Path
 
+from al_core.cli.exit_codes import Exit
 from al_core.config import DEFAULT_CONFIG_NAME, DEFAULT_YAML, from_dict
+from al_core.files.atomic import atomic_write_text
 
 
 def main(argv: list[str]) -> int:
@@ -15,10 +18,10 @@ def main(argv: list[str]) -> int:
     p = Path(args.path)
     if p.exists() and not args.force:
         print(f"al init: {p} exists; use --force to overwrite", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     import yaml
 
     from_dict(yaml.safe_load(DEFAULT_YAML))  # the default must always be valid
-    p.write_text(DEFAULT_YAML, encoding="utf-8")
+    atomic_write_text(p, DEFAULT_YAML)
     print(f"wrote {p}: edit images.root, classes and selection, then `make ui` or `al ingest`")
-    return 0
+    return Exit.OK

@@ -1,9 +1,15 @@
 """`al labels COMMAND ...`: label files.
 
-- ``al labels check FILE``: validate a label file exactly as the inbox sensor
-  does (``validate_label_file``), applying nothing. Exit 0 and a summary for a
-  valid file; exit 1 and the error report (the ``.errors.json`` content) for a
-  bad one; exit 2 when the check cannot run (no project file, no database).
+- ``al labels check FILE``: validate a label file with the parser the inbox
+  sensor runs (``parse_label_file``, through ``validate_label_file``) against
+  the project's classes and the store's known image ids, applying nothing.
+  Exit.OK and a summary for a valid file; Exit.FAILED and the error report (the
+  ``.errors.json`` content) for a bad one; Exit.USAGE when the check cannot run
+  (no project file, no database).
+- ``al labels retract SHA256`` / ``al labels retry SHA256``: withdraw an
+  accepted delivery / ask for a file to be ingested again. Exit.FAILED when the
+  file cannot be found or retracted, Exit.LOCKED when the database stayed
+  locked (al_core.cli.exit_codes).
 
 Adding a subcommand: write ``_add_NAME(subparsers, common)`` and ``cmd_NAME(args)
 -> int`` and add one entry to SUBCOMMANDS.
@@ -17,27 +23,29 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from al_core.labels.parse import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
 from al_core.catalogue import open_store
-
-# The images a label may name: every image with at least one readable path.
-KNOWN_IMAGE_IDS_SQL = "SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'"
+from al_core.cli.common import CONFIG_HELP, fail, locked_message
+from al_core.cli.exit_codes import Exit
+from al_core.files.hashing import short
+from al_core.labels.parse import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
 
 
 class CheckUnavailable(RuntimeError):
-    """The check cannot run (project file, database): exit 2."""
+    """The check cannot run (project file, database): Exit.USAGE."""
 
 
-def validation_inputs(cfg, store) -> tuple[tuple[str, ...], frozenset[str]]:
-    """(classes, known image ids) from the project file and the store, with short read-only connections."""
-    from al_core.config import ConfigError
+def validation_inputs(store, cfg) -> tuple[tuple[str, ...], frozenset[str]]:
+    """(classes, known image ids: al_core.catalogue.images.known_image_ids) from the project and the store."""
+    from al_core.catalogue.images import known_image_ids
     from al_core.catalogue.store import StoreError
+    from al_core.config import ConfigError
 
     if not Path(store.db_path).exists():
         raise CheckUnavailable(f"no database at {store.db_path} yet: run `al ingest` (or `make demo`) first, "
                                "or point --db / --config at the project's database")
     try:
-        known = frozenset(r[0] for r in store.fetch(KNOWN_IMAGE_IDS_SQL))
+        with store.connect(read_only=True, view=False) as con:
+            known = frozenset(known_image_ids(con))
         classes = cfg.class_names(store)
     except (StoreError, ConfigError) as e:
         raise CheckUnavailable(str(e)) from e
@@ -45,15 +53,15 @@ def validation_inputs(cfg, store) -> tuple[tuple[str, ...], frozenset[str]]:
 
 
 def validate_label_file(path, cfg, store) -> ParsedLabels:
-    """What the sensor and `al labels check` run: parse_label_file with the project's classes and images."""
-    classes, known = validation_inputs(cfg, store)
+    """What `al labels check` runs: parse_label_file with the project's classes and known image ids."""
+    classes, known = validation_inputs(store, cfg)
     return parse_label_file(path, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label)
 
 
 def _project(args) -> tuple:
     """(config, store) from --config / --db."""
-    from al_core.config import ConfigError, load_config
     from al_core.catalogue.store import Store
+    from al_core.config import ConfigError, load_config
 
     try:
         cfg = load_config(args.config)
@@ -68,9 +76,9 @@ def _project(args) -> tuple:
 def _add_check(subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "check", parents=[common], help="validate a label file without applying it",
-        description="Validate a label file exactly as the inbox sensor does, applying nothing. "
-                    "Exit 0: valid (a summary is printed); 1: rejected (the error report is printed); "
-                    "2: the check could not run.")
+        description="Validate a label file with the inbox sensor's parser against the project's classes and "
+                    "images, applying nothing. Exit 0: valid (a summary is printed); 1: rejected (the error "
+                    "report is printed); 2: the check could not run.")
     p.add_argument("file", help="label file: CSV (image_id,label[,annotator]), JSON lines "
                                 "or a Label Studio JSON export")
 
@@ -110,27 +118,25 @@ def _print_report(rep: dict, out) -> None:
 def cmd_check(args) -> int:
     path = Path(args.file)
     if not path.exists():
-        print(f"al labels check: {path} does not exist", file=sys.stderr)
-        return 2
+        return fail("al labels check", f"{path} does not exist", Exit.USAGE)
     try:
         cfg, store = _project(args)
         parsed = validate_label_file(path, cfg, store)
     except CheckUnavailable as e:
-        print(f"al labels check: {e}", file=sys.stderr)
-        return 2
+        return fail("al labels check", str(e), Exit.USAGE)
     if parsed.ok:
         s = parsed.summary()
         if args.json:
             print(json.dumps({**s, "decisions": list(parsed.decisions)}, indent=2, ensure_ascii=False))
         else:
             _print_summary(s, parsed, sys.stdout)
-        return 0
+        return Exit.OK
     rep = error_report(parsed, MAX_REPORT_ERRORS)
     if args.json:
         print(json.dumps(rep, indent=2, ensure_ascii=False))
     else:
         _print_report(rep, sys.stdout)
-    return 1
+    return Exit.FAILED
 
 
 # -- retract / retry ----------------------------------------------------------------
@@ -143,23 +149,32 @@ def _add_retract(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default=None)
 
 
-def cmd_retract(args) -> int:
-    from al_core.loop.rounds import LoopError, retract_file
-    from al_core.catalogue.store import StoreError
+def _loop_command(prog: str, args, action: Callable, describe: Callable) -> int:
+    """Run ``action(store, cfg)`` (a loop function), print ``describe(result, cfg)`` or the JSON result."""
+    from al_core.catalogue.store import StoreError, StoreLockedError
+    from al_core.loop.rounds import LoopError
 
-    cfg, store = _project(args)
     try:
-        r = retract_file(store, cfg, args.sha256, args.reason)
-    except LoopError as e:
-        print(f"al labels retract: {e}", file=sys.stderr)
-        return 1
-    except StoreError as e:
-        print(f"al labels retract: {e}", file=sys.stderr)
-        return 3
-    print(json.dumps(r) if args.json else
-          f"retracted {r['file']} ({r['sha256'][:16]}): {r['labels_withdrawn']} labels leave training "
-          f"from round {r['effective_round']} on")
-    return 0
+        cfg, store = _project(args)
+    except CheckUnavailable as e:
+        return fail(prog, str(e), Exit.USAGE)
+    try:
+        r = action(store, cfg)
+    except StoreLockedError:
+        return fail(prog, locked_message(store, cfg), Exit.LOCKED)
+    except (LoopError, StoreError) as e:
+        return fail(prog, str(e))
+    print(json.dumps(r) if args.json else describe(r, cfg))
+    return Exit.OK
+
+
+def cmd_retract(args) -> int:
+    from al_core.loop.rounds import retract_file
+
+    return _loop_command(
+        "al labels retract", args, lambda store, cfg: retract_file(store, cfg, args.sha256, args.reason),
+        lambda r, cfg: (f"retracted {r['file']} ({short(r['sha256'])}): {r['labels_withdrawn']} labels leave "
+                        f"training from round {r['effective_round']} on"))
 
 
 def _add_retry(subparsers, common: argparse.ArgumentParser) -> None:
@@ -171,22 +186,12 @@ def _add_retry(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_retry(args) -> int:
-    from al_core.loop.rounds import LoopError, request_retry
-    from al_core.catalogue.store import StoreError
+    from al_core.loop.rounds import request_retry
 
-    cfg, store = _project(args)
-    try:
-        r = request_retry(store, cfg, args.sha256)
-    except LoopError as e:
-        print(f"al labels retry: {e}", file=sys.stderr)
-        return 1
-    except StoreError as e:
-        print(f"al labels retry: {e}", file=sys.stderr)
-        return 3
-    print(json.dumps(r) if args.json else
-          f"requested a new ingestion of {r['file']} (request {r['request_id']}); "
-          f"the inbox sensor launches it within {cfg.sensor.interval_s} s")
-    return 0
+    return _loop_command(
+        "al labels retry", args, lambda store, cfg: request_retry(store, cfg, args.sha256),
+        lambda r, cfg: (f"requested a new ingestion of {r['file']} (request {r['request_id']}); "
+                        f"the inbox sensor launches it within {cfg.sensor.interval_s} s"))
 
 
 # -- dispatch --------------------------------------------------------------------------
@@ -203,8 +208,7 @@ SUBCOMMANDS: dict[str, tuple[AddParser, RunCommand]] = {
 def common_options() -> argparse.ArgumentParser:
     """Options every subcommand takes (a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=None,
-                        help="project file (default: $AL_CONFIG, else ./al.yaml, else the built-in defaults)")
+    common.add_argument("--config", metavar="PATH", default=None, help=CONFIG_HELP)
     common.add_argument("--db", default=None, help="database (default: the project file's data_dir/warehouse.duckdb)")
     common.add_argument("--json", action="store_true", help="print JSON")
     return common
@@ -224,12 +228,12 @@ def main(argv: list[str]) -> int:
     ap, _subparsers = build_parser()
     try:
         args = ap.parse_args(argv)
-    except SystemExit as e:  # --help (0) or a usage error (2)
-        return e.code if isinstance(e.code, int) else 2
+    except SystemExit as e:  # --help (0) or a usage error (argparse's 2, Exit.USAGE)
+        return e.code if isinstance(e.code, int) else Exit.USAGE
     if not args.command:
         ap.print_help(sys.stderr)
-        return 2
-    return int(SUBCOMMANDS[args.command][1](args) or 0)
+        return Exit.USAGE
+    return int(SUBCOMMANDS[args.command][1](args))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ recommendation) or ``"random"``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from al_core.learn.probe import Probe
 from al_core.learn.strategies import Strategy, get_strategy
 from al_core.learn.strategies.base import SelectionError
 
-__all__ = ["SimulationResult", "run_simulation", "round_seed"]
+__all__ = ["SimulationResult", "run_simulation", "round_seed", "study_seeds", "area_under_curve", "compare_strategies"]
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,74 @@ def run_simulation(
         query_strategy=query_name,
         seed=int(seed),
     )
+
+
+# ----------------------------------------------------------------------------- comparing strategies
+STUDY_SEED_BASE = 10  # the study's seeds are 1, 10, 100, ... (powers of this base)
+
+
+def study_seeds(n: int) -> list[int]:
+    """The study's seeds: 1, 10, 100, ... (n of them)."""
+    return [STUDY_SEED_BASE ** i for i in range(n)]
+
+
+def area_under_curve(labels: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Mean accuracy over the label range: trapezoid area divided by the label span (the single accuracy
+    for one point or a zero span; NaN for none)."""
+    x = np.asarray(labels, dtype=np.float64)
+    y = np.asarray(accuracy, dtype=np.float64)
+    if len(y) == 0:
+        return float("nan")
+    if len(y) == 1 or x[-1] == x[0]:
+        return float(y.mean())
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def compare_strategies(
+    features: np.ndarray,
+    targets: np.ndarray,
+    test_features: np.ndarray,
+    test_targets: np.ndarray,
+    *,
+    n_classes: int,
+    seed_strategy: str,
+    query_strategies: Sequence[str],
+    budget_per_round: int,
+    rounds: int,
+    seeds: Sequence[int],
+    progress: Callable[[str, int, int, float, int], None] | None = None,
+    finished: Callable[[str, int, SimulationResult], None] | None = None,
+) -> dict[str, dict]:
+    """:func:`run_simulation` for every query strategy and seed; the summary of each strategy over the seeds.
+
+    Returns ``{strategy: {"accuracy_per_round": mean over seeds,
+    "std_per_round": population std, "labels_per_round", "seeds",
+    "accuracy_per_seed": one list per seed, "area_under_curve": of the mean
+    curve}}``, strategies in the given order. ``progress(strategy, seed, round,
+    accuracy, n_labeled)`` is called after every round, ``finished(strategy,
+    seed, result)`` after every run.
+    """
+    per: dict[str, dict] = {}
+    for name in query_strategies:
+        accs: list[list[float]] = []
+        labels_per_round: list[int] = []
+        for seed in seeds:
+            res = run_simulation(
+                features, targets, test_features, test_targets, n_classes=n_classes, seed_strategy=seed_strategy,
+                query_strategy=name, budget_per_round=budget_per_round, rounds=rounds, seed=seed,
+                progress=None if progress is None else functools.partial(progress, name, seed))
+            accs.append([float(a) for a in res.accuracy])
+            labels_per_round = [int(n) for n in res.n_labeled]
+            if finished is not None:
+                finished(name, seed, res)
+        a = np.asarray(accs)
+        mean = a.mean(axis=0)
+        per[name] = {
+            "accuracy_per_round": [float(x) for x in mean],
+            "std_per_round": [float(x) for x in a.std(axis=0)],
+            "labels_per_round": labels_per_round,
+            "seeds": list(seeds),
+            "accuracy_per_seed": accs,
+            "area_under_curve": area_under_curve(labels_per_round, mean),
+        }
+    return per

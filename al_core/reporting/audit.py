@@ -4,12 +4,15 @@ Everything here reads the store through short read-only connections
 (``store.connect(read_only=True)``): DuckDB lets one process write, and a reader
 that holds the file blocks the loop's writer, so each function opens, reads and
 closes at once, and does the slow work (probe predictions, file writing) after
-the connection is closed.
+the connection is closed. The queries are the named functions of
+al_core.catalogue.audit; tables arrive as polars frames.
 
 The SQL views ``round_summary`` and ``label_lineage`` (schema version 2,
-documented in docs/sql.md) answer the same questions for analysts; the Python
-functions below compute them from the base tables on their own, and the tests
-check that both agree.
+documented in docs/sql.md) answer the same questions for analysts; the
+functions below compute them from the base tables on their own (labels so far,
+label states and proposing queries in polars and Python), and the tests check
+that both agree. Both take "the latest probe of a round" from the one rule,
+al_core.catalogue.probes.LATEST_PROBE_ORDER.
 
 Definitions shared with the views:
 
@@ -32,12 +35,24 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
+from al_core.catalogue import audit as Q
+from al_core.catalogue.reports import newest_embedded_config_id
 from al_core.catalogue.store import Store, StoreError, now
+from al_core.files.atomic import atomic_path
+from al_core.files.hashing import MIN_USER_PREFIX_CHARS, short
 
 EXPORT_FORMATS = ("csv", "parquet")
 EXPORT_COLUMNS = ("image_id", "path", "label", "label_source", "predicted", "confidence", "probe_id")
-MIN_PREFIX = 8
+IMAGE_ID_CHARS = 64  # an image id is a sha256 hex digest
+AMBIGUOUS_SHOWN = 5  # ids listed in the message for an ambiguous prefix
+SNAPSHOT_MODE = 0o444  # snapshots are read-only files
+ROUND_COLUMNS = ("round", "kind", "labels_so_far", "skips_so_far", "labels_ingested", "strategy", "seed", "budget",
+                 "requested_budget", "config_id", "probe_id", "probe_version", "probe_trigger", "probe_n_labels",
+                 "n_probes", "accuracy", "balanced_accuracy", "macro_f1", "n_eval", "proposed_at", "evaluated_at",
+                 "status", "closed_at", "closed_by", "note")
+ROUND_TIMES = ("proposed_at", "evaluated_at", "closed_at")
 
 
 class AuditError(StoreError):
@@ -60,6 +75,39 @@ def _f(v):
 
 
 # ----------------------------------------------------------------------------- rounds
+def _labels_so_far(labels: pl.DataFrame, rounds: pl.Series) -> pl.DataFrame:
+    """(round, labels_so_far, skips_so_far) of every round: each image's newest label valid at that round.
+
+    A labels row is valid at round r when it was ingested in a round <= r and
+    its delivery is not retracted from a round <= r. The inequality join has at
+    most len(rounds) x len(labels) rows (100 rounds x 100,000 labels: 10 M
+    short rows), which human labelling keeps small.
+    """
+    at = pl.DataFrame({"at_round": rounds})
+    valid = (at.join_where(labels, pl.col("round") <= pl.col("at_round"))
+             .filter(pl.col("retracted_from").is_null() | (pl.col("retracted_from") > pl.col("at_round"))))
+    newest = valid.group_by("at_round", "image_id").agg(pl.col("is_skip").sort_by("label_id").last())
+    return newest.group_by("at_round").agg(
+        labels_so_far=(~pl.col("is_skip")).sum().cast(pl.Int64), skips_so_far=pl.col("is_skip").sum().cast(pl.Int64),
+    ).rename({"at_round": "round"})
+
+
+def _round_frame(rounds: pl.DataFrame, probes: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """The rounds table as one frame (ROUND_COLUMNS), one row per round with a batch, a probe or labels."""
+    numbers = (pl.concat([rounds["round"].cast(pl.Int64), probes["round"].cast(pl.Int64),
+                          labels["round"].cast(pl.Int64)]).unique().sort())
+    ingested = labels.group_by("round").agg(labels_ingested=pl.len().cast(pl.Int64))
+    probes = probes.rename({"version": "probe_version", "trigger": "probe_trigger", "n_labels": "probe_n_labels"})
+    with_round = lambda f: f.with_columns(pl.col("round").cast(pl.Int64))
+    frame = pl.DataFrame({"round": numbers})
+    for part in (rounds, _labels_so_far(labels, numbers), ingested, probes):
+        frame = frame.join(with_round(part), on="round", how="left")
+    return frame.sort("round").with_columns(
+        pl.col("labels_so_far", "skips_so_far", "labels_ingested", "n_probes").fill_null(0),
+        pl.col("status").fill_null("not proposed"),
+    ).select(ROUND_COLUMNS)
+
+
 def rounds_table(store: Store) -> list[dict]:
     """One row per round (with a batch, a probe or ingested labels), ascending.
 
@@ -69,94 +117,122 @@ def rounds_table(store: Store) -> list[dict]:
     macro_f1, n_eval, proposed_at, evaluated_at (ISO strings), status ('open',
     'closed', or 'not proposed' for a round that trained a probe but proposed
     no batch, e.g. once the budget is spent), closed_at, closed_by, note.
-    The probe and metric columns are those of the round's latest probe version.
+    The probe and metric columns are those of the round's latest probe
+    (al_core.catalogue.probes.LATEST_PROBE_ORDER).
     """
     with store.connect(read_only=True, view=False) as con:
-        rounds = con.execute(
-            """SELECT round, kind, strategy, seed, budget, requested_budget, config_id, status, proposed_at,
-                      closed_at, closed_by, note FROM rounds""").fetchall()
-        probes = con.execute(
-            """SELECT p.probe_id, p.round, p.version, p.trigger, p.n_labels, p.trained_at,
-                      m.accuracy, m.balanced_accuracy, m.macro_f1, m.n_eval, m.evaluated_at
-               FROM probes p LEFT JOIN metrics m ON m.probe_id = p.probe_id""").fetchall()
-        labels = con.execute(
-            "SELECT label_id, image_id, is_skip, round, file_sha256 FROM labels ORDER BY label_id").fetchall()
-        retractions = con.execute("SELECT file_sha256, effective_round FROM retractions").fetchall()
-    retracted_from: dict[str, int] = {}
-    for sha, eff in retractions:
-        retracted_from[sha] = min(int(eff), retracted_from.get(sha, int(eff)))
-    by_round = {r[0]: r for r in rounds}
-    latest: dict[int, tuple] = {}
-    n_probes: dict[int, int] = {}
-    for p in probes:
-        rnd = p[1]
-        n_probes[rnd] = n_probes.get(rnd, 0) + 1
-        if rnd not in latest or (p[2], p[5]) > (latest[rnd][2], latest[rnd][5]):
-            latest[rnd] = p
-    ingested: dict[int, int] = {}
-    for _, _, _, rnd, _ in labels:
-        ingested[rnd] = ingested.get(rnd, 0) + 1
-    out = []
-    for rnd in sorted(set(by_round) | set(latest) | set(ingested)):
-        state: dict[str, bool] = {}  # image -> is_skip of its newest label as of this round
-        for _label_id, image_id, is_skip, lrnd, sha in labels:  # ascending label_id: the newest wins
-            if lrnd <= rnd and not (sha in retracted_from and retracted_from[sha] <= rnd):
-                state[image_id] = bool(is_skip)
-        n_skip = sum(state.values())
-        r = by_round.get(rnd)
-        p = latest.get(rnd)
-        out.append({
-            "round": rnd,
-            "kind": r[1] if r else None,
-            "labels_so_far": len(state) - n_skip,
-            "skips_so_far": n_skip,
-            "labels_ingested": ingested.get(rnd, 0),
-            "strategy": r[2] if r else None,
-            "seed": r[3] if r else None,
-            "budget": r[4] if r else None,
-            "requested_budget": r[5] if r else None,
-            "config_id": r[6] if r else None,
-            "probe_id": p[0] if p else None,
-            "probe_version": p[2] if p else None,
-            "probe_trigger": p[3] if p else None,
-            "probe_n_labels": p[4] if p else None,
-            "n_probes": n_probes.get(rnd, 0),
-            "accuracy": _f(p[6]) if p else None,
-            "balanced_accuracy": _f(p[7]) if p else None,
-            "macro_f1": _f(p[8]) if p else None,
-            "n_eval": p[9] if p else None,
-            "proposed_at": iso(r[8]) if r else None,
-            "evaluated_at": iso(p[10]) if p else None,
-            "status": r[7] if r else "not proposed",
-            "closed_at": iso(r[9]) if r else None,
-            "closed_by": r[10] if r else None,
-            "note": r[11] if r else None,
-        })
-    return out
+        rounds = Q.rounds_frame(con)
+        probes = Q.latest_probe_per_round(con)
+        labels = Q.label_events(con)
+    rows = _round_frame(rounds, probes, labels).to_dicts()
+    for r in rows:
+        r.update({k: iso(r[k]) for k in ROUND_TIMES})
+    return rows
 
 
 # ----------------------------------------------------------------------------- lineage
-def _resolve_image_id(con, image_id: str) -> str:
+def _check_image_prefix(image_id: str) -> str:
     p = (image_id or "").strip().lower()
     if not re.fullmatch(r"[0-9a-f]+", p):
         raise AuditError(f"{image_id!r} is not an image id: image ids are sha256 hex digests "
-                         f"(give the whole id or a unique prefix of at least {MIN_PREFIX} hex characters)")
-    if len(p) < MIN_PREFIX:
-        raise AuditError(f"image id prefix {p!r} is too short: give at least {MIN_PREFIX} hex characters")
-    if len(p) > 64:
-        raise AuditError(f"{image_id!r} is longer than a sha256 image id (64 hex characters)")
-    rows = con.execute(
-        """SELECT image_id FROM (
-             SELECT image_id FROM images UNION SELECT image_id FROM image_paths WHERE image_id IS NOT NULL
-             UNION SELECT image_id FROM labels UNION SELECT image_id FROM embedding_index)
-           WHERE starts_with(image_id, ?) ORDER BY image_id LIMIT 6""", [p]).fetchall()
-    if not rows:
-        raise AuditError(f"no image with id {'prefix ' if len(p) < 64 else ''}{p!r} in the catalogue")
-    if len(rows) > 1:
-        shown = ", ".join(r[0][:16] + "..." for r in rows[:5])
-        more = " and more" if len(rows) > 5 else ""
+                         f"(give the whole id or a unique prefix of at least {MIN_USER_PREFIX_CHARS} hex characters)")
+    if len(p) < MIN_USER_PREFIX_CHARS:
+        raise AuditError(f"image id prefix {p!r} is too short: give at least {MIN_USER_PREFIX_CHARS} hex characters")
+    if len(p) > IMAGE_ID_CHARS:
+        raise AuditError(f"{image_id!r} is longer than a sha256 image id ({IMAGE_ID_CHARS} hex characters)")
+    return p
+
+
+def _resolve_image_id(con, image_id: str) -> str:
+    """The one image id that ``image_id`` (a whole id or a unique prefix) names; AuditError otherwise."""
+    p = _check_image_prefix(image_id)
+    ids = Q.image_ids_with_prefix(con, p, AMBIGUOUS_SHOWN + 1)
+    if not ids:
+        raise AuditError(f"no image with id {'prefix ' if len(p) < IMAGE_ID_CHARS else ''}{p!r} in the catalogue")
+    if len(ids) > 1:
+        shown = ", ".join(short(i) + "..." for i in ids[:AMBIGUOUS_SHOWN])
+        more = " and more" if len(ids) > AMBIGUOUS_SHOWN else ""
         raise AuditError(f"image id prefix {p!r} is ambiguous: it matches {shown}{more}; give more characters")
-    return rows[0][0]
+    return ids[0]
+
+
+def _read_lineage(con, iid: str) -> dict:
+    """The catalogue rows about one image, as record lists (al_core.catalogue.audit)."""
+    labels = Q.label_records(con, iid)
+    return {
+        "image": Q.image_record(con, iid), "paths": Q.image_path_records(con, iid),
+        "ground_truth": Q.ground_truth_classes(con, iid), "embeddings": Q.embedding_records(con, iid),
+        "eval_set": Q.eval_set_record(con, iid), "proposals": Q.proposal_records(con, iid), "labels": labels,
+        "retractions": Q.retraction_records(con, sorted({lab["file_sha256"] for lab in labels})),
+        "trained": Q.trained_probe_records(con, iid),
+    }
+
+
+def _retractions_by_file(rets: list[dict]) -> dict[str, dict]:
+    """file sha256 -> retracted_at (the first), retracted_from_round (the smallest), reasons."""
+    out: dict[str, dict] = {}
+    for r in rets:
+        e = out.setdefault(r["file_sha256"], {"retracted_at": r["retracted_at"],
+                                              "retracted_from_round": int(r["effective_round"]), "reasons": []})
+        e["retracted_from_round"] = min(e["retracted_from_round"], int(r["effective_round"]))
+        if r["reason"]:
+            e["reasons"].append(r["reason"])
+    return out
+
+
+def _probes_of_labels(trained: list[dict]) -> tuple[list[dict], dict[int, list[str]]]:
+    """(every probe trained with one of the image's labels, label_id -> its probe ids), by round and version."""
+    probes: dict[str, dict] = {}
+    probe_ids_of: dict[int, list[str]] = {}
+    for t in trained:
+        probe_ids_of.setdefault(t["label_id"], []).append(t["probe_id"])
+        p = probes.setdefault(t["probe_id"], {
+            "probe_id": t["probe_id"], "round": t["round"], "version": t["version"], "trigger": t["trigger"],
+            "sha256": t["sha256"], "path": t["path"], "trained_at": iso(t["trained_at"]), "n_labels": t["n_labels"],
+            "accuracy": _f(t["accuracy"]), "balanced_accuracy": _f(t["balanced_accuracy"]), "label_ids": []})
+        p["label_ids"].append(t["label_id"])
+    return list(probes.values()), probe_ids_of
+
+
+def _label_entry(lab: dict, state: str, proposals: list[dict], ret: dict | None, probe_ids: list[str]) -> dict:
+    """One labels row of the lineage, with its delivery's retraction and the query it answered."""
+    answered = [q for q in proposals if q["round"] < lab["round"]]
+    pq = answered[-1] if answered else None
+    return {
+        "label_id": lab["label_id"], "label": lab["label"], "is_skip": bool(lab["is_skip"]),
+        "proposed": bool(lab["proposed"]), "round": lab["round"], "received_at": iso(lab["received_at"]),
+        "annotator": lab["annotator"], "annotation_id": lab["annotation_id"], "line": lab["line"],
+        "note": lab["note"], "file_id": lab["file_id"], "file_name": lab["file_name"],
+        "file_sha256": lab["file_sha256"], "file_status": lab["file_status"],
+        "file_stored_path": lab["file_stored_path"],
+        "retracted": ret is not None, "retracted_at": iso(ret["retracted_at"]) if ret else None,
+        "retracted_from_round": ret["retracted_from_round"] if ret else None,
+        "retraction_reason": ("; ".join(ret["reasons"]) or None) if ret else None,
+        "state": state, "is_current": state == "current",
+        "proposed_round": pq["round"] if pq else None, "proposed_strategy": pq["strategy"] if pq else None,
+        "proposed_score": _f(pq["score"]) if pq else None, "proposed_rank": pq["rank"] if pq else None,
+        "probe_ids": probe_ids,
+    }
+
+
+def _label_entries(rows: dict) -> tuple[list[dict], list[dict]]:
+    """(label entries oldest first, probes): each row's state by the current_labels rule."""
+    ret = _retractions_by_file(rows["retractions"])
+    live = [lab for lab in rows["labels"] if lab["file_sha256"] not in ret]
+    current_id = live[-1]["label_id"] if live else None  # the newest row of a delivery not retracted
+    probes, probe_ids_of = _probes_of_labels(rows["trained"])
+    entries = []
+    for lab in rows["labels"]:
+        r = ret.get(lab["file_sha256"])
+        state = "retracted" if r else ("current" if lab["label_id"] == current_id else "superseded")
+        entries.append(_label_entry(lab, state, rows["proposals"], r, probe_ids_of.get(lab["label_id"], [])))
+    return entries, probes
+
+
+def _image_entry(img: dict | None) -> dict | None:
+    if img is None:
+        return None
+    return {**img, "first_seen": iso(img["first_seen"])}
 
 
 def lineage(store: Store, image_id: str) -> dict:
@@ -170,8 +246,8 @@ def lineage(store: Store, image_id: str) -> dict:
     proposed_at), labels (every labels row, oldest first: label, is_skip,
     proposed, round, received_at, annotator, annotation_id, line, file_id,
     file_name, file_sha256, file_status, file_stored_path, retracted,
-    retracted_at, retracted_from_round, state 'current' | 'superseded' |
-    'retracted', is_current, proposed_round / proposed_strategy /
+    retracted_at, retracted_from_round, retraction_reason, state 'current' |
+    'superseded' | 'retracted', is_current, proposed_round / proposed_strategy /
     proposed_score / proposed_rank (the query it answered), probe_ids),
     current_label (the current row, or None), probes (every probe trained with
     one of its labels: probe_id, round, version, trigger, sha256, path,
@@ -180,271 +256,159 @@ def lineage(store: Store, image_id: str) -> dict:
     """
     with store.connect(read_only=True, view=False) as con:
         iid = _resolve_image_id(con, image_id)
-        q = lambda sql: con.execute(sql, [iid]).fetchall()  # noqa: E731
-        img = q("SELECT size_bytes, width, height, format, first_seen, first_scan_id FROM images WHERE image_id = ?")
-        paths = q("""SELECT path, status, error, source, first_seen, last_seen FROM image_paths
-                     WHERE image_id = ? ORDER BY path""")
-        truth = q("SELECT DISTINCT class_name FROM ground_truth WHERE image_id = ? ORDER BY 1")
-        emb = q("""SELECT e.config_id, c.backbone, c.dim, e.part_id, p.created_at FROM embedding_index e
-                   LEFT JOIN embedding_configs c ON c.config_id = e.config_id
-                   LEFT JOIN embedding_parts p ON p.part_id = e.part_id
-                   WHERE e.image_id = ? ORDER BY p.created_at, e.config_id""")
-        ev = q("SELECT label, source, added_at FROM eval_set WHERE image_id = ?")
-        props = q("""SELECT q.round, q.rank, q.strategy, q.score, q.path, r.proposed_at FROM queries q
-                     LEFT JOIN rounds r ON r.round = q.round WHERE q.image_id = ? ORDER BY q.round""")
-        labs = q("""SELECT l.label_id, l.label, l.is_skip, l.proposed, l.round, l.received_at, l.annotator,
-                           l.annotation_id, l.line, l.note, l.file_id, f.original_name, l.file_sha256, f.status,
-                           f.stored_path
-                    FROM labels l LEFT JOIN label_files f ON f.file_id = l.file_id
-                    WHERE l.image_id = ? ORDER BY l.label_id""")
-        shas = sorted({r[12] for r in labs})
-        rets = con.execute(
-            "SELECT file_sha256, retracted_at, effective_round, reason FROM retractions "
-            "WHERE file_sha256 IN (SELECT unnest(?)) ORDER BY retracted_at", [shas]).fetchall() if shas else []
-        trained = q("""SELECT pl.label_id, p.probe_id, p.round, p.version, p.trigger, p.sha256, p.path, p.trained_at,
-                              p.n_labels, m.accuracy, m.balanced_accuracy
-                       FROM probe_labels pl JOIN labels l ON l.label_id = pl.label_id
-                       JOIN probes p ON p.probe_id = pl.probe_id LEFT JOIN metrics m ON m.probe_id = p.probe_id
-                       WHERE l.image_id = ? ORDER BY p.round, p.version, p.probe_id, pl.label_id""")
-    ret: dict[str, dict] = {}
-    for sha, at, eff, reason in rets:
-        r = ret.setdefault(sha, {"retracted_at": at, "retracted_from_round": int(eff), "reasons": []})
-        r["retracted_from_round"] = min(r["retracted_from_round"], int(eff))
-        if reason:
-            r["reasons"].append(reason)
-    # current: the newest row of a delivery that is not retracted (the current_labels rule)
-    live = [r for r in labs if r[12] not in ret]
-    current_id = live[-1][0] if live else None
-    probes: dict[str, dict] = {}
-    probe_ids_of: dict[int, list[str]] = {}
-    for label_id, pid, rnd, ver, trig, sha, path, at, n_labels, acc, bacc in trained:
-        probe_ids_of.setdefault(label_id, []).append(pid)
-        p = probes.setdefault(pid, {"probe_id": pid, "round": rnd, "version": ver, "trigger": trig, "sha256": sha,
-                                    "path": path, "trained_at": iso(at), "n_labels": n_labels,
-                                    "accuracy": _f(acc), "balanced_accuracy": _f(bacc), "label_ids": []})
-        p["label_ids"].append(label_id)
-    labels = []
-    for (label_id, label, is_skip, proposed, rnd, received, annotator, ann_id, line, note, file_id, fname, sha,
-         fstatus, stored) in labs:
-        answered = [p for p in props if p[0] < rnd]
-        pq = answered[-1] if answered else None
-        r = ret.get(sha)
-        state = "retracted" if r else ("current" if label_id == current_id else "superseded")
-        labels.append({
-            "label_id": label_id, "label": label, "is_skip": bool(is_skip), "proposed": bool(proposed),
-            "round": rnd, "received_at": iso(received), "annotator": annotator, "annotation_id": ann_id,
-            "line": line, "note": note, "file_id": file_id, "file_name": fname, "file_sha256": sha,
-            "file_status": fstatus, "file_stored_path": stored,
-            "retracted": r is not None, "retracted_at": iso(r["retracted_at"]) if r else None,
-            "retracted_from_round": r["retracted_from_round"] if r else None,
-            "retraction_reason": "; ".join(r["reasons"]) or None if r else None,
-            "state": state, "is_current": state == "current",
-            "proposed_round": pq[0] if pq else None, "proposed_strategy": pq[2] if pq else None,
-            "proposed_score": _f(pq[3]) if pq else None, "proposed_rank": pq[1] if pq else None,
-            "probe_ids": probe_ids_of.get(label_id, []),
-        })
+        rows = _read_lineage(con, iid)
+    labels, probes = _label_entries(rows)
+    ev = rows["eval_set"]
     return {
         "image_id": iid,
-        "image": ({"size_bytes": img[0][0], "width": img[0][1], "height": img[0][2], "format": img[0][3],
-                   "first_seen": iso(img[0][4]), "first_scan_id": img[0][5]} if img else None),
-        "paths": [{"path": p, "status": s, "error": e, "source": src, "first_seen": iso(f), "last_seen": iso(la)}
-                  for p, s, e, src, f, la in paths],
-        "ground_truth": [r[0] for r in truth],
-        "embeddings": [{"config_id": c, "backbone": b, "dim": d, "part_id": pid, "embedded_at": iso(at)}
-                       for c, b, d, pid, at in emb],
-        "eval_set": {"label": ev[0][0], "source": ev[0][1], "added_at": iso(ev[0][2])} if ev else None,
-        "proposals": [{"round": r, "rank": k, "strategy": s, "score": _f(sc), "path": p, "proposed_at": iso(at)}
-                      for r, k, s, sc, p, at in props],
+        "image": _image_entry(rows["image"]),
+        "paths": [{**p, "first_seen": iso(p["first_seen"]), "last_seen": iso(p["last_seen"])} for p in rows["paths"]],
+        "ground_truth": rows["ground_truth"],
+        "embeddings": [{**e, "embedded_at": iso(e["embedded_at"])} for e in rows["embeddings"]],
+        "eval_set": {**ev, "added_at": iso(ev["added_at"])} if ev else None,
+        "proposals": [{**q, "score": _f(q["score"]), "proposed_at": iso(q["proposed_at"])} for q in rows["proposals"]],
         "labels": labels,
         "current_label": next((dict(lab) for lab in labels if lab["is_current"]), None),
-        "probes": list(probes.values()),
+        "probes": probes,
     }
 
 
 # ----------------------------------------------------------------------------- export
-def _atomic_target(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
+def export_format(out_path: str | os.PathLike, fmt: str | None = None) -> str:
+    """'csv' or 'parquet': ``fmt`` when given, else from the suffix of ``out_path`` (.parquet / .pq), else csv."""
+    fmt = (fmt or ("parquet" if Path(out_path).suffix.lower() in (".parquet", ".pq") else "csv")).lower()
+    if fmt not in EXPORT_FORMATS:
+        raise AuditError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    return fmt
 
 
-def _fsync_replace(tmp: Path, out: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
+def _read_export_inputs(store: Store) -> tuple[dict | None, str | None, pl.DataFrame, pl.DataFrame]:
+    """(latest probe or None, the embedding config of the rows, current labels, one path per image)."""
+    with store.connect(read_only=True, view=False) as con:
+        probe = Q.latest_probe(con)
+        config_id = probe["config_id"] if probe else (Q.latest_round_config_id(con) or newest_embedded_config_id(con))
+        return probe, config_id, Q.current_labels_frame(con), Q.image_path_frame(con)
+
+
+def _predictions(store: Store, cfg, probe: dict | None, config_id: str | None) -> pl.DataFrame:
+    """image_id, predicted, confidence, probe_id of every vector of ``config_id`` (nulls without a probe)."""
+    from al_core.loop.rounds import load_probe
+
+    schema = {"image_id": pl.String, "predicted": pl.String, "confidence": pl.Float64, "probe_id": pl.String}
+    if config_id is None:
+        return pl.DataFrame(schema=schema)
+    emb = store.load_embeddings(config_id)
+    ids = [str(i) for i in emb.image_ids]
+    if probe is None or not ids:
+        return pl.DataFrame({"image_id": ids}, schema={"image_id": pl.String}).with_columns(
+            pl.lit(None, pl.String).alias("predicted"), pl.lit(None, pl.Float64).alias("confidence"),
+            pl.lit(None, pl.String).alias("probe_id"))
+    classes = list(cfg.class_names(store))
+    if len(classes) != int(probe["n_classes"]):
+        raise AuditError(f"probe {probe['probe_id']} has {probe['n_classes']} classes, the project has {len(classes)} "
+                         f"({', '.join(classes)}): cannot name its predictions")
+    proba = load_probe(store, probe["probe_id"]).predict_proba(emb.features)
+    k = proba.argmax(axis=1)
+    return pl.DataFrame({
+        "image_id": ids, "predicted": pl.Series(classes, dtype=pl.String).gather(k),
+        "confidence": proba[np.arange(len(k)), k].astype(np.float64),
+    }, schema={n: t for n, t in schema.items() if n != "probe_id"}).with_columns(
+        pl.lit(probe["probe_id"], pl.String).alias("probe_id"))
+
+
+def _export_table(predictions: pl.DataFrame, current: pl.DataFrame, paths: pl.DataFrame) -> pl.DataFrame:
+    """The export rows (EXPORT_COLUMNS): every predicted row plus each labelled image without a vector, by id."""
+    unembedded = current.select("image_id").join(predictions.select("image_id"), on="image_id", how="anti")
+    rows = pl.concat([predictions, unembedded], how="diagonal")
+    return (rows.join(paths, on="image_id", how="left")
+            .join(current, on="image_id", how="left")
+            .with_columns(label_source=pl.when(pl.col("label").is_null()).then(None)
+                          .when(pl.col("is_skip")).then(pl.lit("skip")).otherwise(pl.lit("human")))
+            .sort("image_id")
+            .select(EXPORT_COLUMNS))
+
+
+def _write_table(table: pl.DataFrame, out: Path, fmt: str) -> None:
+    """Write ``table`` atomically (al_core.files.atomic): a reader never sees half a file."""
+    with atomic_path(out) as tmp:
+        if fmt == "parquet":
+            table.write_parquet(tmp)
+        else:
+            table.write_csv(tmp, quote_style="non_numeric")  # strings quoted, numbers bare, nulls empty
 
 
 def export(store: Store, cfg, out_path: str | os.PathLike, fmt: str | None = None) -> dict:
     """Write the current labels and the latest probe's predictions, one row per image.
 
     Rows: every image with a vector in the latest probe's embedding config (or,
-    before any probe, the latest round's / the newest config), plus any
-    labelled image without a vector there; ascending image_id. Columns:
-    image_id, path (an ok path, else any known), label (current label: newest
-    non-retracted; the skip label for a skip), label_source ('human', 'skip',
-    or null when unlabelled), predicted (class name), confidence (the predicted
-    class's probability), probe_id (null before the first probe, and for an
-    image without a vector). ``fmt``: 'csv' or 'parquet' (default: from the
-    file suffix, else csv). The file is written to a temporary name beside
-    ``out_path``, fsynced and renamed, so a reader never sees half a file.
+    before any probe, the latest round's config, else the newest config with
+    vectors), plus any labelled image without a vector there; ascending
+    image_id. Columns: image_id, path (an ok path, else any known), label
+    (current label: newest non-retracted; the skip label for a skip),
+    label_source ('human', 'skip', or null when unlabelled), predicted (class
+    name), confidence (the predicted class's probability), probe_id (null
+    before the first probe, and for an image without a vector). ``fmt``: 'csv'
+    or 'parquet' (default: from the file suffix, else csv). The file is written
+    with polars through al_core.files.atomic (a temporary name beside
+    ``out_path``, fsynced and renamed), so a reader never sees half a file.
     Returns a summary dict.
     """
-    import pyarrow as pa
-
-    from al_core.loop.rounds import load_probe
-
     out = Path(out_path).absolute()
-    fmt = (fmt or ("parquet" if out.suffix.lower() in (".parquet", ".pq") else "csv")).lower()
-    if fmt not in EXPORT_FORMATS:
-        raise AuditError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    with store.connect(read_only=True, view=False) as con:
-        probe_row = con.execute(
-            """SELECT probe_id, config_id, n_classes FROM probes
-               ORDER BY round DESC, version DESC, trained_at DESC LIMIT 1""").fetchone()
-        if probe_row:
-            config_id = probe_row[1]
-        else:
-            r = con.execute("SELECT config_id FROM rounds ORDER BY round DESC LIMIT 1").fetchone() or \
-                con.execute("SELECT config_id FROM embedding_configs ORDER BY created_at DESC LIMIT 1").fetchone()
-            config_id = r[0] if r else None
-        current = {iid: (label, bool(skip)) for iid, label, skip in con.execute(
-            "SELECT image_id, label, is_skip FROM current_labels").fetchall()}
-        paths = dict(con.execute(
-            """SELECT image_id, coalesce(min(path) FILTER (WHERE status = 'ok'), min(path)) FROM image_paths
-               WHERE image_id IS NOT NULL GROUP BY image_id""").fetchall())
+    fmt = export_format(out, fmt)
+    probe, config_id, current, paths = _read_export_inputs(store)
     # the database is closed from here on: loading vectors and predicting never holds it
-    probe_id = probe_row[0] if probe_row else None
-    if config_id is not None:
-        emb = store.load_embeddings(config_id)
-        ids = [str(i) for i in emb.image_ids]
-    else:
-        emb, ids = None, []
-    predicted: list = [None] * len(ids)
-    confidence = np.full(len(ids), np.nan)
-    if probe_row and len(ids):
-        classes = list(cfg.class_names(store))
-        if len(classes) != int(probe_row[2]):
-            raise AuditError(f"probe {probe_id} has {probe_row[2]} classes, the project has {len(classes)} "
-                             f"({', '.join(classes)}): cannot name its predictions")
-        probe = load_probe(store, probe_id)
-        proba = probe.predict_proba(emb.features)
-        k = proba.argmax(axis=1)
-        predicted = [classes[j] for j in k]
-        confidence = proba[np.arange(len(k)), k].astype(np.float64)
-    rows_ids = ids + sorted(set(current) - set(ids))
-    n_extra = len(rows_ids) - len(ids)
-    predicted = predicted + [None] * n_extra
-    confidence = np.concatenate([confidence, np.full(n_extra, np.nan)])
-    has_pred = [p is not None for p in predicted]
-    order = np.argsort(np.asarray(rows_ids, dtype=object).astype(str), kind="stable") if rows_ids else []
-    rows_ids = [rows_ids[i] for i in order]
-    predicted = [predicted[i] for i in order]
-    has_pred = [has_pred[i] for i in order]
-    confidence = confidence[order] if len(rows_ids) else confidence
-    labels = [current.get(i, (None, False)) for i in rows_ids]
-    table = pa.table({
-        "image_id": pa.array(rows_ids, pa.string()),
-        "path": pa.array([paths.get(i) for i in rows_ids], pa.string()),
-        "label": pa.array([lab for lab, _ in labels], pa.string()),
-        "label_source": pa.array([None if lab is None else ("skip" if skip else "human") for lab, skip in labels],
-                                 pa.string()),
-        "predicted": pa.array(predicted, pa.string()),
-        "confidence": pa.array(confidence, pa.float64(), mask=~np.asarray(has_pred, dtype=bool)),
-        "probe_id": pa.array([probe_id if h else None for h in has_pred], pa.string()),
-    })
-    tmp = _atomic_target(out)
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            pq.write_table(table, tmp)
-        else:
-            import pyarrow.csv as pcsv
-
-            pcsv.write_csv(table, tmp, write_options=pcsv.WriteOptions(quoting_style="needed"))
-        _fsync_replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    n_human = sum(1 for lab, skip in labels if lab is not None and not skip)
-    n_skip = sum(1 for lab, skip in labels if lab is not None and skip)
-    return {"path": str(out), "format": fmt, "rows": len(rows_ids), "labelled": n_human, "skips": n_skip,
-            "predicted": int(sum(has_pred)), "probe_id": probe_id, "config_id": config_id,
-            "unembedded_labelled": n_extra}
+    predictions = _predictions(store, cfg, probe, config_id)
+    table = _export_table(predictions, current, paths)
+    _write_table(table, out, fmt)
+    labelled = table.filter(pl.col("label").is_not_null())
+    return {"path": str(out), "format": fmt, "rows": table.height,
+            "labelled": int(labelled.filter(pl.col("label_source") == "human").height),
+            "skips": int(labelled.filter(pl.col("label_source") == "skip").height),
+            "predicted": int(table["predicted"].is_not_null().sum()),
+            "probe_id": probe["probe_id"] if probe else None, "config_id": config_id,
+            "unembedded_labelled": table.height - predictions.height}
 
 
 # ----------------------------------------------------------------------------- snapshot
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def snapshot(store: Store, dest: str | os.PathLike, *, overwrite: bool = False) -> dict:
     """Write a consistent, read-only copy of the catalogue to ``dest`` (a DuckDB file).
 
     Consistency: one read-only connection to the catalogue ATTACHes a new file
-    and runs ``COPY FROM DATABASE`` inside a single transaction, so the copy is
-    one MVCC snapshot of the last committed state (committed rows only, WAL
-    included: the read-only open replays it); while that connection is open, no
-    other process can write the file (DuckDB's file lock), so the copy is also
-    exactly the state on disk. The lock is held only for the copy itself; a
-    writer waiting meanwhile retries within its ``store.lock_timeout_s``.
+    and runs ``COPY FROM DATABASE`` inside a single transaction
+    (al_core.catalogue.audit.copy_database), so the copy is one MVCC snapshot
+    of the last committed state (committed rows only, WAL included: the
+    read-only open replays it); while that connection is open, no other process
+    can write the file (DuckDB's file lock), so the copy is also exactly the
+    state on disk. The lock is held only for the copy itself; a writer waiting
+    meanwhile retries within its ``store.lock_timeout_s``.
 
-    The copy is written to a temporary name, checkpointed (no WAL beside it),
-    made read-only (mode 0444), and renamed to ``dest``. It opens alone
-    (``duckdb -readonly dest`` or ``duckdb.connect(dest, read_only=True)``):
-    every table and view is inside, ``schema_info`` gains ``snapshot_of`` and
-    ``snapshot_at``, and the ``embeddings`` view keeps the absolute paths of
-    the vector part files, so it answers on the same machine (the part files are
-    immutable once committed). Returns the row count of every table copied
-    (counted inside the copy's transaction) and the file's path and size.
+    The copy is written under a temporary name (al_core.files.atomic.atomic_path),
+    checkpointed (no WAL beside it: a copy that leaves one is not published),
+    made read-only (mode 0444), fsynced and published as ``dest``; without
+    ``overwrite`` an existing ``dest`` is never replaced, even one created
+    during the copy. It opens alone (``duckdb -readonly dest`` or
+    ``duckdb.connect(dest, read_only=True)``): every table and view is inside,
+    ``schema_info`` gains ``snapshot_of`` and ``snapshot_at``, and the
+    ``embeddings`` view keeps the absolute paths of the vector part files, so it
+    answers on the same machine (the part files are immutable once committed).
+    Returns the row count of every table copied (counted inside the copy's
+    transaction) and the file's path and size.
     """
     dest = Path(dest).absolute()
+    exists = AuditError(f"{dest} exists; choose another name (snapshots are never overwritten)")
     if dest.exists() and not overwrite:
-        raise AuditError(f"{dest} exists; choose another name (snapshots are never overwritten)")
+        raise exists
     if dest.resolve() == store.db_path.resolve():
         raise AuditError("the snapshot cannot replace the catalogue itself")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    wal = tmp.with_name(tmp.name + ".wal")
-    for p in (tmp, wal):
-        if p.exists():
-            p.unlink()
     t0 = time.monotonic()
-    counts: dict[str, int] = {}
     try:
-        with store.connect(read_only=True, view=False) as con:
-            src_name = con.execute("SELECT current_database()").fetchone()[0]
-            src = _quote_ident(src_name)
-            lit = "'" + str(tmp).replace("'", "''") + "'"
-            con.execute(f"ATTACH {lit} AS al_snapshot (READ_WRITE)")
-            try:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    con.execute(f"COPY FROM DATABASE {src} TO al_snapshot")
-                    tables = [r[0] for r in con.execute(
-                        """SELECT table_name FROM duckdb_tables()
-                           WHERE database_name = ? AND schema_name = 'main' AND NOT temporary ORDER BY 1""",
-                        [src_name]).fetchall()]
-                    for t in tables:
-                        counts[t] = int(con.execute(f"SELECT count(*) FROM {src}.main.{_quote_ident(t)}").fetchone()[0])
-                    con.execute("DELETE FROM al_snapshot.main.schema_info WHERE key IN ('snapshot_of', 'snapshot_at')")
-                    con.execute("INSERT INTO al_snapshot.main.schema_info VALUES ('snapshot_of', ?), ('snapshot_at', ?)",
-                                [str(store.db_path), now().isoformat()])
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("CHECKPOINT al_snapshot")
-            finally:
-                con.execute("DETACH al_snapshot")
-        if wal.exists():
-            raise AuditError(f"snapshot {tmp} left a write-ahead log after its checkpoint; not published")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
-    finally:
-        for p in (tmp, wal):
-            if p.exists():
-                p.unlink()
+        with atomic_path(dest, mode=SNAPSHOT_MODE, replace=overwrite) as tmp:
+            with store.connect(read_only=True, view=False) as con:
+                counts = Q.copy_database(con, str(tmp), snapshot_of=str(store.db_path),
+                                         snapshot_at=now().isoformat())
+            if tmp.with_name(tmp.name + ".wal").exists():
+                raise AuditError(f"snapshot {tmp} left a write-ahead log after its checkpoint; not published")
+    except FileExistsError:
+        raise exists from None
     return {"path": str(dest), "bytes": dest.stat().st_size, "tables": counts,
             "seconds": round(time.monotonic() - t0, 3), "source": str(store.db_path)}

@@ -1,0 +1,69 @@
+"""What the `al` commands share: the ``--config`` option and running a command against the project's store,
+with every failure turned into a one-line message and a status of the one table, al_core.cli.exit_codes.Exit.
+
+- a project file that is missing or invalid (ConfigError, also one met while running, such as no class
+  list): Exit.USAGE;
+- the database locked by another process for the whole ``store.lock_timeout_s``: Exit.LOCKED (retryable;
+  the message names the setting);
+- any other problem with the store or the data (StoreError, LookupError, ValueError, OSError,
+  RuntimeError): Exit.FAILED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from al_core.cli.exit_codes import Exit
+
+CONFIG_HELP = "project file (default: $AL_CONFIG, else ./al.yaml, else the defaults)"
+
+
+def add_config_option(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--config PATH`` (CONFIG_HELP) to ``ap``; return ``ap``."""
+    ap.add_argument("--config", metavar="PATH", default=None, help=CONFIG_HELP)
+    return ap
+
+
+def fail(prog: str, message: str, status: Exit = Exit.FAILED) -> Exit:
+    """Print ``prog: message`` on stderr; return ``status``."""
+    print(f"{prog}: {message}", file=sys.stderr)
+    return status
+
+
+def locked_message(store, cfg) -> str:
+    where = cfg.source_file or "the defaults (no project file)"
+    return (f"the database {store.db_path} is locked by another process (a loop run writing?) and stayed "
+            f"locked for the whole retry window of {store.lock_timeout_s:g} s, the setting store.lock_timeout_s "
+            f"(from {where}). The command stopped there, nothing half-written; retry in a moment, or raise "
+            "store.lock_timeout_s.")
+
+
+def run_with_store(prog: str, config_path: str | None, body: Callable, *,
+                   usage_errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Load the project file, open its store, return ``body(cfg, store)`` (None: Exit.OK).
+
+    Failures become a message on stderr and a status (module docstring);
+    exceptions in ``usage_errors`` (a wrong argument found while running) give
+    Exit.USAGE.
+    """
+    from al_core.catalogue import open_store
+    from al_core.catalogue.store import StoreError, StoreLockedError
+    from al_core.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_path)
+    except (ConfigError, OSError) as e:
+        return fail(prog, f"cannot read the project file: {e}", Exit.USAGE)
+    store = open_store(cfg)
+    try:
+        return int(Exit.OK if (status := body(cfg, store)) is None else status)
+    except StoreLockedError:
+        return fail(prog, locked_message(store, cfg), Exit.LOCKED)
+    except (ConfigError, *usage_errors) as e:
+        return fail(prog, str(e), Exit.USAGE)
+    except StoreError as e:  # includes AuditError and SchemaVersionError
+        return fail(prog, str(e))
+    except (LookupError, ValueError, OSError, RuntimeError) as e:
+        return fail(prog, f"{type(e).__name__}: {e}")
