@@ -9,6 +9,7 @@
 """
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -111,7 +112,8 @@ def test_long_files_say_why():
 def test_only_al_core_is_installed(tmp_path):
     code = ("import importlib.util as u; "
             "print(','.join(n for n in ('al_core', 'al_assets', 'resources', 'sensors') if u.find_spec(n)))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # what is installed, not a path given by hand
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "al_core"
 
