@@ -15,14 +15,14 @@ recommendation) or ``"random"``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from al_core.learn.probe import Probe
 from al_core.learn.strategies import Strategy, get_strategy
-from al_core.learn.strategies.base import SelectionError
+from al_core.learn.strategies.errors import SelectionError
 
 __all__ = ["SimulationResult", "run_simulation", "round_seed"]
 
