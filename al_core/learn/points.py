@@ -1,7 +1,8 @@
 """Points: a read-only view of some rows of a feature matrix, L2-normalised on demand, read in blocks.
 
-Every block loop over a point set (k-means, the nearest-neighbour helpers, the strategies)
-reads through :class:`Points`, so a subset of a memory-mapped matrix is never copied whole.
+k-means, :func:`~al_core.learn.neighbours.min_sq_distances` and the strategies take a
+:class:`Points`, so that a subset of a (memory-mapped) feature matrix is gathered and
+normalised block by block instead of copied whole.
 """
 
 from __future__ import annotations

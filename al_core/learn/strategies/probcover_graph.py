@@ -1,8 +1,9 @@
 """ProbCover's geometry on L2-normalised rows: delta-ball graphs and nearest-other-label distances.
 
 Everything here works from dot products (||x_i - x_j||^2 = 2 - 2 x_i . x_j for unit
-rows), computed in square tiles of PROBCOVER_TILE_ROWS rows, only on or above the
-diagonal (the products are symmetric); no N x N matrix is built. The graph is stored
+rows). The all-pairs passes compute them in square tiles of PROBCOVER_TILE_ROWS rows, only
+on or above the diagonal (the products are symmetric); the sampled distances take blocks of
+PROBCOVER_TILE_ROWS rows against the sample. No N x N matrix is built. The graph is stored
 as two CSR halves (:class:`RadiusGraph`). :mod:`al_core.learn.strategies.probcover`
 holds the strategy: the radius search, the greedy coverage and the sampled mode.
 """
