@@ -48,8 +48,7 @@ WRITER_TAGS = {"dagster-dask/resource_requirements": json.dumps({WRITER_RESOURCE
 def _backbone(name: str, image_size: int, weights_path: str | None, device: str | None):
     from al_core.models.backbones import load_backbone
 
-    return load_backbone(name, image_size=image_size if name == "efficientnet_lite0" else None,
-                         weights_path=weights_path, device=device)
+    return load_backbone(name, project_image_size=image_size, weights_path=weights_path, device=device)
 
 
 def load_backbone_cached(res: BackboneResource):

@@ -20,9 +20,5 @@ class BackboneResource(dg.ConfigurableResource):
     def load(self):
         from al_core.models.backbones import load_backbone
 
-        return load_backbone(
-            self.name,
-            image_size=self.image_size if self.name == "efficientnet_lite0" else None,
-            weights_path=self.weights_path,
-            device=self.device,
-        )
+        return load_backbone(self.name, project_image_size=self.image_size, weights_path=self.weights_path,
+                             device=self.device)

@@ -5,6 +5,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network (also set by conftest.py)
 
+import dataclasses
 import json
 import pickle
 import re
@@ -16,6 +17,9 @@ from pathlib import Path
 import pytest
 
 from al_core.models import backbones as B
+from al_core.models import weights as W
+from al_core.models.builders import effnet_lukemelas_to_timm
+from al_core.models.registry import register_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = [
@@ -91,7 +95,7 @@ def test_registry_lists_every_backbone_with_its_dimension():
         assert spec.feature_dim == DIMS[name]
         assert spec.library in ("timm", "open_clip")
         assert spec.architecture and spec.weights_source and spec.preprocessing
-        with pytest.raises(Exception):
+        with pytest.raises(dataclasses.FrozenInstanceError):
             spec.feature_dim = 1  # frozen
     with pytest.raises(B.UnknownBackboneError, match="known:"):
         B.get_backbone_spec("resnet9000")
@@ -99,7 +103,8 @@ def test_registry_lists_every_backbone_with_its_dimension():
 
 def test_importing_the_registry_is_cheap_and_dagster_free():
     code = (
-        "import sys, time; t = time.perf_counter(); import al_core.models.backbones, al_core.ingest.embed, al_core.cli.backbones; "
+        "import sys, time; t = time.perf_counter(); "
+        "import al_core.models.backbones, al_core.ingest.embed, al_core.cli.backbones; "
         "dt = time.perf_counter() - t; "
         "heavy = [m for m in ('torch', 'timm', 'open_clip', 'dagster', 'torchvision') if m in sys.modules]; "
         "print(dt, heavy); assert not heavy, heavy"
@@ -133,6 +138,28 @@ def test_giant_models_by_configuration_only():
         assert open_clip.get_model_config(spec.architecture)["vision_cfg"]["image_size"] == 224
 
 
+def test_the_spec_decides_the_input_size_and_the_builder():
+    """Callers pass the project's image size whatever the backbone: a CNN takes it, a ViT keeps
+    the size its position embeddings were trained at; an explicit image_size applies to both."""
+    eff, dino = B.get_backbone_spec("efficientnet_lite0"), B.get_backbone_spec("dinov2_vits14")
+    assert [n for n in ALL if B.get_backbone_spec(n).takes_input_size] == ["efficientnet_lite0"]
+    assert [n for n in ALL if B.get_backbone_spec(n).has_classifier] == ["efficientnet_lite0"]
+    assert eff.input_size() == 128 and eff.input_size(project_image_size=96) == 96
+    assert dino.input_size(project_image_size=128) == 224
+    assert dino.input_size(image_size=252, project_image_size=128) == 252
+    with pytest.raises(B.BackboneError, match="too small"):
+        eff.input_size(project_image_size=8)
+    assert all(callable(B.get_backbone_spec(n).builder) for n in ALL)
+    assert len({B.get_backbone_spec(n).builder for n in ALL}) == 3  # one builder per family
+    assert "builder" not in B.spec_dict("dinov2_vits14") and B.spec_dict("efficientnet_lite0")["bundled"]["file"]
+    with pytest.raises(ValueError, match="registered twice"):
+        register_backbone(eff)(eff.builder)
+    lb = B.load_backbone("efficientnet_lite0", project_image_size=64, random_weights=True, device="cpu")
+    assert lb.image_size == 64 and lb.config["preprocessing"]["input_size"] == 64
+    with pytest.raises(B.BackboneError, match="no classifier"):
+        B.load_backbone("dinov2_vits14", project_image_size=128, random_weights=True, device="cpu").logits(None)
+
+
 def test_vit_input_size_must_fit_the_patch():
     with pytest.raises(B.BackboneError, match="multiple of 14"):
         B.load_backbone("dinov2_vits14", image_size=100, random_weights=True)
@@ -161,7 +188,7 @@ def test_effnet_key_mapping_is_exact(effnet224):
     import torch
 
     sd = torch.load(effnet224.weights_path, map_location="cpu", weights_only=True)
-    mapped = B._effnet_lukemelas_to_timm(sd, effnet224.model)
+    mapped = effnet_lukemelas_to_timm(sd, effnet224.model)
     target = effnet224.model.state_dict()
     assert len(mapped) == len(sd) == len(target) == 296
     assert set(mapped) == set(target)
@@ -305,7 +332,7 @@ def test_planted_malicious_pickle_is_refused(fmt, tmp_path, monkeypatch):
             pickle.dump(payload, f)
 
     # where the bundled weights are expected: refused on sha256 before any unpickling
-    monkeypatch.setattr(B, "_bundled_effnet_path", lambda: evil)
+    monkeypatch.setattr(W, "bundled_weights_path", lambda spec: evil)
     with pytest.raises(B.WeightsRejectedError, match="sha256"):
         B.load_backbone("efficientnet_lite0")
     # as an explicit file for efficientnet: same

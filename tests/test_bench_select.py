@@ -15,7 +15,7 @@ def test_bench_select_small(tmp_path, capsys):
     data = json.loads(out.read_text())
     printed = json.loads(capsys.readouterr().out)
     assert printed["strategies"].keys() == data["strategies"].keys() == {"margin", "random"}
-    for name, entry in data["strategies"].items():
+    for entry in data["strategies"].values():
         assert entry["status"] == "ok", entry
         assert 0 < entry["seconds"] < 120, entry  # measured, and within the run's --timeout
         assert entry["peak_rss_mb"] > 0
@@ -24,15 +24,13 @@ def test_bench_select_small(tmp_path, capsys):
     assert "probe_fit_seconds" in data["strategies"]["margin"]
 
 
-def test_bench_probcover_approx_small(tmp_path, capsys, monkeypatch):
+def test_bench_probcover_approx_small(tmp_path, capsys):
     """The agreement benchmark at a small size: exact and approximate both run;
     coverage is measured on every row and behaves as coverage must."""
     import al_core.learn.strategies.probcover as pc
     from al_core.bench import probcover_approx
 
-    # the benchmark overrides the module's sample sizes for its run: restore them afterwards
-    monkeypatch.setattr(pc, "PROBCOVER_SAMPLE_ROWS", pc.PROBCOVER_SAMPLE_ROWS)
-    monkeypatch.setattr(pc, "PURITY_SAMPLE_ROWS", pc.PURITY_SAMPLE_ROWS)
+    defaults = (pc.PROBCOVER_SAMPLE_ROWS, pc.PURITY_SAMPLE_ROWS)
     out = tmp_path / "pc.json"
     rc = probcover_approx.main([
         "--n", "3000", "--dim", "32", "--classes", "5", "--budget", "10", "--labeled", "30", "--exact",
@@ -40,7 +38,10 @@ def test_bench_probcover_approx_small(tmp_path, capsys, monkeypatch):
         "--workdir", str(tmp_path / "w"), "--json", str(out),
     ])
     assert rc == 0
+    # the sample sizes are the strategy's parameters: the module's defaults are left alone
+    assert defaults == (pc.PROBCOVER_SAMPLE_ROWS, pc.PURITY_SAMPLE_ROWS)
     data = json.loads(out.read_text())
+    assert data["graph_sample_rows"] == 1500 and data["purity_sample_rows"] == 500
     assert json.loads(capsys.readouterr().out)["coverage"] == data["coverage"]
     runs = data["runs"]
     assert runs["approximate"]["approximate"] is True and runs["approximate"]["graph_rows"] == 1500

@@ -10,12 +10,14 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import al_core.learn.strategies.base as base_mod
+import al_core.learn.strategies.context as ctx_mod
 import al_core.learn.strategies.coreset as coreset_mod
 from al_core.learn.probe import Probe
 from al_core.learn.strategies import get_strategy
 from al_core.learn.strategies.badge import _STREAM_SAMPLING
-from al_core.learn.strategies.base import PoolEmbeddings, derived_rng, validate
+from al_core.learn.strategies.base import derived_rng
+from al_core.learn.strategies.context import PoolEmbeddings
+from al_core.learn.strategies.validation import validate
 
 _BN_EPS = 1e-5
 
@@ -64,8 +66,8 @@ def _candidates(kind, n, seed=1):
 @pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize("kind", POOLS)
 def test_pool_embeddings_match_probe_embed(monkeypatch, tmp_path, kind, mapped):
-    monkeypatch.setattr(base_mod, "EMBED_BLOCK_ROWS", 7)
-    monkeypatch.setattr(base_mod, "PRODUCT_BLOCK_ROWS", 5)
+    monkeypatch.setattr(ctx_mod, "EMBED_BLOCK_ROWS", 7)
+    monkeypatch.setattr(ctx_mod, "PRODUCT_BLOCK_ROWS", 5)
     x, y, probe = _data(n=101)
     if mapped:  # a read-only memory map, as the pipeline passes features
         np.save(tmp_path / "x.npy", x)
@@ -171,7 +173,7 @@ def test_coreset_lazy_greedy_with_tiny_batches_and_tiles(monkeypatch):
     monkeypatch.setattr(coreset_mod, "REFRESH_FIRST_ROWS", 1)
     monkeypatch.setattr(coreset_mod, "BLOCK_ROWS", 3)
     monkeypatch.setattr(coreset_mod, "REFRESH_TILE_ELEMENTS", 5)
-    monkeypatch.setattr(base_mod, "EMBED_BLOCK_ROWS", 7)
+    monkeypatch.setattr(ctx_mod, "EMBED_BLOCK_ROWS", 7)
     got = get_strategy("coreset").select(x, labeled, y[labeled], 60, n_classes=3, seed=0, probe=probe)
     assert got.indices.tolist() == ref.tolist()
     assert np.allclose(got.scores, ref_scores, rtol=1e-4, atol=1e-4)
@@ -235,8 +237,8 @@ def test_tiny_blocks_give_the_same_selection(monkeypatch, name, kind):
                                          candidates=cand)
 
     expected = run()
-    monkeypatch.setattr(base_mod, "EMBED_BLOCK_ROWS", 7)
-    monkeypatch.setattr(base_mod, "PRODUCT_BLOCK_ROWS", 5)
+    monkeypatch.setattr(ctx_mod, "EMBED_BLOCK_ROWS", 7)
+    monkeypatch.setattr(ctx_mod, "PRODUCT_BLOCK_ROWS", 5)
     monkeypatch.setattr(coreset_mod, "BLOCK_ROWS", 2)
     monkeypatch.setattr(coreset_mod, "REFRESH_FIRST_ROWS", 1)
     got = run()
@@ -260,7 +262,7 @@ def test_no_pool_embedding_matrix_is_built(monkeypatch, name, kind):
     def no_matrix(*a, **k):
         raise AssertionError("pool_embeddings builds the pool's n x D embedding matrix")
 
-    monkeypatch.setattr(base_mod.SelectionContext, "pool_embeddings", no_matrix)
+    monkeypatch.setattr(ctx_mod.SelectionContext, "pool_embeddings", no_matrix)
     strat = get_strategy(name)
     ctx = validate(strat, x, labeled, y, 20, n_classes=2, seed=0, probe=probe, candidates=_candidates(kind, n))
     matrix_bytes = ctx.pool.shape[0] * d * 4
@@ -308,7 +310,7 @@ def test_alfa_mix_reads_blocks_of_embeddings_like_the_plain_formula(monkeypatch,
     their flip counts are the plain float64 formula's."""
     import al_core.learn.strategies.alfa_mix as alfa_mod
 
-    monkeypatch.setattr(base_mod, "EMBED_BLOCK_ROWS", 7)
+    monkeypatch.setattr(ctx_mod, "EMBED_BLOCK_ROWS", 7)
     monkeypatch.setattr(alfa_mod, "ALFA_BLOCK_ROWS", 3)
     x, y, probe = _data(n=160, d=10, k=3, offset=0.0)
     labeled = np.array([0, 1, 2, 3, 4, 5])
@@ -319,8 +321,8 @@ def test_alfa_mix_reads_blocks_of_embeddings_like_the_plain_formula(monkeypatch,
     n_cand = int((ref > 0).sum())
     assert 0 < n_cand < len(pool)  # the geometry gives some candidates, not every row
     budget = n_cand + 2  # fewer candidates than B: every candidate (most flips first), then random rows
-    res = get_strategy("alfa_mix", eps_scale=1.0).select(x, labeled, y[labeled], budget, n_classes=3, seed=0, probe=probe,
-                                          candidates=cand)
+    res = get_strategy("alfa_mix", eps_scale=1.0).select(x, labeled, y[labeled], budget, n_classes=3, seed=0,
+                                                         probe=probe, candidates=cand)
     flipped = pool[ref > 0]
     assert set(res.indices[:n_cand].tolist()) == set(flipped.tolist())
     assert res.scores[:n_cand].tolist() == sorted(ref[ref > 0].tolist(), reverse=True)

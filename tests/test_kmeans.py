@@ -6,16 +6,10 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 import al_core.learn.kmeans as km
-from al_core.learn.kmeans import (
-    KMeansResult,
-    Points,
-    kmeans,
-    l2_normalize,
-    mean_knn_sq_distances,
-    min_sq_distances,
-    nearest_to_centroids,
-    sq_distances_to,
-)
+import al_core.learn.neighbours as nb
+from al_core.learn.kmeans import KMeansResult, kmeans, nearest_to_centroids
+from al_core.learn.neighbours import mean_knn_sq_distances, min_sq_distances, sq_distances_to
+from al_core.learn.points import Points, l2_normalize
 
 
 def _datasets():
@@ -138,7 +132,8 @@ def test_points_view_rows_normalised_and_partial_blocks():
 
 def test_blocked_helpers_match_brute_force_with_tiny_blocks(monkeypatch):
     monkeypatch.setattr(km, "BLOCK_ROWS", 7)
-    monkeypatch.setattr(km, "TILE_ELEMENTS", 7 * 5)  # forces several reference blocks too
+    monkeypatch.setattr(nb, "BLOCK_ROWS", 7)
+    monkeypatch.setattr(nb, "TILE_ELEMENTS", 7 * 5)  # forces several reference blocks too
     rng = np.random.default_rng(1)
     q = rng.standard_normal((23, 6)).astype(np.float32)
     r = rng.standard_normal((12, 6)).astype(np.float32)

@@ -10,6 +10,7 @@ import torch
 from sklearn.datasets import make_blobs
 
 import al_core.learn.probe as probe_mod
+import al_core.learn.probe_dropout as dropout_mod
 from al_core.learn.probe import Probe, ProbeError
 
 
@@ -39,6 +40,24 @@ def test_constructor_only_stores_params():
     assert p.get_params()["n_classes"] == 7 and p.model_ is None
     with pytest.raises(RuntimeError, match="not fitted"):
         p.predict_proba(np.zeros((2, 3), np.float32))
+
+
+def test_scikit_learn_estimator_contract(blobs, fitted):
+    """Parameters come from __init__'s signature; the constructor stores them and nothing else;
+    validation and fitted state wait for fit; sklearn's clone rebuilds an unfitted copy."""
+    from sklearn.base import clone
+
+    p = Probe(7, seed=5, dropout=2.0)  # invalid, but only stored
+    assert vars(p) == p.get_params() and list(p.get_params())[:2] == ["n_classes", "seed"]
+    assert repr(p) == "Probe(n_classes=7, seed=5, dropout=2.0)"
+    with pytest.raises(ProbeError, match="dropout"):
+        p.fit(*blobs)
+    assert p.set_params(dropout=0.5, max_epochs=2) is p and p.dropout == 0.5
+    with pytest.raises(ValueError, match="invalid parameter 'lr_'"):
+        p.set_params(lr_=1.0)
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params() and copy.model_ is None and "dim_" not in vars(copy)
+    assert {k for k in vars(fitted) if k.endswith("_")} >= {"model_", "dim_", "n_epochs_", "best_loss_"}
 
 
 def test_learns_and_predicts(blobs, fitted):
@@ -149,7 +168,7 @@ def test_dropout_predict_fresh_masks_and_seeded(blobs, fitted):
 
 def test_dropout_masks_do_not_depend_on_threads(monkeypatch, blobs, fitted):
     x, _ = blobs
-    monkeypatch.setattr(probe_mod, "DROPOUT_BLOCK_ROWS", 64)  # 600 rows: 10 blocks, the last partial
+    monkeypatch.setattr(dropout_mod, "DROPOUT_BLOCK_ROWS", 64)  # 600 rows: 10 blocks, the last partial
     preds = {}
     for workers in (1, 2, 3):
         out = np.full((3, 600), -1)
@@ -172,7 +191,7 @@ def test_dropout_masks_do_not_depend_on_threads(monkeypatch, blobs, fitted):
 def test_no_partial_block_dropped(monkeypatch, blobs):
     x, y = blobs
     monkeypatch.setattr(probe_mod, "INFERENCE_BLOCK_ROWS", 7)
-    monkeypatch.setattr(probe_mod, "DROPOUT_BLOCK_ROWS", 5)
+    monkeypatch.setattr(dropout_mod, "DROPOUT_BLOCK_ROWS", 5)
     p = Probe(4, seed=0, dropout=0.0, max_epochs=20).fit(x[:60], y[:60])
     xs = x[:23]  # 23 = 3 x 7 + 2 = 4 x 5 + 3
     clean = p.predict(xs)

@@ -8,13 +8,17 @@ import torch
 from sklearn.datasets import make_blobs
 
 import al_core.learn.kmeans as km
+import al_core.learn.neighbours as nb
 import al_core.learn.probe as probe_mod
+import al_core.learn.probe_dropout as dropout_mod
 import al_core.learn.strategies.alfa_mix as alfa_mod
 import al_core.learn.strategies.badge as badge_mod
-import al_core.learn.strategies.base as base_mod
+import al_core.learn.strategies.context as ctx_mod
 import al_core.learn.strategies.coreset as coreset_mod
 import al_core.learn.strategies.probcover as pc_mod
+import al_core.learn.strategies.probcover_graph as pcg_mod
 import al_core.learn.strategies.uncertainty as unc_mod
+import al_core.learn.strategies.validation as val_mod
 from al_core.learn.probe import Probe
 from al_core.learn.strategies import (
     BudgetTooLargeError,
@@ -33,11 +37,8 @@ from al_core.learn.strategies import (
 )
 from al_core.learn.strategies.badge import gradient_embedding_sq_distances
 from al_core.learn.strategies.dropquery import candidate_threshold, disagreement_histogram
-from al_core.learn.strategies.probcover import (
-    nearest_other_label_sq_distances,
-    radius_graph,
-    search_delta,
-)
+from al_core.learn.strategies.probcover import search_delta
+from al_core.learn.strategies.probcover_graph import nearest_other_label_sq_distances, radius_graph
 from al_core.learn.strategies.typiclust import typicality
 
 ALL = [
@@ -90,6 +91,42 @@ def test_registry_lists_every_strategy():
     with pytest.raises(InvalidParameterError, match="dropquery"):
         get_strategy("dropquery", n_pases=5)
     assert get_strategy("bald", n_passes=7).n_passes == 7
+
+
+def test_estimator_conventions():
+    """Parameters come from __init__; constructors only store them; they are checked when a
+    strategy is configured (get_strategy) and at every select, not in the constructor."""
+    from sklearn.base import clone
+
+    from al_core.learn.strategies.dropquery import DropQueryStrategy
+    from al_core.learn.strategies.probcover import PROBCOVER_SAMPLE_ROWS, ProbCoverStrategy
+
+    for name in ALL:
+        s = get_strategy(name)
+        assert vars(s) == s.get_params()  # nothing but the parameters before a call
+        assert repr(s) == f"{type(s).__name__}()" and clone(s).get_params() == s.get_params()
+    assert list(ProbCoverStrategy().get_params()) == [
+        "delta", "purity_threshold", "approximate", "exact_max_rows", "graph_sample_rows", "purity_sample_rows"]
+    assert ProbCoverStrategy().graph_sample_rows == PROBCOVER_SAMPLE_ROWS
+    bad = DropQueryStrategy(n_passes=0)  # stored, not checked
+    assert bad.n_passes == 0 and repr(bad) == "DropQueryStrategy(n_passes=0)"
+    x = np.ones((5, 2), np.float32)
+    with pytest.raises(InvalidParameterError, match="n_passes"):
+        bad.select(x, [0, 1], [0, 1], 1, n_classes=2, seed=0)
+    with pytest.raises(InvalidParameterError, match="n_passes"):
+        get_strategy("dropquery", n_passes=0)
+    with pytest.raises(InvalidParameterError, match="graph_sample_rows"):
+        get_strategy("probcover", graph_sample_rows=0)
+    with pytest.raises(InvalidParameterError, match="eps_scale"):
+        get_strategy("alfa_mix", eps_scale=-1.0)
+    assert bad.set_params(n_passes=4).n_passes == 4
+    with pytest.raises(ValueError, match="invalid parameter 'n_pases'"):
+        bad.set_params(n_pases=4)
+    # a strategy records what it found only when it runs
+    pc = get_strategy("probcover", delta=0.5)
+    assert not hasattr(pc, "last_info_")
+    pc.select(x + np.arange(5, dtype=np.float32)[:, None], [], None, 2, n_classes=2, seed=0)
+    assert pc.last_info_["delta"] == 0.5
 
 
 # ----------------------------------------------------------- common invariants
@@ -356,13 +393,14 @@ def test_probcover_radius_search_sequence():
     assert delta == 0.015625 and len(evaluated) == 6
     # two antipodal tight blobs with K = 2: everything is pure, delta climbs to 0.984375
     rng = np.random.default_rng(0)
-    x = np.concatenate([[1, 0, 0] + 0.01 * rng.standard_normal((20, 3)), [-1, 0, 0] + 0.01 * rng.standard_normal((20, 3))])
+    noise = 0.01 * rng.standard_normal((40, 3))
+    x = np.concatenate([[1, 0, 0] + noise[:20], [-1, 0, 0] + noise[20:]])
     xn = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     assert get_strategy("probcover").radius(xn, 2, 0) == 0.984375
 
 
 def test_probcover_graph_and_radius_helpers_match_brute_force(monkeypatch):
-    monkeypatch.setattr(pc_mod, "PROBCOVER_TILE_ROWS", 4)  # 19 rows: partial tiles
+    monkeypatch.setattr(pcg_mod, "PROBCOVER_TILE_ROWS", 4)  # 19 rows: partial tiles
     rng = np.random.default_rng(2)
     x = rng.standard_normal((19, 3)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -378,7 +416,7 @@ def test_probcover_graph_and_radius_helpers_match_brute_force(monkeypatch):
         other = np.where(pseudo[:, None] != pseudo[None], d**2, np.inf).min(1)
         assert np.allclose(r2, other, atol=1e-5)
         rows = np.array([0, 5, 18])
-        sampled = pc_mod.sample_nearest_other_label_sq_distances(pc_mod.Points(x), pseudo, rows)
+        sampled = pcg_mod.sample_nearest_other_label_sq_distances(pcg_mod.Points(x), pseudo, rows)
         assert np.allclose(sampled, other[rows], atol=1e-5)
     # one label only: no other-label point anywhere
     assert np.isinf(nearest_other_label_sq_distances(x, np.zeros(19, np.int64))).all()
@@ -394,7 +432,7 @@ def test_probcover_graph_and_radius_helpers_match_brute_force(monkeypatch):
     ],
 )
 def test_probcover_one_pass_search_equals_search_then_graph(monkeypatch, guess_r2, sure_se, passes):
-    monkeypatch.setattr(pc_mod, "PROBCOVER_TILE_ROWS", 16)  # 150 rows: partial tiles
+    monkeypatch.setattr(pcg_mod, "PROBCOVER_TILE_ROWS", 16)  # 150 rows: partial tiles
     monkeypatch.setattr(pc_mod, "PURITY_GUESS_ROWS", 100)
     monkeypatch.setattr(pc_mod, "GUESS_SURE_SE", sure_se)
     rng = np.random.default_rng(7)
@@ -429,10 +467,8 @@ def test_probcover_approximation_is_exact_when_its_samples_hold_every_row(monkey
     labeled = np.array([3, 50, 120])
     cand = np.arange(0, 300, 2)
     exact = get_strategy("probcover", approximate=False)
-    approx = get_strategy("probcover", approximate=True)
-    monkeypatch.setattr(pc_mod, "PROBCOVER_SAMPLE_ROWS", 300)
-    monkeypatch.setattr(pc_mod, "PURITY_SAMPLE_ROWS", 300)
-    monkeypatch.setattr(pc_mod, "PROBCOVER_TILE_ROWS", 64)
+    approx = get_strategy("probcover", approximate=True, graph_sample_rows=300, purity_sample_rows=300)
+    monkeypatch.setattr(pcg_mod, "PROBCOVER_TILE_ROWS", 64)
     for kwargs in ({}, {"candidates": cand}):
         a = exact.select(x, labeled, [0, 1, 2], 10, n_classes=6, seed=3, **kwargs)
         b = approx.select(x, labeled, [0, 1, 2], 10, n_classes=6, seed=3, **kwargs)
@@ -441,19 +477,17 @@ def test_probcover_approximation_is_exact_when_its_samples_hold_every_row(monkey
         assert exact.last_info_["edges"] == approx.last_info_["edges"] > 0
         assert a == b
     # a smaller graph sample is a real approximation: a valid selection, sampled rows only
-    monkeypatch.setattr(pc_mod, "PROBCOVER_SAMPLE_ROWS", 100)
-    c = approx.select(x, labeled, [0, 1, 2], 10, n_classes=6, seed=3, candidates=cand)
+    c = approx.set_params(graph_sample_rows=100).select(x, labeled, [0, 1, 2], 10, n_classes=6, seed=3, candidates=cand)
     assert approx.last_info_["graph_rows"] == 100 and len(set(c.indices.tolist())) == 10
     assert set(c.indices.tolist()) <= set(cand.tolist()) - set(labeled.tolist())
 
 
-def test_probcover_auto_switches_to_the_approximation_above_the_named_size(monkeypatch):
+def test_probcover_auto_switches_to_the_approximation_above_the_named_size():
     x = _probcover_geometry()
     s = get_strategy("probcover", delta=0.15)
     s.select(x, [], None, 2, n_classes=2, seed=0)
     assert s.last_info_["approximate"] is False
-    monkeypatch.setattr(pc_mod, "PROBCOVER_EXACT_MAX_ROWS", 5)
-    res = s.select(x, [], None, 2, n_classes=2, seed=0)
+    res = s.set_params(exact_max_rows=5).select(x, [], None, 2, n_classes=2, seed=0)
     assert s.last_info_["approximate"] is True
     assert res.indices.tolist() == [0, 6]  # the sample holds all 10 rows: same answer
     with pytest.raises(InvalidParameterError):
@@ -621,7 +655,7 @@ def test_a_class_with_no_label_yet(name, pool):
 
 # -------------------------------------------- block loops keep the last partial block
 def test_nan_in_the_last_partial_block_is_found(monkeypatch):
-    monkeypatch.setattr(base_mod, "FINITE_CHECK_ROWS", 7)
+    monkeypatch.setattr(val_mod, "FINITE_CHECK_ROWS", 7)
     x = np.ones((23, 3), np.float32)
     x[22, 1] = np.nan
     with pytest.raises(InvalidFeaturesError, match="row 22"):
@@ -629,24 +663,26 @@ def test_nan_in_the_last_partial_block_is_found(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "name", ["least_confidence", "margin", "entropy", "coreset", "badge", "centroid", "typiclust", "probcover", "alfa_mix"]
+    "name",
+    ["least_confidence", "margin", "entropy", "coreset", "badge", "centroid", "typiclust", "probcover", "alfa_mix"],
 )
 def test_tiny_blocks_give_the_same_selection(monkeypatch, name, pool):
     x, y, labeled, probe = pool
     expected = _select(name, pool, budget=8, seed=2)
     for mod, attr, value in [
         (km, "BLOCK_ROWS", 7),
-        (km, "TILE_ELEMENTS", 7 * 11),
+        (nb, "BLOCK_ROWS", 7),
+        (nb, "TILE_ELEMENTS", 7 * 11),
         (probe_mod, "INFERENCE_BLOCK_ROWS", 7),
-        (probe_mod, "DROPOUT_BLOCK_ROWS", 5),
-        (base_mod, "EMBED_BLOCK_ROWS", 7),
-        (base_mod, "FINITE_CHECK_ROWS", 7),
+        (dropout_mod, "DROPOUT_BLOCK_ROWS", 5),
+        (ctx_mod, "EMBED_BLOCK_ROWS", 7),
+        (val_mod, "FINITE_CHECK_ROWS", 7),
         (unc_mod, "INFERENCE_BLOCK_ROWS", 7),
         (badge_mod, "INFERENCE_BLOCK_ROWS", 7),
         (badge_mod, "BLOCK_ROWS", 7),
         (coreset_mod, "BLOCK_ROWS", 7),
         (alfa_mod, "ALFA_BLOCK_ROWS", 3),
-        (pc_mod, "PROBCOVER_TILE_ROWS", 13),
+        (pcg_mod, "PROBCOVER_TILE_ROWS", 13),
     ]:
         monkeypatch.setattr(mod, attr, value)
     got = _select(name, pool, budget=8, seed=2)
@@ -656,7 +692,7 @@ def test_tiny_blocks_give_the_same_selection(monkeypatch, name, pool):
 
 @pytest.mark.parametrize("name", ["bald", "power_bald", "dropquery"])
 def test_tiny_blocks_still_score_every_row(monkeypatch, name, pool):
-    monkeypatch.setattr(probe_mod, "DROPOUT_BLOCK_ROWS", 7)  # 240 = 34 x 7 + 2
+    monkeypatch.setattr(dropout_mod, "DROPOUT_BLOCK_ROWS", 7)  # 240 = 34 x 7 + 2
     monkeypatch.setattr(probe_mod, "INFERENCE_BLOCK_ROWS", 7)
     x, y, labeled, probe = pool
     cand = np.setdiff1d(np.arange(236, 240), labeled)  # only rows of the last partial block

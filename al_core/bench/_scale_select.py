@@ -114,7 +114,7 @@ def sharded_dropquery(store: Store, config_id: str, probe, budget: int, *, seed:
     k-means (k = budget) -> the candidate nearest each centroid. Returns
     {"ids", "candidate_ids", "threshold", "mismatch_histogram"}.
     """
-    from al_core.learn.kmeans import Points
+    from al_core.learn.points import Points
     from al_core.learn.strategies._cluster import cluster_representatives
     from al_core.learn.strategies.base import derived_seed
     from al_core.learn.strategies.dropquery import candidate_threshold, disagreement_histogram

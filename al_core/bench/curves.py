@@ -3,7 +3,7 @@
     al bench curves --features data/cache/cifar10_effnet_lite0_128.npz \
         --rounds 20 --seeds 3 --json data/bench/curves-cifar10.json
 
-The study's protocol (``../shared/docs/algorithms.md``): K labels per round
+The study's protocol (``docs/algorithms.md``): K labels per round
 (K = the number of classes), ``--rounds`` labelled-set sizes K, 2K, ..., R*K
 (round 0 is the seed pool, so ``run_simulation(rounds=R-1)``), the seeds 1, 10,
 100, 1000, 10000 (the first ``--seeds`` of them). The pool is the file's

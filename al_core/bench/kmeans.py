@@ -8,7 +8,9 @@ import argparse
 import numpy as np
 
 from al_core.bench import emit
-from al_core.learn.kmeans import kmeans, l2_normalize, min_sq_distances, train_size
+from al_core.learn.kmeans import kmeans, train_size
+from al_core.learn.neighbours import min_sq_distances
+from al_core.learn.points import l2_normalize
 
 
 def _bench_data(n: int, dim: int, k: int, seed: int) -> np.ndarray:

@@ -5,7 +5,8 @@
 
 Same synthetic data as `al bench select` (clustered float32 features in a
 memory-mapped .npy, the same labelled rows). Runs ProbCover with
-``approximate=True`` (the default above PROBCOVER_EXACT_MAX_ROWS), with
+``approximate=True`` (the default above PROBCOVER_EXACT_MAX_ROWS; the sample sizes
+from --graph-sample-rows / --purity-sample-rows, passed as the strategy's parameters), with
 ``approximate=False`` when ``--exact`` is given, and a seeded random batch as
 the baseline, then measures on every row of the data:
 
@@ -41,7 +42,7 @@ def coverage(features: np.ndarray, centres: np.ndarray, delta: float) -> float:
     """Share of rows of ``features`` (L2-normalised on the fly) within ``delta`` of a row in ``centres``."""
     import torch
 
-    from al_core.learn.kmeans import Points
+    from al_core.learn.points import Points
 
     pts = Points(features, normalize=True)
     c = torch.from_numpy(pts.take(np.asarray(centres, dtype=np.int64)))
@@ -55,8 +56,10 @@ def coverage(features: np.ndarray, centres: np.ndarray, delta: float) -> float:
 
 def independent_purity(features: np.ndarray, n_classes: int, seed: int, delta: float, rows: int) -> dict:
     """Purity at ``delta`` on ``rows`` uniform rows drawn apart from the strategy's own sample."""
-    from al_core.learn.kmeans import Points, kmeans
-    from al_core.learn.strategies.probcover import purity, sample_nearest_other_label_sq_distances
+    from al_core.learn.kmeans import kmeans
+    from al_core.learn.points import Points
+    from al_core.learn.strategies.probcover import purity
+    from al_core.learn.strategies.probcover_graph import sample_nearest_other_label_sq_distances
 
     pts = Points(features, normalize=True)
     pseudo = kmeans(pts, n_classes, seed=seed).labels
@@ -77,23 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exact", action="store_true", help="also run the exact method (N^2 D work; its graph in memory)")
     ap.add_argument("--purity-rows", type=int, default=4096, help="rows of the independent purity check")
     ap.add_argument("--graph-sample-rows", type=int, default=None,
-                    help="override PROBCOVER_SAMPLE_ROWS for this run (default: the module's)")
+                    help="graph_sample_rows of the approximation (default: PROBCOVER_SAMPLE_ROWS)")
     ap.add_argument("--purity-sample-rows", type=int, default=None,
-                    help="override PURITY_SAMPLE_ROWS for this run (default: the module's)")
+                    help="purity_sample_rows of the approximation (default: PURITY_SAMPLE_ROWS)")
     ap.add_argument("--workdir", default=None, help="where the .npy goes (kept; reused when its shape matches)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
     import tempfile
 
-    import al_core.learn.strategies.probcover as pc
     from al_core.bench.select import write_features
     from al_core.learn.strategies import get_strategy
+    from al_core.learn.strategies.probcover import PROBCOVER_SAMPLE_ROWS, PURITY_SAMPLE_ROWS
 
-    if args.graph_sample_rows:
-        pc.PROBCOVER_SAMPLE_ROWS = args.graph_sample_rows
-    if args.purity_sample_rows:
-        pc.PURITY_SAMPLE_ROWS = args.purity_sample_rows
+    samples = {
+        "graph_sample_rows": args.graph_sample_rows or PROBCOVER_SAMPLE_ROWS,
+        "purity_sample_rows": args.purity_sample_rows or PURITY_SAMPLE_ROWS,
+    }
 
     tmp = None
     workdir = args.workdir
@@ -125,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "n": args.n, "dim": args.dim, "classes": args.classes, "budget": args.budget, "labeled": args.labeled,
-        "graph_sample_rows": pc.PROBCOVER_SAMPLE_ROWS, "purity_sample_rows": pc.PURITY_SAMPLE_ROWS,
+        **samples,
         "runs": {},
     }
     picks: dict[str, np.ndarray] = {}
     modes = [("approximate", True)] + ([("exact", False)] if args.exact else [])
     for name, approximate in modes:
-        s = get_strategy("probcover", approximate=approximate)
+        s = get_strategy("probcover", approximate=approximate, **samples)
         t0 = time.perf_counter()
         res = s.select(features, labeled, labels, args.budget, n_classes=args.classes, seed=args.seed)
         secs = time.perf_counter() - t0

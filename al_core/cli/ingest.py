@@ -43,8 +43,7 @@ def _ingest(args, cfg, store) -> None:
         from al_core.ingest.pipeline import embed_missing
         from al_core.models.backbones import load_backbone
 
-        bb = load_backbone(args.backbone, image_size=args.image_size if args.backbone == "efficientnet_lite0" else None,
-                           weights_path=args.weights)
+        bb = load_backbone(args.backbone, project_image_size=args.image_size, weights_path=args.weights)
         res = embed_missing(store, bb, source=r.source, batch_size=args.batch_size, progress=log)
         log(f"embedded {res['n_embedded']} images ({res['n_failed']} failed) at {res['images_per_s']:.1f} images/s")
     print_summary(summary(store))

@@ -1,6 +1,6 @@
-"""k-means and blocked nearest-neighbour helpers with the reference semantics.
+"""k-means with the reference semantics, on torch, in blocks of bounded memory.
 
-Reference semantics (``../shared/docs/algorithms.md``): scikit-learn
+Reference semantics (``docs/algorithms.md``): scikit-learn
 ``KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=100, tol=1e-4,
 random_state=seed)``. This module re-implements that algorithm on torch
 (matrix products for the distances, which is where the time goes) so that the
@@ -29,28 +29,20 @@ points (faiss's default is the same 256 points per centroid); every point is
 still assigned to its nearest centre at the end, and the returned inertia is
 over all points. The measured inertia cost is in docs/benchmarks.md.
 
-Nothing here builds an N x N matrix: distances are computed in tiles of at most
-``TILE_ELEMENTS`` float32 values.
+Nothing here builds an N x N matrix: distances are computed in the tiles of
+:mod:`al_core.learn.neighbours` (at most ``TILE_ELEMENTS`` float32 values each).
 """
 
 from __future__ import annotations
 
-import contextlib
-import warnings
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
 
-# Rows per block when streaming over a point set (normalising, copying a
-# gathered subset, exact distances to centres): 16384 x 768 x 4 B = 48 MB
-# (plus the same again for a temporary).
-BLOCK_ROWS = 16384
-
-# Largest distance tile (query rows x reference rows) computed at once:
-# 2**25 float32 = 128 MB (plus the same for the product before the argmin).
-TILE_ELEMENTS = 2**25
+from al_core.learn.neighbours import row_sq_norms, tile_rows
+from al_core.learn.points import BLOCK_ROWS, Points, as_points
+from al_core.learn.tensors import as_tensor, torch_threads
 
 # k-means uses every point up to this many (the reference semantics exactly);
 # above it, it trains on a seeded uniform sample of
@@ -66,113 +58,18 @@ TRAIN_POINTS_PER_CLUSTER = 256
 # k = 100 took 0.43 s on 1 thread against 1.13 s on 2 under load).
 SINGLE_THREAD_WORK = 500_000_000
 
-# Floor under a vector's norm when L2-normalising (a zero vector stays zero), as
-# sklearn.preprocessing.normalize does.
-_NORM_FLOOR = 1e-12
-
 # numpy seed-sequence entry of the subsampling stream (kept apart from k-means++'s)
 _SUBSAMPLE_STREAM = 0x5AB5
 
 __all__ = [
-    "BLOCK_ROWS",
-    "TILE_ELEMENTS",
     "SUBSAMPLE_ABOVE",
     "TRAIN_POINTS_PER_CLUSTER",
-    "train_size",
-    "Points",
     "KMeansResult",
     "kmeans",
     "kmeans_plusplus",
     "nearest_to_centroids",
-    "min_sq_distances",
-    "sq_distances_to",
-    "mean_knn_sq_distances",
-    "l2_normalize",
+    "train_size",
 ]
-
-
-def _as_tensor(array: np.ndarray) -> torch.Tensor:
-    """A torch view of a float32 numpy array (no copy; read-only arrays too)."""
-    with warnings.catch_warnings():
-        # np.memmap opened read-only: we never write through these views.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run the block with ``n`` torch threads (None: unchanged), then restore the setting."""
-    prev = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows divided by their L2 norm (float32; a zero row stays zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
-    np.maximum(norms, _NORM_FLOOR, out=norms)
-    return x / norms[:, None]
-
-
-class Points:
-    """A read-only view of some rows of a feature matrix, optionally L2-normalised.
-
-    ``rows`` (int64 indices into ``features``, in the order that defines the
-    local positions 0..n-1) selects a subset without copying it whole; rows are
-    gathered and normalised block by block.
-    """
-
-    def __init__(self, features: np.ndarray, rows: np.ndarray | None = None, *, normalize: bool = False):
-        if features.ndim != 2:
-            raise ValueError(f"features must be a 2-D array, got shape {features.shape}")
-        self.features = features
-        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
-        self.normalize = normalize
-
-    def __len__(self) -> int:
-        return self.features.shape[0] if self.rows is None else int(self.rows.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.features.shape[1])
-
-    def take(self, local: np.ndarray) -> np.ndarray:
-        """The points at local positions ``local``, as a new float32 array."""
-        local = np.asarray(local, dtype=np.int64)
-        idx = local if self.rows is None else self.rows[local]
-        out = np.asarray(self.features[idx], dtype=np.float32)
-        return l2_normalize(out) if self.normalize else out
-
-    def blocks(self, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """(start, block) over every point in local order; the last partial block included."""
-        n = len(self)
-        for start in range(0, n, block_rows):
-            stop = min(start + block_rows, n)
-            if self.rows is None:
-                block = np.asarray(self.features[start:stop], dtype=np.float32)
-            else:
-                block = np.asarray(self.features[self.rows[start:stop]], dtype=np.float32)
-            if self.normalize:
-                block = l2_normalize(block)
-            yield start, block
-
-    def materialize(self) -> np.ndarray:
-        """Every point as one float32 n x D array (a view when no copy is needed)."""
-        if self.rows is None and not self.normalize:
-            return np.asarray(self.features, dtype=np.float32)
-        out = np.empty((len(self), self.dim), dtype=np.float32)
-        for start, block in self.blocks():
-            out[start : start + block.shape[0]] = block
-        return out
-
-
-def _as_points(points: Points | np.ndarray) -> Points:
-    return points if isinstance(points, Points) else Points(np.asarray(points, dtype=np.float32))
 
 
 @dataclass(frozen=True)
@@ -187,15 +84,6 @@ class KMeansResult:
     n_train: int  # points the centroids were trained on (n unless subsampled)
 
 
-def _row_sq_norms(x: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,ij->i", x, x)
-
-
-def _tile_rows(n_refs: int) -> int:
-    """Query rows per tile so that rows x n_refs stays within TILE_ELEMENTS."""
-    return max(1, min(BLOCK_ROWS, TILE_ELEMENTS // max(1, n_refs)))
-
-
 def _assign(
     x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,15 +91,15 @@ def _assign(
     n = x.shape[0]
     labels = torch.empty(n, dtype=torch.int64)
     d2 = torch.empty(n, dtype=torch.float32)
-    c_sq = _row_sq_norms(centers)
+    c_sq = row_sq_norms(centers)
     ct = centers.t()
-    rows = _tile_rows(centers.shape[0])
+    rows = tile_rows(centers.shape[0])
     for start in range(0, n, rows):
         xb = x[start : start + rows]
         prod = torch.addmm(c_sq, xb, ct, beta=1.0, alpha=-2.0)  # |c|^2 - 2 x.c
         best, arg = prod.min(dim=1)
         labels[start : start + xb.shape[0]] = arg
-        xb_sq = _row_sq_norms(xb) if x_sq is None else x_sq[start : start + xb.shape[0]]
+        xb_sq = row_sq_norms(xb) if x_sq is None else x_sq[start : start + xb.shape[0]]
         d2[start : start + xb.shape[0]] = (best + xb_sq).clamp_(min=0.0)
     return labels, d2
 
@@ -225,8 +113,8 @@ def kmeans_plusplus(x: np.ndarray, k: int, random_state: np.random.RandomState) 
     ``x`` should be centred (scikit-learn subtracts the mean first).
     """
     n = x.shape[0]
-    xt = _as_tensor(x)
-    x_sq = _row_sq_norms(xt).double().numpy()
+    xt = as_tensor(x)
+    x_sq = row_sq_norms(xt).double().numpy()
     n_local_trials = 2 + int(np.log(k))
     weights = np.ones(n, dtype=np.float32)
     centers = np.empty(k, dtype=np.int64)
@@ -261,7 +149,7 @@ def _lloyd(x: torch.Tensor, centers: torch.Tensor, *, max_iter: int, tol: float)
     var = _blocked_var(x, _blocked_mean(x))
     tol_abs = float(var.mean()) * tol
     labels_old = torch.full((n,), -1, dtype=torch.int64)
-    x_sq = _row_sq_norms(x)
+    x_sq = row_sq_norms(x)
     partial = torch.empty(k, d, dtype=torch.float32)
     n_iter = 0
     for it in range(max_iter):
@@ -325,13 +213,13 @@ def _final_assign(points: Points, centers: torch.Tensor) -> tuple[np.ndarray, np
     n = len(points)
     labels = np.empty(n, dtype=np.int64)
     d2 = np.empty(n, dtype=np.float32)
-    block_rows = min(BLOCK_ROWS, _tile_rows(centers.shape[0]))
+    block_rows = min(BLOCK_ROWS, tile_rows(centers.shape[0]))
     for start, block in points.blocks(block_rows):
-        xb = _as_tensor(block)
+        xb = as_tensor(block)
         lab, _ = _assign(xb, centers)
         diff = xb - centers[lab]
         labels[start : start + block.shape[0]] = lab.numpy()
-        d2[start : start + block.shape[0]] = _row_sq_norms(diff).numpy()
+        d2[start : start + block.shape[0]] = row_sq_norms(diff).numpy()
     return labels, d2
 
 
@@ -360,7 +248,7 @@ def kmeans(
     points (see the module docstring); every point is then assigned to its
     nearest centroid.
     """
-    pts = _as_points(points)
+    pts = as_points(points)
     n = len(pts)
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k <= number of points, got k={k} for {n} points")
@@ -376,9 +264,9 @@ def kmeans(
     with torch.inference_mode(), torch_threads(1 if small else None):
         # centre the training points (as scikit-learn does) for accurate distances;
         # this is a copy of at most train_size(n, k) x D
-        mean = _blocked_mean(_as_tensor(np.ascontiguousarray(train, dtype=np.float32))).float().numpy()
+        mean = _blocked_mean(as_tensor(np.ascontiguousarray(train, dtype=np.float32))).float().numpy()
         train = np.subtract(train, mean, dtype=np.float32)
-        xt = _as_tensor(train)
+        xt = as_tensor(train)
         init = kmeans_plusplus(train, k, np.random.RandomState(seed))
         centers = xt[torch.from_numpy(init)].clone()
         centers, n_iter = _lloyd(xt, centers, max_iter=max_iter, tol=tol)
@@ -418,78 +306,3 @@ def nearest_to_centroids(result: KMeansResult) -> tuple[np.ndarray, np.ndarray]:
         far = _top_far(d2, empty.size, exclude=chosen[chosen >= 0])
         chosen[empty] = far
     return chosen, d2[chosen].astype(np.float64)
-
-
-def min_sq_distances(queries: Points | np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every query point, the squared distance to its nearest reference and that reference's index.
-
-    Blocked over queries and references (tiles of at most TILE_ELEMENTS), so
-    neither a queries x refs matrix nor a copy of the queries is built. Ties:
-    the smallest reference index. Expanded form |q|^2 - 2 q.r + |r|^2, clamped at 0.
-    """
-    pts = _as_points(queries)
-    refs = np.ascontiguousarray(refs, dtype=np.float32)
-    n, m = len(pts), refs.shape[0]
-    if m == 0:
-        raise ValueError("min_sq_distances needs at least one reference point")
-    best = np.empty(n, dtype=np.float32)
-    arg = np.empty(n, dtype=np.int64)
-    ref_rows = max(1, min(m, TILE_ELEMENTS // BLOCK_ROWS))
-    with torch.inference_mode():
-        rt = _as_tensor(refs)
-        r_sq = _row_sq_norms(rt)
-        for start, block in pts.blocks(BLOCK_ROWS):
-            qb = _as_tensor(block)
-            q_sq = _row_sq_norms(qb)
-            b_best = torch.full((qb.shape[0],), float("inf"))
-            b_arg = torch.zeros(qb.shape[0], dtype=torch.int64)
-            for r0 in range(0, m, ref_rows):
-                rb = rt[r0 : r0 + ref_rows]
-                prod = torch.addmm(r_sq[r0 : r0 + ref_rows], qb, rb.t(), beta=1.0, alpha=-2.0)
-                val, idx = prod.min(dim=1)
-                val = (val + q_sq).clamp_(min=0.0)
-                better = val < b_best  # strict: earlier reference blocks win ties
-                b_best = torch.where(better, val, b_best)
-                b_arg = torch.where(better, idx + r0, b_arg)
-            best[start : start + qb.shape[0]] = b_best.numpy()
-            arg[start : start + qb.shape[0]] = b_arg.numpy()
-    return best, arg
-
-
-def sq_distances_to(points: np.ndarray, center: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Exact squared distance sum((x - center)^2) of every row of a float32 array, in blocks."""
-    n = points.shape[0]
-    out = np.empty(n, dtype=np.float32) if out is None else out
-    with torch.inference_mode():
-        c = _as_tensor(np.ascontiguousarray(center, dtype=np.float32))
-        ot = _as_tensor(out)
-        for start in range(0, n, BLOCK_ROWS):
-            xb = _as_tensor(points[start : start + BLOCK_ROWS])
-            torch.linalg.vector_norm(xb - c, dim=1, out=ot[start : start + xb.shape[0]])
-        ot.square_()
-    return out
-
-
-def mean_knn_sq_distances(x: np.ndarray, k: int) -> np.ndarray:
-    """Mean squared distance of every row of x to its k nearest other rows (itself excluded).
-
-    Blocked (tiles of at most TILE_ELEMENTS); requires 1 <= k <= len(x) - 1.
-    """
-    n = x.shape[0]
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"k nearest neighbours needs 1 <= k <= n - 1, got k={k}, n={n}")
-    out = np.empty(n, dtype=np.float64)
-    with torch.inference_mode():
-        xt = _as_tensor(np.ascontiguousarray(x, dtype=np.float32))
-        x_sq = _row_sq_norms(xt)
-        rows = _tile_rows(n)
-        for start in range(0, n, rows):
-            qb = xt[start : start + rows]
-            d2 = torch.addmm(x_sq, qb, xt.t(), beta=1.0, alpha=-2.0)
-            d2 += x_sq[start : start + qb.shape[0], None]
-            d2.clamp_(min=0.0)
-            ar = torch.arange(qb.shape[0])
-            d2[ar, ar + start] = float("inf")  # exclude the point itself
-            nearest = torch.topk(d2, k, dim=1, largest=False).values
-            out[start : start + qb.shape[0]] = nearest.double().mean(dim=1).numpy()
-    return out

@@ -1,4 +1,4 @@
-"""The linear probe of the specification (``../shared/docs/algorithms.md``, "The probe").
+"""The linear probe of the specification (``docs/algorithms.md``, "The probe").
 
 Model: ``Dropout(p=0.75)`` on the input features, ``BatchNorm1d(D,
 affine=False)``, ``Linear(D, K)``. Trained from scratch by :meth:`Probe.fit`
@@ -8,6 +8,11 @@ labels), at most 400 epochs, early stopping on the epoch's mean training-mode
 loss (dropout on) with patience 20 and min delta 1e-3, keeping the weights of
 the epoch with the lowest such loss. ``K`` is given, not inferred.
 
+Estimator conventions as scikit-learn states them (:mod:`al_core.learn.params`):
+the constructor only stores its parameters; :meth:`Probe.fit` validates them and
+its inputs and sets the fitted state (``model_``, ``dim_``, ``n_epochs_``,
+``best_loss_``, ``loss_history_``). An unfitted probe reads ``model_`` as None.
+
 Training runs on ``n_threads`` torch threads (default 1, restored afterwards):
 its steps are small matrix products, and on the 2-core build machine, shared
 with other work, one thread was faster at every size measured (e.g. 4096 x 768
@@ -15,17 +20,13 @@ x 100 classes: 125-155 ms per epoch on 1 thread against 556-590 ms on 2, the
 second thread spinning against other processes). ``n_threads=None`` leaves
 torch's setting alone. Inference uses torch's setting.
 
-Inference (:meth:`predict_proba`, :meth:`embed`, :meth:`dropout_predict`)
-runs in eval mode in blocks of rows. BatchNorm is folded into the linear layer
-for speed (``W' = W / sqrt(var + eps)``, ``b' = b - W' mean``), which is the
-same function up to float rounding. Dropout passes at inference draw their
-masks as random bytes (one byte per feature: keep when the byte is below
-``round(256 * (1 - p))``, exactly 1/4 for p = 0.75; the raw 64-bit outputs of
-numpy's SFC64 generator viewed as bytes, about 10x cheaper than
-``integers(..., dtype=uint8)`` and far cheaper than float ``rand``), rescale
-survivors by 1 / (1 - p), and run blocks on DROPOUT_WORKERS threads.
+Inference (:meth:`Probe.predict_proba`, :meth:`Probe.embed`) runs in eval mode in
+blocks of rows. BatchNorm is folded into the linear layer for speed
+(``W' = W / sqrt(var + eps)``, ``b' = b - W' mean``), which is the same function
+up to float rounding. Dropout passes at inference (:meth:`Probe.dropout_predict`,
+:meth:`Probe.bald`) are :mod:`al_core.learn.probe_dropout`'s.
 
-Saved and loaded with safetensors only (no pickle).
+Saved and loaded with safetensors only (no pickle), written atomically.
 """
 
 from __future__ import annotations
@@ -34,40 +35,28 @@ import hashlib
 import json
 import math
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from al_core.learn.kmeans import _as_tensor, torch_threads  # shared with k-means: one implementation
+from al_core.files.atomic import atomic_write_bytes
+from al_core.learn.params import Params
+from al_core.learn.probe_dropout import DropoutLinear, bald_into, predictions_into
+from al_core.learn.tensors import as_tensor, float_block, torch_threads
 
 __all__ = [
     "Probe",
     "ProbeError",
     "INFERENCE_BLOCK_ROWS",
-    "DROPOUT_BLOCK_ROWS",
-    "DROPOUT_WORKERS",
     "FORMAT_NAME",
 ]
 
 # Rows per block for clean inference: 16384 x 768 x 4 B = 48 MB of features
 # (plus 16384 x K x 4 B of logits: 6.5 MB at K = 100, 65 MB at K = 1000).
 INFERENCE_BLOCK_ROWS = 16384
-
-# Rows per block for dropout passes: 4096 x 768 x (1 B random bytes + 1 B mask
-# + 4 B masked copy) = 18 MB per worker thread, small enough to stay in cache;
-# measured fastest (2.7 s per pass over 1,000,000 x 768 against 4.3 s with
-# 65536-row blocks).
-DROPOUT_BLOCK_ROWS = 4096
-
-# Threads scoring dropout blocks in parallel (the build machine has 2 cores;
-# numpy's mask drawing and torch's products release the GIL), each with one
-# torch thread.
-DROPOUT_WORKERS = 2
 
 # Stored in the safetensors metadata; load() refuses anything else.
 FORMAT_NAME = "al-pipeline-probe"
@@ -80,15 +69,40 @@ class ProbeError(ValueError):
     """Invalid input to the probe (too few labels, labels outside [0, K), shapes)."""
 
 
-def _float_block(features: np.ndarray, start: int, stop: int) -> np.ndarray:
-    return np.ascontiguousarray(features[start:stop], dtype=np.float32)
+def _check_labels(labels: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
+    """``labels`` as int64, one per row, in [0, n_classes); ProbeError otherwise."""
+    if labels.ndim != 1 or labels.shape[0] != n_rows:
+        raise ProbeError(
+            f"labels must be 1-D with one label per feature row: {labels.shape} labels for {n_rows} rows"
+        )
+    if labels.shape[0] < 2:
+        raise ProbeError(f"the probe needs at least 2 labelled points to train, got {labels.shape[0]}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer) and not np.all(np.equal(np.mod(labels, 1), 0)):
+        raise ProbeError("labels must be integers")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ProbeError(
+            f"labels must lie in [0, n_classes={n_classes}), got values in [{labels.min()}, {labels.max()}]"
+        )
+    return labels
 
 
-class Probe:
+def _finite_float32(features: np.ndarray) -> np.ndarray:
+    """``features`` as a finite C-contiguous float32 array; ProbeError otherwise."""
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ProbeError("features contain NaN or infinite values")
+    return x
+
+
+class Probe(Params):
     """Dropout(0.75) -> BatchNorm1d(D, affine=False) -> Linear(D, K), trained per the specification.
 
-    sklearn-style: the constructor only stores parameters; :meth:`fit` trains.
+    scikit-learn's estimator contract: the constructor only stores parameters; :meth:`fit`
+    validates and trains.
     """
+
+    model_: nn.Sequential | None = None  # the fitted model (None until fit, from_arrays or load)
 
     def __init__(
         self,
@@ -114,23 +128,8 @@ class Probe:
         self.patience = patience
         self.min_delta = min_delta
         self.n_threads = n_threads
-        self.model_: nn.Sequential | None = None
 
     # ------------------------------------------------------------------ params
-    def get_params(self) -> dict:
-        return {
-            "n_classes": self.n_classes,
-            "seed": self.seed,
-            "dropout": self.dropout,
-            "lr": self.lr,
-            "weight_decay": self.weight_decay,
-            "batch_size": self.batch_size,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "min_delta": self.min_delta,
-            "n_threads": self.n_threads,
-        }
-
     def _check_params(self) -> None:
         if not isinstance(self.n_classes, (int, np.integer)) or self.n_classes < 1:
             raise ProbeError(f"n_classes must be a positive integer, got {self.n_classes!r}")
@@ -139,32 +138,31 @@ class Probe:
         if self.batch_size < 2:
             raise ProbeError(f"batch_size must be at least 2 (BatchNorm), got {self.batch_size!r}")
 
+    def _new_model(self, d: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Dropout(p=self.dropout),
+            nn.BatchNorm1d(d, affine=False),
+            nn.Linear(d, int(self.n_classes)),
+        )
+
+    def _set_fitted(self, model: nn.Sequential, d: int, n_epochs: int, best_loss: float, history) -> None:
+        model.eval()
+        self.model_ = model
+        self.dim_ = d
+        self.n_epochs_ = n_epochs
+        self.best_loss_ = best_loss
+        self.loss_history_ = np.asarray(history, dtype=np.float64)
+        self._fold()
+
     # --------------------------------------------------------------- training
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> "Probe":
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> Probe:
         """Train from scratch on ``features`` (L x D) and integer ``labels`` in [0, n_classes)."""
         self._check_params()
         features = np.asarray(features)
-        labels = np.asarray(labels)
         if features.ndim != 2:
             raise ProbeError(f"features must be 2-D (L x D), got shape {features.shape}")
-        if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
-            raise ProbeError(
-                f"labels must be 1-D with one label per feature row: {labels.shape} labels for {features.shape[0]} rows"
-            )
-        if labels.shape[0] < 2:
-            raise ProbeError(f"the probe needs at least 2 labelled points to train, got {labels.shape[0]}")
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            if not np.all(np.equal(np.mod(labels, 1), 0)):
-                raise ProbeError("labels must be integers")
-        labels = labels.astype(np.int64)
-        if labels.min() < 0 or labels.max() >= self.n_classes:
-            raise ProbeError(
-                f"labels must lie in [0, n_classes={self.n_classes}), got values in [{labels.min()}, {labels.max()}]"
-            )
-        x = np.ascontiguousarray(features, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise ProbeError("features contain NaN or infinite values")
-        n, d = x.shape
+        labels = _check_labels(np.asarray(labels), features.shape[0], self.n_classes)
+        x = _finite_float32(features)
         with torch_threads(self.n_threads):
             self._train(x, labels)
         return self
@@ -173,11 +171,7 @@ class Probe:
         n, d = x.shape
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
-            model = nn.Sequential(
-                nn.Dropout(p=self.dropout),
-                nn.BatchNorm1d(d, affine=False),
-                nn.Linear(d, int(self.n_classes)),
-            )
+            model = self._new_model(d)
             opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             xt = torch.from_numpy(x)
             yt = torch.from_numpy(labels)
@@ -187,7 +181,7 @@ class Probe:
             best_state = None
             history = []
             model.train()
-            for epoch in range(int(self.max_epochs)):
+            for _ in range(int(self.max_epochs)):
                 order = torch.randperm(n)
                 total = 0.0
                 for idx in self._batches(order):
@@ -209,13 +203,7 @@ class Probe:
                     if wait >= self.patience:
                         break
             model.load_state_dict(best_state)
-        model.eval()
-        self.model_ = model
-        self.dim_ = d
-        self.n_epochs_ = len(history)
-        self.best_loss_ = best_loss
-        self.loss_history_ = np.asarray(history, dtype=np.float64)
-        self._fold()
+        self._set_fitted(model, d, len(history), best_loss, history)
 
     def _batches(self, order: torch.Tensor) -> list[torch.Tensor]:
         """Mini-batches of ``batch_size`` in the shuffled order; a trailing batch of one
@@ -265,7 +253,7 @@ class Probe:
         with torch.inference_mode():
             ot = torch.from_numpy(out)
             for start in range(0, n, INFERENCE_BLOCK_ROWS):
-                xb = _as_tensor(_float_block(features, start, start + INFERENCE_BLOCK_ROWS))
+                xb = as_tensor(float_block(features, start, start + INFERENCE_BLOCK_ROWS))
                 torch.addmm(self._b_folded, xb, self._w_folded_t, out=ot[start : start + xb.shape[0]])
         return out
 
@@ -292,7 +280,7 @@ class Probe:
         with torch.inference_mode():
             ot = torch.from_numpy(out)
             for start in range(0, n, INFERENCE_BLOCK_ROWS):
-                xb = _as_tensor(_float_block(features, start, start + INFERENCE_BLOCK_ROWS))
+                xb = as_tensor(float_block(features, start, start + INFERENCE_BLOCK_ROWS))
                 blk = ot[start : start + xb.shape[0]]
                 torch.sub(xb, self._mean, out=blk)
                 blk.mul_(self._inv_std)
@@ -309,35 +297,11 @@ class Probe:
 
     def embedding_logits(self, embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The linear layer applied to embeddings (BatchNorm outputs): N x K logits tensor."""
-        z = embeddings if isinstance(embeddings, torch.Tensor) else _as_tensor(np.asarray(embeddings, np.float32))
+        z = embeddings if isinstance(embeddings, torch.Tensor) else as_tensor(np.asarray(embeddings, np.float32))
         return torch.addmm(self._bias, z, self._weight.t())
 
-    def _dropout_block(
-        self, xb: np.ndarray, n_passes: int, seed: int, block_index: int, scratch: dict
-    ) -> list[torch.Tensor]:
-        """Logits (rows x K) of one block under ``n_passes`` fresh dropout masks.
-
-        The masks depend only on (seed, block index, pass): bytes from
-        ``SFC64(SeedSequence([seed, block_index]))``, one per feature, kept
-        when below ``round(256 * (1 - p))``.
-        """
-        rows, d = xb.shape
-        keep_below = int(round(256 * (1.0 - self.dropout)))
-        scale = 1.0 / (1.0 - self.dropout)
-        if "buf" not in scratch:
-            scratch["buf"] = np.empty((DROPOUT_BLOCK_ROWS, d), dtype=np.float32)
-            scratch["mask"] = np.empty((DROPOUT_BLOCK_ROWS, d), dtype=bool)
-        buf, mask = scratch["buf"][:rows], scratch["mask"][:rows]
-        bits = np.random.SFC64(np.random.SeedSequence([int(seed), int(block_index)]))
-        n_bytes = rows * d
-        out = []
-        for _ in range(n_passes):
-            rnd = bits.random_raw(-(-n_bytes // 8)).view(np.uint8)[:n_bytes].reshape(rows, d)
-            np.less(rnd, keep_below, out=mask)
-            np.multiply(xb, mask, out=buf)
-            logits = torch.mm(torch.from_numpy(buf), self._w_folded_t)
-            out.append(logits.mul_(scale).add_(self._b_folded))
-        return out
+    def _dropout_layer(self) -> DropoutLinear:
+        return DropoutLinear(self._w_folded_t, self._b_folded, float(self.dropout))
 
     def map_dropout_logits(
         self,
@@ -352,35 +316,15 @@ class Probe:
         ``logits_per_pass``: ``n_passes`` float32 tensors (rows x K), each under a
         fresh input-dropout mask (keep probability 1 - p, survivors scaled by
         1 / (1 - p)), eval-mode BatchNorm. Blocks run on ``workers`` threads
-        (default DROPOUT_WORKERS; numpy and torch release the GIL) with one torch
-        thread each; ``fn`` must only write its own rows. The masks depend only
-        on (seed, block, pass), so the result does not depend on the threads.
+        (default DROPOUT_WORKERS) with one torch thread each; ``fn`` must only
+        write its own rows. The masks depend only on (seed, block, pass), so the
+        result does not depend on the threads (:mod:`al_core.learn.probe_dropout`).
         """
         features = np.asarray(features)
         self._check_fitted(features)
         if n_passes < 1:
             raise ProbeError(f"n_passes must be at least 1, got {n_passes}")
-        n = features.shape[0]
-        starts = list(range(0, n, DROPOUT_BLOCK_ROWS))
-        local = threading.local()
-
-        def work(item: tuple[int, int]) -> None:
-            block_index, start = item
-            if not hasattr(local, "scratch"):
-                local.scratch = {}
-            with torch.inference_mode():
-                xb = _float_block(features, start, start + DROPOUT_BLOCK_ROWS)
-                fn(start, self._dropout_block(xb, n_passes, seed, block_index, local.scratch))
-
-        n_workers = max(1, min(DROPOUT_WORKERS if workers is None else workers, len(starts)))
-        with torch_threads(1):
-            if n_workers == 1:
-                for item in enumerate(starts):
-                    work(item)
-            else:
-                with ThreadPoolExecutor(max_workers=n_workers) as pool:
-                    for _ in pool.map(work, enumerate(starts)):
-                        pass  # re-raises a worker's exception
+        self._dropout_layer().map_logits(features, n_passes, seed, fn, workers)
 
     def iter_dropout_logits(
         self, features: np.ndarray, n_passes: int, seed: int
@@ -389,44 +333,20 @@ class Probe:
         (the same masks as :meth:`map_dropout_logits`)."""
         features = np.asarray(features)
         self._check_fitted(features)
-        scratch: dict = {}
-        with torch.inference_mode():
-            for block_index, start in enumerate(range(0, features.shape[0], DROPOUT_BLOCK_ROWS)):
-                xb = _float_block(features, start, start + DROPOUT_BLOCK_ROWS)
-                for p, logits in enumerate(self._dropout_block(xb, n_passes, seed, block_index, scratch)):
-                    yield start, p, logits
+        return self._dropout_layer().iter_logits(features, n_passes, seed)
 
     def dropout_predict(self, features: np.ndarray, n_passes: int, seed: int) -> np.ndarray:
         """Class predictions under ``n_passes`` fresh input-dropout masks: int64 (n_passes x N)."""
         features = np.asarray(features)
         out = np.empty((n_passes, features.shape[0]), dtype=np.int64)
-
-        def write(start: int, logits: list[torch.Tensor]) -> None:
-            for p, lg in enumerate(logits):
-                out[p, start : start + lg.shape[0]] = lg.argmax(dim=1).numpy()
-
-        self.map_dropout_logits(features, n_passes, seed, write)
+        self.map_dropout_logits(features, n_passes, seed, predictions_into(out))
         return out
 
     def bald(self, features: np.ndarray, n_passes: int, seed: int) -> np.ndarray:
         """BALD mutual information H(mean p) - mean H(p) over ``n_passes`` dropout passes, float64 N."""
         features = np.asarray(features)
         out = np.empty(features.shape[0], dtype=np.float64)
-
-        def write(start: int, logits: list[torch.Tensor]) -> None:
-            mean_p = None
-            mean_h = None
-            for lg in logits:
-                probs = torch.softmax(lg.double(), dim=1)
-                ent = torch.special.entr(probs).sum(dim=1)
-                mean_p = probs if mean_p is None else mean_p.add_(probs)
-                mean_h = ent if mean_h is None else mean_h.add_(ent)
-            mean_p /= len(logits)
-            mean_h /= len(logits)
-            h_mean = torch.special.entr(mean_p).sum(dim=1)
-            out[start : start + mean_p.shape[0]] = (h_mean - mean_h).numpy()
-
-        self.map_dropout_logits(features, n_passes, seed, write)
+        self.map_dropout_logits(features, n_passes, seed, bald_into(out))
         return out
 
     @classmethod
@@ -438,7 +358,7 @@ class Probe:
         running_mean: np.ndarray | None = None,
         running_var: np.ndarray | None = None,
         **params,
-    ) -> "Probe":
+    ) -> Probe:
         """A fitted probe from explicit parameters (K x D linear weight, K bias,
         BatchNorm running statistics; default mean 0 and variance 1 - eps, so that
         the embedding is the input itself). For tests and for probes trained elsewhere."""
@@ -451,25 +371,19 @@ class Probe:
         var = np.full(d, 1.0 - _BN_EPS, np.float32) if running_var is None else np.asarray(running_var, np.float32)
         probe = cls(k, **params)
         probe._check_params()
-        model = nn.Sequential(nn.Dropout(p=probe.dropout), nn.BatchNorm1d(d, affine=False), nn.Linear(d, k))
+        model = probe._new_model(d)
         with torch.no_grad():
             model[2].weight.copy_(torch.from_numpy(weight))
             model[2].bias.copy_(torch.from_numpy(bias))
             model[1].running_mean.copy_(torch.from_numpy(mean))
             model[1].running_var.copy_(torch.from_numpy(var))
-        model.eval()
-        probe.model_ = model
-        probe.dim_ = d
-        probe.n_epochs_ = 0
-        probe.best_loss_ = float("nan")
-        probe.loss_history_ = np.empty(0, dtype=np.float64)
-        probe._fold()
+        probe._set_fitted(model, d, 0, float("nan"), [])
         return probe
 
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> str:
-        """Write the probe to ``path`` as safetensors; return the file's sha256 (hex)."""
-        from safetensors.torch import save_file
+        """Write the probe to ``path`` as safetensors, atomically; return the file's sha256 (hex)."""
+        from safetensors.torch import save
 
         if self.model_ is None:
             raise RuntimeError("the probe is not fitted: nothing to save")
@@ -490,18 +404,12 @@ class Probe:
             "n_epochs": str(self.n_epochs_),
             "best_loss": repr(float(self.best_loss_)),
         }
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        data = save(tensors, metadata=metadata)
+        atomic_write_bytes(path, data)
+        return hashlib.sha256(data).hexdigest()
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Probe":
+    def load(cls, path: str | os.PathLike) -> Probe:
         """Read a probe written by :meth:`save` (safetensors; no pickle)."""
         from safetensors import safe_open
 
@@ -511,23 +419,16 @@ class Probe:
                 raise ProbeError(f"{path}: not a probe file (format {meta.get('format')!r})")
             if meta.get("format_version") != FORMAT_VERSION:
                 raise ProbeError(f"{path}: unsupported probe format version {meta.get('format_version')!r}")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        params = json.loads(meta["params"])
-        probe = cls(**params)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+        probe = cls(**json.loads(meta["params"]))
+        probe._check_params()
         d = int(meta["dim"])
-        k = int(params["n_classes"])
-        model = nn.Sequential(nn.Dropout(p=probe.dropout), nn.BatchNorm1d(d, affine=False), nn.Linear(d, k))
+        model = probe._new_model(d)
         with torch.no_grad():
             model[2].weight.copy_(tensors["linear.weight"])
             model[2].bias.copy_(tensors["linear.bias"])
             model[1].running_mean.copy_(tensors["batchnorm.running_mean"])
             model[1].running_var.copy_(tensors["batchnorm.running_var"])
             model[1].num_batches_tracked.copy_(tensors["batchnorm.num_batches_tracked"].reshape(()))
-        model.eval()
-        probe.model_ = model
-        probe.dim_ = d
-        probe.n_epochs_ = int(meta.get("n_epochs", "0"))
-        probe.best_loss_ = float(meta.get("best_loss", "nan"))
-        probe.loss_history_ = np.empty(0, dtype=np.float64)
-        probe._fold()
+        probe._set_fitted(model, d, int(meta.get("n_epochs", "0")), float(meta.get("best_loss", "nan")), [])
         return probe

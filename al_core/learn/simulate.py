@@ -23,7 +23,7 @@ import numpy as np
 
 from al_core.learn.probe import Probe
 from al_core.learn.strategies import Strategy, get_strategy
-from al_core.learn.strategies.base import SelectionError
+from al_core.learn.strategies.errors import SelectionError
 
 __all__ = ["SimulationResult", "run_simulation", "round_seed", "study_seeds", "area_under_curve", "compare_strategies"]
 

@@ -5,7 +5,7 @@
         features, labeled, labels, budget, n_classes=K, seed=0)
     result.indices, result.scores
 
-Every strategy follows ``../shared/docs/algorithms.md``; see each class's
+Every strategy follows ``docs/algorithms.md``; see each class's
 docstring for its exact behaviour and the meaning of its scores.
 """
 
@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from al_core.learn.strategies.alfa_mix import AlfaMixStrategy
 from al_core.learn.strategies.badge import BadgeStrategy
-from al_core.learn.strategies.base import (
+from al_core.learn.strategies.base import SelectionResult, Strategy
+from al_core.learn.strategies.centroid import CentroidStrategy
+from al_core.learn.strategies.coreset import CoresetStrategy
+from al_core.learn.strategies.dropquery import DropQueryStrategy
+from al_core.learn.strategies.errors import (
     BudgetTooLargeError,
     DuplicateIndexError,
     EmptyPoolError,
@@ -23,12 +27,7 @@ from al_core.learn.strategies.base import (
     InvalidParameterError,
     LabelsRequiredError,
     SelectionError,
-    SelectionResult,
-    Strategy,
 )
-from al_core.learn.strategies.centroid import CentroidStrategy
-from al_core.learn.strategies.coreset import CoresetStrategy
-from al_core.learn.strategies.dropquery import DropQueryStrategy
 from al_core.learn.strategies.probcover import ProbCoverStrategy
 from al_core.learn.strategies.random_sampling import RandomStrategy
 from al_core.learn.strategies.typiclust import TypiclustStrategy
@@ -96,12 +95,18 @@ def seed_strategies() -> list[str]:
 
 
 def get_strategy(name: str, **params) -> Strategy:
-    """A new strategy instance; ``params`` are its keyword parameters (see its docstring)."""
+    """A new strategy instance; ``params`` are its keyword parameters (see its docstring).
+
+    The parameters are checked here as well as at every ``select`` (the constructor only
+    stores them), so a bad name or value fails where the strategy is configured.
+    """
     try:
         cls = _REGISTRY[name]
     except KeyError:
         raise UnknownStrategyError(f"unknown strategy {name!r}; known: {', '.join(_REGISTRY)}") from None
     try:
-        return cls(**params)
+        strategy = cls(**params)
     except TypeError as exc:
         raise InvalidParameterError(f"strategy {name!r}: {exc}") from None
+    strategy.validate_params()
+    return strategy

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from al_core.learn.kmeans import Points, kmeans, nearest_to_centroids
+from al_core.learn.kmeans import kmeans, nearest_to_centroids
+from al_core.learn.points import Points
 
 
 def cluster_representatives(points: Points, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

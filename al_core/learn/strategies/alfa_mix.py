@@ -7,9 +7,11 @@ import math
 import numpy as np
 import torch
 
-from al_core.learn.kmeans import Points
+from al_core.learn.points import Points
 from al_core.learn.strategies._cluster import cluster_representatives
-from al_core.learn.strategies.base import PoolEmbeddings, SelectionContext, Strategy, random_fill
+from al_core.learn.strategies.base import Strategy, random_fill
+from al_core.learn.strategies.context import PoolEmbeddings, SelectionContext
+from al_core.learn.strategies.errors import InvalidParameterError
 
 # Rows per block of the interpolation test: two reused buffers (the difference
 # and alpha) of 256 x 768 x 4 B = 0.8 MB each, small enough to stay in the
@@ -49,10 +51,13 @@ class AlfaMixStrategy(Strategy):
     uses_probe = True
 
     def __init__(self, *, eps_scale: float = 0.2):
-        self.eps_scale = float(eps_scale)
+        self.eps_scale = eps_scale
 
-    def get_params(self):
-        return {"eps_scale": self.eps_scale}
+    def validate_params(self) -> None:
+        if isinstance(self.eps_scale, bool) or not isinstance(self.eps_scale, (int, float, np.floating)):
+            raise InvalidParameterError(f"eps_scale must be a positive number, got {self.eps_scale!r}")
+        if not (math.isfinite(self.eps_scale) and self.eps_scale > 0):
+            raise InvalidParameterError(f"eps_scale must be a positive number, got {self.eps_scale!r}")
 
     def _select(self, ctx: SelectionContext):
         probe = ctx.get_probe()
@@ -61,7 +66,7 @@ class AlfaMixStrategy(Strategy):
         z_lab = probe.embed(np.asarray(ctx.features[ctx.labeled], dtype=np.float32))
         classes = np.unique(ctx.labels)
         anchors = np.stack([z_lab[ctx.labels == k].mean(axis=0, dtype=np.float64) for k in classes]).astype(np.float32)
-        eps = self.eps_scale / math.sqrt(d)
+        eps = float(self.eps_scale) / math.sqrt(d)
         w = torch.from_numpy(probe.linear_weight)  # K x D
         flips = np.zeros(n, dtype=np.int64)
         bufs = [torch.empty((ALFA_BLOCK_ROWS, d), dtype=torch.float32) for _ in range(2)]

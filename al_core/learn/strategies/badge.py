@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from al_core.learn.kmeans import BLOCK_ROWS
+from al_core.learn.points import BLOCK_ROWS
 from al_core.learn.probe import INFERENCE_BLOCK_ROWS
-from al_core.learn.strategies.base import PoolEmbeddings, SelectionContext, Strategy, derived_rng
+from al_core.learn.strategies.base import Strategy, derived_rng
+from al_core.learn.strategies.context import PoolEmbeddings, SelectionContext
 
 _STREAM_SAMPLING = 3
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from al_core.learn.kmeans import Points
+from al_core.learn.points import Points
 from al_core.learn.strategies._cluster import cluster_representatives
-from al_core.learn.strategies.base import SelectionContext, Strategy
+from al_core.learn.strategies.base import Strategy
+from al_core.learn.strategies.context import SelectionContext
 
 
 class CentroidStrategy(Strategy):

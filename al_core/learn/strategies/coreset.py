@@ -7,8 +7,10 @@ import heapq
 import numpy as np
 import torch
 
-from al_core.learn.kmeans import BLOCK_ROWS, min_sq_distances
-from al_core.learn.strategies.base import PoolEmbeddings, SelectionContext, Strategy
+from al_core.learn.neighbours import min_sq_distances
+from al_core.learn.points import BLOCK_ROWS
+from al_core.learn.strategies.base import Strategy
+from al_core.learn.strategies.context import PoolEmbeddings, SelectionContext
 
 # Largest tile of (refreshed rows x centres) distances computed at once when
 # stale distances are brought up to date: 2**22 x (4 B float32 product + 8 B

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from al_core.learn.kmeans import Points
+from al_core.learn.points import Points
 from al_core.learn.strategies._cluster import cluster_representatives
-from al_core.learn.strategies.base import InvalidParameterError, SelectionContext, Strategy, derived_seed, random_fill
+from al_core.learn.strategies.base import Strategy, derived_seed, random_fill
+from al_core.learn.strategies.context import SelectionContext
+from al_core.learn.strategies.validation import check_int
 
 _STREAM_DROPOUT = 1
 _STREAM_FILL = 5
@@ -52,29 +54,26 @@ class DropQueryStrategy(Strategy):
     uses_probe = True
 
     def __init__(self, *, n_passes: int = 3, candidate_factor: int = 25):
-        if not isinstance(n_passes, (int, np.integer)) or n_passes < 1:
-            raise InvalidParameterError(f"n_passes must be a positive integer, got {n_passes!r}")
-        if not isinstance(candidate_factor, (int, np.integer)) or candidate_factor < 1:
-            raise InvalidParameterError(f"candidate_factor must be a positive integer, got {candidate_factor!r}")
-        self.n_passes = int(n_passes)
-        self.candidate_factor = int(candidate_factor)
+        self.n_passes = n_passes
+        self.candidate_factor = candidate_factor
 
-    def get_params(self):
-        return {"n_passes": self.n_passes, "candidate_factor": self.candidate_factor}
+    def validate_params(self) -> None:
+        check_int("n_passes", self.n_passes, minimum=1)
+        check_int("candidate_factor", self.candidate_factor, minimum=1)
 
     def mismatch(self, ctx: SelectionContext) -> np.ndarray:
         """Disagreement count of every pool row (pool order)."""
         probe = ctx.get_probe()
         x, sel = ctx.pool_features()
         clean = probe.predict(x)[sel]
-        passes = probe.dropout_predict(x, self.n_passes, derived_seed(ctx.seed, _STREAM_DROPOUT))[:, sel]
+        passes = probe.dropout_predict(x, int(self.n_passes), derived_seed(ctx.seed, _STREAM_DROPOUT))[:, sel]
         return (passes != clean[None, :]).sum(axis=0).astype(np.int64)
 
     def _select(self, ctx: SelectionContext):
         probe = ctx.get_probe()
         mismatch = self.mismatch(ctx)
-        hist = disagreement_histogram(mismatch, self.n_passes)
-        t = candidate_threshold(hist, ctx.budget, self.candidate_factor)
+        hist = disagreement_histogram(mismatch, int(self.n_passes))
+        t = candidate_threshold(hist, ctx.budget, int(self.candidate_factor))
         cand = np.flatnonzero(mismatch > t)
         if cand.shape[0] >= ctx.budget:
             z = ctx.pool_embeddings(probe, ctx.pool[cand])

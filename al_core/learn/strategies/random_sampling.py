@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from al_core.learn.strategies.base import SelectionContext, Strategy
+from al_core.learn.strategies.base import Strategy
+from al_core.learn.strategies.context import SelectionContext
 
 
 class RandomStrategy(Strategy):

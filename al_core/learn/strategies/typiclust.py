@@ -6,8 +6,12 @@ from collections import deque
 
 import numpy as np
 
-from al_core.learn.kmeans import Points, kmeans, mean_knn_sq_distances
-from al_core.learn.strategies.base import InvalidParameterError, SelectionContext, Strategy, random_fill
+from al_core.learn.kmeans import kmeans
+from al_core.learn.neighbours import mean_knn_sq_distances
+from al_core.learn.points import Points
+from al_core.learn.strategies.base import Strategy, random_fill
+from al_core.learn.strategies.context import SelectionContext
+from al_core.learn.strategies.validation import check_int
 
 _STREAM_FILL = 6
 
@@ -45,25 +49,24 @@ class TypiclustStrategy(Strategy):
     needs_labels = False
 
     def __init__(self, *, max_clusters: int = 500, min_cluster_size: int = 5, k_nn: int = 20):
-        for name, v in (("max_clusters", max_clusters), ("min_cluster_size", min_cluster_size), ("k_nn", k_nn)):
-            if not isinstance(v, (int, np.integer)) or v < (0 if name == "min_cluster_size" else 1):
-                raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
-        self.max_clusters = int(max_clusters)
-        self.min_cluster_size = int(min_cluster_size)
-        self.k_nn = int(k_nn)
+        self.max_clusters = max_clusters
+        self.min_cluster_size = min_cluster_size
+        self.k_nn = k_nn
 
-    def get_params(self):
-        return {"max_clusters": self.max_clusters, "min_cluster_size": self.min_cluster_size, "k_nn": self.k_nn}
+    def validate_params(self) -> None:
+        check_int("max_clusters", self.max_clusters, minimum=1)
+        check_int("min_cluster_size", self.min_cluster_size, minimum=0)
+        check_int("k_nn", self.k_nn, minimum=1)
 
     def _select(self, ctx: SelectionContext):
         n_rows = ctx.n_rows
-        n_clusters = min(ctx.labeled.shape[0] + ctx.budget, self.max_clusters, n_rows)
+        n_clusters = min(ctx.labeled.shape[0] + ctx.budget, int(self.max_clusters), n_rows)
         points = Points(ctx.features, normalize=True)
         res = kmeans(points, n_clusters, seed=ctx.seed)
         labels = res.labels
         sizes = np.bincount(labels, minlength=n_clusters)
         labeled_counts = np.bincount(labels[ctx.labeled], minlength=n_clusters)
-        kept = np.flatnonzero(sizes > self.min_cluster_size)
+        kept = np.flatnonzero(sizes > int(self.min_cluster_size))
         order = kept[np.lexsort((kept, -sizes[kept], labeled_counts[kept]))]
         members_sorted = np.argsort(labels, kind="stable")  # members of each cluster in index order
         bounds = np.concatenate([[0], np.cumsum(sizes)])
@@ -81,7 +84,7 @@ class TypiclustStrategy(Strategy):
             c = int(active[turn])
             if c not in queues:
                 members = members_sorted[bounds[c] : bounds[c + 1]]
-                typ = typicality(points.take(members), self.k_nn)
+                typ = typicality(points.take(members), int(self.k_nn))
                 cand = np.flatnonzero(pickable[members])
                 ranked = cand[np.lexsort((members[cand], -typ[cand]))]
                 queues[c] = deque(int(members[j]) for j in ranked)

@@ -11,14 +11,9 @@ import numpy as np
 import torch
 
 from al_core.learn.probe import INFERENCE_BLOCK_ROWS, Probe
-from al_core.learn.strategies.base import (
-    InvalidParameterError,
-    SelectionContext,
-    Strategy,
-    derived_rng,
-    derived_seed,
-    top_b,
-)
+from al_core.learn.strategies.base import Strategy, derived_rng, derived_seed, top_b
+from al_core.learn.strategies.context import SelectionContext
+from al_core.learn.strategies.validation import check_int
 
 # random streams (combined with the seed) of the dropout masks and of the Gumbel noise
 _STREAM_DROPOUT = 1
@@ -124,15 +119,13 @@ class BaldStrategy(_ProbeScoreStrategy):
     largest = True
 
     def __init__(self, *, n_passes: int = 20):
-        if not isinstance(n_passes, (int, np.integer)) or n_passes < 1:
-            raise InvalidParameterError(f"n_passes must be a positive integer, got {n_passes!r}")
-        self.n_passes = int(n_passes)
+        self.n_passes = n_passes
 
-    def get_params(self):
-        return {"n_passes": self.n_passes}
+    def validate_params(self) -> None:
+        check_int("n_passes", self.n_passes, minimum=1)
 
     def _scores(self, probe, x, ctx):
-        return probe.bald(x, self.n_passes, derived_seed(ctx.seed, _STREAM_DROPOUT))
+        return probe.bald(x, int(self.n_passes), derived_seed(ctx.seed, _STREAM_DROPOUT))
 
 
 class PowerBaldStrategy(BaldStrategy):
@@ -148,7 +141,7 @@ class PowerBaldStrategy(BaldStrategy):
     def _select(self, ctx: SelectionContext):
         probe = ctx.get_probe()
         x, sel = ctx.pool_features()
-        bald = probe.bald(x, self.n_passes, derived_seed(ctx.seed, _STREAM_DROPOUT))[sel]
+        bald = probe.bald(x, int(self.n_passes), derived_seed(ctx.seed, _STREAM_DROPOUT))[sel]
         noise = derived_rng(ctx.seed, _STREAM_GUMBEL).gumbel(0.0, 1.0, size=bald.shape[0])
         scores = np.log(np.maximum(bald, POWER_BALD_MIN_SCORE)) + noise
         pos = top_b(scores, ctx.budget, largest=True)
