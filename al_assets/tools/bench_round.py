@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from al_assets.definitions import build_defs
     from al_core.config import load_config
-    from al_core.loop.rounds import list_inbox
+    from al_core.loop.inbox import list_inbox
 
     tmp = Path(tempfile.mkdtemp(prefix="al-bench-round-"))
     conf = {

@@ -19,34 +19,19 @@ from pathlib import Path
 
 from al_core.labels.parse import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
 from al_core.catalogue import open_store
-
-# The images a label may name: every image with at least one readable path.
-KNOWN_IMAGE_IDS_SQL = "SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'"
+from al_core.loop.inbox import ValidationUnavailable, validation_inputs  # the sensor's and the round run's inputs
 
 
 class CheckUnavailable(RuntimeError):
     """The check cannot run (project file, database): exit 2."""
 
 
-def validation_inputs(cfg, store) -> tuple[tuple[str, ...], frozenset[str]]:
-    """(classes, known image ids) from the project file and the store, with short read-only connections."""
-    from al_core.config import ConfigError
-    from al_core.catalogue.store import StoreError
-
-    if not Path(store.db_path).exists():
-        raise CheckUnavailable(f"no database at {store.db_path} yet: run `al ingest` (or `make demo`) first, "
-                               "or point --db / --config at the project's database")
-    try:
-        known = frozenset(r[0] for r in store.fetch(KNOWN_IMAGE_IDS_SQL))
-        classes = cfg.class_names(store)
-    except (StoreError, ConfigError) as e:
-        raise CheckUnavailable(str(e)) from e
-    return classes, known
-
-
 def validate_label_file(path, cfg, store) -> ParsedLabels:
     """What the sensor and `al labels check` run: parse_label_file with the project's classes and images."""
-    classes, known = validation_inputs(cfg, store)
+    try:
+        classes, known = validation_inputs(cfg, store)
+    except ValidationUnavailable as e:
+        raise CheckUnavailable(str(e)) from e
     return parse_label_file(path, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label)
 
 
@@ -144,7 +129,7 @@ def _add_retract(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_retract(args) -> int:
-    from al_core.loop.rounds import LoopError, retract_file
+    from al_core.loop import LoopError, retract_file
     from al_core.catalogue.store import StoreError
 
     cfg, store = _project(args)
@@ -171,7 +156,7 @@ def _add_retry(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_retry(args) -> int:
-    from al_core.loop.rounds import LoopError, request_retry
+    from al_core.loop import LoopError, request_retry
     from al_core.catalogue.store import StoreError
 
     cfg, store = _project(args)

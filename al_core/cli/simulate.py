@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from al_core.loop.rounds import stratified_holdout  # the loop's own hold-out rule
+from al_core.loop.holdout import stratified_holdout  # the loop's own hold-out rule
 from al_core.catalogue import open_store
 
 DEFAULT_STRATEGIES = "dropquery,margin,random"

@@ -290,7 +290,7 @@ def export(store: Store, cfg, out_path: str | os.PathLike, fmt: str | None = Non
     """
     import pyarrow as pa
 
-    from al_core.loop.rounds import load_probe
+    from al_core.loop.train import load_probe
 
     out = Path(out_path).absolute()
     fmt = (fmt or ("parquet" if out.suffix.lower() in (".parquet", ".pq") else "csv")).lower()
