@@ -275,3 +275,26 @@ def test_outbox_names_and_fields(tmp_path):
     # a field with a separator, a quote or any line break is quoted (a lone carriage return too)
     assert [outbox.csv_field(v) for v in ("a,b", 'say "x"', "a\rb", "a\nb", None, 3)] == [
         '"a,b"', '"say ""x"""', '"a\rb"', '"a\nb"', "", "3"]
+
+
+def test_simulated_annotator_answers_each_batch_once_from_the_ground_truth(project):
+    from al_core.loop.annotator import answer_pending, answer_round, pending_rounds
+    from al_core.loop.inbox import list_inbox
+
+    cfg, defs, instance = project
+    store = open_store(cfg)
+    assert pending_rounds(cfg) == []
+    execute(defs, instance, _requests(run_requests(defs, instance))[0])
+    assert pending_rounds(cfg) == [0]
+    delivered = answer_pending(cfg)
+    assert [p.name for p in delivered] == ["simulated-round-0000.csv"] and pending_rounds(cfg) == []
+    assert list_inbox(cfg.inbox, 0.0) == delivered and sorted(p.name for p in cfg.inbox.iterdir()) == [
+        "simulated-round-0000.csv"]  # no temporary file left behind
+    truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
+    batch = [r[0] for r in store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")]
+    lines = delivered[0].read_text().splitlines()
+    assert lines == ["image_id,label,annotator"] + [f"{i},{truth[i]},simulated" for i in batch]
+    # every answer a skip, under another annotator's name: a second file, the same batch
+    p = answer_round(cfg, 0, skip=1.0, annotator="team-b")
+    assert p.name == "team-b-round-0000.csv"
+    assert {line.split(",")[1] for line in p.read_text().splitlines()[1:]} == {cfg.labels.skip_label}

@@ -61,3 +61,8 @@ def put_metrics(con, *, probe_id: str, round_: int, accuracy: float | None, bala
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [probe_id, round_, accuracy, balanced_accuracy, macro_f1, per_class_recall, confusion, n_labels, n_eval,
          evaluated_at])
+
+
+def latest_probed_round(con) -> int | None:
+    """The highest round with a trained probe, or None before the first probe."""
+    return con.execute("SELECT max(round) FROM probes").fetchone()[0]
