@@ -18,7 +18,7 @@ from resources.backbone import BackboneResource
 from resources.project import ProjectResource, load_project
 from resources.shards import ShardJsonIOManager
 from resources.store import StoreJsonIOManager, StoreResource
-from sensors.inbox import inbox_sensor
+from sensors.inbox import build_inbox_sensor
 
 
 def build_resources(cfg: ProjectConfig) -> dict:
@@ -39,7 +39,7 @@ def build_defs(cfg: ProjectConfig) -> dg.Definitions:
         assets=dg.load_assets_from_modules([ingest, loop, shards]),
         asset_checks=dg.load_asset_checks_from_modules([checks]),
         jobs=[ingest_job, seed_job, round_job, retrain_job, embed_shards_job, embed_shards_dask_job],
-        sensors=[inbox_sensor],
+        sensors=[build_inbox_sensor(cfg)],
         schedules=[build_retrain_schedule(cfg)],
         resources=build_resources(cfg),
     )

@@ -7,18 +7,20 @@ once that batch is answered to the configured fraction (or closed by hand),
 evaluation set and ``query_set`` proposes batch r. When the batch is not yet
 answered, ``probe`` yields nothing and the rest of the run is skipped.
 
-Assets stay thin: each reads its inputs, calls al_core.loop.rounds, and returns a
-small JSON summary with metadata that justifies it.
+Each asset only orchestrates: it calls one step of ``al_core.loop`` with the
+project config and the store, and builds the metadata that justifies its value.
 """
 
 import dagster as dg
 
-from resources.project import ProjectResource
 from al_core.catalogue import open_store
+from al_core.files.hashing import short
+from resources.project import ProjectResource
 
 rounds_partitions = dg.DynamicPartitionsDefinition(name="rounds")
 
 LOOP_GROUP = "labelling_loop"
+PROPOSED_ROWS_SHOWN = 20  # rows of the proposed-batch table in the asset's metadata
 
 
 class RoundLabelsConfig(dg.Config):
@@ -36,34 +38,30 @@ def _round(context) -> int:
         raise dg.Failure(f"round partitions are integers, got {context.partition_key!r}") from None
 
 
-def _pool(cfg, store, config_id):
-    from al_core.loop.rounds import load_pool
+def _trigger(context) -> str:
+    return context.run.tags.get("al/trigger", "round")
 
-    return load_pool(store, cfg, config_id, cfg.class_names(store))
+
+def _project(project: ProjectResource):
+    cfg = project.load()
+    return cfg, open_store(cfg)
 
 
 @dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
           kinds={"duckdb"}, tags={"al/writes": "true"})
 def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: ProjectResource) -> dg.Output[dict]:
     """Batch 0: the first images to label, chosen by the seed strategy from unlabelled features."""
-    from al_core.loop.rounds import ensure_eval_set, propose
+    from al_core.loop.proposal import propose_seed
 
     if _round(context) != 0:
         raise dg.Failure("seed_pool exists only for round 0")
-    cfg = project.load()
-    store = open_store(cfg)
-    classes = cfg.class_names(store)
-    held = ensure_eval_set(store, cfg, classes)
-    pool = _pool(cfg, store, embeddings["config_id"])
-    prop = propose(store, cfg, 0, pool, run_id=context.run_id)
-    if prop is None:
-        raise dg.Failure("total budget is 0 or no image can be proposed")
-    value = {**prop.as_dict(), "config_id": embeddings["config_id"], "eval_holdout": held["holdout"]}
-    return dg.Output(value, metadata=_proposal_metadata(prop, embeddings, cfg, pool) | {
-        "eval_holdout": held["holdout"]} | _pictures(store, cfg, ("proposed_images",)))
+    cfg, store = _project(project)
+    prop = propose_seed(store, cfg, embeddings["config_id"], run_id=context.run.run_id)
+    return dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
+        "eval_holdout": prop.eval_holdout} | _pictures(store, cfg, ("proposed_images",)))
 
 
-def _proposal_metadata(prop, embeddings, cfg, pool) -> dict:
+def _proposal_metadata(prop, embeddings) -> dict:
     return {
         "round": prop.round,
         "strategy": prop.strategy,
@@ -71,9 +69,9 @@ def _proposal_metadata(prop, embeddings, cfg, pool) -> dict:
         "requested_budget": prop.requested_budget,
         "seed": prop.seed,
         "backbone": embeddings.get("backbone", "?"),
-        "embedding_config": embeddings["config_id"],
+        "embedding_config": prop.config_id,
         "candidates": prop.n_candidates,
-        "labelled_so_far": int(len(pool.labeled)),
+        "labelled_so_far": prop.n_labelled,
         "select_seconds": dg.MetadataValue.float(round(prop.select_seconds, 3)),
         "outbox_csv": dg.MetadataValue.path(prop.outbox_files[0]),
         "note": prop.note or "",
@@ -81,10 +79,10 @@ def _proposal_metadata(prop, embeddings, cfg, pool) -> dict:
     }
 
 
-def _table(prop, n: int = 20) -> str:
+def _table(prop, n: int = PROPOSED_ROWS_SHOWN) -> str:
     rows = ["| rank | image_id | score |", "| --- | --- | --- |"]
     for i, (iid, sc) in enumerate(zip(prop.image_ids[:n], prop.scores[:n], strict=True), 1):
-        rows.append(f"| {i} | `{iid[:16]}` | {sc:.4g} |")
+        rows.append(f"| {i} | `{short(iid)}` | {sc:.4g} |")
     if len(prop.image_ids) > n:
         rows.append(f"| ... | {len(prop.image_ids) - n} more | |")
     return "\n".join(rows)
@@ -95,32 +93,14 @@ def _table(prop, n: int = 20) -> str:
 def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, project: ProjectResource
                  ) -> dg.Output[dict]:
     """The label files ingested in this round (answering the previous batch), validated and applied atomically."""
-    from al_core.loop.rounds import ingest_label_files, repair_outbox
-    from al_core.catalogue.store import now
+    from al_core.loop.ingest_labels import ingest_round_labels
 
     r = _round(context)
-    if r < 1:
-        raise dg.Failure("labels belong to rounds >= 1 (round 0 is the seed pool)")
-    cfg = project.load()
-    store = open_store(cfg)
-    classes = cfg.class_names(store)
-    for path in repair_outbox(store, cfg, classes):  # a run that stopped between a batch's commit and its CSV
-        context.log.warning(f"outbox: wrote {path}, missing although its batch was committed")
-    rep = ingest_label_files(store, cfg, config.files, round_=r, classes=classes,
-                             run_id=context.run_id, log=context.log.info)
-    value = rep.as_dict()
-    force = bool(config.force_close) and rep.requested_round is None
-    if force and config.request_id:  # `al round next` closes the batch that was open when it was asked
-        asked = store.fetch("SELECT arg FROM requests WHERE request_id = ?", [config.request_id])
-        if asked and asked[0][0] is not None and asked[0][0] != str(rep.open_round):
-            context.log.warning(f"`al round next` asked to close batch {asked[0][0]}, which an earlier run closed: "
-                                "nothing to close")
-            force = False
-    value["force_close"] = force
-    if config.request_id:
-        with store.transaction() as con:
-            con.execute("UPDATE requests SET done_at = ?, run_id = ? WHERE request_id = ?",
-                        [now(), context.run_id, config.request_id])
+    cfg, store = _project(project)
+    res = ingest_round_labels(store, cfg, r, config.files, force_close=config.force_close,
+                              request_id=config.request_id, run_id=context.run.run_id, log=context.log.info,
+                              warn=context.log.warning)
+    value, rep = res.as_dict(), res.report
     counts = rep.counts
     return dg.Output(value, metadata={
         "round": r,
@@ -130,7 +110,7 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
         "labels_applied": value["labels_applied"],
         "open_batch": rep.open_round if rep.open_round is not None else -1,
         "answered": f"{rep.answered}/{rep.proposed}",
-        "ready_for_next_round": rep.ready or force,
+        "ready_for_next_round": rep.ready or res.force_close,
         "files": dg.MetadataValue.json(value["files"]),
     })
 
@@ -139,29 +119,24 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
           kinds={"pytorch", "duckdb"}, output_required=False, tags={"al/writes": "true"})
 def probe(context: dg.AssetExecutionContext, round_labels: dict, embeddings: dict, project: ProjectResource):
     """The linear probe trained on every label so far (safetensors file; path and sha256 recorded)."""
-    from al_core.loop.rounds import close_round, train_probe
+    from al_core.loop.train import train_round_probe
 
-    r = _round(context)
-    cfg = project.load()
-    store = open_store(cfg)
-    trigger = context.run.tags.get("al/trigger", "round")
-    if trigger == "round":
-        if not (round_labels.get("ready") or round_labels.get("force_close")):
-            context.log.info(f"batch {round_labels.get('open_round')} answered {round_labels.get('answered')}/"
-                             f"{round_labels.get('proposed')}: below selection.answered_fraction="
-                             f"{cfg.selection.answered_fraction}; waiting for more labels")
-            return
-        if round_labels.get("open_round") is not None:
-            close_round(store, round_labels["open_round"], "manual" if round_labels.get("force_close") else "answered")
-    pool = _pool(cfg, store, embeddings["config_id"])
-    _, rec = train_probe(store, cfg, r, pool, trigger=trigger, run_id=context.run_id)
-    yield dg.Output(rec.as_dict() | {"config_id": embeddings["config_id"]}, metadata={
-        "round": r, "version": rec.version, "trigger": trigger,
-        "labels": rec.n_labels, "classes": len(pool.classes),
+    cfg, store = _project(project)
+    rec = train_round_probe(store, cfg, _round(context), embeddings["config_id"], batch=round_labels,
+                            trigger=_trigger(context), run_id=context.run.run_id, log=context.log.info)
+    if rec is None:  # the batch is not answered yet: nothing more this run
+        return
+    yield dg.Output(rec.as_dict(), metadata={
+        "round": rec.round, "version": rec.version, "trigger": rec.trigger,
+        "labels": rec.n_labels, "classes": rec.n_classes,
         "epochs": rec.n_epochs, "train_seconds": dg.MetadataValue.float(round(rec.train_seconds, 3)),
         "weights": dg.MetadataValue.path(rec.path), "sha256": rec.sha256,
-        "backbone": embeddings.get("backbone", "?"), "embedding_config": embeddings["config_id"],
+        "backbone": embeddings.get("backbone", "?"), "embedding_config": rec.config_id,
     })
+
+
+def _metric(v: float | None) -> dg.MetadataValue:
+    return dg.MetadataValue.float(v if v is not None else float("nan"))
 
 
 @dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
@@ -169,23 +144,15 @@ def probe(context: dg.AssetExecutionContext, round_labels: dict, embeddings: dic
 def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
                  ) -> dg.Output[dict]:
     """Accuracy, balanced accuracy, macro F1, per-class recall and confusion matrix of this round's probe."""
-    from al_core.loop.rounds import evaluate, load_probe
+    from al_core.loop.evaluation import METRIC_NAMES, evaluate_round
 
-    r = _round(context)
-    cfg = project.load()
-    store = open_store(cfg)
-    pool = _pool(cfg, store, embeddings["config_id"])
-    m = evaluate(store, cfg, r, pool, load_probe(store, probe["probe_id"]), probe["probe_id"])
-    meta = {
-        "round": r, "probe_id": probe["probe_id"], "labels": m["n_labels"], "eval_images": m["n_eval"],
-        "accuracy": dg.MetadataValue.float(m["accuracy"] if m["accuracy"] is not None else float("nan")),
-        "balanced_accuracy": dg.MetadataValue.float(
-            m["balanced_accuracy"] if m["balanced_accuracy"] is not None else float("nan")),
-        "macro_f1": dg.MetadataValue.float(m["macro_f1"] if m["macro_f1"] is not None else float("nan")),
+    cfg, store = _project(project)
+    m = evaluate_round(store, cfg, _round(context), embeddings["config_id"], probe["probe_id"])
+    return dg.Output(m, metadata={
+        "round": m["round"], "probe_id": m["probe_id"], "labels": m["n_labels"], "eval_images": m["n_eval"],
+        **{k: _metric(m[k]) for k in METRIC_NAMES},
         "per_class_recall": dg.MetadataValue.json(m["per_class_recall"]),
-    }
-    meta.update(_pictures(store, cfg, ("learning_curve", "confusion_matrix")))
-    return dg.Output(m, metadata=meta)
+    } | _pictures(store, cfg, ("learning_curve", "confusion_matrix")))
 
 
 def _pictures(store, cfg, keys) -> dict:
@@ -200,23 +167,19 @@ def _pictures(store, cfg, keys) -> dict:
           kinds={"duckdb"}, output_required=False, tags={"al/writes": "true"})
 def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource):
     """The batch proposed in this round by the query strategy, scored by this round's probe."""
-    from al_core.loop.rounds import load_probe, propose
+    from al_core.loop.proposal import propose_round
 
     r = _round(context)
-    if context.run.tags.get("al/trigger", "round") != "round":
+    if _trigger(context) != "round":
         context.log.info("retraining run: no new batch is proposed")
         return
-    cfg = project.load()
-    store = open_store(cfg)
-    pool = _pool(cfg, store, embeddings["config_id"])
-    prop = propose(store, cfg, r, pool, probe=load_probe(store, probe["probe_id"]), probe_id=probe["probe_id"],
-                   run_id=context.run_id)
+    cfg, store = _project(project)
+    prop = propose_round(store, cfg, r, embeddings["config_id"], probe["probe_id"], run_id=context.run.run_id)
     if prop is None:
         context.log.warning(f"total labelling budget ({cfg.selection.total_budget}) is spent or no candidate is left: "
                             "nothing more is proposed")
         yield dg.Output({"round": r, "stopped": "total budget spent", "budget": 0},
                         metadata={"round": r, "stopped": "total labelling budget spent", "budget": 0})
         return
-    yield dg.Output(prop.as_dict() | {"probe_id": probe["probe_id"], "config_id": embeddings["config_id"]},
-                    metadata=_proposal_metadata(prop, embeddings, cfg, pool) | {"probe_id": probe["probe_id"]}
+    yield dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {"probe_id": prop.probe_id}
                     | _pictures(store, cfg, ("proposed_images",)))

@@ -18,11 +18,11 @@ def build_retrain_schedule(cfg: ProjectConfig) -> dg.ScheduleDefinition:
                  description="Retrain the latest round's probe on every label and re-evaluate it")
     def retrain_schedule(context: dg.ScheduleEvaluationContext, store: StoreResource):
         from al_core.catalogue import StoreError
-        from al_core.catalogue.probes import latest_trained_round
+        from al_core.catalogue.probes import latest_probed_round
 
         try:
             with store.get().connect(read_only=True, view=False) as con:
-                latest = latest_trained_round(con)
+                latest = latest_probed_round(con)
         except StoreError as e:
             return dg.SkipReason(f"database not readable now: {e}")
         if latest is None:

@@ -19,11 +19,11 @@ import signal
 FAULT_POINTS = (
     "scan.in_transaction",  # al_core.ingest.scan.scan: rows inserted, transaction not committed
     "embeddings.before_commit",  # al_core.catalogue.store.Store.write_embeddings: part files written, not committed
-    "labels.mid_insert",  # al_core.loop.rounds.ingest_label_files: half the label rows inserted, not committed
-    "labels.after_commit",  # al_core.loop.rounds.ingest_label_files: committed, files not yet moved
-    "probe.after_fit",  # al_core.loop.rounds.train_probe: probe fitted, nothing saved or recorded
-    "query_set.after_insert",  # al_core.loop.rounds.propose: rounds + queries rows inserted, not committed
-    "outbox.before_csv",  # al_core.loop.rounds.write_outbox: batch committed, JSON written, CSV not yet
+    "labels.mid_insert",  # al_core.loop.ingest_labels.ingest_label_files: half the label rows inserted, not committed
+    "labels.after_commit",  # al_core.loop.ingest_labels.ingest_label_files: committed, files not yet moved
+    "probe.after_fit",  # al_core.loop.train.train_probe: probe fitted, nothing saved or recorded
+    "query_set.after_insert",  # al_core.loop.proposal.propose: rounds + queries rows inserted, not committed
+    "outbox.before_csv",  # al_core.loop.outbox.write_outbox: batch committed, JSON written, CSV not yet
 )
 
 _hits: dict[str, int] = {}

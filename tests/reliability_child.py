@@ -27,11 +27,11 @@ def main(argv: list[str]) -> int:
     cfg = load_config(project)
     store = open_store(cfg)
     if cmd == "labels":
-        from al_core.loop.rounds import ingest_label_files, list_inbox
+        from al_core.loop import ingest_label_files, list_inbox
 
         ingest_label_files(store, cfg, list_inbox(cfg.inbox, 0), round_=1, classes=cfg.class_names(store))
     elif cmd == "round":
-        from al_core.loop import rounds as R
+        import al_core.loop as R
 
         classes = cfg.class_names(store)
         rep = R.ingest_label_files(store, cfg, R.list_inbox(cfg.inbox, 0), round_=1, classes=classes)

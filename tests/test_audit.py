@@ -2,7 +2,7 @@
 
 One small but real project (40 sample images, 4 classes x 10, simple
 class-informative 16-d vectors) is driven through the loop functions of
-al_core.loop.rounds: eval hold-out, seed batch 0 (random), two label files answering
+al_core.loop: eval hold-out, seed batch 0 (random), two label files answering
 it (one with a skip), probe r1 + metrics, batch 1 (margin), a third label file
 answering batch 1 (with a skip and a relabel of a batch-0 image), a retraction
 of the second file, probe r2 v1 (round) and v2 (schedule), batch 2.
@@ -57,8 +57,8 @@ def _write_labels(cfg, name: str, rows: list[tuple[str, str]], annotator: str):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
+    import al_core.loop as R
     from al_core.ingest.scan import scan
-    from al_core.loop import rounds as R
 
     tmp = tmp_path_factory.mktemp("audit")
     for c in CLASSES:
@@ -295,7 +295,7 @@ def test_export_csv_and_parquet(project, tmp_path):
     # the retracted delivery's images are unlabelled again
     assert {r["label_source"] for r in rows if r["image_id"] in project["b0"].image_ids[6:8]} == {""}
     # predictions and confidences are exactly the latest probe's
-    from al_core.loop.rounds import load_probe
+    from al_core.loop.train import load_probe
 
     emb = store.load_embeddings(CONFIG_ID, [r["image_id"] for r in rows])
     proba = load_probe(store, pr["r2v2"].probe_id).predict_proba(emb.features)
@@ -312,7 +312,7 @@ def test_export_csv_and_parquet(project, tmp_path):
 
 
 def test_export_refuses_a_tampered_probe(project, tmp_path):
-    from al_core.loop.rounds import LoopError
+    from al_core.loop.errors import LoopError
 
     path = project["probes"]["r2v2"].path
     with open(path, "rb") as f:

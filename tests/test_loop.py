@@ -222,3 +222,79 @@ def test_scheduled_retraining_adds_a_probe_version_without_a_new_batch(project):
     assert store.fetch("SELECT version, trigger FROM probes ORDER BY version") == [(1, "round"), (2, "schedule")]
     assert store.fetch("SELECT count(*) FROM metrics") == [(2,)]
     assert store.fetch("SELECT count(*) FROM rounds") == [(2,)]  # no new batch proposed
+
+
+def test_loop_package_exports_functions_and_classes_not_modules():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import al_core.loop as loop
+
+    modules = {m.name for m in pkgutil.iter_modules(loop.__path__)}
+    for m in modules:  # importing every module first: a module named like an export would shadow it
+        importlib.import_module(f"al_core.loop.{m}")
+    assert not modules & set(loop.__all__)
+    for name in loop.__all__:
+        obj = getattr(loop, name)
+        assert not inspect.ismodule(obj) and obj.__name__ == name, name
+    with pytest.raises(AttributeError):
+        loop.no_such_name  # noqa: B018
+
+
+def test_inbox_sensor_takes_its_interval_from_the_project_config(tmp_path):
+    import yaml
+
+    from sensors.inbox import build_inbox_sensor
+
+    p = make_project(tmp_path, per_class=1)
+    conf = yaml.safe_load(p.read_text())
+    conf["sensor"]["interval_s"] = 7
+    p.write_text(yaml.safe_dump(conf))
+    sensor = build_inbox_sensor(load_config(p))
+    assert sensor.name == "inbox_sensor" and sensor.minimum_interval_seconds == 7
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_outbox_names_and_fields(tmp_path):
+    from al_core.loop import outbox
+    from al_core.loop.annotator import delivery_name, pending_rounds
+
+    assert outbox.batch_csv(tmp_path, 3).name == "round-0003.csv"
+    assert outbox.batch_tasks_json(tmp_path, 3).name == "round-0003.label-studio.json"
+    for name in ("round-0003.csv", "round-0001.csv", "round-0002.label-studio.json", "xround-0004.csv", "round-5.csv"):
+        (tmp_path / name).write_text("image_id\n")
+    assert outbox.batches_in(tmp_path) == [1, 3] and outbox.batches_in(tmp_path / "none") == []
+    cfg = load_config(make_project(tmp_path / "p", per_class=1))
+    cfg.outbox.mkdir(parents=True)
+    for r in (0, 2):
+        outbox.batch_csv(cfg.outbox, r).write_text("image_id,path,rank,score,strategy\n")
+    (cfg.outbox / ".simulated-annotator").write_text("0\n")
+    assert pending_rounds(cfg) == [2]
+    assert delivery_name("sim", 2) == "sim-round-0002.csv"
+    # a field with a separator, a quote or any line break is quoted (a lone carriage return too)
+    assert [outbox.csv_field(v) for v in ("a,b", 'say "x"', "a\rb", "a\nb", None, 3)] == [
+        '"a,b"', '"say ""x"""', '"a\rb"', '"a\nb"', "", "3"]
+
+
+def test_simulated_annotator_answers_each_batch_once_from_the_ground_truth(project):
+    from al_core.loop.annotator import answer_pending, answer_round, pending_rounds
+    from al_core.loop.inbox import list_inbox
+
+    cfg, defs, instance = project
+    store = open_store(cfg)
+    assert pending_rounds(cfg) == []
+    execute(defs, instance, _requests(run_requests(defs, instance))[0])
+    assert pending_rounds(cfg) == [0]
+    delivered = answer_pending(cfg)
+    assert [p.name for p in delivered] == ["simulated-round-0000.csv"] and pending_rounds(cfg) == []
+    assert list_inbox(cfg.inbox, 0.0) == delivered and sorted(p.name for p in cfg.inbox.iterdir()) == [
+        "simulated-round-0000.csv"]  # no temporary file left behind
+    truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
+    batch = [r[0] for r in store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")]
+    lines = delivered[0].read_text().splitlines()
+    assert lines == ["image_id,label,annotator"] + [f"{i},{truth[i]},simulated" for i in batch]
+    # every answer a skip, under another annotator's name: a second file, the same batch
+    p = answer_round(cfg, 0, skip=1.0, annotator="team-b")
+    assert p.name == "team-b-round-0000.csv"
+    assert {line.split(",")[1] for line in p.read_text().splitlines()[1:]} == {cfg.labels.skip_label}

@@ -209,7 +209,7 @@ def test_kill_inside_scan_transaction_then_rescan(base_project, tmp_path):
 
 # ----------------------------------------------------------------------------- 2. the same file again, renamed, halves
 def test_same_file_twice_renamed_and_in_halves(base_project, tmp_path):
-    from al_core.loop.rounds import ingest_label_files
+    from al_core.loop import ingest_label_files
 
     cfg = copy_project(base_project, tmp_path / "p")
     store = open_store(cfg)
@@ -332,7 +332,7 @@ def _hold(cfg, seconds: float) -> subprocess.Popen:
 
 
 def test_reader_holding_the_database_while_a_round_writes(base_project, tmp_path):
-    from al_core.loop.rounds import ingest_label_files, list_inbox
+    from al_core.loop import ingest_label_files, list_inbox
     from al_core.catalogue.store import Store
 
     cfg = copy_project(base_project, tmp_path / "p", lock_timeout_s=1)

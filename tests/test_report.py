@@ -220,7 +220,7 @@ def test_al_simulate_end_to_end(tmp_path, capsys):
 
 
 def test_simulate_holdout_matches_the_loop_and_uses_eval_set(tmp_path, capsys):
-    from al_core.loop.rounds import stratified_holdout
+    from al_core.loop.holdout import stratified_holdout
     from al_core.reporting.simulation import load_data
 
     cfg, store = make_project(tmp_path)
@@ -232,7 +232,7 @@ def test_simulate_holdout_matches_the_loop_and_uses_eval_set(tmp_path, capsys):
     assert sorted(data["eval_ids"]) == sorted(i for i, _ in picks) and data["eval_source"] == "holdout"
     assert not set(data["eval_ids"]) & set(data["pool_ids"])
     try:
-        from al_core.loop.rounds import ensure_eval_set
+        from al_core.loop.holdout import ensure_eval_set
     except ImportError:
         ensure_eval_set = None
     if ensure_eval_set is not None:  # the loop holds out exactly the same images

@@ -201,7 +201,7 @@ def test_planted_pickle_is_refused_by_the_probe_and_backbone_loaders(tmp_path, m
 
     from al_core.models import backbones as B
     from al_core.learn.probe import Probe
-    from al_core.loop.rounds import LoopError, load_probe
+    from al_core.loop import LoopError, load_probe
     from al_core.catalogue.store import Store, now, sha256_file
 
     marker = tmp_path / "pwned"

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from al_assets.definitions import build_defs
     from al_core.config import load_config
-    from al_core.loop.rounds import list_inbox
+    from al_core.loop.inbox import list_inbox
+    from al_core.loop.outbox import batch_csv
 
     tmp = Path(tempfile.mkdtemp(prefix="al-bench-round-"))
     conf = {
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         instance=instance, partition_key=req.partition_key, run_config=req.run_config, tags=req.tags)
     t_end = time.time()
     assert result.success
-    out = cfg.outbox / "round-0001.csv"
+    out = batch_csv(cfg.outbox, 1)
     renamed_at = out.stat().st_mtime
     steps: dict[str, dict] = {}
     for entry in instance.all_logs(result.run_id):

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 from al_core.catalogue import open_store
 
 DEMO_ROUNDS = 6  # rounds after the seed pool; each adds budget_per_round labels
@@ -33,17 +34,21 @@ def _say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+DEMO_MARKER = "demo"  # schema_info key: set to "true" in the demo's own database, the only one it removes
+
+
 def _reset(cfg) -> None:
-    from al_core.catalogue.store import Store
+    from al_core.catalogue import info
 
     db = cfg.db_path
     if db.exists():
         try:
-            rows = dict(Store(db, cfg.vectors_location, lock_timeout_s=5).fetch(
-                "SELECT key, value FROM schema_info", read_only=True))
+            with open_store(cfg, lock_timeout_s=5).connect(read_only=True, view=False) as con:
+                marker = info.schema_info(con).get(DEMO_MARKER)
         except Exception as e:
-            raise SystemExit(f"demo: {db} exists and cannot be read ({e}); move it away or run `make clean-data`")
-        if rows.get("demo") != "true":
+            raise SystemExit(f"demo: {db} exists and cannot be read ({e}); move it away or run `make clean-data`"
+                             ) from None
+        if marker != "true":
             raise SystemExit(f"demo: {db} holds a project that is not the demo's; not touching it. "
                              "Set paths.data_dir elsewhere for the demo or move it away.")
         _say(f"removing the previous demo's state under {cfg.data_dir} (the Dagster home is kept)")
@@ -52,15 +57,29 @@ def _reset(cfg) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    with Store(db, cfg.vectors_location).transaction() as con:
-        con.execute("INSERT OR REPLACE INTO schema_info VALUES ('demo', 'true')")
+    with open_store(cfg).transaction() as con:
+        info.set_info(con, DEMO_MARKER, "true")
+
+
+def _evaluated_probe(store, round_: int) -> dict | None:
+    """The latest probe of ``round_`` once it has metrics, else None."""
+    from al_core.catalogue.probes import latest_probe_of_round
+
+    with store.connect(read_only=True, view=False) as con:
+        row = latest_probe_of_round(con, round_)
+    return row if row is not None and row["n_eval"] is not None else None
+
+
+def _round_done(store, round_: int, target: Path) -> bool:
+    """Batch ``round_``'s CSV is in the outbox and (round >= 1) its probe is evaluated."""
+    return target.exists() and (round_ == 0 or _evaluated_probe(store, round_) is not None)
 
 
 def _start_daemon(log_path: Path) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("dagster-daemon")
-    log = open(log_path, "w")
-    return subprocess.Popen([str(exe), "run", "-w", "workspace.yaml"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=dict(os.environ))
+    with open(log_path, "w") as log:  # the daemon writes to its own copy of the descriptor
+        return subprocess.Popen([str(exe), "run", "-w", "workspace.yaml"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=dict(os.environ))
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -85,8 +104,9 @@ def main() -> int:
     import dagster as dg
 
     from al_assets.definitions import defs
-    from al_core.loop.annotator import answer_round
     from al_core.config import load_config
+    from al_core.loop.annotator import answer_round
+    from al_core.loop.outbox import batch_csv
     from al_core.reporting.report import write_report
 
     t_start = time.monotonic()
@@ -113,18 +133,12 @@ def main() -> int:
     rows = []
     try:
         for r in range(0, DEMO_ROUNDS + 1):
-            target = cfg.outbox / f"round-{r:04d}.csv"
+            target = batch_csv(cfg.outbox, r)
             what = "seed pool (centroid)" if r == 0 else f"round {r}: ingest, train, evaluate, propose"
             _say(f"waiting for {what}")
             deadline = time.monotonic() + ROUND_TIMEOUT_S
             last = time.monotonic()
-            def done() -> bool:
-                if not target.exists():
-                    return False
-                return r == 0 or bool(store.fetch(
-                    "SELECT 1 FROM metrics m JOIN probes p USING (probe_id) WHERE p.round = ?", [r]))
-
-            while not done():
+            while not _round_done(store, r, target):
                 if daemon.poll() is not None:
                     _say("the daemon stopped:\n" + _tail(log_path))
                     return 1
@@ -136,11 +150,9 @@ def main() -> int:
                     _say(f"  ... still waiting for {target.name} ({time.monotonic() - t_start:.0f} s since start)")
                 time.sleep(0.5)
             if r >= 1:
-                m = store.fetch("""SELECT m.n_labels, m.accuracy, m.balanced_accuracy, m.macro_f1 FROM metrics m
-                                   JOIN probes p USING (probe_id) WHERE p.round = ? ORDER BY p.version DESC LIMIT 1""",
-                                [r])
+                m = _evaluated_probe(store, r)
                 if m:
-                    rows.append((r, *m[0]))
+                    rows.append((r, m["n_labels"], m["accuracy"], m["balanced_accuracy"], m["macro_f1"]))
                     _print_table(rows)
             if r < DEMO_ROUNDS:
                 p = answer_round(cfg, r)

@@ -90,7 +90,8 @@ def prepare(work: Path, n_pool: int, n_files: int, rows: int, big_rows: int) -> 
 def child(work: Path, scenario: str) -> dict:
     """One measured step (run in its own process, so VmHWM is this step's peak)."""
     from al_core.labels.parse import parse_label_file
-    from al_core.loop.rounds import ingest_label_files, list_inbox
+    from al_core.catalogue.images import known_image_ids
+    from al_core.loop import ingest_label_files, list_inbox
     from al_core.catalogue.store import sha256_file
 
     cfg = _config(work)
@@ -99,8 +100,7 @@ def child(work: Path, scenario: str) -> dict:
     t = time.perf_counter()
     if scenario.startswith("sensor"):  # the sensor's tick: known ids, then list, hash and validate every file
         with store.connect(read_only=True, view=False) as con:
-            known = {r[0] for r in con.execute(
-                "SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'").fetchall()}
+            known = known_image_ids(con)
         files = list_inbox(src, 0)
         n_rows = n_bad = 0
         for f in files:

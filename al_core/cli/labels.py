@@ -28,33 +28,19 @@ from al_core.cli.common import CONFIG_HELP, fail, locked_message
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
 from al_core.labels.parse import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
+from al_core.loop.inbox import ValidationUnavailable, validation_inputs  # the sensor's and the round run's inputs
 
 
 class CheckUnavailable(RuntimeError):
     """The check cannot run (project file, database): Exit.USAGE."""
 
 
-def validation_inputs(store, cfg) -> tuple[tuple[str, ...], frozenset[str]]:
-    """(classes, known image ids: al_core.catalogue.images.known_image_ids) from the project and the store."""
-    from al_core.catalogue.images import known_image_ids
-    from al_core.catalogue.store import StoreError
-    from al_core.config import ConfigError
-
-    if not Path(store.db_path).exists():
-        raise CheckUnavailable(f"no database at {store.db_path} yet: run `al ingest` (or `make demo`) first, "
-                               "or point --db / --config at the project's database")
-    try:
-        with store.connect(read_only=True, view=False) as con:
-            known = frozenset(known_image_ids(con))
-        classes = cfg.class_names(store)
-    except (StoreError, ConfigError) as e:
-        raise CheckUnavailable(str(e)) from e
-    return classes, known
-
-
 def validate_label_file(path, cfg, store) -> ParsedLabels:
-    """What `al labels check` runs: parse_label_file with the project's classes and known image ids."""
-    classes, known = validation_inputs(store, cfg)
+    """What the sensor and `al labels check` run: parse_label_file with the project's classes and images."""
+    try:
+        classes, known = validation_inputs(cfg, store)
+    except ValidationUnavailable as e:
+        raise CheckUnavailable(str(e)) from e
     return parse_label_file(path, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label)
 
 
@@ -152,7 +138,7 @@ def _add_retract(subparsers, common: argparse.ArgumentParser) -> None:
 def _loop_command(prog: str, args, action: Callable, describe: Callable) -> int:
     """Run ``action(store, cfg)`` (a loop function), print ``describe(result, cfg)`` or the JSON result."""
     from al_core.catalogue.store import StoreError, StoreLockedError
-    from al_core.loop.rounds import LoopError
+    from al_core.loop import LoopError
 
     try:
         cfg, store = _project(args)
@@ -169,7 +155,7 @@ def _loop_command(prog: str, args, action: Callable, describe: Callable) -> int:
 
 
 def cmd_retract(args) -> int:
-    from al_core.loop.rounds import retract_file
+    from al_core.loop import retract_file
 
     return _loop_command(
         "al labels retract", args, lambda store, cfg: retract_file(store, cfg, args.sha256, args.reason),
@@ -186,7 +172,7 @@ def _add_retry(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_retry(args) -> int:
-    from al_core.loop.rounds import request_retry
+    from al_core.loop import request_retry
 
     return _loop_command(
         "al labels retry", args, lambda store, cfg: request_retry(store, cfg, args.sha256),

@@ -18,16 +18,14 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     def body(cfg, store):
-        from al_core.catalogue.requests import add_request, open_round
+        from al_core.loop import request_close_round
 
         if not store.db_path.exists():  # a writable connection would create an empty database
             return fail("al round next", f"no database at {store.db_path}: run `al ingest` (or `make demo`) first")
-        with store.transaction() as con:
-            batch = open_round(con)
-            if batch is None:
-                return fail("al round next", "no open batch to close", Exit.FAILED)
-            request_id = add_request(con, "close_round", str(batch))
-        print(f"requested: close batch {batch} and start the next round (request {request_id}); "
+        req = request_close_round(store)
+        if req is None:
+            return fail("al round next", "no open batch to close", Exit.FAILED)
+        print(f"requested: close batch {req['round']} and start the next round (request {req['request_id']}); "
               f"the inbox sensor launches it within {cfg.sensor.interval_s} s")
 
     return run_with_store("al round next", args.config, body)

@@ -10,16 +10,15 @@ Ground truth is read with a short read-only look at the database (retried
 while a round run holds the writer lock).
 """
 
-import os
-import re
 from pathlib import Path
 
 import numpy as np
 
+from al_core.catalogue import images, open_store
 from al_core.config import ProjectConfig
-from al_core.catalogue import open_store
+from al_core.files.atomic import atomic_write_text
+from al_core.loop import outbox
 
-ROUND_FILE = re.compile(r"^round-(\d{4})\.csv$")
 STATE_FILE = ".simulated-annotator"  # in the outbox: rounds already answered, one per line
 
 
@@ -29,28 +28,23 @@ def _answered(cfg: ProjectConfig) -> set[int]:
 
 
 def pending_rounds(cfg: ProjectConfig) -> list[int]:
-    if not cfg.outbox.is_dir():
-        return []
+    """Batches in the outbox this annotator has not answered yet, ascending."""
     done = _answered(cfg)
-    out = []
-    for name in os.listdir(cfg.outbox):
-        m = ROUND_FILE.match(name)
-        if m and int(m.group(1)) not in done:
-            out.append(int(m.group(1)))
-    return sorted(out)
+    return [r for r in outbox.batches_in(cfg.outbox) if r not in done]
+
+
+def delivery_name(annotator: str, round_: int) -> str:
+    """The name of the label file answering batch ``round_``: ``ANNOTATOR-round-NNNN.csv``."""
+    return f"{annotator}-{outbox.batch_stem(round_)}.csv"
 
 
 def answer_round(cfg: ProjectConfig, round_: int, *, noise: float = 0.0, skip: float = 0.0, seed: int = 0,
                  annotator: str = "simulated") -> Path:
     """Write the label file answering batch ``round_``; returns its inbox path."""
-    import csv
-
-    with open(cfg.outbox / f"round-{round_:04d}.csv", newline="", encoding="utf-8") as f:
-        ids = [row["image_id"] for row in csv.DictReader(f)]
+    ids = outbox.read_batch_ids(cfg.outbox, round_)
     store = open_store(cfg)
-    truth = dict(store.fetch(
-        "SELECT image_id, any_value(class_name) FROM ground_truth WHERE image_id IN (SELECT unnest(?)) GROUP BY 1",
-        [ids]))
+    with store.connect(read_only=True, view=False) as con:
+        truth = images.ground_truth_of(con, ids)
     classes = list(cfg.class_names(store))
     rng = np.random.default_rng([seed, round_])
     lines = ["image_id,label,annotator"]
@@ -62,11 +56,7 @@ def answer_round(cfg: ProjectConfig, round_: int, *, noise: float = 0.0, skip: f
         elif u < skip + noise:
             label = classes[(classes.index(label) + int(rng.integers(1, len(classes)))) % len(classes)]
         lines.append(f"{iid},{label},{annotator}")
-    cfg.inbox.mkdir(parents=True, exist_ok=True)
-    final = cfg.inbox / f"{annotator}-round-{round_:04d}.csv"
-    tmp = cfg.inbox / f".{final.name}.tmp"
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, final)
+    final = atomic_write_text(cfg.inbox / delivery_name(annotator, round_), "\n".join(lines) + "\n")
     with open(cfg.outbox / STATE_FILE, "a") as f:
         f.write(f"{round_}\n")
     return final

@@ -292,7 +292,7 @@ def _read_export_inputs(store: Store) -> tuple[dict | None, str | None, pl.DataF
 
 def _predictions(store: Store, cfg, probe: dict | None, config_id: str | None) -> pl.DataFrame:
     """image_id, predicted, confidence, probe_id of every vector of ``config_id`` (nulls without a probe)."""
-    from al_core.loop.rounds import load_probe
+    from al_core.loop.train import load_probe
 
     schema = {"image_id": pl.String, "predicted": pl.String, "confidence": pl.Float64, "probe_id": pl.String}
     if config_id is None:

@@ -2,7 +2,7 @@
 
 - :func:`load_data`: the pool and the evaluation images, their vectors and
   ground-truth classes (al_core.catalogue.simulation; the loop's hold-out rule,
-  al_core.loop.rounds.stratified_holdout, when the eval_set table is empty);
+  al_core.loop.holdout.stratified_holdout, when the eval_set table is empty);
 - :func:`run_study`: every query strategy and seed
   (al_core.learn.simulate.compare_strategies) and the result as JSON-ready data;
 - :func:`write_outputs`: the runs as CSV (polars), the comparison plot (PNG)
@@ -47,7 +47,7 @@ def latest_config_id(store) -> str:
 def _eval_pairs(cfg, rows: list, eval_rows: list, truth: dict, proposed: set, holdout: int | None):
     """(source, [(image_id, class or None)]): the eval_set table when it has rows (labels from it, else
     from the ground truth), else the loop's stratified hold-out of the images not proposed yet."""
-    from al_core.loop.rounds import stratified_holdout  # the loop's own hold-out rule
+    from al_core.loop.holdout import stratified_holdout  # the loop's own hold-out rule
 
     if eval_rows:
         return "eval_set", [(iid, lab if lab is not None else truth.get(iid)) for iid, lab in eval_rows]

@@ -1,0 +1,58 @@
+"""Scoring a probe on the labelled evaluation set, and recording the metrics."""
+
+import json
+
+import numpy as np
+
+from al_core.catalogue import labels as labels_q
+from al_core.catalogue import now
+from al_core.catalogue import probes as probes_q
+from al_core.config import ProjectConfig
+from al_core.loop.pool import Pool, load_project_pool
+
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1")  # each in [0, 1], None without a labelled eval image
+
+
+def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id: str) -> dict:
+    """Accuracy, balanced accuracy, macro F1, per-class recall and confusion matrix on the labelled eval set.
+
+    Eval images without a vector in the pool or labelled with a class outside it are left out (``n_eval``
+    counts the rest). The metrics are recorded for ``probe_id`` (replacing earlier ones) and returned.
+    """
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
+
+    with store.connect(read_only=True, view=False) as con:
+        rows = labels_q.labelled_eval_set(con)
+    cls_index = {c: k for k, c in enumerate(pool.classes)}
+    rows = [(iid, lab) for iid, lab in rows if iid in pool.index and lab in cls_index]
+    out = {"round": round_, "probe_id": probe_id, "n_labels": int(len(pool.labeled)), "n_eval": len(rows)}
+    if not rows:
+        out.update(dict.fromkeys(METRIC_NAMES), per_class_recall={}, confusion=[])
+    else:
+        x = pool.features[[pool.index[iid] for iid, _ in rows]]
+        y = np.array([cls_index[lab] for _, lab in rows])
+        pred = probe.predict(x)
+        ks = list(range(len(pool.classes)))
+        rec = recall_score(y, pred, labels=ks, average=None, zero_division=0)
+        out.update(
+            accuracy=float(accuracy_score(y, pred)),
+            balanced_accuracy=float(balanced_accuracy_score(y, pred)),
+            macro_f1=float(f1_score(y, pred, labels=ks, average="macro", zero_division=0)),
+            per_class_recall={c: float(r) for c, r in zip(pool.classes, rec, strict=True)},
+            confusion=confusion_matrix(y, pred, labels=ks).tolist(),
+        )
+    with store.transaction() as con:
+        probes_q.put_metrics(con, probe_id=probe_id, round_=round_, accuracy=out["accuracy"],
+                             balanced_accuracy=out["balanced_accuracy"], macro_f1=out["macro_f1"],
+                             per_class_recall=json.dumps(out["per_class_recall"]),
+                             confusion=json.dumps(out["confusion"]), n_labels=out["n_labels"], n_eval=out["n_eval"],
+                             evaluated_at=now())
+    return out
+
+
+def evaluate_round(store, cfg: ProjectConfig, round_: int, config_id: str, probe_id: str) -> dict:
+    """The ``eval_metrics`` step: load the pool and probe ``probe_id`` (its sha256 checked), then ``evaluate``."""
+    from al_core.loop.train import load_probe
+
+    return evaluate(store, cfg, round_, load_project_pool(store, cfg, config_id), load_probe(store, probe_id),
+                    probe_id)

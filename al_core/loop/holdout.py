@@ -1,0 +1,66 @@
+"""The evaluation set: the hold-out rule, and holding the images out once."""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from al_core.catalogue import images, now
+from al_core.catalogue import labels as labels_q
+from al_core.catalogue import rounds as rounds_q
+from al_core.config import ProjectConfig
+from al_core.loop import outbox
+
+
+def stratified_holdout(rows: Sequence[tuple[str, str | None]], n: int, seed: int) -> list[tuple[str, str | None]]:
+    """The hold-out rule, as a pure function (the loop's eval set and `al simulate` both use it).
+
+    ``rows``: (image_id, ground-truth class or None) of every candidate image,
+    sorted by image_id. Takes ``min(n, len(rows) // 2)`` images, split over the
+    classes by largest remainder of the proportional quotas, drawn per class
+    (classes in name order, None last) with ``numpy.random.default_rng(seed)``.
+    Returns (image_id, class) in class order, then image order.
+    """
+    n = min(int(n), len(rows) // 2)
+    if n <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    groups: dict = {}
+    for iid, gt in rows:
+        groups.setdefault(gt, []).append(iid)
+    keys = sorted(groups, key=lambda k: (k is None, str(k)))
+    quotas = {k: n * len(groups[k]) / len(rows) for k in keys}
+    take = {k: int(np.floor(q)) for k, q in quotas.items()}
+    for k in sorted(keys, key=lambda k: (-(quotas[k] - take[k]), str(k)))[: n - sum(take.values())]:
+        take[k] += 1
+    chosen = []
+    for k in keys:
+        ids = groups[k]
+        pick = rng.choice(len(ids), size=take[k], replace=False) if take[k] else []
+        chosen += [(ids[i], k) for i in sorted(pick)]
+    return chosen
+
+
+def ensure_eval_set(store, cfg: ProjectConfig, classes: Sequence[str]) -> dict:
+    """Hold out ``evaluation.holdout`` images (stratified by ground truth, fixed by the seed), once.
+
+    Candidates are the known images never proposed. With
+    ``evaluation.labels_from_ground_truth`` the held-out images are labelled from
+    the ground truth (a class of ``classes``); otherwise they wait for labels and
+    ``outbox/eval-holdout.csv`` lists them. Returns {"holdout": images held out,
+    "created": images held out by this call}.
+    """
+    with store.connect(read_only=True, view=False) as con:
+        n_existing = labels_q.n_holdout(con)
+        if n_existing or cfg.evaluation.holdout == 0:
+            return {"holdout": n_existing, "created": 0}
+        rows = images.known_images_with_ground_truth(con)
+        proposed = rounds_q.proposed_image_ids(con)
+    chosen = stratified_holdout([r for r in rows if r[0] not in proposed], cfg.evaluation.holdout, cfg.selection.seed)
+    from_truth = cfg.evaluation.labels_from_ground_truth
+    with store.transaction() as con:
+        labels_q.add_holdout(con, [(iid, gt if (from_truth and gt in classes) else None) for iid, gt in chosen], now())
+    if not from_truth:
+        with store.connect(read_only=True, view=False) as con:
+            paths = images.ok_path_of(con, [iid for iid, _ in chosen])
+        outbox.write_eval_holdout(cfg, [iid for iid, _ in chosen], paths)
+    return {"holdout": len(chosen), "created": len(chosen)}

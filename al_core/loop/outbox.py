@@ -1,0 +1,139 @@
+"""The outbox: the files that hand a batch to the annotators, and the one definition of their names.
+
+For batch N (``batch_stem(N)`` = ``round-NNNN``):
+
+- ``round-NNNN.csv``: ``image_id,path,rank,score,strategy``, written last, so its
+  appearance means the batch is complete (the annotators, the simulated
+  annotator and the demo wait for it; the sensor's ``pending_work`` looks for it);
+- ``round-NNNN.label-studio.json``: the same batch as Label Studio import tasks;
+- ``label-studio-config.xml``: the labelling interface for the project's classes;
+- ``eval-holdout.csv``: the held-out images to label, when the ground truth does
+  not label them (``evaluation.labels_from_ground_truth: false``).
+
+Every file is written atomically (``al_core.files.atomic``).
+"""
+
+import csv
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from al_core.catalogue import rounds as rounds_q
+from al_core.config import ProjectConfig
+from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
+from al_core.files.atomic import atomic_write_text
+
+BATCH_CSV = re.compile(r"^round-(\d{4})\.csv$")  # the name batch_csv gives; its group is the batch's round
+BATCH_CSV_HEADER = ("image_id", "path", "rank", "score", "strategy")
+LABEL_STUDIO_CONFIG = "label-studio-config.xml"
+EVAL_HOLDOUT_CSV = "eval-holdout.csv"
+
+
+def batch_stem(round_: int) -> str:
+    """``round-NNNN``: the stem of every file of batch ``round_`` (the simulated annotator's deliveries too)."""
+    return f"round-{round_:04d}"
+
+
+def batch_csv(outbox: Path, round_: int) -> Path:
+    return outbox / f"{batch_stem(round_)}.csv"
+
+
+def batch_tasks_json(outbox: Path, round_: int) -> Path:
+    return outbox / f"{batch_stem(round_)}.label-studio.json"
+
+
+def batches_in(outbox: Path) -> list[int]:
+    """Rounds whose batch CSV is in ``outbox``, ascending."""
+    if not outbox.is_dir():
+        return []
+    return sorted(int(m.group(1)) for name in os.listdir(outbox) if (m := BATCH_CSV.match(name)))
+
+
+def read_batch_ids(outbox: Path, round_: int) -> list[str]:
+    """The image ids of batch ``round_`` as its CSV lists them, in rank order."""
+    with open(batch_csv(outbox, round_), newline="", encoding="utf-8") as f:
+        return [row["image_id"] for row in csv.DictReader(f)]
+
+
+def csv_field(v) -> str:
+    """One CSV field, quoted when it holds a comma, a quote or a line break (a lone carriage return included,
+    which Python 3.11's csv writer leaves bare)."""
+    s = "" if v is None else str(v)
+    if any(c in s for c in ',"\n\r'):
+        s = '"' + s.replace('"', '""') + '"'
+    return s
+
+
+def _csv_text(header: Sequence[str], rows) -> str:
+    return "".join(",".join(csv_field(v) for v in row) + "\n" for row in [header, *rows])
+
+
+def _score(s: float | None) -> float | None:
+    return None if s is None or math.isnan(s) else float(s)
+
+
+# ----------------------------------------------------------------------------- Label Studio
+def label_studio_config(classes: Sequence[str], skip_label: str) -> str:
+    """The Label Studio labelling interface: one image, one single choice among the classes and the skip label."""
+    from xml.sax.saxutils import quoteattr
+
+    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in [*classes, skip_label])
+    return ("<View>\n  <Image name=\"image\" value=\"$image\"/>\n"
+            "  <Choices name=\"label\" toName=\"image\" choice=\"single\" showInline=\"true\">\n"
+            f"{choices}\n  </Choices>\n</View>\n")
+
+
+def label_studio_tasks(round_: int, strategy: str, ids: Sequence[str], scores: Sequence[float],
+                       paths: dict, image_url_template: str) -> list[dict]:
+    """Label Studio import tasks of a batch: the image URL (``labels.image_url_template``) and the batch's data."""
+    tasks = []
+    for rank, (iid, sc) in enumerate(zip(ids, scores, strict=True), 1):
+        url = image_url_template.format(path=paths[iid], image_id=iid, name=os.path.basename(paths[iid]))
+        tasks.append({"data": {"image": url, "image_id": iid, "round": round_, "rank": rank, "score": _score(sc),
+                               "strategy": strategy}})
+    return tasks
+
+
+# ----------------------------------------------------------------------------- writing
+def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str], scores: list[float],
+                 paths: dict, classes: Sequence[str]) -> list[str]:
+    """round-NNNN.csv, round-NNNN.label-studio.json and label-studio-config.xml, each written atomically.
+
+    The CSV is written last: its appearance means the batch is complete. Returns the three paths, CSV first.
+    """
+    out = cfg.outbox
+    csv_path, ls_path, xml_path = batch_csv(out, round_), batch_tasks_json(out, round_), out / LABEL_STUDIO_CONFIG
+    tasks = label_studio_tasks(round_, strategy, ids, scores, paths, cfg.labels.image_url_template)
+    atomic_write_text(ls_path, json.dumps(tasks, indent=1) + "\n")
+    atomic_write_text(xml_path, label_studio_config(classes, cfg.labels.skip_label))
+    fault_point("outbox.before_csv")
+    rows = [[iid, paths[iid], rank, "" if _score(sc) is None else repr(sc), strategy]
+            for rank, (iid, sc) in enumerate(zip(ids, scores, strict=True), 1)]
+    atomic_write_text(csv_path, _csv_text(BATCH_CSV_HEADER, rows))
+    return [str(csv_path), str(ls_path), str(xml_path)]
+
+
+def repair_outbox(store, cfg: ProjectConfig, classes: Sequence[str]) -> list[str]:
+    """Write the outbox files of every open batch whose CSV is missing, from the committed queries.
+
+    Returns the CSVs written (a run that stopped between a batch's commit and its CSV leaves one).
+    """
+    with store.connect(read_only=True, view=False) as con:
+        todo = [(r, strategy) for r, strategy in rounds_q.open_batches(con) if not batch_csv(cfg.outbox, r).exists()]
+        batches = {r: rounds_q.batch_of_round(con, r) for r, _ in todo}
+    written = []
+    for r, strategy in todo:
+        rows = batches[r]
+        scores = [float("nan") if q[2] is None else float(q[2]) for q in rows]
+        written += write_outbox(cfg, r, strategy, [q[0] for q in rows], scores, {q[0]: q[1] for q in rows},
+                                classes)[:1]
+    return written
+
+
+def write_eval_holdout(cfg: ProjectConfig, chosen: Sequence[str], paths: dict) -> Path:
+    """eval-holdout.csv: ``image_id,path`` of the held-out images for the annotators to label."""
+    return atomic_write_text(cfg.outbox / EVAL_HOLDOUT_CSV,
+                             _csv_text(("image_id", "path"), [[iid, paths.get(iid, "")] for iid in chosen]))
