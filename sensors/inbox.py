@@ -52,7 +52,7 @@ def _tags(extra: dict | None = None) -> dict:
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts a round run when label files land in the inbox")
 def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
-    from al_core.labels.parse import parse_label_file
+    from al_core.labels import parse_label_file
     from al_core.loop.rounds import list_inbox, loop_state, pending_work
     from al_core.catalogue import StoreError, open_store
     from al_core.catalogue.store import sha256_file

@@ -37,7 +37,7 @@ SQL_PENDING = {
 LONG_PENDING = {
     "al_core/reporting/report.py", "al_core/models/backbones.py", "al_core/loop/rounds.py",
     "al_core/learn/strategies/probcover.py", "al_core/learn/strategies/base.py", "al_core/learn/probe.py",
-    "al_core/learn/kmeans.py", "al_core/labels/parse.py", "al_core/catalogue/store.py",
+    "al_core/learn/kmeans.py", "al_core/catalogue/store.py",
 }
 
 

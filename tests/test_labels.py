@@ -1,4 +1,4 @@
-"""Label files: al_core.labels.parse (reader / validator) and `al labels check`."""
+"""Label files: al_core.labels (readers / validator) and `al labels check`."""
 
 import csv
 import hashlib
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from al_core.labels import parse as L
-from al_core.labels.parse import LabelError, LabelRow, ParsedLabels, parse_label_file, write_error_report
+import al_core.labels as L
+from al_core.labels import LabelError, LabelRow, ParsedLabels, parse_label_file, write_error_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "examples" / "cifar10-2k"
@@ -386,14 +386,14 @@ def test_jsonl_structural_errors(tmp_path):
     ok = {"image_id": DOG[0], "label": "dog"}
     cases = [
         ('{"image_id": "abc", "label": ', "malformed JSON at column"),
-        ('["%s", "cat"]' % CAT[0], "must be an object, got a list"),
+        ('["{}", "cat"]'.format(CAT[0]), "must be an object, got a list"),
         ('"just a string"', "must be an object"),
         (json.dumps({"image_id": CAT[0], "label": "cat", "extra": 1}), "unknown key(s) 'extra'"),
         (json.dumps({"image_id": CAT[0]}), "missing 'label'"),
-        ('{"image_id": "%s", "label": "cat", "label": "dog"}' % CAT[0], "duplicate key 'label'"),
-        ('{"image_id": "%s", "label": "c\\u0000at"}' % CAT[0], "NUL character"),
-        ('{"image_id": "%s", "label": "cat", "note": "\\ud800"}' % CAT[0], "unpaired surrogate"),
-        ('{"image_id": "%s", "label": %s}' % (CAT[0], "9" * 5000), "malformed JSON"),
+        ('{{"image_id": "{}", "label": "cat", "label": "dog"}}'.format(CAT[0]), "duplicate key 'label'"),
+        ('{{"image_id": "{}", "label": "c\\u0000at"}}'.format(CAT[0]), "NUL character"),
+        ('{{"image_id": "{}", "label": "cat", "note": "\\ud800"}}'.format(CAT[0]), "unpaired surrogate"),
+        ('{{"image_id": "{}", "label": {}}}'.format(CAT[0], "9" * 5000), "malformed JSON"),
     ]
     for line, expected in cases:
         e = only_error(parse(tmp_path, jl(ok, line), name="l.jsonl"))
@@ -403,7 +403,7 @@ def test_jsonl_structural_errors(tmp_path):
 @pytest.mark.parametrize("depth", [L.MAX_JSON_DEPTH + 1, 200, 100_000])
 def test_deeply_nested_json_line(tmp_path, depth):
     nested = "[" * depth + "]" * depth
-    line = '{"image_id": "%s", "label": %s}' % (CAT[0], nested)
+    line = '{{"image_id": "{}", "label": {}}}'.format(CAT[0], nested)
     e = only_error(parse(tmp_path, jl({"image_id": DOG[0], "label": "dog"}, line), name="l.jsonl"))
     assert e.line == 2 and e.message == f"JSON nested deeper than {L.MAX_JSON_DEPTH} levels"
 
@@ -411,7 +411,7 @@ def test_deeply_nested_json_line(tmp_path, depth):
 def test_json_at_the_depth_limit_is_parsed(tmp_path):
     # depth MAX in an ignored-free position is still a type error, not a depth error
     nested = "[" * (L.MAX_JSON_DEPTH - 1) + "]" * (L.MAX_JSON_DEPTH - 1)
-    e = only_error(parse(tmp_path, jl('{"image_id": "%s", "label": %s}' % (CAT[0], nested)), name="l.jsonl"))
+    e = only_error(parse(tmp_path, jl('{{"image_id": "{}", "label": {}}}'.format(CAT[0], nested)), name="l.jsonl"))
     assert "must be a string, got a list" in e.message
 
 
@@ -584,7 +584,7 @@ def test_content_decides_the_format(tmp_path):
 
 # ---------------------------------------------------------------- limits and reports
 def test_errors_beyond_the_cap_are_counted(tmp_path, monkeypatch):
-    monkeypatch.setattr(L, "MAX_ERRORS_KEPT", 5)
+    monkeypatch.setattr(L.results, "MAX_ERRORS_KEPT", 5)  # the error collector's cap
     p = parse(tmp_path, csv_text([(UNKNOWN, "cat", "a")] * 12))
     assert len(p.errors) == 5 and p.errors_dropped == 7 and p.n_errors == 12 and not p.ok
 
@@ -613,7 +613,7 @@ def test_write_error_report(tmp_path):
 
 
 def test_labels_module_never_imports_dagster():
-    code = ("import sys, al_core.labels.parse, al_core.cli.labels; "
+    code = ("import sys, al_core.labels, al_core.cli.labels; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'duckdb', 'torch')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
@@ -630,8 +630,8 @@ def test_bad_arguments_raise():
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A small project: 2 cat + 2 dog sample images scanned into a store (classes from the folders)."""
-    from al_core.ingest.scan import scan
     from al_core.catalogue.store import Store
+    from al_core.ingest.scan import scan
 
     root = tmp_path_factory.mktemp("proj")
     for cls in ("cat", "dog"):

@@ -89,7 +89,7 @@ def prepare(work: Path, n_pool: int, n_files: int, rows: int, big_rows: int) -> 
 
 def child(work: Path, scenario: str) -> dict:
     """One measured step (run in its own process, so VmHWM is this step's peak)."""
-    from al_core.labels.parse import parse_label_file
+    from al_core.labels import parse_label_file
     from al_core.loop.rounds import ingest_label_files, list_inbox
     from al_core.catalogue.store import sha256_file
 

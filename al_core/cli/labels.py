@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from al_core.labels.parse import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
+from al_core.labels import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
 from al_core.catalogue import open_store
 
 # The images a label may name: every image with at least one readable path.

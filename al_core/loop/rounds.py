@@ -411,7 +411,7 @@ def ingest_label_files(store: Store, cfg: ProjectConfig, files: Sequence[str | o
     and a run requested for an older round (queued behind the run that closed it)
     reports it in ``requested_round`` and is never ``ready``.
     """
-    from al_core.labels.parse import parse_label_file, write_error_report
+    from al_core.labels import parse_label_file, write_error_report
     from al_core.catalogue.store import sha256_file
 
     log = log or (lambda m: None)
