@@ -386,13 +386,13 @@ def test_jsonl_structural_errors(tmp_path):
     ok = {"image_id": DOG[0], "label": "dog"}
     cases = [
         ('{"image_id": "abc", "label": ', "malformed JSON at column"),
-        ('["{}", "cat"]'.format(CAT[0]), "must be an object, got a list"),
+        (f'["{CAT[0]}", "cat"]', "must be an object, got a list"),
         ('"just a string"', "must be an object"),
         (json.dumps({"image_id": CAT[0], "label": "cat", "extra": 1}), "unknown key(s) 'extra'"),
         (json.dumps({"image_id": CAT[0]}), "missing 'label'"),
-        ('{{"image_id": "{}", "label": "cat", "label": "dog"}}'.format(CAT[0]), "duplicate key 'label'"),
-        ('{{"image_id": "{}", "label": "c\\u0000at"}}'.format(CAT[0]), "NUL character"),
-        ('{{"image_id": "{}", "label": "cat", "note": "\\ud800"}}'.format(CAT[0]), "unpaired surrogate"),
+        (f'{{"image_id": "{CAT[0]}", "label": "cat", "label": "dog"}}', "duplicate key 'label'"),
+        (f'{{"image_id": "{CAT[0]}", "label": "c\\u0000at"}}', "NUL character"),
+        (f'{{"image_id": "{CAT[0]}", "label": "cat", "note": "\\ud800"}}', "unpaired surrogate"),
         ('{{"image_id": "{}", "label": {}}}'.format(CAT[0], "9" * 5000), "malformed JSON"),
     ]
     for line, expected in cases:
@@ -403,7 +403,7 @@ def test_jsonl_structural_errors(tmp_path):
 @pytest.mark.parametrize("depth", [L.MAX_JSON_DEPTH + 1, 200, 100_000])
 def test_deeply_nested_json_line(tmp_path, depth):
     nested = "[" * depth + "]" * depth
-    line = '{{"image_id": "{}", "label": {}}}'.format(CAT[0], nested)
+    line = f'{{"image_id": "{CAT[0]}", "label": {nested}}}'
     e = only_error(parse(tmp_path, jl({"image_id": DOG[0], "label": "dog"}, line), name="l.jsonl"))
     assert e.line == 2 and e.message == f"JSON nested deeper than {L.MAX_JSON_DEPTH} levels"
 
@@ -411,7 +411,7 @@ def test_deeply_nested_json_line(tmp_path, depth):
 def test_json_at_the_depth_limit_is_parsed(tmp_path):
     # depth MAX in an ignored-free position is still a type error, not a depth error
     nested = "[" * (L.MAX_JSON_DEPTH - 1) + "]" * (L.MAX_JSON_DEPTH - 1)
-    e = only_error(parse(tmp_path, jl('{{"image_id": "{}", "label": {}}}'.format(CAT[0], nested)), name="l.jsonl"))
+    e = only_error(parse(tmp_path, jl(f'{{"image_id": "{CAT[0]}", "label": {nested}}}'), name="l.jsonl"))
     assert "must be a string, got a list" in e.message
 
 
@@ -554,6 +554,49 @@ def test_label_studio_nul_byte(tmp_path):
     e = only_error(parse(tmp_path, raw, name="e.json"))
     off = raw.index(b"\x00")
     assert e.message == f"NUL byte at byte offset {off}" and e.line == raw[:off].count(b"\n") + 1 > 1
+
+
+# ---------------------------------------------------------------- Label Studio: what the outbox writes
+def test_label_studio_config_lists_every_class_and_the_skip_label():
+    import xml.etree.ElementTree as ET
+
+    classes = ("cat", "dog", 'a "quoted" & <odd> class')
+    root = ET.fromstring(L.label_studio_config(classes, "unsure"))
+    assert root.tag == "View"
+    image, choices = list(root)
+    assert (image.tag, image.get("name"), image.get("value")) == ("Image", "image", "$image")
+    assert choices.tag == "Choices" and choices.get("choice") == "single" and choices.get("toName") == "image"
+    assert [c.get("value") for c in choices] == [*classes, "unsure"]  # every value survives XML quoting
+    assert {c.tag for c in choices} == {"Choice"}
+
+
+def test_label_studio_tasks_carry_the_batch():
+    ids = [CAT[0], DOG[1], SHIP[2]]
+    paths = {CAT[0]: "cat/a.jpg", DOG[1]: "dog/b c.png", SHIP[2]: "/abs/ship/c.jpg"}
+    template = "/files/{name}?p={path}&i={image_id}"
+    tasks = L.label_studio_tasks(3, "margin", ids, [0.9, float("nan"), 0.1], paths, template)
+    assert [t["data"] for t in tasks] == [
+        {"image": f"/files/a.jpg?p=cat/a.jpg&i={CAT[0]}", "image_id": CAT[0], "round": 3, "rank": 1,
+         "score": 0.9, "strategy": "margin"},
+        {"image": f"/files/b c.png?p=dog/b c.png&i={DOG[1]}", "image_id": DOG[1], "round": 3, "rank": 2,
+         "score": None, "strategy": "margin"},  # NaN is no JSON: written as null
+        {"image": f"/files/c.jpg?p=/abs/ship/c.jpg&i={SHIP[2]}", "image_id": SHIP[2], "round": 3, "rank": 3,
+         "score": 0.1, "strategy": "margin"},
+    ]
+    json.dumps(tasks, allow_nan=False)  # valid JSON as written
+    with pytest.raises(ValueError):
+        L.label_studio_tasks(3, "margin", ids, [0.9], paths, "{path}")
+
+
+def test_label_studio_tasks_round_trip_through_the_reader(tmp_path):
+    # what Label Studio exports after annotating the imported tasks is read back by the reader
+    ids = [CAT[0], DOG[0]]
+    tasks = L.label_studio_tasks(1, "margin", ids, [0.5, 0.25], {i: f"{i[:4]}.jpg" for i in ids}, "{path}")
+    for n, (t, label) in enumerate(zip(tasks, ["cat", "skip"]), 1):
+        t.update(id=n, annotations=[ls_ann(n, label)])
+    p = parse(tmp_path, json.dumps(tasks), name="export.json")
+    assert p.ok, p.errors
+    assert [(r.image_id, r.label, r.is_skip) for r in p.rows] == [(CAT[0], "cat", False), (DOG[0], "skip", True)]
 
 
 # ---------------------------------------------------------------- formats agree
