@@ -37,6 +37,14 @@ CAT, DOG, SHIP = IDS["cat"], IDS["dog"], IDS["ship"]
 UNKNOWN = hashlib.sha256(b"not an image of the store").hexdigest()
 
 
+@pytest.fixture(autouse=True, params=["reference", "polars"])
+def csv_reader(request, monkeypatch):
+    """Every test runs twice: with the reference CSV reader, and with the polars path tried on every CSV file."""
+    if request.param == "polars":
+        monkeypatch.setattr(L.parse, "POLARS_CSV_MIN_BYTES", 0)
+    return request.param
+
+
 def parse(tmp_path, content, name="labels.csv", **kw) -> ParsedLabels:
     p = tmp_path / name
     p.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))

@@ -8,6 +8,7 @@ import stat
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
+from al_core.labels.csv_polars import POLARS_CSV_MIN_BYTES, read_csv_fast
 from al_core.labels.csv_reader import parse_csv
 from al_core.labels.jsonl_reader import parse_jsonl
 from al_core.labels.label_studio import parse_label_studio
@@ -70,43 +71,53 @@ def parse_label_file(
     except OSError as e:
         errs.add(None, None, f"cannot read the file: {e.strerror or e}")
         return _result(p, "", read, rows, errs)
-    h = hashlib.sha256()
     with f:
-        _read_file(f, h, read, rows, errs, max_bytes, max_line_bytes)
+        h = _read_file(f, read, rows, errs, max_bytes, max_line_bytes)
     return _result(p, h.hexdigest(), read, rows, errs)
 
 
-def _read_file(f, h, read: _Read, rows: RowValidator, errs: ErrorCollector, max_bytes: int,
-               max_line_bytes: int) -> None:
-    """Refuse what cannot be read (too large, UTF-16, empty), detect the format, run its reader; hash every byte."""
+def _read_file(f, read: _Read, rows: RowValidator, errs: ErrorCollector, max_bytes: int, max_line_bytes: int):
+    """Refuse what cannot be read (too large, UTF-16, empty), detect the format, run its reader.
+
+    Returns the sha256 object that hashed every byte of the file.
+    """
+    h = hashlib.sha256()
     size = os.fstat(f.fileno()).st_size
     if size > max_bytes:
         errs.add(None, None, f"the file is {size} bytes; the limit is {max_bytes} bytes (MAX_FILE_BYTES): "
                  "split it into several deliveries")
         hash_rest(f, h)
-        return
+        return h
     head = f.read(min(READ_CHUNK, max(size, 1)))
     f.seek(0)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         read.format = None
         errs.add(None, None, "the file is UTF-16 encoded: save it as UTF-8")
         hash_rest(f, h)
-        return
+        return h
     detected = detect_format(head)
     if detected is None and len(head) < READ_CHUNK:
         errs.add(None, None, "empty file" if not head else "empty file: only blank lines")
         hash_rest(f, h)
-        return
+        return h
     read.format = detected or "csv"
     if read.format == "label_studio":
         text = read_document(f, h, errs, size, max_bytes)
         if text is not None:
             read.n_records, read.n_cancelled, read.decisions = parse_label_studio(text, rows, errs)
-        return
+        return h
+    if read.format == "csv" and size >= POLARS_CSV_MIN_BYTES:
+        n = read_csv_fast(f, h, rows, max_line_bytes, max_bytes)
+        if n is not None:
+            read.n_records = n
+            return h
+        f.seek(0)  # not plain enough for polars: the reference reader decides, from the first byte again
+        h = hashlib.sha256()
     reader = LineReader(f, h, errs, max_line_bytes, max_bytes)
     parse = parse_jsonl if read.format == "jsonl" else parse_csv
     read.n_records = parse(reader, rows, errs)
     hash_rest(f, h)  # a CSV with a bad header stops early: hash every byte all the same
+    return h
 
 
 def _result(path: str, sha: str, read: _Read, rows: RowValidator, errs: ErrorCollector) -> ParsedLabels:
