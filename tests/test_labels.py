@@ -41,7 +41,7 @@ UNKNOWN = hashlib.sha256(b"not an image of the store").hexdigest()
 def csv_reader(request, monkeypatch):
     """Every test runs twice: with the reference CSV reader, and with the polars path tried on every CSV file."""
     if request.param == "polars":
-        monkeypatch.setattr(L.parse, "POLARS_CSV_MIN_BYTES", 0)
+        monkeypatch.setattr(L.csv_polars, "POLARS_CSV_MIN_BYTES", 0)
     return request.param
 
 

@@ -33,9 +33,9 @@ def _fast(tmp_path, content: bytes, **kw):
 
 def _both(tmp_path, content: bytes, monkeypatch, **kw) -> tuple[ParsedLabels, ParsedLabels]:
     ref = parse(tmp_path, content, **kw)
-    monkeypatch.setattr(L.parse, "POLARS_CSV_MIN_BYTES", 0)
+    monkeypatch.setattr(L.csv_polars, "POLARS_CSV_MIN_BYTES", 0)
     fast = parse(tmp_path, content, **kw)
-    monkeypatch.setattr(L.parse, "POLARS_CSV_MIN_BYTES", 1 << 62)
+    monkeypatch.setattr(L.csv_polars, "POLARS_CSV_MIN_BYTES", 1 << 62)
     return ref, fast
 
 
@@ -106,14 +106,26 @@ def test_polars_path_trims_cells_never_class_names(tmp_path, monkeypatch):
 
 
 def test_polars_path_threshold_is_the_file_size(tmp_path, monkeypatch):
-    import al_core.labels.csv_polars as fast_mod
-
     calls = []
-    real = fast_mod.read_csv_fast
-    monkeypatch.setattr(L.parse, "read_csv_fast", lambda *a: calls.append(1) or real(*a))
+    real = L.csv_polars.read_csv_fast
+    monkeypatch.setattr(L.csv_polars, "read_csv_fast", lambda *a: calls.append(1) or real(*a))
     content = PLAIN_CSV[0]
-    monkeypatch.setattr(L.parse, "POLARS_CSV_MIN_BYTES", len(content) + 1)
+    monkeypatch.setattr(L.csv_polars, "POLARS_CSV_MIN_BYTES", len(content) + 1)
     assert parse(tmp_path, content).ok and calls == []
-    monkeypatch.setattr(L.parse, "POLARS_CSV_MIN_BYTES", len(content))
+    monkeypatch.setattr(L.csv_polars, "POLARS_CSV_MIN_BYTES", len(content))
     assert parse(tmp_path, content).ok and calls == [1]
     assert parse(tmp_path, jl({"image_id": CAT[0], "label": "cat"}) * 50, name="x.jsonl").ok and calls == [1]
+
+
+def test_bench_labels_csv_runs_both_readers(tmp_path, capsys):
+    import json
+
+    from al_core.bench import labels_csv
+
+    out = tmp_path / "r.json"
+    assert labels_csv.main(["--rows", "3000", "--repeat", "1", "--workdir", str(tmp_path), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["same_rows"] and res["all_ok"] and res["file_bytes"] == (tmp_path / "labels-3000.csv").stat().st_size
+    assert set(res) >= {"reference", "polars", "loadavg_start", "loadavg_end", "speedup_wall", "speedup_cpu"}
+    assert res["polars"]["import_s"] > 0 and res["reference"]["import_s"] == 0
+    assert json.loads(capsys.readouterr().out) == res

@@ -35,6 +35,14 @@ file):
   the others and their labels). Every non-cancelled annotation's label must be
   valid, the overridden ones included.
 
+**Large CSV files** (at least POLARS_CSV_MIN_BYTES) are first tried by the
+polars path (``csv_polars``): it accepts a file only when it is plain (no
+double quote, NUL byte, lone carriage return, invalid UTF-8 or over-long
+line, the header on line 1) and passes every check below, and then returns
+exactly the rows the reference reader (``csv_reader``) returns; any other
+file goes to the reference reader, which writes every error. The polars path
+holds such a file whole once (at most MAX_FILE_BYTES).
+
 Validation, all formats:
 
 - ``image_id``: exactly 64 lowercase hex characters (the image's sha256). This
@@ -84,6 +92,8 @@ Modules, in import order (each imports only those above it):
 - ``strict_json``: duplicate keys, nesting depth, strings never converted.
 - ``csv_reader``, ``jsonl_reader``, ``label_studio``: one reader per format;
   ``label_studio`` also writes Label Studio's labelling config and import tasks.
+- ``csv_polars``: the polars path for large plain CSV files (imports polars
+  only when it runs).
 - ``report``: ``error_report`` and ``write_error_report``.
 - ``parse``: ``parse_label_file``, format detection and hashing.
 """

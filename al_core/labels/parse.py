@@ -8,7 +8,7 @@ import stat
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
-from al_core.labels.csv_polars import POLARS_CSV_MIN_BYTES, read_csv_fast
+from al_core.labels import csv_polars
 from al_core.labels.csv_reader import parse_csv
 from al_core.labels.jsonl_reader import parse_jsonl
 from al_core.labels.label_studio import parse_label_studio
@@ -106,8 +106,8 @@ def _read_file(f, read: _Read, rows: RowValidator, errs: ErrorCollector, max_byt
         if text is not None:
             read.n_records, read.n_cancelled, read.decisions = parse_label_studio(text, rows, errs)
         return h
-    if read.format == "csv" and size >= POLARS_CSV_MIN_BYTES:
-        n = read_csv_fast(f, h, rows, max_line_bytes, max_bytes)
+    if read.format == "csv" and size >= csv_polars.POLARS_CSV_MIN_BYTES:
+        n = csv_polars.read_csv_fast(f, h, rows, max_line_bytes, max_bytes)
         if n is not None:
             read.n_records = n
             return h
