@@ -96,6 +96,11 @@ def test_polars_path_hands_everything_else_to_the_reference_reader(tmp_path, mon
     assert fast == ref  # the same errors, lines and messages: the reference reader wrote them
 
 
+def test_polars_path_trims_what_str_strip_trims():
+    assert set(L.csv_polars.WHITESPACE) == {c for c in map(chr, range(0x110000)) if c.isspace()}
+    assert len(L.csv_polars.WHITESPACE) == len(set(L.csv_polars.WHITESPACE))
+
+
 def test_polars_path_trims_cells_never_class_names(tmp_path, monkeypatch):
     # a class whose name has surrounding whitespace can never match a trimmed cell, raw or not
     content = f"image_id,label\n{CAT[0]}, cat\n".encode()

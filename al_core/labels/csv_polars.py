@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from al_core.labels.csv_reader import csv_header
 from al_core.labels.limits import MAX_FIELD_CHARS, READ_CHUNK
@@ -33,11 +32,17 @@ from al_core.labels.reader import UTF8_BOM
 from al_core.labels.results import ErrorCollector, LabelRow
 from al_core.labels.rows import RowValidator
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # Scale switch (docs/benchmarks.md, "CSV label files"): CSV files of at least this size try the polars path.
-# It saves ~2 us of CPU a row (~3.8 against ~5.8 us at 1,000,000 rows) but costs polars' import once per
-# process (~0.3 s, ~70 MB resident) and the file's bytes held whole once: below ~150,000 rows it does not pay.
+# It saves ~1.5 us of CPU a row (3.8 against 5.3 us at 1,000,000 rows; more in wall time, on several cores) but
+# costs numpy's and polars' import once per process (~0.25 s, ~80 MB resident) and ~100 MB more at its peak
+# for 1,000,000 rows: below ~170,000 rows (12 MB) it does not pay.
 POLARS_CSV_MIN_BYTES = 16 << 20  # 16 MiB, ~235,000 rows of image_id,label (71 bytes a row)
-WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())  # what str.strip() removes
+# What str.strip() removes: every character whose str.isspace() is true (tests/test_labels_polars.py checks it).
+WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
+    "\u2028\u2029\u202f\u205f\u3000"
 _NUL, _LF, _CR, _QUOTE, _COMMA = 0, 10, 13, 34, 44
 
 
@@ -47,6 +52,8 @@ def _read_gated(f, h, max_line_bytes: int, max_bytes: int) -> tuple[bytes, np.nd
     Lines are what ``readline`` yields: ended by a newline, plus a last line
     without one if the file does not end in a newline.
     """
+    import numpy as np
+
     pieces: list[bytes] = []
     counts: list[np.ndarray] = []  # commas per line ended so far, one array per piece
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
@@ -103,6 +110,7 @@ def read_csv_fast(f, h, rows: RowValidator, max_line_bytes: int, max_bytes: int)
     back, ``h`` holds part of the file: the caller starts over with a new one).
     Adds no error to ``rows.errs`` and rows only when it accepts the file.
     """
+    import numpy as np
     import polars as pl
 
     # a line no longer than csv's field limit cannot hold a field the reference reader refuses as too large
