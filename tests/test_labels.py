@@ -1,4 +1,4 @@
-"""Label files: al_core.labels.parse (reader / validator) and `al labels check`."""
+"""Label files: al_core.labels (readers / validator) and `al labels check`."""
 
 import csv
 import hashlib
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from al_core.labels import parse as L
-from al_core.labels.parse import LabelError, LabelRow, ParsedLabels, parse_label_file, write_error_report
+import al_core.labels as L
+from al_core.labels import LabelError, LabelRow, ParsedLabels, parse_label_file, write_error_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "examples" / "cifar10-2k"
@@ -35,6 +35,14 @@ IDS = {c: [_sha(p) for p in _sample_files(c, 3)] for c in ("cat", "dog", "ship")
 KNOWN = frozenset(i for v in IDS.values() for i in v)
 CAT, DOG, SHIP = IDS["cat"], IDS["dog"], IDS["ship"]
 UNKNOWN = hashlib.sha256(b"not an image of the store").hexdigest()
+
+
+@pytest.fixture(autouse=True, params=["reference", "polars"])
+def csv_reader(request, monkeypatch):
+    """Every test runs twice: with the reference CSV reader, and with the polars path tried on every CSV file."""
+    if request.param == "polars":
+        monkeypatch.setattr(L.csv_polars, "POLARS_CSV_MIN_BYTES", 0)
+    return request.param
 
 
 def parse(tmp_path, content, name="labels.csv", **kw) -> ParsedLabels:
@@ -386,14 +394,14 @@ def test_jsonl_structural_errors(tmp_path):
     ok = {"image_id": DOG[0], "label": "dog"}
     cases = [
         ('{"image_id": "abc", "label": ', "malformed JSON at column"),
-        ('["%s", "cat"]' % CAT[0], "must be an object, got a list"),
+        (f'["{CAT[0]}", "cat"]', "must be an object, got a list"),
         ('"just a string"', "must be an object"),
         (json.dumps({"image_id": CAT[0], "label": "cat", "extra": 1}), "unknown key(s) 'extra'"),
         (json.dumps({"image_id": CAT[0]}), "missing 'label'"),
-        ('{"image_id": "%s", "label": "cat", "label": "dog"}' % CAT[0], "duplicate key 'label'"),
-        ('{"image_id": "%s", "label": "c\\u0000at"}' % CAT[0], "NUL character"),
-        ('{"image_id": "%s", "label": "cat", "note": "\\ud800"}' % CAT[0], "unpaired surrogate"),
-        ('{"image_id": "%s", "label": %s}' % (CAT[0], "9" * 5000), "malformed JSON"),
+        (f'{{"image_id": "{CAT[0]}", "label": "cat", "label": "dog"}}', "duplicate key 'label'"),
+        (f'{{"image_id": "{CAT[0]}", "label": "c\\u0000at"}}', "NUL character"),
+        (f'{{"image_id": "{CAT[0]}", "label": "cat", "note": "\\ud800"}}', "unpaired surrogate"),
+        ('{{"image_id": "{}", "label": {}}}'.format(CAT[0], "9" * 5000), "malformed JSON"),
     ]
     for line, expected in cases:
         e = only_error(parse(tmp_path, jl(ok, line), name="l.jsonl"))
@@ -403,7 +411,7 @@ def test_jsonl_structural_errors(tmp_path):
 @pytest.mark.parametrize("depth", [L.MAX_JSON_DEPTH + 1, 200, 100_000])
 def test_deeply_nested_json_line(tmp_path, depth):
     nested = "[" * depth + "]" * depth
-    line = '{"image_id": "%s", "label": %s}' % (CAT[0], nested)
+    line = f'{{"image_id": "{CAT[0]}", "label": {nested}}}'
     e = only_error(parse(tmp_path, jl({"image_id": DOG[0], "label": "dog"}, line), name="l.jsonl"))
     assert e.line == 2 and e.message == f"JSON nested deeper than {L.MAX_JSON_DEPTH} levels"
 
@@ -411,7 +419,7 @@ def test_deeply_nested_json_line(tmp_path, depth):
 def test_json_at_the_depth_limit_is_parsed(tmp_path):
     # depth MAX in an ignored-free position is still a type error, not a depth error
     nested = "[" * (L.MAX_JSON_DEPTH - 1) + "]" * (L.MAX_JSON_DEPTH - 1)
-    e = only_error(parse(tmp_path, jl('{"image_id": "%s", "label": %s}' % (CAT[0], nested)), name="l.jsonl"))
+    e = only_error(parse(tmp_path, jl(f'{{"image_id": "{CAT[0]}", "label": {nested}}}'), name="l.jsonl"))
     assert "must be a string, got a list" in e.message
 
 
@@ -556,6 +564,49 @@ def test_label_studio_nul_byte(tmp_path):
     assert e.message == f"NUL byte at byte offset {off}" and e.line == raw[:off].count(b"\n") + 1 > 1
 
 
+# ---------------------------------------------------------------- Label Studio: what the outbox writes
+def test_label_studio_config_lists_every_class_and_the_skip_label():
+    import xml.etree.ElementTree as ET
+
+    classes = ("cat", "dog", 'a "quoted" & <odd> class')
+    root = ET.fromstring(L.label_studio_config(classes, "unsure"))
+    assert root.tag == "View"
+    image, choices = list(root)
+    assert (image.tag, image.get("name"), image.get("value")) == ("Image", "image", "$image")
+    assert choices.tag == "Choices" and choices.get("choice") == "single" and choices.get("toName") == "image"
+    assert [c.get("value") for c in choices] == [*classes, "unsure"]  # every value survives XML quoting
+    assert {c.tag for c in choices} == {"Choice"}
+
+
+def test_label_studio_tasks_carry_the_batch():
+    ids = [CAT[0], DOG[1], SHIP[2]]
+    paths = {CAT[0]: "cat/a.jpg", DOG[1]: "dog/b c.png", SHIP[2]: "/abs/ship/c.jpg"}
+    template = "/files/{name}?p={path}&i={image_id}"
+    tasks = L.label_studio_tasks(3, "margin", ids, [0.9, float("nan"), 0.1], paths, template)
+    assert [t["data"] for t in tasks] == [
+        {"image": f"/files/a.jpg?p=cat/a.jpg&i={CAT[0]}", "image_id": CAT[0], "round": 3, "rank": 1,
+         "score": 0.9, "strategy": "margin"},
+        {"image": f"/files/b c.png?p=dog/b c.png&i={DOG[1]}", "image_id": DOG[1], "round": 3, "rank": 2,
+         "score": None, "strategy": "margin"},  # NaN is no JSON: written as null
+        {"image": f"/files/c.jpg?p=/abs/ship/c.jpg&i={SHIP[2]}", "image_id": SHIP[2], "round": 3, "rank": 3,
+         "score": 0.1, "strategy": "margin"},
+    ]
+    json.dumps(tasks, allow_nan=False)  # valid JSON as written
+    with pytest.raises(ValueError):
+        L.label_studio_tasks(3, "margin", ids, [0.9], paths, "{path}")
+
+
+def test_label_studio_tasks_round_trip_through_the_reader(tmp_path):
+    # what Label Studio exports after annotating the imported tasks is read back by the reader
+    ids = [CAT[0], DOG[0]]
+    tasks = L.label_studio_tasks(1, "margin", ids, [0.5, 0.25], {i: f"{i[:4]}.jpg" for i in ids}, "{path}")
+    for n, (t, label) in enumerate(zip(tasks, ["cat", "skip"]), 1):
+        t.update(id=n, annotations=[ls_ann(n, label)])
+    p = parse(tmp_path, json.dumps(tasks), name="export.json")
+    assert p.ok, p.errors
+    assert [(r.image_id, r.label, r.is_skip) for r in p.rows] == [(CAT[0], "cat", False), (DOG[0], "skip", True)]
+
+
 # ---------------------------------------------------------------- formats agree
 def test_csv_jsonl_and_label_studio_parse_identically(tmp_path):
     data = [(CAT[0], "cat", "alice", "1"), (DOG[0], "dog", "bob", "2"), (SHIP[0], "skip", "alice", "3"),
@@ -584,7 +635,7 @@ def test_content_decides_the_format(tmp_path):
 
 # ---------------------------------------------------------------- limits and reports
 def test_errors_beyond_the_cap_are_counted(tmp_path, monkeypatch):
-    monkeypatch.setattr(L, "MAX_ERRORS_KEPT", 5)
+    monkeypatch.setattr(L.results, "MAX_ERRORS_KEPT", 5)  # the error collector's cap
     p = parse(tmp_path, csv_text([(UNKNOWN, "cat", "a")] * 12))
     assert len(p.errors) == 5 and p.errors_dropped == 7 and p.n_errors == 12 and not p.ok
 
@@ -613,7 +664,7 @@ def test_write_error_report(tmp_path):
 
 
 def test_labels_module_never_imports_dagster():
-    code = ("import sys, al_core.labels.parse, al_core.cli.labels; "
+    code = ("import sys, al_core.labels, al_core.cli.labels; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'duckdb', 'torch')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
@@ -630,8 +681,8 @@ def test_bad_arguments_raise():
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A small project: 2 cat + 2 dog sample images scanned into a store (classes from the folders)."""
-    from al_core.ingest.scan import scan
     from al_core.catalogue.store import Store
+    from al_core.ingest.scan import scan
 
     root = tmp_path_factory.mktemp("proj")
     for cls in ("cat", "dog"):

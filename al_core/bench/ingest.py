@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from al_core.catalogue import open_store
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -89,10 +90,10 @@ def prepare(work: Path, n_pool: int, n_files: int, rows: int, big_rows: int) -> 
 
 def child(work: Path, scenario: str) -> dict:
     """One measured step (run in its own process, so VmHWM is this step's peak)."""
-    from al_core.labels.parse import parse_label_file
     from al_core.catalogue.images import known_image_ids
-    from al_core.loop import ingest_label_files, list_inbox
     from al_core.catalogue.store import sha256_file
+    from al_core.labels import parse_label_file
+    from al_core.loop import ingest_label_files, list_inbox
 
     cfg = _config(work)
     store = open_store(cfg)

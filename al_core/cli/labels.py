@@ -27,7 +27,7 @@ from al_core.catalogue import open_store
 from al_core.cli.common import CONFIG_HELP, fail, locked_message
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
-from al_core.labels.parse import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
+from al_core.labels import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
 from al_core.loop.inbox import ValidationUnavailable, validation_inputs  # the sensor's and the round run's inputs
 
 

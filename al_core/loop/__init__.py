@@ -33,7 +33,7 @@ _EXPORTS = {
     "pool": ("Pool", "load_pool", "load_project_pool"),
     "holdout": ("stratified_holdout", "ensure_eval_set"),
     "proposal": ("Proposal", "propose", "propose_seed", "propose_round"),
-    "outbox": ("write_outbox", "repair_outbox", "label_studio_config", "label_studio_tasks"),
+    "outbox": ("write_outbox", "repair_outbox"),
     "ingest_labels": ("FileOutcome", "IngestReport", "RoundLabels", "ingest_label_files", "ingest_round_labels"),
     "train": ("ProbeRecord", "train_probe", "load_probe", "train_round_probe"),
     "evaluation": ("evaluate", "evaluate_round"),

@@ -86,7 +86,7 @@ class PendingFile:
 
     path: Path
     sha256: str
-    parsed: object  # al_core.labels.parse.ParsedLabels
+    parsed: object  # al_core.labels.ParsedLabels
 
 
 @dataclass
@@ -112,7 +112,7 @@ class InboxView:
 def look_at_inbox(store, cfg: ProjectConfig) -> InboxView:
     """Read the loop's state and the open requests, and validate every pending label file (before the seed pool
     exists, files are not looked at). Raises StoreError (busy or unreadable database) or ValidationUnavailable."""
-    from al_core.labels.parse import parse_label_file
+    from al_core.labels import parse_label_file
 
     with store.connect(read_only=True, view=False) as con:
         view = InboxView(

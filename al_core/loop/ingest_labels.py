@@ -275,7 +275,7 @@ def _write(con, plan: _Plan) -> None:
 
 # ----------------------------------------------------------------------------- 3. after the commit
 def _write_error_reports(plan: _Plan) -> None:
-    from al_core.labels.parse import write_error_report
+    from al_core.labels import write_error_report
 
     for parsed, dest in plan.error_reports:
         write_error_report(parsed, dest)
@@ -329,7 +329,7 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     (queued behind the run that closed it) reports it in ``requested_round`` and
     is never ``ready``.
     """
-    from al_core.labels.parse import parse_label_file
+    from al_core.labels import parse_label_file
 
     log = log or (lambda m: None)
     project_classes, known = validation_inputs(cfg, store)

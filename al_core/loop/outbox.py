@@ -25,6 +25,7 @@ from al_core.catalogue import rounds as rounds_q
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
 from al_core.files.atomic import atomic_write_text
+from al_core.labels.label_studio import label_studio_config, label_studio_tasks
 
 BATCH_CSV = re.compile(r"^round-(\d{4})\.csv$")  # the name batch_csv gives; its group is the batch's round
 BATCH_CSV_HEADER = ("image_id", "path", "rank", "score", "strategy")
@@ -76,27 +77,6 @@ def _score(s: float | None) -> float | None:
 
 
 # ----------------------------------------------------------------------------- Label Studio
-def label_studio_config(classes: Sequence[str], skip_label: str) -> str:
-    """The Label Studio labelling interface: one image, one single choice among the classes and the skip label."""
-    from xml.sax.saxutils import quoteattr
-
-    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in [*classes, skip_label])
-    return ("<View>\n  <Image name=\"image\" value=\"$image\"/>\n"
-            "  <Choices name=\"label\" toName=\"image\" choice=\"single\" showInline=\"true\">\n"
-            f"{choices}\n  </Choices>\n</View>\n")
-
-
-def label_studio_tasks(round_: int, strategy: str, ids: Sequence[str], scores: Sequence[float],
-                       paths: dict, image_url_template: str) -> list[dict]:
-    """Label Studio import tasks of a batch: the image URL (``labels.image_url_template``) and the batch's data."""
-    tasks = []
-    for rank, (iid, sc) in enumerate(zip(ids, scores, strict=True), 1):
-        url = image_url_template.format(path=paths[iid], image_id=iid, name=os.path.basename(paths[iid]))
-        tasks.append({"data": {"image": url, "image_id": iid, "round": round_, "rank": rank, "score": _score(sc),
-                               "strategy": strategy}})
-    return tasks
-
-
 # ----------------------------------------------------------------------------- writing
 def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str], scores: list[float],
                  paths: dict, classes: Sequence[str]) -> list[str]:

@@ -1,0 +1,31 @@
+"""The error report of a rejected label file: ``<name>.errors.json`` beside it, and what ``al labels check`` prints."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from al_core.files.atomic import atomic_write_text
+from al_core.labels.limits import MAX_REPORT_ERRORS
+from al_core.labels.results import ParsedLabels
+
+
+def error_report(parsed: ParsedLabels, max_errors: int = MAX_REPORT_ERRORS) -> dict:
+    """The ``.errors.json`` report of a rejected file (what ``al labels check`` prints)."""
+    listed = parsed.errors[:max_errors]
+    return {
+        "file": parsed.path,
+        "sha256": parsed.sha256,
+        "format": parsed.format,
+        "n_errors": parsed.n_errors,
+        "n_listed": len(listed),
+        "n_omitted": parsed.n_errors - len(listed),
+        "errors": [e.as_dict() for e in listed],
+    }
+
+
+def write_error_report(parsed: ParsedLabels, dest: str | os.PathLike, max_errors: int = MAX_REPORT_ERRORS) -> Path:
+    """Write the error report as JSON to ``dest`` atomically (``al_core.files.atomic``); returns ``dest``."""
+    text = json.dumps(error_report(parsed, max_errors), indent=2, ensure_ascii=False) + "\n"
+    return atomic_write_text(Path(dest), text)
