@@ -6,14 +6,18 @@ from al_core.config import DEFAULT_YAML, ConfigError, from_dict, load_config
 
 
 def test_al_init_writes_a_valid_commented_file_and_refuses_to_overwrite(tmp_path):
-    p = tmp_path / "al.yaml"
+    p = tmp_path / "proj" / "al.yaml"
+    p.parent.mkdir()
     assert init_main([str(p)]) == 0
     text = p.read_text()
-    assert text == DEFAULT_YAML and "# " in text
+    changed = [(a, b) for a, b in zip(DEFAULT_YAML.splitlines(), text.splitlines(), strict=True) if a != b]
+    assert changed == [("name: my-project                  # shown in reports and `al status`",
+                        "name: proj                  # shown in reports and `al status`")], changed
     cfg = load_config(p)
+    assert cfg.name == "proj"
     assert cfg.selection.seed_strategy == "centroid" and cfg.selection.query_strategy == "dropquery"
     assert cfg.evaluation.labels_from_ground_truth is False  # production default: hold-out labels from people
-    assert cfg.db_path == tmp_path / "data" / "warehouse.duckdb"  # relative to the file's folder
+    assert cfg.db_path == tmp_path / "proj" / "data" / "warehouse.duckdb"  # relative to the file's folder
     assert init_main([str(p)]) == 1
     assert init_main([str(p), "--force"]) == 0
 
@@ -51,9 +55,10 @@ def test_repository_demo_file_differs_from_defaults_only_where_marked():
     diffs = {(s, k) for s in default if isinstance(default[s], dict)
              for k in default[s] if demo[s][k] != default[s][k]}
     assert diffs == {("evaluation", "labels_from_ground_truth"), ("sensor", "interval_s"),
-                     ("sensor", "ingest_before_round")}
+                     ("sensor", "ingest_before_round"), ("images", "root")}
+    assert demo["name"] == "demo" != default["name"]
     marked = [line for line in (ROOT / "al.yaml").read_text().splitlines() if "# DEMO" in line]
-    assert len(marked) == len(diffs)
+    assert len(marked) == len(diffs) + 1  # + the name
 
 
 def test_template_equals_the_schema_defaults():
@@ -150,3 +155,40 @@ def test_a_bad_value_in_a_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"proj\.yaml: selection\.query_strategy: unknown value 'marginn'; "
                                           r"did you mean 'margin'\?"):
         load_config(p)
+
+
+def test_al_init_for_a_flat_folder_and_for_class_folders(tmp_path, capsys):
+    from tests.conftest import SAMPLE_ROOT
+
+    flat = tmp_path / "photos"
+    flat.mkdir()
+    for f in sorted((SAMPLE_ROOT / "cat").iterdir())[:3]:
+        (flat / f"IMG_{f.name}").write_bytes(f.read_bytes())
+    p = tmp_path / "al.yaml"
+    assert init_main([str(p), "--images", str(flat)]) == 2  # a flat folder needs its class names
+    assert "--classes" in capsys.readouterr().err and not p.exists()
+    assert init_main([str(p), "--images", str(flat), "--classes", "cat, dog,bird"]) == 0
+    cfg = load_config(p)
+    assert cfg.image_root == flat and cfg.classes == ("cat", "dog", "bird")
+    assert yaml.safe_load(p.read_text())["images"]["root"] == "photos"  # relative to the project file
+    assert "# " in p.read_text()  # the comments stay
+    # class folders give the classes
+    q = tmp_path / "q.yaml"
+    assert init_main([str(q), "--images", str(SAMPLE_ROOT)]) == 0
+    assert load_config(q).classes is None and load_config(q).image_root == SAMPLE_ROOT
+    # mistakes: a missing folder, an empty one, an empty class name
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for bad in (["--images", str(tmp_path / "nope")], ["--images", str(empty), "--classes", "a"],
+                ["--images", str(flat), "--classes", "a,,b"]):
+        assert init_main([str(tmp_path / "x.yaml"), *bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_no_project_file_is_an_error_not_the_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AL_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match=r"no project file: give --config PATH, set \$AL_CONFIG"):
+        load_config()

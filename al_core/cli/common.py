@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from al_core.cli.exit_codes import Exit
 
-CONFIG_HELP = "project file (default: $AL_CONFIG, else ./al.yaml, else the defaults)"
+CONFIG_HELP = "project file (default: $AL_CONFIG, else ./al.yaml in this folder)"
 
 
 def add_config_option(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -40,22 +40,53 @@ def locked_message(store, cfg) -> str:
             "store.lock_timeout_s.")
 
 
-def run_with_store(prog: str, config_path: str | None, body: Callable, *,
-                   usage_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Load the project file, open its store, return ``body(cfg, store)`` (None: Exit.OK).
+def announce_project(prog: str, cfg, config_path: str | None) -> None:
+    """The first line of every command (stderr): which project file it follows, and how it was found.
 
-    Failures become a message on stderr and a status (module docstring);
-    exceptions in ``usage_errors`` (a wrong argument found while running) give
-    Exit.USAGE.
+    The repository's own demo file, found only because the command ran in the
+    repository's folder, is named as such: forgetting $AL_CONFIG must not go unnoticed.
     """
-    from al_core.catalogue import open_store
-    from al_core.catalogue.store import StoreError, StoreLockedError
+    from al_core.config import config_origin
+    from al_core.config.schema import DEMO_PROJECT_NAME
+
+    origin = config_origin(config_path)
+    line = f"{prog}: project {cfg.name!r} from {cfg.source_file} ({origin})"
+    if cfg.name == DEMO_PROJECT_NAME and origin != "--config":
+        line += "; this is the demo's project file: set $AL_CONFIG or --config for your own project"
+    print(line, file=sys.stderr)
+
+
+def load_project_or_fail(prog: str, config_path: str | None):
+    """(cfg, None) after announcing the project, or (None, Exit.USAGE) after a one-line message."""
     from al_core.config import ConfigError, load_config
 
     try:
         cfg = load_config(config_path)
     except (ConfigError, OSError) as e:
-        return fail(prog, f"cannot read the project file: {e}", Exit.USAGE)
+        return None, fail(prog, f"cannot read the project file: {e}", Exit.USAGE)
+    announce_project(prog, cfg, config_path)
+    return cfg, None
+
+
+def run_with_store(prog: str, config_path: str | None, body: Callable, *,
+                   usage_errors: tuple[type[BaseException], ...] = (), creates_database: bool = False) -> int:
+    """Load the project file, open its store, return ``body(cfg, store)`` (None: Exit.OK).
+
+    Failures become a message on stderr and a status (module docstring);
+    exceptions in ``usage_errors`` (a wrong argument found while running) give
+    Exit.USAGE. Unless ``creates_database`` (al ingest), a project without a
+    database yet is Exit.FAILED with the command that makes one: no command
+    creates an empty database by accident.
+    """
+    from al_core.catalogue import open_store
+    from al_core.catalogue.store import StoreError, StoreLockedError
+    from al_core.config import ConfigError
+
+    cfg, status = load_project_or_fail(prog, config_path)
+    if cfg is None:
+        return status
+    if not creates_database and not cfg.db_path.exists():
+        return fail(prog, f"project {cfg.name!r} has no database yet ({cfg.db_path}): run `al ingest` first")
     store = open_store(cfg)
     try:
         return int(Exit.OK if (status := body(cfg, store)) is None else status)

@@ -17,7 +17,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--no-embed", action="store_true", help="scan only")
     args = ap.parse_args(argv)
-    return run_with_store("al ingest", args.config, lambda cfg, store: _ingest(args, cfg, store))
+    return run_with_store("al ingest", args.config, lambda cfg, store: _ingest(args, cfg, store),
+                          creates_database=True)
 
 
 def _ingest(args, cfg, store) -> None:

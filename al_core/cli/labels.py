@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from al_core.catalogue import open_store
-from al_core.cli.common import CONFIG_HELP, fail, locked_message
+from al_core.cli.common import CONFIG_HELP, announce_project, fail, locked_message
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
 from al_core.labels import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
@@ -45,12 +45,22 @@ def validate_label_file(path, cfg, store) -> ParsedLabels:
 
 
 def _project(args) -> tuple:
-    """(config, store) from --config / --db."""
+    """(config, store) from --config / --db.
+
+    With --db and no project file at all, the settings are the defaults and the
+    classes come from the database's ground truth (a check against a bare database).
+    """
     from al_core.catalogue.store import Store
-    from al_core.config import ConfigError, load_config
+    from al_core.config import ConfigError, find_config_path, from_dict, load_config
 
     try:
-        cfg = load_config(args.config)
+        if args.db and find_config_path(args.config) is None:
+            cfg = from_dict({}, base_dir=Path(args.db).absolute().parent)
+            print(f"al labels {args.command}: no project file; the defaults, with the classes of {args.db}",
+                  file=sys.stderr)
+        else:
+            cfg = load_config(args.config)
+            announce_project(f"al labels {args.command}", cfg, args.config)
     except ConfigError as e:
         raise CheckUnavailable(str(e)) from e
     if not args.db:
@@ -144,6 +154,8 @@ def _loop_command(prog: str, args, action: Callable, describe: Callable) -> int:
         cfg, store = _project(args)
     except CheckUnavailable as e:
         return fail(prog, str(e), Exit.USAGE)
+    if not store.db_path.exists():  # a writable connection would create an empty database
+        return fail(prog, f"no database at {store.db_path} yet: run `al ingest` first")
     try:
         r = action(store, cfg)
     except StoreLockedError:

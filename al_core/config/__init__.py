@@ -44,13 +44,14 @@ DEFAULT_CONFIG_NAME = "al.yaml"
 __all__ = [
     "CONFIG_ENV", "DEFAULT_CONFIG_NAME", "DEFAULT_YAML", "BackboneConfig", "ConfigError", "EvaluationConfig",
     "ImagesConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "ScheduleConfig", "SelectionConfig",
-    "SensorConfig", "StoreConfig", "find_config_path", "from_dict", "load_config",
+    "SensorConfig", "StoreConfig", "config_origin", "find_config_path", "from_dict", "load_config",
 ]
 
 
 @dataclass(frozen=True)
 class ProjectConfig:
     base_dir: str = "."
+    name: str = "my-project"
     images: ImagesConfig = field(default_factory=ImagesConfig)
     classes: tuple[str, ...] | None = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -142,7 +143,11 @@ def from_dict(data: dict, base_dir: str | os.PathLike = ".", source_file: str | 
     sections = {("store_cfg" if name == "store" else name): build_section(cls, data.get(name), name)
                 for name, cls in SECTIONS.items()}
     classes = check_classes(data.get("classes"), sections["labels"].skip_label)
-    cfg = ProjectConfig(base_dir=str(Path(base_dir).absolute()), classes=classes, source_file=source_file, **sections)
+    name = data.get("name", ProjectConfig.name)
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ConfigError(f"name: expected a project name without surrounding spaces, got {name!r}")
+    cfg = ProjectConfig(base_dir=str(Path(base_dir).absolute()), name=name, classes=classes, source_file=source_file,
+                        **sections)
     _check_together(cfg)
     return cfg
 
@@ -166,13 +171,24 @@ def _check_together(cfg: ProjectConfig) -> None:
 
 
 def find_config_path(path: str | os.PathLike | None = None) -> Path | None:
-    """The explicit path, else $AL_CONFIG, else ./al.yaml if present."""
+    """The explicit path, else $AL_CONFIG, else ./al.yaml if present (None: no project file)."""
     if path:
         return Path(path)
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
     p = Path(DEFAULT_CONFIG_NAME)
     return p if p.exists() else None
+
+
+def config_origin(path: str | os.PathLike | None = None) -> str:
+    """How the project file is chosen: '--config', '$AL_CONFIG' or './al.yaml' (the default look-up)."""
+    if path:
+        return "--config"
+    return f"${CONFIG_ENV}" if os.environ.get(CONFIG_ENV) else f"./{DEFAULT_CONFIG_NAME}"
+
+
+NO_PROJECT_FILE = (f"no project file: give --config PATH, set ${CONFIG_ENV}, or run in the project's folder "
+                   f"(./{DEFAULT_CONFIG_NAME}); `al init --images DIR --classes a,b,c` writes one")
 
 
 def _yaml_error(p: Path, e: yaml.YAMLError) -> ConfigError:
@@ -183,13 +199,13 @@ def _yaml_error(p: Path, e: yaml.YAMLError) -> ConfigError:
 
 
 def load_config(path: str | os.PathLike | None = None) -> ProjectConfig:
-    """Read and check the project file (see find_config_path); the defaults when there is none.
+    """Read and check the project file (see find_config_path); a ConfigError when there is none.
 
     Every error is a ConfigError whose one-line message starts with the file's path.
     """
     p = find_config_path(path)
     if p is None:
-        return from_dict(yaml.safe_load(DEFAULT_YAML), base_dir=".", source_file=None)
+        raise ConfigError(NO_PROJECT_FILE)
     if not p.exists():
         hint = f" (${CONFIG_ENV} names it)" if not path and os.environ.get(CONFIG_ENV) else ""
         raise ConfigError(f"project file {p} does not exist{hint}: `al init {p}` writes one")

@@ -40,7 +40,7 @@ def setting(default, **rules):
 
 @dataclass(frozen=True)
 class ImagesConfig:
-    root: str | None = setting("examples/cifar10-2k", nonblank=True)
+    root: str | None = setting("images", nonblank=True)
     manifest: str | None = setting(None, nonblank=True)
 
 
@@ -109,4 +109,5 @@ SECTIONS: dict[str, type] = {
     "evaluation": EvaluationConfig, "labels": LabelsConfig, "paths": PathsConfig,
     "sensor": SensorConfig, "schedule": ScheduleConfig, "store": StoreConfig,
 }
-TOP_LEVEL_KEYS = ("classes",)
+TOP_LEVEL_KEYS = ("name", "classes")
+DEMO_PROJECT_NAME = "demo"  # the name of the repository's own al.yaml (make demo): commands say so when they use it

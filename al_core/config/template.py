@@ -7,8 +7,10 @@ the two cannot drift apart.
 DEFAULT_YAML = """\
 # al-pipeline project file. Relative paths are relative to this file's folder.
 
+name: my-project                  # shown in reports and `al status`
+
 images:
-  root: examples/cifar10-2k       # folder scanned recursively (<root>/<class>/<file> gives ground truth)
+  root: images                    # folder scanned recursively (<root>/<class>/<file> gives ground truth)
   manifest: null                  # or a CSV with a `path` column (and optional `class`) instead of root
 
 # Class names, in order; labels must be one of these (or the skip label).
