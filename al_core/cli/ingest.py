@@ -46,6 +46,6 @@ def main(argv: list[str]) -> int:
         bb = load_backbone(args.backbone, image_size=args.image_size if args.backbone == "efficientnet_lite0" else None,
                            weights_path=args.weights)
         res = embed_missing(store, bb, source=r.source, batch_size=args.batch_size, progress=log)
-        log(f"embedded {res['n_embedded']} images ({res['n_failed']} failed) at {res['images_per_s']:.1f} images/s")
+        log(f"embedded {res.n_embedded} images ({res.n_failed} failed) at {res.images_per_s:.1f} images/s")
     print_summary(summary(store))
     return 0
