@@ -235,6 +235,7 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     from al_assets.definitions import reconstructable_dask_job
     from al_assets.ingest import embeddings, raw_images
     from al_core.config import load_config
+    from al_core.ingest.pipeline import EmbeddingsSummary
     from al_core.ingest.scan import scan
     from resources.backbone import BackboneResource
     from resources.project import ProjectResource
@@ -339,6 +340,7 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     assert {info["worker"]["pid"] for info in sharded["shards"].values()} == {w1.pid, w2.pid}
     assert sharded["planned_by"]["dask_worker"] == names["w1"] == sharded["committed_by"]["dask_worker"]
     assert value["n_embedded"] == 64 and value["n_total"] == 64 and value["n_failed"] == 0
+    assert EmbeddingsSummary.from_dict(value).as_dict() == value  # the same typed record as an in-process run
     assert sharded["commit"]["rows_duplicate"] == 0
     # every shard step recorded a materialisation of its embedding_shards partition
     from al_assets.shards import SHARD_KEYS

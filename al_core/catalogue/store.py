@@ -292,6 +292,8 @@ class Store:
         cutoff = time.time() - min_age_s
         for p in self.vectors_dir.rglob("part-*"):
             rel = p.relative_to(self.vectors_dir).as_posix()
+            if rel.startswith(".") or "/." in rel:  # inside a writer's temporary folder: collected below
+                continue
             if rel not in known and p.stat().st_mtime < cutoff and not pending_commit(p):
                 p.unlink()
                 removed.append(p)
