@@ -50,6 +50,8 @@ def test_raw_images_then_embeddings_in_process(tmp_path, sample_root):
     assert summary.sharded is None and summary.source == str(root)
     with pytest.raises(ValueError, match="unknown keys"):
         EmbeddingsSummary.from_dict({**out, "n_vectors": 30})
+    with pytest.raises(ValueError, match=r"missing keys \['config_id'\]"):
+        EmbeddingsSummary.from_dict({k: v for k, v in out.items() if k != "config_id"})
     assert s.fetch("SELECT count(*) FROM image_paths WHERE status = 'corrupt'")[0][0] == 1
     emb = s.load_embeddings(out["config_id"])
     assert emb.features.shape == (30, 1280) and np.isfinite(emb.features).all()

@@ -21,6 +21,7 @@ This module never imports Dagster or DuckDB.
 """
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -38,18 +39,24 @@ class VectorsLocation:
     """A vectors folder, local or behind fsspec. ``rel`` paths use ``/``."""
 
     def __init__(self, root: str | os.PathLike):
-        import fsspec
-
         self.url = str(root) if is_url(root) else None
         if self.url:
+            import fsspec
+
             self.fs, path = fsspec.core.url_to_fs(self.url)
             self.root = path.rstrip("/")
             self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        else:
-            self.fs = fsspec.filesystem("file")
+        else:  # a local folder: fsspec is imported only when a file-system call needs it (self.fs)
             self.root = str(Path(root).absolute())
             self.protocol = "file"
         self.is_local = self.protocol in ("file", "local")
+
+    @functools.cached_property
+    def fs(self):
+        """The fsspec file system (set by ``__init__`` for a URL; the local one, on first use, otherwise)."""
+        import fsspec
+
+        return fsspec.filesystem("file")
 
     def __repr__(self) -> str:
         return f"VectorsLocation({self.url or self.root!r})"

@@ -69,10 +69,12 @@ class EmbeddingsSummary:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "EmbeddingsSummary":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"not an embeddings summary: unknown keys {unknown}")
+        """The record of a stored value (keys added since a value was stored take their defaults)."""
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(d) - {f.name for f in fields})
+        missing = [f.name for f in fields if f.name not in d and f.default is dataclasses.MISSING]
+        if unknown or missing:
+            raise ValueError(f"not an embeddings summary: unknown keys {unknown}, missing keys {missing}")
         return cls(**{**d, "failures": tuple(d.get("failures", ()))})
 
 
