@@ -1,9 +1,9 @@
 """Ingestion assets: raw_images -> embeddings.
 
-Assets stay thin: read inputs, call al_core, write outputs and metadata. Heavy
-imports (torch, timm) happen inside the bodies so the code location loads fast.
-Each asset returns a small JSON summary (kept in DuckDB by StoreJsonIOManager)
-that the next asset receives as its input: lineage goes through asset inputs.
+Each asset makes one al_core call and adds metadata. Heavy imports (torch,
+timm) happen inside the bodies so the code location loads fast. Each asset
+returns a small JSON summary (kept in DuckDB by StoreJsonIOManager) that the
+next asset receives as its input: lineage goes through asset inputs.
 """
 
 import dagster as dg
@@ -27,16 +27,10 @@ def raw_images(
     context: dg.AssetExecutionContext, config: RawImagesConfig, store: StoreResource, project: ProjectResource
 ) -> dg.Output[dict]:
     """Content-addressed image records (sha256 of the bytes) with a status per path."""
-    from al_core.ingest.scan import scan
+    from al_core.ingest.scan import scan_project
 
-    cfg = project.load()
-    manifest = config.manifest or (None if config.image_root else cfg.manifest)
-    root = config.image_root or cfg.image_root
-    if manifest:
-        report = scan(store.get(), manifest=manifest, ground_truth_from_folders=False, progress=context.log.info)
-    else:
-        report = scan(store.get(), root=root,
-                      ground_truth_from_folders=config.ground_truth_from_folders, progress=context.log.info)
+    report = scan_project(store.get(), project.load(), image_root=config.image_root, manifest=config.manifest,
+                          ground_truth_from_folders=config.ground_truth_from_folders, progress=context.log.info)
     context.log.info(
         f"scan {report.scan_id}: {report.n_files} files, {report.n_new} new, {report.n_changed} changed, "
         f"{report.n_unchanged} unchanged, {report.n_missing} now missing, {report.n_corrupt} corrupt"
@@ -65,32 +59,26 @@ def embeddings(
     """Frozen-backbone vectors for every ok image of the scanned source, keyed by embedding config.
 
     First commits the part files that `embedding_shards` partitions wrote (the single writer,
-    one transaction; docs/scale-out.md), then embeds what is still missing in this process."""
-    from al_core.ingest.pipeline import embed_missing
-    from al_core.ingest.shards import commit_pending
+    one transaction; docs/scale-out.md), then embeds what is still missing in this process.
+    The value is an `al_core.ingest.pipeline.EmbeddingsSummary` as a dict."""
+    from al_core.ingest.commit import embed_into_catalogue
 
-    s, bb = store.get(), backbone.load()
-    committed = commit_pending(s, bb.config_id, run_id=context.run.run_id)
-    if committed["parts_committed"]:
-        context.log.info(f"committed {committed['parts_committed']} shard parts ({committed['rows_committed']} vectors)")
-    result = embed_missing(
-        s, bb, source=raw_images["source"], batch_size=backbone.batch_size,
-        progress=context.log.info,
-    )
-    result["committed_from_shards"] = committed["rows_committed"]
+    summary = embed_into_catalogue(store.get(), backbone.load(), source=raw_images["source"],
+                                   run_id=context.run.run_id, batch_size=backbone.batch_size,
+                                   progress=context.log.info)
     return dg.Output(
-        result,
+        summary.as_dict(),
         metadata={
-            "config_id": result["config_id"],
-            "backbone": result["backbone"],
-            "feature_dim": result["dim"],
-            "embedded_now": result["n_embedded"],
-            "already_embedded": result["n_skipped"],
-            "failed": result["n_failed"],
-            "vectors_total": result["n_total"],
-            "images_per_s": dg.MetadataValue.float(round(result["images_per_s"], 1)),
-            "device": result["device"],
-            "dtype": result["dtype"],
+            "config_id": summary.config_id,
+            "backbone": summary.backbone,
+            "feature_dim": summary.dim,
+            "embedded_now": summary.n_embedded,
+            "already_embedded": summary.n_skipped,
+            "failed": summary.n_failed,
+            "vectors_total": summary.n_total,
+            "images_per_s": dg.MetadataValue.float(round(summary.images_per_s, 1)),
+            "device": summary.device,
+            "dtype": summary.dtype,
             "scan_id": raw_images["scan_id"],
         },
     )

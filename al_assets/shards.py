@@ -25,7 +25,6 @@ fans them out over an executor (multiprocess locally, Dask on a cluster).
 
 import functools
 import json
-import time
 
 import dagster as dg
 from pydantic import Field
@@ -85,14 +84,11 @@ class ShardConfig(dg.Config):
 )
 def embedding_shards(context: dg.AssetExecutionContext, config: ShardConfig, store: StoreResource,
                      backbone: BackboneResource) -> dg.MaterializeResult:
-    from al_core.ingest.shards import embed_shard, plan_shards
+    from al_core.ingest.shards import embed_shard_of_catalogue
 
-    shard = context.partition_key
-    s = store.get()
-    bb = load_backbone_cached(backbone)
-    items = plan_shards(s, bb.config_id, source=config.source, shards=[shard])[shard]  # DuckDB read-only
-    summary = embed_shard(s.vectors_loc, bb, shard, items, batch_size=backbone.batch_size,
-                          progress=context.log.info)
+    summary = embed_shard_of_catalogue(store.get(), load_backbone_cached(backbone), context.partition_key,
+                                       source=config.source, batch_size=backbone.batch_size,
+                                       progress=context.log.info)  # DuckDB read-only
     return dg.MaterializeResult(metadata=_shard_metadata(summary) | {"committed": False})
 
 
@@ -106,22 +102,12 @@ class PlanConfig(dg.Config):
 def plan_embedding_shards(context: dg.OpExecutionContext, config: PlanConfig, store: StoreResource,
                           backbone: BackboneResource) -> dict:
     """Work list per shard (catalogue read-only), written beside the vectors for the workers."""
-    from al_core.ingest.shards import plan_shards, write_plans
-    from al_core.catalogue.store import now
+    from al_core.ingest.shards import plan_run
 
-    started = now()
-    s = store.get()
-    bb = load_backbone_cached(backbone)
-    plans = plan_shards(s, bb.config_id, source=config.source)
-    files = write_plans(s.vectors_loc, bb.config_id, plans)
-    n = sum(files["counts"].values())
-    context.log.info(f"plan {files['plan_id']}: {n} images to embed in {len(files['files'])} of {len(plans)} shards")
-    cfg = dict(bb.config)
-    cfg["dim"] = int(bb.feature_dim)
-    from al_core.ingest.shards import worker_identity
-
-    return files | {"worker": worker_identity(), "backbone": bb.name, "dim": int(bb.feature_dim), "dtype": bb.dtype, "config": cfg,
-                    "source": config.source, "started_at": started.isoformat()}
+    plan = plan_run(store.get(), load_backbone_cached(backbone), source=config.source)
+    context.log.info(f"plan {plan['plan_id']}: {sum(plan['counts'].values())} images to embed in "
+                     f"{len(plan['files'])} of {len(plan['counts'])} shards")
+    return plan
 
 
 def _make_shard_op(shard: str):
@@ -129,27 +115,16 @@ def _make_shard_op(shard: str):
            ins={"plan": dg.In(dict)})
     def _embed_shard(context: dg.OpExecutionContext, plan: dict, store: StoreResource,
                      backbone: BackboneResource) -> dict:
-        from al_core.ingest.shards import embed_shard, read_plan
+        from al_core.ingest.shards import ShardError, embed_planned_shard
 
-        t0 = time.perf_counter()
-        loc = store.get().vectors_loc  # no DuckDB here: the plan and the parts are files
-        items = read_plan(loc, plan["files"].get(shard))
-        if items:
-            bb = load_backbone_cached(backbone)
-            if bb.config_id != plan["config_id"]:
-                raise dg.Failure(f"this worker's backbone config {bb.config_id} is not the plan's "
-                                 f"{plan['config_id']}: the workers must run the same project file")
-            summary = embed_shard(loc, bb, shard, items, batch_size=backbone.batch_size, progress=context.log.info)
-        else:
-            from al_core.ingest.shards import worker_identity
-
-            summary = {"shard": shard, "config_id": plan["config_id"], "n_planned": 0, "n_already_written": 0,
-                       "n_embedded": 0, "n_failed": 0, "failures": [], "parts": [], "embed_seconds": 0.0,
-                       "seconds": time.perf_counter() - t0, "images_per_s": 0.0, "worker": worker_identity()}
-        summary.pop("config", None)
-        # the commit step reads the summaries from here: dagster-dask's fan-in of values skips sources the
-        # orchestrator's known state does not list (every one of them), so the commit waits on Nothing inputs
-        loc.put_json(shard_summary_rel(plan, shard), summary)
+        # no DuckDB here: the plan and the parts are files. The commit step reads the summary from beside
+        # the plan: dagster-dask's fan-in of values skips sources the orchestrator's known state does not
+        # list (every one of them), so the commit waits on Nothing inputs
+        try:
+            summary = embed_planned_shard(store.get().vectors_loc, plan, shard, lambda: load_backbone_cached(backbone),
+                                          batch_size=backbone.batch_size, progress=context.log.info)
+        except ShardError as e:
+            raise dg.Failure(str(e)) from e
         context.log_event(dg.AssetMaterialization(
             asset_key="embedding_shards", partition=shard,
             metadata=_shard_metadata(summary) | {"committed": False, "plan_id": plan["plan_id"]}))
@@ -161,60 +136,29 @@ def _make_shard_op(shard: str):
 SHARD_OPS = [_make_shard_op(h) for h in SHARD_KEYS]
 
 
-def shard_summary_rel(plan: dict, shard: str) -> str:
-    from al_core.ingest.shards import PLANS_DIR
-
-    return f"{plan['config_id']}/{PLANS_DIR}/{plan['plan_id']}/summary-{shard}.json"
-
-
 @dg.op(tags=WRITER_TAGS, ins={"plan": dg.In(dict), "shards_done": dg.In(dg.Nothing)})
 def commit_embedding_shards(context: dg.OpExecutionContext, plan: dict, store: StoreResource) -> None:
     """The single writer: every written part of the config into the catalogue, one transaction."""
-    import datetime as _dt
-
-    from al_core.ingest.shards import commit_pending, record_sharded_run, remove_plan, worker_identity
+    from al_core.ingest.commit import commit_planned_run
+    from al_core.ingest.shards import ShardError
 
     s = store.get()
-    config_id = plan["config_id"]
-    missing = [h for h in SHARD_KEYS if not s.vectors_loc.exists(shard_summary_rel(plan, h))]
-    if missing:
-        raise dg.Failure(f"shard steps {missing} left no summary for plan {plan['plan_id']}")
-    summaries = [s.vectors_loc.read_json(shard_summary_rel(plan, h)) for h in SHARD_KEYS]
-    committed = commit_pending(s, config_id, run_id=context.run.run_id)
-    run = record_sharded_run(s, run_id=context.run.run_id, config_id=config_id, config=plan["config"],
-                             summaries=summaries, started_at=_dt.datetime.fromisoformat(plan["started_at"]))
-    remove_plan(s.vectors_loc, config_id, plan["plan_id"])
-    workers = sorted({json.dumps(x["worker"], sort_keys=True) for x in summaries if x["n_embedded"]})
-    value = {
-        "config_id": config_id,
-        "backbone": plan["backbone"],
-        "dim": plan["dim"],
-        "dtype": plan["dtype"],
-        "device": str(plan["config"].get("device")),
-        "source": plan.get("source"),
-        "n_embedded": run["n_embedded"],
-        "n_skipped": run["n_total"] - committed["rows_committed"],
-        "n_failed": run["n_failed"],
-        "failures": [f for x in summaries for f in x["failures"]][:20],
-        "n_total": run["n_total"],
-        "images_per_s": run["n_embedded"] / run["wall_seconds"] if run["wall_seconds"] > 0 else 0.0,
-        "seconds": run["wall_seconds"],
-        "run_id": context.run.run_id,
-        "sharded": {"plan_id": plan["plan_id"], "planned_by": plan.get("worker"), "committed_by": worker_identity(), "commit": committed, "worker_seconds": run["worker_seconds"],
-                    "workers": [json.loads(w) for w in workers],
-                    "shards": {x["shard"]: {"n_embedded": x["n_embedded"], "worker": x["worker"]}
-                               for x in summaries if x["n_planned"]}},
-    }
-    s.put_asset_output("embeddings", "", context.run.run_id, value)  # what StoreJsonIOManager stores for the loop
+    try:
+        summary = commit_planned_run(s, plan, context.run.run_id)
+    except ShardError as e:
+        raise dg.Failure(str(e)) from e
+    s.put_asset_output("embeddings", "", context.run.run_id, summary.as_dict())  # what StoreJsonIOManager stores
+    committed = summary.sharded["commit"]
     context.log.info(f"committed {committed['parts_committed']} parts ({committed['rows_committed']} vectors; "
-                     f"{committed['rows_duplicate']} duplicates dropped) of {config_id}; {run['n_total']} in all")
+                     f"{committed['rows_duplicate']} duplicates dropped) of {summary.config_id}; "
+                     f"{summary.n_total} in all")
     context.log_event(dg.AssetMaterialization(
         asset_key="embeddings",
-        metadata={"config_id": config_id, "backbone": plan["backbone"], "feature_dim": plan["dim"],
-                  "embedded_now": run["n_embedded"], "failed": run["n_failed"], "vectors_total": run["n_total"],
+        metadata={"config_id": summary.config_id, "backbone": summary.backbone, "feature_dim": summary.dim,
+                  "embedded_now": summary.n_embedded, "failed": summary.n_failed, "vectors_total": summary.n_total,
                   "parts_committed": committed["parts_committed"], "duplicates_dropped": committed["rows_duplicate"],
-                  "workers": len(workers), "images_per_s": dg.MetadataValue.float(round(value["images_per_s"], 1)),
-                  "sharded_run": True}))
+                  "workers": len(summary.sharded["workers"]),
+                  "images_per_s": dg.MetadataValue.float(round(summary.images_per_s, 1)), "sharded_run": True}))
 
 
 def build_embed_shards_job(name: str, executor_def=None, config: dict | None = None, description: str = ""):

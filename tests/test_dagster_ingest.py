@@ -5,13 +5,14 @@ import sys
 
 import dagster as dg
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 
 
 def test_raw_images_then_embeddings_in_process(tmp_path, sample_root):
-    from al_assets.ingest import embeddings, raw_images
     from al_assets.checks import embeddings_cover_images, raw_images_statuses
+    from al_assets.ingest import embeddings, raw_images
     from resources.backbone import BackboneResource
     from resources.project import ProjectResource
     from resources.store import StoreJsonIOManager, StoreResource
@@ -41,6 +42,16 @@ def test_raw_images_then_embeddings_in_process(tmp_path, sample_root):
     s = store.get()
     out = s.get_asset_output("embeddings", "")
     assert out["n_embedded"] == 30 and out["dim"] == 1280 and out["n_failed"] == 0
+    # the value is one typed record (al_core.ingest.pipeline.EmbeddingsSummary) stored as its dict
+    from al_core.ingest.pipeline import EmbeddingsSummary
+
+    summary = EmbeddingsSummary.from_dict(out)
+    assert summary.as_dict() == out and summary.backbone == "efficientnet_lite0" and summary.committed_from_shards == 0
+    assert summary.sharded is None and summary.source == str(root)
+    with pytest.raises(ValueError, match="unknown keys"):
+        EmbeddingsSummary.from_dict({**out, "n_vectors": 30})
+    with pytest.raises(ValueError, match=r"missing keys \['config_id'\]"):
+        EmbeddingsSummary.from_dict({k: v for k, v in out.items() if k != "config_id"})
     assert s.fetch("SELECT count(*) FROM image_paths WHERE status = 'corrupt'")[0][0] == 1
     emb = s.load_embeddings(out["config_id"])
     assert emb.features.shape == (30, 1280) and np.isfinite(emb.features).all()

@@ -91,7 +91,8 @@ def test_decompression_bomb_is_recorded_not_decoded(store, tmp_path):
     (root / "fine.png").write_bytes(buf.getvalue())
     (root / "bomb.png").write_bytes(_png_declaring(200_000, 200_000, buf.getvalue()))
     r = scan(store, tmp_path / "imgs")
-    rows = dict(store.fetch("SELECT regexp_extract(path, '[^/]+$'), status || ':' || coalesce(error, '') FROM image_paths"))
+    rows = dict(store.fetch(
+        "SELECT regexp_extract(path, '[^/]+$'), status || ':' || coalesce(error, '') FROM image_paths"))
     assert rows["fine.png"] == "ok:"
     assert rows["bomb.png"].startswith("corrupt:") and "bomb" in rows["bomb.png"]
     assert r.n_ok == 1 and r.n_corrupt == 1
@@ -104,3 +105,25 @@ def test_manifest_scan_with_ground_truth_column(store, tmp_path, sample_root):
     r = scan(store, manifest=manifest)
     assert r.n_files == 6 and r.n_ok == 5 and r.n_corrupt == 1
     assert store.fetch("SELECT DISTINCT class_name, source FROM ground_truth") == [("ship", "manifest")]
+
+
+def test_scan_project_uses_the_project_source_unless_given_one(store, tmp_path, sample_root):
+    from types import SimpleNamespace
+
+    from al_core.ingest.scan import scan_project
+
+    files = sorted((sample_root / "ship").iterdir())[:3]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,class\n" + "".join(f"{f},ship\n" for f in files))
+    root = tmp_path / "root"
+    (root / "frog").mkdir(parents=True)
+    for f in sorted((sample_root / "frog").iterdir())[:2]:
+        shutil.copy(f, root / "frog" / f.name)
+    project = SimpleNamespace(manifest=manifest, image_root=None)  # the project file names a manifest
+    assert scan_project(store, project).source == str(manifest)
+    given = scan_project(store, project, image_root=root)  # a given root wins over the project's manifest
+    assert given.source == str(root) and given.n_ok == 2
+    assert store.fetch("SELECT source, count(*) FROM ground_truth GROUP BY 1 ORDER BY 1") == [
+        ("folder", 2), ("manifest", 3)]
+    with pytest.raises(ValueError, match="images.root"):
+        scan_project(store, SimpleNamespace(manifest=None, image_root=None))

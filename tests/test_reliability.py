@@ -183,7 +183,7 @@ def test_kill_before_embedding_commit_keeps_committed_flushes(base_project, tmp_
     # restart: only the rest is embedded; each image ends up with exactly one vector
     bb = load_backbone(cfg.backbone.name, image_size=cfg.backbone.image_size, device="cpu")
     res = embed_missing(store, bb, batch_size=8, num_workers=0)
-    assert res["n_skipped"] == 8 and res["n_embedded"] == n_images - 8 and res["n_total"] == n_images
+    assert res.n_skipped == 8 and res.n_embedded == n_images - 8 and res.n_total == n_images
     emb = store.load_embeddings(config_id)
     assert len(emb) == n_images and len(set(emb.image_ids)) == n_images
     removed = {str(p.relative_to(cfg.vectors_dir)) for p in store.gc_orphan_parts(min_age_s=0)}

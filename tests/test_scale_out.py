@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from al_assets.tools.bench_scale import _stop  # the benchmark's own process-group stop
-from tests.conftest import CLASSES, ROOT
 from al_core.catalogue import open_store
+from tests.conftest import CLASSES, ROOT
 
 IMAGE_SIZE = 32
 BATCH = 16
@@ -77,9 +77,10 @@ def test_url_vectors_location_roundtrip(tmp_path, kind):
 
 # ---------------------------------------------------------------------------- commit (single writer)
 def test_commit_pending_dedups_and_is_idempotent(tmp_path):
-    from al_core.ingest.shards import commit_pending, manifest_names, written_ids, write_manifest
-    from al_core.catalogue.store import Store, shard_of
-    from al_core.catalogue.vectors import write_part
+    from al_core.catalogue.parts import shard_of, write_part
+    from al_core.catalogue.store import Store
+    from al_core.ingest.commit import commit_pending
+    from al_core.ingest.shards import manifest_names, write_manifest, written_ids
 
     s = Store(tmp_path / "w.duckdb", lock_timeout_s=2)
     loc = s.vectors_loc
@@ -119,9 +120,10 @@ def test_commit_pending_dedups_and_is_idempotent(tmp_path):
 
 
 def test_embed_shard_rerun_writes_only_what_is_missing(tmp_path, sample_root):
-    from al_core.models.backbones import load_backbone
+    from al_core.ingest.commit import commit_pending
     from al_core.ingest.scan import scan
-    from al_core.ingest.shards import commit_pending, embed_shard, plan_shards
+    from al_core.ingest.shards import embed_shard, plan_shards
+    from al_core.models.backbones import load_backbone
 
     root = _copy_images(sample_root, tmp_path / "images", 3)
     from al_core.catalogue.store import Store
@@ -230,9 +232,10 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     import dagster as dg
     import distributed
 
-    from al_assets.ingest import embeddings, raw_images
     from al_assets.definitions import reconstructable_dask_job
+    from al_assets.ingest import embeddings, raw_images
     from al_core.config import load_config
+    from al_core.ingest.pipeline import EmbeddingsSummary
     from al_core.ingest.scan import scan
     from resources.backbone import BackboneResource
     from resources.project import ProjectResource
@@ -337,6 +340,7 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     assert {info["worker"]["pid"] for info in sharded["shards"].values()} == {w1.pid, w2.pid}
     assert sharded["planned_by"]["dask_worker"] == names["w1"] == sharded["committed_by"]["dask_worker"]
     assert value["n_embedded"] == 64 and value["n_total"] == 64 and value["n_failed"] == 0
+    assert EmbeddingsSummary.from_dict(value).as_dict() == value  # the same typed record as an in-process run
     assert sharded["commit"]["rows_duplicate"] == 0
     # every shard step recorded a materialisation of its embedding_shards partition
     from al_assets.shards import SHARD_KEYS
@@ -386,8 +390,8 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
 # ---------------------------------------------------------------------------- selection beyond one matrix
 def test_sharded_selection_matches_the_full_pool(tmp_path):
     from al_core.bench import _scale_select as scale_select
-    from al_core.learn.probe import Probe
     from al_core.catalogue.store import Store
+    from al_core.learn.probe import Probe
     from al_core.learn.strategies import get_strategy
 
     rng = np.random.default_rng(0)

@@ -2,6 +2,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 import duckdb
 import numpy as np
@@ -40,7 +41,8 @@ def test_vectors_round_trip_sorted_contiguous_and_sql_view(store, tmp_path):
     try:
         os.chdir("/")
         con = duckdb.connect(str(store.db_path), read_only=True)
-        n, shards = con.execute("SELECT count(*), count(DISTINCT shard) FROM embeddings WHERE config_id = 'cfg'").fetchone()
+        n, shards = con.execute(
+            "SELECT count(*), count(DISTINCT shard) FROM embeddings WHERE config_id = 'cfg'").fetchone()
         v = con.execute("SELECT vector FROM embeddings WHERE image_id = ?", [ids[7]]).fetchone()[0]
         con.close()
     finally:
@@ -62,10 +64,9 @@ def test_uncommitted_part_is_invisible_and_collected(store):
 def test_failed_transaction_leaves_nothing(store):
     with store.connect():
         pass
-    with pytest.raises(RuntimeError):
-        with store.transaction() as con:
-            con.execute("INSERT INTO schema_info VALUES ('x', '1')")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), store.transaction() as con:
+        con.execute("INSERT INTO schema_info VALUES ('x', '1')")
+        raise RuntimeError("boom")
     assert store.fetch("SELECT count(*) FROM schema_info WHERE key = 'x'")[0][0] == 0
 
 
@@ -82,21 +83,18 @@ def test_foreign_and_damaged_and_newer_databases_are_refused(tmp_path):
     con = duckdb.connect(str(foreign))
     con.execute("CREATE TABLE customers (id INT)")
     con.close()
-    with pytest.raises(SchemaVersionError, match="not an al-pipeline"):
-        with Store(foreign).connect():
-            pass
+    with pytest.raises(SchemaVersionError, match="not an al-pipeline"), Store(foreign).connect():
+        pass
     damaged = tmp_path / "damaged.duckdb"
     damaged.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError):
-        with Store(damaged).connect():
-            pass
+    with pytest.raises(StoreError), Store(damaged).connect():
+        pass
     assert damaged.read_bytes() == b"this is not a database" * 100  # untouched
     newer = Store(tmp_path / "newer.duckdb")
     with newer.connect() as c:
         c.execute("UPDATE schema_info SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
-    with pytest.raises(SchemaVersionError, match="newer"):
-        with newer.connect():
-            pass
+    with pytest.raises(SchemaVersionError, match="newer"), newer.connect():
+        pass
 
 
 def test_writer_waits_then_reports_a_retryable_lock_error(tmp_path):
@@ -109,11 +107,50 @@ def test_writer_waits_then_reports_a_retryable_lock_error(tmp_path):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(StoreLockedError, match="lock_timeout_s"):
-            with Store(db, lock_timeout_s=1).connect():
-                pass
+        with pytest.raises(StoreLockedError, match="lock_timeout_s"), Store(db, lock_timeout_s=1).connect():
+            pass
     finally:
         holder.kill()
         holder.wait()
     with Store(db, lock_timeout_s=5).connect():  # a retry completes once the holder is gone
         pass
+
+
+def test_part_files_keep_the_measured_layout(store):
+    import pyarrow.parquet as pq
+
+    store.register_embedding_config("cfg", {"backbone": "b", "dim": 6})
+    ids = [i for i in _ids(64) if shard_of(i) == "a"]
+    vecs = np.random.default_rng(2).standard_normal((len(ids), 6)).astype(np.float32)
+    (part,) = store.write_embeddings("cfg", ids, vecs)
+    meta = pq.ParquetFile(store.vectors_dir / part["rel_path"]).metadata
+    col = meta.schema.column(1)
+    assert (col.name, col.physical_type, col.length) == ("vector", "FIXED_LEN_BYTE_ARRAY", 6 * 4)
+    assert {meta.row_group(g).column(c).compression for g in range(meta.num_row_groups) for c in range(2)} == {
+        "UNCOMPRESSED"}
+    got = pq.read_table(store.vectors_dir / part["rel_path"])
+    assert got.column("image_id").to_pylist() == sorted(ids) == part["image_ids"]
+    raw = np.frombuffer(b"".join(v.as_py() for v in got.column("vector")), "<f4").reshape(-1, 6)
+    np.testing.assert_array_equal(raw, vecs[np.argsort(ids)])
+    assert part["sha256"] == hashlib.sha256((store.vectors_dir / part["rel_path"]).read_bytes()).hexdigest()
+
+
+def test_gc_collects_the_temporaries_of_a_killed_writer_and_keeps_fresh_ones(store):
+    store.register_embedding_config("cfg", {"backbone": "b", "dim": 4})
+    ids = [i for i in _ids(200) if shard_of(i) == "3"][:5]
+    (part,) = store.write_embeddings("cfg", ids, np.ones((len(ids), 4)))
+    shard_dir = (store.vectors_dir / part["rel_path"]).parent
+    stale_dir = shard_dir / ".part-x.parquet.abc.tmp"  # atomic_path's private folder, writer killed
+    stale_dir.mkdir()
+    (stale_dir / "part-x.parquet").write_bytes(b"half a part")
+    stale_file = shard_dir / ".part-y.manifest.json.def.tmp"  # atomic_write_bytes's temporary
+    stale_file.write_bytes(b"{")
+    old = time.time() - 7200
+    for p in (stale_dir / "part-x.parquet", stale_dir, stale_file):
+        os.utime(p, (old, old))
+    fresh = shard_dir / ".part-z.parquet.ghi.tmp"  # a writer busy right now
+    fresh.mkdir()
+    removed = store.gc_orphan_parts()
+    assert sorted(p.name for p in removed) == sorted([stale_dir.name, stale_file.name])
+    assert not stale_dir.exists() and not stale_file.exists() and fresh.exists()
+    assert len(ids) == 5 and len(store.load_embeddings("cfg")) == 5  # the committed part is untouched

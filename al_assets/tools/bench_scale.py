@@ -178,8 +178,8 @@ def run_dask(work: Path, images: Path, n_workers: int, image_size: int, batch: i
 
 def run_in_process(work: Path, images: Path, image_size: int, batch: int) -> dict:
     from al_core.config import load_config
-    from al_core.ingest.scan import scan
     from al_core.ingest.pipeline import embed_missing
+    from al_core.ingest.scan import scan
     from resources.backbone import BackboneResource
 
     cfg = load_config(_project(work, images, image_size, batch))
@@ -192,9 +192,9 @@ def run_in_process(work: Path, images: Path, image_size: int, batch: int) -> dic
     wall = time.monotonic() - t0
     import torch
 
-    return {"threads": torch.get_num_threads(), "images": r["n_embedded"], "wall_s": wall,
-            "backbone_load_s": load_s, "images_per_s": r["n_embedded"] / wall,
-            "images_per_s_embedding_only": r["images_per_s"]}
+    return {"threads": torch.get_num_threads(), "images": r.n_embedded, "wall_s": wall,
+            "backbone_load_s": load_s, "images_per_s": r.n_embedded / wall,
+            "images_per_s_embedding_only": r.images_per_s}
 
 
 def main(argv: list[str] | None = None) -> int:

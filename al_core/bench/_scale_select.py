@@ -18,47 +18,24 @@ Beyond what one machine holds, two plans, both measured at N = 1,000,000:
    pass needs one shard in memory and could run as a Dask task per shard; only
    the candidates (~25 B rows) meet on one machine.
 
-Dagster-free; reads part files as Store.load_embeddings does (pyarrow, fsspec).
+Dagster-free; reads part files with Store.load_embeddings's reader (al_core.catalogue.load.read_parts).
 """
 
 import numpy as np
 
+from al_core.catalogue import embeddings as E
+from al_core.catalogue.load import read_parts
 from al_core.catalogue.store import Store
 
 
-def shard_parts(store: Store, config_id: str) -> dict[str, list[tuple[str, int, int]]]:
-    """{shard: [(rel_path, n_rows, dim), ...]} of the committed parts of a config."""
-    rows = store.fetch("SELECT shard, rel_path, n_rows, dim FROM embedding_parts WHERE config_id = ? "
-                       "ORDER BY shard, part_id", [config_id])
-    out: dict[str, list[tuple[str, int, int]]] = {}
-    for shard, rel, n, d in rows:
-        out.setdefault(shard, []).append((rel, int(n), int(d)))
+def shard_parts(store: Store, config_id: str) -> dict[str, list[E.PartRow]]:
+    """{shard: [committed part, ...]} of a config."""
+    with store.connect(read_only=True, view=False) as con:
+        parts = E.committed_parts(con, config_id)
+    out: dict[str, list[E.PartRow]] = {}
+    for p in parts:
+        out.setdefault(p.shard, []).append(p)
     return out
-
-
-def read_parts(store: Store, parts: list[tuple[str, int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids, float32 n x D) of some parts, rows sorted by image id."""
-    n = sum(p[1] for p in parts)
-    d = parts[0][2]
-    x = np.empty((n, d), dtype=np.float32)
-    ids = np.empty(n, dtype=object)
-    r = 0
-    loc = store.vectors_loc
-    for rel, n_rows, _ in parts:
-        tbl = loc.read_table(rel)
-        k = r
-        for chunk in tbl.column("vector").chunks:
-            m = len(chunk)
-            x[k:k + m] = np.frombuffer(chunk.buffers()[1], dtype="<f4", count=m * d,
-                                       offset=chunk.offset * d * 4).reshape(m, d)
-            k += m
-        ids[r:r + n_rows] = tbl.column("image_id").to_numpy(zero_copy_only=False)
-        r += n_rows
-        del tbl
-    if len(parts) > 1:
-        order = np.argsort(ids.astype(str), kind="stable")
-        ids, x = ids[order], x[order]
-    return ids, x
 
 
 def iter_shards(store: Store, config_id: str, shards=None):
@@ -66,7 +43,7 @@ def iter_shards(store: Store, config_id: str, shards=None):
     parts = shard_parts(store, config_id)
     for h in sorted(parts) if shards is None else list(shards):
         if h in parts:
-            ids, x = read_parts(store, parts[h])
+            ids, x = read_parts(store.vectors_loc, parts[h])
             yield h, ids, x
 
 
@@ -76,7 +53,7 @@ def load_shards(store: Store, config_id: str, shards) -> tuple[np.ndarray, np.nd
     chosen = [p for h in sorted(shards) for p in parts.get(h, [])]
     if not chosen:
         raise KeyError(f"config {config_id}: no committed part in shards {sorted(shards)}")
-    return read_parts(store, chosen)
+    return read_parts(store.vectors_loc, chosen)
 
 
 def sharded_margin(store: Store, config_id: str, probe, budget: int, *, exclude=()) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,43 @@
-"""Named queries over the scanned images: ``images``, ``image_paths``, ``ground_truth``, ``scans``."""
+"""Named queries over the scanned images: ``images``, ``image_paths``, ``ground_truth``, ``scans``.
+
+Every function takes a DuckDB connection; ``al_core.ingest.scan.scan`` composes
+the writers inside one ``Store.transaction()``.
+"""
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+# the columns of one scanned path, as record_paths takes them
+PATH_COLUMNS = ("path", "image_id", "size_bytes", "mtime_ns", "status", "error", "width", "height", "format")
+SCAN_COUNTS = ("n_files", "n_new", "n_changed", "n_unchanged", "n_missing", "n_corrupt", "n_ok", "seconds")
+
+
+class KnownPath(NamedTuple):
+    """What the catalogue knows of a path from earlier scans."""
+
+    size_bytes: int | None
+    mtime_ns: int | None
+    image_id: str | None
+    status: str
+    error: str | None
 
 
 def known_image_ids(con) -> set[str]:
     """Ids of every image with at least one readable ('ok') path: the ids a label file may name."""
     return {r[0] for r in con.execute("SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'").fetchall()}
+
+
+def ok_images(con, source: str | None = None) -> list[tuple[str, str]]:
+    """(image_id, one path) for every image with at least one ok path (of ``source``, a scanned root or
+    manifest, or of all), by image_id."""
+    sql = "SELECT image_id, min(path) FROM image_paths WHERE status = 'ok'"
+    params: list = []
+    if source:
+        sql += " AND source = ?"
+        params.append(os.path.abspath(source))
+    sql += " GROUP BY image_id ORDER BY image_id"
+    return [(r[0], r[1]) for r in con.execute(sql, params).fetchall()]
 
 
 def ground_truth_classes(con) -> tuple[str, ...]:
@@ -39,3 +73,101 @@ def path_status_counts(con, source: str) -> dict[str, int]:
     rows = con.execute("SELECT status, count(*) FROM image_paths WHERE source = ? GROUP BY status ORDER BY status",
                        [source]).fetchall()
     return {s: int(n) for s, n in rows}
+
+
+# ---------------------------------------------------------------------------- one scan
+def known_paths(con, source: str) -> dict[str, KnownPath]:
+    """Every path an earlier scan of ``source`` recorded."""
+    rows = con.execute("SELECT path, size_bytes, mtime_ns, image_id, status, error FROM image_paths "
+                       "WHERE source = ?", [source]).fetchall()
+    return {r[0]: KnownPath(*r[1:]) for r in rows}
+
+
+def next_scan_id(con) -> int:
+    return int(con.execute("SELECT coalesce(max(scan_id), 0) + 1 FROM scans").fetchone()[0])
+
+
+def start_scan(con, scan_id: int, source: str, source_kind: str, started_at) -> None:
+    con.execute("INSERT INTO scans (scan_id, source, source_kind, started_at) VALUES (?, ?, ?, ?)",
+                [scan_id, source, source_kind, started_at])
+
+
+def record_paths(con, columns: Mapping[str, Sequence], *, seen_at, scan_id: int, source: str) -> None:
+    """Insert or update the paths hashed and decoded by a scan (``columns``: PATH_COLUMNS), and add
+    the images first seen (their ok paths) to ``images``."""
+    import pyarrow as pa
+
+    types = {"size_bytes": pa.int64(), "mtime_ns": pa.int64(), "width": pa.int32(), "height": pa.int32()}
+    table = pa.table({c: pa.array(list(columns[c]), types.get(c, pa.string())) for c in PATH_COLUMNS})
+    con.register("_scanned", table)
+    try:
+        con.execute(
+            """INSERT INTO images (image_id, size_bytes, width, height, format, first_seen, first_scan_id)
+               SELECT image_id, any_value(size_bytes), any_value(width), any_value(height), any_value(format), ?, ?
+               FROM _scanned WHERE status = 'ok' GROUP BY image_id
+               ON CONFLICT DO NOTHING""", [seen_at, scan_id])
+        con.execute(
+            """INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, last_seen,
+                                        last_scan_id, source)
+               SELECT path, image_id, size_bytes, mtime_ns, status, error, ?, ?, ?, ? FROM _scanned
+               ON CONFLICT (path) DO UPDATE SET image_id = excluded.image_id, size_bytes = excluded.size_bytes,
+                 mtime_ns = excluded.mtime_ns, status = excluded.status, error = excluded.error,
+                 last_seen = excluded.last_seen, last_scan_id = excluded.last_scan_id,
+                 source = excluded.source""", [seen_at, seen_at, scan_id, source])
+    finally:
+        con.unregister("_scanned")
+
+
+def touch_paths(con, paths: Sequence[str], *, seen_at, scan_id: int) -> None:
+    """Paths seen unchanged (same size and mtime): only their last sighting moves."""
+    import pyarrow as pa
+
+    con.register("_same", pa.table({"path": pa.array(list(paths), pa.string())}))
+    try:
+        con.execute("UPDATE image_paths SET last_seen = ?, last_scan_id = ? FROM _same "
+                    "WHERE image_paths.path = _same.path", [seen_at, scan_id])
+    finally:
+        con.unregister("_same")
+
+
+def mark_missing(con, paths: Sequence[str], *, scan_id: int) -> None:
+    """Paths an earlier scan saw and this one did not: status 'missing' (never silently dropped)."""
+    import pyarrow as pa
+
+    con.register("_gone", pa.table({"path": pa.array(list(paths), pa.string())}))
+    try:
+        con.execute("UPDATE image_paths SET status = 'missing', error = 'not found at scan ' || ?, "
+                    "last_scan_id = ? FROM _gone WHERE image_paths.path = _gone.path", [str(scan_id), scan_id])
+    finally:
+        con.unregister("_gone")
+
+
+def upsert_ground_truth(con, rows: Sequence[tuple[str, str, str]], source_kind: str) -> None:
+    """(image_id, path, class_name) rows from folder names or a manifest column (``source_kind``)."""
+    import pyarrow as pa
+
+    con.register("_truth", pa.table({
+        "image_id": pa.array([r[0] for r in rows], pa.string()), "path": pa.array([r[1] for r in rows], pa.string()),
+        "class_name": pa.array([r[2] for r in rows], pa.string())}))
+    try:
+        con.execute(
+            """INSERT INTO ground_truth (image_id, path, class_name, source)
+               SELECT image_id, path, class_name, ? FROM _truth
+               ON CONFLICT (image_id, path) DO UPDATE SET class_name = excluded.class_name""", [source_kind])
+    finally:
+        con.unregister("_truth")
+
+
+def source_counts(con, source: str) -> tuple[int, int, int]:
+    """(ok paths, corrupt paths, distinct ok images) of a scanned source."""
+    n_ok, n_corrupt, n_images = con.execute(
+        "SELECT count(*) FILTER (status = 'ok'), count(*) FILTER (status = 'corrupt'), "
+        "count(DISTINCT image_id) FILTER (status = 'ok') FROM image_paths WHERE source = ?", [source]).fetchone()
+    return int(n_ok), int(n_corrupt), int(n_images)
+
+
+def finish_scan(con, scan_id: int, finished_at, counts: Mapping[str, float]) -> None:
+    """Close a scan's row with its counts (SCAN_COUNTS)."""
+    con.execute(
+        f"UPDATE scans SET finished_at = ?, {', '.join(f'{c} = ?' for c in SCAN_COUNTS)} WHERE scan_id = ?",
+        [finished_at, *(counts[c] for c in SCAN_COUNTS), scan_id])

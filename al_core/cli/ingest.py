@@ -46,5 +46,5 @@ def _ingest(args, cfg, store) -> None:
 
         bb = load_backbone(args.backbone, project_image_size=args.image_size, weights_path=args.weights)
         res = embed_missing(store, bb, source=r.source, batch_size=args.batch_size, progress=log)
-        log(f"embedded {res['n_embedded']} images ({res['n_failed']} failed) at {res['images_per_s']:.1f} images/s")
+        log(f"embedded {res.n_embedded} images ({res.n_failed} failed) at {res.images_per_s:.1f} images/s")
     print_summary(summary(store))

@@ -4,19 +4,99 @@ Streaming with bounded memory: decoded batches flow through the backbone
 (``al_core.ingest.embed``) and vectors are buffered only up to ``FLUSH_ROWS`` before a
 part file per shard is written and committed in one transaction. A killed run
 therefore keeps every committed flush, and the next run embeds only the rest.
+
+``EmbeddingsSummary`` is what a run did: the value of the ``embeddings`` asset
+(stored as ``as_dict()``), whether the vectors were embedded in this process
+(``embed_missing``, ``al_core.ingest.commit.embed_into_catalogue``) or by shard workers
+(``al_core.ingest.commit.commit_planned_run``).
 """
 
-import json
+import dataclasses
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-from al_core.ingest.scan import ok_images
+from al_core.catalogue import embeddings as E
 from al_core.catalogue.store import Store, now
+from al_core.ingest.scan import ok_images
 
 FLUSH_ROWS = 8192  # vectors buffered before a commit: 8192 x 1280 x 4 B = 42 MB (efficientnet_lite0)
+FAILURES_KEPT = 20  # failures listed in a summary (every one is in embedding_failures)
+
+
+@dataclass(frozen=True)
+class EmbeddingsSummary:
+    """What one embedding run did, and which embedding config the labelling loop reads next."""
+
+    config_id: str
+    backbone: str  # the backbone's registry name
+    dim: int
+    dtype: str
+    device: str
+    source: str | None  # the scanned root / manifest embedded (None: every ok image)
+    n_embedded: int  # vectors written by this run
+    n_skipped: int  # images that already had a vector
+    n_failed: int
+    failures: tuple[dict, ...]  # the first FAILURES_KEPT {"image_id", "error"}
+    n_total: int  # vectors of the config in the catalogue after the run
+    images_per_s: float
+    seconds: float
+    run_id: str
+    committed_from_shards: int = 0  # vectors of shard workers' parts committed first (in-process run)
+    sharded: Mapping | None = None  # a sharded run: plan, workers, commit counts per shard
+
+    @classmethod
+    def of_run(cls, config_id: str, config: Mapping, *, source: str | None, n_embedded: int, n_skipped: int,
+               n_failed: int, failures: Iterable[dict], n_total: int, images_per_s: float, seconds: float,
+               run_id: str, sharded: Mapping | None = None) -> "EmbeddingsSummary":
+        """The one way a run's summary is built. ``config``: the backbone's config with ``dim``."""
+        return cls(
+            config_id=config_id, backbone=config["backbone"], dim=int(config["dim"]), dtype=config["dtype"],
+            device=str(config.get("device")), source=source, n_embedded=int(n_embedded), n_skipped=int(n_skipped),
+            n_failed=int(n_failed), failures=tuple(list(failures)[:FAILURES_KEPT]), n_total=int(n_total),
+            images_per_s=float(images_per_s), seconds=float(seconds), run_id=run_id, sharded=sharded,
+        )
+
+    def as_dict(self) -> dict:
+        """JSON-able: the value the IO manager stores."""
+        d = dataclasses.asdict(self)
+        d["failures"] = [dict(f) for f in self.failures]
+        d["sharded"] = dict(self.sharded) if self.sharded is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "EmbeddingsSummary":
+        """The record of a stored value (keys added since a value was stored take their defaults)."""
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(d) - {f.name for f in fields})
+        missing = [f.name for f in fields if f.name not in d and f.default is dataclasses.MISSING]
+        if unknown or missing:
+            raise ValueError(f"not an embeddings summary: unknown keys {unknown}, missing keys {missing}")
+        return cls(**{**d, "failures": tuple(d.get("failures", ()))})
+
+
+def backbone_config(backbone) -> dict:
+    """The backbone's config as recorded in embedding_configs and in manifests: ``dim`` included."""
+    config = dict(backbone.config)
+    config["dim"] = int(backbone.feature_dim)
+    return config
+
+
+def flushes(stream: Iterable[tuple[list, np.ndarray]], rows: int) -> Iterator[tuple[list, np.ndarray]]:
+    """Regroup an embedding stream's batches into (ids, vectors) of at least ``rows`` (the last: the rest)."""
+    ids: list = []
+    vecs: list[np.ndarray] = []
+    for keys, vectors in stream:
+        ids.extend(keys)
+        vecs.append(vectors)
+        if len(ids) >= rows:
+            yield ids, np.concatenate(vecs)
+            ids, vecs = [], []
+    if ids:
+        yield ids, np.concatenate(vecs)
 
 
 def embed_missing(
@@ -28,73 +108,51 @@ def embed_missing(
     num_workers: int | None = None,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
-) -> dict:
+) -> EmbeddingsSummary:
     """Embed the ok images (of ``source``, or all) that lack a vector for ``backbone.config_id``."""
     from al_core.ingest.embed import embed_images
 
     t0 = time.perf_counter()
-    config_id = backbone.config_id
-    config = dict(backbone.config)
-    config["dim"] = int(backbone.feature_dim)
+    config_id, config = backbone.config_id, backbone_config(backbone)
     store.register_embedding_config(config_id, config)
-    items = ok_images(store, source)
-    done = store.embedded_ids(config_id)
-    todo = [(iid, path) for iid, path in items if iid not in done]
-    if limit is not None:
-        todo = todo[:limit]
-    run_id = uuid.uuid4().hex
-    started = now()
+    items, todo = _todo(store, config_id, source, limit)
+    run_id, started = uuid.uuid4().hex, now()
     if progress:
         progress(f"embedding {len(todo)} images with {backbone.name} [{config_id}] "
                  f"({len(items) - len(todo)} already embedded)")
-
-    stream = embed_images(
-        todo, backbone, batch_size=batch_size, num_workers=num_workers,
-        progress=(lambda p: progress(str(p))) if progress else None,
-    )
-    buf_ids: list[str] = []
-    buf_vecs: list[np.ndarray] = []
-    n_buf = 0
-
-    def flush():
-        nonlocal buf_ids, buf_vecs, n_buf
-        if n_buf:
-            store.write_embeddings(config_id, buf_ids, np.concatenate(buf_vecs), run_id=run_id)
-        buf_ids, buf_vecs, n_buf = [], [], 0
-
-    for keys, vectors in stream:
-        buf_ids.extend(keys)
-        buf_vecs.append(vectors)
-        n_buf += len(keys)
-        if n_buf >= FLUSH_ROWS:
-            flush()
-    flush()
-
+    stream = embed_images(todo, backbone, batch_size=batch_size, num_workers=num_workers,
+                          progress=(lambda p: progress(str(p))) if progress else None)
+    for ids, vectors in flushes(stream, FLUSH_ROWS):
+        store.write_embeddings(config_id, ids, vectors, run_id=run_id)
     path_of = dict(todo)
-    seconds = time.perf_counter() - t0
+    failures = [(f.key, path_of.get(f.key), f.error) for f in stream.failures]
     stats = stream.stats
+    n_total = record_run(store, run_id=run_id, config_id=config_id, config=config, started_at=started,
+                         n_images=stats.images, images_per_s=stats.images_per_s, failures=failures,
+                         device=config.get("device"))
+    return EmbeddingsSummary.of_run(
+        config_id, config, source=source, n_embedded=stats.images, n_skipped=len(items) - len(todo),
+        n_failed=stats.failures, failures=[{"image_id": k, "error": e} for k, _, e in failures],
+        n_total=n_total, images_per_s=stats.images_per_s, seconds=time.perf_counter() - t0, run_id=run_id)
+
+
+def _todo(store: Store, config_id: str, source: str | None, limit: int | None):
+    """(every ok image of the source, those without a vector: the first ``limit`` of them)."""
+    items = ok_images(store, source)
+    done = store.embedded_ids(config_id)
+    todo = [(iid, path) for iid, path in items if iid not in done]
+    return items, todo if limit is None else todo[:limit]
+
+
+def record_run(store: Store, *, run_id: str, config_id: str, config: Mapping, started_at, n_images: int,
+               images_per_s: float, failures: Iterable[tuple[str, str | None, str]], device: str | None) -> int:
+    """The embedding_runs row and the embedding_failures of a run, in one transaction; returns the
+    config's vectors in the catalogue."""
+    failures = list(failures)
     with store.transaction() as con:
-        for f in stream.failures:
-            con.execute("INSERT INTO embedding_failures VALUES (?, ?, ?, ?, ?)",
-                        [config_id, f.key, path_of.get(f.key), f.error, now()])
-        con.execute(
-            "INSERT INTO embedding_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, config_id, started, now(), stats.images, stats.failures, stats.images_per_s,
-             config.get("device"), json.dumps(config.get("library_versions", {}), sort_keys=True)])
-        n_total = con.execute("SELECT count(*) FROM embedding_index WHERE config_id = ?", [config_id]).fetchone()[0]
-    return {
-        "config_id": config_id,
-        "backbone": backbone.name,
-        "dim": int(backbone.feature_dim),
-        "dtype": backbone.dtype,
-        "device": str(config.get("device")),
-        "source": source,
-        "n_embedded": int(stats.images),
-        "n_skipped": len(items) - len(todo),
-        "n_failed": int(stats.failures),
-        "failures": [{"image_id": f.key, "error": f.error} for f in stream.failures[:20]],
-        "n_total": int(n_total),
-        "images_per_s": float(stats.images_per_s),
-        "seconds": seconds,
-        "run_id": run_id,
-    }
+        ts = now()
+        E.insert_failures(con, config_id, failures, ts)
+        E.insert_run(con, run_id=run_id, config_id=config_id, started_at=started_at, finished_at=ts,
+                     n_images=int(n_images), n_failed=len(failures), images_per_s=float(images_per_s),
+                     device=device, library_versions=config.get("library_versions", {}))
+        return E.count_vectors(con, config_id)

@@ -22,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from al_core.faults import fault_point
+from al_core.catalogue import images
 from al_core.catalogue.store import Store, now
+from al_core.faults import fault_point
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Decompression-bomb guard: a declared size above this is refused without decoding.
@@ -141,7 +142,8 @@ def _hash_and_decode(p: _Probe) -> _Probe:
         with Image.open(p.path) as im:
             w, h_ = im.size
             if w * h_ > MAX_IMAGE_PIXELS:
-                raise ValueError(f"declared size {w}x{h_} exceeds MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} (decompression bomb?)")
+                raise ValueError(f"declared size {w}x{h_} exceeds MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} "
+                                 "(decompression bomb?)")
             p.width, p.height, p.fmt = w, h_, im.format
             im.load()  # full decode: catches truncated files
     except Exception as e:  # Pillow raises many types; every one means "cannot use"
@@ -167,6 +169,26 @@ def _read_manifest(manifest: str | os.PathLike) -> list[tuple[str, str | None]]:
     return out
 
 
+@dataclass
+class _Listing:
+    """The image files of one source, before any hashing."""
+
+    source: str  # absolute root or manifest path: the key of image_paths.source
+    kind: str  # 'root' | 'manifest'
+    entries: list[tuple[str, os.stat_result | None]]  # (absolute path, stat; None when it cannot be stat-ed)
+    truth: dict[str, str]  # path -> class name
+    truth_source: str  # 'folder' | 'manifest'
+
+
+@dataclass
+class _Sorted:
+    """A listing against what the catalogue knows: what to probe, what is unchanged, what is settled."""
+
+    to_probe: list[_Probe]
+    unchanged: list[str]
+    settled: list[_Probe]  # not regular files / not stat-able: recorded corrupt without reading
+
+
 def scan(
     store: Store,
     root: str | os.PathLike | None = None,
@@ -179,153 +201,133 @@ def scan(
     if (root is None) == (manifest is None):
         raise ValueError("give exactly one of root or manifest")
     t0 = time.monotonic()
-    if root is not None:
-        root_abs = os.path.abspath(root)
-        if not os.path.isdir(root_abs):
-            raise FileNotFoundError(f"image root {root_abs} is not a folder")
-        source, kind = root_abs, "root"
-        listing = []
-        for path, st in walk_images(root_abs):
-            listing.append((path, st))
-        truth: dict[str, str] = {}
-        if ground_truth_from_folders:
-            for path, _ in listing:
-                rel = os.path.relpath(path, root_abs).split(os.sep)
-                if len(rel) >= 2:
-                    truth[path] = rel[0]
-        truth_source = "folder"
-    else:
-        source, kind = os.path.abspath(manifest), "manifest"
-        entries = _read_manifest(manifest)
-        listing = []
-        truth = {}
-        for path, cls in entries:
-            try:
-                listing.append((path, os.stat(path)))
-            except OSError:
-                listing.append((path, None))
-            if cls:
-                truth[path] = cls
-        truth_source = "manifest"
-
+    listing = _list_root(root, ground_truth_from_folders) if root is not None else _list_manifest(manifest)
     with store.connect() as con:
-        known = {
-            r[0]: (r[1], r[2], r[3], r[4], r[5])
-            for r in con.execute(
-                "SELECT path, size_bytes, mtime_ns, image_id, status, error FROM image_paths WHERE source = ?", [source]
-            ).fetchall()
-        }
-        scan_id = con.execute("SELECT coalesce(max(scan_id), 0) + 1 FROM scans").fetchone()[0]
+        known = images.known_paths(con, listing.source)
+        scan_id = images.next_scan_id(con)
+    report = ScanReport(scan_id=scan_id, source=listing.source, n_files=len(listing.entries))
+    work = _sort_listing(listing, known, report)
+    probed = work.settled + _probe_all(work.to_probe, progress)
+    seen = {path for path, _ in listing.entries}
+    gone = [p for p, k in known.items() if p not in seen and k.status != "missing"]
+    report.n_missing = len(gone)
+    _record(store, listing, report, probed, work.unchanged, gone, t0)
+    return report
 
-    report = ScanReport(scan_id=scan_id, source=source, n_files=len(listing))
-    to_probe: list[_Probe] = []
-    unchanged: list[str] = []
-    results: list[_Probe] = []
-    for path, st in listing:
+
+def _list_root(root: str | os.PathLike, ground_truth_from_folders: bool) -> _Listing:
+    """Every image file below ``root``; ground truth from ``<root>/<class>/...`` folder names."""
+    root_abs = os.path.abspath(root)
+    if not os.path.isdir(root_abs):
+        raise FileNotFoundError(f"image root {root_abs} is not a folder")
+    entries = list(walk_images(root_abs))
+    truth: dict[str, str] = {}
+    if ground_truth_from_folders:
+        for path, _ in entries:
+            rel = os.path.relpath(path, root_abs).split(os.sep)
+            if len(rel) >= 2:
+                truth[path] = rel[0]
+    return _Listing(root_abs, "root", entries, truth, "folder")
+
+
+def _list_manifest(manifest: str | os.PathLike) -> _Listing:
+    """The files a manifest CSV lists (a vanished one stays, to be recorded corrupt)."""
+    entries: list[tuple[str, os.stat_result | None]] = []
+    truth: dict[str, str] = {}
+    for path, cls in _read_manifest(manifest):
+        try:
+            entries.append((path, os.stat(path)))
+        except OSError:
+            entries.append((path, None))
+        if cls:
+            truth[path] = cls
+    return _Listing(os.path.abspath(manifest), "manifest", entries, truth, "manifest")
+
+
+def _unchanged(k: images.KnownPath | None, st: os.stat_result) -> bool:
+    """Same size and mtime as last time, and not waiting for a retry (missing, or a transient error)."""
+    return (k is not None and k.size_bytes == st.st_size and k.mtime_ns == st.st_mtime_ns and k.status != "missing"
+            and not (k.status == "corrupt" and (k.error or "").startswith(TRANSIENT_ERRORS)))
+
+
+def _sort_listing(listing: _Listing, known: dict[str, images.KnownPath], report: ScanReport) -> _Sorted:
+    """Split the listing (counting new, changed and unchanged files into ``report``)."""
+    work = _Sorted([], [], [])
+    for path, st in listing.entries:
         if st is None:
-            results.append(_Probe(path, 0, 0, None, "corrupt", "cannot stat (dangling link or vanished)"))
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            results.append(_Probe(path, 0, 0, None, "corrupt", "not a regular file (FIFO, socket or device)"))
-            continue
-        k = known.get(path)
-        if (k is not None and k[0] == st.st_size and k[1] == st.st_mtime_ns and k[3] != "missing"
-                and not (k[3] == "corrupt" and (k[4] or "").startswith(TRANSIENT_ERRORS))):
-            unchanged.append(path)
-            continue
-        if k is not None:
-            report.n_changed += 1
+            work.settled.append(_Probe(path, 0, 0, None, "corrupt", "cannot stat (dangling link or vanished)"))
+        elif not stat.S_ISREG(st.st_mode):
+            work.settled.append(_Probe(path, 0, 0, None, "corrupt", "not a regular file (FIFO, socket or device)"))
+        elif _unchanged(known.get(path), st):
+            work.unchanged.append(path)
         else:
-            report.n_new += 1
-        to_probe.append(_Probe(path, st.st_size, st.st_mtime_ns))
-    report.n_unchanged = len(unchanged)
+            if path in known:
+                report.n_changed += 1
+            else:
+                report.n_new += 1
+            work.to_probe.append(_Probe(path, st.st_size, st.st_mtime_ns))
+    report.n_unchanged = len(work.unchanged)
+    return work
 
+
+def _probe_all(to_probe: list[_Probe], progress: Callable[[str], None] | None) -> list[_Probe]:
+    """Hash and decode every new or changed file (HASH_THREADS at a time)."""
+    out = []
     last = time.monotonic()
     with ThreadPoolExecutor(HASH_THREADS) as pool:
         for i, p in enumerate(pool.map(_hash_and_decode, to_probe), 1):
-            results.append(p)
+            out.append(p)
             if progress and time.monotonic() - last > PROGRESS_EVERY_S:
                 last = time.monotonic()
                 progress(f"scan: hashed and decoded {i}/{len(to_probe)} new or changed files")
+    return out
 
-    seen = {path for path, _ in listing}
-    gone = [p for p, k in known.items() if p not in seen and k[3] != "missing"]
-    report.n_missing = len(gone)
 
-    ts = now()
-    import pyarrow as pa
+def _path_columns(probed: list[_Probe]) -> dict[str, list]:
+    return {"path": [p.path for p in probed], "image_id": [p.image_id for p in probed],
+            "size_bytes": [p.size for p in probed], "mtime_ns": [p.mtime_ns for p in probed],
+            "status": [p.status for p in probed], "error": [p.error for p in probed],
+            "width": [p.width for p in probed], "height": [p.height for p in probed],
+            "format": [p.fmt for p in probed]}
 
+
+def _record(store: Store, listing: _Listing, report: ScanReport, probed: list[_Probe], unchanged: list[str],
+            gone: list[str], t0: float) -> None:
+    """Write the whole scan in one transaction; fills the report's ok / corrupt / image counts."""
+    ts, scan_id, source = now(), report.scan_id, listing.source
     with store.transaction() as con:
-        con.execute(
-            "INSERT INTO scans (scan_id, source, source_kind, started_at) VALUES (?, ?, ?, ?)", [scan_id, source, kind, ts]
-        )
-        if results:
-            tbl = pa.table({
-                "path": [p.path for p in results],
-                "image_id": [p.image_id for p in results],
-                "size_bytes": pa.array([p.size for p in results], pa.int64()),
-                "mtime_ns": pa.array([p.mtime_ns for p in results], pa.int64()),
-                "status": [p.status for p in results],
-                "error": [p.error for p in results],
-                "width": pa.array([p.width for p in results], pa.int32()),
-                "height": pa.array([p.height for p in results], pa.int32()),
-                "format": [p.fmt for p in results],
-            })
-            con.register("_scan", tbl)
-            con.execute(
-                """INSERT INTO images
-                   SELECT image_id, any_value(size_bytes), any_value(width), any_value(height), any_value(format), ?, ?
-                   FROM _scan WHERE status = 'ok' GROUP BY image_id
-                   ON CONFLICT DO NOTHING""", [ts, scan_id])
-            con.execute(
-                """INSERT INTO image_paths
-                   SELECT path, image_id, size_bytes, mtime_ns, status, error, ?, ?, ?, ? FROM _scan
-                   ON CONFLICT (path) DO UPDATE SET image_id = excluded.image_id, size_bytes = excluded.size_bytes,
-                     mtime_ns = excluded.mtime_ns, status = excluded.status, error = excluded.error,
-                     last_seen = excluded.last_seen, last_scan_id = excluded.last_scan_id,
-                     source = excluded.source""", [ts, ts, scan_id, source])
-            con.unregister("_scan")
+        images.start_scan(con, scan_id, source, listing.kind, ts)
+        if probed:
+            images.record_paths(con, _path_columns(probed), seen_at=ts, scan_id=scan_id, source=source)
         if unchanged:
-            con.register("_same", pa.table({"path": unchanged}))
-            con.execute(
-                "UPDATE image_paths SET last_seen = ?, last_scan_id = ? FROM _same WHERE image_paths.path = _same.path",
-                [ts, scan_id])
-            con.unregister("_same")
+            images.touch_paths(con, unchanged, seen_at=ts, scan_id=scan_id)
         if gone:
-            con.register("_gone", pa.table({"path": gone}))
-            con.execute(
-                "UPDATE image_paths SET status = 'missing', error = 'not found at scan ' || ?, last_scan_id = ? "
-                "FROM _gone WHERE image_paths.path = _gone.path", [str(scan_id), scan_id])
-            con.unregister("_gone")
-        truth_rows = [(p.image_id, p.path, truth[p.path]) for p in results if p.status == "ok" and p.path in truth]
-        if truth_rows:
-            con.register("_gt", pa.table({
-                "image_id": [r[0] for r in truth_rows], "path": [r[1] for r in truth_rows],
-                "class_name": [r[2] for r in truth_rows]}))
-            con.execute(
-                f"""INSERT INTO ground_truth SELECT image_id, path, class_name, '{truth_source}' FROM _gt
-                    ON CONFLICT (image_id, path) DO UPDATE SET class_name = excluded.class_name""")
-            con.unregister("_gt")
-        n_ok, n_corrupt, n_images = con.execute(
-            "SELECT count(*) FILTER (status = 'ok'), count(*) FILTER (status = 'corrupt'), "
-            "count(DISTINCT image_id) FILTER (status = 'ok') FROM image_paths WHERE source = ?", [source]).fetchone()
-        report.n_ok, report.n_corrupt, report.n_images = int(n_ok), int(n_corrupt), int(n_images)
+            images.mark_missing(con, gone, scan_id=scan_id)
+        truth = [(p.image_id, p.path, listing.truth[p.path]) for p in probed
+                 if p.status == "ok" and p.path in listing.truth]
+        if truth:
+            images.upsert_ground_truth(con, truth, listing.truth_source)
+        report.n_ok, report.n_corrupt, report.n_images = images.source_counts(con, source)
         report.seconds = time.monotonic() - t0
         fault_point("scan.in_transaction")  # every row inserted, nothing committed (tests)
-        con.execute(
-            """UPDATE scans SET finished_at = ?, n_files = ?, n_new = ?, n_changed = ?, n_unchanged = ?,
-               n_missing = ?, n_corrupt = ?, n_ok = ?, seconds = ? WHERE scan_id = ?""",
-            [now(), report.n_files, report.n_new, report.n_changed, report.n_unchanged, report.n_missing,
-             report.n_corrupt, report.n_ok, report.seconds, scan_id])
-    return report
+        images.finish_scan(con, scan_id, now(), report.as_dict())
 
 
 def ok_images(store: Store, source: str | None = None) -> list[tuple[str, str]]:
     """(image_id, one path) for every image with at least one ok path, by image_id."""
-    sql = "SELECT image_id, min(path) FROM image_paths WHERE status = 'ok'"
-    params: list = []
-    if source:
-        sql += " AND source = ?"
-        params.append(os.path.abspath(source))
-    sql += " GROUP BY image_id ORDER BY image_id"
-    return [(r[0], r[1]) for r in store.fetch(sql, params)]
+    with store.connect(read_only=True, view=False) as con:
+        return images.ok_images(con, source)
+
+
+def scan_project(store: Store, cfg, *, image_root: str | os.PathLike | None = None,
+                 manifest: str | os.PathLike | None = None, ground_truth_from_folders: bool = True,
+                 progress: Callable[[str], None] | None = None) -> ScanReport:
+    """Scan ``image_root`` or ``manifest`` when given, else the project's ``images.manifest`` /
+    ``images.root``. A manifest's ground truth comes from its column, never from folder names."""
+    if manifest is None and image_root is None:
+        manifest, image_root = cfg.manifest, cfg.image_root
+    if manifest is not None:
+        return scan(store, manifest=manifest, ground_truth_from_folders=False, progress=progress)
+    if image_root is None:
+        raise ValueError("no images to scan: set images.root (or images.manifest) in the project file")
+    return scan(store, root=image_root, ground_truth_from_folders=ground_truth_from_folders, progress=progress)

@@ -1,0 +1,232 @@
+"""The catalogue's schema: the DDL of every table and view, one list per schema version.
+
+``MIGRATIONS[v]`` holds the statements that take a database from version
+``v - 1`` to ``v``; ``al_core.catalogue.store.Store`` runs each version's list in
+one transaction together with the version bump in ``schema_info``. A released
+version is never edited: a change is a new version. docs/sql.md documents the
+columns of the audit views.
+"""
+
+SCHEMA_VERSION = 2
+APP_NAME = "al-pipeline"  # schema_info 'app': tells our databases from any other DuckDB file
+
+
+# Migrations: version -> DDL statements. Each version's statements run in one
+# transaction together with the version bump; never edit a released version.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE schema_info (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)""",
+        """CREATE TABLE scans (
+            scan_id BIGINT PRIMARY KEY,
+            source VARCHAR NOT NULL,           -- image root or manifest path
+            source_kind VARCHAR NOT NULL,      -- 'root' | 'manifest'
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            n_files BIGINT, n_new BIGINT, n_changed BIGINT, n_unchanged BIGINT,
+            n_missing BIGINT, n_corrupt BIGINT, n_ok BIGINT, seconds DOUBLE)""",
+        """CREATE TABLE images (
+            image_id VARCHAR PRIMARY KEY,      -- sha256 of the file bytes
+            size_bytes BIGINT NOT NULL,
+            width INTEGER, height INTEGER, format VARCHAR,
+            first_seen TIMESTAMP NOT NULL,
+            first_scan_id BIGINT NOT NULL)""",
+        """CREATE TABLE image_paths (
+            path VARCHAR PRIMARY KEY,          -- absolute path (or manifest entry resolved)
+            image_id VARCHAR,                  -- NULL for a file that could not be read at all
+            size_bytes BIGINT, mtime_ns BIGINT,
+            status VARCHAR NOT NULL CHECK (status IN ('ok', 'corrupt', 'missing')),
+            error VARCHAR,                     -- decoder / OS message when corrupt
+            first_seen TIMESTAMP NOT NULL, last_seen TIMESTAMP NOT NULL,
+            last_scan_id BIGINT NOT NULL,
+            source VARCHAR NOT NULL)           -- the image root or manifest that lists it""",
+        """CREATE TABLE ground_truth (
+            image_id VARCHAR NOT NULL, path VARCHAR NOT NULL,
+            class_name VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,           -- 'folder' | 'manifest'
+            PRIMARY KEY (image_id, path))""",
+        """CREATE TABLE embedding_configs (
+            config_id VARCHAR PRIMARY KEY,
+            backbone VARCHAR NOT NULL, weights_sha256 VARCHAR,
+            preprocessing VARCHAR NOT NULL,    -- JSON
+            dtype VARCHAR NOT NULL, dim INTEGER NOT NULL,
+            config VARCHAR NOT NULL,           -- full JSON as given by the backbone
+            created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE embedding_runs (
+            run_id VARCHAR PRIMARY KEY, config_id VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
+            n_images BIGINT, n_failed BIGINT, images_per_s DOUBLE,
+            device VARCHAR, library_versions VARCHAR)""",
+        """CREATE TABLE embedding_parts (
+            part_id VARCHAR PRIMARY KEY, config_id VARCHAR NOT NULL, shard VARCHAR NOT NULL,
+            rel_path VARCHAR NOT NULL,         -- relative to the vectors folder
+            n_rows BIGINT NOT NULL, dim INTEGER NOT NULL, sha256 VARCHAR NOT NULL,
+            bytes BIGINT NOT NULL, run_id VARCHAR, created_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE embedding_index (
+            config_id VARCHAR NOT NULL, image_id VARCHAR NOT NULL, part_id VARCHAR NOT NULL,
+            PRIMARY KEY (config_id, image_id))""",
+        """CREATE TABLE embedding_failures (
+            config_id VARCHAR NOT NULL, image_id VARCHAR NOT NULL, path VARCHAR,
+            error VARCHAR NOT NULL, failed_at TIMESTAMP NOT NULL)""",
+        # ---- the labelling loop -------------------------------------------------
+        """CREATE TABLE rounds (
+            round INTEGER PRIMARY KEY,         -- 0 is the seed pool
+            kind VARCHAR NOT NULL CHECK (kind IN ('seed', 'query')),
+            strategy VARCHAR NOT NULL, seed BIGINT NOT NULL,
+            budget INTEGER NOT NULL,           -- what was proposed
+            requested_budget INTEGER NOT NULL, -- what the config asked; larger when the pool or total budget ran out
+            config_id VARCHAR NOT NULL,        -- embedding config the selection used
+            probe_id VARCHAR,                  -- probe that scored the pool (NULL for the seed pool)
+            status VARCHAR NOT NULL CHECK (status IN ('open', 'closed')),
+            proposed_at TIMESTAMP NOT NULL, closed_at TIMESTAMP,
+            closed_by VARCHAR,                 -- 'answered' | 'manual'
+            select_seconds DOUBLE, run_id VARCHAR, note VARCHAR)""",
+        """CREATE TABLE queries (
+            round INTEGER NOT NULL, rank INTEGER NOT NULL, image_id VARCHAR NOT NULL,
+            path VARCHAR NOT NULL, score DOUBLE, strategy VARCHAR NOT NULL,
+            PRIMARY KEY (round, image_id))""",
+        """CREATE TABLE label_files (
+            file_id VARCHAR PRIMARY KEY, sha256 VARCHAR NOT NULL,
+            original_name VARCHAR NOT NULL, stored_path VARCHAR,  -- where it was moved (accepted/ or rejected/)
+            format VARCHAR,                    -- 'csv' | 'jsonl' | 'label_studio'
+            status VARCHAR NOT NULL CHECK (status IN ('accepted', 'duplicate', 'rejected', 'retracted')),
+            reason VARCHAR,                    -- rejection summary / duplicate of which file
+            n_rows INTEGER, n_applied INTEGER, n_unproposed INTEGER, n_skips INTEGER,
+            is_eval BOOLEAN NOT NULL DEFAULT false,
+            received_at TIMESTAMP NOT NULL, round INTEGER, run_id VARCHAR)""",
+        """CREATE TABLE labels (               -- append-only history; the newest non-retracted row wins
+            label_id BIGINT PRIMARY KEY, image_id VARCHAR NOT NULL,
+            label VARCHAR NOT NULL,            -- class name, or the configured skip label
+            is_skip BOOLEAN NOT NULL, proposed BOOLEAN NOT NULL,   -- false: image was never proposed (flagged)
+            file_sha256 VARCHAR NOT NULL, file_id VARCHAR NOT NULL,
+            annotation_id VARCHAR, annotator VARCHAR, received_at TIMESTAMP NOT NULL,
+            round INTEGER NOT NULL,            -- round during which it was ingested
+            line INTEGER, note VARCHAR)""",
+        """CREATE TABLE retractions (
+            file_sha256 VARCHAR NOT NULL, retracted_at TIMESTAMP NOT NULL, reason VARCHAR,
+            effective_round INTEGER NOT NULL)""",
+        """CREATE TABLE eval_set (
+            image_id VARCHAR PRIMARY KEY, label VARCHAR,  -- NULL until labelled
+            source VARCHAR NOT NULL,           -- 'holdout' | 'inbox/eval'
+            added_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE probes (
+            probe_id VARCHAR PRIMARY KEY, round INTEGER NOT NULL, version INTEGER NOT NULL,
+            trigger VARCHAR NOT NULL,          -- 'round' | 'schedule' | 'manual'
+            path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, config_id VARCHAR NOT NULL,
+            n_labels INTEGER NOT NULL, n_classes INTEGER NOT NULL, seed BIGINT NOT NULL,
+            train_seconds DOUBLE, trained_at TIMESTAMP NOT NULL, run_id VARCHAR)""",
+        """CREATE TABLE probe_labels (probe_id VARCHAR NOT NULL, label_id BIGINT NOT NULL,
+            PRIMARY KEY (probe_id, label_id))""",
+        """CREATE TABLE metrics (
+            probe_id VARCHAR PRIMARY KEY, round INTEGER NOT NULL,
+            accuracy DOUBLE, balanced_accuracy DOUBLE, macro_f1 DOUBLE,
+            per_class_recall VARCHAR, confusion VARCHAR,   -- JSON
+            n_labels INTEGER NOT NULL, n_eval INTEGER NOT NULL, evaluated_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE requests (             -- work asked for by the CLI, launched by the sensor as runs
+            request_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL,   -- 'close_round' | 'retry_file'
+            arg VARCHAR, created_at TIMESTAMP NOT NULL, done_at TIMESTAMP, run_id VARCHAR)""",
+        # newest non-retracted label per image (skips included: they keep an image out of proposals)
+        """CREATE VIEW current_labels AS
+            SELECT * EXCLUDE (rn) FROM (
+              SELECT l.*, row_number() OVER (PARTITION BY l.image_id ORDER BY l.label_id DESC) AS rn
+              FROM labels l WHERE l.file_sha256 NOT IN (SELECT file_sha256 FROM retractions)) WHERE rn = 1""",
+        """CREATE TABLE asset_outputs (
+            asset_key VARCHAR NOT NULL, partition_key VARCHAR NOT NULL,
+            run_id VARCHAR, value VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (asset_key, partition_key))""",
+    ],
+    # Audit views (docs/sql.md documents every column; al_core.reporting.audit computes the same in Python).
+    2: [
+        # One row per round (a round with a batch, a probe or ingested labels). labels_so_far: training
+        # labels as of that round: each image's newest label ingested up to the round, a retracted
+        # delivery's labels counting only for rounds before its effective_round, skips excluded.
+        # The probe columns are the round's latest probe version and its metrics.
+        """CREATE VIEW round_summary AS
+            WITH all_rounds AS (
+              SELECT round FROM rounds UNION SELECT round FROM probes UNION SELECT round FROM labels),
+            label_asof AS (
+              SELECT a.round AS at_round, l.is_skip,
+                     row_number() OVER (PARTITION BY a.round, l.image_id ORDER BY l.label_id DESC) AS rn
+              FROM all_rounds a JOIN labels l ON l.round <= a.round
+              WHERE NOT EXISTS (SELECT 1 FROM retractions x
+                                WHERE x.file_sha256 = l.file_sha256 AND x.effective_round <= a.round)),
+            so_far AS (
+              SELECT at_round AS round, count(*) FILTER (WHERE NOT is_skip) AS labels_so_far,
+                     count(*) FILTER (WHERE is_skip) AS skips_so_far
+              FROM label_asof WHERE rn = 1 GROUP BY at_round),
+            ingested AS (SELECT round, count(*) AS labels_ingested FROM labels GROUP BY round),
+            latest_probe AS (
+              SELECT * EXCLUDE (rn) FROM (
+                SELECT p.*, count(*) OVER (PARTITION BY p.round) AS n_probes,
+                       row_number() OVER (PARTITION BY p.round ORDER BY p.version DESC, p.trained_at DESC) AS rn
+                FROM probes p) WHERE rn = 1)
+            SELECT a.round, r.kind,
+                   coalesce(s.labels_so_far, 0) AS labels_so_far, coalesce(s.skips_so_far, 0) AS skips_so_far,
+                   coalesce(i.labels_ingested, 0) AS labels_ingested,
+                   r.strategy, r.seed, r.budget, r.requested_budget, r.config_id,
+                   p.probe_id, p.version AS probe_version, p.trigger AS probe_trigger,
+                   p.n_labels AS probe_n_labels, coalesce(p.n_probes, 0) AS n_probes,
+                   m.accuracy, m.balanced_accuracy, m.macro_f1, m.n_eval,
+                   r.proposed_at, m.evaluated_at, coalesce(r.status, 'not proposed') AS status,
+                   r.closed_at, r.closed_by, r.note
+            FROM all_rounds a
+            LEFT JOIN rounds r ON r.round = a.round
+            LEFT JOIN so_far s ON s.round = a.round
+            LEFT JOIN ingested i ON i.round = a.round
+            LEFT JOIN latest_probe p ON p.round = a.round
+            LEFT JOIN metrics m ON m.probe_id = p.probe_id
+            ORDER BY a.round""",
+        # One row per labels row (the append-only history): the image, the batch that proposed it (the
+        # latest query of the image in an earlier round), the label file, whether the row is current,
+        # superseded or retracted, and every probe trained with it (a list of structs; unnest() it).
+        """CREATE VIEW label_lineage AS
+            WITH ret AS (
+              SELECT file_sha256, min(retracted_at) AS retracted_at, min(effective_round) AS retracted_from_round,
+                     string_agg(reason, '; ') AS retraction_reason
+              FROM retractions GROUP BY file_sha256),
+            proposal AS (
+              SELECT * EXCLUDE (rn) FROM (
+                SELECT l.label_id, q.round, q.rank, q.score, q.strategy, q.path,
+                       row_number() OVER (PARTITION BY l.label_id ORDER BY q.round DESC) AS rn
+                FROM labels l JOIN queries q ON q.image_id = l.image_id AND q.round < l.round) WHERE rn = 1),
+            trained AS (
+              SELECT pl.label_id, count(*) AS n_probes,
+                     list({'probe_id': p.probe_id, 'round': p.round, 'version': p.version, 'trigger': p.trigger,
+                           'sha256': p.sha256, 'accuracy': m.accuracy, 'balanced_accuracy': m.balanced_accuracy}
+                          ORDER BY p.round, p.version, p.probe_id) AS probes
+              FROM probe_labels pl JOIN probes p ON p.probe_id = pl.probe_id
+              LEFT JOIN metrics m ON m.probe_id = p.probe_id
+              GROUP BY pl.label_id),
+            emb AS (
+              SELECT image_id, list(config_id ORDER BY config_id) AS config_ids FROM embedding_index GROUP BY image_id)
+            SELECT l.label_id, l.image_id, i.first_seen AS image_first_seen, e.config_ids,
+                   l.label, l.is_skip, l.proposed, l.round AS label_round, l.received_at,
+                   l.annotator, l.annotation_id, l.line, l.note,
+                   l.file_id, f.original_name AS file_name, l.file_sha256, f.status AS file_status,
+                   f.stored_path AS file_stored_path,
+                   ret.file_sha256 IS NOT NULL AS retracted, ret.retracted_at, ret.retracted_from_round,
+                   ret.retraction_reason,
+                   c.label_id IS NOT NULL AS is_current,
+                   CASE WHEN ret.file_sha256 IS NOT NULL THEN 'retracted'
+                        WHEN c.label_id IS NOT NULL THEN 'current' ELSE 'superseded' END AS state,
+                   q.round AS proposed_round, q.strategy AS proposed_strategy, q.score AS proposed_score,
+                   q.rank AS proposed_rank, q.path AS proposed_path,
+                   coalesce(t.n_probes, 0) AS n_probes, coalesce(t.probes, []) AS probes
+            FROM labels l
+            LEFT JOIN images i ON i.image_id = l.image_id
+            LEFT JOIN emb e ON e.image_id = l.image_id
+            LEFT JOIN label_files f ON f.file_id = l.file_id
+            LEFT JOIN ret ON ret.file_sha256 = l.file_sha256
+            LEFT JOIN current_labels c ON c.label_id = l.label_id
+            LEFT JOIN proposal q ON q.label_id = l.label_id
+            LEFT JOIN trained t ON t.label_id = l.label_id
+            ORDER BY l.image_id, l.label_id""",
+    ],
+}
+
+
+def table_names(con) -> set[str]:
+    """Names of the base tables of the database (views excluded)."""
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE'"
+    ).fetchall()
+    return {r[0] for r in rows}
