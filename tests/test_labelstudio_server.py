@@ -13,19 +13,26 @@ The scenario (one project, six tasks, users alice = the first account and bob = 
     é.jpg           bob submits cat, then updates it to dog
 """
 
+import contextlib
 import csv
 import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from al_core.files.atomic import atomic_write_bytes
 from al_core.labelstudio.client import EXPORT_FORMATS, LabelStudioAPIError, LabelStudioClient, choice_result
+from al_core.labelstudio.server import PID_FILE
 from al_core.labelstudio.urls import local_files_url, path_from_local_files_url
 from tests.conftest import ROOT, SAMPLE_ROOT
 from tests.labelstudio_helpers import TIMINGS, running_label_studio
@@ -143,6 +150,11 @@ def scenario(tmp_path_factory):
         s["target_storage"] = alice.sync_target(target["id"])
         s["target_per_annotation"] = _snapshot(inbox_ann)
         s["pgid"] = server.proc.pid
+        s["pid_file"] = (data_dir / PID_FILE).read_text().strip()
+        s["listening"] = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(server.proc.pid).net_connections()
+                          if c.status == psutil.CONN_LISTEN}
+        s["port"] = server.port
+    s["pid_file_after_stop"] = (data_dir / PID_FILE).exists()
     s["stopped"] = server.proc.poll() is not None
     try:
         os.killpg(s["pgid"], 0)
@@ -269,6 +281,8 @@ def test_fixtures_match_what_the_server_writes(scenario):
 # -- the server and the images ---------------------------------------------------------------------------------------
 def test_server_binds_loopback_reuses_its_account_and_stops_its_group(scenario):
     assert scenario["document_root_env"] == scenario["top"]  # the image folder's parent
+    assert scenario["listening"] == {("127.0.0.1", scenario["port"])}
+    assert scenario["pid_file"] == str(scenario["pgid"]) and not scenario["pid_file_after_stop"]
     assert scenario["stopped"] and not scenario["group_left"]
     assert scenario["whoami_after_restart"] == ALICE
     assert scenario["users"] == {scenario["alice_id"]: ALICE, scenario["bob_id"]: BOB}
@@ -423,3 +437,37 @@ def test_target_storage_per_task_files(scenario):
     steps = scenario["rewrite_steps"]
     assert [[_choice(n) for n in s["annotations"]] for s in steps] == [["cat"], ["cat", "dog"], ["ship", "dog"]]
     assert len(scenario["rewrite_files"]) == 1
+
+
+def test_serve_prints_the_url_and_account_and_stops_on_ctrl_c(scenario):
+    """docs/label-studio.md's `serve(...)` call on the scenario's data folder (a restart: its account is reused)."""
+    code = (f"from al_core.labelstudio.server import serve; "
+            f"serve({str(scenario['top'] / 'label-studio')!r}, {str(scenario['top'] / 'images')!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (lines and lines[-1].startswith("Ctrl-C")):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+        assert lines and lines[-1] == "Ctrl-C stops it.", lines
+        url = lines[0].split()[2]
+        assert url.startswith("http://127.0.0.1:") and f"log in as {ALICE} / " in lines[1]
+        token = lines[1].rsplit(" ", 1)[1]
+        assert LabelStudioClient(url, token).whoami()["email"] == ALICE
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url + "/health", timeout=5)
+        assert not (scenario["top"] / "label-studio" / PID_FILE).exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        pid_file = scenario["top"] / "label-studio" / PID_FILE
+        if pid_file.exists():  # serve() was killed before it could stop Label Studio
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)

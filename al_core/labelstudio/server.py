@@ -16,7 +16,8 @@ virtual environment (``make labelstudio``) in a new process group,
   (``FUTURE_SAVE_TASK_TO_STORAGE``); Label Studio's own default, kept with ``task_files=False``, writes one file per
   annotation named by the annotation id, without an extension (docs/label-studio.md, "Target storage").
 
-It waits until ``/health`` answers and the token is accepted, then ``describe()`` gives the URL and the account.
+It waits until ``/health`` answers and the token is accepted, writes the process group id to
+``label-studio.pid``, and ``describe()`` gives the URL and the account.
 On exit it stops the whole process group (SIGTERM, then SIGKILL after STOP_TIMEOUT_S), also when the block failed.
 """
 
@@ -27,6 +28,8 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,6 +48,7 @@ LS_VENV_NAME = ".venv-labelstudio"  # `make labelstudio` installs label-studio h
 EXECUTABLE_ENV = "AL_LABEL_STUDIO_BIN"  # overrides where the `label-studio` executable is
 ACCOUNT_FILE = "account.json"
 LOG_FILE = "label-studio.log"
+PID_FILE = "label-studio.pid"  # the process group id while it runs: `kill -TERM -- -$(cat ...)` stops it
 
 # Inherited variables Label Studio would read instead of our settings (it reads NAME, LABEL_STUDIO_NAME and
 # HEARTEX_NAME): a shell's USERNAME, HOST or PORT must not become the account, the URL prefix or the port.
@@ -171,6 +175,7 @@ class LabelStudioServer:
             self.stop()
             raise
         self.started_s = time.monotonic() - t0
+        atomic_write_text(self.data_dir / PID_FILE, f"{self.proc.pid}\n")
         return self
 
     def _wait_until_ready(self) -> None:
@@ -226,6 +231,7 @@ class LabelStudioServer:
         # children left in the group after the leader went (none expected from runserver --noreload)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        (self.data_dir / PID_FILE).unlink(missing_ok=True)
 
     def wait(self) -> int:
         """Block until the server exits (Ctrl-C stops it); the exit status."""
@@ -245,8 +251,10 @@ class LabelStudioServer:
 def serve(data_dir: str | Path, image_root: str | Path, *, echo=print, **kwargs) -> int:
     """Start Label Studio, print the URL and the account, and run until Ctrl-C (``al labelstudio serve`` will call it).
 
-    ``kwargs`` go to LabelStudioServer (port, email, task_files, document_root, ...).
+    ``kwargs`` go to LabelStudioServer (port, email, task_files, document_root, ...). SIGTERM stops it as Ctrl-C does.
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     server = LabelStudioServer(data_dir, image_root, **kwargs)
     with server:
         echo(server.describe())
