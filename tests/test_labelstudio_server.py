@@ -32,7 +32,7 @@ import pytest
 
 from al_core.files.atomic import atomic_write_bytes
 from al_core.labelstudio.client import EXPORT_FORMATS, LabelStudioAPIError, LabelStudioClient, choice_result
-from al_core.labelstudio.server import PID_FILE
+from al_core.labelstudio.server import PID_FILE, LabelStudioError, LabelStudioServer
 from al_core.labelstudio.urls import local_files_url, path_from_local_files_url
 from tests.conftest import ROOT, SAMPLE_ROOT
 from tests.labelstudio_helpers import TIMINGS, running_label_studio
@@ -154,6 +154,13 @@ def scenario(tmp_path_factory):
         s["listening"] = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(server.proc.pid).net_connections()
                           if c.status == psutil.CONN_LISTEN}
         s["port"] = server.port
+        s["cmdline"] = psutil.Process(server.proc.pid).cmdline()
+        s["password"] = server.account.password
+        try:
+            LabelStudioServer(data_dir, top / "images").start()
+            s["second_start"] = None
+        except LabelStudioError as e:
+            s["second_start"] = str(e)
     s["pid_file_after_stop"] = (data_dir / PID_FILE).exists()
     s["stopped"] = server.proc.poll() is not None
     try:
@@ -283,6 +290,8 @@ def test_server_binds_loopback_reuses_its_account_and_stops_its_group(scenario):
     assert scenario["document_root_env"] == scenario["top"]  # the image folder's parent
     assert scenario["listening"] == {("127.0.0.1", scenario["port"])}
     assert scenario["pid_file"] == str(scenario["pgid"]) and not scenario["pid_file_after_stop"]
+    assert "--internal-host" in scenario["cmdline"] and not any(scenario["password"] in a for a in scenario["cmdline"])
+    assert "already runs on" in scenario["second_start"]
     assert scenario["stopped"] and not scenario["group_left"]
     assert scenario["whoami_after_restart"] == ALICE
     assert scenario["users"] == {scenario["alice_id"]: ALICE, scenario["bob_id"]: BOB}

@@ -7,9 +7,11 @@ virtual environment (``make labelstudio``) in a new process group,
 - with its database, media and secret key under ``data_dir`` (a project's ``<data_dir>/label-studio``);
 - with local file serving on, and ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` the image root's PARENT folder, as Label
   Studio documents it (a Local Files storage on the image root then serves every image below it);
-- with a first account (email, password, API token) created on the first start and kept in ``account.json`` beside
-  the database (mode 0600), so a restart reuses it; ``--enable-legacy-api-token`` makes ``Authorization: Token``
-  work; sign-up without the organisation's invite link is off;
+- with a first account (email, password, API token; passed in the environment, not on the command line) created on
+  the first start and kept in ``account.json`` beside the database (mode 0600), so a restart reuses it;
+  ``--enable-legacy-api-token`` makes ``Authorization: Token`` work; sign-up without the organisation's invite link
+  is off;
+- refusing to start a second server on a data folder whose ``label-studio.pid`` names a live process group;
 - without talking to the internet: the version check, analytics and error reports are off;
 - with ``task_files`` (the default here), a Local Files target storage writes one ``<task id>.json`` per task (the
   task with all its annotations, annotators as objects with their email) and rewrites it on every Submit or Update
@@ -146,10 +148,20 @@ class LabelStudioServer:
         return cls(cfg.data_dir / "label-studio", cfg.image_root, **kwargs)
 
     def command(self) -> list[str]:
-        a = self.account
+        """The command line (the account goes in the environment, out of `ps`)."""
         return [str(self.executable), "start", "--no-browser", "--internal-host", HOST, "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--username", a.email, "--password", a.password,
-                "--user-token", a.token, "--enable-legacy-api-token", "--log-level", "WARNING"]
+                "--data-dir", str(self.data_dir), "--enable-legacy-api-token", "--log-level", "WARNING"]
+
+    def running_pid(self) -> int | None:
+        """The process group of a Label Studio already running on this data folder (its pid file), if any."""
+        try:
+            pid = int((self.data_dir / PID_FILE).read_text())
+            os.killpg(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        except PermissionError:
+            pass
+        return pid
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -163,8 +175,13 @@ class LabelStudioServer:
         if not self.image_root.is_dir():
             raise LabelStudioError(f"image root {self.image_root} is not a folder")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.account = load_or_create_account(self.data_dir, self.email)
+        if (pid := self.running_pid()) is not None:
+            raise LabelStudioError(f"a Label Studio already runs on {self.data_dir} (process group {pid}): "
+                                   f"stop it first (kill -TERM -- -{pid})")
+        self.account = a = load_or_create_account(self.data_dir, self.email)
         env = server_env(self.data_dir, self.document_root, task_files=self.task_files, extra=self.extra_env)
+        # the first account (created on the first start, kept after): Label Studio reads these as --username etc.
+        env.update(LABEL_STUDIO_USERNAME=a.email, LABEL_STUDIO_PASSWORD=a.password, LABEL_STUDIO_USER_TOKEN=a.token)
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL,
