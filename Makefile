@@ -11,13 +11,14 @@ export PYTHONUNBUFFERED := 1
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install demo test test-fast lint ui clean-data help instance
+.PHONY: install demo test test-fast lint ui clean-data help instance labelstudio
 
 help:
 	@echo "make demo   - install if needed, then run the main job on the sample images"
 	@echo "make test   - install if needed, then lint and run the whole test suite (CI runs this)"
 	@echo "make test-fast - lint and the pure-library tests (under 2 minutes): for daily work"
 	@echo "make ui     - the Dagster UI on http://$(UI_HOST):$(UI_PORT)"
+	@echo "make labelstudio - install Label Studio into its own $(LS_VENV) (docs/label-studio.md)"
 
 $(STAMP): pyproject.toml
 	@echo "installing al-pipeline and its pinned dependencies into $(VENV) (2-3 minutes the first time)"
@@ -28,6 +29,23 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Label Studio in a virtual environment of its own: its Django and pydantic pins differ from Dagster's, so they never
+# touch $(VENV). The stamp depends on the Makefile only (the pins live here).
+LS_VENV := .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
+LABEL_STUDIO_PINS := label-studio==1.23.2 label-studio-sdk==2.1.2
+
+$(LS_STAMP): Makefile
+	@echo "installing $(LABEL_STUDIO_PINS) into $(LS_VENV) (a few minutes the first time)"
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	set -o pipefail; $(LS_VENV)/bin/python -m pip install --progress-bar off $(LABEL_STUDIO_PINS) \
+	  | { grep --line-buffered -E '^(Collecting|Successfully)' || true; }
+	@$(LS_VENV)/bin/python -c "from importlib.metadata import version as v; print('label-studio', v('label-studio'))"
+	@touch $(LS_STAMP)
+
+labelstudio: $(LS_STAMP)
 
 # the project's Dagster instance settings (one-run queue, run monitoring, retries)
 instance:
