@@ -51,15 +51,17 @@ def raw_images(
     )
 
 
-@dg.asset(group_name="ingest", kinds={"duckdb", "pytorch"}, io_manager_key="store_io_manager",
-          deps=["embedding_shards"])
+# No dependency on the scale-out asset `embedding_shards` (group scale_out): a single-machine project never
+# materialises it, and the UI must not show it as a blocker. What its partitions wrote is still committed here.
+@dg.asset(group_name="ingest", kinds={"duckdb", "pytorch"}, io_manager_key="store_io_manager")
 def embeddings(
     context: dg.AssetExecutionContext, raw_images: dict, store: StoreResource, backbone: BackboneResource
 ) -> dg.Output[dict]:
     """Frozen-backbone vectors for every ok image of the scanned source, keyed by embedding config.
 
-    First commits the part files that `embedding_shards` partitions wrote (the single writer,
-    one transaction; docs/scale-out.md), then embeds what is still missing in this process.
+    First commits any part files that `embedding_shards` partitions wrote (the single writer,
+    one transaction; docs/scale-out.md: that asset is not an upstream dependency, so a project
+    that never shards sees no blocker), then embeds what is still missing in this process.
     The value is an `al_core.ingest.pipeline.EmbeddingsSummary` as a dict."""
     from al_core.ingest.commit import embed_into_catalogue
 

@@ -117,3 +117,17 @@ def test_schedule_cron_comes_from_the_project_file(tmp_path):
     s_on, s_off = on.resolve_schedule_def("retrain_schedule"), off.resolve_schedule_def("retrain_schedule")
     assert s_on.cron_schedule == "15 2 * * *" and s_on.default_status == dg.DefaultScheduleStatus.RUNNING
     assert s_off.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_the_local_ingest_does_not_depend_on_the_scale_out_assets(tmp_path):
+    """Launching ingest_job must not bring a never-materialised scale-out asset in as an upstream."""
+    from al_assets.definitions import build_defs
+    from al_core.config import from_dict
+
+    defs = build_defs(from_dict({}, base_dir=tmp_path))
+    graph = defs.resolve_asset_graph()
+    ingest_keys = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "ingest"}
+    upstream = set().union(*(graph.get(k).parent_keys for k in ingest_keys))
+    assert upstream <= ingest_keys, upstream - ingest_keys
+    assert dg.AssetKey("embedding_shards") in graph.get_all_asset_keys()  # still there, in its own group
+    assert graph.get(dg.AssetKey("embedding_shards")).group_name == "scale_out"

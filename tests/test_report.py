@@ -248,3 +248,51 @@ def test_simulate_holdout_matches_the_loop_and_uses_eval_set(tmp_path, capsys):
     data = load_data(store, cfg, CLASSES4, "cfg-test")
     assert data["eval_source"] == "eval_set"
     assert set(data["eval_ids"]) == {r[0] for r in store.fetch("SELECT image_id FROM eval_set")}
+
+
+def test_al_simulate_on_a_real_project_uses_the_delivered_labels_and_says_so(tmp_path, capsys):
+    """No class folders (a team's flat folder of photos): the labels delivered so far are the oracle."""
+    from al_core.cli.simulate import main
+    from al_core.config import load_config
+    from al_core.ingest.scan import scan
+    from al_core.loop import ingest_label_files
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    truth = {}
+    for c in CLASSES4:
+        for f in sorted((SAMPLE_ROOT / c).glob("*.jpg"))[:12]:
+            shutil.copy(f, root / f"IMG_{c}_{f.name}")
+            truth[f"IMG_{c}_{f.name}"] = c
+    (tmp_path / "al.yaml").write_text(
+        "images:\n  root: photos\nclasses: [" + ", ".join(CLASSES4) + "]\n"
+        "evaluation:\n  holdout: 8\nselection:\n  budget_per_round: 4\n  seed: 0\n")
+    cfg = load_config(tmp_path / "al.yaml")
+    store = open_store(cfg)
+    scan(store, root=root)
+    assert store.fetch("SELECT count(*) FROM ground_truth") == [(0,)]  # a flat folder: no ground truth
+    rows = store.fetch("SELECT image_id, path FROM image_paths WHERE status = 'ok' ORDER BY path")
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((len(CLASSES4), 16)) * 0.6
+    cls = [truth[Path(p).name] for _, p in rows]
+    vecs = np.stack([centres[CLASSES4.index(c)] + rng.standard_normal(16) for c in cls]).astype(np.float32)
+    store.register_embedding_config("cfg-test", {"backbone": "random", "dim": 16, "preprocessing": {"size": 32}})
+    store.write_embeddings("cfg-test", [r[0] for r in rows], vecs)
+    assert main(["--config", str(tmp_path / "al.yaml"), "--rounds", "2", "--seeds", "1"]) == 2  # nothing delivered
+    assert "only 0 labels delivered" in capsys.readouterr().err
+    cfg.inbox.mkdir(parents=True)
+    labelled = rows[:40]
+    (cfg.inbox / "team.csv").write_text("image_id,label\n" + "".join(
+        f"{iid},{truth[Path(p).name]}\n" for iid, p in labelled))
+    rep = ingest_label_files(store, cfg, [cfg.inbox / "team.csv"], round_=1, classes=CLASSES4)
+    assert rep.counts == {"accepted": 1}
+    out_json = tmp_path / "sim.json"
+    rc = main(["--config", str(tmp_path / "al.yaml"), "--strategies", "margin,random", "--rounds", "2",
+               "--seeds", "1", "--json", str(out_json)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    data = json.loads(out_json.read_text())
+    assert data["oracle"]["kind"] == "delivered_labels" and data["oracle"]["n_labels"] == 40
+    assert data["n_pool"] + data["n_eval"] == 40 and data["eval_source"] == "holdout"
+    assert "the 40 labels delivered so far are the oracle" in captured.out
+    assert "optimistic for the strategy in use" in captured.out

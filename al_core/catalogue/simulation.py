@@ -21,3 +21,14 @@ def eval_set_labels(con) -> list[tuple[str, str | None]]:
 def proposed_image_ids(con) -> set[str]:
     """Every image some batch proposed."""
     return {r[0] for r in con.execute("SELECT DISTINCT image_id FROM queries").fetchall()}
+
+
+def delivered_training_labels(con) -> list[tuple[str, str]]:
+    """(image_id, label) of every image's current training label (skips left out), ascending image_id."""
+    return con.execute("SELECT image_id, label FROM current_labels WHERE NOT is_skip ORDER BY image_id").fetchall()
+
+
+def strategies_that_chose(con) -> list[tuple[str, int]]:
+    """(strategy, number of images its batches proposed), the seed pool included, most first."""
+    return con.execute("SELECT strategy, count(DISTINCT image_id) FROM queries GROUP BY strategy "
+                       "ORDER BY 2 DESC, 1").fetchall()

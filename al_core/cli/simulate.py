@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_outputs(result, out_dir, cfg.reports_dir, args.json)
         to_stdout_json = args.json == "-"
         print(format_table(result), file=sys.stderr if to_stdout_json else sys.stdout, flush=True)
+        if result["oracle"]["kind"] != "ground_truth":  # said plainly beside the table, not only in the log
+            print(result["oracle"]["note"], file=sys.stderr if to_stdout_json else sys.stdout, flush=True)
         for k, p in paths.items():
             log(f"wrote {k}: {p}")
         if to_stdout_json:

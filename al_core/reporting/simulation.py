@@ -1,8 +1,13 @@
 """`al simulate`'s study over a project's store, without annotators and without writing to the database.
 
 - :func:`load_data`: the pool and the evaluation images, their vectors and
-  ground-truth classes (al_core.catalogue.simulation; the loop's hold-out rule,
-  al_core.loop.holdout.stratified_holdout, when the eval_set table is empty);
+  classes (al_core.catalogue.simulation; the loop's hold-out rule,
+  al_core.loop.holdout.stratified_holdout, when the eval_set table is empty).
+  The classes are the ground truth (class folders, a manifest's column) when
+  the project has it; on a real project without one, the labels delivered so
+  far are the oracle on the labelled subset (ORACLE_DELIVERED): the result says
+  so, with how many labels and which strategy chose them, because that subset
+  was picked by the strategy in use and the comparison is optimistic for it;
 - :func:`run_study`: every query strategy and seed
   (al_core.learn.simulate.compare_strategies) and the result as JSON-ready data;
 - :func:`write_outputs`: the runs as CSV (polars), the comparison plot (PNG)
@@ -26,7 +31,12 @@ from al_core.catalogue import simulation as Q
 from al_core.files.atomic import atomic_write_bytes, atomic_write_text, atomic_write_unique
 
 CSV_COLUMNS = ("strategy", "seed", "round", "labels", "accuracy")
+ORACLE_GROUND_TRUTH = "ground_truth"
+ORACLE_DELIVERED = "delivered_labels"
 CSV_ACCURACY_DECIMALS = 6
+
+
+MIN_DELIVERED_LABELS = 20  # fewer delivered labels cannot seed, query and evaluate even one round
 
 
 class SimulateError(RuntimeError):
@@ -44,12 +54,20 @@ def latest_config_id(store) -> str:
     return config_id
 
 
-def _eval_pairs(cfg, rows: list, eval_rows: list, truth: dict, proposed: set, holdout: int | None):
+def _eval_pairs(cfg, rows: list, eval_rows: list, truth: dict, proposed: set, holdout: int | None,
+                oracle: str = ORACLE_GROUND_TRUTH):
     """(source, [(image_id, class or None)]): the eval_set table when it has rows (labels from it, else
-    from the ground truth), else the loop's stratified hold-out of the images not proposed yet."""
+    from the ground truth), else the loop's stratified hold-out of the images not proposed yet. With the
+    delivered labels as the oracle every candidate was proposed: the hold-out is then taken from them, unless
+    the evaluation set has labels of its own."""
     from al_core.loop.holdout import stratified_holdout  # the loop's own hold-out rule
 
-    if eval_rows:
+    if oracle == ORACLE_DELIVERED:
+        labelled = [(iid, lab) for iid, lab in eval_rows if lab is not None]
+        if labelled:
+            return "eval_set", labelled
+        proposed = set()
+    elif eval_rows:
         return "eval_set", [(iid, lab if lab is not None else truth.get(iid)) for iid, lab in eval_rows]
     n_hold = cfg.evaluation.holdout if holdout is None else int(holdout)
     if n_hold <= 0:
@@ -80,10 +98,11 @@ def load_data(store, cfg, classes: Sequence[str], config_id: str, holdout: int |
         proposed = Q.proposed_image_ids(con)
     embedded = store.embedded_ids(config_id)
     truth = {iid: gt for iid, gt, n in rows if gt is not None and n == 1}
+    oracle = {"kind": ORACLE_GROUND_TRUTH}
     if not truth:
-        raise SimulateError("no ground truth in the store: `al simulate` needs class folders under images.root "
-                            "(or a `class` column in the manifest)")
-    eval_source, eval_pairs = _eval_pairs(cfg, rows, eval_rows, truth, proposed, holdout)
+        truth, rows, oracle = _delivered_oracle(store, eval_rows)
+        log(oracle["note"])
+    eval_source, eval_pairs = _eval_pairs(cfg, rows, eval_rows, truth, proposed, holdout, oracle["kind"])
     eval_ids_all = {iid for iid, _ in eval_pairs}
     eval_pairs = [(iid, lab) for iid, lab in eval_pairs if lab in cls_index and iid in embedded]
     pool_pairs = [(iid, gt) for iid, gt in sorted(truth.items())
@@ -106,8 +125,28 @@ def load_data(store, cfg, classes: Sequence[str], config_id: str, holdout: int |
         "targets": np.array([cls_index[c] for _, c in pool_pairs], dtype=np.int64),
         "test_features": np.take(emb.features, take(eval_pairs), axis=0),
         "test_targets": np.array([cls_index[c] for _, c in eval_pairs], dtype=np.int64),
-        "eval_source": eval_source,
+        "eval_source": eval_source, "oracle": oracle,
     }
+
+
+def _delivered_oracle(store, eval_rows: list) -> tuple[dict, list, dict]:
+    """Without ground truth: the delivered training labels as the oracle (truth, rows as for ground truth, and
+    the oracle's description); SimulateError when there are too few."""
+    with store.connect(read_only=True, view=False) as con:
+        labels = Q.delivered_training_labels(con)
+        chose = Q.strategies_that_chose(con)
+    eval_ids = {iid for iid, _ in eval_rows}
+    truth = {iid: lab for iid, lab in labels if iid not in eval_ids}
+    if len(truth) < MIN_DELIVERED_LABELS:
+        raise SimulateError(
+            f"no ground truth in the store and only {len(truth)} labels delivered (at least {MIN_DELIVERED_LABELS} "
+            "needed to simulate on them): label a few rounds first, or give class folders under images.root")
+    by = ", ".join(f"{s} ({n})" for s, n in chose) or "no batch"
+    note = (f"no ground truth: the {len(truth)} labels delivered so far are the oracle, on the labelled subset "
+            f"only. That subset was chosen by the strategies of this project's batches ({by}), so the comparison "
+            "is optimistic for the strategy in use; it is a sanity check, not a measurement.")
+    return truth, [(iid, lab, 1) for iid, lab in sorted(truth.items())], {
+        "kind": ORACLE_DELIVERED, "n_labels": len(truth), "chosen_by": dict(chose), "note": note}
 
 
 def run_study(store, cfg, *, classes: Sequence[str], strategies: Sequence[str], seed_strategy: str, rounds: int,
@@ -152,7 +191,7 @@ def run_study(store, cfg, *, classes: Sequence[str], strategies: Sequence[str], 
     return {
         "strategies": per, "seed_strategy": seed_strategy, "n_pool": n_pool, "n_eval": n_eval, "budget": budget,
         "rounds": rounds, "n_classes": len(classes), "classes": list(classes), "config_id": config_id,
-        "eval_source": data["eval_source"],
+        "eval_source": data["eval_source"], "oracle": data["oracle"],
         "seed_rule": "the study's seeds 1, 10, 100, ...",
         "std": "population standard deviation over seeds",
         "area_under_curve": "mean accuracy over the label range (trapezoid area / label span)",
