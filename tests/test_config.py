@@ -55,7 +55,7 @@ def test_repository_demo_file_differs_from_defaults_only_where_marked():
     diffs = {(s, k) for s in default if isinstance(default[s], dict)
              for k in default[s] if demo[s][k] != default[s][k]}
     assert diffs == {("evaluation", "labels_from_ground_truth"), ("sensor", "interval_s"),
-                     ("sensor", "ingest_before_round"), ("images", "root")}
+                     ("sensor", "ingest_before_round"), ("images", "root"), ("evaluation", "holdout")}
     assert demo["name"] == "demo" != default["name"]
     marked = [line for line in (ROOT / "al.yaml").read_text().splitlines() if "# DEMO" in line]
     assert len(marked) == len(diffs) + 1  # + the name

@@ -5,9 +5,9 @@ import json
 import dagster as dg
 import pytest
 
+from al_core.catalogue import open_store
 from al_core.config import load_config
 from tests.loop_helpers import answer_batch, execute, make_project, run_requests
-from al_core.catalogue import open_store
 
 
 @pytest.fixture()
@@ -298,3 +298,15 @@ def test_simulated_annotator_answers_each_batch_once_from_the_ground_truth(proje
     p = answer_round(cfg, 0, skip=1.0, annotator="team-b")
     assert p.name == "team-b-round-0000.csv"
     assert {line.split(",")[1] for line in p.read_text().splitlines()[1:]} == {cfg.labels.skip_label}
+
+
+def test_auto_holdout_follows_the_pool():
+    from al_core.config import from_dict
+    from al_core.loop.holdout import auto_holdout_size, holdout_size
+
+    assert auto_holdout_size(1200, 4) == 120  # the team of the issue: 10 %, not 500 of 1,200
+    assert auto_holdout_size(100_000, 10) == 500  # capped
+    assert auto_holdout_size(100, 10) == 50  # at least 5 per class expected ... but at most half the pool
+    assert auto_holdout_size(300, 10) == 50
+    assert holdout_size(from_dict({}), 1200, 4) == 120
+    assert holdout_size(from_dict({"evaluation": {"holdout": 37}}), 1200, 4) == 37

@@ -6,7 +6,8 @@ rules are read by al_core.config.validate when the file loads:
 - ``min`` / ``max``: inclusive bounds; ``gt``: an exclusive lower bound;
 - ``choices``: a tuple of allowed values, or a function returning it (called at
   load, so the names come from the registries: strategies, backbones);
-- ``nonblank``: a string that is not empty and has no surrounding whitespace.
+- ``nonblank``: a string that is not empty and has no surrounding whitespace;
+- ``auto``: the word ``auto`` is accepted too (the tool chooses; the setting's users say how).
 
 Floats must be finite. Integers are never coerced from floats or booleans,
 booleans only come from YAML's ``true`` / ``false``.
@@ -64,7 +65,8 @@ class SelectionConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    holdout: int = setting(500, min=0)
+    # images held out of querying; "auto": al_core.loop.holdout.auto_holdout_size (from the pool and the classes)
+    holdout: int | str = setting("auto", min=0, auto=True)
     labels_from_ground_truth: bool = setting(False)
 
 

@@ -32,7 +32,8 @@ selection:
   seed: 0                         # base random seed; round r uses seed + r
 
 evaluation:
-  holdout: 500                    # images held out of querying (stratified by ground truth when known); 0: none
+  holdout: auto                   # images held out of querying (stratified by ground truth when known); 0: none;
+                                  # auto: the smaller of 500 and 10 % of the images, at least 5 per class
   labels_from_ground_truth: false # true only for simulation: hold-out labels come from the folder names
   # labelled evaluation images can also be delivered as label files into <inbox>/eval/
 

@@ -45,6 +45,8 @@ def _base_types(hint) -> tuple[set[type], bool]:
 def check_value(value, hint, rules: dict, where: str):
     """The value of one setting, typed and checked against its rules (schema.setting)."""
     allowed, nullable = _base_types(hint)
+    if rules.get("auto") and value == "auto":  # a setting whose value the tool chooses (documented per setting)
+        return value
     if value is None:
         if nullable:
             return None

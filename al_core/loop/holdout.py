@@ -1,5 +1,6 @@
 """The evaluation set: the hold-out rule, and holding the images out once."""
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,8 +41,27 @@ def stratified_holdout(rows: Sequence[tuple[str, str | None]], n: int, seed: int
     return chosen
 
 
+AUTO_HOLDOUT_MAX = 500  # `evaluation.holdout: auto` never holds out more (a Wilson interval of +-4 points at 0.8)
+AUTO_HOLDOUT_SHARE = 0.10  # ... nor more than this share of the images
+AUTO_HOLDOUT_MIN_PER_CLASS = 5  # ... but at least this many per class on average (when the pool allows)
+
+
+def auto_holdout_size(n_images: int, n_classes: int) -> int:
+    """The hold-out size of `evaluation.holdout: auto`: min(AUTO_HOLDOUT_MAX, 10 % of the images), raised to
+    AUTO_HOLDOUT_MIN_PER_CLASS x classes, and never more than half the images (stratified_holdout's cap)."""
+    n = min(AUTO_HOLDOUT_MAX, math.ceil(AUTO_HOLDOUT_SHARE * n_images))
+    n = max(n, AUTO_HOLDOUT_MIN_PER_CLASS * n_classes)
+    return min(n, n_images // 2)
+
+
+def holdout_size(cfg: ProjectConfig, n_images: int, n_classes: int) -> int:
+    """The number of images to hold out: the setting, or auto_holdout_size for `auto`."""
+    h = cfg.evaluation.holdout
+    return auto_holdout_size(n_images, n_classes) if h == "auto" else int(h)
+
+
 def ensure_eval_set(store, cfg: ProjectConfig, classes: Sequence[str]) -> dict:
-    """Hold out ``evaluation.holdout`` images (stratified by ground truth, fixed by the seed), once.
+    """Hold out ``evaluation.holdout`` images (holdout_size; stratified by ground truth, fixed by the seed), once.
 
     Candidates are the known images never proposed. With
     ``evaluation.labels_from_ground_truth`` the held-out images are labelled from
@@ -55,7 +75,8 @@ def ensure_eval_set(store, cfg: ProjectConfig, classes: Sequence[str]) -> dict:
             return {"holdout": n_existing, "created": 0}
         rows = images.known_images_with_ground_truth(con)
         proposed = rounds_q.proposed_image_ids(con)
-    chosen = stratified_holdout([r for r in rows if r[0] not in proposed], cfg.evaluation.holdout, cfg.selection.seed)
+    candidates = [r for r in rows if r[0] not in proposed]
+    chosen = stratified_holdout(candidates, holdout_size(cfg, len(candidates), len(classes)), cfg.selection.seed)
     from_truth = cfg.evaluation.labels_from_ground_truth
     with store.transaction() as con:
         labels_q.add_holdout(con, [(iid, gt if (from_truth and gt in classes) else None) for iid, gt in chosen], now())

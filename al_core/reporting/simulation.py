@@ -69,7 +69,9 @@ def _eval_pairs(cfg, rows: list, eval_rows: list, truth: dict, proposed: set, ho
         proposed = set()
     elif eval_rows:
         return "eval_set", [(iid, lab if lab is not None else truth.get(iid)) for iid, lab in eval_rows]
-    n_hold = cfg.evaluation.holdout if holdout is None else int(holdout)
+    from al_core.loop.holdout import holdout_size
+
+    n_hold = holdout_size(cfg, len(rows), len(set(truth.values()))) if holdout is None else int(holdout)
     if n_hold <= 0:
         raise SimulateError("no evaluation set: the eval_set table is empty and evaluation.holdout is 0 "
                             "(pass --holdout N)")
