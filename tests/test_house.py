@@ -138,3 +138,82 @@ def test_every_pinned_runtime_dependency_is_used():
         if module not in imported:
             unused.append(name)
     assert not unused, f"pinned but never imported by the product: {unused}"
+
+
+# What each package of al_core may import (docs/architecture.md, "Layers"): a DAG, lowest layers first.
+ALLOWED_IMPORTS = {
+    "files": set(), "faults": set(),
+    "catalogue": {"files", "faults"},
+    "models": {"files"}, "learn": {"files"}, "labels": {"files"}, "labelstudio": {"files", "labels"},
+    "config": {"catalogue", "models", "learn"},  # the registries' names (data) and the ground truth's classes
+    "ingest": {"catalogue", "config", "models", "files", "faults"},
+    "loop": {"catalogue", "config", "labels", "labelstudio", "learn", "models", "files", "faults"},
+    "reporting": {"catalogue", "config", "labels", "learn", "loop", "files"},
+    "cli": {"catalogue", "config", "files", "ingest", "labels", "labelstudio", "learn", "loop", "models", "reporting",
+            "bench"},
+    "bench": {"catalogue", "config", "files", "ingest", "labels", "learn", "loop", "models", "reporting"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(tree, top_level_only: bool) -> set[str]:
+    nodes = ast.walk(tree) if not top_level_only else (
+        n for stmt in tree.body for n in (ast.walk(stmt) if isinstance(stmt, ast.If | ast.Try) else [stmt]))
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+    return out
+
+
+def test_packages_import_only_lower_layers():
+    bad = []
+    for f in sorted((ROOT / "al_core").rglob("*.py")):
+        parts = _module_name(f).split(".")
+        if len(parts) < 2:
+            continue
+        src = parts[1]
+        for name in _imports(ast.parse(f.read_text(encoding="utf-8")), top_level_only=False):
+            if name.startswith("al_core.") and (dst := name.split(".")[1]) != src:
+                if dst not in ALLOWED_IMPORTS.get(src, set()):
+                    bad.append(f"{f.relative_to(ROOT)}: al_core.{src} imports al_core.{dst}")
+    assert not bad, "imports against the layers of docs/architecture.md:\n" + "\n".join(sorted(set(bad)))
+    assert set(ALLOWED_IMPORTS) >= {p.name for p in (ROOT / "al_core").iterdir() if p.is_dir() and
+                                    not p.name.startswith("_")} | {"faults"}
+
+
+def test_no_import_cycles_between_modules():
+    """Module-level imports (the ones that run at import time) form no cycle, in al_core and the Dagster layer."""
+    files = {_module_name(f): f for f in _product_files()}
+    graph = {}
+    for name, f in files.items():
+        deps = set()
+        for imported in _imports(ast.parse(f.read_text(encoding="utf-8")), top_level_only=True):
+            if imported in files and imported != name and not name.startswith(imported + "."):
+                deps.add(imported)  # a module, or a package whose __init__ runs (an own ancestor has run already)
+            # `from pkg import submodule` needs pkg's __init__ too, unless the importer is inside pkg
+            pkg = imported.rsplit(".", 1)[0]
+            if pkg in files and pkg != name and not name.startswith(pkg + "."):
+                deps.add(pkg)
+        graph[name] = deps
+    state, cycles = {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in graph[node]:
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
