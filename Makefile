@@ -65,7 +65,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install instance chromium
+test: install instance chromium labelstudio
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: install
