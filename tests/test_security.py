@@ -219,7 +219,9 @@ def test_planted_pickle_is_refused_by_the_probe_and_backbone_loaders(tmp_path, m
     sha = probe.save(path)
     store = Store(tmp_path / "w.duckdb")
     with store.transaction() as con:
-        con.execute("INSERT INTO probes VALUES ('p1', 1, 1, 'round', ?, ?, 'c', 40, 2, 0, 0.1, ?, NULL)",
+        con.execute("INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, "
+                    "n_classes, seed, train_seconds, trained_at, run_id) "
+                    "VALUES ('p1', 1, 1, 'round', ?, ?, 'c', 40, 2, 0, 0.1, ?, NULL)",
                     [str(path), sha, now()])
     assert load_probe(store, "p1").predict(x).shape == (40,)
     path.write_bytes(evil.read_bytes())

@@ -48,13 +48,25 @@ def ingested_shas(con) -> set[str]:
         list(INGESTED_STATUSES)).fetchall()}
 
 
-def label_file_history(con) -> dict[str, list[tuple[str, str | None, str]]]:
-    """sha256 -> [(status, stored_path, original_name)] of every recorded delivery, oldest first."""
+def label_file_history(con) -> dict[str, list[tuple[str, str | None, str, bool]]]:
+    """sha256 -> [(status, stored_path, original_name, is_eval)] of every recorded delivery, oldest first."""
     out: dict = {}
-    for sha, status, stored, name in con.execute(
-            "SELECT sha256, status, stored_path, original_name FROM label_files ORDER BY received_at").fetchall():
-        out.setdefault(sha, []).append((status, stored, name))
+    for sha, status, stored, name, is_eval in con.execute(
+            "SELECT sha256, status, stored_path, original_name, is_eval FROM label_files "
+            "ORDER BY received_at").fetchall():
+        out.setdefault(sha, []).append((status, stored, name, bool(is_eval)))
     return out
+
+
+def set_stored_path(con, file_id: str, stored_path: str) -> None:
+    """Where a recorded file was moved, when the name chosen at its commit was taken by the time it moved."""
+    con.execute("UPDATE label_files SET stored_path = ? WHERE file_id = ?", [stored_path, file_id])
+
+
+def stored_file(con, stored_path: str) -> tuple[str, str, bool, str] | None:
+    """(sha256, original_name, is_eval, status) of the newest delivery stored at ``stored_path``, or None."""
+    return con.execute("SELECT sha256, original_name, is_eval, status FROM label_files WHERE stored_path = ? "
+                       "ORDER BY received_at DESC LIMIT 1", [stored_path]).fetchone()
 
 
 def count_label_files(con) -> int:

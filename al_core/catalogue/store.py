@@ -42,7 +42,7 @@ from al_core.faults import fault_point
 from al_core.files.hashing import sha256_file  # noqa: F401  (re-exported: callers import it from here)
 from al_core.catalogue.vectors import VectorsLocation, is_url, pending_commit, write_part
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APP_NAME = "al-pipeline"
 
 SHARD_HEX_DIGITS = 1  # 16 shards; 2 -> 256 shards (worth it above ~10 M images)
@@ -273,6 +273,12 @@ MIGRATIONS: dict[int, list[str]] = {
             LEFT JOIN proposal q ON q.label_id = l.label_id
             LEFT JOIN trained t ON t.label_id = l.label_id
             ORDER BY l.image_id, l.label_id""",
+    ],
+    # The class list each probe was trained with (a JSON list of names, output k is classes[k]): everything that
+    # reads a probe's output names it through this list, so a class list edited later relabels nothing. NULL for a
+    # probe recorded before version 3 (read as the project's class list of the time it is read).
+    3: [
+        "ALTER TABLE probes ADD COLUMN classes VARCHAR DEFAULT NULL",
     ],
 }
 
