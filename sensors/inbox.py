@@ -38,13 +38,13 @@ import dagster as dg
 
 from al_assets.jobs import INGEST_MAX_RUNTIME_S, RUN_MAX_RUNTIME_S, ingest_job, round_job, seed_job
 from al_assets.loop import rounds_partitions
+from al_assets.runs import IN_FLIGHT, is_in_flight
 from al_core.config import ConfigError, ProjectConfig
 from al_core.files.hashing import FILE_PREFIX_CHARS
 from resources.project import ProjectResource
 
 SENSOR_NAME = "inbox_sensor"
 SENSOR_LOCK_TIMEOUT_S = 2.0  # a sensor tick never waits long for the writer: it tries again next tick
-IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 REQUEST_KEY_TAG = "al/request_key"  # the run key a request was first made under (its later attempts share it)
 # Waiting before the same work is requested again after its runs ended (failed, or succeeded without doing it):
 # 30 s, then doubling up to 300 s. A cost of at most one extra run per wait while a fault lasts.
@@ -108,8 +108,6 @@ def _ended_at(record) -> float:
 
 def _attempt(context, req: dg.RunRequest) -> tuple[dg.RunRequest | None, str | None]:
     """(the request to make now under its key or a new attempt's, or None; why not, or None) for ``req``."""
-    from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
-
     key = req.run_key
     tagged = req.with_replaced_attrs(tags={**(req.tags or {}), REQUEST_KEY_TAG: key})
     try:
@@ -118,12 +116,8 @@ def _attempt(context, req: dg.RunRequest) -> tuple[dg.RunRequest | None, str | N
         return tagged, None
     if not records:
         return tagged, None
-    in_flight = {dg.DagsterRunStatus[s] for s in IN_FLIGHT}
-    for r in records:
-        run = r.dagster_run
-        retrying = run.tags.get(WILL_RETRY_TAG) == "true" and run.tags.get(AUTO_RETRY_RUN_ID_TAG) is None
-        if run.status in in_flight or (run.status == dg.DagsterRunStatus.FAILURE and retrying):
-            return None, f"{key}: a run for it is queued, running or about to be retried"
+    if any(is_in_flight(r.dagster_run) for r in records):
+        return None, f"{key}: a run for it is queued, running or about to be retried"
     last = max(records, key=_ended_at)
     waited, wait = time.time() - _ended_at(last), retry_wait_s(len(records))
     if waited < wait:

@@ -80,6 +80,27 @@ def label_files_by_prefix(con, sha_prefix: str, statuses: Sequence[str]) -> list
         f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY sha256", [sha_prefix, *statuses]).fetchall()
 
 
+def rejected_files_by_prefix(con, sha_prefix: str) -> list[tuple[str, str, str | None, bool]]:
+    """(sha256, original_name, stored_path, is_eval) of every rejected delivery whose sha256 starts with
+    ``sha_prefix``, newest first."""
+    return [(sha, name, stored, bool(ev)) for sha, name, stored, ev in con.execute(
+        "SELECT sha256, original_name, stored_path, is_eval FROM label_files WHERE status = 'rejected' "
+        "AND sha256 <> '' AND starts_with(sha256, ?) ORDER BY received_at DESC", [sha_prefix]).fetchall()]
+
+
+def mark_put_back(con, stored_path: str, new_path: str) -> None:
+    """A rejected file moved from ``stored_path`` back into the inbox (as ``new_path``) by `al labels retry`: the
+    rows stored there lose their stored path (the file is no longer there; its next ingestion records it anew)."""
+    con.execute("UPDATE label_files SET stored_path = NULL, reason = concat(reason, ?) WHERE stored_path = ?",
+                [f"; put back into the inbox as {new_path} by al labels retry", stored_path])
+
+
+def is_eval_delivery(con, sha256: str) -> bool:
+    """Whether an accepted delivery of these bytes went into inbox/eval/ (labels of the evaluation set)."""
+    return bool(con.execute("SELECT bool_or(is_eval) FROM label_files WHERE sha256 = ? AND status = 'accepted'",
+                            [sha256]).fetchone()[0])
+
+
 def mark_file_retracted(con, sha256: str, reason: str) -> None:
     con.execute("UPDATE label_files SET status = 'retracted', reason = ? WHERE sha256 = ? AND status = 'accepted'",
                 [reason, sha256])

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from al_core.cli.common import print_safe
 from al_core.cli.exit_codes import Exit
 from al_core.config import DEFAULT_CONFIG_NAME, DEFAULT_YAML, from_dict
 from al_core.files.atomic import atomic_write_text
@@ -17,11 +18,11 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     p = Path(args.path)
     if p.exists() and not args.force:
-        print(f"al init: {p} exists; use --force to overwrite", file=sys.stderr)
+        print_safe(f"al init: {p} exists; use --force to overwrite", file=sys.stderr)
         return Exit.FAILED
     import yaml
 
     from_dict(yaml.safe_load(DEFAULT_YAML))  # the default must always be valid
     atomic_write_text(p, DEFAULT_YAML)
-    print(f"wrote {p}: edit images.root, classes and selection, then `make ui` or `al ingest`")
+    print_safe(f"wrote {p}: edit images.root, classes and selection, then `make ui` or `al ingest`")
     return Exit.OK

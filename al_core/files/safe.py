@@ -15,7 +15,8 @@ they did not expect and never open anything but a regular file:
   checked (``fstat``: a regular file, the same ``st_dev``/``st_ino`` as the
   look). Everything is then read from that descriptor only;
 - ``ensure_dir(root, name)``: ``root/name`` as a real folder; an entry of that
-  name that is not one (a planted link) is renamed aside first, never followed;
+  name that is not one (a planted link) is renamed aside first (``set_aside``),
+  never followed;
 - ``move_no_replace(src, dest, root=)``: moves an entry (a link is moved as a
   link) and never replaces one: a taken name becomes ``name-1``, ``name-2``...;
 - ``printable_name``: a name as text that can be stored and shown (bytes that
@@ -32,7 +33,7 @@ import hashlib
 import os
 import stat
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -160,6 +161,14 @@ def open_dir(path: str | os.PathLike, *, root: str | os.PathLike | None = None) 
     return _walk_from(root, rel.parts)
 
 
+class _Fd:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 @contextlib.contextmanager
 def opened_dir(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Iterator[int]:
     fd = open_dir(path, root=root)
@@ -177,9 +186,28 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _aside_name(name: str, kind: str) -> str:
+def _aside_name(name: str, kind: str, hidden: bool) -> str:
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
-    return fit_name(name, NAME_MAX_BYTES - 48) + f".refused-{kind.replace(' ', '-')}-{stamp}"
+    return ("." if hidden else "") + fit_name(name, NAME_MAX_BYTES - 48) + f".refused-{kind.replace(' ', '-')}-{stamp}"
+
+
+def set_aside(path: str | os.PathLike, *, keep: Callable[[int], bool] = stat.S_ISREG,
+              hidden: bool = False) -> str | None:
+    """Rename the entry at ``path`` unless ``keep(st_mode)`` (default: a regular file) to
+    ``[.]NAME.refused-KIND-STAMP`` in the same folder (kept, never followed, never replacing anything); returns
+    the new name, or None when there was nothing to set aside."""
+    path = Path(path)
+    try:
+        fd = open_dir(path.parent)
+    except FileNotFoundError:
+        return None  # no folder: nothing in it
+    with contextlib.closing(_Fd(fd)):
+        st = lstat_at(fd, path.name)
+        if st is None or keep(st.st_mode):
+            return None
+        aside = _aside_name(path.name, kind_of(st.st_mode), hidden)
+        _rename_no_replace(fd, path.name, fd, aside)
+    return aside
 
 
 def ensure_dir(root: str | os.PathLike, name: str, *, create: bool = True) -> tuple[Path, str | None]:
@@ -191,13 +219,9 @@ def ensure_dir(root: str | os.PathLike, name: str, *, create: bool = True) -> tu
     nothing is created (a missing folder stays missing).
     """
     root = Path(root)
+    aside = set_aside(root / name, keep=stat.S_ISDIR)
     with opened_dir(root) as rfd:
         st = lstat_at(rfd, name)
-        aside = None
-        if st is not None and not stat.S_ISDIR(st.st_mode):
-            aside = _aside_name(name, kind_of(st.st_mode))
-            _rename_no_replace(rfd, name, rfd, aside)
-            st = None
         if st is None and create:
             with contextlib.suppress(FileExistsError):  # created meanwhile by another run: checked below
                 os.mkdir(name, DIR_MODE, dir_fd=rfd)

@@ -51,8 +51,12 @@ def parse_label_file(
     skip_label: str = "skip",
     max_bytes: int = MAX_FILE_BYTES,
     max_line_bytes: int = MAX_LINE_BYTES,
+    root: str | os.PathLike | None = None,
 ) -> ParsedLabels:
-    """Read and validate one label file (the contract: ``al_core.labels``). Never raises on bad content."""
+    """Read and validate one label file (the contract: ``al_core.labels``). Never raises on bad content.
+
+    ``root``: a folder ``path`` lies in (the inbox); no folder below it is followed when it is a link.
+    """
     classes = tuple(classes)
     if not classes:
         raise ValueError("parse_label_file needs a non-empty class list")
@@ -63,7 +67,7 @@ def parse_label_file(
     rows = RowValidator(classes, known_image_ids, skip_label, errs)
     read = _Read(format=EXT_FORMAT.get(os.path.splitext(p)[1].lower()))
     try:  # never a link followed, a FIFO or device opened (al_core.files.safe); read from this descriptor only
-        f = open_regular(p)
+        f = open_regular(p, root=root)
     except UnsafeEntry as e:
         errs.add(None, None, "not a regular file", e.reason)
         return _result(p, "", read, rows, errs)

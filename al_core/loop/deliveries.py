@@ -5,9 +5,10 @@ replaces a file (al_core.files.safe):
 
 - ``read_and_validate`` opens each delivery once without following a link,
   hashes it from that descriptor, and validates it (the parser's second read
-  must see the same bytes); a file over MAX_FILE_BYTES is rejected unread; an
-  entry that is not a regular file when opened is refused unread; a path that
-  is not a file of the inbox or of inbox/eval/ is not read at all.
+  must see the same bytes); a file over MAX_FILE_BYTES, and an entry that is
+  not a regular file when opened, is refused unread (recorded as rejected, with
+  the reason); a path that is not a file of the inbox or of inbox/eval/ is not
+  read at all.
 - A delivery keeps its kind: ``Delivery.is_eval`` is true for a file of
   inbox/eval/, and is recorded with it (``label_files.is_eval``) wherever the
   file goes; ``committed_not_moved`` matches a crashed delivery by kind too.
@@ -94,17 +95,6 @@ def kind_of_path(cfg: ProjectConfig, path: Path) -> bool | None:
     return True if parent == Path(os.path.abspath(cfg.inbox / EVAL_FOLDER)) else None
 
 
-def _too_large(path: Path, sha: str, size: int):
-    """The rejection of a file over MAX_FILE_BYTES, without reading it again (the parser's message)."""
-    from al_core.labels import MAX_FILE_BYTES
-    from al_core.labels.parse import EXT_FORMAT
-    from al_core.labels.results import LabelError, ParsedLabels
-
-    msg = (f"the file is {size} bytes; the limit is {MAX_FILE_BYTES} bytes (MAX_FILE_BYTES): split it into "
-           "several deliveries")
-    return ParsedLabels(str(path), sha, EXT_FORMAT.get(path.suffix.lower()), (), (LabelError(None, None, msg),), 0, ())
-
-
 def refusal_report(r: Refused, reason: str):
     """The error report of an entry that was not read: one whole-file error, the reason."""
     from al_core.labels.results import LabelError, ParsedLabels
@@ -130,7 +120,7 @@ def read_and_validate(store, cfg: ProjectConfig, files: Sequence, validate: Call
         try:
             with open_regular(path, root=cfg.inbox) as fh:
                 size = os.fstat(fh.fileno()).st_size
-                sha = sha256_of(fh)
+                sha = sha256_of(fh) if size <= MAX_FILE_BYTES else ""
         except FileNotFoundError:
             log(f"{name}: gone before ingestion (already moved by an earlier run?)")
             continue
@@ -140,9 +130,13 @@ def read_and_validate(store, cfg: ProjectConfig, files: Sequence, validate: Call
         except OSError as e:
             log(f"{name}: cannot be read now ({e.strerror or e}); left in the inbox for the next run")
             continue
+        if size > MAX_FILE_BYTES:  # never read: hashing 16 GiB costs minutes, and it would be rejected anyway
+            refused.append(Refused(path, name, f"{size} bytes, over the {MAX_FILE_BYTES}-byte limit (MAX_FILE_BYTES):"
+                                               " not read; split it into several deliveries", name))
+            continue
         parsed = None
         if sha not in ingested:
-            parsed = _too_large(path, sha, size) if size > MAX_FILE_BYTES else validate(path)
+            parsed = validate(path)
             if parsed.sha256 != sha:
                 log(f"{name}: changed while being read; left in the inbox for the next run")
                 continue
@@ -183,12 +177,17 @@ def safe_folders(cfg: ProjectConfig, log: Log) -> None:
                 "never followed" + ("; a new folder made" if create else ""))
 
 
-def write_error_reports(reports: Sequence[tuple[object, Path]], cfg: ProjectConfig) -> None:
-    """Each (ParsedLabels, path) report, atomically, in a folder of the inbox that is no link."""
+def write_error_reports(reports: Sequence[tuple[object, Path]], cfg: ProjectConfig, warn: Log) -> None:
+    """Each (ParsedLabels, path) report, atomically, in a folder of the inbox that is no link (one that cannot be
+    written now, e.g. rejected/ swapped for a link after ``safe_folders``, is reported with ``warn``)."""
     from al_core.labels import write_error_report
 
     for parsed, dest in reports:
-        write_error_report(parsed, dest, within=cfg.inbox)
+        try:
+            write_error_report(parsed, dest, within=cfg.inbox)
+        except OSError as e:
+            warn(f"{printable_name(dest.name)}: the error report cannot be written now ({e}); the rejection and its "
+                 "reason are recorded in label_files")
 
 
 def move_files(store, moves: Sequence[tuple[Path, Path, str | None]], cfg: ProjectConfig, log: Log,

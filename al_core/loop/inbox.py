@@ -240,8 +240,8 @@ def _pending(paths: list[Path], survey: InboxSurvey, validate) -> list[PendingFi
         size, mtime_ns, ino = survey.sizes.get(p, (0, 0, 0))
         identity = f"{size}:{mtime_ns}:{ino}"
         if size > MAX_FILE_BYTES:
-            out.append(PendingFile(p, "", None, identity, f"{size} bytes, over the {MAX_FILE_BYTES}-byte limit: "
-                                                          "the run rejects it unread"))
+            out.append(PendingFile(p, "", None, identity, f"{size} bytes, over the {MAX_FILE_BYTES}-byte limit "
+                                                          "(MAX_FILE_BYTES): the run rejects it unread"))
         elif size > budget:
             out.append(PendingFile(p, "", None, identity, f"not validated at this tick (over the tick's "
                                                           f"{SENSOR_READ_BUDGET_BYTES}-byte read budget); the run "
@@ -272,5 +272,5 @@ def look_at_inbox(store, cfg: ProjectConfig) -> InboxView:
     if view.survey.ready:
         classes, known = validation_inputs(cfg, store)
         view.files = _pending(view.survey.ready, view.survey, lambda p: parse_label_file(
-            p, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label))
+            p, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label, root=cfg.inbox))
     return view

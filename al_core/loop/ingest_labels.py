@@ -6,9 +6,8 @@
    (the slow part): open every file without following a link
    (``al_core.files.safe.open_regular``), hash it from that descriptor and
    validate it with ``validation_inputs``; bytes already ingested are not parsed
-   again, a file over MAX_FILE_BYTES is rejected unread, and an entry that is
-   not a regular file (swapped for a link after the sensor's look) is refused
-   unread.
+   again; a file over MAX_FILE_BYTES, and an entry that is not a regular file
+   (swapped for a link after the sensor's look), is refused unread.
 2. In one write transaction, against what is committed then:
    ``_label_round`` (the round the labels go into), ``_Ledger.read`` (the
    deliveries so far, the current labels, the proposed images), ``_decide`` per
@@ -316,7 +315,7 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     warn = warn or log
     project_classes, known = validation_inputs(cfg, store)
     validate = functools.partial(parse_label_file, classes=project_classes if classes is None else classes,
-                                 known_image_ids=known, skip_label=cfg.labels.skip_label)
+                                 known_image_ids=known, skip_label=cfg.labels.skip_label, root=cfg.inbox)
     safe_folders(cfg, warn)
     deliveries, unread = read_and_validate(store, cfg, files, validate, log)
     unread += [r for r in refused if r.path not in {u.path for u in unread}]
@@ -333,7 +332,7 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
                 report.files.append(_as_refused(r, plan, cfg, warn))
         _write(con, plan)
     fault_point("labels.after_commit")
-    write_error_reports(plan.error_reports, cfg)
+    write_error_reports(plan.error_reports, cfg, warn)
     move_files(store, plan.moves, cfg, log, warn)
     _readiness(store, cfg, report, log)
     return report
