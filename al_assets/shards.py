@@ -30,6 +30,7 @@ import time
 import dagster as dg
 from pydantic import Field
 
+from al_assets.jobs import INGEST_MAX_RUNTIME_S
 from al_core.ingest.shards import all_shards
 from resources.backbone import BackboneResource
 from resources.shards import dask_executor
@@ -106,8 +107,8 @@ class PlanConfig(dg.Config):
 def plan_embedding_shards(context: dg.OpExecutionContext, config: PlanConfig, store: StoreResource,
                           backbone: BackboneResource) -> dict:
     """Work list per shard (catalogue read-only), written beside the vectors for the workers."""
-    from al_core.ingest.shards import plan_shards, write_plans
     from al_core.catalogue.store import now
+    from al_core.ingest.shards import plan_shards, write_plans
 
     started = now()
     s = store.get()
@@ -120,8 +121,8 @@ def plan_embedding_shards(context: dg.OpExecutionContext, config: PlanConfig, st
     cfg["dim"] = int(bb.feature_dim)
     from al_core.ingest.shards import worker_identity
 
-    return files | {"worker": worker_identity(), "backbone": bb.name, "dim": int(bb.feature_dim), "dtype": bb.dtype, "config": cfg,
-                    "source": config.source, "started_at": started.isoformat()}
+    return files | {"worker": worker_identity(), "backbone": bb.name, "dim": int(bb.feature_dim), "dtype": bb.dtype,
+                    "config": cfg, "source": config.source, "started_at": started.isoformat()}
 
 
 def _make_shard_op(shard: str):
@@ -200,7 +201,8 @@ def commit_embedding_shards(context: dg.OpExecutionContext, plan: dict, store: S
         "images_per_s": run["n_embedded"] / run["wall_seconds"] if run["wall_seconds"] > 0 else 0.0,
         "seconds": run["wall_seconds"],
         "run_id": context.run.run_id,
-        "sharded": {"plan_id": plan["plan_id"], "planned_by": plan.get("worker"), "committed_by": worker_identity(), "commit": committed, "worker_seconds": run["worker_seconds"],
+        "sharded": {"plan_id": plan["plan_id"], "planned_by": plan.get("worker"), "committed_by": worker_identity(),
+                    "commit": committed, "worker_seconds": run["worker_seconds"],
                     "workers": [json.loads(w) for w in workers],
                     "shards": {x["shard"]: {"n_embedded": x["n_embedded"], "worker": x["worker"]}
                                for x in summaries if x["n_planned"]}},
@@ -218,8 +220,8 @@ def commit_embedding_shards(context: dg.OpExecutionContext, plan: dict, store: S
 
 
 def build_embed_shards_job(name: str, executor_def=None, config: dict | None = None, description: str = ""):
-    @dg.job(name=name, executor_def=executor_def, config=config, tags={"al/writes": "true"},
-            description=description)
+    @dg.job(name=name, executor_def=executor_def, config=config,
+            tags={"al/writes": "true", "dagster/max_runtime": str(INGEST_MAX_RUNTIME_S)}, description=description)
     def _job():
         plan = plan_embedding_shards()
         commit_embedding_shards(plan, shards_done=[op(plan) for op in SHARD_OPS])

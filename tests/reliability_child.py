@@ -18,7 +18,17 @@ fault point was never reached.
 import os
 import sys
 import time
+
 from al_core.catalogue import open_store
+
+
+def round_job_of_the_project():
+    """round_job of the project in $AL_CONFIG: a reconstructable job, so Dagster can re-execute a failed run
+    from its failed step (tests/test_recovery.py), as its run retries do."""
+    from al_assets.definitions import build_defs
+    from al_core.config import load_config
+
+    return build_defs(load_config(os.environ["AL_CONFIG"])).resolve_job_def("round_job")
 
 
 def main(argv: list[str]) -> int:
