@@ -246,6 +246,7 @@ print(n)
     finally:
         stop.write_text("")
         flips = int(flipper.communicate(timeout=30)[0])
+    print(f"\n{flips} flips; reads: {outcomes}")
     assert flips > 50 and outcomes["ok"] > 0 and outcomes["refused"] > 0, (flips, outcomes)
 
 

@@ -126,6 +126,7 @@ def test_a_read_only_outbox_is_followed_by_a_round_without_a_person(base_project
         fault.clear()
     # the fault has cleared: a successful run within the stated bound (back-off at most, plus one tick)
     asked, keys = _until_a_round_succeeds(defs, instance, timeout_s=60)
+    print(f"\na run requested {asked:.2f} s after the outbox was writable again ({keys[-1]})")
     assert asked <= BACKOFF_MAX_S + TICK_S + 1.0, (asked, keys)
     assert keys[-1] == resume[0].run_key + "-a2"
     assert (cfg.outbox / "round-0001.csv").exists()
