@@ -7,7 +7,8 @@
   ``.errors.json`` content) for a bad one; Exit.USAGE when the check cannot run
   (no project file, no database).
 - ``al labels retract SHA256`` / ``al labels retry SHA256``: withdraw an
-  accepted delivery / ask for a file to be ingested again. Exit.FAILED when the
+  accepted training delivery / ask for a file to be ingested again (a rejected
+  one is put back into the folder of its kind, never over a waiting file). Exit.FAILED when the
   file cannot be found or retracted, Exit.LOCKED when the database stayed
   locked (al_core.cli.exit_codes).
 
@@ -169,7 +170,9 @@ def _add_retry(subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "retry", parents=[common], help="ingest a file again whose run failed, or a rejected file",
         description="Ask the inbox sensor for a new run (a new run key) that ingests the file again. The file must "
-                    "still be in the inbox (its run failed) or in inbox/rejected/ (it is put back first).")
+                    "still be in the inbox or inbox/eval/ (its run failed), or be a rejected delivery in "
+                    "inbox/rejected/: it is put back first, into the folder of its kind (an evaluation file into "
+                    "inbox/eval/), never over a file waiting there (then as NAME-1.csv).")
     p.add_argument("sha256", help="the file's sha256 (a prefix of at least 8 hex digits)")
 
 
