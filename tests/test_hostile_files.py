@@ -503,3 +503,34 @@ def test_same_bytes_twice_in_one_second_keep_both_files(base_project, tmp_path, 
     stored = [r[0] for r in store.fetch("SELECT stored_path FROM label_files ORDER BY received_at")]
     assert len(set(stored)) == 3 and all(Path(p).read_text() == body for p in stored)
     assert len(list((cfg.inbox / where).iterdir())) == (3 if where == "accepted" else 6)  # with error reports
+
+
+def test_a_refused_entry_that_cannot_be_moved_is_left_and_never_recorded_twice(base_project, tmp_path):
+    """inbox/rejected/ unwritable (a read-only bind mount, else a file in its place): a planted link cannot be
+    moved, so it is left where it is and not recorded (recorded once only when it has been moved); the runs
+    asked for it meanwhile add no row, and the queue goes on with the other files."""
+    from al_core.loop import ingest_label_files
+    from al_core.loop.inbox import survey_inbox
+    from tests.test_recovery import ReadOnly
+
+    cfg = copy_project(base_project, tmp_path / "p")
+    store = open_store(cfg)
+    secret = _secret_file(tmp_path)
+    rows = _rows(store)
+    (cfg.inbox / "rejected").mkdir(parents=True)
+    os.symlink(secret, cfg.inbox / "evil.csv")
+    good = deliver(cfg.inbox / "good.csv", _csv(rows))
+    classes = cfg.class_names(store)
+    warnings: list[str] = []
+    with ReadOnly(cfg.inbox / "rejected") as fault:
+        if fault.mechanism != "read-only bind mount":
+            pytest.skip("needs a read-only bind mount (a file in place of rejected/ is set aside, not a fault)")
+        for _ in range(2):
+            rep = ingest_label_files(store, cfg, [good] if good.exists() else [], round_=1, classes=classes,
+                                     refused=survey_inbox(cfg.inbox, 0).refused, warn=warnings.append)
+            assert [f.status for f in rep.files if f.name == "evil.csv"] == []
+    assert os.path.islink(cfg.inbox / "evil.csv") and any("cannot be moved" in w for w in warnings)
+    assert store.fetch("SELECT original_name, status FROM label_files") == [("good.csv", "accepted")]
+    rep = ingest_label_files(store, cfg, [], round_=1, classes=classes, refused=survey_inbox(cfg.inbox, 0).refused)
+    assert [(f.name, f.status) for f in rep.files] == [("evil.csv", "rejected")]
+    assert store.fetch("SELECT count(*) FROM label_files WHERE original_name = 'evil.csv'") == [(1,)]

@@ -292,3 +292,13 @@ def test_outbox_readers_skip_and_report_what_is_not_theirs(base_project, tmp_pat
     assert batches_in(cfg.outbox) == [0] and not has_batch_csv(cfg.outbox, 7) and not has_batch_csv(cfg.outbox, 8)
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(cfg.outbox / "round-0007.csv")
+
+
+def test_a_round_run_before_any_delivery_needs_no_inbox_folder(base_project, tmp_path):
+    """`al round next` or a resume run before anything was delivered: no inbox folder yet, nothing to move."""
+    from al_core.loop import ingest_round_labels
+
+    cfg = copy_project(base_project, tmp_path / "p")
+    shutil.rmtree(cfg.inbox, ignore_errors=True)
+    res = ingest_round_labels(open_store(cfg), cfg, 1, [])
+    assert res.report.files == [] and not cfg.inbox.exists()

@@ -1,7 +1,6 @@
 """`al status`: what the store holds (al_core.catalogue.reports.store_summary)."""
 
 import argparse
-import sys
 
 from al_core.cli.common import add_config_option, json_safe, print_safe, run_with_store
 from al_core.cli.common import terminal_safe as t
@@ -15,7 +14,7 @@ def summary(store) -> dict:
         return {"database": str(store.db_path), **store_summary(con)}
 
 
-def print_summary(s: dict, file=sys.stdout) -> None:
+def print_summary(s: dict, file=None) -> None:
     """The summary as text; paths, statuses and names go through ``terminal_safe``."""
     print_safe(f"database        {t(s['database'])} (schema version {s['schema_version']})", file=file)
     print_safe(f"images          {s['images']} distinct (sha256), paths: "

@@ -161,14 +161,6 @@ def open_dir(path: str | os.PathLike, *, root: str | os.PathLike | None = None) 
     return _walk_from(root, rel.parts)
 
 
-class _Fd:
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 @contextlib.contextmanager
 def opened_dir(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Iterator[int]:
     fd = open_dir(path, root=root)
@@ -201,12 +193,14 @@ def set_aside(path: str | os.PathLike, *, keep: Callable[[int], bool] = stat.S_I
         fd = open_dir(path.parent)
     except FileNotFoundError:
         return None  # no folder: nothing in it
-    with contextlib.closing(_Fd(fd)):
+    try:
         st = lstat_at(fd, path.name)
         if st is None or keep(st.st_mode):
             return None
         aside = _aside_name(path.name, kind_of(st.st_mode), hidden)
         _rename_no_replace(fd, path.name, fd, aside)
+    finally:
+        os.close(fd)
     return aside
 
 

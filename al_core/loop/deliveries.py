@@ -170,11 +170,30 @@ def safe_folders(cfg: ProjectConfig, log: Log) -> None:
     """inbox/accepted/ and inbox/rejected/ as real folders (created when missing), and inbox/eval/ a folder or
     absent: an entry planted under one of these names (a link) is set aside, never followed. Called before the
     write transaction, so files are never committed and then left without a safe place to go."""
+    if not cfg.inbox.is_dir():
+        return  # nothing delivered yet: nothing to move
     for name, create in ((ACCEPTED_FOLDER, True), (REJECTED_FOLDER, True), (EVAL_FOLDER, False)):
         _, aside = ensure_dir(cfg.inbox, name, create=create)
         if aside:
             log(f"inbox/{name} was not a folder (a link planted there?): set aside as inbox/{printable_name(aside)}, "
                 "never followed" + ("; a new folder made" if create else ""))
+
+
+def move_refused(refused: Sequence[Refused], cfg: ProjectConfig, taken: set, warn: Log) -> list[tuple[Refused, Path]]:
+    """Move each refused entry as it is (a link as a link, never followed) into inbox/rejected/ under a free
+    stored name; (entry, where it is now) of those moved. One that cannot be moved is reported with ``warn`` and
+    left (not recorded: it is refused again by a later run, never recorded twice)."""
+    out = []
+    for r in refused:
+        if not os.path.lexists(r.path):
+            continue
+        dest = stored_path(cfg.inbox / REJECTED_FOLDER, r.path.name, "", taken)
+        try:
+            out.append((r, move_no_replace(r.path, dest, root=cfg.inbox)))
+        except OSError as e:
+            warn(f"{r.name}: refused ({r.reason}) but cannot be moved into {REJECTED_FOLDER}/ now ({e}); left where "
+                 "it is")
+    return out
 
 
 def write_error_reports(reports: Sequence[tuple[object, Path]], cfg: ProjectConfig, warn: Log) -> None:

@@ -39,6 +39,7 @@ from al_core.loop.deliveries import (
     Delivery,
     committed_not_moved,
     move_files,
+    move_refused,
     read_and_validate,
     refusal_report,
     safe_folders,
@@ -130,12 +131,13 @@ class _Plan:
     taken: set = field(default_factory=set)  # destinations chosen in this plan
 
     def record(self, d: Delivery, file_id: str, dest: Path, status: str, reason: str | None, *, fmt=None,
-               n_rows=0, n_applied=0, n_unproposed=0, n_skips=0) -> None:
-        """A label_files row for delivery ``d``, and its move to ``dest`` after the commit."""
+               n_rows=0, n_applied=0, n_unproposed=0, n_skips=0, move: bool = True) -> None:
+        """A label_files row for delivery ``d``, and (``move``) its move to ``dest`` after the commit."""
         self.records.append(LabelFileRecord(file_id, d.sha256, d.name, str(dest), fmt, status, reason, n_rows,
                                             n_applied, n_unproposed, n_skips, d.is_eval, self.received_at,
                                             self.label_round, self.run_id))
-        self.moves.append((d.path, dest, file_id))
+        if move:
+            self.moves.append((d.path, dest, file_id))
 
     def dest(self, folder: Path, name: str, sha: str) -> Path:
         """A free name in ``folder`` for an ingested file (``deliveries.stored_path``), none chosen in this plan."""
@@ -197,16 +199,16 @@ def _as_rejected(d: Delivery, parsed, plan: _Plan, cfg: ProjectConfig, log: Log)
                        is_eval=d.is_eval)
 
 
-def _as_refused(r: Refused, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
-    """An entry that is not read (a link, FIFO, folder, a name that is not UTF-8): recorded as rejected with its
-    reason and moved, never followed, into inbox/rejected/ beside an error report."""
+def _as_refused(r: Refused, stored: Path, plan: _Plan, log: Log) -> FileOutcome:
+    """An entry that was not read (a link, FIFO, folder, a name that is not UTF-8, a file over the size limit),
+    already moved as it is to ``stored`` (``deliveries.move_refused``): recorded as rejected with its reason, an
+    error report beside it."""
     d = Delivery(r.path, "", None, r.is_eval)
-    dest = plan.dest(cfg.inbox / REJECTED_FOLDER, r.path.name, "")
     reason = f"not read: {r.reason}"
-    plan.record(d, uuid.uuid4().hex, dest, "rejected", reason)
-    plan.error_reports.append((refusal_report(r, reason), dest.with_name(dest.name + ERROR_REPORT_SUFFIX)))
-    log(f"{r.name}: REFUSED, nothing read: {r.reason}")
-    return FileOutcome(r.name, "", "rejected", reason, stored_path=str(dest), is_eval=r.is_eval)
+    plan.record(d, uuid.uuid4().hex, stored, "rejected", reason, move=False)
+    plan.error_reports.append((refusal_report(r, reason), stored.with_name(stored.name + ERROR_REPORT_SUFFIX)))
+    log(f"{r.name}: REFUSED, nothing read: {r.reason}; moved as it is to {REJECTED_FOLDER}/{stored.name}")
+    return FileOutcome(r.name, "", "rejected", reason, stored_path=str(stored), is_eval=r.is_eval)
 
 
 def _as_accepted(d: Delivery, parsed, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
@@ -303,8 +305,9 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     is never ``ready``.
 
     Entries that are never read (``refused``, from ``survey_inbox``, and any file
-    found not to be a regular file when it is opened) are recorded as rejected
-    with their reason and moved into inbox/rejected/ as they are. A path that is
+    found not to be a regular file when it is opened, or over MAX_FILE_BYTES) are
+    moved into inbox/rejected/ as they are, then recorded as rejected with their
+    reason (one that cannot be moved is left and not recorded). A path that is
     not a file of the inbox or of inbox/eval/ is not read at all. A file keeps
     its kind: one delivered into inbox/eval/ is recorded ``is_eval`` wherever it
     goes.
@@ -319,17 +322,18 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     safe_folders(cfg, warn)
     deliveries, unread = read_and_validate(store, cfg, files, validate, log)
     unread += [r for r in refused if r.path not in {u.path for u in unread}]
+    taken: set = set()
+    set_aside = move_refused(unread, cfg, taken, warn)  # nothing of them is read: moved first, then recorded
     report = IngestReport(round=round_, files=[])
     with store.transaction() as con:
-        plan = _Plan(_label_round(con, cfg, round_, report, log), now(), run_id)
+        plan = _Plan(_label_round(con, cfg, round_, report, log), now(), run_id, taken=taken)
         ledger = _Ledger.read(con)
         for d in deliveries:
             outcome = _decide(d, ledger, plan, cfg, validate, log)
             if outcome is not None:
                 report.files.append(outcome)
-        for r in unread:
-            if os.path.lexists(r.path):
-                report.files.append(_as_refused(r, plan, cfg, warn))
+        for r, stored in set_aside:
+            report.files.append(_as_refused(r, stored, plan, warn))
         _write(con, plan)
     fault_point("labels.after_commit")
     write_error_reports(plan.error_reports, cfg, warn)
