@@ -77,6 +77,7 @@ def _proposal_metadata(prop, embeddings) -> dict:
         "select_seconds": dg.MetadataValue.float(round(prop.select_seconds, 3)),
         "outbox_csv": dg.MetadataValue.path(prop.outbox_files[0]),
         "note": prop.note or "",
+        "classes": ", ".join(prop.classes),  # the class list the batch was scored with (the probe's, in order)
         "proposed": dg.MetadataValue.md(_table(prop)),
     }
 

@@ -222,8 +222,11 @@ def test_reordered_and_renamed_classes_do_not_relabel_old_predictions(base_proje
     store = open_store(cfg)
     answer_batch(cfg, store, 0)
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
-    assert execute(defs, instance, requests_of(run_requests(defs, instance))[0]).success
+    result = execute(defs, instance, requests_of(run_requests(defs, instance))[0])
+    assert result.success
     (probe_id, path, classes_json), = store.fetch("SELECT probe_id, path, classes FROM probes")
+    meta = result.asset_materializations_for_node("query_set")[0].metadata
+    assert meta["classes"].value == ", ".join(json.loads(classes_json))  # the query set says which list it used
     trained_with = json.loads(classes_json)
     assert trained_with == list(cfg.classes)
     assert json.loads(Probe.read_metadata(path)[CLASSES_METADATA_KEY]) == trained_with  # the file says it too

@@ -34,6 +34,7 @@ class Proposal:
     n_labelled: int = 0  # training labels when the batch was selected
     eval_holdout: int | None = None  # the seed pool only: images held out for evaluation
     already_proposed: bool = False  # a retried run found this batch committed by an earlier run: nothing was done
+    classes: tuple[str, ...] = ()  # the class list the pool (and the probe's outputs) were read with
 
     def as_dict(self) -> dict:
         """Every field but the image ids and scores (the asset value; the ids are in ``queries``)."""
@@ -97,7 +98,8 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
         fault_point("query_set.after_insert")
     files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, cfg.class_names(store))  # today's classes
     return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates), note,
-                    files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)))
+                    files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)),
+                    classes=tuple(pool.classes))
 
 
 def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:
@@ -113,9 +115,13 @@ def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:
              str(cfg.outbox / outbox.LABEL_STUDIO_CONFIG)]
     scores = [float("nan") if q[2] is None else float(q[2]) for q in batch]
     note = f"already proposed by run {rec['run_id'] or '?'}: nothing done again"
+    from al_core.loop.train import probe_classes
+
+    classes = probe_classes(store, cfg, rec["probe_id"]) if rec["probe_id"] else tuple(cfg.class_names(store))
     return Proposal(round_, rec["kind"], rec["strategy"], int(rec["seed"]), int(rec["budget"]),
                     int(rec["requested_budget"]), [q[0] for q in batch], scores, float(rec["select_seconds"] or 0.0),
-                    0, note, files, config_id=rec["config_id"], probe_id=rec["probe_id"], already_proposed=True)
+                    0, note, files, config_id=rec["config_id"], probe_id=rec["probe_id"], already_proposed=True,
+                    classes=classes)
 
 
 def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None = None) -> Proposal:
