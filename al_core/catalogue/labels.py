@@ -63,11 +63,6 @@ def set_stored_path(con, file_id: str, stored_path: str) -> None:
     con.execute("UPDATE label_files SET stored_path = ? WHERE file_id = ?", [stored_path, file_id])
 
 
-def stored_file(con, stored_path: str) -> tuple[str, str, bool, str] | None:
-    """(sha256, original_name, is_eval, status) of the newest delivery stored at ``stored_path``, or None."""
-    return con.execute("SELECT sha256, original_name, is_eval, status FROM label_files WHERE stored_path = ? "
-                       "ORDER BY received_at DESC LIMIT 1", [stored_path]).fetchone()
-
 
 def count_label_files(con) -> int:
     return int(con.execute("SELECT count(*) FROM label_files").fetchone()[0])
