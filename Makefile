@@ -17,7 +17,7 @@ help:
 	@echo "make demo   - install if needed, then run the main job on the sample images"
 	@echo "make test   - install if needed, then lint and run the whole test suite (CI runs this)"
 	@echo "make test-fast - lint and the pure-library tests (under 2 minutes): for daily work"
-	@echo "make ui     - the Dagster UI on http://$(UI_HOST):$(UI_PORT)"
+	@echo "make ui     - the Dagster UI on http://$(UI_HOST):$(UI_PORT) (other Host names refused)"
 	@echo "make labelstudio - install Label Studio into its own $(LS_VENV) (docs/label-studio.md)"
 
 $(STAMP): pyproject.toml
@@ -71,8 +71,10 @@ test: install instance chromium labelstudio
 test-fast: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not slow"
 
+# the daemon and the Dagster UI; the UI refuses requests naming any host but its own address, localhost or
+# 127.0.0.1 (DNS rebinding: docs/reliability.md); extra names: AL_UI_ALLOWED_HOSTS=name[:port],...
 ui: install instance
-	$(BIN)/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
+	$(BIN)/python -m al_assets.tools.ui -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
 
 clean-data:
 	rm -rf $(DATA)

@@ -57,6 +57,8 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
         raise dg.Failure("seed_pool exists only for round 0")
     cfg, store = _project(project)
     prop = propose_seed(store, cfg, embeddings["config_id"], run_id=context.run.run_id)
+    if prop.already_proposed:
+        context.log.info(f"batch 0 {prop.note} (a retried run); the outbox files are in place")
     return dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
         "eval_holdout": prop.eval_holdout} | _pictures(store, cfg, ("proposed_images",)))
 
@@ -75,6 +77,7 @@ def _proposal_metadata(prop, embeddings) -> dict:
         "select_seconds": dg.MetadataValue.float(round(prop.select_seconds, 3)),
         "outbox_csv": dg.MetadataValue.path(prop.outbox_files[0]),
         "note": prop.note or "",
+        "classes": ", ".join(prop.classes),  # the class list the batch was scored with (the probe's, in order)
         "proposed": dg.MetadataValue.md(_table(prop)),
     }
 
@@ -181,5 +184,8 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
         yield dg.Output({"round": r, "stopped": "total budget spent", "budget": 0},
                         metadata={"round": r, "stopped": "total labelling budget spent", "budget": 0})
         return
-    yield dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {"probe_id": prop.probe_id}
+    if prop.already_proposed:
+        context.log.info(f"batch {r} {prop.note} (a retried run); the outbox files are in place")
+    yield dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
+        "probe_id": prop.probe_id or "", "already_proposed": prop.already_proposed}
                     | _pictures(store, cfg, ("proposed_images",)))

@@ -29,6 +29,7 @@ import json
 import dagster as dg
 from pydantic import Field
 
+from al_assets.jobs import INGEST_MAX_RUNTIME_S
 from al_core.ingest.shards import all_shards
 from resources.backbone import BackboneResource
 from resources.shards import dask_executor
@@ -162,8 +163,8 @@ def commit_embedding_shards(context: dg.OpExecutionContext, plan: dict, store: S
 
 
 def build_embed_shards_job(name: str, executor_def=None, config: dict | None = None, description: str = ""):
-    @dg.job(name=name, executor_def=executor_def, config=config, tags={"al/writes": "true"},
-            description=description)
+    @dg.job(name=name, executor_def=executor_def, config=config,
+            tags={"al/writes": "true", "dagster/max_runtime": str(INGEST_MAX_RUNTIME_S)}, description=description)
     def _job():
         plan = plan_embedding_shards()
         commit_embedding_shards(plan, shards_done=[op(plan) for op in SHARD_OPS])

@@ -4,7 +4,9 @@
 `dagster dev -h 127.0.0.1 -p <free port> -w workspace.yaml` in its own process
 group (so SIGTERM reaches the daemon and the run workers), waits until
 ``/server_info`` answers, and on exit stops the whole group (SIGTERM, then
-SIGKILL after STOP_TIMEOUT_S), also when the test failed.
+SIGKILL after STOP_TIMEOUT_S), also when the test failed. ``guarded=True``
+starts what `make ui` starts instead (``python -m al_assets.tools.ui``: the
+daemon and the webserver behind HostGuard).
 """
 
 import contextlib
@@ -56,8 +58,9 @@ def project_env(home: Path, cfg_path: Path):
 class DagsterDev:
     """A running `dagster dev` on 127.0.0.1 (see the module docstring)."""
 
-    def __init__(self, home: Path, cfg_path: Path, log_path: Path, *, extra_env: dict | None = None):
-        self.home, self.cfg_path, self.log_path = home, cfg_path, log_path
+    def __init__(self, home: Path, cfg_path: Path, log_path: Path, *, extra_env: dict | None = None,
+                 guarded: bool = False):
+        self.home, self.cfg_path, self.log_path, self.guarded = home, cfg_path, log_path, guarded
         self.env = dict(os.environ, DAGSTER_HOME=str(home), AL_CONFIG=str(cfg_path), HF_HUB_OFFLINE="1",
                         PYTHONUNBUFFERED="1", **(extra_env or {}))
         self.port = free_port()
@@ -72,10 +75,11 @@ class DagsterDev:
 
     def __enter__(self) -> "DagsterDev":
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev", "-h", "127.0.0.1", "-p",
-             str(self.port), "-w", str(ROOT / "workspace.yaml")],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        where = ["-h", "127.0.0.1", "-p", str(self.port), "-w", str(ROOT / "workspace.yaml")]
+        cmd = ([sys.executable, "-m", "al_assets.tools.ui", *where] if self.guarded
+               else [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev", *where])
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         try:
             self._wait_for_server()
         except BaseException:
@@ -87,7 +91,7 @@ class DagsterDev:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
-                with urllib.request.urlopen(f"{self.base}/server_info", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.base}/server_info", timeout=5) as r:
                     if r.status == 200:
                         return
             except OSError:

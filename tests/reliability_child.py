@@ -3,7 +3,8 @@
     python -m tests.reliability_child COMMAND PROJECT_FILE
 
 Commands:
-  labels   ingest every label file of the inbox into round 1 (al_core only, what `round_labels` does)
+  labels   ingest every label file of the inbox and inbox/eval/ into round 1 (al_core only, what `round_labels`
+           does)
   round    the whole round-1 run in al_core (ingest, close batch 0, train, evaluate, propose batch 1)
   dagster  ask the inbox sensor for a run and execute it in process against $DAGSTER_HOME
   embed    embed the ok images that have no vector (flushes of EMBED_FLUSH_ROWS rows)
@@ -17,7 +18,17 @@ fault point was never reached.
 import os
 import sys
 import time
+
 from al_core.catalogue import open_store
+
+
+def round_job_of_the_project():
+    """round_job of the project in $AL_CONFIG: a reconstructable job, so Dagster can re-execute a failed run
+    from its failed step (tests/test_recovery.py), as its run retries do."""
+    from al_assets.definitions import build_defs
+    from al_core.config import load_config
+
+    return build_defs(load_config(os.environ["AL_CONFIG"])).resolve_job_def("round_job")
 
 
 def main(argv: list[str]) -> int:
@@ -27,9 +38,10 @@ def main(argv: list[str]) -> int:
     cfg = load_config(project)
     store = open_store(cfg)
     if cmd == "labels":
-        from al_core.loop import ingest_label_files, list_inbox
+        from al_core.loop import ingest_label_files
+        from al_core.loop.inbox import survey_inbox
 
-        ingest_label_files(store, cfg, list_inbox(cfg.inbox, 0), round_=1, classes=cfg.class_names(store))
+        ingest_label_files(store, cfg, survey_inbox(cfg.inbox, 0).ready, round_=1, classes=cfg.class_names(store))
     elif cmd == "round":
         import al_core.loop as R
 

@@ -72,7 +72,9 @@ def add_rounds(store):
                 con.execute("INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?)",
                             [r, rank, iid, path, None if r == 0 else 1.0 / rank, strat])
         for pid, rnd, ver, n, acc in [("p1", 1, 1, 4, 0.5), ("p2", 2, 1, 8, 0.6), ("p2b", 2, 2, 8, 0.75)]:
-            con.execute("INSERT INTO probes VALUES (?, ?, ?, 'round', ?, 'x', 'cfg-test', ?, 4, ?, 0.1, ?, NULL)",
+            con.execute("INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, "
+                            "n_classes, seed, train_seconds, trained_at, run_id) "
+                            "VALUES (?, ?, ?, 'round', ?, 'x', 'cfg-test', ?, 4, ?, 0.1, ?, NULL)",
                         [pid, rnd, ver, f"/nowhere/{pid}.safetensors", n, rnd, ts])
             con.execute("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, 12, ?)",
                         [pid, rnd, acc, acc - 0.05, acc - 0.1, json.dumps(recall), json.dumps(conf), n, ts])

@@ -15,6 +15,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from al_core.catalogue import open_store
 from tests.reliability_helpers import (
     ROOT,
     copy_project,
@@ -24,7 +25,6 @@ from tests.reliability_helpers import (
     requests_of,
     run_requests,
 )
-from al_core.catalogue import open_store
 
 
 # ----------------------------------------------------------------------------- 6. untrusted label files
@@ -83,7 +83,8 @@ def test_untrusted_label_files_through_the_whole_ingest_path(base_project, tmp_p
     # every rejection has its report beside the file; the file is kept, never executed or followed
     rejected = {p.name for p in (inbox / "rejected").iterdir()}
     for n in names[1:]:
-        assert any(r.endswith("-" + n) for r in rejected) and any(r.endswith("-" + n + ".errors.json") for r in rejected)
+        assert any(r.endswith("-" + n) for r in rejected)
+        assert any(r.endswith("-" + n + ".errors.json") for r in rejected)
     report = next(p for p in (inbox / "rejected").iterdir() if p.name.endswith("traversal.csv.errors.json"))
     assert all("looks like a path" in e["message"] for e in json.loads(report.read_text())["errors"])
     # the inert values are stored byte for byte, the tables are intact, only the good file's labels exist
@@ -124,10 +125,10 @@ def test_nothing_in_the_project_binds_all_interfaces():
 
 
 def test_make_ui_and_dagster_dev_default_to_loopback():
-    # `make ui` passes -h $(UI_HOST), 127.0.0.1 unless the user sets UI_HOST
+    # `make ui` passes -h $(UI_HOST), 127.0.0.1 unless the user sets UI_HOST, to the guarded UI (HostGuard)
     out = subprocess.run(["make", "-n", "ui"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
-    line = next(ln for ln in out.splitlines() if "dagster dev" in ln)
-    assert re.search(r"dagster dev -h 127\.0\.0\.1 -p \d+ ", line), line
+    line = next(ln for ln in out.splitlines() if "al_assets.tools.ui" in ln)
+    assert re.search(r"-m al_assets\.tools\.ui -h 127\.0\.0\.1 -p \d+ ", line), line
     # bare `dagster dev` passes no host to the webserver, whose default is 127.0.0.1
     from dagster._cli.dev import dev_command
     from dagster_webserver.cli import dagster_webserver
@@ -199,10 +200,10 @@ class _Evil:
 def test_planted_pickle_is_refused_by_the_probe_and_backbone_loaders(tmp_path, monkeypatch, fmt):
     import torch
 
-    from al_core.models import backbones as B
+    from al_core.catalogue.store import Store, now, sha256_file
     from al_core.learn.probe import Probe
     from al_core.loop import LoopError, load_probe
-    from al_core.catalogue.store import Store, now, sha256_file
+    from al_core.models import backbones as B
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.bin"
@@ -219,7 +220,9 @@ def test_planted_pickle_is_refused_by_the_probe_and_backbone_loaders(tmp_path, m
     sha = probe.save(path)
     store = Store(tmp_path / "w.duckdb")
     with store.transaction() as con:
-        con.execute("INSERT INTO probes VALUES ('p1', 1, 1, 'round', ?, ?, 'c', 40, 2, 0, 0.1, ?, NULL)",
+        con.execute("INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, "
+                    "n_classes, seed, train_seconds, trained_at, run_id) "
+                    "VALUES ('p1', 1, 1, 'round', ?, ?, 'c', 40, 2, 0, 0.1, ?, NULL)",
                     [str(path), sha, now()])
     assert load_probe(store, "p1").predict(x).shape == (40,)
     path.write_bytes(evil.read_bytes())
@@ -230,7 +233,9 @@ def test_planted_pickle_is_refused_by_the_probe_and_backbone_loaders(tmp_path, m
     with pytest.raises(Exception) as e:
         load_probe(store, "p1")  # safetensors only: the pickle is not a safetensors file
     assert "pickle" not in type(e.value).__name__.lower()
-    with pytest.raises(Exception):
+    from safetensors import SafetensorError
+
+    with pytest.raises(SafetensorError):  # not a safetensors file: refused before anything is unpickled
         Probe.load(evil)
     # where backbone weights are expected: the environment variable of a backbone without a pinned hash
     monkeypatch.setenv(B.weights_env_var("dinov2_vits14"), str(evil))
@@ -240,3 +245,125 @@ def test_planted_pickle_is_refused_by_the_probe_and_backbone_loaders(tmp_path, m
     with pytest.raises(B.WeightsRejectedError, match="sha256"):
         B.load_backbone("efficientnet_lite0", weights_path=evil, device="cpu")
     assert not marker.exists(), "the pickle's payload ran"
+
+
+# ----------------------------------------------------------------------------- 9. DNS rebinding
+def _http(port: int, host_header: str, path: str = "/") -> tuple[int, bytes]:
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.putrequest("GET", path, skip_host=True)
+    c.putheader("Host", host_header)
+    c.endheaders()
+    r = c.getresponse()
+    out = (r.status, r.read())
+    c.close()
+    return out
+
+
+def _websocket_status(port: int, host_header: str, path: str) -> int:
+    """The status of a real websocket handshake (101: accepted)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = s.recv(4096).decode("latin-1")
+    return int(head.split()[1])
+
+
+def test_the_ui_guard_refuses_other_host_names_over_http_and_websockets():
+    """A real server (uvicorn, as dagster-webserver runs it) behind HostGuard: `Host: evil.example` (what a
+    rebound page's requests carry) gets 403, HTTP and websocket alike; the bound address, localhost and 127.0.0.1
+    pass, the websocket upgrade too."""
+    import threading
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route, WebSocketRoute
+
+    from al_assets.tools.ui import HostGuard, allowed_hosts
+    from tests.dagster_helpers import free_port
+
+    async def ws(websocket):
+        await websocket.accept()
+        await websocket.close()
+
+    app = Starlette(routes=[Route("/graphql", lambda request: PlainTextResponse("secret state")),
+                            WebSocketRoute("/graphql", ws)])
+    port = free_port()
+    assert allowed_hosts("127.0.0.1", port) == {f"127.0.0.1:{port}", f"localhost:{port}"}
+    assert f"[::1]:{port}" in allowed_hosts("::1", port)
+    assert allowed_hosts("::", port) == {f"127.0.0.1:{port}", f"localhost:{port}"}  # the any-address names no host
+    assert "ui.lab:8443" in allowed_hosts("127.0.0.1", port, ["ui.lab:8443"])
+    server = uvicorn.Server(uvicorn.Config(HostGuard(app, allowed_hosts("127.0.0.1", port)), host="127.0.0.1",
+                                           port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.05)
+        for bad in ("evil.example", f"evil.example:{port}", "127.0.0.1", f"127.0.0.1.evil.example:{port}",
+                    f"localhost:{port + 1}", ""):
+            status, body = _http(port, bad, "/graphql")
+            assert status == 403 and b"secret" not in body, (bad, status, body)
+            assert _websocket_status(port, bad, "/graphql") == 403, bad
+        for good in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+            assert _http(port, good, "/graphql") == (200, b"secret state"), good
+            assert _websocket_status(port, good, "/graphql") == 101, good
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+# ----------------------------------------------------------------------------- 11. text from outside is inert
+ACTIVE = ("\x1b", "\x07", "\x9b", "\r", "\u202e", "\u2028")  # what a terminal would act on
+
+
+def test_text_from_outside_is_inert_in_the_terminal_and_in_the_report(base_project, tmp_path, capsys):
+    from al_core.cli import main as al
+    from al_core.cli.common import json_safe, terminal_safe
+    from al_core.reporting.report import write_report
+
+    cfg = copy_project(base_project, tmp_path / "p")
+    store = open_store(cfg)
+    batch = [r[0] for r in store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")]
+    truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
+    who = "evil\x1b]0;pwned\x07\x1b[2J\u202e\x9b31m"  # sets the title, clears the screen, reverses text
+    note = "line1\nFAKE: label accepted\r\x1b[31m"
+    body = "image_id,label,annotator,note\n" + "".join(f'{i},{truth[i]},"{who}","{note}"\n' for i in batch)
+    deliver(cfg.inbox / "esc\x1b[31m.csv", body)
+    defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
+    assert execute(defs, instance, requests_of(run_requests(defs, instance))[0]).success
+    assert store.fetch("SELECT DISTINCT annotator FROM labels") == [(who,)]  # stored byte for byte
+    conf = ["--config", cfg.source_file]
+    capsys.readouterr()
+    for argv in (["lineage", batch[0]], ["lineage", batch[0], "--json"], ["rounds"], ["rounds", "--json"],
+                 ["status"], ["status", "--json"]):
+        assert al([*argv, *conf]) == 0, argv
+        out = capsys.readouterr().out
+        assert not any(c in out for c in ACTIVE), (argv, out)
+    assert al(["lineage", batch[0], *conf]) == 0
+    out = capsys.readouterr().out
+    assert "evil\\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x9b31m" in out  # shown, escaped
+    assert "line1\\x0aFAKE" in out and "\nFAKE" not in out  # a note cannot start a line of its own
+    # al labels check: the file's name and contents, valid and rejected, JSON too
+    check = deliver(tmp_path / "ch\x1b[2Jeck.csv", body)
+    bad = deliver(tmp_path / "bad\x07.csv", f"image_id,label,annotator\n{batch[0]},nope\x1b[2J,{who}\n")
+    for argv in (["labels", "check", str(check)], ["labels", "check", str(check), "--json"],
+                 ["labels", "check", str(bad)], ["labels", "check", str(bad), "--json"],
+                 ["labels", "check", str(tmp_path / "gone\x1b[2J.csv")]):
+        al([*argv, *conf])
+        got = capsys.readouterr()
+        assert not any(c in got.out + got.err for c in ACTIVE), (argv, got)
+    assert terminal_safe("a\tb\x00c") == "a\\x09b\\x00c" and terminal_safe("naïve 東京") == "naïve 東京"
+    assert json.loads(json_safe({"k": who})) == {"k": who}  # still the same JSON
+    # the report: paths and names from outside are HTML-escaped
+    payload = '<script>alert(1)</script>"><img src=x onerror=alert(2)>.jpg'
+    with store.transaction() as con:
+        con.execute("UPDATE queries SET path = ? WHERE round = (SELECT max(round) FROM queries)", [payload])
+    page = Path(write_report(store, cfg)).read_text()
+    assert "<script>alert" not in page and "<img src=x" not in page and "&lt;script&gt;alert(1)" in page

@@ -9,7 +9,10 @@
 3. This process plays the annotators: it answers each batch from the ground
    truth (`al simulate-annotator` does the same from the command line), and
    prints a table row per round.
-4. It writes data/reports/report.html and says how to open the UI.
+4. It waits until no run is queued, running or about to be retried (at most
+   RUNS_SETTLE_TIMEOUT_S), then stops the daemon: a daemon stopped under a run
+   leaves it "starting" for the next daemon's run monitoring (180 s).
+5. It writes data/reports/report.html and says how to open the UI.
 
 Re-running the demo starts over: the demo's own database (marked as such) is
 removed first; a database that is not the demo's is never touched.
@@ -28,6 +31,7 @@ from al_core.catalogue import open_store
 DEMO_ROUNDS = 6  # rounds after the seed pool; each adds budget_per_round labels
 ROUND_TIMEOUT_S = 300  # a round that takes longer than this stops the demo with the daemon log's tail
 STATUS_EVERY_S = 10.0  # never a silent minute
+RUNS_SETTLE_TIMEOUT_S = 300  # the longest wait for runs still going before the daemon is stopped
 
 
 def _say(msg: str) -> None:
@@ -82,6 +86,22 @@ def _start_daemon(log_path: Path) -> subprocess.Popen:
                                 start_new_session=True, env=dict(os.environ))
 
 
+def wait_for_runs(instance, timeout_s: float = RUNS_SETTLE_TIMEOUT_S, poll_s: float = 0.5) -> bool:
+    """Wait until ``instance`` has no run in flight (al_assets.runs); False when ``timeout_s`` passed first."""
+    from al_assets.runs import in_flight_runs
+
+    deadline, last = time.monotonic() + timeout_s, time.monotonic()
+    while runs := in_flight_runs(instance):
+        if time.monotonic() > deadline:
+            _say(f"{len(runs)} run(s) still going after {timeout_s:.0f} s; stopping the daemon anyway")
+            return False
+        if time.monotonic() - last > STATUS_EVERY_S:
+            last = time.monotonic()
+            _say(f"  ... waiting for {len(runs)} run(s) to finish before stopping the daemon")
+        time.sleep(poll_s)
+    return True
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -116,7 +136,7 @@ def main() -> int:
     _say(f"project file {cfg.source_file or '(built-in defaults)'}; images {cfg.image_root}; data {cfg.data_dir}")
     _reset(cfg)
 
-    _say("step 1/4: ingest_job (scan + embed the sample images with "
+    _say("step 1/5: ingest_job (scan + embed the sample images with "
          f"{cfg.backbone.name} at {cfg.backbone.image_size} px); progress every few seconds")
     with dg.DagsterInstance.get() as instance:
         res = defs.resolve_job_def("ingest_job").execute_in_process(instance=instance)
@@ -127,7 +147,7 @@ def main() -> int:
     _say(f"embedded {emb['n_total']} images ({emb['images_per_s']:.0f} images/s), config {emb['config_id']}")
 
     log_path = cfg.data_dir / "dagster-daemon.log"
-    _say(f"step 2/4: starting the Dagster daemon (sensor every {cfg.sensor.interval_s} s; log {log_path})")
+    _say(f"step 2/5: starting the Dagster daemon (sensor every {cfg.sensor.interval_s} s; log {log_path})")
     daemon = _start_daemon(log_path)
     store = open_store(cfg)
     rows = []
@@ -158,12 +178,15 @@ def main() -> int:
                 p = answer_round(cfg, r)
                 _say(f"simulated annotators delivered {p.name} answering batch {r}")
     finally:
-        _say("stopping the daemon")
+        if daemon.poll() is None:
+            _say("step 3/5: waiting for the last run to finish, then stopping the daemon")
+            with dg.DagsterInstance.get() as instance:
+                wait_for_runs(instance)
         _stop(daemon)
 
-    _say("step 3/4: writing the report")
+    _say("step 4/5: writing the report")
     report = write_report(store, cfg)
-    _say(f"step 4/4: done in {time.monotonic() - t_start:.0f} s")
+    _say(f"step 5/5: done in {time.monotonic() - t_start:.0f} s")
     print(f"""
 Report:           {report}   (one offline HTML file: learning curve, confusion matrix, latest batch)
 Rounds as JSON:   .venv/bin/al rounds --json

@@ -37,12 +37,13 @@ def latest_probe_per_round(con) -> pl.DataFrame:
     Columns: round, probe_id, version, trigger, n_labels (the probe's training
     labels), trained_at, n_probes (probe versions of the round), accuracy,
     balanced_accuracy, macro_f1, per_class_recall, confusion (JSON text),
-    n_eval, evaluated_at (metric columns null while the probe is not evaluated).
+    n_eval, evaluated_at (metric columns null while the probe is not evaluated), classes (JSON text: the
+    probe's class list; null for a probe recorded before it was kept).
     """
     return con.execute(
         f"""SELECT p.round, p.probe_id, p.version, p.trigger, p.n_labels, p.trained_at, p.n_probes,
                    m.accuracy, m.balanced_accuracy, m.macro_f1, m.per_class_recall, m.confusion, m.n_eval,
-                   m.evaluated_at
+                   m.evaluated_at, p.classes
             FROM (SELECT *, count(*) OVER (PARTITION BY round) AS n_probes,
                          row_number() OVER (PARTITION BY round ORDER BY {LATEST_PROBE_ORDER}) AS rn
                   FROM probes) p
@@ -148,10 +149,12 @@ def trained_probe_records(con, image_id: str) -> list[dict]:
 def latest_probe(con) -> dict | None:
     """The newest probe: the latest probe (LATEST_PROBE_ORDER) of the highest round that has one.
 
-    Keys: probe_id, round, config_id, n_classes; None before the first probe.
+    Keys: probe_id, round, config_id, n_classes, classes (JSON text: the class list it was trained with; None for
+    a probe recorded before the list was kept); None before the first probe.
     """
     return _record(con.execute(
-        f"SELECT probe_id, round, config_id, n_classes FROM probes ORDER BY round DESC, {LATEST_PROBE_ORDER} LIMIT 1"))
+        f"SELECT probe_id, round, config_id, n_classes, classes FROM probes "
+        f"ORDER BY round DESC, {LATEST_PROBE_ORDER} LIMIT 1"))
 
 
 def latest_round_config_id(con) -> str | None:

@@ -48,13 +48,20 @@ def ingested_shas(con) -> set[str]:
         list(INGESTED_STATUSES)).fetchall()}
 
 
-def label_file_history(con) -> dict[str, list[tuple[str, str | None, str]]]:
-    """sha256 -> [(status, stored_path, original_name)] of every recorded delivery, oldest first."""
+def label_file_history(con) -> dict[str, list[tuple[str, str | None, str, bool]]]:
+    """sha256 -> [(status, stored_path, original_name, is_eval)] of every recorded delivery, oldest first."""
     out: dict = {}
-    for sha, status, stored, name in con.execute(
-            "SELECT sha256, status, stored_path, original_name FROM label_files ORDER BY received_at").fetchall():
-        out.setdefault(sha, []).append((status, stored, name))
+    for sha, status, stored, name, is_eval in con.execute(
+            "SELECT sha256, status, stored_path, original_name, is_eval FROM label_files "
+            "ORDER BY received_at").fetchall():
+        out.setdefault(sha, []).append((status, stored, name, bool(is_eval)))
     return out
+
+
+def set_stored_path(con, file_id: str, stored_path: str) -> None:
+    """Where a recorded file was moved, when the name chosen at its commit was taken by the time it moved."""
+    con.execute("UPDATE label_files SET stored_path = ? WHERE file_id = ?", [stored_path, file_id])
+
 
 
 def count_label_files(con) -> int:
@@ -66,6 +73,27 @@ def label_files_by_prefix(con, sha_prefix: str, statuses: Sequence[str]) -> list
     return con.execute(
         f"SELECT DISTINCT sha256, original_name, stored_path FROM label_files WHERE starts_with(sha256, ?) "
         f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY sha256", [sha_prefix, *statuses]).fetchall()
+
+
+def rejected_files_by_prefix(con, sha_prefix: str) -> list[tuple[str, str, str | None, bool]]:
+    """(sha256, original_name, stored_path, is_eval) of every rejected delivery whose sha256 starts with
+    ``sha_prefix``, newest first."""
+    return [(sha, name, stored, bool(ev)) for sha, name, stored, ev in con.execute(
+        "SELECT sha256, original_name, stored_path, is_eval FROM label_files WHERE status = 'rejected' "
+        "AND sha256 <> '' AND starts_with(sha256, ?) ORDER BY received_at DESC", [sha_prefix]).fetchall()]
+
+
+def mark_put_back(con, stored_path: str, new_path: str) -> None:
+    """A rejected file moved from ``stored_path`` back into the inbox (as ``new_path``) by `al labels retry`: the
+    rows stored there lose their stored path (the file is no longer there; its next ingestion records it anew)."""
+    con.execute("UPDATE label_files SET stored_path = NULL, reason = concat(reason, ?) WHERE stored_path = ?",
+                [f"; put back into the inbox as {new_path} by al labels retry", stored_path])
+
+
+def is_eval_delivery(con, sha256: str) -> bool:
+    """Whether an accepted delivery of these bytes went into inbox/eval/ (labels of the evaluation set)."""
+    return bool(con.execute("SELECT bool_or(is_eval) FROM label_files WHERE sha256 = ? AND status = 'accepted'",
+                            [sha256]).fetchone()[0])
 
 
 def mark_file_retracted(con, sha256: str, reason: str) -> None:

@@ -1,5 +1,8 @@
 """Named queries over the trained probes: ``probes``, ``probe_labels``, ``metrics``."""
 
+import json
+from collections.abc import Sequence
+
 # The one rule for "the latest probe of a round": the highest version, then the newest training time.
 LATEST_PROBE_ORDER = "version DESC, trained_at DESC"
 
@@ -24,13 +27,23 @@ def n_probes_of_round(con, round_: int) -> int:
 
 def insert_probe(con, *, probe_id: str, round_: int, version: int, trigger: str, path: str, sha256: str,
                  config_id: str, n_labels: int, n_classes: int, seed: int, train_seconds: float, trained_at,
-                 run_id: str | None) -> None:
+                 run_id: str | None, classes: Sequence[str] | None = None) -> None:
+    """Record a probe; ``classes``: the class list it was trained with (output k is classes[k]), kept as JSON."""
     con.execute(
         """INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, n_classes, seed,
-                               train_seconds, trained_at, run_id)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                               train_seconds, trained_at, run_id, classes)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [probe_id, round_, version, trigger, path, sha256, config_id, n_labels, n_classes, seed, train_seconds,
-         trained_at, run_id])
+         trained_at, run_id, None if classes is None else json.dumps(list(classes))])
+
+
+def probe_classes(con, probe_id: str) -> tuple[str, ...] | None:
+    """The class list probe ``probe_id`` was trained with, or None (unknown probe, or recorded before the list was
+    kept)."""
+    row = con.execute("SELECT classes FROM probes WHERE probe_id = ?", [probe_id]).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return tuple(json.loads(row[0]))
 
 
 def insert_probe_labels(con, probe_id: str, label_ids) -> None:

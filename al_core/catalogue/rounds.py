@@ -23,6 +23,15 @@ def round_exists(con, round_: int) -> bool:
     return con.execute("SELECT 1 FROM rounds WHERE round = ?", [round_]).fetchone() is not None
 
 
+def round_record(con, round_: int) -> dict | None:
+    """The ``rounds`` row of batch ``round_`` as a dict (kind, strategy, seed, budget, requested_budget, config_id,
+    probe_id, status, select_seconds, run_id, note), or None."""
+    cur = con.execute("""SELECT kind, strategy, seed, budget, requested_budget, config_id, probe_id, status,
+                                select_seconds, run_id, note FROM rounds WHERE round = ?""", [round_])
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
 def insert_round(con, *, round_: int, kind: str, strategy: str, seed: int, budget: int, requested_budget: int,
                  config_id: str, probe_id: str | None, proposed_at, select_seconds: float, run_id: str | None,
                  note: str | None) -> None:

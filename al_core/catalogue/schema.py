@@ -7,7 +7,7 @@ version is never edited: a change is a new version. docs/sql.md documents the
 columns of the audit views.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APP_NAME = "al-pipeline"  # schema_info 'app': tells our databases from any other DuckDB file
 
 
@@ -220,6 +220,12 @@ MIGRATIONS: dict[int, list[str]] = {
             LEFT JOIN proposal q ON q.label_id = l.label_id
             LEFT JOIN trained t ON t.label_id = l.label_id
             ORDER BY l.image_id, l.label_id""",
+    ],
+    # The class list each probe was trained with (a JSON list of names, output k is classes[k]): everything that
+    # reads a probe's output names it through this list, so a class list edited later relabels nothing. NULL for a
+    # probe recorded before version 3 (read as the project's class list of the time it is read).
+    3: [
+        "ALTER TABLE probes ADD COLUMN classes VARCHAR DEFAULT NULL",
     ],
 }
 

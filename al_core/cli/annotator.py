@@ -3,7 +3,7 @@
 import argparse
 import time
 
-from al_core.cli.common import add_config_option, fail
+from al_core.cli.common import add_config_option, fail, print_safe
 from al_core.cli.exit_codes import Exit
 from al_core.config import ConfigError, load_config
 from al_core.loop.annotator import __doc__ as ANNOTATOR_DOC
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
         for r in pending_rounds(cfg):
             time.sleep(args.delay)
             p = answer_round(cfg, r, noise=args.noise, skip=args.skip, seed=args.seed)
-            print(f"answered batch {r}: {p}", flush=True)
+            print_safe(f"answered batch {r}: {p}", flush=True)
         if not args.watch or time.monotonic() > deadline:
             return Exit.OK
         time.sleep(1.0)

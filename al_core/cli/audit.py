@@ -14,11 +14,11 @@ The `al` table (al_core.cli.COMMANDS) maps each command to its function here
 
 import argparse
 import datetime as _dt
-import json
 import sys
 from pathlib import Path
 
-from al_core.cli.common import add_config_option, run_with_store
+from al_core.cli.common import add_config_option, json_safe, print_safe, run_with_store
+from al_core.cli.common import terminal_safe as t
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
 
@@ -46,59 +46,65 @@ def format_rounds(rows: list[dict]) -> str:
     body = []
     for r in rows:
         probe = "-" if r["probe_id"] is None else f"v{r['probe_version']} ({r['probe_n_labels']})"
-        body.append([str(r["round"]), r["kind"] or "-", str(r["labels_so_far"]), str(r["skips_so_far"]),
-                     r["strategy"] or "-", _num(r["seed"], "{}"), _num(r["budget"], "{}"), probe,
+        body.append([str(r["round"]), t(r["kind"] or "-"), str(r["labels_so_far"]), str(r["skips_so_far"]),
+                     t(r["strategy"] or "-"), _num(r["seed"], "{}"), _num(r["budget"], "{}"), probe,
                      _num(r["accuracy"]), _num(r["balanced_accuracy"]), _when(r["proposed_at"]),
-                     _when(r["evaluated_at"]), r["status"]])
+                     _when(r["evaluated_at"]), t(r["status"])])
     if not body:
         return "no rounds yet: the seed pool has not been proposed"
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-    notes = [f"round {r['round']}: {r['note']}" for r in rows if r.get("note")]
+    notes = [f"round {r['round']}: {t(r['note'])}" for r in rows if r.get("note")]
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body), *notes])
 
 
 def format_lineage(d: dict) -> str:
-    out = [f"image {d['image_id']}"]
+    """The lineage as text; every value from outside (paths, errors, labels, file names, annotators, notes) goes
+    through ``terminal_safe``, so it can neither act on the terminal nor start a line of its own."""
+    out = [f"image {t(d['image_id'])}"]
     img = d["image"]
     if img:
-        out.append(f"  ingested      {_when(img['first_seen'])} UTC (scan {img['first_scan_id']}), "
-                   f"{img['format'] or '?'} {img['width']}x{img['height']}, {img['size_bytes']} bytes")
+        out.append(f"  ingested      {_when(img['first_seen'])} UTC (scan {t(img['first_scan_id'])}), "
+                   f"{t(img['format'] or '?')} {img['width']}x{img['height']}, {img['size_bytes']} bytes")
     else:
         out.append("  ingested      never decoded (no images row)")
     for p in d["paths"]:
-        err = f" ({p['error']})" if p["error"] else ""
-        out.append(f"  path          {p['path']} [{p['status']}{err}] last seen {_when(p['last_seen'])}")
+        err = f" ({t(p['error'])})" if p["error"] else ""
+        out.append(f"  path          {t(p['path'])} [{t(p['status'])}{err}] last seen {_when(p['last_seen'])}")
     if d["ground_truth"]:
-        out.append(f"  ground truth  {', '.join(d['ground_truth'])} (folder/manifest; simulation only)")
+        out.append(f"  ground truth  {t(', '.join(d['ground_truth']))} (folder/manifest; simulation only)")
     for e in d["embeddings"] or [None]:
         out.append("  embedding     none" if e is None else
-                   f"  embedding     {e['config_id']} ({e['backbone']}, {e['dim']}-d) at {_when(e['embedded_at'])}")
+                   f"  embedding     {t(e['config_id'])} ({t(e['backbone'])}, {e['dim']}-d) at "
+                   f"{_when(e['embedded_at'])}")
     if d["eval_set"]:
         ev = d["eval_set"]
-        out.append(f"  eval set      yes ({ev['source']}), label {ev['label'] or '(not labelled yet)'}; "
+        out.append(f"  eval set      yes ({t(ev['source'])}), label {t(ev['label'] or '(not labelled yet)')}; "
                    "never proposed, never trained on")
     for q in d["proposals"] or [None]:
         out.append("  proposed      never" if q is None else
-                   f"  proposed      round {q['round']} by {q['strategy']}, rank {q['rank']}, score "
+                   f"  proposed      round {q['round']} by {t(q['strategy'])}, rank {q['rank']}, score "
                    f"{_num(q['score'], '{:.6g}')}, at {_when(q['proposed_at'])}")
     if not d["labels"]:
         out.append("  labels        none")
     for lab in d["labels"]:
-        ans = (f"answering batch {lab['proposed_round']} ({lab['proposed_strategy']})"
+        ans = (f"answering batch {lab['proposed_round']} ({t(lab['proposed_strategy'])})"
                if lab["proposed_round"] is not None else "for an image never proposed (flagged)")
         state = lab["state"] + (f" from round {lab['retracted_from_round']}" if lab["retracted"] else "")
-        out.append(f"  label #{lab['label_id']:<6} {lab['label']!r}{' (skip)' if lab['is_skip'] else ''} [{state}]"
-                   f" round {lab['round']}, {ans}")
-        out.append(f"                 file {lab['file_name']} sha256 {lab['file_sha256']} ({lab['file_status']})")
-        who = lab["annotator"] or "-"
-        ann = f", annotation {lab['annotation_id']}" if lab["annotation_id"] else ""
+        out.append(f"  label #{lab['label_id']:<6} {t(repr(lab['label']))}{' (skip)' if lab['is_skip'] else ''} "
+                   f"[{state}] round {lab['round']}, {ans}")
+        out.append(f"                 file {t(lab['file_name'])} sha256 {t(lab['file_sha256'])} "
+                   f"({t(lab['file_status'])})")
+        who = t(lab["annotator"] or "-")
+        ann = f", annotation {t(lab['annotation_id'])}" if lab["annotation_id"] else ""
         line = f", line {lab['line']}" if lab["line"] is not None else ""
         out.append(f"                 annotator {who}{ann}{line}, received {_when(lab['received_at'])} UTC")
+        if lab.get("note"):
+            out.append(f"                 note {t(lab['note'])}")
     if not d["probes"]:
         out.append("  probes        none trained with this image")
     for p in d["probes"]:
-        out.append(f"  probe         {p['probe_id']} round {p['round']} v{p['version']} ({p['trigger']}), "
+        out.append(f"  probe         {t(p['probe_id'])} round {p['round']} v{p['version']} ({t(p['trigger'])}), "
                    f"{p['n_labels']} labels, accuracy {_num(p['accuracy'])}, balanced {_num(p['balanced_accuracy'])}"
                    f", sha256 {short(p['sha256'])}..")
     return "\n".join(out)
@@ -114,7 +120,7 @@ def rounds_main(argv: list[str]) -> int:
         from al_core.reporting.audit import rounds_table
 
         rows = rounds_table(store)
-        print(json.dumps(rows, indent=2) if args.json else format_rounds(rows))
+        print_safe(json_safe(rows, indent=2) if args.json else format_rounds(rows))
 
     return run_with_store("al rounds", args.config, body)
 
@@ -129,7 +135,7 @@ def lineage_main(argv: list[str]) -> int:
         from al_core.reporting.audit import lineage
 
         d = lineage(store, args.image_id)
-        print(json.dumps(d, indent=2) if args.json else format_lineage(d))
+        print_safe(json_safe(d, indent=2) if args.json else format_lineage(d))
 
     return run_with_store("al lineage", args.config, body)
 
@@ -149,8 +155,8 @@ def export_main(argv: list[str]) -> int:
         out = Path(args.out) if args.out else cfg.data_dir / "exports" / f"labels-{_stamp()}.{fmt}"
         s = export(store, cfg, out, fmt)
         probe = f"probe {s['probe_id']}" if s["probe_id"] else "no probe yet (no predictions)"
-        print(f"wrote {s['path']} ({s['format']}): {s['rows']} images, {s['labelled']} labelled, {s['skips']} "
-              f"skipped, {s['predicted']} predicted by {probe}")
+        print_safe(f"wrote {s['path']} ({s['format']}): {s['rows']} images, {s['labelled']} labelled, {s['skips']} "
+                   f"skipped, {s['predicted']} predicted by {probe}")
 
     return run_with_store("al export", args.config, body)
 
@@ -167,8 +173,8 @@ def snapshot_main(argv: list[str]) -> int:
         out = Path(args.out) if args.out else cfg.data_dir / "snapshots" / f"warehouse-{_stamp()}.duckdb"
         s = snapshot(store, out)
         n = sum(s["tables"].values())
-        print(f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, {len(s['tables'])} tables, {n} rows) in "
-              f"{s['seconds']:.2f} s\nopen it with: duckdb -readonly {s['path']}")
+        print_safe(f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, {len(s['tables'])} tables, {n} rows) in "
+                   f"{s['seconds']:.2f} s\nopen it with: duckdb -readonly {s['path']}")
 
     return run_with_store("al snapshot", args.config, body)
 

@@ -7,12 +7,21 @@ with every failure turned into a one-line message and a status of the one table,
   the message names the setting);
 - any other problem with the store or the data (StoreError, LookupError, ValueError, OSError,
   RuntimeError): Exit.FAILED.
+
+Text from outside (annotator names, notes, file names, labels, paths, error
+previews) is inert where it is printed: ``terminal_safe`` shows every character
+a terminal would act on as an escape (``\\x1b``, ``\\u202e``), ``print_safe``
+prints our own multi-line text with it, and ``json_safe`` writes JSON whose
+strings carry such characters only as ``\\u`` escapes. Every command prints
+through them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import unicodedata
 from collections.abc import Callable
 
 from al_core.cli.exit_codes import Exit
@@ -26,9 +35,48 @@ def add_config_option(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return ap
 
 
+# Characters a terminal acts on: C0 and C1 controls and DEL (category Cc: escape sequences, carriage return,
+# bell, backspace), format characters (Cf: bidi overrides, zero-width), line and paragraph separators, and lone
+# surrogates (bytes of a name that were not UTF-8).
+_ACTIVE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _escape(ch: str) -> str:
+    o = ord(ch)
+    if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def terminal_safe(text, *, keep_newlines: bool = False) -> str:
+    """``text`` (any value; None is '') with every character a terminal would act on written as an escape
+    (``\\x1b``, ``\\x07``, ``\\u202e``): printed, it can set no title, clear no screen, move no cursor and
+    reverse no text. ``keep_newlines``: line breaks stay (our own multi-line output)."""
+    s = "" if text is None else str(text)
+    if s.isascii() and s.isprintable():
+        return s
+    return "".join(ch if (ch == "\n" and keep_newlines) or unicodedata.category(ch) not in _ACTIVE_CATEGORIES
+                   else _escape(ch) for ch in s)
+
+
+def print_safe(text, *, file=None, flush: bool = False) -> None:
+    """Print ``text`` through ``terminal_safe`` (line breaks kept)."""
+    print(terminal_safe(text, keep_newlines=True), file=sys.stdout if file is None else file, flush=flush)
+
+
+def json_safe(obj, **kw) -> str:
+    """``json.dumps(obj, ensure_ascii=False, **kw)`` with every character a terminal acts on written as a
+    ``\\uXXXX`` escape (JSON escapes C0 controls itself; C1 controls, bidi and format characters it leaves raw)."""
+    text = json.dumps(obj, ensure_ascii=False, **kw)
+    if text.isascii():
+        return text
+    return "".join(f"\\u{ord(ch):04x}" if ord(ch) > 0x7E and unicodedata.category(ch) in _ACTIVE_CATEGORIES
+                   else ch for ch in text)
+
+
 def fail(prog: str, message: str, status: Exit = Exit.FAILED) -> Exit:
-    """Print ``prog: message`` on stderr; return ``status``."""
-    print(f"{prog}: {message}", file=sys.stderr)
+    """Print ``prog: message`` on stderr (``terminal_safe``); return ``status``."""
+    print(terminal_safe(f"{prog}: {message}"), file=sys.stderr)
     return status
 
 
@@ -53,7 +101,7 @@ def announce_project(prog: str, cfg, config_path: str | None) -> None:
     line = f"{prog}: project {cfg.name!r} from {cfg.source_file} ({origin})"
     if cfg.name == DEMO_PROJECT_NAME and origin != "--config":
         line += "; this is the demo's project file: set $AL_CONFIG or --config for your own project"
-    print(line, file=sys.stderr)
+    print(terminal_safe(line), file=sys.stderr)
 
 
 def load_project_or_fail(prog: str, config_path: str | None):

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from al_core.cli.common import add_config_option, run_with_store
+from al_core.cli.common import add_config_option, print_safe, run_with_store
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +33,7 @@ def _ingest(args, cfg, store) -> None:
     from al_core.cli.status import print_summary, summary
     from al_core.ingest.scan import scan
 
-    log = lambda m: print(m, file=sys.stderr, flush=True)
+    log = lambda m: print_safe(m, file=sys.stderr, flush=True)
     if args.manifest:
         r = scan(store, manifest=args.manifest, ground_truth_from_folders=False, progress=log)
     else:

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from al_core.cli.common import fail
+from al_core.cli.common import fail, print_safe
 from al_core.cli.exit_codes import Exit
 from al_core.config import DEFAULT_CONFIG_NAME, DEFAULT_YAML, ConfigError, load_config
 from al_core.files.atomic import atomic_write_text
@@ -91,5 +91,5 @@ def main(argv: list[str]) -> int:
         p.unlink()
         return fail(PROG, f"the file would not load ({e}); nothing written", Exit.USAGE)
     where = f"{cfg.image_root}" if images is not None else "images.root (edit it)"
-    print(f"wrote {p}: project {cfg.name!r}, images in {where}; next: `AL_CONFIG={p} al ingest`, then `make ui`")
+    print_safe(f"wrote {p}: project {cfg.name!r}, images in {where}; next: `AL_CONFIG={p} al ingest`, then `make ui`")
     return Exit.OK

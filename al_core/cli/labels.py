@@ -7,7 +7,8 @@
   ``.errors.json`` content) for a bad one; Exit.USAGE when the check cannot run
   (no project file, no database).
 - ``al labels retract SHA256`` / ``al labels retry SHA256``: withdraw an
-  accepted delivery / ask for a file to be ingested again. Exit.FAILED when the
+  accepted training delivery / ask for a file to be ingested again (a rejected
+  one is put back into the folder of its kind, never over a waiting file). Exit.FAILED when the
   file cannot be found or retracted, Exit.LOCKED when the database stayed
   locked (al_core.cli.exit_codes).
 
@@ -18,13 +19,13 @@ Adding a subcommand: write ``_add_NAME(subparsers, common)`` and ``cmd_NAME(args
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from al_core.catalogue import open_store
-from al_core.cli.common import CONFIG_HELP, announce_project, fail, locked_message
+from al_core.cli.common import CONFIG_HELP, announce_project, fail, json_safe, locked_message, print_safe
+from al_core.cli.common import terminal_safe as t
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
 from al_core.labels import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
@@ -56,7 +57,7 @@ def _project(args) -> tuple:
     try:
         if args.db and find_config_path(args.config) is None:
             cfg = from_dict({}, base_dir=Path(args.db).absolute().parent)
-            print(f"al labels {args.command}: no project file; the defaults, with the classes of {args.db}",
+            print_safe(f"al labels {args.command}: no project file; the defaults, with the classes of {args.db}",
                   file=sys.stderr)
         else:
             cfg = load_config(args.config)
@@ -80,41 +81,43 @@ def _add_check(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
-    print(f"{parsed.path}: valid {parsed.format} file (sha256 {parsed.sha256})", file=out)
-    labels = ", ".join(f"{k} {v}" for k, v in s["labels"].items()) or "none"
-    print(f"  {s['rows']} labels: {labels}; skips: {s['skips']}", file=out)
+    """The summary of a valid file; every value from the file goes through ``terminal_safe``."""
+    print_safe(f"{t(parsed.path)}: valid {parsed.format} file (sha256 {parsed.sha256})", file=out)
+    labels = ", ".join(f"{t(k)} {v}" for k, v in s["labels"].items()) or "none"
+    print_safe(f"  {s['rows']} labels: {labels}; skips: {s['skips']}", file=out)
     if s["annotators"] or s["rows_without_annotator"]:
-        ann = ", ".join(f"{k} {v}" for k, v in s["annotators"].items())
+        ann = ", ".join(f"{t(k)} {v}" for k, v in s["annotators"].items())
         extra = f"{'; ' if ann else ''}{s['rows_without_annotator']} rows without annotator" if s[
             "rows_without_annotator"] else ""
-        print(f"  annotators: {ann}{extra}", file=out)
+        print_safe(f"  annotators: {ann}{extra}", file=out)
     if s["n_duplicates"]:
-        print(f"  {s['n_duplicates']} repeated rows (same image, same label) counted once", file=out)
+        print_safe(f"  {s['n_duplicates']} repeated rows (same image, same label) counted once", file=out)
     if s["n_cancelled"]:
-        print(f"  {s['n_cancelled']} cancelled Label Studio annotations skipped", file=out)
+        print_safe(f"  {s['n_cancelled']} cancelled Label Studio annotations skipped", file=out)
     for d in parsed.decisions:
-        others = ", ".join(f"#{o['annotation_id']} {o['label']!r}" for o in d["others"])
-        print(f"  task {d['task_id']} (line {d['line']}): annotation #{d['chosen_annotation_id']} "
-              f"{d['chosen_label']!r} chosen over {others} (latest updated wins)", file=out)
+        others = ", ".join(f"#{t(o['annotation_id'])} {t(repr(o['label']))}" for o in d["others"])
+        print_safe(f"  task {t(d['task_id'])} (line {d['line']}): annotation #{t(d['chosen_annotation_id'])} "
+                   f"{t(repr(d['chosen_label']))} chosen over {others} (latest updated wins)", file=out)
 
 
 def _print_report(rep: dict, out) -> None:
-    print(f"{rep['file']}: REJECTED, {rep['n_errors']} error(s); nothing in it would be applied "
-          f"(format {rep['format']}, sha256 {rep['sha256'] or '-'})", file=out)
+    """The error report of a rejected file; every value from the file goes through ``terminal_safe``."""
+    print_safe(f"{t(rep['file'])}: REJECTED, {rep['n_errors']} error(s); nothing in it would be applied "
+               f"(format {rep['format']}, sha256 {rep['sha256'] or '-'})", file=out)
     for e in rep["errors"]:
         where = "file" if e["line"] is None else f"line {e['line']}"
         if e["field"]:
-            where += f" [{e['field']}]"
-        tail = f" (value: {e['value_preview']})" if e["value_preview"] is not None else ""
-        print(f"  {where}: {e['message']}{tail}", file=out)
+            where += f" [{t(e['field'])}]"
+        tail = f" (value: {t(e['value_preview'])})" if e["value_preview"] is not None else ""
+        print_safe(f"  {where}: {t(e['message'])}{tail}", file=out)
     if rep["n_omitted"]:
-        print(f"  ... and {rep['n_omitted']} more error(s) not listed", file=out)
+        print_safe(f"  ... and {rep['n_omitted']} more error(s) not listed", file=out)
 
 
 def cmd_check(args) -> int:
     path = Path(args.file)
     if not path.exists():
-        return fail("al labels check", f"{path} does not exist", Exit.USAGE)
+        return fail("al labels check", f"{path} does not exist", Exit.USAGE)  # fail() escapes it
     try:
         cfg, store = _project(args)
         parsed = validate_label_file(path, cfg, store)
@@ -123,13 +126,13 @@ def cmd_check(args) -> int:
     if parsed.ok:
         s = parsed.summary()
         if args.json:
-            print(json.dumps({**s, "decisions": list(parsed.decisions)}, indent=2, ensure_ascii=False))
+            print_safe(json_safe({**s, "decisions": list(parsed.decisions)}, indent=2))
         else:
             _print_summary(s, parsed, sys.stdout)
         return Exit.OK
     rep = error_report(parsed, MAX_REPORT_ERRORS)
     if args.json:
-        print(json.dumps(rep, indent=2, ensure_ascii=False))
+        print_safe(json_safe(rep, indent=2))
     else:
         _print_report(rep, sys.stdout)
     return Exit.FAILED
@@ -162,7 +165,7 @@ def _loop_command(prog: str, args, action: Callable, describe: Callable) -> int:
         return fail(prog, locked_message(store, cfg), Exit.LOCKED)
     except (LoopError, StoreError) as e:
         return fail(prog, str(e))
-    print(json.dumps(r) if args.json else describe(r, cfg))
+    print_safe(json_safe(r) if args.json else describe(r, cfg))
     return Exit.OK
 
 
@@ -171,7 +174,7 @@ def cmd_retract(args) -> int:
 
     return _loop_command(
         "al labels retract", args, lambda store, cfg: retract_file(store, cfg, args.sha256, args.reason),
-        lambda r, cfg: (f"retracted {r['file']} ({short(r['sha256'])}): {r['labels_withdrawn']} labels leave "
+        lambda r, cfg: (f"retracted {t(r['file'])} ({short(r['sha256'])}): {r['labels_withdrawn']} labels leave "
                         f"training from round {r['effective_round']} on"))
 
 
@@ -179,7 +182,9 @@ def _add_retry(subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "retry", parents=[common], help="ingest a file again whose run failed, or a rejected file",
         description="Ask the inbox sensor for a new run (a new run key) that ingests the file again. The file must "
-                    "still be in the inbox (its run failed) or in inbox/rejected/ (it is put back first).")
+                    "still be in the inbox or inbox/eval/ (its run failed), or be a rejected delivery in "
+                    "inbox/rejected/: it is put back first, into the folder of its kind (an evaluation file into "
+                    "inbox/eval/), never over a file waiting there (then as NAME-1.csv).")
     p.add_argument("sha256", help="the file's sha256 (a prefix of at least 8 hex digits)")
 
 
@@ -188,7 +193,7 @@ def cmd_retry(args) -> int:
 
     return _loop_command(
         "al labels retry", args, lambda store, cfg: request_retry(store, cfg, args.sha256),
-        lambda r, cfg: (f"requested a new ingestion of {r['file']} (request {r['request_id']}); "
+        lambda r, cfg: (f"requested a new ingestion of {t(r['file'])} (request {r['request_id']}); "
                         f"the inbox sensor launches it within {cfg.sensor.interval_s} s"))
 
 

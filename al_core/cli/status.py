@@ -1,10 +1,9 @@
 """`al status`: what the store holds (al_core.catalogue.reports.store_summary)."""
 
 import argparse
-import json
-import sys
 
-from al_core.cli.common import add_config_option, run_with_store
+from al_core.cli.common import add_config_option, json_safe, print_safe, run_with_store
+from al_core.cli.common import terminal_safe as t
 
 
 def summary(store) -> dict:
@@ -15,14 +14,15 @@ def summary(store) -> dict:
         return {"database": str(store.db_path), **store_summary(con)}
 
 
-def print_summary(s: dict, file=sys.stdout) -> None:
-    print(f"database        {s['database']} (schema version {s['schema_version']})", file=file)
-    print(f"images          {s['images']} distinct (sha256), paths: "
-          + ", ".join(f"{k} {v}" for k, v in s["paths_by_status"].items()), file=file)
-    print(f"ground truth    {s['ground_truth_classes']} classes (simulation only)", file=file)
+def print_summary(s: dict, file=None) -> None:
+    """The summary as text; paths, statuses and names go through ``terminal_safe``."""
+    print_safe(f"database        {t(s['database'])} (schema version {s['schema_version']})", file=file)
+    print_safe(f"images          {s['images']} distinct (sha256), paths: "
+               + ", ".join(f"{t(k)} {v}" for k, v in s["paths_by_status"].items()), file=file)
+    print_safe(f"ground truth    {s['ground_truth_classes']} classes (simulation only)", file=file)
     for c in s["embedding_configs"]:
-        print(f"embeddings      {c['backbone']} [{c['config_id']}]: {c['vectors']} vectors x {c['dim']} "
-              f"in {c['parts']} part files", file=file)
+        print_safe(f"embeddings      {t(c['backbone'])} [{t(c['config_id'])}]: {c['vectors']} vectors x {c['dim']} "
+                   f"in {c['parts']} part files", file=file)
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     def body(cfg, store):
         s = summary(store)
         if args.json:
-            print(json.dumps(s, indent=2))
+            print_safe(json_safe(s, indent=2))
         else:
             print_summary(s)
 

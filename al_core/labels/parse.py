@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
+from al_core.files.safe import UnsafeEntry, open_regular
 from al_core.labels import csv_polars
 from al_core.labels.csv_reader import parse_csv
 from al_core.labels.jsonl_reader import parse_jsonl
@@ -51,8 +51,12 @@ def parse_label_file(
     skip_label: str = "skip",
     max_bytes: int = MAX_FILE_BYTES,
     max_line_bytes: int = MAX_LINE_BYTES,
+    root: str | os.PathLike | None = None,
 ) -> ParsedLabels:
-    """Read and validate one label file (the contract: ``al_core.labels``). Never raises on bad content."""
+    """Read and validate one label file (the contract: ``al_core.labels``). Never raises on bad content.
+
+    ``root``: a folder ``path`` lies in (the inbox); no folder below it is followed when it is a link.
+    """
     classes = tuple(classes)
     if not classes:
         raise ValueError("parse_label_file needs a non-empty class list")
@@ -62,12 +66,11 @@ def parse_label_file(
     errs = ErrorCollector()
     rows = RowValidator(classes, known_image_ids, skip_label, errs)
     read = _Read(format=EXT_FORMAT.get(os.path.splitext(p)[1].lower()))
-    try:
-        st = os.stat(p)
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-            errs.add(None, None, "not a regular file")
-            return _result(p, "", read, rows, errs)
-        f = open(p, "rb")  # noqa: SIM115 - closed by the with below; only opening errors are reported
+    try:  # never a link followed, a FIFO or device opened (al_core.files.safe); read from this descriptor only
+        f = open_regular(p, root=root)
+    except UnsafeEntry as e:
+        errs.add(None, None, "not a regular file", e.reason)
+        return _result(p, "", read, rows, errs)
     except OSError as e:
         errs.add(None, None, f"cannot read the file: {e.strerror or e}")
         return _result(p, "", read, rows, errs)

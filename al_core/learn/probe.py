@@ -381,8 +381,12 @@ class Probe(Params):
         return probe
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> str:
-        """Write the probe to ``path`` as safetensors, atomically; return the file's sha256 (hex)."""
+    def save(self, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> str:
+        """Write the probe to ``path`` as safetensors, atomically; return the file's sha256 (hex).
+
+        ``extra_metadata`` (text values, e.g. the class list as JSON) is stored beside the probe's own metadata
+        and read back by :meth:`read_metadata`.
+        """
         from safetensors.torch import save
 
         if self.model_ is None:
@@ -404,9 +408,18 @@ class Probe(Params):
             "n_epochs": str(self.n_epochs_),
             "best_loss": repr(float(self.best_loss_)),
         }
+        metadata = {**{str(k): str(v) for k, v in (extra_metadata or {}).items()}, **metadata}
         data = save(tensors, metadata=metadata)
         atomic_write_bytes(path, data)
         return hashlib.sha256(data).hexdigest()
+
+    @staticmethod
+    def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+        """The safetensors metadata of a probe file (its own keys and any ``extra_metadata``)."""
+        from safetensors import safe_open
+
+        with safe_open(os.fspath(path), framework="pt") as f:
+            return dict(f.metadata() or {})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Probe:

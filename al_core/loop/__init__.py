@@ -11,8 +11,9 @@ files are written atomically; label files are moved only after their rows are
 committed (a file found in the inbox whose bytes are already committed is
 recognised as such and moved without applying anything twice).
 
-Modules, in the order of a round: ``inbox`` (files ready to read, validation
-inputs, a sensor's look), ``state`` (where the loop stands, work owed),
+Modules, in the order of a round: ``inbox`` (every inbox entry accounted for,
+validation inputs, a sensor's look), ``deliveries`` (reading, naming and moving
+label files safely), ``state`` (where the loop stands, work owed),
 ``pool`` (vectors and labels), ``holdout`` (the evaluation set), ``proposal``
 (selecting and recording a batch), ``outbox`` (the batch's files),
 ``ingest_labels`` (label files in), ``train`` (the probe), ``evaluation`` (its
@@ -28,7 +29,8 @@ import importlib
 
 _EXPORTS = {
     "errors": ("LoopError",),
-    "inbox": ("list_inbox", "look_at_inbox", "validation_inputs", "ValidationUnavailable", "InboxView"),
+    "inbox": ("list_inbox", "survey_inbox", "look_at_inbox", "validation_inputs", "ValidationUnavailable", "InboxView",
+              "InboxSurvey", "Refused"),
     "state": ("LoopState", "loop_state", "answered", "pending_work"),
     "pool": ("Pool", "load_pool", "load_project_pool"),
     "holdout": ("stratified_holdout", "ensure_eval_set"),

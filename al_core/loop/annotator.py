@@ -17,14 +17,25 @@ import numpy as np
 from al_core.catalogue import images, open_store
 from al_core.config import ProjectConfig
 from al_core.files.atomic import atomic_write_text
+from al_core.files.safe import UnsafeEntry, read_regular
 from al_core.loop import outbox
 
 STATE_FILE = ".simulated-annotator"  # in the outbox: rounds already answered, one per line
 
 
+STATE_MAX_BYTES = 1 << 20  # the state file: one line per answered round (a million rounds at most)
+
+
 def _answered(cfg: ProjectConfig) -> set[int]:
-    p = cfg.outbox / STATE_FILE
-    return {int(x) for x in p.read_text().split()} if p.exists() else set()
+    """Rounds answered so far (the state file, read without following a link; a link planted there counts as
+    no state: it is replaced, never followed, when the next round is recorded)."""
+    try:
+        text = read_regular(cfg.outbox / STATE_FILE, max_bytes=STATE_MAX_BYTES).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return set()
+    except UnsafeEntry:
+        return set()
+    return {int(x) for x in text.split() if x.isdigit()}
 
 
 def pending_rounds(cfg: ProjectConfig) -> list[int]:
@@ -57,8 +68,9 @@ def answer_round(cfg: ProjectConfig, round_: int, *, noise: float = 0.0, skip: f
             label = classes[(classes.index(label) + int(rng.integers(1, len(classes)))) % len(classes)]
         lines.append(f"{iid},{label},{annotator}")
     final = atomic_write_text(cfg.inbox / delivery_name(annotator, round_), "\n".join(lines) + "\n")
-    with open(cfg.outbox / STATE_FILE, "a") as f:
-        f.write(f"{round_}\n")
+    done = sorted(_answered(cfg) | {round_})
+    outbox.set_aside(cfg.outbox / STATE_FILE)
+    atomic_write_text(cfg.outbox / STATE_FILE, "".join(f"{r}\n" for r in done))  # never appended through a link
     return final
 
 

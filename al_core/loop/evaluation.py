@@ -8,7 +8,7 @@ from al_core.catalogue import labels as labels_q
 from al_core.catalogue import now
 from al_core.catalogue import probes as probes_q
 from al_core.config import ProjectConfig
-from al_core.loop.pool import Pool, load_project_pool
+from al_core.loop.pool import Pool, load_pool
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1")  # each in [0, 1], None without a labelled eval image
 
@@ -51,8 +51,9 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
 
 
 def evaluate_round(store, cfg: ProjectConfig, round_: int, config_id: str, probe_id: str) -> dict:
-    """The ``eval_metrics`` step: load the pool and probe ``probe_id`` (its sha256 checked), then ``evaluate``."""
-    from al_core.loop.train import load_probe
+    """The ``eval_metrics`` step: load the pool with the class list probe ``probe_id`` was trained with
+    (``train.probe_classes``) and the probe (its sha256 checked), then ``evaluate``."""
+    from al_core.loop.train import load_probe, probe_classes
 
-    return evaluate(store, cfg, round_, load_project_pool(store, cfg, config_id), load_probe(store, probe_id),
-                    probe_id)
+    pool = load_pool(store, cfg, config_id, probe_classes(store, cfg, probe_id))
+    return evaluate(store, cfg, round_, pool, load_probe(store, probe_id), probe_id)

@@ -2,25 +2,28 @@
 
 ``ingest_label_files`` runs these steps (each a function below):
 
-1. ``_read_and_validate``, outside the write lock (the slow part): hash every
-   file and validate it with ``validation_inputs``; bytes already ingested are
-   not parsed again.
+1. ``read_and_validate`` (al_core.loop.deliveries), outside the write lock
+   (the slow part): open every file without following a link
+   (``al_core.files.safe.open_regular``), hash it from that descriptor and
+   validate it with ``validation_inputs``; bytes already ingested are not parsed
+   again; a file over MAX_FILE_BYTES, and an entry that is not a regular file
+   (swapped for a link after the sensor's look), is refused unread.
 2. In one write transaction, against what is committed then:
    ``_label_round`` (the round the labels go into), ``_Ledger.read`` (the
    deliveries so far, the current labels, the proposed images), ``_decide`` per
    file (already committed, duplicate, rejected or accepted: the outcome goes
    into a ``_Plan``), and ``_write`` (the plan's rows).
-3. After the commit: ``_write_error_reports`` and ``_move_files`` (to
-   inbox/accepted/ or inbox/rejected/).
+3. After the commit (al_core.loop.deliveries): ``write_error_reports`` and
+   ``move_files`` (to inbox/accepted/ or inbox/rejected/, made real folders
+   before the transaction by ``safe_folders``; a move never replaces a file and
+   never follows a link).
 4. ``_readiness``: whether the open batch is now answered, so the run goes on.
 
 ``ingest_round_labels`` is the ``round_labels`` step around it (outbox repair, CLI requests).
 """
 
-import datetime as _dt
 import functools
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,9 +35,26 @@ from al_core.catalogue import rounds as rounds_q
 from al_core.catalogue.labels import INGESTED_STATUSES, LABEL_ROW_COLUMNS, LabelFileRecord
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
-from al_core.files.hashing import FILE_PREFIX_CHARS, sha256_file
+from al_core.loop.deliveries import (
+    Delivery,
+    committed_not_moved,
+    move_files,
+    move_refused,
+    read_and_validate,
+    refusal_report,
+    safe_folders,
+    stored_path,
+    write_error_reports,
+)
 from al_core.loop.errors import LoopError
-from al_core.loop.inbox import ACCEPTED_FOLDER, EVAL_FOLDER, REJECTED_FOLDER, validation_inputs
+from al_core.loop.inbox import (
+    ACCEPTED_FOLDER,
+    ERROR_REPORT_SUFFIX,
+    REJECTED_FOLDER,
+    Refused,
+    survey_inbox,
+    validation_inputs,
+)
 from al_core.loop.outbox import repair_outbox
 from al_core.loop.requests import finish_request, stale_close_request
 from al_core.loop.state import answered, is_answered, loop_state
@@ -83,23 +103,10 @@ class IngestReport:
 
 # ----------------------------------------------------------------------------- the steps' records
 @dataclass
-class _Delivery:
-    """A label file as read and validated before the write lock."""
-
-    path: Path
-    sha256: str
-    parsed: object | None  # ParsedLabels; None when its bytes were already ingested (not parsed again)
-
-    @property
-    def is_eval(self) -> bool:
-        return self.path.parent.name == EVAL_FOLDER
-
-
-@dataclass
 class _Ledger:
     """What is committed, read inside the write transaction, and kept up to date as the files are decided."""
 
-    history: dict  # sha256 -> [(status, stored_path, original_name)], oldest first
+    history: dict  # sha256 -> [(status, stored_path, original_name, is_eval)], oldest first
     current: dict  # image_id -> current label
     proposed: set  # every image proposed in a batch
 
@@ -119,43 +126,22 @@ class _Plan:
     records: list[LabelFileRecord] = field(default_factory=list)
     columns: dict = field(default_factory=lambda: {c: [] for c in LABEL_ROW_COLUMNS})  # training label rows
     eval_rows: list[tuple[str, str]] = field(default_factory=list)
-    moves: list[tuple[Path, Path]] = field(default_factory=list)
+    moves: list[tuple[Path, Path, str | None]] = field(default_factory=list)  # (from, to, file_id to update)
     error_reports: list[tuple[object, Path]] = field(default_factory=list)
+    taken: set = field(default_factory=set)  # destinations chosen in this plan
 
-    def record(self, d: _Delivery, file_id: str, dest: Path, status: str, reason: str | None, *, fmt=None,
-               n_rows=0, n_applied=0, n_unproposed=0, n_skips=0) -> None:
-        """A label_files row for delivery ``d``, and its move to ``dest`` after the commit."""
-        self.records.append(LabelFileRecord(file_id, d.sha256, d.path.name, str(dest), fmt, status, reason, n_rows,
+    def record(self, d: Delivery, file_id: str, dest: Path, status: str, reason: str | None, *, fmt=None,
+               n_rows=0, n_applied=0, n_unproposed=0, n_skips=0, move: bool = True) -> None:
+        """A label_files row for delivery ``d``, and (``move``) its move to ``dest`` after the commit."""
+        self.records.append(LabelFileRecord(file_id, d.sha256, d.name, str(dest), fmt, status, reason, n_rows,
                                             n_applied, n_unproposed, n_skips, d.is_eval, self.received_at,
                                             self.label_round, self.run_id))
-        self.moves.append((d.path, dest))
+        if move:
+            self.moves.append((d.path, dest, file_id))
 
-
-def _dest(folder: Path, name: str, sha: str) -> Path:
-    """Where an ingested file is stored: ``STAMP-SHAPREFIX-NAME`` (UTC seconds, FILE_PREFIX_CHARS of its sha256)."""
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
-    return folder / f"{stamp}-{sha[:FILE_PREFIX_CHARS]}-{name}"
-
-
-# ----------------------------------------------------------------------------- 1. read and validate
-def _read_and_validate(store, files: Sequence, validate: Callable, log: Log) -> list[_Delivery]:
-    with store.connect(read_only=True, view=False) as con:
-        ingested = labels_q.ingested_shas(con)
-    out = []
-    for f in files:
-        path = Path(f)
-        if not path.is_file():
-            log(f"{path.name}: gone before ingestion (already moved by an earlier run?)")
-            continue
-        sha = sha256_file(path)
-        parsed = None
-        if sha not in ingested:
-            parsed = validate(path)
-            if parsed.sha256 and parsed.sha256 != sha:
-                log(f"{path.name}: changed while being read; left in the inbox for the next run")
-                continue
-        out.append(_Delivery(path, sha, parsed))
-    return out
+    def dest(self, folder: Path, name: str, sha: str) -> Path:
+        """A free name in ``folder`` for an ingested file (``deliveries.stored_path``), none chosen in this plan."""
+        return stored_path(folder, name, sha, self.taken)
 
 
 # ----------------------------------------------------------------------------- 2. decide, inside the transaction
@@ -170,17 +156,17 @@ def _label_round(con, cfg: ProjectConfig, round_: int, report: IngestReport, log
     return label_round
 
 
-def _decide(d: _Delivery, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, validate: Callable,
+def _decide(d: Delivery, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, validate: Callable,
             log: Log) -> FileOutcome | None:
     """What delivery ``d`` changes, added to ``plan``; None when the file is gone."""
-    if not d.path.exists():
-        log(f"{d.path.name}: gone (moved by another run meanwhile); nothing applied")
+    if not os.path.lexists(d.path):
+        log(f"{d.name}: gone (moved by another run meanwhile); nothing applied")
         return None
     hist = ledger.history.get(d.sha256, [])
-    stored = _committed_not_moved(hist, d.path.name)
+    stored = committed_not_moved(hist, d)
     if stored is not None:
-        plan.moves.append((d.path, Path(stored)))
-        return FileOutcome(d.path.name, d.sha256, "already_committed",
+        plan.moves.append((d.path, Path(stored), None))
+        return FileOutcome(d.name, d.sha256, "already_committed",
                            "rows were committed before a crash; file moved now", stored_path=stored, is_eval=d.is_eval)
     if any(h[0] in INGESTED_STATUSES for h in hist):
         return _as_duplicate(d, hist, ledger, plan, cfg, log)
@@ -190,38 +176,43 @@ def _decide(d: _Delivery, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, vali
     return _as_accepted(d, parsed, ledger, plan, cfg, log)
 
 
-def _committed_not_moved(hist: list, name: str) -> str | None:
-    """The stored path of an earlier delivery of these bytes under this name whose rows were committed but whose
-    file was never moved (a crash between the commit and the move), or None."""
-    return next((stored for status, stored, original in hist if status in ("accepted", "rejected") and stored
-                 and not Path(stored).exists() and original == name), None)
-
-
-def _as_duplicate(d: _Delivery, hist: list, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig,
+def _as_duplicate(d: Delivery, hist: list, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig,
                   log: Log) -> FileOutcome:
-    dest = _dest(cfg.inbox / ACCEPTED_FOLDER, d.path.name, d.sha256)
+    dest = plan.dest(cfg.inbox / ACCEPTED_FOLDER, d.path.name, d.sha256)
     first = next(h for h in hist if h[0] in ("accepted", "retracted"))
     reason = f"same bytes as {first[2]!r}, already ingested"
     plan.record(d, uuid.uuid4().hex, dest, "duplicate", reason)
-    ledger.history.setdefault(d.sha256, []).append(("duplicate", str(dest), d.path.name))
-    log(f"{d.path.name}: duplicate of {first[2]!r}; nothing applied")
-    return FileOutcome(d.path.name, d.sha256, "duplicate", reason, stored_path=str(dest), is_eval=d.is_eval)
+    ledger.history.setdefault(d.sha256, []).append(("duplicate", str(dest), d.name, d.is_eval))
+    log(f"{d.name}: duplicate of {first[2]!r}; nothing applied")
+    return FileOutcome(d.name, d.sha256, "duplicate", reason, stored_path=str(dest), is_eval=d.is_eval)
 
 
-def _as_rejected(d: _Delivery, parsed, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
-    dest = _dest(cfg.inbox / REJECTED_FOLDER, d.path.name, d.sha256)
+def _as_rejected(d: Delivery, parsed, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
+    dest = plan.dest(cfg.inbox / REJECTED_FOLDER, d.path.name, d.sha256)
     errs = parsed.errors or ()
     reason = f"{parsed.n_errors} error(s); first: " + (
         f"line {errs[0].line}: {errs[0].message}" if errs else "no label rows")
     plan.record(d, uuid.uuid4().hex, dest, "rejected", reason, fmt=parsed.format, n_rows=parsed.n_records)
-    plan.error_reports.append((parsed, dest.with_name(dest.name + ".errors.json")))
-    log(f"{d.path.name}: REJECTED, nothing applied: {reason}")
-    return FileOutcome(d.path.name, d.sha256, "rejected", reason, parsed.n_records, stored_path=str(dest),
+    plan.error_reports.append((parsed, dest.with_name(dest.name + ERROR_REPORT_SUFFIX)))
+    log(f"{d.name}: REJECTED, nothing applied: {reason}")
+    return FileOutcome(d.name, d.sha256, "rejected", reason, parsed.n_records, stored_path=str(dest),
                        is_eval=d.is_eval)
 
 
-def _as_accepted(d: _Delivery, parsed, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
-    dest = _dest(cfg.inbox / ACCEPTED_FOLDER, d.path.name, d.sha256)
+def _as_refused(r: Refused, stored: Path, plan: _Plan, log: Log) -> FileOutcome:
+    """An entry that was not read (a link, FIFO, folder, a name that is not UTF-8, a file over the size limit),
+    already moved as it is to ``stored`` (``deliveries.move_refused``): recorded as rejected with its reason, an
+    error report beside it."""
+    d = Delivery(r.path, "", None, r.is_eval)
+    reason = f"not read: {r.reason}"
+    plan.record(d, uuid.uuid4().hex, stored, "rejected", reason, move=False)
+    plan.error_reports.append((refusal_report(r, reason), stored.with_name(stored.name + ERROR_REPORT_SUFFIX)))
+    log(f"{r.name}: REFUSED, nothing read: {r.reason}; moved as it is to {REJECTED_FOLDER}/{stored.name}")
+    return FileOutcome(r.name, "", "rejected", reason, stored_path=str(stored), is_eval=r.is_eval)
+
+
+def _as_accepted(d: Delivery, parsed, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
+    dest = plan.dest(cfg.inbox / ACCEPTED_FOLDER, d.path.name, d.sha256)
     file_id = uuid.uuid4().hex
     if d.is_eval:
         n_applied, n_unprop, n_skip = _apply_eval(parsed, plan), 0, 0
@@ -229,10 +220,10 @@ def _as_accepted(d: _Delivery, parsed, ledger: _Ledger, plan: _Plan, cfg: Projec
         n_applied, n_unprop, n_skip = _apply_training(parsed, d.sha256, file_id, ledger, plan)
     plan.record(d, file_id, dest, "accepted", None, fmt=parsed.format, n_rows=len(parsed.rows), n_applied=n_applied,
                 n_unproposed=n_unprop, n_skips=n_skip)
-    ledger.history.setdefault(d.sha256, []).append(("accepted", str(dest), d.path.name))
-    log(f"{d.path.name}: accepted, {n_applied} labels applied ({n_unprop} for images never proposed, "
+    ledger.history.setdefault(d.sha256, []).append(("accepted", str(dest), d.name, d.is_eval))
+    log(f"{d.name}: accepted, {n_applied} labels applied ({n_unprop} for images never proposed, "
         f"{n_skip} skips)")
-    return FileOutcome(d.path.name, d.sha256, "accepted", None, len(parsed.rows), n_applied, n_unprop, n_skip,
+    return FileOutcome(d.name, d.sha256, "accepted", None, len(parsed.rows), n_applied, n_unprop, n_skip,
                        str(dest), d.is_eval)
 
 
@@ -273,23 +264,6 @@ def _write(con, plan: _Plan) -> None:
     labels_q.set_eval_labels(con, plan.eval_rows, plan.received_at)
 
 
-# ----------------------------------------------------------------------------- 3. after the commit
-def _write_error_reports(plan: _Plan) -> None:
-    from al_core.labels import write_error_report
-
-    for parsed, dest in plan.error_reports:
-        write_error_report(parsed, dest)
-
-
-def _move_files(plan: _Plan, log: Log) -> None:
-    for src, dst in plan.moves:
-        if not src.exists():  # moved meanwhile by another run that committed the same bytes: nothing to do
-            log(f"{src.name}: already moved by another run")
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(src), str(dst))
-
-
 # ----------------------------------------------------------------------------- 4. is the batch answered?
 def _readiness(store, cfg: ProjectConfig, report: IngestReport, log: Log) -> None:
     with store.connect(read_only=True, view=False) as con:
@@ -309,7 +283,8 @@ def _readiness(store, cfg: ProjectConfig, report: IngestReport, log: Log) -> Non
 
 def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathLike], *, round_: int,
                        classes: Sequence[str] | None = None, run_id: str | None = None,
-                       log: Log | None = None) -> IngestReport:
+                       log: Log | None = None, refused: Sequence[Refused] = (),
+                       warn: Log | None = None) -> IngestReport:
     """Validate and apply label files in one transaction, then move them to accepted/ or rejected/.
 
     A file with any error is rejected whole (nothing applied) with a
@@ -328,26 +303,41 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     are committed: ``round_`` is a floor, and a run requested for an older round
     (queued behind the run that closed it) reports it in ``requested_round`` and
     is never ``ready``.
+
+    Entries that are never read (``refused``, from ``survey_inbox``, and any file
+    found not to be a regular file when it is opened, or over MAX_FILE_BYTES) are
+    moved into inbox/rejected/ as they are, then recorded as rejected with their
+    reason (one that cannot be moved is left and not recorded). A path that is
+    not a file of the inbox or of inbox/eval/ is not read at all. A file keeps
+    its kind: one delivered into inbox/eval/ is recorded ``is_eval`` wherever it
+    goes.
     """
     from al_core.labels import parse_label_file
 
     log = log or (lambda m: None)
+    warn = warn or log
     project_classes, known = validation_inputs(cfg, store)
     validate = functools.partial(parse_label_file, classes=project_classes if classes is None else classes,
-                                 known_image_ids=known, skip_label=cfg.labels.skip_label)
-    deliveries = _read_and_validate(store, files, validate, log)
+                                 known_image_ids=known, skip_label=cfg.labels.skip_label, root=cfg.inbox)
+    safe_folders(cfg, warn)
+    deliveries, unread = read_and_validate(store, cfg, files, validate, log)
+    unread += [r for r in refused if r.path not in {u.path for u in unread}]
+    taken: set = set()
+    set_aside = move_refused(unread, cfg, taken, warn)  # nothing of them is read: moved first, then recorded
     report = IngestReport(round=round_, files=[])
     with store.transaction() as con:
-        plan = _Plan(_label_round(con, cfg, round_, report, log), now(), run_id)
+        plan = _Plan(_label_round(con, cfg, round_, report, log), now(), run_id, taken=taken)
         ledger = _Ledger.read(con)
         for d in deliveries:
             outcome = _decide(d, ledger, plan, cfg, validate, log)
             if outcome is not None:
                 report.files.append(outcome)
+        for r, stored in set_aside:
+            report.files.append(_as_refused(r, stored, plan, warn))
         _write(con, plan)
     fault_point("labels.after_commit")
-    _write_error_reports(plan)
-    _move_files(plan, log)
+    write_error_reports(plan.error_reports, cfg, warn)
+    move_files(store, plan.moves, cfg, log, warn)
     _readiness(store, cfg, report, log)
     return report
 
@@ -380,7 +370,8 @@ def ingest_round_labels(store, cfg: ProjectConfig, round_: int, files: Sequence[
     repaired = repair_outbox(store, cfg, cfg.class_names(store))
     for path in repaired:
         warn(f"outbox: wrote {path}, missing although its batch was committed")
-    rep = ingest_label_files(store, cfg, files, round_=round_, run_id=run_id, log=log)
+    refused = survey_inbox(cfg.inbox, cfg.sensor.settle_s).refused
+    rep = ingest_label_files(store, cfg, files, round_=round_, run_id=run_id, log=log, refused=refused, warn=warn)
     force = bool(force_close) and rep.requested_round is None
     if force and request_id and (asked := stale_close_request(store, request_id, rep.open_round)) is not None:
         warn(f"`al round next` asked to close batch {asked}, which an earlier run closed: nothing to close")

@@ -10,10 +10,16 @@ For batch N (``batch_stem(N)`` = ``round-NNNN``):
 - ``eval-holdout.csv``: the held-out images to label, when the ground truth does
   not label them (``evaluation.labels_from_ground_truth: false``).
 
-Every file is written atomically (``al_core.files.atomic``).
+Every file is written atomically (``al_core.files.atomic``: a temporary file
+created exclusively under an unpredictable name, then renamed, so a link planted
+in the outbox is replaced, never followed); an entry under one of these names
+that is not a regular file (a folder, a link) is set aside first
+(``set_aside``), and a batch CSV counts as written only when it is a regular
+file (``has_batch_csv``). Outbox files are read without following a link.
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -24,7 +30,9 @@ from pathlib import Path
 from al_core.catalogue import rounds as rounds_q
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
+from al_core.files import safe
 from al_core.files.atomic import atomic_write_text
+from al_core.files.safe import is_regular_file, open_regular
 from al_core.labels.label_studio import label_studio_config, label_studio_tasks
 
 BATCH_CSV = re.compile(r"^round-(\d{4})\.csv$")  # the name batch_csv gives; its group is the batch's round
@@ -46,17 +54,30 @@ def batch_tasks_json(outbox: Path, round_: int) -> Path:
     return outbox / f"{batch_stem(round_)}.label-studio.json"
 
 
+def has_batch_csv(outbox: Path, round_: int) -> bool:
+    """Whether batch ``round_``'s CSV is in ``outbox`` as a regular file (a link or folder of that name is not it)."""
+    return is_regular_file(batch_csv(outbox, round_))
+
+
 def batches_in(outbox: Path) -> list[int]:
-    """Rounds whose batch CSV is in ``outbox``, ascending."""
+    """Rounds whose batch CSV is in ``outbox`` (a regular file), ascending."""
     if not outbox.is_dir():
         return []
-    return sorted(int(m.group(1)) for name in os.listdir(outbox) if (m := BATCH_CSV.match(name)))
+    return sorted(int(m.group(1)) for name in os.listdir(outbox)
+                  if (m := BATCH_CSV.match(name)) and is_regular_file(outbox / name))
 
 
 def read_batch_ids(outbox: Path, round_: int) -> list[str]:
-    """The image ids of batch ``round_`` as its CSV lists them, in rank order."""
-    with open(batch_csv(outbox, round_), newline="", encoding="utf-8") as f:
+    """The image ids of batch ``round_`` as its CSV lists them, in rank order (never through a link)."""
+    with open_regular(batch_csv(outbox, round_)) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
         return [row["image_id"] for row in csv.DictReader(f)]
+
+
+def set_aside(path: Path) -> str | None:
+    """Rename an entry at ``path`` that is not a regular file (a folder or link planted in the outbox) to a hidden
+    ``.NAME.refused-KIND-STAMP`` beside it (kept, never followed), so the file can be written there; returns the
+    new name, or None (al_core.files.safe.set_aside)."""
+    return safe.set_aside(path, hidden=True)
 
 
 def csv_field(v) -> str:
@@ -86,6 +107,8 @@ def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str],
     """
     out = cfg.outbox
     csv_path, ls_path, xml_path = batch_csv(out, round_), batch_tasks_json(out, round_), out / LABEL_STUDIO_CONFIG
+    for p in (csv_path, ls_path, xml_path):
+        set_aside(p)
     tasks = label_studio_tasks(round_, strategy, ids, scores, paths, cfg.labels.image_url_template)
     atomic_write_text(ls_path, json.dumps(tasks, indent=1) + "\n")
     atomic_write_text(xml_path, label_studio_config(classes, cfg.labels.skip_label))
@@ -102,7 +125,7 @@ def repair_outbox(store, cfg: ProjectConfig, classes: Sequence[str]) -> list[str
     Returns the CSVs written (a run that stopped between a batch's commit and its CSV leaves one).
     """
     with store.connect(read_only=True, view=False) as con:
-        todo = [(r, strategy) for r, strategy in rounds_q.open_batches(con) if not batch_csv(cfg.outbox, r).exists()]
+        todo = [(r, strategy) for r, strategy in rounds_q.open_batches(con) if not has_batch_csv(cfg.outbox, r)]
         batches = {r: rounds_q.batch_of_round(con, r) for r, _ in todo}
     written = []
     for r, strategy in todo:
@@ -115,5 +138,6 @@ def repair_outbox(store, cfg: ProjectConfig, classes: Sequence[str]) -> list[str
 
 def write_eval_holdout(cfg: ProjectConfig, chosen: Sequence[str], paths: dict) -> Path:
     """eval-holdout.csv: ``image_id,path`` of the held-out images for the annotators to label."""
+    set_aside(cfg.outbox / EVAL_HOLDOUT_CSV)
     return atomic_write_text(cfg.outbox / EVAL_HOLDOUT_CSV,
                              _csv_text(("image_id", "path"), [[iid, paths.get(iid, "")] for iid in chosen]))

@@ -12,7 +12,7 @@ from al_core.faults import fault_point  # named SIGKILL points (tests/test_relia
 from al_core.loop import outbox
 from al_core.loop.errors import LoopError
 from al_core.loop.holdout import ensure_eval_set
-from al_core.loop.pool import Pool, load_project_pool
+from al_core.loop.pool import Pool, load_pool, load_project_pool
 
 
 @dataclass
@@ -33,6 +33,8 @@ class Proposal:
     probe_id: str | None = None  # the probe that scored the pool (None for the seed pool)
     n_labelled: int = 0  # training labels when the batch was selected
     eval_holdout: int | None = None  # the seed pool only: images held out for evaluation
+    already_proposed: bool = False  # a retried run found this batch committed by an earlier run: nothing was done
+    classes: tuple[str, ...] = ()  # the class list the pool (and the probe's outputs) were read with
 
     def as_dict(self) -> dict:
         """Every field but the image ids and scores (the asset value; the ids are in ``queries``)."""
@@ -40,6 +42,14 @@ class Proposal:
         d.pop("image_ids")
         d.pop("scores")
         return d
+
+
+class BatchAlreadyProposed(LoopError):
+    """Batch ``round`` is committed already (a run retried after the one that proposed it failed later)."""
+
+    def __init__(self, round_: int):
+        super().__init__(f"batch {round_} was already proposed")
+        self.round = round_
 
 
 def _budget(cfg: ProjectConfig, spent: int, n_candidates: int) -> tuple[int, int, str | None]:
@@ -63,7 +73,7 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
     name = cfg.selection.seed_strategy if kind == "seed" else cfg.selection.query_strategy
     with store.connect(read_only=True, view=False) as con:
         if rounds_q.round_exists(con, round_):
-            raise LoopError(f"batch {round_} was already proposed")
+            raise BatchAlreadyProposed(round_)
         _, spent = rounds_q.last_round_and_spent(con)
     budget, requested, note = _budget(cfg, spent, len(pool.candidates))
     if budget <= 0:
@@ -86,15 +96,42 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
         rounds_q.insert_queries(con, round_, name, [(iid, paths[iid], None if np.isnan(sc) else sc)
                                                     for iid, sc in zip(ids, scores, strict=True)])
         fault_point("query_set.after_insert")
-    files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, pool.classes)
+    files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, cfg.class_names(store))  # today's classes
     return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates), note,
-                    files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)))
+                    files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)),
+                    classes=tuple(pool.classes))
+
+
+def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:
+    """Batch ``round_`` as committed by an earlier run (``already_proposed``), its outbox files written when
+    missing (``repair_outbox``): what a retried run reports instead of proposing the batch again."""
+    with store.connect(read_only=True, view=False) as con:
+        rec = rounds_q.round_record(con, round_)
+        batch = rounds_q.batch_of_round(con, round_)
+    if rec is None:
+        raise LoopError(f"batch {round_} is not recorded")
+    outbox.repair_outbox(store, cfg, cfg.class_names(store))
+    files = [str(outbox.batch_csv(cfg.outbox, round_)), str(outbox.batch_tasks_json(cfg.outbox, round_)),
+             str(cfg.outbox / outbox.LABEL_STUDIO_CONFIG)]
+    scores = [float("nan") if q[2] is None else float(q[2]) for q in batch]
+    note = f"already proposed by run {rec['run_id'] or '?'}: nothing done again"
+    from al_core.loop.train import probe_classes
+
+    classes = probe_classes(store, cfg, rec["probe_id"]) if rec["probe_id"] else tuple(cfg.class_names(store))
+    return Proposal(round_, rec["kind"], rec["strategy"], int(rec["seed"]), int(rec["budget"]),
+                    int(rec["requested_budget"]), [q[0] for q in batch], scores, float(rec["select_seconds"] or 0.0),
+                    0, note, files, config_id=rec["config_id"], probe_id=rec["probe_id"], already_proposed=True,
+                    classes=classes)
 
 
 def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None = None) -> Proposal:
-    """Round 0 (the ``seed_pool`` step): hold out the evaluation set, then propose batch 0 with the seed strategy."""
+    """Round 0 (the ``seed_pool`` step): hold out the evaluation set, then propose batch 0 with the seed strategy.
+    A batch 0 committed by an earlier run is reported (``committed_proposal``), not proposed again."""
     held = ensure_eval_set(store, cfg, cfg.class_names(store))
-    prop = propose(store, cfg, 0, load_project_pool(store, cfg, config_id), run_id=run_id)
+    try:
+        prop = propose(store, cfg, 0, load_project_pool(store, cfg, config_id), run_id=run_id)
+    except BatchAlreadyProposed:
+        prop = committed_proposal(store, cfg, 0)
     if prop is None:
         raise LoopError("total budget is 0 or no image can be proposed")
     prop.eval_holdout = held["holdout"]
@@ -104,8 +141,17 @@ def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None =
 def propose_round(store, cfg: ProjectConfig, round_: int, config_id: str, probe_id: str,
                   run_id: str | None = None) -> Proposal | None:
     """Round r >= 1 (the ``query_set`` step): propose batch r, scored by probe ``probe_id``. None when the budget
-    is spent or no candidate is left."""
-    from al_core.loop.train import load_probe
+    is spent or no candidate is left. A batch r committed by an earlier run (this run is a retry of one that
+    failed after the commit, e.g. writing the outbox) is reported (``committed_proposal``), not proposed again.
+    The pool is read with the class list the probe was trained with (``train.probe_classes``)."""
+    from al_core.loop.train import load_probe, probe_classes
 
-    pool = load_project_pool(store, cfg, config_id)
-    return propose(store, cfg, round_, pool, probe=load_probe(store, probe_id), probe_id=probe_id, run_id=run_id)
+    with store.connect(read_only=True, view=False) as con:
+        if rounds_q.round_exists(con, round_):
+            return committed_proposal(store, cfg, round_)
+    pool = load_pool(store, cfg, config_id, probe_classes(store, cfg, probe_id))
+    try:
+        return propose(store, cfg, round_, pool, probe=load_probe(store, probe_id), probe_id=probe_id,
+                       run_id=run_id)
+    except BatchAlreadyProposed:
+        return committed_proposal(store, cfg, round_)

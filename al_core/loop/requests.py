@@ -5,17 +5,19 @@ the inbox sensor turns it into a round run at its next tick, and the run marks
 it done. ``al labels retract`` takes effect at once (from the next round on).
 """
 
-import shutil
+import os
 import uuid
+from pathlib import Path
 
 from al_core.catalogue import labels as labels_q
 from al_core.catalogue import now
 from al_core.catalogue import requests as requests_q
 from al_core.catalogue import rounds as rounds_q
 from al_core.config import ProjectConfig
-from al_core.files.hashing import MIN_USER_PREFIX_CHARS, sha256_file, short
+from al_core.files.hashing import MIN_USER_PREFIX_CHARS, short
+from al_core.files.safe import ensure_dir, is_regular_file, move_no_replace, open_regular, sha256_of
 from al_core.loop.errors import LoopError
-from al_core.loop.inbox import ERROR_REPORT_SUFFIX, EVAL_FOLDER, REJECTED_FOLDER
+from al_core.loop.inbox import EVAL_FOLDER, REJECTED_FOLDER, survey_inbox
 from al_core.loop.state import loop_state
 
 HEX = frozenset("0123456789abcdef")
@@ -45,10 +47,18 @@ def _find_file(con, sha_prefix: str, statuses: tuple[str, ...]) -> tuple[str, st
 
 
 def retract_file(store, cfg: ProjectConfig, sha_prefix: str, reason: str | None = None) -> dict:
-    """Withdraw a whole delivery: its labels leave training from the next round on; the history stays."""
+    """Withdraw a whole training delivery: its labels leave training from the next round on; the history stays.
+
+    An evaluation delivery (inbox/eval/) keeps its kind: it is not retracted (its labels label the evaluation
+    set, never training); deliver corrected evaluation labels instead.
+    """
     prefix = _sha_prefix(sha_prefix)
     with store.transaction() as con:
         sha, name, _ = _find_file(con, prefix, ("accepted",))
+        if labels_q.is_eval_delivery(con, sha):
+            raise LoopError(f"{name} ({short(sha)}) was delivered into inbox/{EVAL_FOLDER}/: its labels label the "
+                            "evaluation set, not training, so there is nothing to retract; deliver corrected "
+                            f"labels into inbox/{EVAL_FOLDER}/ (the newest label of an image wins)")
         st = loop_state(con, cfg)
         n = labels_q.n_labels_of_file(con, sha)
         labels_q.insert_retraction(con, sha, now(), reason, st.label_round)
@@ -56,33 +66,58 @@ def retract_file(store, cfg: ProjectConfig, sha_prefix: str, reason: str | None 
     return {"sha256": sha, "file": name, "labels_withdrawn": n, "effective_round": st.label_round}
 
 
+def _waiting_file(cfg: ProjectConfig, prefix: str) -> Path | None:
+    """A label file still in the inbox or inbox/eval/ (its run failed) whose sha256 starts with ``prefix``:
+    regular files only, opened without following a link."""
+    for p in survey_inbox(cfg.inbox, settle_s=0.0).ready:
+        try:
+            with open_regular(p, root=cfg.inbox) as f:
+                if sha256_of(f).startswith(prefix):
+                    return p
+        except OSError:
+            continue
+    return None
+
+
+def _put_back(cfg: ProjectConfig, prefix: str, rejected: list) -> tuple[Path, Path]:
+    """Move the newest rejected delivery matching ``prefix`` back into the folder of its kind (inbox/ or
+    inbox/eval/) under its original name, never over a file waiting there (then ``name-1`` ...). Returns (where
+    it was stored, its path now)."""
+    if len({r[0] for r in rejected}) > 1:
+        raise LoopError(f"sha256 prefix {prefix} is ambiguous: {sorted({short(r[0]) for r in rejected})}")
+    rejected_dir = Path(os.path.abspath(cfg.inbox / REJECTED_FOLDER))
+    for _sha, original, stored, is_eval in rejected:
+        if stored and is_regular_file(stored) and Path(os.path.abspath(stored)).parent == rejected_dir:
+            folder = cfg.inbox / EVAL_FOLDER if is_eval else cfg.inbox
+            if is_eval:
+                ensure_dir(cfg.inbox, EVAL_FOLDER)
+            return Path(stored), move_no_replace(stored, folder / Path(original).name, root=cfg.inbox)
+    raise LoopError(f"the rejected file {short(rejected[0][0])} is no longer in {cfg.inbox / REJECTED_FOLDER}")
+
+
 def request_retry(store, cfg: ProjectConfig, sha_prefix: str) -> dict:
     """Ask the sensor for a new run (new run key) ingesting a file again.
 
-    The file must still be in the inbox (its run failed) or in inbox/rejected/
-    (then it is put back into the inbox first, e.g. after its images were ingested).
+    The file must still be in the inbox or inbox/eval/ (its run failed), or be a
+    recorded rejected delivery in inbox/rejected/: it is then put back into the
+    folder of its kind (an evaluation file into inbox/eval/) under its original
+    name, and never over a file waiting there (a corrected file of the same name
+    keeps its name; the retried one becomes ``name-1``). Nothing is followed
+    through a link.
     """
-    want = sha_prefix.strip().lower()
-    if len(want) < MIN_USER_PREFIX_CHARS:
-        raise LoopError(f"give the file's sha256 (at least {MIN_USER_PREFIX_CHARS} hex digits)")
-    found = None
-    for folder in (cfg.inbox, cfg.inbox / EVAL_FOLDER, cfg.inbox / REJECTED_FOLDER):
-        if not folder.is_dir():
-            continue
-        found = next((p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.endswith(ERROR_REPORT_SUFFIX)
-                      and sha256_file(p).startswith(want)), None)
-        if found:
-            break
+    prefix = _sha_prefix(sha_prefix)
+    found, stored = _waiting_file(cfg, prefix), None
     if found is None:
-        raise LoopError(f"no file with sha256 {want}... in {cfg.inbox} or its rejected/ folder")
-    if found.parent.name == REJECTED_FOLDER:
-        # stored as STAMP-SHAPREFIX-NAME (al_core.loop.ingest_labels): put back under its original name
-        original = found.name.split("-", 2)[-1] if found.name.count("-") >= 2 else found.name
-        target = cfg.inbox / original
-        shutil.move(str(found), str(target))
-        found = target
+        with store.connect(read_only=True, view=False) as con:
+            rejected = labels_q.rejected_files_by_prefix(con, prefix)
+        if not rejected:
+            raise LoopError(f"no file with sha256 {prefix}... in {cfg.inbox}, its {EVAL_FOLDER}/ folder or among the "
+                            "recorded rejected deliveries")
+        stored, found = _put_back(cfg, prefix, rejected)
     rid = uuid.uuid4().hex
     with store.transaction() as con:
+        if stored is not None:  # so that its next ingestion validates it again (not "committed, never moved")
+            labels_q.mark_put_back(con, str(stored), str(found))
         requests_q.add_request(con, rid, "retry_file", str(found), now())
     return {"request_id": rid, "file": str(found)}
 

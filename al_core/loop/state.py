@@ -48,7 +48,7 @@ def pending_work(con, cfg: ProjectConfig) -> str | None:
     if st.last_round is None:
         return None
     for r, _strategy in rounds_q.open_batches(con):
-        if not outbox.batch_csv(cfg.outbox, r).exists():
+        if not outbox.has_batch_csv(cfg.outbox, r):
             return f"outbox-r{r}"
     if st.open_round is not None:
         return f"answered-r{st.open_round}" if is_answered(cfg, *answered(con, st.open_round)) else None

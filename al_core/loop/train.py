@@ -1,5 +1,6 @@
 """Training the round's probe on every current training label, storing it (safetensors) and loading it back."""
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from al_core.loop.pool import Pool, load_project_pool
 from al_core.loop.requests import close_round
 
 MIN_TRAINING_LABELS = 2  # a probe needs at least two labelled images
+CLASSES_METADATA_KEY = "al_classes"  # the probe file's metadata: the class list it was trained with (JSON)
 PROBE_ID_RANDOM_CHARS = 8  # random hex in a probe id (32 bits): two runs training one version never share an id
 
 
@@ -57,12 +59,12 @@ def train_probe(store, cfg: ProjectConfig, round_: int, pool: Pool, *, trigger: 
     probe_id = f"r{round_:04d}-v{version}-{uuid.uuid4().hex[:PROBE_ID_RANDOM_CHARS]}"
     cfg.probes_dir.mkdir(parents=True, exist_ok=True)
     path = cfg.probes_dir / f"probe-{probe_id}.safetensors"
-    sha = probe.save(path)
+    sha = probe.save(path, {CLASSES_METADATA_KEY: json.dumps(list(pool.classes))})
     with store.transaction() as con:
         probes_q.insert_probe(con, probe_id=probe_id, round_=round_, version=version, trigger=trigger, path=str(path),
                               sha256=sha, config_id=pool.config_id, n_labels=len(pool.labeled),
                               n_classes=len(pool.classes), seed=cfg.selection.seed + round_, train_seconds=train_s,
-                              trained_at=now(), run_id=run_id)
+                              trained_at=now(), run_id=run_id, classes=pool.classes)
         probes_q.insert_probe_labels(con, probe_id, pool.label_ids)
     rec = ProbeRecord(probe_id, round_, version, trigger, str(path), sha, len(pool.labeled), train_s,
                       int(getattr(probe, "n_epochs_", 0)), len(pool.classes), pool.config_id)
@@ -82,6 +84,14 @@ def load_probe(store, probe_id: str):
     if actual != sha:
         raise LoopError(f"probe file {path} has sha256 {actual}, the catalogue recorded {sha}: refused")
     return Probe.load(path)
+
+
+def probe_classes(store, cfg: ProjectConfig, probe_id: str) -> tuple[str, ...]:
+    """The class list probe ``probe_id`` was trained with (its output k names classes[k]): recorded in the
+    catalogue (and the probe file's metadata); for a probe recorded before the list was kept, the project's."""
+    with store.connect(read_only=True, view=False) as con:
+        recorded = probes_q.probe_classes(con, probe_id)
+    return recorded if recorded is not None else tuple(cfg.class_names(store))
 
 
 def train_round_probe(store, cfg: ProjectConfig, round_: int, config_id: str, *, batch: Mapping | None = None,

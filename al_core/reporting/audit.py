@@ -29,6 +29,7 @@ Definitions shared with the views:
 """
 
 import datetime as _dt
+import json
 import os
 import re
 import time
@@ -303,10 +304,13 @@ def _predictions(store: Store, cfg, probe: dict | None, config_id: str | None) -
         return pl.DataFrame({"image_id": ids}, schema={"image_id": pl.String}).with_columns(
             pl.lit(None, pl.String).alias("predicted"), pl.lit(None, pl.Float64).alias("confidence"),
             pl.lit(None, pl.String).alias("probe_id"))
-    classes = list(cfg.class_names(store))
+    # the class list the probe was trained with (its output k is classes[k]), not today's: a class list edited
+    # since then (reordered, renamed) relabels nothing; a probe recorded before the list was kept: the project's
+    classes = json.loads(probe["classes"]) if probe.get("classes") else list(cfg.class_names(store))
     if len(classes) != int(probe["n_classes"]):
         raise AuditError(f"probe {probe['probe_id']} has {probe['n_classes']} classes, the project has {len(classes)} "
-                         f"({', '.join(classes)}): cannot name its predictions")
+                         f"({', '.join(classes)}) and no class list is recorded for the probe: cannot name its "
+                         "predictions")
     proba = load_probe(store, probe["probe_id"]).predict_proba(emb.features)
     k = proba.argmax(axis=1)
     return pl.DataFrame({
@@ -340,7 +344,9 @@ def _write_table(table: pl.DataFrame, out: Path, fmt: str) -> None:
 def export(store: Store, cfg, out_path: str | os.PathLike, fmt: str | None = None) -> dict:
     """Write the current labels and the latest probe's predictions, one row per image.
 
-    Rows: every image with a vector in the latest probe's embedding config (or,
+    Predictions are named through the class list the probe was trained with
+    (``probes.classes``), so classes reordered or renamed since then relabel
+    nothing. Rows: every image with a vector in the latest probe's embedding config (or,
     before any probe, the latest round's config, else the newest config with
     vectors), plus any labelled image without a vector there; ascending
     image_id. Columns: image_id, path (an ok path, else any known), label

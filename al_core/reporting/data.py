@@ -22,7 +22,7 @@ from al_core.catalogue import reports as Q
 from al_core.catalogue.audit import latest_probe_per_round, latest_round_config_id
 
 METRIC_COLUMNS = ("round", "version", "probe_id", "n_labels", "n_eval", "accuracy", "balanced_accuracy", "macro_f1",
-                  "per_class_recall", "confusion", "evaluated_at", "trigger")
+                  "per_class_recall", "confusion", "evaluated_at", "trigger", "classes")
 
 
 def _json_or(s, default):
@@ -72,8 +72,12 @@ def last_confusion(metrics: pl.DataFrame) -> dict | None:
 
 
 def confusion_classes(m: dict, cfg, store) -> list[str]:
-    """Names of the rows of ``m['confusion']``: its recall keys, else the project's classes, else 'class i'."""
+    """Names of the rows of ``m['confusion']``: the class list the probe was trained with, else its recall keys,
+    else the project's classes, else 'class i'."""
     k = len(m["confusion"])
+    recorded = _json_or(m.get("classes"), [])
+    if isinstance(recorded, list) and len(recorded) == k:
+        return [str(c) for c in recorded]
     names = list(m["per_class_recall"].keys()) if isinstance(m["per_class_recall"], dict) else []
     if len(names) == k:
         return names
