@@ -304,3 +304,15 @@ def test_fit_imports_no_optimiser():
             "Probe(3).fit(x, np.arange(50) % 3); print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_dropout_disagreement_counts_passes_against_the_clean_prediction(monkeypatch, blobs, fitted):
+    x, _ = blobs
+    monkeypatch.setattr(dropout_mod, "DROPOUT_BLOCK_ROWS", 64)  # 600 rows: 10 blocks, the last partial
+    got = fitted.dropout_disagreement(x, 3, seed=9)
+    passes = fitted.dropout_predict(x, 3, seed=9)  # the same masks
+    expected = (passes != fitted.predict(x)[None, :]).sum(axis=0)
+    assert got.dtype == np.int64 and np.array_equal(got, expected)
+    assert got.sum() > 0 and got.max() <= 3
+    with pytest.raises(ProbeError, match="n_passes"):
+        fitted.dropout_disagreement(x, 0, seed=9)

@@ -47,7 +47,7 @@ from torch import nn
 
 from al_core.files.atomic import atomic_write_bytes
 from al_core.learn.params import Params
-from al_core.learn.probe_dropout import DropoutLinear, bald_into, predictions_into
+from al_core.learn.probe_dropout import DropoutLinear, bald_into, disagreement_into, predictions_into
 from al_core.learn.probe_train import ProbeState, batch_bounds, fit_linear_probe
 from al_core.learn.tensors import as_tensor, float_block, torch_threads
 
@@ -321,6 +321,18 @@ class Probe(Params):
         features = np.asarray(features)
         out = np.empty((n_passes, features.shape[0]), dtype=np.int64)
         self.map_dropout_logits(features, n_passes, seed, predictions_into(out))
+        return out
+
+    def dropout_disagreement(self, features: np.ndarray, n_passes: int, seed: int) -> np.ndarray:
+        """Per row, the number of ``n_passes`` dropout passes (the masks of :meth:`dropout_predict`)
+        whose prediction differs from the clean one (:meth:`predict`): int64 N, in one read of
+        the features (each block's clean and dropout logits while it is in cache)."""
+        features = np.asarray(features)
+        self._check_fitted(features)
+        if n_passes < 1:
+            raise ProbeError(f"n_passes must be at least 1, got {n_passes}")
+        out = np.empty(features.shape[0], dtype=np.int64)
+        self._dropout_layer().map_logits(features, n_passes, seed, disagreement_into(out), None, clean=True)
         return out
 
     def bald(self, features: np.ndarray, n_passes: int, seed: int) -> np.ndarray:

@@ -1,14 +1,27 @@
-"""numpy <-> torch and torch's thread setting: helpers the probe, k-means and the strategies share."""
+"""numpy <-> torch, torch's thread setting and blocks of rows on worker threads: helpers the
+probe, k-means and the strategies share."""
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "float_block", "torch_threads"]
+__all__ = ["BLOCK_WORKERS", "as_tensor", "float_block", "map_blocks", "torch_threads"]
+
+# Worker threads of map_blocks, each running whole blocks of rows on one torch thread. The
+# build machine has 2 cores shared with other jobs; there, two workers taking blocks from
+# one queue beat one torch call on two OpenMP threads, whose every operation waits for
+# both threads (with the other cores busy, a small reduction on 2 threads took 5x its time
+# on 1: docs/benchmarks.md, "Matrix products").
+BLOCK_WORKERS = 2
+
+T = TypeVar("T")
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
@@ -34,3 +47,25 @@ def torch_threads(n: int | None):
 def float_block(features: np.ndarray, start: int, stop: int) -> np.ndarray:
     """Rows start:stop of ``features`` as a C-contiguous float32 array (a view when they already are)."""
     return np.ascontiguousarray(features[start:stop], dtype=np.float32)
+
+
+def map_blocks(fn: Callable[[int, int], T], starts: Sequence[int], workers: int | None = None) -> list[T]:
+    """``[fn(i, start) for i, start in enumerate(starts)]``, the calls spread over ``workers``
+    threads (default BLOCK_WORKERS), each with one torch thread and in inference mode.
+
+    The results come back in block order. ``fn`` must write only its own block's rows of any
+    shared output; then the outcome does not depend on the number of workers (a reduction
+    over the results, done by the caller in block order, does not either). torch's products
+    and numpy's array operations release the GIL, so the workers run at once.
+    """
+    n_workers = max(1, min(BLOCK_WORKERS if workers is None else workers, len(starts)))
+
+    def call(item: tuple[int, int]) -> T:
+        with torch.inference_mode():
+            return fn(*item)
+
+    with torch_threads(1):
+        if n_workers == 1:
+            return [call(item) for item in enumerate(starts)]
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            return list(pool.map(call, enumerate(starts)))
