@@ -163,6 +163,7 @@ def fit_linear_probe(
     opt = _AdamW([state.weight, state.bias], lr, weight_decay)
     buf = _Batch(max(e - b for b, e in bounds), d, gather=len(bounds) > 1)
     yt_all = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    xt_all = torch.from_numpy(x)
     best_loss = math.inf  # lowest epoch loss seen: its state is kept
     ref_loss = math.inf  # reference for patience (last improvement by more than min_delta)
     wait = 0
@@ -175,10 +176,11 @@ def fit_linear_probe(
                 rows = stop - start
                 if order is None:
                     xb, yb = x, yt_all
-                else:
-                    idx = order[start:stop]
-                    xb = np.take(x, idx, axis=0, out=buf.gathered[:rows])
-                    yb = yt_all[torch.from_numpy(idx)]
+                else:  # torch's row gather: about 3x numpy's take here
+                    idx = torch.from_numpy(order[start:stop])
+                    xb = buf.gathered[:rows]
+                    torch.index_select(xt_all, 0, idx, out=torch.from_numpy(xb))
+                    yb = yt_all[idx]
                 total += _step(xb, yb, rows, state, opt, buf, bits, keep_below, s, n_classes) * rows
             epoch_loss = total / n
             history.append(epoch_loss)
