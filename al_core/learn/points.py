@@ -75,6 +75,11 @@ class Points:
         return int(self.features.shape[1])
 
     @property
+    def _torch_gather(self) -> bool:
+        """Rows can be gathered by torch (float32 with positive strides: any C-ordered array or memory map)."""
+        return self.features.dtype == np.float32 and self.features.flags.c_contiguous
+
+    @property
     def _transformed(self) -> bool:
         return self.normalize or self.shift is not None or self.scale is not None
 
@@ -92,7 +97,7 @@ class Points:
         """The points at local positions ``local``, as a new float32 array."""
         local = np.asarray(local, dtype=np.int64)
         idx = local if self.rows is None else self.rows[local]
-        if self.features.dtype == np.float32:
+        if self._torch_gather:
             out = np.empty((idx.shape[0], self.dim), dtype=np.float32)
             torch.index_select(as_tensor(self.features), 0, torch.from_numpy(idx), out=torch.from_numpy(out))
         else:
@@ -110,7 +115,7 @@ class Points:
                 return np.asarray(src, dtype=np.float32)
             block = np.empty((m, self.dim), dtype=np.float32) if out is None else out[:m]
             np.copyto(block, src, casting="same_kind")
-        elif self.features.dtype == np.float32:
+        elif self._torch_gather:
             block = np.empty((m, self.dim), dtype=np.float32) if out is None else out[:m]
             # torch's row gather: about 3x numpy's take here (0.8 against 2.5 ms per 4096 x 768)
             torch.index_select(as_tensor(self.features), 0, torch.from_numpy(self.rows[start:stop]),

@@ -71,7 +71,7 @@ def check_finite(features: np.ndarray) -> None:
     checked element by element.
     """
     n, d = features.shape
-    if features.dtype != np.float32 or n == 0:
+    if features.dtype != np.float32 or n == 0 or not features.flags.c_contiguous:
         if not np.isfinite(features).all():
             bad = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
             raise InvalidFeaturesError(f"features contain NaN or infinite values (first at row {bad})")
