@@ -120,7 +120,7 @@ def predictions_into(out: np.ndarray) -> BlockFn:
 
     def write(start: int, logits: list[torch.Tensor]) -> None:
         for p, lg in enumerate(logits):
-            out[p, start : start + lg.shape[0]] = lg.argmax(dim=1).numpy()
+            out[p, start : start + lg.shape[0]] = lg.max(dim=1).indices.numpy()  # argmax: 2x the time
 
     return write
 
@@ -130,10 +130,10 @@ def disagreement_into(out: np.ndarray) -> BlockFn:
     ``out`` (N int64) the number of dropout passes whose argmax differs from the clean argmax."""
 
     def write(start: int, logits: list[torch.Tensor]) -> None:
-        clean = logits[0].argmax(dim=1)
+        clean = logits[0].max(dim=1).indices
         count = torch.zeros_like(clean)
         for lg in logits[1:]:
-            count += lg.argmax(dim=1) != clean
+            count += lg.max(dim=1).indices != clean
         out[start : start + clean.shape[0]] = count.numpy()
 
     return write

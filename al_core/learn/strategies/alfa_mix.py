@@ -78,7 +78,7 @@ class AlfaMixStrategy(Strategy):
                     zb = zblock[off : off + ALFA_BLOCK_ROWS]
                     start = first + off
                     logits = probe.embedding_logits(zb)
-                    y = logits.argmax(dim=1)
+                    y = logits.max(dim=1).indices  # (torch.argmax: 2x the time here)
                     p = torch.softmax(logits, dim=1)
                     p[torch.arange(p.shape[0]), y] -= 1.0
                     g = p @ w  # rows x D: d CE / d z
@@ -97,7 +97,7 @@ class AlfaMixStrategy(Strategy):
                         # z~ = alpha z* + (1 - alpha) z = z + alpha (z* - z): its logits are
                         # the clean logits plus the linear layer's weight times alpha (z* - z)
                         mixed_logits = torch.addmm(logits, alpha.mul_(diff), w.t())
-                        count += (mixed_logits.argmax(dim=1) != y).long()
+                        count += (mixed_logits.max(dim=1).indices != y).long()
                     flips[start : start + zb.shape[0]] = count.numpy()
         cand = np.flatnonzero(flips > 0)
         if cand.shape[0] >= ctx.budget:
