@@ -162,12 +162,17 @@ def _pictures(store, cfg, keys) -> dict:
     """Plots as markdown metadata (PNG data URIs), so the UI shows them next to the numbers."""
     from al_core.reporting.report import metadata_images
 
-    pics = metadata_images(store, cfg)
+    pics = metadata_images(store, cfg, keys)  # only these pictures are drawn
     return {k: dg.MetadataValue.md(pics[k]) for k in keys if k in pics}
 
 
+# query_set runs before eval_metrics (both wait only for the probe): the next batch reaches the outbox
+# before the evaluation draws its plots
+PROPOSE_FIRST = {"dagster/priority": "1"}
+
+
 @dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
-          kinds={"duckdb"}, output_required=False, tags={"al/writes": "true"})
+          kinds={"duckdb"}, output_required=False, tags={"al/writes": "true"}, op_tags=PROPOSE_FIRST)
 def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource):
     """The batch proposed in this round by the query strategy, scored by this round's probe."""
     from al_core.loop.proposal import propose_round

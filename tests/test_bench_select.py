@@ -22,6 +22,37 @@ def test_bench_select_small(tmp_path, capsys):
         assert entry["n_selected"] == 10
     assert data["n"] == 3000 and data["dim"] == 32 and data["budget"] == 10
     assert "probe_fit_seconds" in data["strategies"]["margin"]
+    # both data sets by default; the first is also under "strategies"
+    assert data["strategies_by_data"].keys() == {"easy", "hard"}
+    assert data["strategies_by_data"]["easy"] == data["strategies"]
+    for entries in data["strategies_by_data"].values():
+        for name, entry in entries.items():
+            assert entry["status"] == "ok", entry
+            # the floor: the strategy's reads and products at the rates measured around it
+            for m in (entry["measured_before"], entry["measured_after"]):
+                assert m["read_seconds"] > 0 and m["gflops"] > 0
+            assert entry["work"]["reads"] == 1 and entry["work"]["gflop"] == (0 if name == "random" else
+                                                                              round(2 * 3000 * 32 * 5 / 1e9, 2))
+            assert entry["floor_seconds"] > 0
+            assert entry["seconds_per_floor"] == round(entry["seconds"] / entry["floor_seconds"], 2)
+
+
+def test_bench_select_hard_data_reaches_dropquery_s_kmeans(tmp_path):
+    """On the hard data set most rows become dropquery candidates: its k-means runs on most of the
+    pool, is recorded, and counts in the floor; on the easy set it runs on fewer rows, if at all."""
+    out = tmp_path / "select.json"
+    rc = bench_select.main([
+        "--n", "4000", "--dim", "32", "--classes", "10", "--budget", "10", "--labeled", "100",
+        "--strategies", "dropquery", "--timeout", "120", "--json", str(out),
+    ])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    easy, hard = (data["strategies_by_data"][d]["dropquery"] for d in ("easy", "hard"))
+    (call,) = hard["kmeans_calls"]
+    assert call["k"] == 10 and call["n"] > 2000 and call["n_iter"] >= 1  # k-means on most of the pool
+    assert all(c["n"] < call["n"] for c in easy["kmeans_calls"])
+    assert hard["work"]["reads"] == round(1 + call["n"] / 4000, 3)
+    assert hard["work"]["gflop"] > easy["work"]["gflop"] > 0
 
 
 def test_bench_probcover_approx_small(tmp_path, capsys):

@@ -327,3 +327,51 @@ def test_alfa_mix_reads_blocks_of_embeddings_like_the_plain_formula(monkeypatch,
     assert set(res.indices[:n_cand].tolist()) == set(flipped.tolist())
     assert res.scores[:n_cand].tolist() == sorted(ref[ref > 0].tolist(), reverse=True)
     assert (res.scores[n_cand:] == 0).all()
+
+
+# ----------------------------------------------------- candidates' embeddings
+@pytest.mark.parametrize("name", ["dropquery", "alfa_mix"])
+def test_no_candidate_embedding_matrix_on_a_hard_pool(monkeypatch, name):
+    """On a pool where most rows become candidates, the candidates' embeddings are computed
+    where k-means reads them (a sample, then blocks): numpy allocations stay far below a
+    candidates x D matrix, and the picks are those of k-means on the explicit embeddings."""
+    import al_core.learn.kmeans as km
+    import al_core.learn.probe_dropout as dropout_mod
+    from al_core.learn.points import Points
+    from al_core.learn.strategies._cluster import cluster_representatives
+
+    n, d, k = (60_000, 128, 10) if name == "dropquery" else (20_000, 128, 4)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, d), dtype=np.float32)  # one blob: every row near a boundary
+    probe = _random_probe(d, k, rng, offset=0.0)
+    labeled = np.arange(0, n, 800)
+    y = np.arange(labeled.shape[0]) % k
+    monkeypatch.setattr(km, "SUBSAMPLE_ABOVE", 2_000)  # k-means trains on a sample, assigns every candidate
+    monkeypatch.setattr(km, "TRAIN_POINTS_PER_CLUSTER", 64)
+    monkeypatch.setattr(km, "ASSIGN_ROWS", 256)  # buffers small against the data
+    monkeypatch.setattr(dropout_mod, "DROPOUT_BLOCK_ROWS", 256)
+    monkeypatch.setattr(ctx_mod, "EMBED_BLOCK_ROWS", 256)
+    monkeypatch.setattr(ctx_mod.SelectionContext, "pool_embeddings", lambda *a, **kw: pytest.fail("n x D matrix"))
+    strat = get_strategy(name, eps_scale=50.0) if name == "alfa_mix" else get_strategy(name)
+    ctx = validate(strat, x, labeled, y, 20, n_classes=k, seed=0, probe=probe, candidates=None)
+    tracemalloc.start()
+    try:
+        indices, _ = strat._select(ctx)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    if name == "dropquery":
+        mismatch = strat.mismatch(ctx)
+        cand = np.flatnonzero(mismatch > 1)
+    else:
+        emb = PoolEmbeddings(ctx, probe)
+        cand = None
+    assert cand is None or cand.shape[0] > 0.5 * n  # most rows are candidates
+    matrix_bytes = (n if cand is None else cand.shape[0]) * d * 4
+    assert peak < matrix_bytes / 3, f"peak {peak} B of numpy allocations against {matrix_bytes} B of embeddings"
+    if cand is not None:  # the same picks as k-means on the explicit (materialised) embeddings
+        z = probe.embed(x[ctx.pool[cand]])
+        pos, _ = cluster_representatives(Points(z, normalize=True), 20, 0)
+        assert np.array_equal(np.asarray(indices), ctx.pool[cand[pos]])
+    else:
+        assert emb.n == ctx.pool.shape[0] and len(set(np.asarray(indices).tolist())) == 20

@@ -154,3 +154,19 @@ def test_blocked_helpers_match_brute_force_with_tiny_blocks(monkeypatch):
     res = kmeans(q, 4, seed=0)
     ref = KMeans(n_clusters=4, n_init=1, max_iter=100, tol=1e-4, random_state=0).fit(q)
     assert res.inertia <= 1.01 * ref.inertia_
+
+
+def test_points_of_strided_or_float64_features_match_the_plain_formula():
+    """Rows are gathered by torch only from C-ordered float32 features; other layouts give the same points."""
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((40, 6)).astype(np.float32)
+    rows = np.array([5, 0, 39, 12])
+    shift, scale = rng.standard_normal(6).astype(np.float32), rng.uniform(0.5, 2, 6).astype(np.float32)
+    expected = l2_normalize((base[rows] - shift) * scale)
+    for feats in (base, base[::-1][::-1], np.asfortranarray(base), base.astype(np.float64), base[:, ::-1][:, ::-1]):
+        p = Points(feats, rows=rows, normalize=True, shift=shift, scale=scale)
+        assert np.allclose(p.materialize(), expected, atol=1e-6)
+        assert np.allclose(p.take(np.array([3, 1])), expected[[3, 1]], atol=1e-6)
+        assert np.allclose(np.concatenate([b for _, b in p.blocks(3, reuse=False)]), expected, atol=1e-6)
+    flipped = Points(base[::-1], rows=rows)
+    assert np.array_equal(flipped.materialize(), base[::-1][rows])

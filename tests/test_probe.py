@@ -228,3 +228,91 @@ def test_save_load_safetensors_without_pickle(tmp_path, blobs, fitted):
     save_file({"a": np.zeros(2, np.float32)}, str(other))
     with pytest.raises(ProbeError, match="not a probe file"):
         Probe.load(other)
+
+
+def _autograd_reference(x, y, k, seed, epochs, batch_size=4096):
+    """The probe trained the plain torch way (nn.Sequential forward, autograd, torch.optim.AdamW),
+    fed the masks and batch order of al_core.learn.probe_train's stream: the hand-written
+    gradients, BatchNorm statistics and AdamW must follow it step for step."""
+    from al_core.learn.probe_train import TRAIN_STREAM, batch_bounds, keep_threshold
+
+    n, d = x.shape
+    torch.manual_seed(seed)
+    model = Probe(k)._new_model(d)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-2)
+    rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([seed, TRAIN_STREAM])))
+    bounds = batch_bounds(n, batch_size)
+    history, best = [], None
+    model.train()
+    for _ in range(epochs):
+        order = rng.permutation(n) if len(bounds) > 1 else np.arange(n)
+        total = 0.0
+        for s, e in bounds:
+            idx = order[s:e]
+            raw = rng.bit_generator.random_raw(-(-(e - s) * d // 8)).view(np.uint8)[: (e - s) * d]
+            mask = torch.from_numpy((raw < keep_threshold(0.75)).reshape(e - s, d))
+            xb = torch.from_numpy(x[idx]) * mask * 4.0  # inverted dropout, by hand
+            loss = torch.nn.functional.cross_entropy(model[2](model[1](xb)), torch.from_numpy(y[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * (e - s)
+        history.append(total / n)
+        if history[-1] == min(history):
+            best = {key: v.detach().clone() for key, v in model.state_dict().items()}
+    return best, np.array(history)
+
+
+@pytest.mark.parametrize("n, batch_size", [(120, 4096), (301, 128)])  # one batch; three shuffled batches
+def test_hand_written_training_follows_torch_autograd_and_adamw(blobs, n, batch_size):
+    x, y = blobs
+    x, y = x[:n], y[:n]
+    epochs = 25
+    ref, ref_history = _autograd_reference(x, y, 4, seed=5, epochs=epochs, batch_size=batch_size)
+    p = Probe(4, seed=5, max_epochs=epochs, patience=10**6, min_delta=0.0, batch_size=batch_size).fit(x, y)
+    assert p.n_epochs_ == epochs
+    assert np.allclose(p.loss_history_, ref_history, rtol=1e-4, atol=1e-6)
+    # the kept state is that of the epoch with the lowest loss, on both sides the same epoch
+    assert p.best_loss_ == p.loss_history_.min() and np.argmin(p.loss_history_) == np.argmin(ref_history)
+    mine = p.model_.state_dict()
+    for key in ("2.weight", "2.bias", "1.running_mean", "1.running_var"):
+        assert np.allclose(mine[key].numpy(), ref[key].numpy(), rtol=1e-4, atol=1e-5), key
+    assert int(mine["1.num_batches_tracked"]) == int(ref["1.num_batches_tracked"]) > 0
+
+
+def test_fit_does_not_depend_on_torch_s_thread_setting(blobs):
+    x, y = blobs
+    prev = torch.get_num_threads()
+    try:
+        fits = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            fits.append(Probe(4, seed=2).fit(x[:300], y[:300]))
+    finally:
+        torch.set_num_threads(prev)
+    assert fits[0].linear_weight.tobytes() == fits[1].linear_weight.tobytes()
+    assert np.array_equal(fits[0].loss_history_, fits[1].loss_history_)
+
+
+def test_fit_imports_no_optimiser():
+    """The first torch.optim.AdamW of a process imports torch._dynamo (seconds): the fit must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from al_core.learn.probe import Probe; "
+            "x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32); "
+            "Probe(3).fit(x, np.arange(50) % 3); print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_dropout_disagreement_counts_passes_against_the_clean_prediction(monkeypatch, blobs, fitted):
+    x, _ = blobs
+    monkeypatch.setattr(dropout_mod, "DROPOUT_BLOCK_ROWS", 64)  # 600 rows: 10 blocks, the last partial
+    got = fitted.dropout_disagreement(x, 3, seed=9)
+    passes = fitted.dropout_predict(x, 3, seed=9)  # the same masks
+    expected = (passes != fitted.predict(x)[None, :]).sum(axis=0)
+    assert got.dtype == np.int64 and np.array_equal(got, expected)
+    assert got.sum() > 0 and got.max() <= 3
+    with pytest.raises(ProbeError, match="n_passes"):
+        fitted.dropout_disagreement(x, 0, seed=9)

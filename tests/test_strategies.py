@@ -662,6 +662,23 @@ def test_nan_in_the_last_partial_block_is_found(monkeypatch):
         get_strategy("random").select(x, [], None, 2, n_classes=2, seed=0)
 
 
+def test_finite_check_finds_every_kind_of_bad_row_and_no_false_one(monkeypatch):
+    """The check sums rows with one product: NaN, +inf, -inf and +inf beside -inf in one row are
+    found (their row named); huge finite rows, whose sum overflows, are not refused."""
+    monkeypatch.setattr(val_mod, "FINITE_CHECK_ROWS", 5)
+    base = np.ones((12, 4), np.float32)
+    base[2] = [3e38, 3e38, -1.0, 2.0]  # finite, but its sum overflows float32
+    val_mod.check_finite(base)
+    for row, values in [(7, [np.nan, 0, 0, 0]), (11, [0, np.inf, 0, 0]), (4, [0, 0, -np.inf, 0]),
+                        (9, [np.inf, -np.inf, 1, 1])]:
+        x = base.copy()
+        x[row] = values
+        with pytest.raises(InvalidFeaturesError, match=f"first at row {row}\\)"):
+            val_mod.check_finite(x)
+    with pytest.raises(InvalidFeaturesError, match="first at row 3"):
+        val_mod.check_finite(np.where(np.arange(12)[:, None] == 3, np.nan, 1.0))  # float64 input too
+
+
 @pytest.mark.parametrize(
     "name",
     ["least_confidence", "margin", "entropy", "coreset", "badge", "centroid", "typiclust", "probcover", "alfa_mix"],

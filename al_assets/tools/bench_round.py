@@ -5,13 +5,18 @@ classes) is put in a fresh store; the seed pool is proposed; a label file
 answering it lands in the inbox; then the clock runs from the sensor tick that
 sees the file to the rename of the next query set in the outbox. The round run
 executes in process (the in-process executor), and the split comes from the
-run's own step events.
+run's own step events. Before the round, a fresh interpreter times what a run
+process under the daemon pays on top (``fresh_run_process_s``: the imports of
+a round run, then a first small probe fit and metrics). The temporary project
+is removed at the end (``--keep`` keeps it).
 """
 
 import argparse
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
 from al_core.catalogue import open_store
 
 CHUNK = 50_000  # vectors per store write: 50000 x 1280 x 4 B = 256 MB
@@ -36,7 +42,8 @@ def _make_store(cfg, n: int, d: int, k: int, seed: int) -> None:
     y = rng.integers(0, k, n)
     ts = now()
     with store.transaction() as con:
-        con.execute("INSERT INTO scans (scan_id, source, source_kind, started_at) VALUES (1, 'synthetic', 'root', ?)", [ts])
+        con.execute("INSERT INTO scans (scan_id, source, source_kind, started_at) "
+                    "VALUES (1, 'synthetic', 'root', ?)", [ts])
         t = pa.table({"image_id": ids, "path": [f"/synthetic/{c}/{i}.jpg" for i, c in enumerate(y)],
                       "class_name": [f"c{c}" for c in y]})
         con.register("_t", t)
@@ -62,8 +69,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=10)
     ap.add_argument("--strategy", default="dropquery")
     ap.add_argument("--json", help="also write the JSON result here")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary project (default: removed at the end)")
     args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="al-bench-round-"))
+    try:
+        return _bench(args, tmp)
+    finally:
+        if args.keep:
+            print(f"project kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
+
+# What a round run imports, timed in a fresh interpreter (a run under the daemon pays it in its own process),
+# then a first probe fit and evaluation metrics there (their one-off warm-up)
+FRESH_RUN_CODE = """
+import time
+t0 = time.perf_counter()
+import al_assets.definitions, al_core.loop.train, al_core.loop.evaluation, al_core.loop.proposal
+import al_core.learn.probe, al_core.learn.strategies, al_core.learn.metrics
+t1 = time.perf_counter()
+import numpy as np
+x = np.random.default_rng(0).standard_normal((200, 64)).astype(np.float32)
+p = al_core.learn.probe.Probe(10).fit(x, np.arange(200) % 10)
+al_core.learn.metrics.classification_metrics(np.arange(200) % 10, p.predict(x), 10)
+print(t1 - t0, time.perf_counter() - t1)
+"""
+
+
+def _fresh_run_process() -> dict:
+    """Seconds a fresh interpreter spends importing what a round run needs, then on a first small fit."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", FRESH_RUN_CODE], capture_output=True, text=True, check=True)
+    imports, first_fit = (float(v) for v in out.stdout.split())
+    return {"interpreter_total": round(time.perf_counter() - t0, 3), "imports": round(imports, 3),
+            "first_small_fit_and_metrics": round(first_fit, 3)}
+
+
+def _loadavg() -> list[float]:
+    with open("/proc/loadavg") as fh:
+        return [float(v) for v in fh.read().split()[:3]]
+
+
+def _bench(args: argparse.Namespace, tmp: Path) -> int:
     import dagster as dg
 
     from al_assets.definitions import build_defs
@@ -71,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     from al_core.loop.inbox import list_inbox
     from al_core.loop.outbox import batch_csv
 
-    tmp = Path(tempfile.mkdtemp(prefix="al-bench-round-"))
     conf = {
         "images": {"root": str(tmp)}, "classes": [f"c{i}" for i in range(args.classes)],
         "selection": {"seed_strategy": "centroid", "query_strategy": args.strategy,
@@ -97,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     os.utime(cfg.inbox / "labels.csv", (time.time() - 5, time.time() - 5))
     assert list_inbox(cfg.inbox, 0.0)
 
+    fresh = _fresh_run_process()
+    load_before = _loadavg()
     sensor = defs.resolve_sensor_def("inbox_sensor")
     t0 = time.time()
     res = sensor(dg.build_sensor_context(instance=instance, resources={"project": defs.resources["project"]}))
@@ -136,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "run_total_s": round(t_end - t_sensor, 3),
         "proposed": qs["budget"],
+        "step_order": [k for k, _ in sorted(steps.items(), key=lambda kv: kv[1].get("start", 0.0))],
+        "fresh_run_process_s": fresh,
+        "loadavg_before": load_before, "loadavg_after": _loadavg(),
     }
     print(json.dumps(res, indent=2))
     if args.json:

@@ -1,20 +1,31 @@
-"""Selection time and peak memory per strategy: `al bench select`.
+"""Selection time, peak memory and the floor of each strategy's dense work: `al bench select`.
 
     al bench select --n 1000000 --dim 768 --classes 100 --budget 100 \
-        --labeled 1000 --strategies all --json data/bench/select-1m.json
+        --labeled 1000 --strategies all --data easy,hard --json data/bench/select-1m.json
 
 Synthetic clustered float32 features (``--classes`` Gaussian clusters; the
-labels of the labelled set are the cluster ids) are written once to a
-memory-mapped .npy in a temporary folder. Each strategy then runs in its own
-child process (``python -m al_core.bench.select --child ...``), which opens the
-.npy memory-mapped, trains the standard probe on the labelled set (not timed),
-then times ``get_strategy(name).select(..., probe=probe)`` (timed: selection
-including probe inference). Peak memory is the child's own ``VmHWM`` from
+labels of the labelled set are the cluster ids), one matrix per data set in
+``--data``: ``easy`` (unit-variance centres: separable clusters; the probe is
+right almost everywhere and dropquery finds few candidates) and ``hard`` (the
+same clusters with centres scaled by HARD_CENTRE_SCALE: overlapping, so that
+most rows become dropquery candidates and its k-means runs on most of the
+pool). Each matrix is written once to a memory-mapped .npy in a temporary
+folder. Each (data set, strategy) then runs in its own child process
+(``python -m al_core.bench.select --child ...``), which opens the .npy
+memory-mapped, trains the standard probe on the labelled set (not timed), then
+times ``get_strategy(name).select(..., probe=probe)`` (timed: selection
+including probe inference and the input checks). Just before and just after it,
+the child measures the machine's read time of the matrix and product throughput
+(:mod:`al_core.bench._floors`), from which it reports the strategy's floor
+(``floor_seconds``: its unavoidable reads and products at those rates) and
+``seconds / floor_seconds``. Peak memory is the child's own ``VmHWM`` from
 ``/proc/self/status`` (file-backed pages of the memory map that the strategy
 touched count too), read by the child at the end; while the child runs the
 parent also polls it, so a child stopped by ``--timeout`` still has a figure
-(a lower bound). JSON: ``strategies.<name>.seconds`` and
-``strategies.<name>.peak_rss_mb`` (plus ``probe_fit_seconds``, ``status``).
+(a lower bound). JSON: ``strategies_by_data.<data>.<name>`` with ``seconds``,
+``peak_rss_mb``, ``floor_seconds``, ``seconds_per_floor``, the measurements and
+the counted work (plus ``probe_fit_seconds``, ``status``); ``strategies`` is the
+first data set's.
 """
 
 from __future__ import annotations
@@ -30,6 +41,12 @@ import tempfile
 import time
 
 import numpy as np
+
+# Centre scale of the hard data set: at 0.15 the clusters overlap (768-D, 100 classes,
+# 1,000 labels: the probe is right on about a third of the rows and 90 % of the rows
+# become dropquery candidates, measured at 50,000 rows); 1.0 is the easy data set.
+HARD_CENTRE_SCALE = 0.15
+DATA_SETS = {"easy": 1.0, "hard": HARD_CENTRE_SCALE}
 
 # Strategies with a goal first, so that a stopped run keeps those.
 ORDER = ("dropquery", "margin", "entropy", "least_confidence", "coreset", "badge", "typiclust",
@@ -47,10 +64,14 @@ def _vm_kb(field: str, pid: int | str = "self") -> int | None:
     return None
 
 
-def write_features(path: str, n: int, dim: int, classes: int, seed: int, chunk: int = 100_000) -> np.ndarray:
-    """Write N x D float32 clustered features to ``path`` (.npy); return the cluster id of each row."""
+def write_features(path: str, n: int, dim: int, classes: int, seed: int, chunk: int = 100_000,
+                   centre_scale: float = 1.0) -> np.ndarray:
+    """Write N x D float32 clustered features to ``path`` (.npy); return the cluster id of each row.
+
+    Cluster centres are standard normal times ``centre_scale``; each cluster's spread is
+    uniform in [0.5, 1.5] per dimension."""
     rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((classes, dim), dtype=np.float32)
+    centers = rng.standard_normal((classes, dim), dtype=np.float32) * np.float32(centre_scale)
     spread = rng.uniform(0.5, 1.5, size=classes).astype(np.float32)
     ids = rng.integers(0, classes, size=n).astype(np.int64)
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
@@ -66,6 +87,7 @@ def write_features(path: str, n: int, dim: int, classes: int, seed: int, chunk: 
 
 
 def run_child(args: argparse.Namespace) -> int:
+    from al_core.bench import _floors
     from al_core.learn.probe import Probe
     from al_core.learn.strategies import get_strategy
 
@@ -79,10 +101,20 @@ def run_child(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         probe = Probe(args.classes, seed=args.seed).fit(np.asarray(features[labeled], dtype=np.float32), labels)
         out["probe_fit_seconds"] = round(time.perf_counter() - t0, 3)
-    t0 = time.perf_counter()
-    res = strategy.select(features, labeled, labels, args.budget, n_classes=args.classes, seed=args.seed,
-                          probe=probe)
-    out["seconds"] = round(time.perf_counter() - t0, 3)
+    n_cols = max(args.classes, args.budget)
+    before = _floors.measure(features, n_cols)
+    with _floors.record_kmeans() as kmeans_calls:
+        t0 = time.perf_counter()
+        res = strategy.select(features, labeled, labels, args.budget, n_classes=args.classes, seed=args.seed,
+                              probe=probe)
+        out["seconds"] = round(time.perf_counter() - t0, 3)
+    after = _floors.measure(features, n_cols)
+    sizes = _floors.Sizes(int(features.shape[0]), int(features.shape[1]), args.classes, args.budget,
+                          int(labeled.shape[0]))
+    work = _floors.dense_work(args.child, sizes, kmeans_calls)
+    out.update(_floors.floor(work, before, after))
+    out["seconds_per_floor"] = round(out["seconds"] / out["floor_seconds"], 2) if out.get("floor_seconds") else None
+    out.update(work=work, kmeans_calls=kmeans_calls, measured_before=before, measured_after=after)
     out["n_selected"] = int(res.indices.shape[0])
     out["peak_rss_mb"] = round((_vm_kb("VmHWM") or 0) / 1024, 1)
     out["status"] = "ok"
@@ -129,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=100)
     ap.add_argument("--labeled", type=int, default=1000)
     ap.add_argument("--strategies", default="all", help="comma list, or all")
+    ap.add_argument("--data", default="easy,hard", help=f"comma list of data sets: {', '.join(DATA_SETS)}")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per strategy (child killed after)")
     ap.add_argument("--workdir", default=None, help="where the .npy goes (default: a new temp folder)")
@@ -156,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.labeled >= args.n:
         print("al bench select: --labeled must be below --n", file=sys.stderr)
         return 2
+    data_sets = [d.strip() for d in args.data.split(",") if d.strip()]
+    if not data_sets or any(d not in DATA_SETS for d in data_sets):
+        print(f"al bench select: --data takes a comma list of {', '.join(DATA_SETS)}", file=sys.stderr)
+        return 2
 
     tmp = None
     if args.workdir:
@@ -165,14 +202,6 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="al-bench-select-")
         workdir = tmp.name
     try:
-        features = os.path.join(workdir, "features.npy")
-        t0 = time.perf_counter()
-        ids = write_features(features, args.n, args.dim, args.classes, args.seed)
-        write_s = time.perf_counter() - t0
-        rng = np.random.default_rng(args.seed + 1)
-        labeled = np.sort(rng.choice(args.n, size=args.labeled, replace=False)).astype(np.int64)
-        meta = os.path.join(workdir, "meta.npz")
-        np.savez(meta, labeled=labeled, labels=ids[labeled])
         matrix_mb = args.n * args.dim * 4 / 2**20
         out: dict = {
             "command": "al bench select " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -182,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             "labeled": args.labeled, "seed": args.seed, "timeout_s": args.timeout,
             "feature_matrix_mb": round(matrix_mb, 1),
             "memory_goal_mb": round(2 * matrix_mb + 1024, 1),
-            "write_seconds": round(write_s, 1),
-            "strategies": {},
+            "data": {d: {"centre_scale": DATA_SETS[d]} for d in data_sets},
+            "strategies_by_data": {},
         }
 
         def dump() -> None:
+            out["strategies"] = out["strategies_by_data"].get(data_sets[0], {})
             if args.json:
                 d = os.path.dirname(os.path.abspath(args.json))
                 os.makedirs(d, exist_ok=True)
@@ -194,14 +224,28 @@ def main(argv: list[str] | None = None) -> int:
                     json.dump(out, fh, indent=1)
                 os.replace(args.json + ".tmp", args.json)
 
-        for name in names:
-            r = run_one(name, features, meta, args, workdir)
-            r["load_avg_1m"] = round(os.getloadavg()[0], 2)
-            out["strategies"][name] = r
-            print(f"{name}: {r.get('status')} {r.get('seconds')} s, peak {r.get('peak_rss_mb', r.get('peak_rss_mb_at_stop'))} MB",
-                  file=sys.stderr, flush=True)
-            dump()
+        for data in data_sets:  # one matrix on disk at a time
+            features = os.path.join(workdir, f"features-{data}.npy")
+            t0 = time.perf_counter()
+            ids = write_features(features, args.n, args.dim, args.classes, args.seed, centre_scale=DATA_SETS[data])
+            out["data"][data]["write_seconds"] = round(time.perf_counter() - t0, 1)
+            rng = np.random.default_rng(args.seed + 1)
+            labeled = np.sort(rng.choice(args.n, size=args.labeled, replace=False)).astype(np.int64)
+            meta = os.path.join(workdir, f"meta-{data}.npz")
+            np.savez(meta, labeled=labeled, labels=ids[labeled])
+            results = out["strategies_by_data"].setdefault(data, {})
+            for name in names:
+                r = run_one(name, features, meta, args, workdir)
+                r["load_avg_1m"] = round(os.getloadavg()[0], 2)
+                results[name] = r
+                print(f"{data} {name}: {r.get('status')} {r.get('seconds')} s, floor {r.get('floor_seconds')} s "
+                      f"(x{r.get('seconds_per_floor')}), peak "
+                      f"{r.get('peak_rss_mb', r.get('peak_rss_mb_at_stop'))} MB, load {r['load_avg_1m']}",
+                      file=sys.stderr, flush=True)
+                dump()
+            os.remove(features)
         out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+        out["machine"]["loadavg_at_end"] = os.getloadavg()
         dump()
         print(json.dumps(out, indent=1))
     finally:

@@ -35,6 +35,7 @@ Nothing here builds an N x N matrix: distances are computed in the tiles of
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,7 @@ import torch
 
 from al_core.learn.neighbours import row_sq_norms, tile_rows
 from al_core.learn.points import BLOCK_ROWS, Points, as_points
-from al_core.learn.tensors import as_tensor, torch_threads
+from al_core.learn.tensors import as_tensor, map_blocks, torch_threads
 
 # k-means uses every point up to this many (the reference semantics exactly);
 # above it, it trains on a seeded uniform sample of
@@ -51,17 +52,17 @@ from al_core.learn.tensors import as_tensor, torch_threads
 SUBSAMPLE_ABOVE = 65_536
 TRAIN_POINTS_PER_CLUSTER = 256
 
-# k-means problems up to this much work (training points x k x D) run on one
-# torch thread (restored afterwards): their products are too small to gain from
-# a second thread, and on the shared 2-core machine a second thread spinning
-# against other processes made such runs 2-10x slower (measured: 2,500 x 768,
-# k = 100 took 0.43 s on 1 thread against 1.13 s on 2 under load).
-SINGLE_THREAD_WORK = 500_000_000
+# Rows per block of the assignment and update steps, which run block by block on
+# worker threads (al_core.learn.tensors.map_blocks): 4096 x 768 x 4 B = 12 MB of points
+# plus 4096 x k x 4 B of products (1.6 MB at k = 100), small enough to stay in cache
+# between the product, the argmin and the update (capped at tile_rows(k) for large k).
+ASSIGN_ROWS = 4096
 
 # numpy seed-sequence entry of the subsampling stream (kept apart from k-means++'s)
 _SUBSAMPLE_STREAM = 0x5AB5
 
 __all__ = [
+    "ASSIGN_ROWS",
     "SUBSAMPLE_ABOVE",
     "TRAIN_POINTS_PER_CLUSTER",
     "KMeansResult",
@@ -84,24 +85,45 @@ class KMeansResult:
     n_train: int  # points the centroids were trained on (n unless subsampled)
 
 
+def _assign_rows(k: int) -> int:
+    return max(1, min(ASSIGN_ROWS, BLOCK_ROWS, tile_rows(k)))
+
+
 def _assign(
-    x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centre of each row of x (first on ties) and its squared distance (expanded form)."""
-    n = x.shape[0]
+    x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor, *, with_sums: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Nearest centre of each row of x (first on ties), its squared distance (expanded form,
+    clamped at 0) and, ``with_sums``, the float64 sum of the rows assigned to each centre.
+
+    Blocks of _assign_rows(k) rows on worker threads; the sums are each block's float32
+    partial sums added in block order, so nothing depends on the number of workers.
+    """
+    n, d = x.shape
+    k = centers.shape[0]
     labels = torch.empty(n, dtype=torch.int64)
     d2 = torch.empty(n, dtype=torch.float32)
     c_sq = row_sq_norms(centers)
     ct = centers.t()
-    rows = tile_rows(centers.shape[0])
-    for start in range(0, n, rows):
+    rows = _assign_rows(k)
+
+    def block(_: int, start: int) -> torch.Tensor | None:
         xb = x[start : start + rows]
+        stop = start + xb.shape[0]
         prod = torch.addmm(c_sq, xb, ct, beta=1.0, alpha=-2.0)  # |c|^2 - 2 x.c
         best, arg = prod.min(dim=1)
-        labels[start : start + xb.shape[0]] = arg
-        xb_sq = row_sq_norms(xb) if x_sq is None else x_sq[start : start + xb.shape[0]]
-        d2[start : start + xb.shape[0]] = (best + xb_sq).clamp_(min=0.0)
-    return labels, d2
+        labels[start:stop] = arg
+        torch.add(best, x_sq[start:stop], out=d2[start:stop]).clamp_(min=0.0)
+        if not with_sums:
+            return None
+        return torch.zeros(k, d, dtype=torch.float32).index_add_(0, arg, xb)
+
+    partials = map_blocks(block, range(0, n, rows))
+    sums = None
+    if with_sums:
+        sums = torch.zeros(k, d, dtype=torch.float64)
+        for part in partials:
+            sums += part
+    return labels, d2, sums
 
 
 def kmeans_plusplus(x: np.ndarray, k: int, random_state: np.random.RandomState) -> np.ndarray:
@@ -120,10 +142,20 @@ def kmeans_plusplus(x: np.ndarray, k: int, random_state: np.random.RandomState) 
     centers = np.empty(k, dtype=np.int64)
     centers[0] = int(random_state.choice(n, p=weights / weights.sum()))
 
+    rows = _assign_rows(n_local_trials)
+
     def sq_dist_to(ids: np.ndarray) -> np.ndarray:  # len(ids) x n, float32 as scikit-learn's
-        prod = torch.mm(xt, xt[torch.from_numpy(ids)].t()).numpy().T  # one pass over x
-        d = x_sq[None, :] - 2.0 * prod + x_sq[ids][:, None]
-        return np.maximum(d, 0.0, out=d).astype(np.float32)
+        cand = xt[torch.from_numpy(ids)]
+        c_sq = x_sq[ids][:, None]
+        out = np.empty((ids.shape[0], n), dtype=np.float32)
+
+        def block(_: int, start: int) -> None:  # one pass over x, block by block
+            prod = torch.mm(cand, xt[start : start + rows].t()).numpy()
+            dist = x_sq[None, start : start + prod.shape[1]] - 2.0 * prod + c_sq
+            np.maximum(dist, 0.0, out=out[:, start : start + prod.shape[1]], casting="same_kind")
+
+        map_blocks(block, range(0, n, rows))
+        return out
 
     closest = sq_dist_to(centers[:1])[0]
     current_pot = closest @ weights
@@ -150,16 +182,10 @@ def _lloyd(x: torch.Tensor, centers: torch.Tensor, *, max_iter: int, tol: float)
     tol_abs = float(var.mean()) * tol
     labels_old = torch.full((n,), -1, dtype=torch.int64)
     x_sq = row_sq_norms(x)
-    partial = torch.empty(k, d, dtype=torch.float32)
     n_iter = 0
     for it in range(max_iter):
         n_iter = it + 1
-        labels, d2 = _assign(x, centers, x_sq)
-        # per-block float32 partial sums, accumulated in float64
-        sums = torch.zeros(k, d, dtype=torch.float64)
-        for start in range(0, n, BLOCK_ROWS):
-            partial.zero_().index_add_(0, labels[start : start + BLOCK_ROWS], x[start : start + BLOCK_ROWS])
-            sums += partial
+        labels, d2, sums = _assign(x, centers, x_sq, with_sums=True)
         counts = torch.bincount(labels, minlength=k).double()
         empty = torch.nonzero(counts == 0).flatten()
         if empty.numel():
@@ -185,17 +211,26 @@ def _lloyd(x: torch.Tensor, centers: torch.Tensor, *, max_iter: int, tol: float)
 
 
 def _blocked_mean(x: torch.Tensor) -> torch.Tensor:
-    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    """Column means in float64, block by block (numpy's float64 reduction: about 10x torch's here)."""
+    xn = x.numpy()
+    total = np.zeros(x.shape[1], dtype=np.float64)
     for start in range(0, x.shape[0], BLOCK_ROWS):
-        total += x[start : start + BLOCK_ROWS].double().sum(dim=0)
-    return total / x.shape[0]
+        total += np.add.reduce(xn[start : start + BLOCK_ROWS], axis=0, dtype=np.float64)
+    return torch.from_numpy(total / x.shape[0])
 
 
 def _blocked_var(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    """Column variances (biased), block by block around ``mean``: float32 sums per block, added
+    in float64 (they only set the tolerance, tol x their mean)."""
+    xn = x.numpy()
+    m = mean.numpy().astype(np.float32)
+    total = np.zeros(x.shape[1], dtype=np.float64)
+    diff = np.empty((min(BLOCK_ROWS, x.shape[0]), x.shape[1]), dtype=np.float32)
     for start in range(0, x.shape[0], BLOCK_ROWS):
-        total += ((x[start : start + BLOCK_ROWS].double() - mean) ** 2).sum(dim=0)
-    return total / x.shape[0]
+        block = diff[: min(BLOCK_ROWS, x.shape[0] - start)]
+        np.subtract(xn[start : start + BLOCK_ROWS], m, out=block)
+        total += np.einsum("ij,ij->j", block, block)  # float32 per block, float64 across blocks
+    return torch.from_numpy(total / x.shape[0])
 
 
 def _top_far(d2: np.ndarray, m: int, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -209,17 +244,37 @@ def _top_far(d2: np.ndarray, m: int, exclude: np.ndarray | None = None) -> np.nd
 
 
 def _final_assign(points: Points, centers: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centre of every point, and the exact squared distance to it."""
+    """Nearest centre of every point (first on ties), and the exact squared distance to it
+    (the difference, squared and summed: not the expanded form, whose cancellation loses the
+    digits of small distances).
+
+    Blocks of _assign_rows(k) points on worker threads, each gathered (and transformed) into
+    that worker's own buffers: no allocation per block, no copy of the points.
+    """
     n = len(points)
+    k = centers.shape[0]
     labels = np.empty(n, dtype=np.int64)
     d2 = np.empty(n, dtype=np.float32)
-    block_rows = min(BLOCK_ROWS, tile_rows(centers.shape[0]))
-    for start, block in points.blocks(block_rows):
-        xb = as_tensor(block)
-        lab, _ = _assign(xb, centers)
-        diff = xb - centers[lab]
-        labels[start : start + block.shape[0]] = lab.numpy()
-        d2[start : start + block.shape[0]] = row_sq_norms(diff).numpy()
+    rows = _assign_rows(k)
+    c_sq = row_sq_norms(centers)
+    ct = centers.t()
+    local = threading.local()
+
+    def block(_: int, start: int) -> None:
+        if not hasattr(local, "points"):
+            local.points = np.empty((rows, points.dim), dtype=np.float32)
+            local.diff = torch.empty((rows, points.dim), dtype=torch.float32)
+        stop = min(start + rows, n)
+        xb = as_tensor(points.block_into(start, stop, local.points))
+        prod = torch.addmm(c_sq, xb, ct, beta=1.0, alpha=-2.0)
+        lab = prod.min(dim=1).indices  # (torch.argmin: 5x the time here)
+        diff = local.diff[: stop - start]
+        torch.index_select(centers, 0, lab, out=diff)
+        diff.sub_(xb)
+        labels[start:stop] = lab.numpy()
+        d2[start:stop] = row_sq_norms(diff).numpy()
+
+    map_blocks(block, range(0, n, rows))
     return labels, d2
 
 
@@ -260,12 +315,14 @@ def kmeans(
         train = pts.take(train_idx)
     else:
         train = pts.materialize()
-    small = train.shape[0] * k * pts.dim <= SINGLE_THREAD_WORK
-    with torch.inference_mode(), torch_threads(1 if small else None):
-        # centre the training points (as scikit-learn does) for accurate distances;
-        # this is a copy of at most train_size(n, k) x D
+    # one torch thread here: the products run on map_blocks' workers; the rest are small
+    # operations that a second OpenMP thread only slows down on a shared machine
+    with torch.inference_mode(), torch_threads(1):
+        # centre the training points (as scikit-learn does) for accurate distances: in place
+        # when they are already our own copy, else into one (at most train_size(n, k) x D)
         mean = _blocked_mean(as_tensor(np.ascontiguousarray(train, dtype=np.float32))).float().numpy()
-        train = np.subtract(train, mean, dtype=np.float32)
+        own = train.dtype == np.float32 and train.flags.writeable and not np.shares_memory(train, pts.features)
+        train = np.subtract(train, mean, out=train) if own else np.subtract(train, mean, dtype=np.float32)
         xt = as_tensor(train)
         init = kmeans_plusplus(train, k, np.random.RandomState(seed))
         centers = xt[torch.from_numpy(init)].clone()

@@ -13,12 +13,17 @@ the constructor only stores its parameters; :meth:`Probe.fit` validates them and
 its inputs and sets the fitted state (``model_``, ``dim_``, ``n_epochs_``,
 ``best_loss_``, ``loss_history_``). An unfitted probe reads ``model_`` as None.
 
-Training runs on ``n_threads`` torch threads (default 1, restored afterwards):
-its steps are small matrix products, and on the 2-core build machine, shared
-with other work, one thread was faster at every size measured (e.g. 4096 x 768
-x 100 classes: 125-155 ms per epoch on 1 thread against 556-590 ms on 2, the
-second thread spinning against other processes). ``n_threads=None`` leaves
-torch's setting alone. Inference uses torch's setting.
+Training (:mod:`al_core.learn.probe_train`) computes the linear layer's gradients by
+hand (nothing flows back through dropout or BatchNorm, which have no parameters) and
+steps AdamW as ``torch.optim.AdamW`` does, without autograd or ``torch.optim`` (whose
+first use in a process imports torch._dynamo, seconds); its input-dropout masks are
+random bytes from a numpy SFC64 stream seeded by the probe's seed. It runs on
+``n_threads`` torch threads (default 1, restored afterwards), so that the result does
+not depend on the machine's thread count: its steps are small matrix products, and on
+the 2-core build machine, shared with other work, one thread was faster at every size
+measured (e.g. 4096 x 768 x 100 classes: 125-155 ms per epoch on 1 thread against
+556-590 ms on 2 with the autograd loop, the second thread spinning against other
+processes). ``n_threads=None`` leaves torch's setting alone. Inference uses torch's setting.
 
 Inference (:meth:`Probe.predict_proba`, :meth:`Probe.embed`) runs in eval mode in
 blocks of rows. BatchNorm is folded into the linear layer for speed
@@ -33,18 +38,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from al_core.files.atomic import atomic_write_bytes
 from al_core.learn.params import Params
-from al_core.learn.probe_dropout import DropoutLinear, bald_into, predictions_into
+from al_core.learn.probe_dropout import DropoutLinear, bald_into, disagreement_into, predictions_into
+from al_core.learn.probe_train import ProbeState, batch_bounds, fit_linear_probe
 from al_core.learn.tensors import as_tensor, float_block, torch_threads
 
 __all__ = [
@@ -171,50 +175,27 @@ class Probe(Params):
         n, d = x.shape
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
-            model = self._new_model(d)
-            opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            xt = torch.from_numpy(x)
-            yt = torch.from_numpy(labels)
-            best_loss = math.inf  # lowest epoch loss seen: its weights are kept
-            ref_loss = math.inf  # reference for patience (last improvement by more than min_delta)
-            wait = 0
-            best_state = None
-            history = []
-            model.train()
-            for _ in range(int(self.max_epochs)):
-                order = torch.randperm(n)
-                total = 0.0
-                for idx in self._batches(order):
-                    opt.zero_grad(set_to_none=True)
-                    loss = F.cross_entropy(model(xt[idx]), yt[idx])
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * idx.shape[0]
-                epoch_loss = total / n
-                history.append(epoch_loss)
-                if epoch_loss < best_loss:
-                    best_loss = epoch_loss
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if epoch_loss < ref_loss - self.min_delta:
-                    ref_loss = epoch_loss
-                    wait = 0
-                else:
-                    wait += 1
-                    if wait >= self.patience:
-                        break
-            model.load_state_dict(best_state)
-        self._set_fitted(model, d, len(history), best_loss, history)
+            model = self._new_model(d)  # torch's initial weights, drawn under the seed
+        bn: nn.BatchNorm1d = model[1]
+        lin: nn.Linear = model[2]
+        init = ProbeState(lin.weight.detach(), lin.bias.detach(), bn.running_mean, bn.running_var)
+        res = fit_linear_probe(
+            x, labels, init, n_classes=int(self.n_classes), seed=int(self.seed), dropout=float(self.dropout),
+            lr=float(self.lr), weight_decay=float(self.weight_decay), batch_size=int(self.batch_size),
+            max_epochs=int(self.max_epochs), patience=int(self.patience), min_delta=float(self.min_delta),
+        )
+        with torch.no_grad():
+            lin.weight.copy_(res.state.weight)
+            lin.bias.copy_(res.state.bias)
+            bn.running_mean.copy_(res.state.running_mean)
+            bn.running_var.copy_(res.state.running_var)
+            bn.num_batches_tracked.fill_(res.state.num_batches_tracked)
+        self._set_fitted(model, d, res.n_epochs, res.best_loss, res.history)
 
     def _batches(self, order: torch.Tensor) -> list[torch.Tensor]:
-        """Mini-batches of ``batch_size`` in the shuffled order; a trailing batch of one
+        """Mini-batches of ``batch_size`` in the given order; a trailing batch of one
         row (which BatchNorm cannot normalise in training mode) joins the batch before it."""
-        n = order.shape[0]
-        bs = int(self.batch_size)
-        starts = list(range(0, n, bs))
-        if len(starts) > 1 and n - starts[-1] == 1:
-            starts.pop()
-        bounds = starts[1:] + [n]
-        return [order[s:e] for s, e in zip(starts, bounds)]
+        return [order[s:e] for s, e in batch_bounds(order.shape[0], int(self.batch_size))]
 
     def _fold(self) -> None:
         bn: nn.BatchNorm1d = self.model_[1]
@@ -340,6 +321,18 @@ class Probe(Params):
         features = np.asarray(features)
         out = np.empty((n_passes, features.shape[0]), dtype=np.int64)
         self.map_dropout_logits(features, n_passes, seed, predictions_into(out))
+        return out
+
+    def dropout_disagreement(self, features: np.ndarray, n_passes: int, seed: int) -> np.ndarray:
+        """Per row, the number of ``n_passes`` dropout passes (the masks of :meth:`dropout_predict`)
+        whose prediction differs from the clean one (:meth:`predict`): int64 N, in one read of
+        the features (each block's clean and dropout logits while it is in cache)."""
+        features = np.asarray(features)
+        self._check_fitted(features)
+        if n_passes < 1:
+            raise ProbeError(f"n_passes must be at least 1, got {n_passes}")
+        out = np.empty(features.shape[0], dtype=np.int64)
+        self._dropout_layer().map_logits(features, n_passes, seed, disagreement_into(out), None, clean=True)
         return out
 
     def bald(self, features: np.ndarray, n_passes: int, seed: int) -> np.ndarray:

@@ -19,7 +19,7 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
     Eval images without a vector in the pool or labelled with a class outside it are left out (``n_eval``
     counts the rest). The metrics are recorded for ``probe_id`` (replacing earlier ones) and returned.
     """
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
+    from al_core.learn.metrics import classification_metrics
 
     with store.connect(read_only=True, view=False) as con:
         rows = labels_q.labelled_eval_set(con)
@@ -31,15 +31,13 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
     else:
         x = pool.features[[pool.index[iid] for iid, _ in rows]]
         y = np.array([cls_index[lab] for _, lab in rows])
-        pred = probe.predict(x)
-        ks = list(range(len(pool.classes)))
-        rec = recall_score(y, pred, labels=ks, average=None, zero_division=0)
+        m = classification_metrics(y, probe.predict(x), len(pool.classes))
         out.update(
-            accuracy=float(accuracy_score(y, pred)),
-            balanced_accuracy=float(balanced_accuracy_score(y, pred)),
-            macro_f1=float(f1_score(y, pred, labels=ks, average="macro", zero_division=0)),
-            per_class_recall={c: float(r) for c, r in zip(pool.classes, rec, strict=True)},
-            confusion=confusion_matrix(y, pred, labels=ks).tolist(),
+            accuracy=m.accuracy,
+            balanced_accuracy=m.balanced_accuracy,
+            macro_f1=m.macro_f1,
+            per_class_recall={c: float(r) for c, r in zip(pool.classes, m.per_class_recall, strict=True)},
+            confusion=m.confusion.tolist(),
         )
     with store.transaction() as con:
         probes_q.put_metrics(con, probe_id=probe_id, round_=round_, accuracy=out["accuracy"],

@@ -47,6 +47,7 @@ __all__ = [
     "build_report_html",
     "write_report",
     "metadata_images",
+    "METADATA_IMAGES",
     "png_data_uri",
 ]
 
@@ -77,21 +78,27 @@ def _first_that_fits(snippets) -> str | None:
     return next((md for md in snippets if len(md) <= METADATA_MAX_BYTES), None)
 
 
-def metadata_images(store, cfg) -> dict[str, str]:
+METADATA_IMAGES = ("learning_curve", "confusion_matrix", "proposed_images")
+
+
+def metadata_images(store, cfg, keys=METADATA_IMAGES) -> dict[str, str]:
     """Markdown snippets with embedded PNGs for ``MetadataValue.md``, each at most METADATA_MAX_BYTES.
 
-    Keys (present only when there is something to show that fits):
-    ``learning_curve``, ``confusion_matrix``, ``proposed_images``. Opens the
-    store read-only: call it when this process holds no writable connection to
-    the database.
+    Keys (among ``keys``: only those pictures are drawn; present only when there is
+    something to show that fits): ``learning_curve``, ``confusion_matrix``,
+    ``proposed_images``. Opens the store read-only: call it when this process holds
+    no writable connection to the database.
     """
+    unknown = set(keys) - set(METADATA_IMAGES)
+    if unknown:
+        raise ValueError(f"unknown metadata images {sorted(unknown)}; known: {', '.join(METADATA_IMAGES)}")
     out: dict[str, str] = {}
-    curves, _ = all_curves(store, cfg)
+    curves, _ = all_curves(store, cfg) if "learning_curve" in keys else ({}, None)
     if any(clean_curve(v) for v in curves.values()):
         md = _first_that_fits([_md(learning_curve_png(curves, figsize=(5.0, 3.2), dpi=80), "learning curve")])
         if md:
             out["learning_curve"] = md
-    last = last_confusion(latest_metrics(store))
+    last = last_confusion(latest_metrics(store)) if "confusion_matrix" in keys else None
     if last is not None:
         classes = confusion_classes(last, cfg, store)
         title = f"Confusion, round {last['round']} (rows normalised; counts)"
@@ -99,7 +106,7 @@ def metadata_images(store, cfg) -> dict[str, str]:
                                   "confusion matrix") for dpi, size in CONFUSION_SIZES)
         if md:
             out["confusion_matrix"] = md
-    _, _, queries = latest_query_set(store)
+    _, _, queries = latest_query_set(store) if "proposed_images" in keys else (None, None, None)
     if queries:
         md = _first_that_fits(_md(gallery_png(gallery_items(queries, n), cols=10, thumb=thumb), "proposed images")
                               for n, thumb in GALLERY_SIZES)

@@ -39,8 +39,9 @@ class AlfaMixStrategy(Strategy):
     ties by index) then uniform random pool rows.
 
     Memory: the pool's embeddings are computed block by block from the
-    features (PoolEmbeddings), never held as an n x D matrix; only the
-    candidates' embeddings are gathered for the k-means.
+    features (PoolEmbeddings), never held as an n x D matrix; the candidates'
+    embeddings are computed where k-means reads them (its training sample, then
+    block by block for the assignment).
 
     Scores: the number of anchors whose mix flips the prediction (0 for the
     random fill).
@@ -77,7 +78,7 @@ class AlfaMixStrategy(Strategy):
                     zb = zblock[off : off + ALFA_BLOCK_ROWS]
                     start = first + off
                     logits = probe.embedding_logits(zb)
-                    y = logits.argmax(dim=1)
+                    y = logits.max(dim=1).indices  # (torch.argmax: 2x the time here)
                     p = torch.softmax(logits, dim=1)
                     p[torch.arange(p.shape[0]), y] -= 1.0
                     g = p @ w  # rows x D: d CE / d z
@@ -96,11 +97,14 @@ class AlfaMixStrategy(Strategy):
                         # z~ = alpha z* + (1 - alpha) z = z + alpha (z* - z): its logits are
                         # the clean logits plus the linear layer's weight times alpha (z* - z)
                         mixed_logits = torch.addmm(logits, alpha.mul_(diff), w.t())
-                        count += (mixed_logits.argmax(dim=1) != y).long()
+                        count += (mixed_logits.max(dim=1).indices != y).long()
                     flips[start : start + zb.shape[0]] = count.numpy()
         cand = np.flatnonzero(flips > 0)
         if cand.shape[0] >= ctx.budget:
-            points = Points(emb.rows(cand), normalize=True)  # the candidates' embeddings only
+            # the candidates' embeddings, computed from the features only where k-means reads
+            # them (its training sample, then block by block): no candidates x D matrix
+            mean, inv_std = probe.embedding_normalization
+            points = Points(ctx.features, ctx.pool[cand], normalize=True, shift=mean.numpy(), scale=inv_std.numpy())
             pos, _ = cluster_representatives(points, ctx.budget, ctx.seed)
             picked = cand[pos]
             return ctx.pool[picked], flips[picked].astype(np.float64)

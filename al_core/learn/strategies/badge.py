@@ -9,6 +9,7 @@ from al_core.learn.points import BLOCK_ROWS
 from al_core.learn.probe import INFERENCE_BLOCK_ROWS
 from al_core.learn.strategies.base import Strategy, derived_rng
 from al_core.learn.strategies.context import PoolEmbeddings, SelectionContext
+from al_core.learn.tensors import torch_threads
 
 _STREAM_SAMPLING = 3
 
@@ -88,7 +89,8 @@ class BadgeStrategy(Strategy):
         taken = np.zeros(n, dtype=bool)
         ac = np.empty(n, dtype=np.float32)
         zc = np.empty(n, dtype=np.float32)
-        with torch.inference_mode():
+        # one torch thread for the small per-pick work; the passes over the features run on workers
+        with torch.inference_mode(), torch_threads(1):
             for b in range(ctx.budget):
                 if b == 0:
                     i = int(rng.integers(n))

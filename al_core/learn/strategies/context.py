@@ -8,13 +8,14 @@ embeddings without an N x D embedding matrix.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from al_core.learn.probe import Probe
-from al_core.learn.tensors import as_tensor
+from al_core.learn.tensors import as_tensor, map_blocks
 
 __all__ = ["DENSE_POOL_FRACTION", "EMBED_BLOCK_ROWS", "PRODUCT_BLOCK_ROWS", "PoolEmbeddings", "SelectionContext"]
 
@@ -139,7 +140,7 @@ class PoolEmbeddings:
             with torch.inference_mode():
                 for start in range(0, self.n, EMBED_BLOCK_ROWS):
                     xt[start : start + EMBED_BLOCK_ROWS].sub_(self._mean)
-        self._product_buf: torch.Tensor | None = None
+        self._product_bufs = threading.local()  # each worker's buffer of centred rows (dot)
         self._source_out: np.ndarray | None = None
 
     def _feature_block(self, start: int, stop: int) -> torch.Tensor:
@@ -196,30 +197,35 @@ class PoolEmbeddings:
 
     def dot(self, v, out: np.ndarray) -> np.ndarray:
         """out[p] = z_p . v for every pool position p (``out``: float32, length n),
-        as (x_p - mean) . (inv_std * v), in blocks of PRODUCT_BLOCK_ROWS rows."""
+        as (x_p - mean) . (inv_std * v), in blocks of PRODUCT_BLOCK_ROWS rows on worker
+        threads (each block's centred rows in that worker's own buffer)."""
         block_rows = PRODUCT_BLOCK_ROWS
         with torch.inference_mode():
             w = torch.as_tensor(np.asarray(v, dtype=np.float32)).mul(self._inv_std)
-            if self._centred is not None:
-                ct, ot = as_tensor(self._centred), torch.from_numpy(out)
-                for start in range(0, self.n, block_rows):
-                    torch.mv(ct[start : start + block_rows], w, out=ot[start : start + block_rows])
-                return out
-            everything = isinstance(self._sel, slice)
-            if everything:
-                target = out
-            else:  # every row's product, then the pool's
-                if self._source_out is None:
-                    self._source_out = np.empty(self._source_rows, dtype=np.float32)
-                target = self._source_out
-            if self._product_buf is None or self._product_buf.shape[0] != min(block_rows, self._source_rows):
-                self._product_buf = torch.empty((min(block_rows, self._source_rows), self.dim), dtype=torch.float32)
-            tt = torch.from_numpy(target)
-            for start in range(0, self._source_rows, block_rows):
-                stop = min(start + block_rows, self._source_rows)
-                blk = self._product_buf[: stop - start]
-                torch.sub(self._feature_block(start, stop), self._mean, out=blk)
-                torch.mv(blk, w, out=tt[start:stop])
-            if not everything:
-                np.take(target, self._sel, out=out)
+        if self._centred is not None:
+            ct, ot = as_tensor(self._centred), torch.from_numpy(out)
+            map_blocks(lambda _, s: torch.mv(ct[s : s + block_rows], w, out=ot[s : s + block_rows]),
+                       range(0, self.n, block_rows))
+            return out
+        everything = isinstance(self._sel, slice)
+        if everything:
+            target = out
+        else:  # every row's product, then the pool's
+            if self._source_out is None:
+                self._source_out = np.empty(self._source_rows, dtype=np.float32)
+            target = self._source_out
+        tt = torch.from_numpy(target)
+        local = self._product_bufs
+
+        def block(_: int, start: int) -> None:
+            if not hasattr(local, "buf"):
+                local.buf = torch.empty((min(block_rows, self._source_rows), self.dim), dtype=torch.float32)
+            stop = min(start + block_rows, self._source_rows)
+            blk = local.buf[: stop - start]
+            torch.sub(self._feature_block(start, stop), self._mean, out=blk)
+            torch.mv(blk, w, out=tt[start:stop])
+
+        map_blocks(block, range(0, self._source_rows, block_rows))
+        if not everything:
+            np.take(target, self._sel, out=out)
         return out

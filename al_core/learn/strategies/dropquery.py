@@ -65,9 +65,7 @@ class DropQueryStrategy(Strategy):
         """Disagreement count of every pool row (pool order)."""
         probe = ctx.get_probe()
         x, sel = ctx.pool_features()
-        clean = probe.predict(x)[sel]
-        passes = probe.dropout_predict(x, int(self.n_passes), derived_seed(ctx.seed, _STREAM_DROPOUT))[:, sel]
-        return (passes != clean[None, :]).sum(axis=0).astype(np.int64)
+        return probe.dropout_disagreement(x, int(self.n_passes), derived_seed(ctx.seed, _STREAM_DROPOUT))[sel]
 
     def _select(self, ctx: SelectionContext):
         probe = ctx.get_probe()
@@ -76,8 +74,11 @@ class DropQueryStrategy(Strategy):
         t = candidate_threshold(hist, ctx.budget, int(self.candidate_factor))
         cand = np.flatnonzero(mismatch > t)
         if cand.shape[0] >= ctx.budget:
-            z = ctx.pool_embeddings(probe, ctx.pool[cand])
-            pos, _ = cluster_representatives(Points(z, normalize=True), ctx.budget, ctx.seed)
+            # the candidates' embeddings, computed from the features only where k-means reads
+            # them (its training sample, then block by block): no candidates x D matrix
+            mean, inv_std = probe.embedding_normalization
+            z = Points(ctx.features, ctx.pool[cand], normalize=True, shift=mean.numpy(), scale=inv_std.numpy())
+            pos, _ = cluster_representatives(z, ctx.budget, ctx.seed)
             picked = cand[pos]
             return ctx.pool[picked], mismatch[picked].astype(np.float64)
         order = cand[np.lexsort((cand, -mismatch[cand]))]

@@ -14,6 +14,7 @@ from al_core.learn.probe import INFERENCE_BLOCK_ROWS, Probe
 from al_core.learn.strategies.base import Strategy, derived_rng, derived_seed, top_b
 from al_core.learn.strategies.context import SelectionContext
 from al_core.learn.strategies.validation import check_int
+from al_core.learn.tensors import map_blocks
 
 # random streams (combined with the seed) of the dropout masks and of the Gumbel noise
 _STREAM_DROPOUT = 1
@@ -24,14 +25,21 @@ POWER_BALD_MIN_SCORE = 1e-12
 
 
 def _blockwise_scores(probe: Probe, x: np.ndarray, score_fn) -> np.ndarray:
-    """score_fn(pred_probs block as float64 tensor) -> 1-D tensor, over every row of x in blocks."""
+    """score_fn(pred_probs block, float32 tensor it may overwrite) -> 1-D tensor, over every row
+    of x in blocks of INFERENCE_BLOCK_ROWS on worker threads (al_core.learn.tensors.map_blocks).
+
+    The probabilities are float32 (a float64 softmax cost about 6x as much at K = 100: 10 against
+    1.7 ms per 16384-row block, beside a 44 ms product); the scores are returned as float64.
+    """
     n = x.shape[0]
     out = np.empty(n, dtype=np.float64)
-    for start in range(0, n, INFERENCE_BLOCK_ROWS):
+
+    def block(_: int, start: int) -> None:
         logits = probe.logits(x[start : start + INFERENCE_BLOCK_ROWS])
-        with torch.inference_mode():
-            probs = torch.softmax(torch.from_numpy(logits).double(), dim=1)
-            out[start : start + logits.shape[0]] = score_fn(probs).numpy()
+        probs = torch.softmax(torch.from_numpy(logits), dim=1)
+        out[start : start + logits.shape[0]] = score_fn(probs).numpy()
+
+    map_blocks(block, range(0, n, INFERENCE_BLOCK_ROWS))
     return out
 
 
@@ -42,8 +50,10 @@ def _max_prob(p: torch.Tensor) -> torch.Tensor:
 def _margin(p: torch.Tensor) -> torch.Tensor:
     if p.shape[1] == 1:  # one class: the runner-up has probability 0
         return p[:, 0]
-    top2 = torch.topk(p, 2, dim=1).values
-    return top2[:, 0] - top2[:, 1]
+    # two max passes (the first maximum blanked out in between): about 3x cheaper than topk(2) here
+    top = p.max(dim=1)
+    p.scatter_(1, top.indices[:, None], -1.0)
+    return top.values - p.max(dim=1).values
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
