@@ -41,13 +41,14 @@ def _when(v: str | None) -> str:
 
 
 def format_rounds(rows: list[dict]) -> str:
-    head = ["round", "kind", "labels", "skips", "strategy", "seed", "budget", "probe", "accuracy", "bal.acc",
-            "proposed (UTC)", "evaluated (UTC)", "status"]
+    head = ["round", "kind", "labels", "skips", "disagree", "strategy", "seed", "budget", "probe", "accuracy",
+            "bal.acc", "proposed (UTC)", "evaluated (UTC)", "status"]
     body = []
     for r in rows:
         probe = "-" if r["probe_id"] is None else f"v{r['probe_version']} ({r['probe_n_labels']})"
         body.append([str(r["round"]), r["kind"] or "-", str(r["labels_so_far"]), str(r["skips_so_far"]),
-                     r["strategy"] or "-", _num(r["seed"], "{}"), _num(r["budget"], "{}"), probe,
+                     str(r["disagreements_so_far"]), r["strategy"] or "-", _num(r["seed"], "{}"),
+                     _num(r["budget"], "{}"), probe,
                      _num(r["accuracy"]), _num(r["balanced_accuracy"]), _when(r["proposed_at"]),
                      _when(r["evaluated_at"]), r["status"]])
     if not body:
@@ -88,13 +89,27 @@ def format_lineage(d: dict) -> str:
         ans = (f"answering batch {lab['proposed_round']} ({lab['proposed_strategy']})"
                if lab["proposed_round"] is not None else "for an image never proposed (flagged)")
         state = lab["state"] + (f" from round {lab['retracted_from_round']}" if lab["retracted"] else "")
+        state += ", decides" if lab["decides"] else ""
+        why = f" ({lab['superseded_because']})" if lab["superseded_because"] else ""
         out.append(f"  label #{lab['label_id']:<6} {lab['label']!r}{' (skip)' if lab['is_skip'] else ''} [{state}]"
-                   f" round {lab['round']}, {ans}")
+                   f"{why} round {lab['round']}, {ans}")
         out.append(f"                 file {lab['file_name']} sha256 {lab['file_sha256']} ({lab['file_status']})")
         who = lab["annotator"] or "-"
         ann = f", annotation {lab['annotation_id']}" if lab["annotation_id"] else ""
+        ann += f", task {lab['task_id']}" if lab["task_id"] else ""
         line = f", line {lab['line']}" if lab["line"] is not None else ""
-        out.append(f"                 annotator {who}{ann}{line}, received {_when(lab['received_at'])} UTC")
+        at = f", annotated {_when(lab['annotated_at'])} UTC" if lab["annotated_at"] else ""
+        spent = (f", {lab['seconds']:.1f} s ({lab['seconds_source']})" if lab["seconds"] is not None else "")
+        out.append(f"                 annotator {who}{ann}{line}{at}, received {_when(lab['received_at'])} UTC{spent}")
+    t = d.get("training")
+    if t:
+        label = t["label"] if t["status"] == "labelled" else "-"
+        out.append(f"  training      {t['status']}: {label} (policy {t['policy']}, {t['n_answers']} counting "
+                   f"answer(s) by {t['n_annotators']} annotator(s))")
+        for dis in t["disagreements"]:
+            votes = ", ".join(f"{a['annotator'] or 'unnamed'} {a['label']!r}" for a in dis["answers"])
+            batch = f"batch {dis['answers_round']}" if dis["answers_round"] is not None else "no batch"
+            out.append(f"  DISAGREEMENT  {batch}, round {dis['label_round']}: {votes}; {dis['resolution']}")
     if not d["probes"]:
         out.append("  probes        none trained with this image")
     for p in d["probes"]:

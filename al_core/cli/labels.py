@@ -27,7 +27,7 @@ from al_core.catalogue import open_store
 from al_core.cli.common import CONFIG_HELP, fail, locked_message
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
-from al_core.labels import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
+from al_core.labels import MAX_REPORT_ERRORS, LabelError, ParsedLabels, error_report, parse_label_file
 from al_core.loop.inbox import ValidationUnavailable, validation_inputs  # the sensor's and the round run's inputs
 
 
@@ -65,8 +65,8 @@ def _add_check(subparsers, common: argparse.ArgumentParser) -> None:
         description="Validate a label file with the inbox sensor's parser against the project's classes and "
                     "images, applying nothing. Exit 0: valid (a summary is printed); 1: rejected (the error "
                     "report is printed); 2: the check could not run.")
-    p.add_argument("file", help="label file: CSV (image_id,label[,annotator]), JSON lines "
-                                "or a Label Studio JSON export")
+    p.add_argument("file", help="label file: CSV (image_id,label[,annotator,annotation_id,note,seconds]), JSON "
+                                "lines, or any Label Studio export (JSON, JSON_MIN, CSV, TSV, target-storage file)")
 
 
 def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
@@ -79,24 +79,26 @@ def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
             "rows_without_annotator"] else ""
         print(f"  annotators: {ann}{extra}", file=out)
     if s["n_duplicates"]:
-        print(f"  {s['n_duplicates']} repeated rows (same image, same label) counted once", file=out)
+        print(f"  {s['n_duplicates']} repeated rows (same image, annotator and label) counted once", file=out)
     if s["n_cancelled"]:
-        print(f"  {s['n_cancelled']} cancelled Label Studio annotations skipped", file=out)
+        print(f"  {s['n_cancelled']} cancelled Label Studio annotations (Skip): each a skip", file=out)
+    if s["n_drafts"] or s["n_unanswered"]:
+        print(f"  {s['n_drafts']} drafts and {s['n_unanswered']} tasks without an answer: not answers", file=out)
     for d in parsed.decisions:
-        others = ", ".join(f"#{o['annotation_id']} {o['label']!r}" for o in d["others"])
-        print(f"  task {d['task_id']} (line {d['line']}): annotation #{d['chosen_annotation_id']} "
-              f"{d['chosen_label']!r} chosen over {others} (latest updated wins)", file=out)
+        answers = ", ".join(f"#{a['annotation_id']} {a['label']!r} by {a['annotator'] or 'unnamed'}"
+                            for a in d["answers"])
+        print(f"  task {d['task_id']}: {len(d['answers'])} answers kept, newest first: {answers}", file=out)
+    for w in parsed.warnings:
+        print(f"  WARNING {w}", file=out)
+    if parsed.warnings_dropped:
+        print(f"  ... and {parsed.warnings_dropped} more warning(s)", file=out)
 
 
 def _print_report(rep: dict, out) -> None:
     print(f"{rep['file']}: REJECTED, {rep['n_errors']} error(s); nothing in it would be applied "
           f"(format {rep['format']}, sha256 {rep['sha256'] or '-'})", file=out)
     for e in rep["errors"]:
-        where = "file" if e["line"] is None else f"line {e['line']}"
-        if e["field"]:
-            where += f" [{e['field']}]"
-        tail = f" (value: {e['value_preview']})" if e["value_preview"] is not None else ""
-        print(f"  {where}: {e['message']}{tail}", file=out)
+        print(f"  {LabelError(**e)}", file=out)
     if rep["n_omitted"]:
         print(f"  ... and {rep['n_omitted']} more error(s) not listed", file=out)
 
@@ -113,7 +115,8 @@ def cmd_check(args) -> int:
     if parsed.ok:
         s = parsed.summary()
         if args.json:
-            print(json.dumps({**s, "decisions": list(parsed.decisions)}, indent=2, ensure_ascii=False))
+            print(json.dumps({**s, "decisions": list(parsed.decisions),
+                              "warnings": [w.as_dict() for w in parsed.warnings]}, indent=2, ensure_ascii=False))
         else:
             _print_summary(s, parsed, sys.stdout)
         return Exit.OK

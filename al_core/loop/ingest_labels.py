@@ -7,12 +7,17 @@
    not parsed again.
 2. In one write transaction, against what is committed then:
    ``_label_round`` (the round the labels go into), ``_Ledger.read`` (the
-   deliveries so far, the current labels, the proposed images), ``_decide`` per
+   deliveries so far, and the label history's ``AnswerLedger``), ``_decide`` per
    file (already committed, duplicate, rejected or accepted: the outcome goes
-   into a ``_Plan``), and ``_write`` (the plan's rows).
-3. After the commit: ``_write_error_reports`` and ``_move_files`` (to
-   inbox/accepted/ or inbox/rejected/).
-4. ``_readiness``: whether the open batch is now answered, so the run goes on.
+   into a ``_Plan``; an accepted file's new answers are chosen by
+   ``al_core.loop.label_history.add_answers``), and ``_write`` (the plan's rows,
+   the annotators' emails learnt, the label policy).
+3. After the commit: ``_write_error_reports`` (a rejected file's errors, an
+   accepted file's warnings) and ``_move_files`` (to inbox/accepted/ or
+   inbox/rejected/).
+4. ``_readiness``: whether the open batch is now answered, so the run goes on,
+   and where the labelling stands (``label_history.labelling_state``:
+   disagreements, disputes queued for adjudication, skips, missing answers).
 
 ``ingest_round_labels`` is the ``round_labels`` step around it (outbox repair, CLI requests).
 """
@@ -28,11 +33,11 @@ from pathlib import Path
 
 from al_core.catalogue import labels as labels_q
 from al_core.catalogue import now
-from al_core.catalogue import rounds as rounds_q
 from al_core.catalogue.labels import INGESTED_STATUSES, LABEL_ROW_COLUMNS, LabelFileRecord
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
 from al_core.files.hashing import FILE_PREFIX_CHARS, sha256_file
+from al_core.loop import label_history
 from al_core.loop.errors import LoopError
 from al_core.loop.inbox import ACCEPTED_FOLDER, EVAL_FOLDER, REJECTED_FOLDER, validation_inputs
 from al_core.loop.outbox import repair_outbox
@@ -40,6 +45,7 @@ from al_core.loop.requests import finish_request, stale_close_request
 from al_core.loop.state import answered, is_answered, loop_state
 
 Log = Callable[[str], None]
+WARNING_REPORT_SUFFIX = ".warnings.json"  # beside an accepted file with warnings (in inbox/accepted/)
 
 
 @dataclass
@@ -54,6 +60,9 @@ class FileOutcome:
     n_skips: int = 0
     stored_path: str | None = None
     is_eval: bool = False
+    n_repeats: int = 0  # answers already in the label history (a cumulative export, a rewritten file)
+    n_warnings: int = 0  # problems that did not reject the file (its .warnings.json report lists them)
+    warnings: list[str] = field(default_factory=list)  # the first few
 
 
 @dataclass
@@ -66,6 +75,7 @@ class IngestReport:
     ready: bool = False
     requested_round: int | None = None  # set when the run was requested for an older round (a stale request)
     resumed: bool = False  # ready because no batch is open although the budget is not spent (an interrupted round)
+    labelling: dict = field(default_factory=dict)  # label_history.labelling_state after the commit
 
     @property
     def counts(self) -> dict:
@@ -78,7 +88,7 @@ class IngestReport:
         return {"round": self.round, "files": [asdict(f) for f in self.files], "counts": self.counts,
                 "answered": self.answered, "proposed": self.proposed, "open_round": self.open_round,
                 "ready": self.ready, "labels_applied": sum(f.n_applied for f in self.files if not f.is_eval),
-                "requested_round": self.requested_round, "resumed": self.resumed}
+                "requested_round": self.requested_round, "resumed": self.resumed, "labelling": self.labelling}
 
 
 # ----------------------------------------------------------------------------- the steps' records
@@ -100,13 +110,11 @@ class _Ledger:
     """What is committed, read inside the write transaction, and kept up to date as the files are decided."""
 
     history: dict  # sha256 -> [(status, stored_path, original_name)], oldest first
-    current: dict  # image_id -> current label
-    proposed: set  # every image proposed in a batch
+    answers: label_history.AnswerLedger  # the label history's current answers, proposals, annotators
 
     @classmethod
     def read(cls, con) -> "_Ledger":
-        return cls(labels_q.label_file_history(con), labels_q.current_label_by_image(con),
-                   rounds_q.proposed_image_ids(con))
+        return cls(labels_q.label_file_history(con), label_history.AnswerLedger.read(con))
 
 
 @dataclass
@@ -123,11 +131,11 @@ class _Plan:
     error_reports: list[tuple[object, Path]] = field(default_factory=list)
 
     def record(self, d: _Delivery, file_id: str, dest: Path, status: str, reason: str | None, *, fmt=None,
-               n_rows=0, n_applied=0, n_unproposed=0, n_skips=0) -> None:
+               n_rows=0, n_applied=0, n_unproposed=0, n_skips=0, n_warnings=0) -> None:
         """A label_files row for delivery ``d``, and its move to ``dest`` after the commit."""
         self.records.append(LabelFileRecord(file_id, d.sha256, d.path.name, str(dest), fmt, status, reason, n_rows,
                                             n_applied, n_unproposed, n_skips, d.is_eval, self.received_at,
-                                            self.label_round, self.run_id))
+                                            self.label_round, self.run_id, n_warnings))
         self.moves.append((d.path, dest))
 
 
@@ -211,8 +219,8 @@ def _as_duplicate(d: _Delivery, hist: list, ledger: _Ledger, plan: _Plan, cfg: P
 def _as_rejected(d: _Delivery, parsed, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
     dest = _dest(cfg.inbox / REJECTED_FOLDER, d.path.name, d.sha256)
     errs = parsed.errors or ()
-    reason = f"{parsed.n_errors} error(s); first: " + (
-        f"line {errs[0].line}: {errs[0].message}" if errs else "no label rows")
+    reason = f"{parsed.n_errors} error(s); first: " + (f"{errs[0].where}: {errs[0].message}" if errs else
+                                                      "no label rows")
     plan.record(d, uuid.uuid4().hex, dest, "rejected", reason, fmt=parsed.format, n_rows=parsed.n_records)
     plan.error_reports.append((parsed, dest.with_name(dest.name + ".errors.json")))
     log(f"{d.path.name}: REJECTED, nothing applied: {reason}")
@@ -224,16 +232,22 @@ def _as_accepted(d: _Delivery, parsed, ledger: _Ledger, plan: _Plan, cfg: Projec
     dest = _dest(cfg.inbox / ACCEPTED_FOLDER, d.path.name, d.sha256)
     file_id = uuid.uuid4().hex
     if d.is_eval:
-        n_applied, n_unprop, n_skip = _apply_eval(parsed, plan), 0, 0
+        added = label_history.Added(applied=_apply_eval(parsed, plan))
     else:
-        n_applied, n_unprop, n_skip = _apply_training(parsed, d.sha256, file_id, ledger, plan)
-    plan.record(d, file_id, dest, "accepted", None, fmt=parsed.format, n_rows=len(parsed.rows), n_applied=n_applied,
-                n_unproposed=n_unprop, n_skips=n_skip)
+        added = label_history.add_answers(parsed, d.sha256, file_id, ledger.answers, plan.columns, plan.received_at)
+    warnings = label_history.warnings_of(parsed)
+    reason = f"{parsed.n_warnings} warning(s); first: {warnings[0]}" if warnings else None
+    plan.record(d, file_id, dest, "accepted", reason, fmt=parsed.format, n_rows=len(parsed.rows),
+                n_applied=added.applied, n_unproposed=added.unproposed, n_skips=added.skips,
+                n_warnings=parsed.n_warnings)
+    if parsed.n_warnings:
+        plan.error_reports.append((parsed, dest.with_name(dest.name + WARNING_REPORT_SUFFIX)))
     ledger.history.setdefault(d.sha256, []).append(("accepted", str(dest), d.path.name))
-    log(f"{d.path.name}: accepted, {n_applied} labels applied ({n_unprop} for images never proposed, "
-        f"{n_skip} skips)")
-    return FileOutcome(d.path.name, d.sha256, "accepted", None, len(parsed.rows), n_applied, n_unprop, n_skip,
-                       str(dest), d.is_eval)
+    log(f"{d.path.name}: accepted, {added.applied} labels applied ({added.unproposed} for images never proposed, "
+        f"{added.skips} skips, {added.repeats} already in the history)"
+        + (f"; {parsed.n_warnings} warning(s), first: {warnings[0]}" if warnings else ""))
+    return FileOutcome(d.path.name, d.sha256, "accepted", reason, len(parsed.rows), added.applied, added.unproposed,
+                       added.skips, str(dest), d.is_eval, added.repeats, parsed.n_warnings, warnings)
 
 
 def _apply_eval(parsed, plan: _Plan) -> int:
@@ -243,26 +257,9 @@ def _apply_eval(parsed, plan: _Plan) -> int:
     return len(rows)
 
 
-def _apply_training(parsed, sha: str, file_id: str, ledger: _Ledger, plan: _Plan) -> tuple[int, int, int]:
-    """Training labels: every row that changes an image's current label. Returns (applied, unproposed, skips)."""
-    n_applied = n_unprop = n_skip = 0
-    cols = plan.columns
-    for row in parsed.rows:
-        if ledger.current.get(row.image_id) == row.label:
-            continue  # already this label: applying it again would count it twice
-        was_proposed = row.image_id in ledger.proposed
-        n_unprop += not was_proposed
-        n_skip += row.is_skip
-        for c, v in zip(LABEL_ROW_COLUMNS, (row.image_id, row.label, row.is_skip, was_proposed, sha, file_id,
-                                            row.annotation_id, row.annotator, row.line, row.note), strict=True):
-            cols[c].append(v)
-        ledger.current[row.image_id] = row.label
-        n_applied += 1
-    return n_applied, n_unprop, n_skip
-
-
-def _write(con, plan: _Plan) -> None:
-    """The plan's rows: label_files, then the label rows (in two halves around a fault point), then eval labels."""
+def _write(con, plan: _Plan, ledger: _Ledger, cfg: ProjectConfig) -> None:
+    """The plan's rows: label_files, then the label rows (in two halves around a fault point), then eval labels,
+    the Label Studio users' emails the files showed, and the label policy the views apply."""
     labels_q.insert_label_files(con, plan.records)
     n = len(plan.columns["image_id"])
     if n:
@@ -271,6 +268,8 @@ def _write(con, plan: _Plan) -> None:
         fault_point("labels.mid_insert")
         labels_q.insert_labels(con, plan.columns, n // 2, n, first + n // 2, plan.received_at, plan.label_round)
     labels_q.set_eval_labels(con, plan.eval_rows, plan.received_at)
+    labels_q.record_annotators(con, ledger.answers.learnt, "label file", plan.received_at)
+    labels_q.set_label_policy(con, cfg.labels.policy, plan.received_at)
 
 
 # ----------------------------------------------------------------------------- 3. after the commit
@@ -303,6 +302,7 @@ def _readiness(store, cfg: ProjectConfig, report: IngestReport, log: Log) -> Non
             # last_round and proposing the next one; this round owes it
             report.ready = report.resumed = True
             log(f"no open batch and the budget is not spent: round {report.round} proposes the batch it owes")
+        report.labelling = label_history.labelling_state(con, report.round, st.open_round)
     if report.requested_round is not None:
         report.ready = report.resumed = False  # a stale run does nothing more; a run for the current round will
 
@@ -313,10 +313,12 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     """Validate and apply label files in one transaction, then move them to accepted/ or rejected/.
 
     A file with any error is rejected whole (nothing applied) with a
-    ``.errors.json`` report beside it. The same bytes delivered again are
-    recorded as a duplicate and change nothing. A row that repeats an image's
-    current label adds nothing (so a file delivered in halves applies each
-    label once).
+    ``.errors.json`` report beside it; a file with warnings only (an empty
+    Label Studio annotation, an annotator answering one image twice) is applied
+    with a ``.warnings.json`` report beside it. The same bytes delivered again
+    are recorded as a duplicate and change nothing. An answer already in the
+    label history adds nothing (``label_history.add_answers``: so cumulative
+    exports and a file delivered in halves apply each answer once).
 
     Files are read and validated before the write lock is taken, against
     ``validation_inputs`` (``classes`` overrides its classes); what each one
@@ -344,7 +346,7 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
             outcome = _decide(d, ledger, plan, cfg, validate, log)
             if outcome is not None:
                 report.files.append(outcome)
-        _write(con, plan)
+        _write(con, plan, ledger, cfg)
     fault_point("labels.after_commit")
     _write_error_reports(plan)
     _move_files(plan, log)
