@@ -112,7 +112,18 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
         "answered": f"{rep.answered}/{rep.proposed}",
         "ready_for_next_round": rep.ready or res.force_close,
         "files": dg.MetadataValue.json(value["files"]),
+        **_labelling_metadata(rep.labelling),
     })
+
+
+def _labelling_metadata(state: dict) -> dict:
+    """The round's label state (al_core.loop.label_history.labelling_state): disagreements are never dropped."""
+    batch = state.get("batch") or {}
+    return {"label_policy": state.get("policy") or "latest", "disagreements": state.get("disagreements", 0),
+            "new_disagreements": state.get("new_disagreements", 0), "disputed": state.get("disputed", 0),
+            "adjudication_queued": state.get("adjudication_queued", 0), "skipped_images": state.get("skipped", 0),
+            "batch_skipped": batch.get("skipped", 0),
+            "unanswered": dg.MetadataValue.json(batch.get("unanswered", []))}
 
 
 @dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",

@@ -56,12 +56,13 @@ def _log_validation(context, view) -> None:
     for f in view.files:
         parsed, sha = f.parsed, f.sha256[:FILE_PREFIX_CHARS]
         if parsed.ok:
-            context.log.info(f"inbox: {f.path.name} ({sha}) valid, {len(parsed.rows)} rows")
+            warned = f", {parsed.n_warnings} warning(s); first: {parsed.warnings[0]}" if parsed.warnings else ""
+            context.log.info(f"inbox: {f.path.name} ({sha}) valid, {len(parsed.rows)} rows{warned}")
         else:
             first = parsed.errors[0] if parsed.errors else None
             context.log.warning(
                 f"inbox: {f.path.name} ({sha}) INVALID, will be rejected whole: {len(parsed.errors)} error(s)"
-                + (f"; line {first.line}: {first.message}" if first else ""))
+                + (f"; {first.where}: {first.message}" if first else ""))
 
 
 def _requests_for(view, partition: str) -> list[dg.RunRequest]:

@@ -140,7 +140,8 @@ SELECT i.image_id, i.label_round, i.answers_round, i.n_classes, i.answers
 FROM image_labels i
 WHERE i.status = 'disputed'
   AND i.image_id NOT IN (SELECT image_id FROM eval_set)
-  AND i.image_id NOT IN (SELECT q.image_id FROM queries q JOIN rounds r ON r.round = q.round WHERE r.status = 'open')
+  AND NOT EXISTS (SELECT 1 FROM queries q JOIN rounds r ON r.round = q.round
+                  WHERE r.status = 'open' AND q.image_id = i.image_id AND q.round > coalesce(i.answers_round, -1))
 ORDER BY i.label_round, i.image_id"""
 
 _ROUND_SUMMARY = """

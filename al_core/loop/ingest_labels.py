@@ -10,8 +10,9 @@
    deliveries so far, and the label history's ``AnswerLedger``), ``_decide`` per
    file (already committed, duplicate, rejected or accepted: the outcome goes
    into a ``_Plan``; an accepted file's new answers are chosen by
-   ``al_core.loop.label_history.add_answers``), and ``_write`` (the plan's rows,
-   the annotators' emails learnt, the label policy).
+   ``al_core.loop.label_history.add_answers``; the Label Studio users' emails
+   the files show are recorded first), and ``_write`` (the plan's rows, the
+   label policy).
 3. After the commit: ``_write_error_reports`` (a rejected file's errors, an
    accepted file's warnings) and ``_move_files`` (to inbox/accepted/ or
    inbox/rejected/).
@@ -257,9 +258,9 @@ def _apply_eval(parsed, plan: _Plan) -> int:
     return len(rows)
 
 
-def _write(con, plan: _Plan, ledger: _Ledger, cfg: ProjectConfig) -> None:
-    """The plan's rows: label_files, then the label rows (in two halves around a fault point), then eval labels,
-    the Label Studio users' emails the files showed, and the label policy the views apply."""
+def _write(con, plan: _Plan, cfg: ProjectConfig) -> None:
+    """The plan's rows: label_files, then the label rows (in two halves around a fault point), then eval labels
+    and the label policy the views apply."""
     labels_q.insert_label_files(con, plan.records)
     n = len(plan.columns["image_id"])
     if n:
@@ -268,7 +269,6 @@ def _write(con, plan: _Plan, ledger: _Ledger, cfg: ProjectConfig) -> None:
         fault_point("labels.mid_insert")
         labels_q.insert_labels(con, plan.columns, n // 2, n, first + n // 2, plan.received_at, plan.label_round)
     labels_q.set_eval_labels(con, plan.eval_rows, plan.received_at)
-    labels_q.record_annotators(con, ledger.answers.learnt, "label file", plan.received_at)
     labels_q.set_label_policy(con, cfg.labels.policy, plan.received_at)
 
 
@@ -341,12 +341,13 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     report = IngestReport(round=round_, files=[])
     with store.transaction() as con:
         plan = _Plan(_label_round(con, cfg, round_, report, log), now(), run_id)
+        label_history.record_users(con, [d.parsed for d in deliveries], plan.received_at)
         ledger = _Ledger.read(con)
         for d in deliveries:
             outcome = _decide(d, ledger, plan, cfg, validate, log)
             if outcome is not None:
                 report.files.append(outcome)
-        _write(con, plan, ledger, cfg)
+        _write(con, plan, cfg)
     fault_point("labels.after_commit")
     _write_error_reports(plan)
     _move_files(plan, log)

@@ -4,8 +4,9 @@ Every answer a file holds is kept, each with its annotator, task, time and time 
 al_core.catalogue.label_views then say which answers count and what the training label of an image is (the one
 definition). Here, before the rows are written (``AnswerLedger``, ``add_answers``):
 
-- the annotator: a Label Studio user id is written as the user's email when the file or the ``annotators`` table
-  knows it (the ids and emails a file shows are recorded there);
+- the annotator: a Label Studio user id is written as the user's email when the ``annotators`` table knows it
+  (``record_users`` records there the ids and emails the files of an ingestion show, before anything is decided,
+  so a file naming a user by email and one naming them by id are one annotator);
 - the window: the batch the answer responds to (the image's latest batch; -1 for an image never proposed);
 - a repeat is not written again: an answer with an annotation time whose identical copy (image, annotator, window,
   label, annotation id, time) is stored, or an answer without a time that repeats its annotator's current label for
@@ -17,7 +18,7 @@ definition). Here, before the rows are written (``AnswerLedger``, ``add_answers`
 """
 
 import datetime as _dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from al_core.catalogue import labels as labels_q
 from al_core.catalogue import rounds as rounds_q
@@ -51,7 +52,6 @@ class AnswerLedger:
     dated: set  # (image_id, annotator, window, label, annotation_id, annotated_at) of every dated answer
     proposals: dict  # image_id -> (latest batch round, its proposed_at)
     emails: dict  # Label Studio user id -> email
-    learnt: dict = field(default_factory=dict)  # user id -> email first seen in this ingestion's files
 
     @classmethod
     def read(cls, con) -> "AnswerLedger":
@@ -60,11 +60,6 @@ class AnswerLedger:
             current[(iid, annotator, int(window))] = (label, _order(received_at, at))
         return cls(current, labels_q.dated_answer_keys(con), rounds_q.latest_proposals(con),
                    labels_q.annotator_emails(con))
-
-    def learn(self, users: dict) -> None:
-        for uid, email in users.items():
-            if self.emails.get(uid) != email:
-                self.emails[uid] = self.learnt[uid] = email
 
     def annotator(self, annotator: str | None, fmt: str | None) -> str | None:
         if annotator is not None and (fmt or "").startswith("label_studio"):
@@ -85,7 +80,6 @@ class Added:
 def add_answers(parsed, sha: str, file_id: str, ledger: AnswerLedger, columns: dict, received_at) -> Added:
     """Append the new answers of ``parsed`` (an accepted training file) to ``columns`` (LABEL_ROW_COLUMNS -> values)
     and to ``ledger``; the module docstring says what is new."""
-    ledger.learn(dict(parsed.users))
     out = Added()
     for row in parsed.rows:
         annotator = ledger.annotator(row.annotator, parsed.format)
@@ -113,6 +107,16 @@ def add_answers(parsed, sha: str, file_id: str, ledger: AnswerLedger, columns: d
         out.unproposed += window == NO_WINDOW
         out.skips += row.is_skip
     return out
+
+
+def record_users(con, parsed_files, seen_at) -> None:
+    """Record the Label Studio user id -> email pairs of the valid files about to be ingested."""
+    users: dict[str, str] = {}
+    for parsed in parsed_files:
+        if parsed is not None and parsed.ok:
+            users.update(parsed.users)
+    known = labels_q.annotator_emails(con) if users else {}
+    labels_q.record_annotators(con, {u: e for u, e in users.items() if known.get(u) != e}, "label file", seen_at)
 
 
 def warnings_of(parsed) -> list[str]:

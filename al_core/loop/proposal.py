@@ -78,6 +78,18 @@ def _prelabels(cfg: ProjectConfig, pool: Pool, probe, rows: list[int]) -> list[t
     return [(pool.classes[int(c)], float(proba[i, c])) for i, c in enumerate(k)]
 
 
+def _check_urls(cfg: ProjectConfig, ids: list[str], paths: dict) -> None:
+    """Every image of the batch has a task URL (its path lies under the document root), or LoopError before the
+    batch is recorded: a batch whose outbox cannot be written would stop the loop."""
+    from al_core.labels.label_studio import url_fields
+
+    for iid in ids:
+        try:
+            url_fields(paths[iid], iid, cfg.document_root)
+        except ValueError as e:
+            raise LoopError(f"batch not proposed: {e}") from None
+
+
 def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, probe_id: str | None = None,
             run_id: str | None = None) -> Proposal | None:
     """Select batch ``round_`` and write it to the database and the outbox. None when the budget is spent.
@@ -117,6 +129,7 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
     prelabels = _prelabels(cfg, pool, probe, rows)
     with store.connect(read_only=True, view=False) as con:
         paths = images.ok_path_of(con, ids)
+    _check_urls(cfg, ids, paths)
     with store.transaction() as con:
         rounds_q.insert_round(con, round_=round_, kind=kind, strategy=name, seed=seed, budget=budget,
                               requested_budget=requested, config_id=pool.config_id, probe_id=probe_id,
