@@ -57,6 +57,8 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
         raise dg.Failure("seed_pool exists only for round 0")
     cfg, store = _project(project)
     prop = propose_seed(store, cfg, embeddings["config_id"], run_id=context.run.run_id)
+    for w in prop.warnings:
+        context.log.warning(w)
     return dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
         "eval_holdout": prop.eval_holdout} | _pictures(store, cfg, ("proposed_images",)))
 
@@ -75,6 +77,8 @@ def _proposal_metadata(prop, embeddings) -> dict:
         "select_seconds": dg.MetadataValue.float(round(prop.select_seconds, 3)),
         "outbox_csv": dg.MetadataValue.path(prop.outbox_files[0]),
         "note": prop.note or "",
+        "adjudication": prop.n_adjudication,
+        "warnings": dg.MetadataValue.json(prop.warnings),
         "proposed": dg.MetadataValue.md(_table(prop)),
     }
 
@@ -192,5 +196,7 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
         yield dg.Output({"round": r, "stopped": "total budget spent", "budget": 0},
                         metadata={"round": r, "stopped": "total labelling budget spent", "budget": 0})
         return
+    for w in prop.warnings:
+        context.log.warning(w)
     yield dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {"probe_id": prop.probe_id}
                     | _pictures(store, cfg, ("proposed_images",)))

@@ -275,3 +275,47 @@ def test_blind_labelling_writes_no_prelabels(make, tmp_path):
     tasks = json.loads((cfg.outbox / "round-0001.label-studio.json").read_text())
     assert tasks and all("predictions" not in t for t in tasks)
     assert store.fetch("SELECT count(*) FROM queries WHERE round = 1 AND predicted IS NOT NULL") == [(0,)]
+
+
+def test_images_outside_the_document_root_are_proposed_with_a_warning(make, tmp_path):
+    cfg, store, _ = make()
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(Exception, match="must contain images.root"):
+        from_dict({**_conf(), "label_studio": {"document_root": str(elsewhere)}}, base_dir=cfg.base_dir)
+    # images.root moved to another folder, the catalogue's images still where they were: outside the document root
+    moved = from_dict({**_conf(), "images": {"root": str(elsewhere / "images")}}, base_dir=cfg.base_dir)
+    assert moved.document_root == elsewhere
+    b0 = seed(moved, store)  # the batch and its CSV never depend on Label Studio: proposed, and it says why
+    assert len(b0.image_ids) == 6 and "6 image(s) outside label_studio.document_root" in b0.warnings[0]
+    tasks = json.loads((moved.outbox / "round-0000.label-studio.json").read_text())
+    files = {str(p) for p in cfg.image_root.rglob("*")}
+    assert all("/" + t["data"]["path"] in files for t in tasks)  # relative to /
+
+
+def test_round_summary_counts_equal_the_label_definition_as_of_each_round(make):
+    # round_summary sums the changes of each image's state; image_labels_at(r) evaluates round r alone: the same
+    cfg, store, truth = make(policy="unanimous")
+    b0 = seed(cfg, store)
+    a, b, c = b0.image_ids[:3]
+    deliver(cfg, store, 1, "r1.csv", [(a, "cat", "ann1"), (a, "frog", "ann2"), (b, "skip", "ann1"),
+                                      *[(i, truth[i], "ann1") for i in b0.image_ids[2:]]])
+    next_round(cfg, store, 1)
+    other = next(x for x in CLASSES if x != truth[c])  # ann2 disagrees with ann1 on c, answers b (ann1 skipped)
+    bad = deliver(cfg, store, 2, "r2.csv", [(c, other, "ann2"), (b, "cat", "ann2")])
+    with store.transaction() as con:  # what `al labels retract` records: from round 3 on
+        con.execute("INSERT INTO retractions (file_sha256, retracted_at, reason, effective_round) "
+                    "VALUES (?, now(), 'x', 3)", [bad.files[0].sha256])
+    next_round(cfg, store, 2)
+    deliver(cfg, store, 3, "r3.csv", [(a, "frog", "judge")])
+    rows = store.fetch("SELECT round, labels_so_far, skips_so_far, disputed_so_far, disagreements_so_far "
+                       "FROM round_summary ORDER BY round")
+    assert [r[0] for r in rows] == [0, 1, 2, 3]
+    for r, *counts in rows:
+        direct = store.fetch(
+            """SELECT count(*) FILTER (WHERE status = 'labelled'), count(*) FILTER (WHERE status = 'skipped'),
+                      count(*) FILTER (WHERE status = 'disputed'), count(*) FILTER (WHERE disagreement)
+               FROM image_labels_at(?)""", [r])[0]
+        assert tuple(counts) == direct, r
+    # round 1: a disputed, b skipped; round 2: c disputed too, b labelled; round 3: the round-2 file retracted
+    # (c and b as in round 1) and a adjudicated
+    assert rows[1][1:] == (4, 1, 1, 1) and rows[2][1:] == (4, 0, 2, 2) and rows[3][1:] == (5, 1, 0, 0)

@@ -644,8 +644,9 @@ def test_label_studio_tasks_carry_the_batch():
     json.dumps(tasks, allow_nan=False)  # valid JSON as written
     with pytest.raises(ValueError):
         L.label_studio_tasks(3, "margin", ids, [0.9], paths, "{path}")
-    with pytest.raises(ValueError, match="label_studio.document_root"):  # an image outside the document root
-        L.label_studio_tasks(3, "margin", ids, [0.9, 0.1, 0.2], paths, "{url_path}", document_root="/elsewhere")
+    # an image outside the document root: relative to / (what a Label Studio serving from / finds)
+    outside = L.label_studio_tasks(3, "margin", ids, [0.9, 0.1, 0.2], paths, "{url_path}", document_root="/else")
+    assert [t["data"]["path"] for t in outside] == ["p/cat/a.jpg", "p/dog/b c.png", "p/ship/c.jpg"]
     # no pre-labels without the probe's id (the seed batch, or label_studio.prelabels: false)
     plain = L.label_studio_tasks(0, "centroid", ids[:1], [0.5], paths, "{url_path}", document_root="/p",
                                  predictions={CAT[0]: ("dog", 0.75)})

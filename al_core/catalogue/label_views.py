@@ -26,33 +26,47 @@ a retracted delivery counting for rounds before its ``effective_round``), and th
 
 NOW_ROUND = 2147483647  # the largest INTEGER: every round (what the views show)
 ANSWER_ORDER = "received_at DESC, annotated_at DESC NULLS LAST, label_id DESC"  # newest answer first
+OLDEST_FIRST = "received_at, annotated_at NULLS FIRST, label_id"  # the same order, oldest answer first
 DEFAULT_POLICY = "latest"  # al_core.config.schema.LabelsConfig.policy's default (tests/test_label_policy.py checks it)
 
-_ANSWERS_AT = f"""
-CREATE MACRO answers_at(at_round) AS TABLE
-WITH ret AS (
+# The pairs (image, at_round) a macro evaluates: with ``history`` false every answered image as of ``as_of``;
+# with it true, every round at which an image's answers can change (a round that ingested one of its labels, a
+# retraction of one of them taking effect), which is all round_summary needs.
+_PAIRS = """
+ret AS (
   SELECT file_sha256, min(effective_round) AS retracted_from FROM retractions GROUP BY file_sha256),
+pairs AS (
+  SELECT DISTINCT image_id, as_of AS at_round FROM labels WHERE NOT history AND round <= as_of
+  UNION
+  SELECT DISTINCT image_id, round AS at_round FROM labels WHERE history
+  UNION
+  SELECT DISTINCT l.image_id, x.retracted_from AS at_round FROM labels l JOIN ret x ON x.file_sha256 = l.file_sha256
+  WHERE history)"""
+
+_ANSWERS_ASOF = f"""
+CREATE MACRO answers_asof(as_of, history) AS TABLE
+WITH {_PAIRS},
 win AS (
   SELECT l.label_id, max(q.round) AS answers_round
   FROM labels l JOIN queries q ON q.image_id = l.image_id AND q.round < l.round GROUP BY l.label_id),
 base AS (
-  SELECT l.label_id, l.image_id, l.label, l.is_skip, l.proposed, l.round AS label_round, l.received_at,
+  SELECT p.at_round, l.label_id, l.image_id, l.label, l.is_skip, l.proposed, l.round AS label_round, l.received_at,
          l.annotated_at, coalesce(l.annotated_at, l.received_at) AS answered_at,
          coalesce(u.email, l.annotator) AS annotator, l.annotator AS annotator_as_delivered,
          l.annotation_id, l.task_id, l.seconds, l.seconds_source, l.file_id, l.file_sha256, l.line, l.note,
          w.answers_round, coalesce(w.answers_round, -1) AS answer_window,
-         coalesce(x.retracted_from <= at_round, false) AS retracted
-  FROM labels l
+         coalesce(x.retracted_from <= p.at_round, false) AS retracted
+  FROM pairs p
+  JOIN labels l ON l.image_id = p.image_id AND l.round <= p.at_round
   LEFT JOIN label_files f ON f.file_id = l.file_id
   LEFT JOIN annotators u ON u.user_id = l.annotator AND starts_with(f.format, 'label_studio')
   LEFT JOIN win w ON w.label_id = l.label_id
-  LEFT JOIN ret x ON x.file_sha256 = l.file_sha256
-  WHERE l.round <= at_round),
+  LEFT JOIN ret x ON x.file_sha256 = l.file_sha256),
 ranked AS (
   SELECT *,
-         row_number() OVER (PARTITION BY image_id, retracted, answer_window, annotator
+         row_number() OVER (PARTITION BY at_round, image_id, retracted, answer_window, annotator
                             ORDER BY {ANSWER_ORDER}) AS rank_in_window,
-         max(answer_window) FILTER (WHERE NOT retracted) OVER (PARTITION BY image_id) AS latest_window
+         max(answer_window) FILTER (WHERE NOT retracted) OVER (PARTITION BY at_round, image_id) AS latest_window
   FROM base)
 SELECT * EXCLUDE (latest_window),
        CASE WHEN retracted THEN 'retracted'
@@ -63,80 +77,85 @@ SELECT * EXCLUDE (latest_window),
             ELSE 'the image was proposed again and answered' END AS superseded_because
 FROM ranked"""
 
-_IMAGE_LABELS_AT = f"""
-CREATE MACRO image_labels_at(at_round) AS TABLE
+# Each annotator counts once per image (rank_in_window = 1), so n_answers is also the number of annotators.
+_IMAGE_LABELS_ASOF = f"""
+CREATE MACRO image_labels_asof(as_of, history) AS TABLE
 WITH cur AS (
-  SELECT *, row_number() OVER (PARTITION BY image_id ORDER BY {ANSWER_ORDER}) AS recency
-  FROM answers_at(at_round) WHERE state = 'current'),
+  SELECT *, row_number() OVER (PARTITION BY at_round, image_id ORDER BY {ANSWER_ORDER}) AS recency
+  FROM answers_asof(as_of, history) WHERE state = 'current'),
 pol AS (SELECT coalesce(max(value) FILTER (WHERE name = 'policy'), '{DEFAULT_POLICY}') AS policy FROM label_settings),
 votes AS (
-  SELECT image_id, label, count(*) AS n, min(recency) AS recency, arg_min(label_id, recency) AS label_id
-  FROM cur WHERE NOT is_skip GROUP BY image_id, label),
+  SELECT at_round, image_id, label, count(*) AS n, min(recency) AS recency, arg_min(label_id, recency) AS label_id
+  FROM cur WHERE NOT is_skip GROUP BY at_round, image_id, label),
 top AS (
-  SELECT image_id, label AS majority_label, label_id AS majority_label_id, n AS majority_votes FROM (
-    SELECT *, row_number() OVER (PARTITION BY image_id ORDER BY n DESC, recency) AS rn FROM votes) WHERE rn = 1),
+  SELECT at_round, image_id, count(*) AS n_classes, arg_min(label, (-n, recency)) AS majority_label,
+         arg_min(label_id, (-n, recency)) AS majority_label_id, max(n) AS majority_votes
+  FROM votes GROUP BY at_round, image_id),
 img AS (
-  SELECT image_id, count(*) AS n_answers, count(*) FILTER (WHERE is_skip) AS n_skips,
-         count(DISTINCT label) FILTER (WHERE NOT is_skip) AS n_classes,
-         count(DISTINCT annotator) + (count(*) FILTER (WHERE annotator IS NULL) > 0)::INTEGER AS n_annotators,
+  SELECT at_round, image_id, count(*) AS n_answers, count(*) FILTER (WHERE is_skip) AS n_skips,
          arg_min(label, recency) AS latest_label, arg_min(is_skip, recency) AS latest_is_skip,
          arg_min(label_id, recency) AS latest_label_id, max(answer_window) AS answer_window,
-         max(label_round) AS label_round,
-         list({{'annotator': annotator, 'label': label, 'is_skip': is_skip, 'label_id': label_id,
-                'answered_at': answered_at}} ORDER BY recency DESC) AS answers
-  FROM cur GROUP BY image_id),
+         max(label_round) AS label_round
+  FROM cur GROUP BY at_round, image_id),
 decided AS (
-  SELECT i.*, t.majority_label, t.majority_label_id, t.majority_votes, p.policy,
+  SELECT i.*, coalesce(t.n_classes, 0) AS n_classes, t.majority_label, t.majority_label_id, t.majority_votes,
+         p.policy,
          CASE WHEN p.policy = 'latest' THEN CASE WHEN i.latest_is_skip THEN 'skipped' ELSE 'labelled' END
-              WHEN i.n_classes = 0 THEN 'skipped'
-              WHEN p.policy = 'unanimous' AND i.n_classes > 1 THEN 'disputed'
+              WHEN t.n_classes IS NULL THEN 'skipped'
+              WHEN p.policy = 'unanimous' AND t.n_classes > 1 THEN 'disputed'
               ELSE 'labelled' END AS status
-  FROM img i CROSS JOIN pol p LEFT JOIN top t ON t.image_id = i.image_id)
-SELECT image_id, status,
+  FROM img i CROSS JOIN pol p LEFT JOIN top t ON t.at_round = i.at_round AND t.image_id = i.image_id)
+SELECT at_round, image_id, status,
        CASE WHEN status <> 'labelled' THEN NULL WHEN policy = 'latest' THEN latest_label
             ELSE majority_label END AS label,
        CASE WHEN status = 'disputed' THEN NULL WHEN status = 'skipped' OR policy = 'latest' THEN latest_label_id
             ELSE majority_label_id END AS label_id,
-       policy, n_classes > 1 AS disagreement, n_answers, n_skips, n_classes, n_annotators, latest_label,
-       majority_label, majority_votes, CASE WHEN answer_window < 0 THEN NULL ELSE answer_window END AS answers_round,
-       label_round, answers
+       policy, n_classes > 1 AS disagreement, n_answers, n_skips, n_classes, n_answers AS n_annotators,
+       latest_label, majority_label, majority_votes,
+       CASE WHEN answer_window < 0 THEN NULL ELSE answer_window END AS answers_round, label_round
 FROM decided"""
 
+# Answered: read from the base tables (the sensor asks it at every tick), with the answers view's rule for a
+# retracted row (any retraction: it never counts now).
 _BATCH_ANSWERS = """
 CREATE VIEW batch_answers AS
+WITH live AS (
+  SELECT image_id, round, is_skip FROM labels WHERE file_sha256 NOT IN (SELECT file_sha256 FROM retractions))
 SELECT q.round, q.rank, q.image_id, q.path, q.strategy, r.status AS batch_status,
-       count(a.label_id) > 0 AS answered, count(a.label_id) AS n_answers,
-       count(a.label_id) FILTER (WHERE a.is_skip) AS n_skips,
-       count(a.label_id) > 0 AND bool_and(a.is_skip) AS skipped_only, i.status AS image_status
+       count(a.image_id) > 0 AS answered, count(a.image_id) AS n_answers,
+       count(a.image_id) FILTER (WHERE a.is_skip) AS n_skips,
+       count(a.image_id) > 0 AND bool_and(a.is_skip) AS skipped_only
 FROM queries q
 LEFT JOIN rounds r ON r.round = q.round
-LEFT JOIN answers a ON a.image_id = q.image_id AND a.label_round > q.round AND NOT a.retracted
-LEFT JOIN image_labels i ON i.image_id = q.image_id
-GROUP BY q.round, q.rank, q.image_id, q.path, q.strategy, r.status, i.status"""
+LEFT JOIN live a ON a.image_id = q.image_id AND a.round > q.round
+GROUP BY q.round, q.rank, q.image_id, q.path, q.strategy, r.status"""
 
 _DISAGREEMENTS = """
 CREATE VIEW label_disagreements AS
-WITH w AS (
-  SELECT image_id, answer_window, any_value(answers_round) AS answers_round, max(label_round) AS label_round,
-         count(DISTINCT label) FILTER (WHERE NOT is_skip) AS n_classes,
-         list(DISTINCT label ORDER BY label) FILTER (WHERE NOT is_skip) AS classes,
-         count(DISTINCT annotator) + (count(*) FILTER (WHERE annotator IS NULL) > 0)::INTEGER AS n_annotators,
-         list({'annotator': annotator, 'label': label, 'is_skip': is_skip, 'label_id': label_id,
-               'annotation_id': annotation_id, 'task_id': task_id, 'answered_at': answered_at}
-              ORDER BY received_at, annotated_at NULLS FIRST, label_id) AS answers,
-         bool_or(state = 'current') AS is_current
-  FROM answers WHERE NOT retracted AND rank_in_window = 1 GROUP BY image_id, answer_window)
+WITH counted AS (
+  SELECT image_id, answer_window FROM answers WHERE NOT retracted AND rank_in_window = 1
+  GROUP BY image_id, answer_window HAVING count(DISTINCT label) FILTER (WHERE NOT is_skip) > 1),
+w AS (  -- the answers of those windows only: lists are built for the few windows that disagree
+  SELECT a.image_id, a.answer_window, any_value(a.answers_round) AS answers_round,
+         max(a.label_round) AS label_round, count(DISTINCT a.label) FILTER (WHERE NOT a.is_skip) AS n_classes,
+         list(DISTINCT a.label ORDER BY a.label) FILTER (WHERE NOT a.is_skip) AS classes,
+         count(DISTINCT a.annotator) + (count(*) FILTER (WHERE a.annotator IS NULL) > 0)::INTEGER AS n_annotators,
+         list({'annotator': a.annotator, 'label': a.label, 'is_skip': a.is_skip, 'label_id': a.label_id,
+               'annotation_id': a.annotation_id, 'task_id': a.task_id, 'answered_at': a.answered_at}
+              ORDER BY a.received_at, a.annotated_at NULLS FIRST, a.label_id) AS answers,  -- OLDEST_FIRST
+         bool_or(a.state = 'current') AS is_current
+  FROM answers a JOIN counted c ON c.image_id = a.image_id AND c.answer_window = a.answer_window
+  WHERE NOT a.retracted AND a.rank_in_window = 1 GROUP BY a.image_id, a.answer_window)
 SELECT w.image_id, w.answers_round, w.label_round, w.n_classes, w.classes, w.n_annotators, w.answers, w.is_current,
        i.policy, i.status AS image_status, i.label AS training_label,
        CASE WHEN NOT w.is_current THEN 'proposed again and answered'
             WHEN i.status = 'disputed' THEN 'disputed: queued for adjudication'
             ELSE 'resolved by the ' || i.policy || ' policy' END AS resolution
-FROM w LEFT JOIN image_labels i ON i.image_id = w.image_id
-WHERE w.n_classes > 1"""
+FROM w LEFT JOIN image_labels i ON i.image_id = w.image_id"""
 
 _ADJUDICATION_QUEUE = """
 CREATE VIEW adjudication_queue AS
-SELECT i.image_id, i.label_round, i.answers_round, i.n_classes, i.answers
+SELECT i.image_id, i.label_round, i.answers_round, i.n_classes
 FROM image_labels i
 WHERE i.status = 'disputed'
   AND i.image_id NOT IN (SELECT image_id FROM eval_set)
@@ -148,13 +167,29 @@ _ROUND_SUMMARY = """
 CREATE OR REPLACE VIEW round_summary AS
 WITH all_rounds AS (
   SELECT round FROM rounds UNION SELECT round FROM probes UNION SELECT round FROM labels),
+-- each image's state from every round its answers can change until the next: counts per round are running sums
+-- of the changes (one pass over the images' states, not one per round)
+hist AS (
+  SELECT p.image_id, p.at_round, coalesce(h.status, 'none') AS status, coalesce(h.disagreement, false) AS dis
+  FROM (SELECT image_id, at_round FROM answers_asof(0, true) GROUP BY ALL) p
+  LEFT JOIN image_labels_asof(0, true) h ON h.image_id = p.image_id AND h.at_round = p.at_round),
+spans AS (
+  SELECT *, lead(at_round) OVER (PARTITION BY image_id ORDER BY at_round) AS until FROM hist),
+deltas AS (
+  SELECT at_round AS round, status, dis, 1 AS d FROM spans
+  UNION ALL SELECT until, status, dis, -1 FROM spans WHERE until IS NOT NULL),
+per_round AS (
+  SELECT round, sum(d) FILTER (WHERE status = 'labelled') AS l, sum(d) FILTER (WHERE status = 'skipped') AS s,
+         sum(d) FILTER (WHERE status = 'disputed') AS x, sum(d) FILTER (WHERE dis) AS g
+  FROM deltas GROUP BY round),
 so_far AS (
-  SELECT a.round,
-         (SELECT count(*) FILTER (WHERE status = 'labelled') FROM image_labels_at(a.round)) AS labels_so_far,
-         (SELECT count(*) FILTER (WHERE status = 'skipped') FROM image_labels_at(a.round)) AS skips_so_far,
-         (SELECT count(*) FILTER (WHERE status = 'disputed') FROM image_labels_at(a.round)) AS disputed_so_far,
-         (SELECT count(*) FILTER (WHERE disagreement) FROM image_labels_at(a.round)) AS disagreements_so_far
-  FROM all_rounds a),
+  SELECT r.round,
+         (sum(coalesce(p.l, 0)) OVER w)::BIGINT AS labels_so_far,
+         (sum(coalesce(p.s, 0)) OVER w)::BIGINT AS skips_so_far,
+         (sum(coalesce(p.x, 0)) OVER w)::BIGINT AS disputed_so_far,
+         (sum(coalesce(p.g, 0)) OVER w)::BIGINT AS disagreements_so_far
+  FROM (SELECT round FROM all_rounds UNION SELECT round FROM per_round) r LEFT JOIN per_round p ON p.round = r.round
+  WINDOW w AS (ORDER BY r.round)),
 ingested AS (SELECT round, count(*) AS labels_ingested FROM labels GROUP BY round),
 latest_probe AS (
   SELECT * EXCLUDE (rn) FROM (
@@ -216,7 +251,7 @@ SELECT a.label_id, a.image_id, i.first_seen AS image_first_seen, e.config_ids,
        coalesce(t.n_probes, 0) AS n_probes, coalesce(t.probes, []) AS probes,
        a.annotator_as_delivered, a.task_id, a.annotated_at, a.seconds, a.seconds_source, a.superseded_because,
        coalesce(il.label_id = a.label_id, false) AS decides, il.status AS image_status, il.label AS training_label,
-       il.policy, coalesce(w.disagreement, false) AS disagreement,
+       il.policy, coalesce(w.disagreement AND NOT a.retracted, false) AS disagreement,
        q.predicted AS proposed_prediction, q.predicted_score AS proposed_prediction_score
 FROM answers a
 LEFT JOIN images i ON i.image_id = a.image_id
@@ -226,7 +261,7 @@ LEFT JOIN ret ON ret.file_sha256 = a.file_sha256
 LEFT JOIN proposal q ON q.label_id = a.label_id
 LEFT JOIN trained t ON t.label_id = a.label_id
 LEFT JOIN image_labels il ON il.image_id = a.image_id
-LEFT JOIN windows w ON w.image_id = a.image_id AND w.answer_window = a.answer_window AND NOT a.retracted
+LEFT JOIN windows w ON w.image_id = a.image_id AND w.answer_window = a.answer_window
 ORDER BY a.image_id, a.label_id"""
 
 MIGRATION_3: list[str] = [
@@ -245,8 +280,10 @@ MIGRATION_3: list[str] = [
     # Label Studio user id -> email (from exports that carry both, or looked up through the API)
     """CREATE TABLE IF NOT EXISTS annotators (
         user_id VARCHAR PRIMARY KEY, email VARCHAR NOT NULL, source VARCHAR NOT NULL, seen_at TIMESTAMP NOT NULL)""",
-    _ANSWERS_AT,
-    _IMAGE_LABELS_AT,
+    _ANSWERS_ASOF,
+    _IMAGE_LABELS_ASOF,
+    "CREATE MACRO answers_at(as_of) AS TABLE SELECT * EXCLUDE (at_round) FROM answers_asof(as_of, false)",
+    "CREATE MACRO image_labels_at(as_of) AS TABLE SELECT * EXCLUDE (at_round) FROM image_labels_asof(as_of, false)",
     f"CREATE VIEW answers AS SELECT * FROM answers_at({NOW_ROUND})",
     f"CREATE VIEW image_labels AS SELECT * FROM image_labels_at({NOW_ROUND})",
     # the labels row each image's training label (or skip) comes from; disputed images have none

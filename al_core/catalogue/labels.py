@@ -5,6 +5,8 @@
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 
+from al_core.catalogue.label_views import OLDEST_FIRST
+
 # The columns of a labels row that the loop supplies per row (label_id, received_at and round are set per insert).
 LABEL_ROW_COLUMNS = ("image_id", "label", "is_skip", "proposed", "file_sha256", "file_id", "annotation_id",
                      "annotator", "line", "note", "task_id", "annotated_at", "seconds", "seconds_source")
@@ -167,12 +169,20 @@ def disagreements(con, image_id: str | None = None) -> list[dict]:
 
 
 def image_label(con, image_id: str) -> dict | None:
-    """The ``image_labels`` row of one image (status, label, label_id, policy, disagreement, answers...), or None."""
+    """The ``image_labels`` row of one image (status, label, label_id, policy, disagreement, n_answers...) and
+    its counting answers (``answers``: annotator, label, is_skip, label_id, answered_at; oldest first), or None."""
     cur = con.execute(
         """SELECT status, label, label_id, policy, disagreement, n_answers, n_skips, n_classes, n_annotators,
-                  answers_round, label_round, answers FROM image_labels WHERE image_id = ?""", [image_id])
+                  answers_round, label_round FROM image_labels WHERE image_id = ?""", [image_id])
     row = cur.fetchone()
-    return None if row is None else dict(zip([c[0] for c in cur.description], row, strict=True))
+    if row is None:
+        return None
+    out = dict(zip([c[0] for c in cur.description], row, strict=True))
+    cur = con.execute(
+        f"""SELECT annotator, label, is_skip, label_id, answered_at FROM answers
+            WHERE image_id = ? AND state = 'current' ORDER BY {OLDEST_FIRST}""", [image_id])
+    out["answers"] = [dict(zip([c[0] for c in cur.description], r, strict=True)) for r in cur.fetchall()]
+    return out
 
 
 def n_labels_of_file(con, sha256: str) -> int:

@@ -105,10 +105,12 @@ def answered_count(con, round_: int) -> tuple[int, int]:
 def batch_answer_summary(con, round_: int) -> dict:
     """Batch ``round_``: proposed, answered, skipped (every answer a skip), disputed, and the unanswered images
     (image_id, path) in rank order."""
-    n, answered, skipped, disputed = con.execute(
-        """SELECT count(*), count(*) FILTER (WHERE answered), count(*) FILTER (WHERE skipped_only),
-                  count(*) FILTER (WHERE answered AND image_status = 'disputed')
+    n, answered, skipped = con.execute(
+        """SELECT count(*), count(*) FILTER (WHERE answered), count(*) FILTER (WHERE skipped_only)
            FROM batch_answers WHERE round = ?""", [round_]).fetchone()
+    disputed = con.execute(
+        """SELECT count(*) FROM queries q JOIN image_labels i ON i.image_id = q.image_id
+           WHERE q.round = ? AND i.status = 'disputed' AND i.label_round > q.round""", [round_]).fetchone()[0]
     missing = con.execute("SELECT image_id, path FROM batch_answers WHERE round = ? AND NOT answered ORDER BY rank",
                           [round_]).fetchall()
     return {"round": round_, "proposed": int(n), "answered": int(answered), "skipped": int(skipped),

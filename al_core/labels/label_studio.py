@@ -48,24 +48,27 @@ def task_key(round_: int, image_id: str) -> str:
     return f"round-{round_:04d}/{image_id}"
 
 
+def under_root(path: str, document_root: str | os.PathLike) -> bool:
+    """Whether ``path`` lies strictly under ``document_root`` (so Label Studio can serve it from there)."""
+    root = Path(document_root).absolute()
+    p = Path(path).absolute()
+    return p != root and root in p.parents
+
+
 def url_fields(path: str, image_id: str, document_root: str | os.PathLike | None) -> dict[str, str]:
     """The fields of ``labels.image_url_template`` for one image (the module docstring).
 
-    With ``document_root`` None, relpath is ``path`` as given (without a leading ``/``). Raises ValueError when
-    ``path`` is not under ``document_root``.
+    relpath is relative to ``document_root``; with no document root, or for a path outside it, relative to the
+    filesystem root (the absolute path without its leading ``/``: what a Label Studio whose document root is
+    ``/`` serves). The proposal notes the images outside the document root.
     """
-    from al_core.labelstudio.urls import LOCAL_FILES_PREFIX, LocalFilesPathError, local_files_url
+    from al_core.labelstudio.urls import LOCAL_FILES_PREFIX, local_files_url
 
-    if document_root is None:
-        rel = path.lstrip("/")
-        url_path = local_files_url(rel, "/")[len(LOCAL_FILES_PREFIX):] if rel else ""
-    else:
-        try:
-            url_path = local_files_url(path, document_root)[len(LOCAL_FILES_PREFIX):]
-        except LocalFilesPathError as e:
-            raise ValueError(f"{e}: set label_studio.document_root to a folder that holds every image "
-                             "(Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)") from None
-        rel = Path(path).absolute().relative_to(Path(document_root).absolute()).as_posix()
+    p = Path(path)
+    root = (Path(document_root) if document_root is not None and under_root(path, document_root)
+            else Path(p.absolute().anchor or "/"))
+    url_path = local_files_url(p.absolute(), root)[len(LOCAL_FILES_PREFIX):]
+    rel = p.absolute().relative_to(root.absolute()).as_posix()
     return {"path": path, "image_id": image_id, "name": os.path.basename(path), "relpath": rel,
             "url_path": url_path}
 

@@ -1,7 +1,7 @@
 """Proposing a batch: the adjudication queue first, then the round's strategy; record it, hand it to the annotators."""
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class Proposal:
     n_labelled: int = 0  # training labels when the batch was selected
     eval_holdout: int | None = None  # the seed pool only: images held out for evaluation
     n_adjudication: int = 0  # images proposed again because their annotators disagreed (labels.policy: unanimous)
+    warnings: list[str] = field(default_factory=list)  # what the annotators' files may lack (task image URLs)
 
     def as_dict(self) -> dict:
         """Every field but the image ids and scores (the asset value; the ids are in ``queries``)."""
@@ -78,16 +79,18 @@ def _prelabels(cfg: ProjectConfig, pool: Pool, probe, rows: list[int]) -> list[t
     return [(pool.classes[int(c)], float(proba[i, c])) for i, c in enumerate(k)]
 
 
-def _check_urls(cfg: ProjectConfig, ids: list[str], paths: dict) -> None:
-    """Every image of the batch has a task URL (its path lies under the document root), or LoopError before the
-    batch is recorded: a batch whose outbox cannot be written would stop the loop."""
-    from al_core.labels.label_studio import url_fields
+def _url_warnings(cfg: ProjectConfig, ids: list[str], paths: dict) -> list[str]:
+    """A warning when images lie outside label_studio.document_root: their Label Studio task URLs are then
+    relative to the filesystem root, which a Label Studio with another document root cannot serve (the batch and
+    its CSV are not affected)."""
+    from al_core.labels.label_studio import under_root
 
-    for iid in ids:
-        try:
-            url_fields(paths[iid], iid, cfg.document_root)
-        except ValueError as e:
-            raise LoopError(f"batch not proposed: {e}") from None
+    root = cfg.document_root
+    outside = sum(1 for iid in ids if not under_root(paths[iid], root))
+    if not outside:
+        return []
+    return [f"{outside} image(s) outside label_studio.document_root {root}: their Label Studio task URLs are "
+            "relative to / (set label_studio.document_root to a folder that holds every image)"]
 
 
 def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, probe_id: str | None = None,
@@ -129,7 +132,7 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
     prelabels = _prelabels(cfg, pool, probe, rows)
     with store.connect(read_only=True, view=False) as con:
         paths = images.ok_path_of(con, ids)
-    _check_urls(cfg, ids, paths)
+    warnings = _url_warnings(cfg, ids, paths)
     with store.transaction() as con:
         rounds_q.insert_round(con, round_=round_, kind=kind, strategy=name, seed=seed, budget=budget,
                               requested_budget=requested, config_id=pool.config_id, probe_id=probe_id,
@@ -142,7 +145,7 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
                                 predictions=dict(zip(ids, prelabels, strict=True)), model_version=probe_id)
     return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates), note,
                     files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)),
-                    n_adjudication=len(adjudicate))
+                    n_adjudication=len(adjudicate), warnings=warnings)
 
 
 def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None = None) -> Proposal:
