@@ -653,6 +653,18 @@ def test_label_studio_tasks_carry_the_batch():
     assert "predictions" not in plain[0]
 
 
+def test_task_url_fields_agree_with_label_studios_local_files_url(tmp_path):
+    # one rule for a local-files URL: the writer's {url_path} and al_core.labelstudio.urls give the same
+    from al_core.labels.label_studio import url_fields
+    from al_core.labelstudio.urls import LOCAL_FILES_PREFIX, local_files_url
+
+    for name in ("plain.jpg", "c+d.jpg", "r&d.jpg", "x#1.jpg", "with space.jpg", "é.jpg", "100%.png", "a?b=c.jpg"):
+        path = tmp_path / "images" / "sub dir" / name
+        f = url_fields(str(path), "id", tmp_path)
+        assert LOCAL_FILES_PREFIX + f["url_path"] == local_files_url(path, tmp_path), name
+        assert f["relpath"] == f"images/sub dir/{name}"
+
+
 def test_label_studio_task_urls_match_the_real_servers_import(tmp_path):
     # tests/data/label-studio-1.23.2/tasks.json: the import a real Label Studio 1.23.2 served every image of, with
     # its document root the image folder's parent; the writer makes the same URLs and paths

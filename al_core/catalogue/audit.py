@@ -170,7 +170,7 @@ def latest_round_config_id(con) -> str | None:
     return row[0] if row else None
 
 
-def current_labels_frame(con) -> pl.DataFrame:
+def image_labels_frame(con) -> pl.DataFrame:
     """The label of every answered image (``image_labels``): image_id, label (the training label; the skip row's
     label for a skipped image; null for a disputed one), is_skip, status ('labelled' | 'skipped' | 'disputed')."""
     return con.execute(

@@ -5,7 +5,7 @@ and the skip label. ``label_studio_tasks`` are the import tasks of one proposed 
 
 - ``image``: the image's URL, ``labels.image_url_template`` filled with ``{path}`` (absolute), ``{image_id}``,
   ``{name}`` (the file name), ``{relpath}`` (the path relative to the document root) and ``{url_path}`` (relpath
-  percent-encoded with ``/`` kept, al_core.labelstudio.urls). The default,
+  percent-encoded with ``/`` kept). The default,
   ``/data/local-files/?d={url_path}``, is Label Studio's local-files URL with ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``
   = the document root (the image root's parent unless ``label_studio.document_root`` says otherwise), so ``+``,
   ``&``, ``#``, spaces and non-ASCII names load; images in object storage use their own URL template;
@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 CHOICES_NAME = "label"  # the <Choices name>: JSON_MIN, CSV and TSV name their choice column after it
@@ -60,17 +61,16 @@ def url_fields(path: str, image_id: str, document_root: str | os.PathLike | None
 
     relpath is relative to ``document_root``; with no document root, or for a path outside it, relative to the
     filesystem root (the absolute path without its leading ``/``: what a Label Studio whose document root is
-    ``/`` serves). The proposal notes the images outside the document root.
+    ``/`` serves). The proposal notes the images outside the document root. url_path is relpath percent-encoded
+    with ``/`` kept, as Label Studio's own storage sync writes it (al_core.labelstudio.urls builds the same
+    local-files URL; tests/test_labels.py checks they agree).
     """
-    from al_core.labelstudio.urls import LOCAL_FILES_PREFIX, local_files_url
-
-    p = Path(path)
-    root = (Path(document_root) if document_root is not None and under_root(path, document_root)
-            else Path(p.absolute().anchor or "/"))
-    url_path = local_files_url(p.absolute(), root)[len(LOCAL_FILES_PREFIX):]
-    rel = p.absolute().relative_to(root.absolute()).as_posix()
+    p = Path(path).absolute()
+    root = (Path(document_root).absolute() if document_root is not None and under_root(path, document_root)
+            else Path(p.anchor or "/"))
+    rel = p.relative_to(root).as_posix()
     return {"path": path, "image_id": image_id, "name": os.path.basename(path), "relpath": rel,
-            "url_path": url_path}
+            "url_path": quote(rel, safe="/")}
 
 
 def prediction(label: str, score: float | None, model_version: str) -> dict:

@@ -294,7 +294,7 @@ def _read_export_inputs(store: Store) -> tuple[dict | None, str | None, pl.DataF
     with store.connect(read_only=True, view=False) as con:
         probe = Q.latest_probe(con)
         config_id = probe["config_id"] if probe else (Q.latest_round_config_id(con) or newest_embedded_config_id(con))
-        return probe, config_id, Q.current_labels_frame(con), Q.image_path_frame(con)
+        return probe, config_id, Q.image_labels_frame(con), Q.image_path_frame(con)
 
 
 def _predictions(store: Store, cfg, probe: dict | None, config_id: str | None) -> pl.DataFrame:
