@@ -855,3 +855,46 @@ def test_labels_cli_usage_and_registration(capsys):
     assert main(["check"]) == 2  # FILE missing
     assert main(["frobnicate"]) == 2
     capsys.readouterr()
+
+
+# ---------------------------------------------------------------- the real Label Studio 1.23.2 exports
+LS_DATA = ROOT / "tests" / "data" / "label-studio-1.23.2"
+LS_FILES = ["export/JSON.json", "export/JSON-all.json", "export/JSON_MIN.json", "export/JSON_MIN-all.json",
+            "export/CSV.csv", "export/CSV-all.csv", "export/TSV.csv", "export/TSV-all.csv",
+            *(f"target-per-task/{p.name}" for p in sorted((LS_DATA / "target-per-task").iterdir())),
+            *(f"target-per-annotation/{p.name}" for p in sorted((LS_DATA / "target-per-annotation").iterdir()))]
+
+
+@pytest.mark.parametrize("rel", LS_FILES)
+def test_every_real_label_studio_export_reads_the_same_answers(tmp_path, rel):
+    # what tests/test_labelstudio_server.py saved from a real server, its image ids (img0000..) made sha256s;
+    # tests/test_label_studio_exports.py delivers the same files through the loop
+    ids = {f"img{i:04d}": hashlib.sha256(f"img{i:04d}".encode()).hexdigest() for i in range(6)}
+    data = (LS_DATA / rel).read_bytes()
+    for fake, real in ids.items():
+        data = data.replace(fake.encode(), real.encode())
+    p = parse(tmp_path, data, name=rel.replace("/", "-"), classes=("cat", "dog", "ship"),
+              known_image_ids=set(ids.values()))
+    assert p.ok and p.errors == (), p.errors
+    scenario = json.loads((LS_DATA / "scenario.json").read_text())
+    users = scenario["users"]
+    expected = {(a["annotation_id"], a["task_id"], a["choice"] or "skip", a["lead_time"], a["annotator"])
+                for a in scenario["annotations"] if a["what"] != "empty"}
+    got = {(int(r.annotation_id), int(r.task_id), r.label, r.seconds, users.get(r.annotator, r.annotator))
+           for r in p.rows}
+    if rel.startswith("target"):
+        task = int(rel.split("/")[1].split(".")[0])
+        by = "task_id" if rel.startswith("target-per-task") else "annotation_id"
+        expected = {e for e in expected if e[0 if by == "annotation_id" else 1] == task}
+    elif not rel.startswith("export/JSON.") and not rel.startswith("export/JSON-"):
+        expected = {e for e in expected if e[2] != "skip"}  # JSON_MIN, CSV, TSV leave the skipped task out
+    assert got == expected
+    assert all(r.seconds_source == "lead_time" and r.annotated_at is not None for r in p.rows)
+    assert p.format == {"export/JSON": "label_studio", "export/JSON_MIN": "label_studio_min",
+                        "export/CSV": "label_studio_csv", "export/TSV": "label_studio_tsv",
+                        "target-per-task": "label_studio_task",
+                        "target-per-annotation": "label_studio_annotation"}[rel.split("/")[0] if rel.startswith(
+                            "target") else rel.rsplit(".", 1)[0].removesuffix("-all")]
+    # the empty Submit (task 4, annotation 3): a warning naming both, wherever the file holds it
+    holds_empty = not rel.startswith("target") or rel.split("/")[1] in ("4.json", "3")
+    assert [(w.task_id, w.annotation_id) for w in p.warnings] == ([("4", "3")] if holds_empty else [])
