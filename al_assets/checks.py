@@ -52,12 +52,13 @@ def _partition(context) -> str:
 
 def _check_batch(context, project, asset_name: str) -> dg.AssetCheckResult:
     part = _partition(context)
-    store = open_store(project.load())
+    cfg = project.load()
+    store = open_store(cfg)
     value = store.get_asset_output(asset_name, part)
     if value.get("stopped"):
         return dg.AssetCheckResult(passed=True, metadata={"stopped": value["stopped"]})
     with _read(store) as con:
-        p = rounds_q.proposal_problems(con, int(part))
+        p = rounds_q.proposal_problems(con, int(part), skipped_may_return=cfg.labels.propose_skipped_again)
     ok = (p["already_labelled_or_skipped"] == 0 and p["in_eval_set"] == 0 and p["proposed_before"] == 0
           and p["proposed"] == p["recorded_budget"]
           and (p["proposed"] == value["requested_budget"] or bool(value.get("note"))))
@@ -73,8 +74,9 @@ def seed_pool_is_valid(context: dg.AssetCheckExecutionContext, project: ProjectR
 
 
 @dg.asset_check(asset=query_set, blocking=True,
-                description="No proposed image is labelled, skipped, pending in an earlier batch or in the evaluation "
-                            "set; the batch has the budget, or all that remained (recorded)")
+                description="No proposed image is labelled, disputed (but for adjudication), skipped (unless "
+                            "labels.propose_skipped_again), pending in an open batch or in the evaluation set; the "
+                            "batch has the budget, or all that remained (recorded)")
 def query_set_is_valid(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
     return _check_batch(context, project, "query_set")
 

@@ -59,6 +59,8 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
     prop = propose_seed(store, cfg, embeddings["config_id"], run_id=context.run.run_id)
     if prop.already_proposed:
         context.log.info(f"batch 0 {prop.note} (a retried run); the outbox files are in place")
+    for w in prop.warnings:
+        context.log.warning(w)
     return dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
         "eval_holdout": prop.eval_holdout} | _pictures(store, cfg, ("proposed_images",)))
 
@@ -78,6 +80,8 @@ def _proposal_metadata(prop, embeddings) -> dict:
         "outbox_csv": dg.MetadataValue.path(prop.outbox_files[0]),
         "note": prop.note or "",
         "classes": ", ".join(prop.classes),  # the class list the batch was scored with (the probe's, in order)
+        "adjudication": prop.n_adjudication,
+        "warnings": dg.MetadataValue.json(prop.warnings),
         "proposed": dg.MetadataValue.md(_table(prop)),
     }
 
@@ -115,7 +119,18 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
         "answered": f"{rep.answered}/{rep.proposed}",
         "ready_for_next_round": rep.ready or res.force_close,
         "files": dg.MetadataValue.json(value["files"]),
+        **_labelling_metadata(rep.labelling),
     })
+
+
+def _labelling_metadata(state: dict) -> dict:
+    """The round's label state (al_core.loop.label_history.labelling_state): disagreements are never dropped."""
+    batch = state.get("batch") or {}
+    return {"label_policy": state.get("policy") or "latest", "disagreements": state.get("disagreements", 0),
+            "new_disagreements": state.get("new_disagreements", 0), "disputed": state.get("disputed", 0),
+            "adjudication_queued": state.get("adjudication_queued", 0), "skipped_images": state.get("skipped", 0),
+            "batch_skipped": batch.get("skipped", 0),
+            "unanswered": dg.MetadataValue.json(batch.get("unanswered", []))}
 
 
 @dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
@@ -191,6 +206,8 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
         return
     if prop.already_proposed:
         context.log.info(f"batch {r} {prop.note} (a retried run); the outbox files are in place")
+    for w in prop.warnings:
+        context.log.warning(w)
     yield dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
         "probe_id": prop.probe_id or "", "already_proposed": prop.already_proposed}
                     | _pictures(store, cfg, ("proposed_images",)))

@@ -87,12 +87,14 @@ def _log_validation(context, view) -> None:
         if parsed is None:
             context.log.warning(f"inbox: {name}: {f.note}")
         elif parsed.ok:
-            context.log.info(f"inbox: {name} ({sha}) valid, {len(parsed.rows)} rows")
+            warned = (f", {parsed.n_warnings} warning(s); first: {printable_name(str(parsed.warnings[0]))}"
+                      if parsed.warnings else "")
+            context.log.info(f"inbox: {name} ({sha}) valid, {len(parsed.rows)} rows{warned}")
         else:
             first = parsed.errors[0] if parsed.errors else None
             context.log.warning(
                 f"inbox: {name} ({sha}) INVALID, will be rejected whole: {len(parsed.errors)} error(s)"
-                + (f"; line {first.line}: {first.message}" if first else ""))
+                + (f"; {first.where}: {printable_name(first.message)}" if first else ""))
     for r in view.survey.refused:
         context.log.warning(f"inbox: {r.name} REFUSED, never read: {r.reason}; the run records it and moves it "
                             "into rejected/")

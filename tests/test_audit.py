@@ -204,7 +204,16 @@ def test_lineage_history_superseded_and_retracted(project):
     store, b0, pr = project["store"], project["b0"], project["probes"]
     d = lineage(store, project["relabelled"])
     old, new = d["labels"]
-    assert (old["state"], new["state"]) == ("superseded", "current")
+    # alice and carol answered the same batch differently: both answers count, a disagreement, never dropped;
+    # the latest policy takes carol's (the newer delivery)
+    assert (old["state"], new["state"]) == ("current", "current")
+    assert (old["decides"], new["decides"]) == (False, True) and old["disagreement"] and new["disagreement"]
+    assert d["current_label"]["label_id"] == new["label_id"]
+    t = d["training"]
+    assert (t["status"], t["label"], t["policy"], t["disagreement"]) == ("labelled", new["label"], "latest", True)
+    [dis] = t["disagreements"]
+    assert [(a["annotator"], a["label"]) for a in dis["answers"]] == [("alice", old["label"]), ("carol", new["label"])]
+    assert dis["resolution"] == "resolved by the latest policy" and dis["is_current"]
     assert (old["file_name"], new["file_name"]) == ("labels-a.csv", "labels-c.csv")
     assert old["proposed_round"] == new["proposed_round"] == 0 and old["proposed_strategy"] == "random"
     assert old["probe_ids"] == [pr["r1"].probe_id] and new["probe_ids"] == [pr["r2v1"].probe_id, pr["r2v2"].probe_id]
@@ -252,6 +261,8 @@ def test_label_lineage_view_agrees_with_lineage(project):
               "annotator": "annotator", "file_name": "file_name", "file_sha256": "file_sha256",
               "file_status": "file_status", "retracted": "retracted", "retracted_from_round": "retracted_from_round",
               "is_current": "is_current", "state": "state", "proposed_round": "proposed_round",
+              "decides": "decides", "disagreement": "disagreement", "task_id": "task_id",
+              "seconds_source": "seconds_source", "superseded_because": "superseded_because",
               "proposed_strategy": "proposed_strategy", "proposed_rank": "proposed_rank"}
     for iid in sorted({v["image_id"] for v in view}):
         d = lineage(store, iid)
@@ -265,9 +276,10 @@ def test_label_lineage_view_agrees_with_lineage(project):
             assert [p["probe_id"] for p in v["probes"]] == lab["probe_ids"] and v["n_probes"] == len(lab["probe_ids"])
             assert v["config_ids"] == [e["config_id"] for e in d["embeddings"]]
             assert iso(v["image_first_seen"]) == d["image"]["first_seen"]
-    # the view's current rows are exactly current_labels
+    # the rows the training labels come from are exactly current_labels, and each is a current answer
     cur_ids = {r[0] for r in store.fetch("SELECT label_id FROM current_labels")}
-    assert {v["label_id"] for v in view if v["is_current"]} == cur_ids
+    assert {v["label_id"] for v in view if v["decides"]} == cur_ids
+    assert all(v["is_current"] for v in view if v["decides"])
 
 
 # ----------------------------------------------------------------------------- export
@@ -439,11 +451,12 @@ def test_version_1_database_migrates_to_the_audit_views(tmp_path, monkeypatch):
     with Store(db).connect():
         pass
     monkeypatch.undo()
-    assert S.SCHEMA_VERSION >= 2
+    assert S.SCHEMA_VERSION >= 3
     with pytest.raises(SchemaVersionError, match="migrate"), Store(db).connect(read_only=True):
         pass
     with Store(db).connect() as con:  # a writable open migrates
         names = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    assert {"round_summary", "label_lineage", "current_labels", "embeddings"} <= names
+    assert {"round_summary", "label_lineage", "current_labels", "embeddings", "answers", "image_labels",
+            "batch_answers", "label_disagreements", "adjudication_queue"} <= names
     assert Store(db).schema_version() == S.SCHEMA_VERSION
     assert rounds_table(Store(db)) == []

@@ -134,11 +134,13 @@ def test_skip_label_rows(tmp_path):
 
 
 def test_same_label_twice_is_counted_once(tmp_path):
-    p = parse(tmp_path, csv_text([(CAT[0], "cat", "alice"), (DOG[0], "dog", ""), (CAT[0], "cat", "bob")]))
-    assert p.ok
-    assert [r.image_id for r in p.rows] == [CAT[0], DOG[0]]
-    assert p.rows[0].annotator == "alice"  # the first row is kept
-    assert p.n_duplicates == 1 and p.n_records == 3
+    # one annotator answering the same twice: counted once (the first row kept); two annotators: two answers
+    p = parse(tmp_path, csv_text([(CAT[0], "cat", "alice"), (DOG[0], "dog", ""), (CAT[0], "cat", "alice"),
+                                  (CAT[0], "cat", "bob"), (DOG[0], "dog", "")]))
+    assert p.ok and p.warnings == ()
+    assert [(r.image_id, r.annotator, r.line) for r in p.rows] == [(CAT[0], "alice", 2), (DOG[0], None, 3),
+                                                                    (CAT[0], "bob", 5)]
+    assert p.n_duplicates == 2 and p.n_records == 5
 
 
 def test_csv_injection_is_stored_verbatim(tmp_path):
@@ -154,17 +156,26 @@ def test_csv_injection_is_stored_verbatim(tmp_path):
     assert (e.line, e.field) == (2, "label") and "not a class" in e.message and e.value_preview == "'=1+2'"
 
 
-# ---------------------------------------------------------------- bad CSV
-def test_two_labels_for_one_image(tmp_path):
+def test_two_annotators_disagreeing_are_both_kept(tmp_path):
+    # two annotators, two labels for one image: two answers (labels.policy decides), no error, no warning
     p = parse(tmp_path, csv_text([(CAT[0], "cat", "a"), (DOG[0], "dog", "a"), (CAT[0], "dog", "b")]))
-    e = only_error(p)
-    assert (e.line, e.field) == (4, "label")
-    assert "'dog' here and 'cat' at line 2" in e.message and "two different labels" in e.message
+    assert p.ok and p.warnings == ()
+    assert [(r.image_id, r.label, r.annotator) for r in p.rows] == [(CAT[0], "cat", "a"), (DOG[0], "dog", "a"),
+                                                                     (CAT[0], "dog", "b")]
 
 
-def test_skip_and_a_class_for_one_image_conflict(tmp_path):
-    e = only_error(parse(tmp_path, csv_text([(CAT[0], "skip", "a"), (CAT[0], "cat", "a")])))
-    assert e.line == 3 and "two different labels" in e.message
+def test_one_annotator_answering_twice_keeps_both_with_a_warning(tmp_path):
+    # the same annotator (named, or unnamed) giving two labels: both rows kept, the later counts; a warning says so
+    for who in ("a", ""):
+        p = parse(tmp_path, csv_text([(CAT[0], "skip", who), (DOG[0], "dog", who), (CAT[0], "cat", who)]))
+        assert p.ok and p.errors == ()
+        assert [(r.line, r.label) for r in p.rows] == [(2, "skip"), (3, "dog"), (4, "cat")]
+        (w,) = p.warnings
+        assert (w.line, w.field) == (4, "label") and "'cat' here and 'skip' at line 2" in w.message
+        assert "only their later answer counts" in w.message and str(w).startswith("line 4 [label]: image ")
+
+
+# ---------------------------------------------------------------- bad CSV
 
 
 @pytest.mark.parametrize("bad_id, why", [
@@ -424,56 +435,69 @@ def test_json_at_the_depth_limit_is_parsed(tmp_path):
 
 
 # ---------------------------------------------------------------- Label Studio
-def test_label_studio_cancelled_and_multi_annotation_rule(tmp_path):
+def test_label_studio_every_annotation_is_an_answer(tmp_path):
     tasks = [
-        # two live annotations: the later updated_at wins even though its id is lower
+        # two live annotations and a cancelled one: three answers, each with its annotator, task, time, lead_time
         ls_task(101, CAT[0], [
             ls_ann(11, "cat", by={"id": 3, "email": "ann@example.org"}, created="2024-05-01T10:00:00Z",
                    updated="2024-05-03T08:00:00Z"),
             ls_ann(12, "dog", by=4, created="2024-05-02T10:00:00Z"),
-            ls_ann(13, "ship", cancelled=True, created="2024-05-09T10:00:00Z"),
+            ls_ann(13, "ship", cancelled=True, created="2024-05-09T10:00:00Z"),  # Skip: a skip, whatever its result
         ]),
-        # only cancelled annotations: no row
-        ls_task(102, DOG[0], [ls_ann(14, None, cancelled=True), ls_ann(15, "dog", cancelled=True)]),
-        # no annotation at all (not labelled yet): no row
-        ls_task(103, DOG[1], []),
-        # equal times: the higher annotation id wins; created_at stands in for a missing updated_at
-        ls_task(104, SHIP[0], [
-            ls_ann(21, "ship", created="2024-05-04T10:00:00+00:00", extra={"updated_at": None}),
-            ls_ann(20, "skip", created="2024-05-04T12:00:00+02:00"),  # the same instant
-        ]),
+        # only cancelled annotations: two skips
+        ls_task(102, DOG[0], [ls_ann(14, None, cancelled=True), ls_ann(15, "dog", cancelled=True, by=5)]),
+        # no annotation at all (not labelled yet): no row, counted
+        ls_task(103, DOG[1], [], drafts=[{"id": 1, "user": "x@example.org", "result": []}]),
+        ls_task(104, SHIP[0], [ls_ann(21, "ship", created="2024-05-04T10:00:00+00:00", extra={"updated_at": None}),
+                               ls_ann(20, "skip", by=2, created="2024-05-04T12:00:00+02:00")]),
         ls_task(105, SHIP[1], [ls_ann(30, "skip", by=9)]),
     ]
     p = parse(tmp_path, ls_text(tasks), name="export.json")
     assert p.ok, p.errors
     assert p.format == "label_studio" and p.n_cancelled == 3 and p.n_records == 5
-    by_id = {r.image_id: r for r in p.rows}
-    assert set(by_id) == {CAT[0], SHIP[0], SHIP[1]}
-    assert by_id[CAT[0]] == LabelRow(by_id[CAT[0]].line, CAT[0], "cat", False, "ann@example.org", "11", None)
-    assert by_id[SHIP[0]].label == "ship" and by_id[SHIP[0]].annotation_id == "21"
-    assert by_id[SHIP[1]].is_skip and by_id[SHIP[1]].annotator == "9"
-    assert [d["task_id"] for d in p.decisions] == [101, 104]
+    assert p.n_drafts == 1 and p.n_unanswered == 1 and p.warnings == ()
+    got = [(r.image_id, r.label, r.is_skip, r.annotator, r.annotation_id, r.task_id) for r in p.rows]
+    assert got == [(CAT[0], "cat", False, "ann@example.org", "11", "101"), (CAT[0], "dog", False, "4", "12", "101"),
+                   (CAT[0], "skip", True, "1", "13", "101"), (DOG[0], "skip", True, "1", "14", "102"),
+                   (DOG[0], "skip", True, "5", "15", "102"), (SHIP[0], "ship", False, "1", "21", "104"),
+                   (SHIP[0], "skip", True, "2", "20", "104"), (SHIP[1], "skip", True, "9", "30", "105")]
+    first = p.rows[0]
+    assert first.annotated_at.isoformat() == "2024-05-03T08:00:00+00:00"  # updated_at, else created_at (UTC)
+    assert p.rows[5].annotated_at.isoformat() == "2024-05-04T10:00:00+00:00"
+    assert (first.seconds, first.seconds_source) == (2.5, "lead_time")
+    assert p.users == {"3": "ann@example.org"}
+    # the tasks with several answers are listed, newest first
+    assert [d["task_id"] for d in p.decisions] == [101, 102, 104]
     d = p.decisions[0]
-    assert d["image_id"] == CAT[0] and d["chosen_annotation_id"] == "11" and d["chosen_label"] == "cat"
-    assert d["others"] == [{"annotation_id": "12", "label": "dog", "annotator": "4",
-                            "time": "2024-05-02T10:00:00+00:00"}]
-    assert d["n_cancelled"] == 1 and d["rule"] == L.RESOLUTION_RULE and "most recently updated" in d["rule"]
-    assert p.decisions[1]["chosen_annotation_id"] == "21" and p.decisions[1]["others"][0]["label"] == "skip"
+    assert d["image_id"] == CAT[0] and d["rule"] == L.ANSWER_RULE
+    assert [(a["annotation_id"], a["label"], a["cancelled"]) for a in d["answers"]] == [
+        ("13", "skip", True), ("11", "cat", False), ("12", "dog", False)]
     # each row names the line where its task starts
     text = ls_text(tasks)
-    assert by_id[CAT[0]].line == text[: text.index('"id": 101')].count("\n")
+    assert first.line == text[: text.index('"id": 101')].count("\n")
 
 
-def test_label_studio_undated_annotation_is_oldest(tmp_path):
-    anns = [ls_ann(50, "dog", extra={"created_at": None, "updated_at": None}), ls_ann(40, "cat")]
-    p = parse(tmp_path, ls_text([ls_task(1, CAT[0], anns)]), name="e.json")
-    assert p.ok and p.rows[0].label == "cat" and p.decisions[0]["others"][0]["time"] is None
+def test_label_studio_user_id_becomes_the_email_the_file_shows(tmp_path):
+    tasks = [ls_task(1, CAT[0], [ls_ann(1, "cat", by=7)]),
+             ls_task(2, DOG[0], [ls_ann(2, "dog", by={"id": 7, "email": "eve@example.org"})])]
+    p = parse(tmp_path, ls_text(tasks), name="e.json")
+    assert p.ok and [r.annotator for r in p.rows] == ["eve@example.org", "eve@example.org"]
 
 
-def test_label_studio_only_cancelled_file_has_no_rows(tmp_path):
-    e = only_error(parse(tmp_path, ls_text([ls_task(1, CAT[0], [ls_ann(1, "cat", cancelled=True)])]),
-                         name="e.json"))
-    assert e.line is None and "every annotation was cancelled" in e.message
+def test_label_studio_empty_annotation_is_a_warning_naming_task_and_annotation(tmp_path):
+    tasks = [ls_task(1, CAT[0], [ls_ann(1, "cat")]), ls_task(4, DOG[0], [ls_ann(3, None)]),
+             ls_task(5, SHIP[0], [ls_ann(6, "ship", extra={"result": [
+                 {"type": "choices", "value": {"choices": []}}]})])]
+    p = parse(tmp_path, ls_text(tasks, indent=None), name="e.json")
+    assert p.ok and [r.image_id for r in p.rows] == [CAT[0]]  # the rest of the file is applied
+    assert p.n_empty == 2 and p.n_unanswered == 2
+    w = p.warnings[0]
+    assert (w.task_id, w.annotation_id, w.field) == ("4", "3", "annotations[0].result")
+    assert str(w).startswith("task 4, annotation 3 (line 1) [annotations[0].result]: empty annotation")
+    assert (p.warnings[1].task_id, p.warnings[1].annotation_id) == ("5", "6")
+    # a file holding nothing but an empty annotation is accepted, with nothing to apply and its warning
+    p = parse(tmp_path, ls_text([ls_task(4, DOG[0], [ls_ann(3, None)])]), name="e.json")
+    assert p.ok and p.rows == () and p.n_warnings == 1
 
 
 def test_label_studio_minified_export_and_same_result(tmp_path):
@@ -495,13 +519,16 @@ def test_label_studio_bad_tasks(tmp_path):
     cases = [
         (ls_task(2, 12345, [ls_ann(2, "cat")]), "data.image_id", "must be a string, got a number"),
         ({**ls_task(2, CAT[0], []), "data": {"image": "x.jpg"}}, "data.image_id", "missing 'image_id'"),
-        ({"id": 2, "data": {"image_id": CAT[0]}}, "annotations", "only Label Studio's JSON export"),
+        ({"id": 2, "data": {"image_id": CAT[0]}}, "annotations", "not a task of Label Studio's JSON export"),
         (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"was_cancelled": "no"})]), "annotations[0].was_cancelled",
          "must be true or false"),
         (ls_task(2, CAT[0], [ls_ann("2", "cat")]), "annotations[0].id", "must be an integer"),
         (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"updated_at": "yesterday"})]), "annotations[0].updated_at",
          "not an ISO 8601 time"),
-        (ls_task(2, CAT[0], [ls_ann(2, None)]), "annotations[0].result", "no 'choices' result"),
+        (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"result": {"choices": ["cat"]}})]), "annotations[0].result",
+         "result must be a list"),
+        (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"lead_time": "3"})]), "annotations[0].lead_time",
+         "lead_time must be a number of seconds"),
         (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"result": [
             {"type": "choices", "value": {"choices": ["cat", "dog"]}}]})]),
          "annotations[0].result[0].value.choices", "exactly one label, got 2 choices"),
@@ -511,12 +538,10 @@ def test_label_studio_bad_tasks(tmp_path):
         (ls_task(2, CAT[0], [ls_ann(2, "Cat")]), "annotations[0].result", "did you mean 'cat'?"),
         (ls_task(2, "../../etc/passwd", [ls_ann(2, "cat")]), "data.image_id", "looks like a path"),
         (ls_task(2, CAT[0], [ls_ann(2, "cat", by=[1])]), "annotations[0].completed_by", "user id"),
-        # an overridden annotation must hold a valid label too
+        # every annotation must hold a valid label, an older one too
         (ls_task(2, CAT[0], [ls_ann(2, "cat", updated="2024-06-01T00:00:00Z"), ls_ann(3, "kitten")]),
          "annotations[1].result", "not a class"),
         (ls_task(2, CAT[0], [ls_ann(2, "cat"), ls_ann(2, "cat")]), "annotations", "same annotation id"),
-        # two tasks for one image with different labels
-        (ls_task(2, DOG[0], [ls_ann(2, "cat")]), "annotations[0].result", "two different labels"),
         ("a task", None, "must be a JSON object"),
     ]
     for task, field, expected in cases:
@@ -524,6 +549,21 @@ def test_label_studio_bad_tasks(tmp_path):
         e = only_error(p)
         assert expected in e.message and (field is None or e.field.endswith(field)), (task, e)
         assert e.line == 2 + ls_text([good]).count("\n") - 1, e  # the line where the second task starts
+        if isinstance(task, dict):
+            assert e.task_id == "2" and str(e).startswith("task 2"), e  # the Label Studio task names it
+
+
+def test_label_studio_same_image_in_two_tasks_is_one_rule(tmp_path):
+    # the same batch imported twice: two tasks for one image. Two annotators: two answers (no error); one
+    # annotator labelling both copies differently: both kept with a warning, their later answer counts
+    two = [ls_task(1, CAT[0], [ls_ann(1, "cat", by=1)]), ls_task(2, CAT[0], [ls_ann(2, "dog", by=2)])]
+    p = parse(tmp_path, ls_text(two), name="e.json")
+    assert p.ok and p.warnings == () and [(r.label, r.annotator) for r in p.rows] == [("cat", "1"), ("dog", "2")]
+    one = [ls_task(1, CAT[0], [ls_ann(1, "cat", by=1)]), ls_task(2, CAT[0], [ls_ann(2, "dog", by=1)])]
+    p = parse(tmp_path, ls_text(one), name="e.json")
+    assert p.ok and [(r.label, r.task_id) for r in p.rows] == [("cat", "1"), ("dog", "2")]
+    (w,) = p.warnings
+    assert (w.task_id, w.annotation_id) == ("2", "2") and "'dog' here and 'cat' at task 1, annotation 1" in w.message
 
 
 def test_label_studio_malformed_json(tmp_path):
@@ -574,32 +614,77 @@ def test_label_studio_config_lists_every_class_and_the_skip_label():
     image, choices = list(root)
     assert (image.tag, image.get("name"), image.get("value")) == ("Image", "image", "$image")
     assert choices.tag == "Choices" and choices.get("choice") == "single" and choices.get("toName") == "image"
+    assert choices.get("required") == "true" and choices.get("name") == L.CHOICES_NAME == "label"
     assert [c.get("value") for c in choices] == [*classes, "unsure"]  # every value survives XML quoting
     assert {c.tag for c in choices} == {"Choice"}
 
 
 def test_label_studio_tasks_carry_the_batch():
     ids = [CAT[0], DOG[1], SHIP[2]]
-    paths = {CAT[0]: "cat/a.jpg", DOG[1]: "dog/b c.png", SHIP[2]: "/abs/ship/c.jpg"}
-    template = "/files/{name}?p={path}&i={image_id}"
-    tasks = L.label_studio_tasks(3, "margin", ids, [0.9, float("nan"), 0.1], paths, template)
+    paths = {CAT[0]: "/p/cat/a.jpg", DOG[1]: "/p/dog/b c.png", SHIP[2]: "/p/ship/c.jpg"}
+    template = "/files/{name}?p={path}&i={image_id}&r={relpath}&u={url_path}"
+    tasks = L.label_studio_tasks(3, "margin", ids, [0.9, float("nan"), 0.1], paths, template, document_root="/p",
+                                 strategies=["adjudication", "margin", "margin"],
+                                 predictions={CAT[0]: ("dog", 0.75), DOG[1]: ("dog", 0.5)}, model_version="pr-1")
     assert [t["data"] for t in tasks] == [
-        {"image": f"/files/a.jpg?p=cat/a.jpg&i={CAT[0]}", "image_id": CAT[0], "round": 3, "rank": 1,
-         "score": 0.9, "strategy": "margin"},
-        {"image": f"/files/b c.png?p=dog/b c.png&i={DOG[1]}", "image_id": DOG[1], "round": 3, "rank": 2,
-         "score": None, "strategy": "margin"},  # NaN is no JSON: written as null
-        {"image": f"/files/c.jpg?p=/abs/ship/c.jpg&i={SHIP[2]}", "image_id": SHIP[2], "round": 3, "rank": 3,
-         "score": 0.1, "strategy": "margin"},
+        {"image": f"/files/a.jpg?p=/p/cat/a.jpg&i={CAT[0]}&r=cat/a.jpg&u=cat/a.jpg", "image_id": CAT[0],
+         "path": "cat/a.jpg", "round": 3, "rank": 1, "score": 0.9, "strategy": "adjudication",
+         "task_key": f"round-0003/{CAT[0]}"},
+        {"image": f"/files/b c.png?p=/p/dog/b c.png&i={DOG[1]}&r=dog/b c.png&u=dog/b%20c.png", "image_id": DOG[1],
+         "path": "dog/b c.png", "round": 3, "rank": 2, "score": None, "strategy": "margin",  # NaN: null
+         "task_key": f"round-0003/{DOG[1]}"},
+        {"image": f"/files/c.jpg?p=/p/ship/c.jpg&i={SHIP[2]}&r=ship/c.jpg&u=ship/c.jpg", "image_id": SHIP[2],
+         "path": "ship/c.jpg", "round": 3, "rank": 3, "score": 0.1, "strategy": "margin",
+         "task_key": f"round-0003/{SHIP[2]}"},
     ]
+    # the probe's guess as a prediction Label Studio shows as a pre-annotation (and sorts by its score)
+    assert tasks[0]["predictions"] == [{"model_version": "pr-1", "score": 0.75, "result": [
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["dog"]}}]}]
+    assert tasks[1]["predictions"][0]["score"] == 0.5 and "predictions" not in tasks[2]
     json.dumps(tasks, allow_nan=False)  # valid JSON as written
     with pytest.raises(ValueError):
         L.label_studio_tasks(3, "margin", ids, [0.9], paths, "{path}")
+    # an image outside the document root: relative to / (what a Label Studio serving from / finds)
+    outside = L.label_studio_tasks(3, "margin", ids, [0.9, 0.1, 0.2], paths, "{url_path}", document_root="/else")
+    assert [t["data"]["path"] for t in outside] == ["p/cat/a.jpg", "p/dog/b c.png", "p/ship/c.jpg"]
+    # no pre-labels without the probe's id (the seed batch, or label_studio.prelabels: false)
+    plain = L.label_studio_tasks(0, "centroid", ids[:1], [0.5], paths, "{url_path}", document_root="/p",
+                                 predictions={CAT[0]: ("dog", 0.75)})
+    assert "predictions" not in plain[0]
+
+
+def test_task_url_fields_agree_with_label_studios_local_files_url(tmp_path):
+    # one rule for a local-files URL: the writer's {url_path} and al_core.labelstudio.urls give the same
+    from al_core.labels.label_studio import url_fields
+    from al_core.labelstudio.urls import LOCAL_FILES_PREFIX, local_files_url
+
+    for name in ("plain.jpg", "c+d.jpg", "r&d.jpg", "x#1.jpg", "with space.jpg", "é.jpg", "100%.png", "a?b=c.jpg"):
+        path = tmp_path / "images" / "sub dir" / name
+        f = url_fields(str(path), "id", tmp_path)
+        assert LOCAL_FILES_PREFIX + f["url_path"] == local_files_url(path, tmp_path), name
+        assert f["relpath"] == f"images/sub dir/{name}"
+
+
+def test_label_studio_task_urls_match_the_real_servers_import(tmp_path):
+    # tests/data/label-studio-1.23.2/tasks.json: the import a real Label Studio 1.23.2 served every image of, with
+    # its document root the image folder's parent; the writer makes the same URLs and paths
+    real = json.loads((ROOT / "tests" / "data" / "label-studio-1.23.2" / "tasks.json").read_text())
+    images = tmp_path / "images"
+    paths = {t["data"]["image_id"]: str(images / t["data"]["path"].split("/", 1)[1]) for t in real}
+    ids = list(paths)
+    tasks = L.label_studio_tasks(1, "dropquery", ids, [0.5] * len(ids), paths, "/data/local-files/?d={url_path}",
+                                 document_root=tmp_path)
+    assert [(t["data"]["image"], t["data"]["path"]) for t in tasks] == [
+        (t["data"]["image"], t["data"]["path"]) for t in real]
+    assert {"c%2Bd.jpg", "r%26d.jpg", "x%231.jpg", "with%20space.jpg", "%C3%A9.jpg"} <= {
+        t["data"]["image"].rsplit("/", 1)[1] for t in tasks}
 
 
 def test_label_studio_tasks_round_trip_through_the_reader(tmp_path):
     # what Label Studio exports after annotating the imported tasks is read back by the reader
     ids = [CAT[0], DOG[0]]
-    tasks = L.label_studio_tasks(1, "margin", ids, [0.5, 0.25], {i: f"{i[:4]}.jpg" for i in ids}, "{path}")
+    tasks = L.label_studio_tasks(1, "margin", ids, [0.5, 0.25], {i: f"{i[:4]}.jpg" for i in ids}, "{path}",
+                                 predictions={i: ("cat", 0.5) for i in ids}, model_version="p1")
     for n, (t, label) in enumerate(zip(tasks, ["cat", "skip"]), 1):
         t.update(id=n, annotations=[ls_ann(n, label)])
     p = parse(tmp_path, json.dumps(tasks), name="export.json")
@@ -657,7 +742,9 @@ def test_write_error_report(tmp_path):
     assert rep["file"] == p.path and rep["sha256"] == p.sha256 and rep["format"] == "csv"
     assert rep["n_errors"] == 31 and rep["n_listed"] == 10 and rep["n_omitted"] == 21
     assert rep["errors"][0] == {"line": 2, "field": "image_id", "value_preview": repr(UNKNOWN),
-                                "message": "unknown image_id: no image with this sha256 in the store"}
+                                "message": "unknown image_id: no image with this sha256 in the store",
+                                "task_id": None, "annotation_id": None}
+    assert rep["n_warnings"] == 0 and rep["warnings"] == []
     # the default cap
     assert write_error_report(p, dest) == dest
     assert json.loads(dest.read_text())["n_listed"] == 31 and L.MAX_REPORT_ERRORS >= 31
@@ -705,13 +792,14 @@ def run_check(capsys, *argv):
 
 def test_check_valid_file(project, capsys):
     f = project / "ok.csv"
-    f.write_text(csv_text([(CAT[0], "cat", "alice"), (DOG[0], "skip", "bob"), (CAT[0], "cat", "bob")]))
+    f.write_text(csv_text([(CAT[0], "cat", "alice"), (DOG[0], "skip", "bob"), (CAT[0], "cat", "alice")]))
     rc, out, _ = run_check(capsys, f, "--config", project / "al.yaml")
     assert rc == 0
     assert "valid csv file" in out and "2 labels: cat 1; skips: 1" in out and "counted once" in out
     rc, out, _ = run_check(capsys, f, "--config", project / "al.yaml", "--json")
     s = json.loads(out)
     assert rc == 0 and s["ok"] and s["labels"] == {"cat": 1} and s["skips"] == 1 and s["decisions"] == []
+    assert s["warnings"] == [] and s["n_warnings"] == 0
 
 
 def test_check_bad_file(project, capsys):
@@ -730,12 +818,15 @@ def test_check_bad_file(project, capsys):
     assert [(e["line"], e["field"]) for e in rep["errors"]] == [(3, "image_id"), (4, "label")]
 
 
-def test_check_label_studio_file_reports_decisions(project, capsys):
+def test_check_label_studio_file_reports_answers_and_warnings(project, capsys):
     f = project / "export.json"
-    f.write_text(ls_text([ls_task(7, CAT[0], [ls_ann(1, "cat", updated="2024-06-01T00:00:00Z"), ls_ann(2, "dog"),
-                                              ls_ann(3, "dog", cancelled=True)])]))
+    f.write_text(ls_text([ls_task(7, CAT[0], [ls_ann(1, "cat", updated="2024-06-01T00:00:00Z"), ls_ann(2, "dog", by=2),
+                                              ls_ann(3, "dog", by=3, cancelled=True)]),
+                          ls_task(8, DOG[0], [ls_ann(4, None)])]))
     rc, out, _ = run_check(capsys, f, "--config", project / "al.yaml")
-    assert rc == 0 and "1 cancelled" in out and "annotation #1 'cat' chosen over #2 'dog'" in out
+    assert rc == 0 and "1 cancelled" in out and "each a skip" in out
+    assert "task 7: 3 answers kept, newest first: #1 'cat' by 1, #3 'skip' by 3, #2 'dog' by 2" in out
+    assert "WARNING task 8, annotation 4 (line " in out and "[annotations[0].result]: empty annotation" in out
 
 
 def test_check_with_db_option_and_missing_database(project, tmp_path, capsys, monkeypatch):
@@ -764,3 +855,46 @@ def test_labels_cli_usage_and_registration(capsys):
     assert main(["check"]) == 2  # FILE missing
     assert main(["frobnicate"]) == 2
     capsys.readouterr()
+
+
+# ---------------------------------------------------------------- the real Label Studio 1.23.2 exports
+LS_DATA = ROOT / "tests" / "data" / "label-studio-1.23.2"
+LS_FILES = ["export/JSON.json", "export/JSON-all.json", "export/JSON_MIN.json", "export/JSON_MIN-all.json",
+            "export/CSV.csv", "export/CSV-all.csv", "export/TSV.csv", "export/TSV-all.csv",
+            *(f"target-per-task/{p.name}" for p in sorted((LS_DATA / "target-per-task").iterdir())),
+            *(f"target-per-annotation/{p.name}" for p in sorted((LS_DATA / "target-per-annotation").iterdir()))]
+
+
+@pytest.mark.parametrize("rel", LS_FILES)
+def test_every_real_label_studio_export_reads_the_same_answers(tmp_path, rel):
+    # what tests/test_labelstudio_server.py saved from a real server, its image ids (img0000..) made sha256s;
+    # tests/test_label_studio_exports.py delivers the same files through the loop
+    ids = {f"img{i:04d}": hashlib.sha256(f"img{i:04d}".encode()).hexdigest() for i in range(6)}
+    data = (LS_DATA / rel).read_bytes()
+    for fake, real in ids.items():
+        data = data.replace(fake.encode(), real.encode())
+    p = parse(tmp_path, data, name=rel.replace("/", "-"), classes=("cat", "dog", "ship"),
+              known_image_ids=set(ids.values()))
+    assert p.ok and p.errors == (), p.errors
+    scenario = json.loads((LS_DATA / "scenario.json").read_text())
+    users = scenario["users"]
+    expected = {(a["annotation_id"], a["task_id"], a["choice"] or "skip", a["lead_time"], a["annotator"])
+                for a in scenario["annotations"] if a["what"] != "empty"}
+    got = {(int(r.annotation_id), int(r.task_id), r.label, r.seconds, users.get(r.annotator, r.annotator))
+           for r in p.rows}
+    if rel.startswith("target"):
+        task = int(rel.split("/")[1].split(".")[0])
+        by = "task_id" if rel.startswith("target-per-task") else "annotation_id"
+        expected = {e for e in expected if e[0 if by == "annotation_id" else 1] == task}
+    elif not rel.startswith("export/JSON.") and not rel.startswith("export/JSON-"):
+        expected = {e for e in expected if e[2] != "skip"}  # JSON_MIN, CSV, TSV leave the skipped task out
+    assert got == expected
+    assert all(r.seconds_source == "lead_time" and r.annotated_at is not None for r in p.rows)
+    assert p.format == {"export/JSON": "label_studio", "export/JSON_MIN": "label_studio_min",
+                        "export/CSV": "label_studio_csv", "export/TSV": "label_studio_tsv",
+                        "target-per-task": "label_studio_task",
+                        "target-per-annotation": "label_studio_annotation"}[rel.split("/")[0] if rel.startswith(
+                            "target") else rel.rsplit(".", 1)[0].removesuffix("-all")]
+    # the empty Submit (task 4, annotation 3): a warning naming both, wherever the file holds it
+    holds_empty = not rel.startswith("target") or rel.split("/")[1] in ("4.json", "3")
+    assert [(w.task_id, w.annotation_id) for w in p.warnings] == ([("4", "3")] if holds_empty else [])

@@ -147,7 +147,8 @@ def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(proje
         os.utime(d / name, (old, old))
         return d / name
 
-    # a Label Studio export: two annotations on one task (newest wins), one cancelled, one skip
+    # a Label Studio export: two annotations on one task (the newest is the annotator's answer), one cancelled (a
+    # skip, undated: older than the dated ones), one skip; every annotation is kept
     tasks = []
     for n, iid in enumerate(batch0):
         anns = [{"id": 10 * n + 1, "was_cancelled": False, "updated_at": "2026-01-01T00:00:00Z",
@@ -163,8 +164,11 @@ def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(proje
     spare = next(i for i in sorted(truth) if i not in batch0 and i not in eval_ids and i != never)
     deliver("eval.csv", f"image_id,label\n{spare},{truth[spare]}\n", cfg.inbox / "eval")
     assert execute(defs, instance, _requests(run_requests(defs, instance))[-1]).success
-    labels = {r[0]: r[1:] for r in store.fetch("SELECT image_id, label, is_skip, proposed, annotation_id FROM labels")}
-    assert labels[batch0[0]] == (truth[batch0[0]], False, True, "2")  # newest annotation won, recorded
+    labels = {r[0]: r[1:] for r in store.fetch(
+        "SELECT image_id, label, is_skip, proposed, annotation_id FROM current_labels")}
+    assert labels[batch0[0]] == (truth[batch0[0]], False, True, "2")  # the newest annotation decides
+    assert store.fetch("SELECT annotation_id, is_skip, state FROM answers WHERE image_id = ? ORDER BY label_id",
+                       [batch0[0]]) == [("1", False, "superseded"), ("2", False, "current"), ("3", True, "superseded")]
     assert labels[batch0[3]][:2] == ("skip", True)
     assert labels[never][2] is False  # flagged as never proposed
     assert store.fetch("SELECT label, source FROM eval_set WHERE image_id = ?", [spare]) == [(truth[spare], "inbox/eval")]
@@ -178,15 +182,15 @@ def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(proje
     new = next(c for c in cfg.classes if c != truth[batch0[0]])
     deliver("fix.csv", f"image_id,label\n{batch0[0]},{new}\n")
     assert execute(defs, instance, _requests(run_requests(defs, instance))[-1]).success
-    hist = store.fetch("SELECT label FROM labels WHERE image_id = ? ORDER BY label_id", [batch0[0]])
-    assert [h[0] for h in hist] == [truth[batch0[0]], new]
+    hist = store.fetch("SELECT label FROM labels WHERE image_id = ? AND NOT is_skip ORDER BY label_id", [batch0[0]])
+    assert [h[0] for h in hist][-2:] == [truth[batch0[0]], new]
     assert store.fetch("SELECT label FROM current_labels WHERE image_id = ?", [batch0[0]]) == [(new,)]
 
     # retract the fix: the older label is current again, the history stays
     sha = store.fetch("SELECT sha256 FROM label_files WHERE original_name = 'fix.csv'")[0][0]
     assert labels_main(["retract", sha[:12], "--config", cfg.source_file, "--reason", "bad annotator"]) == 0
     assert store.fetch("SELECT label FROM current_labels WHERE image_id = ?", [batch0[0]]) == [(truth[batch0[0]],)]
-    assert store.fetch("SELECT count(*) FROM labels WHERE image_id = ?", [batch0[0]]) == [(2,)]
+    assert store.fetch("SELECT count(*) FROM labels WHERE image_id = ?", [batch0[0]]) == [(4,)]
     assert store.fetch("SELECT status FROM label_files WHERE sha256 = ?", [sha]) == [("retracted",)]
 
     # a file rejected for an unknown image can be retried once the image exists (a new run key)

@@ -216,8 +216,9 @@ def test_same_file_twice_renamed_and_in_halves(base_project, tmp_path):
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
     rows = store.fetch("""SELECT q.image_id, any_value(g.class_name) FROM queries q JOIN ground_truth g USING (image_id)
                           WHERE q.round = 0 GROUP BY q.image_id, q.rank ORDER BY q.rank""")
-    first_half = "image_id,label\n" + "".join(f"{i},{c}\n" for i, c in rows[:2])
-    second_half = "image_id,label\n" + "".join(f"{i},{c}\n" for i, c in rows[1:])  # overlaps on one row
+    # one annotator's answers (a repeat is the same annotator's same label: another annotator's is another answer)
+    first_half = "image_id,label,annotator\n" + "".join(f"{i},{c},sim\n" for i, c in rows[:2])
+    second_half = "image_id,label,annotator\n" + "".join(f"{i},{c},sim\n" for i, c in rows[1:])  # one row again
     whole = "image_id,label,annotator\n" + "".join(f"{i},{c},sim\n" for i, c in rows)
 
     def tick():
@@ -416,7 +417,8 @@ def test_two_processes_ingesting_at_once_apply_each_label_once(base_project, tmp
     answer_batch(cfg, store, 0, name="a.csv", only=3)
     rows = store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")
     truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
-    deliver(cfg.inbox / "b.csv", "image_id,label\n" + "".join(f"{r[0]},{truth[r[0]]}\n" for r in rows[1:]))
+    deliver(cfg.inbox / "b.csv", "image_id,label,annotator\n"  # the same annotator as a.csv (answer_batch's)
+            + "".join(f"{r[0]},{truth[r[0]]},sim\n" for r in rows[1:]))
     # a writer holds the database while both workers start, so both read the same state, then race
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); "
                                "print('held', flush=True); time.sleep(float(sys.argv[2]))", str(cfg.db_path), "6"],

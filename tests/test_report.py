@@ -69,8 +69,8 @@ def add_rounds(store):
                 iid, path = paths[r * 4 + rank - 1]
                 if r == 2 and rank == 2:
                     path = str(store.db_path.parent / "gone.jpg")  # a missing file: a grey tile
-                con.execute("INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?)",
-                            [r, rank, iid, path, None if r == 0 else 1.0 / rank, strat])
+                con.execute("INSERT INTO queries (round, rank, image_id, path, score, strategy) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", [r, rank, iid, path, None if r == 0 else 1.0 / rank, strat])
         for pid, rnd, ver, n, acc in [("p1", 1, 1, 4, 0.5), ("p2", 2, 1, 8, 0.6), ("p2b", 2, 2, 8, 0.75)]:
             con.execute("INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, "
                             "n_classes, seed, train_seconds, trained_at, run_id) "

@@ -51,6 +51,14 @@ def latest_probe_per_round(con) -> pl.DataFrame:
             WHERE p.rn = 1 ORDER BY p.round""").pl()
 
 
+def labels_so_far(con) -> pl.DataFrame:
+    """One row per round of ``round_summary``: round, labels_so_far, skips_so_far, disputed_so_far,
+    disagreements_so_far (the ``image_labels`` definition as of each round)."""
+    return con.execute(
+        """SELECT round, labels_so_far, skips_so_far, disputed_so_far, disagreements_so_far FROM round_summary
+           ORDER BY round""").pl()
+
+
 def label_events(con) -> pl.DataFrame:
     """Every labels row, ascending label_id: label_id, image_id, is_skip, round, and retracted_from (the
     first round from which its delivery is retracted: the smallest ``effective_round``; null when never)."""
@@ -116,13 +124,15 @@ def proposal_records(con, image_id: str) -> list[dict]:
 
 
 def label_records(con, image_id: str) -> list[dict]:
-    """Every labels row of the image with its label file (file_name, file_status, file_stored_path), oldest first."""
+    """Every labels row of the image (the ``label_lineage`` view) with its label file (file_name, file_status,
+    file_stored_path), its state by the label history's rule (state, is_current, superseded_because, decides,
+    disagreement) and its task, time and time spent, oldest first."""
     return _records(con.execute(
-        """SELECT l.label_id, l.label, l.is_skip, l.proposed, l.round, l.received_at, l.annotator,
-                  l.annotation_id, l.line, l.note, l.file_id, f.original_name AS file_name, l.file_sha256,
-                  f.status AS file_status, f.stored_path AS file_stored_path
-           FROM labels l LEFT JOIN label_files f ON f.file_id = l.file_id
-           WHERE l.image_id = ? ORDER BY l.label_id""", [image_id]))
+        """SELECT label_id, label, is_skip, proposed, label_round AS round, received_at, annotator, annotation_id,
+                  line, note, file_id, file_name, file_sha256, file_status, file_stored_path, state, is_current,
+                  superseded_because, decides, disagreement, annotator_as_delivered, task_id, annotated_at, seconds,
+                  seconds_source
+           FROM label_lineage WHERE image_id = ? ORDER BY label_id""", [image_id]))
 
 
 def retraction_records(con, file_sha256s: list[str]) -> list[dict]:
@@ -163,9 +173,12 @@ def latest_round_config_id(con) -> str | None:
     return row[0] if row else None
 
 
-def current_labels_frame(con) -> pl.DataFrame:
-    """The current label of every labelled image (the ``current_labels`` view): image_id, label, is_skip."""
-    return con.execute("SELECT image_id, label, is_skip FROM current_labels ORDER BY image_id").pl()
+def image_labels_frame(con) -> pl.DataFrame:
+    """The label of every answered image (``image_labels``): image_id, label (the training label; the skip row's
+    label for a skipped image; null for a disputed one), is_skip, status ('labelled' | 'skipped' | 'disputed')."""
+    return con.execute(
+        """SELECT i.image_id, coalesce(i.label, l.label) AS label, i.status = 'skipped' AS is_skip, i.status
+           FROM image_labels i LEFT JOIN labels l ON l.label_id = i.label_id ORDER BY i.image_id""").pl()
 
 
 def image_path_frame(con) -> pl.DataFrame:

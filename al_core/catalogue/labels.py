@@ -1,12 +1,15 @@
-"""Named queries over the labels: ``label_files``, ``labels`` (and its ``current_labels`` view), ``retractions``
-and ``eval_set``."""
+"""Named queries over the labels: ``label_files``, ``labels`` (with the views of al_core.catalogue.label_views:
+``answers``, ``image_labels``, ``label_disagreements``, ``adjudication_queue``), ``label_settings``, ``annotators``,
+``retractions`` and ``eval_set``."""
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 
+from al_core.catalogue.label_views import OLDEST_FIRST
+
 # The columns of a labels row that the loop supplies per row (label_id, received_at and round are set per insert).
 LABEL_ROW_COLUMNS = ("image_id", "label", "is_skip", "proposed", "file_sha256", "file_id", "annotation_id",
-                     "annotator", "line", "note")
+                     "annotator", "line", "note", "task_id", "annotated_at", "seconds", "seconds_source")
 INGESTED_STATUSES = ("accepted", "duplicate", "retracted")  # a label file whose bytes count as ingested
 
 
@@ -29,6 +32,7 @@ class LabelFileRecord:
     received_at: object
     round: int
     run_id: str | None
+    n_warnings: int = 0  # problems that did not reject the file (an empty annotation...): its report lists them
 
 
 _LABEL_FILE_COLUMNS = tuple(f.name for f in fields(LabelFileRecord))
@@ -107,13 +111,106 @@ def insert_retraction(con, sha256: str, retracted_at, reason: str | None, effect
 
 
 # ----------------------------------------------------------------------------- labels
-def current_labels(con) -> list[tuple[str, str, bool, int]]:
-    """(image_id, label, is_skip, label_id) of every image's current label (newest, not retracted)."""
-    return con.execute("SELECT image_id, label, is_skip, label_id FROM current_labels").fetchall()
+def training_labels(con) -> list[tuple[str, str, int]]:
+    """(image_id, label, label_id) of every image with a training label (``image_labels``, status 'labelled')."""
+    return con.execute(
+        "SELECT image_id, label, label_id FROM image_labels WHERE status = 'labelled' ORDER BY image_id").fetchall()
 
 
-def current_label_by_image(con) -> dict[str, str]:
-    return dict(con.execute("SELECT image_id, label FROM current_labels").fetchall())
+def image_statuses(con) -> dict[str, str]:
+    """image_id -> 'labelled' | 'skipped' | 'disputed' of every answered image (``image_labels``)."""
+    return dict(con.execute("SELECT image_id, status FROM image_labels").fetchall())
+
+
+def current_answers(con) -> list[tuple[str, str | None, int, str, object, object]]:
+    """(image_id, annotator, answer_window, label, received_at, annotated_at) of each annotator's latest answer
+    per image and window (the ``answers`` view, retracted rows left out): what a new answer replaces."""
+    return con.execute(
+        """SELECT image_id, annotator, answer_window, label, received_at, annotated_at FROM answers
+           WHERE NOT retracted AND rank_in_window = 1""").fetchall()
+
+
+def dated_answer_keys(con) -> set[tuple]:
+    """(image_id, annotator, answer_window, label, annotation_id, annotated_at) of every stored answer that carries
+    its annotation time (retracted rows left out): the same answer delivered again is recognised by it."""
+    return set(con.execute(
+        """SELECT image_id, annotator, answer_window, label, annotation_id, annotated_at FROM answers
+           WHERE NOT retracted AND annotated_at IS NOT NULL""").fetchall())
+
+
+def set_label_policy(con, policy: str, set_at) -> None:
+    """Record ``labels.policy``, which the ``image_labels`` view applies (written only when it changes)."""
+    con.execute("""INSERT INTO label_settings (name, value, set_at) VALUES ('policy', ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET value = excluded.value, set_at = excluded.set_at
+                   WHERE label_settings.value <> excluded.value""", [policy, set_at])
+
+
+def label_policy(con) -> str | None:
+    """The policy the views apply now (None: never recorded, the views use the default)."""
+    row = con.execute("SELECT value FROM label_settings WHERE name = 'policy'").fetchone()
+    return row[0] if row else None
+
+
+def annotator_emails(con) -> dict[str, str]:
+    """Label Studio user id -> email, as recorded in ``annotators``."""
+    return dict(con.execute("SELECT user_id, email FROM annotators").fetchall())
+
+
+def record_annotators(con, emails: Mapping[str, str], source: str, seen_at) -> None:
+    """Record Label Studio user id -> email (``source``: where it was learnt, e.g. a file name or 'api'); a known
+    id takes the newer email."""
+    rows = [[str(uid), email, source, seen_at] for uid, email in sorted(emails.items())]
+    if rows:
+        con.executemany("""INSERT INTO annotators (user_id, email, source, seen_at) VALUES (?, ?, ?, ?)
+                           ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, source = excluded.source,
+                           seen_at = excluded.seen_at""", rows)
+
+
+def label_state_counts(con, label_round: int | None = None) -> dict:
+    """disagreements (images whose counting answers disagree now), disputed (no training label under the
+    unanimous policy), adjudication_queued, skipped (images whose answers are all skips), and, for
+    ``label_round``, new_disagreements (disagreements among answers ingested in that round)."""
+    dis, disputed, skipped = con.execute(
+        """SELECT count(*) FILTER (WHERE disagreement), count(*) FILTER (WHERE status = 'disputed'),
+                  count(*) FILTER (WHERE status = 'skipped') FROM image_labels""").fetchone()
+    queued = con.execute("SELECT count(*) FROM adjudication_queue").fetchone()[0]
+    new = 0
+    if label_round is not None:
+        new = con.execute("SELECT count(*) FROM label_disagreements WHERE label_round = ?", [label_round]).fetchone()[0]
+    return {"disagreements": int(dis), "disputed": int(disputed), "adjudication_queued": int(queued),
+            "skipped": int(skipped), "new_disagreements": int(new), "policy": label_policy(con)}
+
+
+def adjudication_queue(con) -> list[str]:
+    """Images to propose again for adjudication (disputed, not in an open batch, not held out), oldest first."""
+    return [r[0] for r in con.execute("SELECT image_id FROM adjudication_queue").fetchall()]
+
+
+def disagreements(con, image_id: str | None = None) -> list[dict]:
+    """``label_disagreements`` rows (every window of an image whose annotators' answers disagreed), by image."""
+    where, args = ("WHERE image_id = ?", [image_id]) if image_id else ("", [])
+    cur = con.execute(f"""SELECT image_id, answers_round, label_round, classes, n_annotators, answers, is_current,
+                                 policy, image_status, training_label, resolution
+                          FROM label_disagreements {where} ORDER BY image_id, label_round""", args)
+    cols = [c[0] for c in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def image_label(con, image_id: str) -> dict | None:
+    """The ``image_labels`` row of one image (status, label, label_id, policy, disagreement, n_answers...) and
+    its counting answers (``answers``: annotator, label, is_skip, label_id, answered_at; oldest first), or None."""
+    cur = con.execute(
+        """SELECT status, label, label_id, policy, disagreement, n_answers, n_skips, n_classes, n_annotators,
+                  answers_round, label_round FROM image_labels WHERE image_id = ?""", [image_id])
+    row = cur.fetchone()
+    if row is None:
+        return None
+    out = dict(zip([c[0] for c in cur.description], row, strict=True))
+    cur = con.execute(
+        f"""SELECT annotator, label, is_skip, label_id, answered_at FROM answers
+            WHERE image_id = ? AND state = 'current' ORDER BY {OLDEST_FIRST}""", [image_id])
+    out["answers"] = [dict(zip([c[0] for c in cur.description], r, strict=True)) for r in cur.fetchall()]
+    return out
 
 
 def n_labels_of_file(con, sha256: str) -> int:
@@ -134,7 +231,8 @@ def insert_labels(con, columns: Mapping[str, Sequence], start: int, stop: int, f
 
     if stop <= start:
         return
-    types = {"is_skip": pa.bool_(), "proposed": pa.bool_(), "line": pa.int32()}
+    types = {"is_skip": pa.bool_(), "proposed": pa.bool_(), "line": pa.int32(), "annotated_at": pa.timestamp("us"),
+             "seconds": pa.float64()}
     tbl = pa.table({"label_id": pa.array(range(first_label_id, first_label_id + stop - start), pa.int64()),
                     **{c: pa.array(columns[c][start:stop], types.get(c, pa.string())) for c in LABEL_ROW_COLUMNS}})
     cols = ", ".join(LABEL_ROW_COLUMNS)

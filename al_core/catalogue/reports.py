@@ -38,16 +38,18 @@ def batch_queries(con, round_: int) -> pl.DataFrame:
 
 
 def project_counts(con) -> dict:
-    """images (distinct readable), rounds, open_rounds, proposed (images in every batch), labels, skips
-    (current labels), eval_images, eval_labelled."""
+    """images (distinct readable), rounds, open_rounds, proposed (images in every batch), labels, skips, disputed
+    (images with a training label, skipped by every annotator, disputed: ``image_labels``), eval_images,
+    eval_labelled."""
     images = con.execute("SELECT count(DISTINCT image_id) FROM image_paths WHERE status = 'ok'").fetchone()[0]
     rounds, open_, proposed = con.execute(
         "SELECT count(*), count(*) FILTER (status = 'open'), coalesce(sum(budget), 0) FROM rounds").fetchone()
-    labels, skips = con.execute(
-        "SELECT count(*) FILTER (NOT is_skip), count(*) FILTER (is_skip) FROM current_labels").fetchone()
+    labels, skips, disputed = con.execute(
+        """SELECT count(*) FILTER (status = 'labelled'), count(*) FILTER (status = 'skipped'),
+                  count(*) FILTER (status = 'disputed') FROM image_labels""").fetchone()
     eval_images, eval_labelled = con.execute("SELECT count(*), count(label) FROM eval_set").fetchone()
     return {"images": int(images), "rounds": int(rounds), "open_rounds": int(open_), "proposed": int(proposed),
-            "labels": int(labels), "skips": int(skips), "eval_images": int(eval_images),
+            "labels": int(labels), "skips": int(skips), "disputed": int(disputed), "eval_images": int(eval_images),
             "eval_labelled": int(eval_labelled)}
 
 

@@ -2,6 +2,8 @@
 
 from collections.abc import Sequence
 
+ADJUDICATION = "adjudication"  # queries.strategy of an image proposed again because its answers disagree
+
 
 def last_round_and_spent(con) -> tuple[int | None, int]:
     """(highest proposed batch or None, images proposed over all batches)."""
@@ -50,12 +52,19 @@ def close_round(con, round_: int, closed_by: str, closed_at) -> None:
                 [closed_at, closed_by, round_])
 
 
-def insert_queries(con, round_: int, strategy: str, batch: Sequence[tuple[str, str, float | None]]) -> None:
-    """The images of batch ``round_``: (image_id, path, score or None) in rank order (rank 1 first)."""
+def insert_queries(con, round_: int, strategy: str, batch: Sequence[tuple]) -> None:
+    """The images of batch ``round_`` in rank order (rank 1 first): (image_id, path, score or None), optionally
+    followed by the row's strategy (default ``strategy``; 'adjudication' for an image proposed again), the probe's
+    predicted class and its probability (the pre-label; None when not made)."""
     if not batch:
         return
-    con.executemany("INSERT INTO queries (round, rank, image_id, path, score, strategy) VALUES (?, ?, ?, ?, ?, ?)",
-                    [[round_, rank, iid, path, score, strategy] for rank, (iid, path, score) in enumerate(batch, 1)])
+    rows = []
+    for rank, row in enumerate(batch, 1):
+        iid, path, score, *rest = row
+        row_strategy, predicted, predicted_score = (*rest, None, None, None)[:3]
+        rows.append([round_, rank, iid, path, score, row_strategy or strategy, predicted, predicted_score])
+    con.executemany("""INSERT INTO queries (round, rank, image_id, path, score, strategy, predicted, predicted_score)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""", rows)
 
 
 def batch_of_round(con, round_: int) -> list[tuple[str, str, float | None]]:
@@ -63,34 +72,83 @@ def batch_of_round(con, round_: int) -> list[tuple[str, str, float | None]]:
     return con.execute("SELECT image_id, path, score FROM queries WHERE round = ? ORDER BY rank", [round_]).fetchall()
 
 
+def round_probe_id(con, round_: int) -> str | None:
+    """The probe that scored the pool of batch ``round_`` (None for the seed pool or an unknown batch)."""
+    row = con.execute("SELECT probe_id FROM rounds WHERE round = ?", [round_]).fetchone()
+    return row[0] if row else None
+
+
+def batch_rows(con, round_: int) -> list[tuple[str, str, float | None, str, str | None, float | None]]:
+    """(image_id, path, score, strategy, predicted, predicted_score) of batch ``round_`` in rank order."""
+    return con.execute("""SELECT image_id, path, score, strategy, predicted, predicted_score FROM queries
+                          WHERE round = ? ORDER BY rank""", [round_]).fetchall()
+
+
 def proposed_image_ids(con) -> set[str]:
     """Every image proposed in any batch."""
     return {r[0] for r in con.execute("SELECT DISTINCT image_id FROM queries").fetchall()}
 
 
+def open_batch_image_ids(con) -> set[str]:
+    """Every image of a batch still open (waiting for labels)."""
+    return {r[0] for r in con.execute(
+        "SELECT DISTINCT q.image_id FROM queries q JOIN rounds r ON r.round = q.round WHERE r.status = 'open'")
+        .fetchall()}
+
+
+def latest_proposals(con) -> dict[str, tuple[int, object]]:
+    """image_id -> (round, proposed_at) of its latest batch: the batch a label ingested now answers."""
+    return {iid: (int(r), at) for iid, r, at in con.execute(
+        """SELECT q.image_id, max(q.round), arg_max(r.proposed_at, q.round) FROM queries q
+           JOIN rounds r ON r.round = q.round GROUP BY q.image_id""").fetchall()}
+
+
 def answered_count(con, round_: int) -> tuple[int, int]:
-    """(answered, proposed) images of batch ``round_``; an image with a current label (a skip too) is answered."""
+    """(answered, proposed) images of batch ``round_`` (the ``batch_answers`` view): an image is answered by an
+    answer ingested after the batch was proposed, a skip or a disputed answer included."""
     n_prop, n_ans = con.execute(
-        """SELECT count(*), count(c.image_id) FROM queries q
-           LEFT JOIN current_labels c ON c.image_id = q.image_id WHERE q.round = ?""", [round_]).fetchone()
+        "SELECT count(*), count(*) FILTER (WHERE answered) FROM batch_answers WHERE round = ?", [round_]).fetchone()
     return int(n_ans), int(n_prop)
 
 
-def proposal_problems(con, round_: int) -> dict:
+def batch_answer_summary(con, round_: int) -> dict:
+    """Batch ``round_``: proposed, answered, skipped (every answer a skip), disputed, and the unanswered images
+    (image_id, path) in rank order."""
+    n, answered, skipped = con.execute(
+        """SELECT count(*), count(*) FILTER (WHERE answered), count(*) FILTER (WHERE skipped_only)
+           FROM batch_answers WHERE round = ?""", [round_]).fetchone()
+    disputed = con.execute(
+        """SELECT count(*) FROM queries q JOIN image_labels i ON i.image_id = q.image_id
+           WHERE q.round = ? AND i.status = 'disputed' AND i.label_round > q.round""", [round_]).fetchone()[0]
+    missing = con.execute("SELECT image_id, path FROM batch_answers WHERE round = ? AND NOT answered ORDER BY rank",
+                          [round_]).fetchall()
+    return {"round": round_, "proposed": int(n), "answered": int(answered), "skipped": int(skipped),
+            "disputed": int(disputed), "unanswered": [{"image_id": i, "path": p} for i, p in missing]}
+
+
+def proposal_problems(con, round_: int, *, skipped_may_return: bool = False) -> dict:
     """Images of batch ``round_`` that should not have been proposed, with its size and recorded budget.
 
-    already_labelled_or_skipped: labelled (not retracted) in a round up to ``round_``; in_eval_set; proposed_before:
-    in an earlier batch; proposed: the batch's size; recorded_budget: ``rounds.budget`` (None: no such batch).
+    already_labelled_or_skipped: rows not proposed for adjudication whose image had, when the batch was proposed
+    (answers ingested up to ``round_``, ``image_labels_at``), a training label, a dispute, or only skips (unless
+    ``skipped_may_return``: ``labels.propose_skipped_again``); adjudication rows whose image was not disputed count
+    too. in_eval_set; proposed_before: in an earlier batch that is still open; proposed: the batch's size;
+    recorded_budget: ``rounds.budget`` (None: no such batch).
     """
     labelled, in_eval, earlier, n, budget = con.execute(
-        """WITH q AS (SELECT image_id FROM queries WHERE round = ?),
-                lab AS (SELECT image_id FROM labels WHERE round <= ?
-                        AND file_sha256 NOT IN (SELECT file_sha256 FROM retractions)),
-                earlier AS (SELECT image_id FROM queries WHERE round < ?)
-           SELECT (SELECT count(*) FROM q WHERE image_id IN (SELECT image_id FROM lab)),
+        """WITH q AS (SELECT image_id, strategy FROM queries WHERE round = ?),
+                st AS (SELECT image_id, status FROM image_labels_at(?)),
+                bad AS (SELECT q.image_id FROM q JOIN st ON st.image_id = q.image_id
+                        WHERE (q.strategy = ? AND st.status <> 'disputed')
+                           OR (q.strategy <> ?
+                               AND (st.status IN ('labelled', 'disputed') OR (st.status = 'skipped' AND NOT ?)))),
+                earlier AS (SELECT qq.image_id FROM queries qq JOIN rounds r ON r.round = qq.round
+                            WHERE qq.round < ? AND r.status = 'open')
+           SELECT (SELECT count(*) FROM bad),
                   (SELECT count(*) FROM q WHERE image_id IN (SELECT image_id FROM eval_set)),
                   (SELECT count(*) FROM q WHERE image_id IN (SELECT image_id FROM earlier)),
                   (SELECT count(*) FROM q),
-                  (SELECT budget FROM rounds WHERE round = ?)""", [round_, round_, round_, round_]).fetchone()
+                  (SELECT budget FROM rounds WHERE round = ?)""",
+        [round_, round_, ADJUDICATION, ADJUDICATION, bool(skipped_may_return), round_, round_]).fetchone()
     return {"already_labelled_or_skipped": int(labelled), "in_eval_set": int(in_eval),
             "proposed_before": int(earlier), "proposed": int(n), "recorded_budget": budget}

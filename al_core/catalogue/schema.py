@@ -7,7 +7,9 @@ version is never edited: a change is a new version. docs/sql.md documents the
 columns of the audit views.
 """
 
-SCHEMA_VERSION = 3
+from al_core.catalogue.label_views import MIGRATION_4
+
+SCHEMA_VERSION = 4
 APP_NAME = "al-pipeline"  # schema_info 'app': tells our databases from any other DuckDB file
 
 
@@ -227,6 +229,9 @@ MIGRATIONS: dict[int, list[str]] = {
     3: [
         "ALTER TABLE probes ADD COLUMN classes VARCHAR DEFAULT NULL",
     ],
+    # Every annotation kept (task, time, seconds spent), the label policy, disagreements, adjudication
+    # (al_core.catalogue.label_views; docs/sql.md).
+    4: MIGRATION_4,
 }
 
 

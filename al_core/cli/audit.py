@@ -41,13 +41,14 @@ def _when(v: str | None) -> str:
 
 
 def format_rounds(rows: list[dict]) -> str:
-    head = ["round", "kind", "labels", "skips", "strategy", "seed", "budget", "probe", "accuracy", "bal.acc",
-            "proposed (UTC)", "evaluated (UTC)", "status"]
+    head = ["round", "kind", "labels", "skips", "disagree", "strategy", "seed", "budget", "probe", "accuracy",
+            "bal.acc", "proposed (UTC)", "evaluated (UTC)", "status"]
     body = []
     for r in rows:
         probe = "-" if r["probe_id"] is None else f"v{r['probe_version']} ({r['probe_n_labels']})"
         body.append([str(r["round"]), t(r["kind"] or "-"), str(r["labels_so_far"]), str(r["skips_so_far"]),
-                     t(r["strategy"] or "-"), _num(r["seed"], "{}"), _num(r["budget"], "{}"), probe,
+                     str(r["disagreements_so_far"]), t(r["strategy"] or "-"), _num(r["seed"], "{}"),
+                     _num(r["budget"], "{}"), probe,
                      _num(r["accuracy"]), _num(r["balanced_accuracy"]), _when(r["proposed_at"]),
                      _when(r["evaluated_at"]), t(r["status"])])
     if not body:
@@ -91,16 +92,30 @@ def format_lineage(d: dict) -> str:
         ans = (f"answering batch {lab['proposed_round']} ({t(lab['proposed_strategy'])})"
                if lab["proposed_round"] is not None else "for an image never proposed (flagged)")
         state = lab["state"] + (f" from round {lab['retracted_from_round']}" if lab["retracted"] else "")
+        state += ", decides" if lab["decides"] else ""
+        why = f" ({t(lab['superseded_because'])})" if lab["superseded_because"] else ""
         out.append(f"  label #{lab['label_id']:<6} {t(repr(lab['label']))}{' (skip)' if lab['is_skip'] else ''} "
-                   f"[{state}] round {lab['round']}, {ans}")
+                   f"[{state}]{why} round {lab['round']}, {ans}")
         out.append(f"                 file {t(lab['file_name'])} sha256 {t(lab['file_sha256'])} "
                    f"({t(lab['file_status'])})")
         who = t(lab["annotator"] or "-")
         ann = f", annotation {t(lab['annotation_id'])}" if lab["annotation_id"] else ""
+        ann += f", task {t(lab['task_id'])}" if lab["task_id"] else ""
         line = f", line {lab['line']}" if lab["line"] is not None else ""
-        out.append(f"                 annotator {who}{ann}{line}, received {_when(lab['received_at'])} UTC")
+        at = f", annotated {_when(lab['annotated_at'])} UTC" if lab["annotated_at"] else ""
+        spent = (f", {lab['seconds']:.1f} s ({t(lab['seconds_source'])})" if lab["seconds"] is not None else "")
+        out.append(f"                 annotator {who}{ann}{line}{at}, received {_when(lab['received_at'])} UTC{spent}")
         if lab.get("note"):
             out.append(f"                 note {t(lab['note'])}")
+    tr = d.get("training")
+    if tr:
+        label = t(tr["label"]) if tr["status"] == "labelled" else "-"
+        out.append(f"  training      {tr['status']}: {label} (policy {t(tr['policy'])}, {tr['n_answers']} counting "
+                   f"answer(s) by {tr['n_annotators']} annotator(s))")
+        for dis in tr["disagreements"]:
+            votes = ", ".join(f"{t(a['annotator'] or 'unnamed')} {t(repr(a['label']))}" for a in dis["answers"])
+            batch = f"batch {dis['answers_round']}" if dis["answers_round"] is not None else "no batch"
+            out.append(f"  DISAGREEMENT  {batch}, round {dis['label_round']}: {votes}; {t(dis['resolution'])}")
     if not d["probes"]:
         out.append("  probes        none trained with this image")
     for p in d["probes"]:

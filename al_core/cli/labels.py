@@ -28,7 +28,7 @@ from al_core.cli.common import CONFIG_HELP, announce_project, fail, json_safe, l
 from al_core.cli.common import terminal_safe as t
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
-from al_core.labels import MAX_REPORT_ERRORS, ParsedLabels, error_report, parse_label_file
+from al_core.labels import MAX_REPORT_ERRORS, LabelError, ParsedLabels, error_report, parse_label_file
 from al_core.loop.inbox import ValidationUnavailable, validation_inputs  # the sensor's and the round run's inputs
 
 
@@ -76,8 +76,8 @@ def _add_check(subparsers, common: argparse.ArgumentParser) -> None:
         description="Validate a label file with the inbox sensor's parser against the project's classes and "
                     "images, applying nothing. Exit 0: valid (a summary is printed); 1: rejected (the error "
                     "report is printed); 2: the check could not run.")
-    p.add_argument("file", help="label file: CSV (image_id,label[,annotator]), JSON lines "
-                                "or a Label Studio JSON export")
+    p.add_argument("file", help="label file: CSV (image_id,label[,annotator,annotation_id,note,seconds]), JSON "
+                                "lines, or any Label Studio export (JSON, JSON_MIN, CSV, TSV, target-storage file)")
 
 
 def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
@@ -91,13 +91,19 @@ def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
             "rows_without_annotator"] else ""
         print_safe(f"  annotators: {ann}{extra}", file=out)
     if s["n_duplicates"]:
-        print_safe(f"  {s['n_duplicates']} repeated rows (same image, same label) counted once", file=out)
+        print_safe(f"  {s['n_duplicates']} repeated rows (same image, annotator and label) counted once", file=out)
     if s["n_cancelled"]:
-        print_safe(f"  {s['n_cancelled']} cancelled Label Studio annotations skipped", file=out)
+        print_safe(f"  {s['n_cancelled']} cancelled Label Studio annotations (Skip): each a skip", file=out)
+    if s["n_drafts"] or s["n_unanswered"]:
+        print_safe(f"  {s['n_drafts']} drafts and {s['n_unanswered']} tasks without an answer: not answers", file=out)
     for d in parsed.decisions:
-        others = ", ".join(f"#{t(o['annotation_id'])} {t(repr(o['label']))}" for o in d["others"])
-        print_safe(f"  task {t(d['task_id'])} (line {d['line']}): annotation #{t(d['chosen_annotation_id'])} "
-                   f"{t(repr(d['chosen_label']))} chosen over {others} (latest updated wins)", file=out)
+        answers = ", ".join(f"#{t(a['annotation_id'])} {t(repr(a['label']))} by {t(a['annotator'] or 'unnamed')}"
+                            for a in d["answers"])
+        print_safe(f"  task {t(d['task_id'])}: {len(d['answers'])} answers kept, newest first: {answers}", file=out)
+    for w in parsed.warnings:
+        print_safe(f"  WARNING {t(str(w))}", file=out)
+    if parsed.warnings_dropped:
+        print_safe(f"  ... and {parsed.warnings_dropped} more warning(s)", file=out)
 
 
 def _print_report(rep: dict, out) -> None:
@@ -105,11 +111,7 @@ def _print_report(rep: dict, out) -> None:
     print_safe(f"{t(rep['file'])}: REJECTED, {rep['n_errors']} error(s); nothing in it would be applied "
                f"(format {rep['format']}, sha256 {rep['sha256'] or '-'})", file=out)
     for e in rep["errors"]:
-        where = "file" if e["line"] is None else f"line {e['line']}"
-        if e["field"]:
-            where += f" [{t(e['field'])}]"
-        tail = f" (value: {t(e['value_preview'])})" if e["value_preview"] is not None else ""
-        print_safe(f"  {where}: {t(e['message'])}{tail}", file=out)
+        print_safe(f"  {t(str(LabelError(**e)))}", file=out)
     if rep["n_omitted"]:
         print_safe(f"  ... and {rep['n_omitted']} more error(s) not listed", file=out)
 
@@ -126,7 +128,8 @@ def cmd_check(args) -> int:
     if parsed.ok:
         s = parsed.summary()
         if args.json:
-            print_safe(json_safe({**s, "decisions": list(parsed.decisions)}, indent=2))
+            print_safe(json_safe({**s, "decisions": list(parsed.decisions),
+                                  "warnings": [w.as_dict() for w in parsed.warnings]}, indent=2))
         else:
             _print_summary(s, parsed, sys.stdout)
         return Exit.OK

@@ -1,17 +1,27 @@
-"""`al status`: what the store holds (al_core.catalogue.reports.store_summary)."""
+"""`al status`: what the store holds (al_core.catalogue.reports.store_summary) and where the labelling stands
+(the label policy, skipped and disputed images, disagreements, the open batch's missing answers)."""
 
 import argparse
 
 from al_core.cli.common import add_config_option, json_safe, print_safe, run_with_store
 from al_core.cli.common import terminal_safe as t
 
+UNANSWERED_SHOWN = 10  # unanswered images of the open batch listed by name (--json lists every one)
+
 
 def summary(store) -> dict:
-    """The database's path and al_core.catalogue.reports.store_summary, from one read-only connection."""
+    """The database's path, al_core.catalogue.reports.store_summary and ``labelling`` (label_state_counts and
+    the open batch's batch_answer_summary), from one read-only connection."""
+    from al_core.catalogue import labels as labels_q
+    from al_core.catalogue import rounds as rounds_q
     from al_core.catalogue.reports import store_summary
 
     with store.connect(read_only=True, view=False) as con:
-        return {"database": str(store.db_path), **store_summary(con)}
+        labelling = labels_q.label_state_counts(con)
+        open_round = rounds_q.latest_open_round(con)
+        if open_round is not None:
+            labelling["batch"] = rounds_q.batch_answer_summary(con, open_round)
+        return {"database": str(store.db_path), **store_summary(con), "labelling": labelling}
 
 
 def print_summary(s: dict, file=None) -> None:
@@ -23,6 +33,19 @@ def print_summary(s: dict, file=None) -> None:
     for c in s["embedding_configs"]:
         print_safe(f"embeddings      {t(c['backbone'])} [{t(c['config_id'])}]: {c['vectors']} vectors x {c['dim']} "
                    f"in {c['parts']} part files", file=file)
+    lab = s["labelling"]
+    print_safe(f"labels          policy {t(lab['policy'] or 'latest')}: {lab['skipped']} images skipped, "
+               f"{lab['disputed']} disputed ({lab['adjudication_queued']} queued for adjudication), "
+               f"{lab['disagreements']} with annotators disagreeing", file=file)
+    b = lab.get("batch")
+    if b:
+        print_safe(f"open batch      {b['round']}: {b['answered']}/{b['proposed']} answered ({b['skipped']} skipped, "
+                   f"{b['disputed']} disputed)", file=file)
+        for m in b["unanswered"][:UNANSWERED_SHOWN]:
+            print_safe(f"  no answer yet {t(m['image_id'])} {t(m['path'])}", file=file)
+        if len(b["unanswered"]) > UNANSWERED_SHOWN:
+            print_safe(f"  ... and {len(b['unanswered']) - UNANSWERED_SHOWN} more (al status --json lists them)",
+                       file=file)
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +56,7 @@ def main(argv: list[str]) -> int:
     def body(cfg, store):
         s = summary(store)
         if args.json:
-            print_safe(json_safe(s, indent=2))
+            print_safe(json_safe(s, indent=2, default=str))
         else:
             print_summary(s)
 

@@ -22,6 +22,7 @@ from al_core.config.schema import (
     EvaluationConfig,
     ImagesConfig,
     LabelsConfig,
+    LabelStudioConfig,
     PathsConfig,
     ScheduleConfig,
     SelectionConfig,
@@ -43,8 +44,8 @@ DEFAULT_CONFIG_NAME = "al.yaml"
 
 __all__ = [
     "CONFIG_ENV", "DEFAULT_CONFIG_NAME", "DEFAULT_YAML", "BackboneConfig", "ConfigError", "EvaluationConfig",
-    "ImagesConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "ScheduleConfig", "SelectionConfig",
-    "SensorConfig", "StoreConfig", "config_origin", "find_config_path", "from_dict", "load_config",
+    "ImagesConfig", "LabelStudioConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "ScheduleConfig",
+    "SelectionConfig", "SensorConfig", "StoreConfig", "config_origin", "find_config_path", "from_dict", "load_config",
 ]
 
 
@@ -58,6 +59,7 @@ class ProjectConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
+    label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     sensor: SensorConfig = field(default_factory=SensorConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -111,6 +113,15 @@ class ProjectConfig:
     @property
     def manifest(self) -> Path | None:
         return self.resolve(self.images.manifest)
+
+    @property
+    def document_root(self) -> Path:
+        """The folder task image paths are made relative to (Label Studio's local-files document root):
+        ``label_studio.document_root``, else the image root's parent, else the filesystem root (a manifest)."""
+        if self.label_studio.document_root:
+            return self.resolve(self.label_studio.document_root)
+        root = self.image_root
+        return root.parent if root is not None and root.parent != root else Path(Path.cwd().anchor or "/")
 
     def class_names(self, store=None) -> tuple[str, ...]:
         """The configured classes, or the ground-truth folder names found by the scan."""
@@ -166,6 +177,10 @@ def _check_together(cfg: ProjectConfig) -> None:
         raise ConfigError(f"paths.inbox ({cfg.inbox}) and paths.outbox ({cfg.outbox}) must be separate folders, "
                           "neither inside the other: annotators' files and the tool's batches would mix")
     check_url_template(cfg.labels.image_url_template, IMAGE_URL_FIELDS, "labels.image_url_template")
+    root, doc_root = cfg.image_root, cfg.document_root
+    if cfg.label_studio.document_root and root is not None and doc_root != root and doc_root not in root.parents:
+        raise ConfigError(f"label_studio.document_root ({doc_root}) must contain images.root ({root}): task image "
+                          "paths are made relative to it")
     if cfg.schedule.retrain_cron is not None:
         check_cron(cfg.schedule.retrain_cron, "schedule.retrain_cron")
 

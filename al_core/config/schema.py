@@ -70,14 +70,28 @@ class EvaluationConfig:
     labels_from_ground_truth: bool = setting(False)
 
 
+# How the answers of several annotators make an image's training label (al_core.catalogue.label_views).
+LABEL_POLICIES = ("latest", "majority", "unanimous")
+
+
 @dataclass(frozen=True)
 class LabelsConfig:
     skip_label: str = setting("skip", nonblank=True)
-    image_url_template: str = setting("/data/local-files/?d={path}", nonblank=True)
+    image_url_template: str = setting("/data/local-files/?d={url_path}", nonblank=True)
+    policy: str = setting("latest", choices=LABEL_POLICIES)
+    propose_skipped_again: bool = setting(False)
 
 
-# The fields an image URL template may name (al_core.loop's outbox fills them).
-IMAGE_URL_FIELDS = ("path", "image_id", "name")
+# The fields an image URL template may name (al_core.labels.label_studio fills them): path (absolute), image_id,
+# name (the file name), relpath (the path relative to label_studio.document_root) and url_path (relpath
+# percent-encoded, / kept).
+IMAGE_URL_FIELDS = ("path", "image_id", "name", "relpath", "url_path")
+
+
+@dataclass(frozen=True)
+class LabelStudioConfig:
+    document_root: str | None = setting(None, nonblank=True)  # null: the parent of images.root (else /)
+    prelabels: bool = setting(True)
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,7 @@ class StoreConfig:
 # section name in the file -> its dataclass (the `store:` section is ProjectConfig.store_cfg)
 SECTIONS: dict[str, type] = {
     "images": ImagesConfig, "backbone": BackboneConfig, "selection": SelectionConfig,
-    "evaluation": EvaluationConfig, "labels": LabelsConfig, "paths": PathsConfig,
+    "evaluation": EvaluationConfig, "labels": LabelsConfig, "label_studio": LabelStudioConfig, "paths": PathsConfig,
     "sensor": SensorConfig, "schedule": ScheduleConfig, "store": StoreConfig,
 }
 TOP_LEVEL_KEYS = ("name", "classes")

@@ -38,8 +38,14 @@ evaluation:
   # labelled evaluation images can also be delivered as label files into <inbox>/eval/
 
 labels:
-  skip_label: skip                # an annotator's "cannot tell": recorded, never proposed again, not trained on
-  image_url_template: "/data/local-files/?d={path}"   # Label Studio task URL; {path}, {image_id}, {name}
+  skip_label: skip                # an annotator's "cannot tell" (or Label Studio's Skip): an answer, not trained on
+  image_url_template: "/data/local-files/?d={url_path}"  # {path} {relpath} {url_path} {image_id} {name}
+  policy: latest                  # several annotators: latest | majority | unanimous (disputes go to adjudication)
+  propose_skipped_again: false    # true: an image every annotator skipped may be proposed again later
+
+label_studio:
+  document_root: null             # Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; null: images.root's parent
+  prelabels: true                 # the probe's guess as a pre-annotation of each task; false: blind labelling
 
 paths:
   data_dir: data                  # database, vectors, probes, reports, Dagster home

@@ -16,7 +16,7 @@ held whole once (at most MAX_FILE_BYTES) and polars checks, per line: blank
 lines (only commas and whitespace) are skipped, the cell count, the image id
 (64 lowercase hex characters after trimming, then known to the store), the
 label (a class or the skip label after trimming), the inert texts
-(at most MAX_FIELD_CHARS after trimming) and one label per image. Trimming
+(at most MAX_FIELD_CHARS after trimming), the seconds, and one label per image and annotator. Trimming
 strips exactly what Python's ``str.strip()`` strips (``WHITESPACE``).
 """
 
@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from al_core.labels.csv_reader import csv_header
 from al_core.labels.limits import MAX_FIELD_CHARS, READ_CHUNK
 from al_core.labels.reader import UTF8_BOM
 from al_core.labels.results import ErrorCollector, LabelRow
-from al_core.labels.rows import RowValidator
+from al_core.labels.rows import SECONDS_RE, RowValidator
 
 if TYPE_CHECKING:
     import numpy as np
@@ -139,20 +140,24 @@ def read_csv_fast(f, h, rows: RowValidator, max_line_bytes: int, max_bytes: int)
     if df is None:
         return None
     n_records = df.height
-    first = df.select(pl.col("image_id").is_first_distinct()).to_series()
-    if not first.all():  # the same image twice: accepted if with the same label, counted once
-        again = df.filter(~first)["image_id"].implode()
-        twice = df.filter(pl.col("image_id").is_in(again))
-        if twice.select(pl.col("label").n_unique().over("image_id").max()).item() > 1:
-            return None  # an image with two labels: the reference reader names both lines
+    key = ["image_id", "annotator"] if "annotator" in names else ["image_id"]
+    first = df.select(pl.struct(key).is_first_distinct()).to_series()
+    if not first.all():  # one annotator answering an image twice: counted once if with the same label
+        again = df.filter(~first).select(key).unique()
+        twice = df.join(again, on=key, how="semi")
+        if twice.select(pl.col("label").n_unique().over(key).max()).item() > 1:
+            return None  # two labels: the reference reader keeps both and writes the warning
         df = df.filter(first)
     if not all(map(rows.known.__contains__, ids := df["image_id"].to_list())):
         return None
     columns = _columns(pl, df, names, labels, rows)
     del df  # polars' copy goes before the rows are built
+    n = len(ids)
+    sources = ["column" if v is not None else None for v in columns["seconds"]]
     rows.rows.extend(map(LabelRow, columns["line"], ids, columns["label"], columns["is_skip"], columns["annotator"],
-                         columns["annotation_id"], columns["note"]))
-    rows.n_duplicates += n_records - len(ids)
+                         columns["annotation_id"], columns["note"], repeat(None, n), repeat(None, n),
+                         columns["seconds"], sources))
+    rows.n_duplicates += n_records - n
     return n_records
 
 
@@ -177,11 +182,15 @@ def _validated(pl, df, names: list[str], labels: list[str]):
     blank line, so no copy); only when that fails is every cell trimmed and
     blank lines dropped before checking again.
     """
-    texts = [c for c in names if c not in ("image_id", "label")]
+    texts = [c for c in names if c not in ("image_id", "label", "seconds")]
     trimmed = [x for x in labels if x == x.strip()]  # a class named " cat" is never what a trimmed cell holds
     checks = [(pl.col("commas") == len(names) - 1).all(), pl.col("image_id").str.contains(r"^[0-9a-f]{64}$").all(),
               pl.col("label").is_in(trimmed).all()]
     checks += [(pl.col(c).str.len_chars() <= MAX_FIELD_CHARS).all() for c in texts]
+    if "seconds" in names:  # empty, or SECONDS_RE and finite (what RowValidator.seconds_text accepts)
+        sec = pl.col("seconds").str.strip_chars(WHITESPACE)
+        checks.append(((sec == "") | (sec.str.contains(f"^(?:{SECONDS_RE.pattern})$")
+                                      & sec.cast(pl.Float64, strict=False).is_finite())).all())
     df = df.with_columns(pl.col(texts).str.strip_chars(WHITESPACE))
     if all(df.select(checks).row(0)):
         return df
@@ -202,4 +211,6 @@ def _columns(pl, df, names: list[str], labels: list[str], rows: RowValidator) ->
         out[c] = (df.select(pl.when(pl.col(c) != "").then(pl.col(c))).to_series().to_list() if c in names
                   else [None] * df.height)
     out["annotator"] = [None if v is None else rows.annotators.setdefault(v, v) for v in out["annotator"]]
+    out["seconds"] = ([None if v == "" else float(v) for v in df["seconds"].str.strip_chars(WHITESPACE).to_list()]
+                      if "seconds" in names else [None] * df.height)
     return out

@@ -35,14 +35,21 @@ def parse_csv(reader: LineReader, rows: RowValidator, errs: ErrorCollector) -> i
                 return n_records  # rows cannot be read without a valid header
             i_id, i_lab = header["image_id"], header["label"]
             i_ann, i_aid, i_note = header.get("annotator"), header.get("annotation_id"), header.get("note")
+            i_sec = header.get("seconds")
             continue
         n_records += 1
         if len(cells) != len(header):
             errs.add(line, None, f"expected {len(header)} cells ({', '.join(header)}), got {len(cells)}",
                      ",".join(cells))
             continue
+        seconds = None
+        if i_sec is not None:
+            ok, seconds = rows.seconds_text(line, cells[i_sec])
+            if not ok:
+                continue
         rows.add(line, cells[i_id], cells[i_lab], cells[i_ann] if i_ann is not None else None,
-                 cells[i_aid] if i_aid is not None else None, cells[i_note] if i_note is not None else None)
+                 cells[i_aid] if i_aid is not None else None, cells[i_note] if i_note is not None else None,
+                 seconds=seconds, seconds_source=None if seconds is None else "column")
     return n_records
 
 

@@ -1,4 +1,5 @@
-"""JSON lines label files: one object per line with ``image_id`` and ``label`` and optional inert strings."""
+"""JSON lines label files: one object per line with ``image_id`` and ``label``, optional inert strings and an
+optional ``seconds`` (a number: the time spent on the answer)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,10 @@ def parse_jsonl(reader: LineReader, rows: RowValidator, errs: ErrorCollector) ->
         if unknown:
             errs.add(line, None, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(JSONL_KEYS)}")
             continue
-        vals = {k: json_str(obj, k, line, errs, required=k in CSV_REQUIRED) for k in JSONL_KEYS}
-        if any(v is BAD for v in vals.values()):
+        vals = {k: json_str(obj, k, line, errs, required=k in CSV_REQUIRED) for k in JSONL_KEYS if k != "seconds"}
+        ok, seconds = rows.seconds_number(line, obj.get("seconds"))
+        if not ok or any(v is BAD for v in vals.values()):
             continue
-        rows.add(line, vals["image_id"], vals["label"], vals["annotator"], vals["annotation_id"], vals["note"])
+        rows.add(line, vals["image_id"], vals["label"], vals["annotator"], vals["annotation_id"], vals["note"],
+                 seconds=seconds, seconds_source=None if seconds is None else "column")
     return n_records

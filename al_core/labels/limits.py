@@ -10,8 +10,11 @@ MAX_REPORT_ERRORS = 1_000  # errors listed in an .errors.json report (~250 KB); 
 PREVIEW_CHARS = 80  # characters of a bad value quoted in an error (repr-escaped)
 READ_CHUNK = 1 << 20  # 1 MiB: piece size when hashing a refused file or skipping an over-long line
 
-FORMATS = ("csv", "jsonl", "label_studio")
-CSV_COLUMNS = ("image_id", "label", "annotator", "annotation_id", "note")
+# The formats parse_label_file reads (ParsedLabels.format, label_files.format): the project's own CSV and JSON
+# lines, and every export Label Studio 1.23 writes (docs/labelling-loop.md, "Formats").
+FORMATS = ("csv", "jsonl", "label_studio", "label_studio_min", "label_studio_csv", "label_studio_tsv",
+           "label_studio_task", "label_studio_annotation")
+CSV_COLUMNS = ("image_id", "label", "annotator", "annotation_id", "note", "seconds")
 CSV_REQUIRED = ("image_id", "label")
 JSONL_KEYS = CSV_COLUMNS
 IMAGE_ID_LEN = 64

@@ -1,4 +1,6 @@
-"""The error report of a rejected label file: ``<name>.errors.json`` beside it, and what ``al labels check`` prints."""
+"""The report of a label file: ``<name>.errors.json`` beside a rejected file, ``<name>.warnings.json`` beside an
+accepted file with warnings, and what ``al labels check`` prints. Each error and warning names its line and, in a
+Label Studio export, its task id and annotation id."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from al_core.labels.results import ParsedLabels
 
 
 def error_report(parsed: ParsedLabels, max_errors: int = MAX_REPORT_ERRORS) -> dict:
-    """The ``.errors.json`` report of a rejected file (what ``al labels check`` prints)."""
+    """The report of a file (what ``al labels check`` prints): its errors, then its warnings, at most
+    ``max_errors`` of each listed."""
     listed = parsed.errors[:max_errors]
+    warned = parsed.warnings[:max_errors]
     return {
         "file": parsed.path,
         "sha256": parsed.sha256,
@@ -22,6 +26,9 @@ def error_report(parsed: ParsedLabels, max_errors: int = MAX_REPORT_ERRORS) -> d
         "n_listed": len(listed),
         "n_omitted": parsed.n_errors - len(listed),
         "errors": [e.as_dict() for e in listed],
+        "n_warnings": parsed.n_warnings,
+        "n_warnings_omitted": parsed.n_warnings - len(warned),
+        "warnings": [w.as_dict() for w in warned],
     }
 
 

@@ -2,7 +2,9 @@
 
 Duplicate keys in one object are errors (``DECODER``), nesting deeper than
 MAX_JSON_DEPTH is an error (``too_deep``), and a value where a string belongs
-must be a string (``json_str``): nothing is converted.
+must be a string (``json_str``): nothing is converted. ``walk_array`` decodes a
+top-level array element by element (a Label Studio export), ``decode_document``
+one whole document (a target-storage file).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from al_core.labels.limits import MAX_JSON_DEPTH
+from al_core.labels.limits import MAX_JSON_DEPTH, PREVIEW_CHARS
 from al_core.labels.results import ErrorCollector
 
 BAD = object()  # marks a value already reported as an error
@@ -72,16 +74,111 @@ def too_deep(text: str, start: int = 0, end: int | None = None, limit: int = MAX
     return False
 
 
-def json_str(obj: dict, key: str, line: int, errs: ErrorCollector, required: bool, field: str | None = None):
-    """obj[key] as a string; None when optional and absent/null; BAD on error."""
+def json_str(obj: dict, key: str, line: int, errs: ErrorCollector, required: bool, field: str | None = None, **ids):
+    """obj[key] as a string; None when optional and absent/null; BAD on error (``ids``: Label Studio's task and
+    annotation ids, for the error)."""
     field = field or key
     if key not in obj or (obj[key] is None and not required):
         if required:
-            errs.add(line, field, f"missing {key!r}")
+            errs.add(line, field, f"missing {key!r}", **ids)
             return BAD
         return None
     v = obj[key]
     if not isinstance(v, str):
-        errs.add(line, field, f"{field} must be a string, got {json_type(v)} (not converted)", v)
+        errs.add(line, field, f"{field} must be a string, got {json_type(v)} (not converted)", v, **ids)
         return BAD
     return v
+
+
+def walk_array(text: str, errs: ErrorCollector, what: str, on_item) -> int:
+    """Decode the top-level JSON array of ``text`` one element at a time and call ``on_item(item, index,
+    start_line)`` for each (so one element is held decoded at a time); returns the number of elements.
+
+    Malformed JSON (an unclosed array, a trailing comma, extra data, a duplicate key, nesting deeper than
+    MAX_JSON_DEPTH counting the enclosing array) is reported in ``errs`` with its line, and stops the walk.
+    ``what`` names an element in messages ("task", "row").
+    """
+    n = 0
+    line, line_pos = 1, 0
+
+    def line_at(pos: int) -> int:
+        nonlocal line, line_pos
+        line += text.count("\n", line_pos, pos)
+        line_pos = pos
+        return line
+
+    pos = JSON_WS.match(text).end()
+    if text[pos: pos + 1] != "[":  # pragma: no cover - format detection guarantees it
+        errs.add(1, None, "a Label Studio export must be a JSON array")
+        return 0
+    pos += 1
+    expect_value = False
+    while True:
+        pos = JSON_WS.match(text, pos).end()
+        if pos >= len(text):
+            errs.add(line_at(pos), None, "malformed JSON: the array is not closed (missing ']')")
+            break
+        if text[pos] == "]" and not expect_value:
+            pos += 1
+            rest = JSON_WS.match(text, pos).end()
+            if rest < len(text):
+                errs.add(line_at(rest), None, "malformed JSON: extra data after the array",
+                         text[rest: rest + PREVIEW_CHARS])
+            break
+        start_line = line_at(pos)
+        try:
+            item, end = DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            errs.add(e.lineno, None, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
+                     text[e.pos: e.pos + PREVIEW_CHARS])
+            break
+        except RecursionError:
+            errs.add(start_line, None, f"{what} #{n + 1}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            break
+        except ValueError as e:  # duplicate key, integer with too many digits
+            errs.add(start_line, None, f"{what} #{n + 1}: malformed JSON: {e}")
+            break
+        n += 1
+        if too_deep(text, pos, end, MAX_JSON_DEPTH - 1):  # the enclosing array is one level
+            errs.add(start_line, None, f"{what} #{n}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        else:
+            on_item(item, n - 1, start_line)
+        del item
+        pos = JSON_WS.match(text, end).end()
+        if text[pos: pos + 1] == ",":
+            pos += 1
+            expect_value = True
+            nxt = JSON_WS.match(text, pos).end()
+            if text[nxt: nxt + 1] == "]":
+                errs.add(line_at(nxt), None, "malformed JSON: trailing comma before ']'")
+                break
+        elif text[pos: pos + 1] == "]":
+            expect_value = False
+        elif pos >= len(text):
+            errs.add(line_at(pos), None, "malformed JSON: the array is not closed (missing ']')")
+            break
+        else:
+            errs.add(line_at(pos), None, f"malformed JSON: expected ',' or ']' after a {what}",
+                     text[pos: pos + PREVIEW_CHARS])
+            break
+    return n
+
+
+def decode_document(text: str, errs: ErrorCollector):
+    """One whole JSON document (a Label Studio target-storage file), strictly decoded; BAD after reporting why."""
+    try:
+        value = DECODER.decode(text)
+    except json.JSONDecodeError as e:
+        errs.add(e.lineno, None, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
+                 text[e.pos: e.pos + PREVIEW_CHARS])
+        return BAD
+    except RecursionError:
+        errs.add(None, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return BAD
+    except ValueError as e:  # duplicate key, integer with too many digits
+        errs.add(None, None, f"malformed JSON: {e}")
+        return BAD
+    if too_deep(text):
+        errs.add(None, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return BAD
+    return value

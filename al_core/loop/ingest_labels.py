@@ -10,14 +10,19 @@
    (swapped for a link after the sensor's look), is refused unread.
 2. In one write transaction, against what is committed then:
    ``_label_round`` (the round the labels go into), ``_Ledger.read`` (the
-   deliveries so far, the current labels, the proposed images), ``_decide`` per
+   deliveries so far, and the label history's ``AnswerLedger``), ``_decide`` per
    file (already committed, duplicate, rejected or accepted: the outcome goes
-   into a ``_Plan``), and ``_write`` (the plan's rows).
-3. After the commit (al_core.loop.deliveries): ``write_error_reports`` and
-   ``move_files`` (to inbox/accepted/ or inbox/rejected/, made real folders
-   before the transaction by ``safe_folders``; a move never replaces a file and
-   never follows a link).
-4. ``_readiness``: whether the open batch is now answered, so the run goes on.
+   into a ``_Plan``; an accepted file's new answers are chosen by
+   ``al_core.loop.label_history.add_answers``; the Label Studio users' emails
+   the files show are recorded first), and ``_write`` (the plan's rows, the
+   label policy).
+3. After the commit (al_core.loop.deliveries): ``write_error_reports`` (a
+   rejected file's errors, an accepted file's warnings) and ``move_files`` (to
+   inbox/accepted/ or inbox/rejected/, made real folders before the transaction
+   by ``safe_folders``; a move never replaces a file and never follows a link).
+4. ``_readiness``: whether the open batch is now answered, so the run goes on,
+   and where the labelling stands (``label_history.labelling_state``:
+   disagreements, disputes queued for adjudication, skips, missing answers).
 
 ``ingest_round_labels`` is the ``round_labels`` step around it (outbox repair, CLI requests).
 """
@@ -31,10 +36,10 @@ from pathlib import Path
 
 from al_core.catalogue import labels as labels_q
 from al_core.catalogue import now
-from al_core.catalogue import rounds as rounds_q
 from al_core.catalogue.labels import INGESTED_STATUSES, LABEL_ROW_COLUMNS, LabelFileRecord
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
+from al_core.loop import label_history
 from al_core.loop.deliveries import (
     Delivery,
     committed_not_moved,
@@ -60,6 +65,7 @@ from al_core.loop.requests import finish_request, stale_close_request
 from al_core.loop.state import answered, is_answered, loop_state
 
 Log = Callable[[str], None]
+WARNING_REPORT_SUFFIX = ".warnings.json"  # beside an accepted file with warnings (in inbox/accepted/)
 
 
 @dataclass
@@ -74,6 +80,9 @@ class FileOutcome:
     n_skips: int = 0
     stored_path: str | None = None
     is_eval: bool = False
+    n_repeats: int = 0  # answers already in the label history (a cumulative export, a rewritten file)
+    n_warnings: int = 0  # problems that did not reject the file (its .warnings.json report lists them)
+    warnings: list[str] = field(default_factory=list)  # the first few
 
 
 @dataclass
@@ -86,6 +95,7 @@ class IngestReport:
     ready: bool = False
     requested_round: int | None = None  # set when the run was requested for an older round (a stale request)
     resumed: bool = False  # ready because no batch is open although the budget is not spent (an interrupted round)
+    labelling: dict = field(default_factory=dict)  # label_history.labelling_state after the commit
 
     @property
     def counts(self) -> dict:
@@ -98,7 +108,7 @@ class IngestReport:
         return {"round": self.round, "files": [asdict(f) for f in self.files], "counts": self.counts,
                 "answered": self.answered, "proposed": self.proposed, "open_round": self.open_round,
                 "ready": self.ready, "labels_applied": sum(f.n_applied for f in self.files if not f.is_eval),
-                "requested_round": self.requested_round, "resumed": self.resumed}
+                "requested_round": self.requested_round, "resumed": self.resumed, "labelling": self.labelling}
 
 
 # ----------------------------------------------------------------------------- the steps' records
@@ -107,13 +117,11 @@ class _Ledger:
     """What is committed, read inside the write transaction, and kept up to date as the files are decided."""
 
     history: dict  # sha256 -> [(status, stored_path, original_name, is_eval)], oldest first
-    current: dict  # image_id -> current label
-    proposed: set  # every image proposed in a batch
+    answers: label_history.AnswerLedger  # the label history's current answers, proposals, annotators
 
     @classmethod
     def read(cls, con) -> "_Ledger":
-        return cls(labels_q.label_file_history(con), labels_q.current_label_by_image(con),
-                   rounds_q.proposed_image_ids(con))
+        return cls(labels_q.label_file_history(con), label_history.AnswerLedger.read(con))
 
 
 @dataclass
@@ -131,11 +139,11 @@ class _Plan:
     taken: set = field(default_factory=set)  # destinations chosen in this plan
 
     def record(self, d: Delivery, file_id: str, dest: Path, status: str, reason: str | None, *, fmt=None,
-               n_rows=0, n_applied=0, n_unproposed=0, n_skips=0, move: bool = True) -> None:
+               n_rows=0, n_applied=0, n_unproposed=0, n_skips=0, n_warnings=0, move: bool = True) -> None:
         """A label_files row for delivery ``d``, and (``move``) its move to ``dest`` after the commit."""
         self.records.append(LabelFileRecord(file_id, d.sha256, d.name, str(dest), fmt, status, reason, n_rows,
                                             n_applied, n_unproposed, n_skips, d.is_eval, self.received_at,
-                                            self.label_round, self.run_id))
+                                            self.label_round, self.run_id, n_warnings))
         if move:
             self.moves.append((d.path, dest, file_id))
 
@@ -190,8 +198,8 @@ def _as_duplicate(d: Delivery, hist: list, ledger: _Ledger, plan: _Plan, cfg: Pr
 def _as_rejected(d: Delivery, parsed, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
     dest = plan.dest(cfg.inbox / REJECTED_FOLDER, d.path.name, d.sha256)
     errs = parsed.errors or ()
-    reason = f"{parsed.n_errors} error(s); first: " + (
-        f"line {errs[0].line}: {errs[0].message}" if errs else "no label rows")
+    reason = f"{parsed.n_errors} error(s); first: " + (f"{errs[0].where}: {errs[0].message}" if errs else
+                                                      "no label rows")
     plan.record(d, uuid.uuid4().hex, dest, "rejected", reason, fmt=parsed.format, n_rows=parsed.n_records)
     plan.error_reports.append((parsed, dest.with_name(dest.name + ERROR_REPORT_SUFFIX)))
     log(f"{d.name}: REJECTED, nothing applied: {reason}")
@@ -215,16 +223,22 @@ def _as_accepted(d: Delivery, parsed, ledger: _Ledger, plan: _Plan, cfg: Project
     dest = plan.dest(cfg.inbox / ACCEPTED_FOLDER, d.path.name, d.sha256)
     file_id = uuid.uuid4().hex
     if d.is_eval:
-        n_applied, n_unprop, n_skip = _apply_eval(parsed, plan), 0, 0
+        added = label_history.Added(applied=_apply_eval(parsed, plan))
     else:
-        n_applied, n_unprop, n_skip = _apply_training(parsed, d.sha256, file_id, ledger, plan)
-    plan.record(d, file_id, dest, "accepted", None, fmt=parsed.format, n_rows=len(parsed.rows), n_applied=n_applied,
-                n_unproposed=n_unprop, n_skips=n_skip)
+        added = label_history.add_answers(parsed, d.sha256, file_id, ledger.answers, plan.columns, plan.received_at)
+    warnings = label_history.warnings_of(parsed)
+    reason = f"{parsed.n_warnings} warning(s); first: {warnings[0]}" if warnings else None
+    plan.record(d, file_id, dest, "accepted", reason, fmt=parsed.format, n_rows=len(parsed.rows),
+                n_applied=added.applied, n_unproposed=added.unproposed, n_skips=added.skips,
+                n_warnings=parsed.n_warnings)
+    if parsed.n_warnings:
+        plan.error_reports.append((parsed, dest.with_name(dest.name + WARNING_REPORT_SUFFIX)))
     ledger.history.setdefault(d.sha256, []).append(("accepted", str(dest), d.name, d.is_eval))
-    log(f"{d.name}: accepted, {n_applied} labels applied ({n_unprop} for images never proposed, "
-        f"{n_skip} skips)")
-    return FileOutcome(d.name, d.sha256, "accepted", None, len(parsed.rows), n_applied, n_unprop, n_skip,
-                       str(dest), d.is_eval)
+    log(f"{d.name}: accepted, {added.applied} labels applied ({added.unproposed} for images never proposed, "
+        f"{added.skips} skips, {added.repeats} already in the history)"
+        + (f"; {parsed.n_warnings} warning(s), first: {warnings[0]}" if warnings else ""))
+    return FileOutcome(d.name, d.sha256, "accepted", reason, len(parsed.rows), added.applied, added.unproposed,
+                       added.skips, str(dest), d.is_eval, added.repeats, parsed.n_warnings, warnings)
 
 
 def _apply_eval(parsed, plan: _Plan) -> int:
@@ -234,26 +248,9 @@ def _apply_eval(parsed, plan: _Plan) -> int:
     return len(rows)
 
 
-def _apply_training(parsed, sha: str, file_id: str, ledger: _Ledger, plan: _Plan) -> tuple[int, int, int]:
-    """Training labels: every row that changes an image's current label. Returns (applied, unproposed, skips)."""
-    n_applied = n_unprop = n_skip = 0
-    cols = plan.columns
-    for row in parsed.rows:
-        if ledger.current.get(row.image_id) == row.label:
-            continue  # already this label: applying it again would count it twice
-        was_proposed = row.image_id in ledger.proposed
-        n_unprop += not was_proposed
-        n_skip += row.is_skip
-        for c, v in zip(LABEL_ROW_COLUMNS, (row.image_id, row.label, row.is_skip, was_proposed, sha, file_id,
-                                            row.annotation_id, row.annotator, row.line, row.note), strict=True):
-            cols[c].append(v)
-        ledger.current[row.image_id] = row.label
-        n_applied += 1
-    return n_applied, n_unprop, n_skip
-
-
-def _write(con, plan: _Plan) -> None:
-    """The plan's rows: label_files, then the label rows (in two halves around a fault point), then eval labels."""
+def _write(con, plan: _Plan, cfg: ProjectConfig) -> None:
+    """The plan's rows: label_files, then the label rows (in two halves around a fault point), then eval labels
+    and the label policy the views apply."""
     labels_q.insert_label_files(con, plan.records)
     n = len(plan.columns["image_id"])
     if n:
@@ -262,6 +259,7 @@ def _write(con, plan: _Plan) -> None:
         fault_point("labels.mid_insert")
         labels_q.insert_labels(con, plan.columns, n // 2, n, first + n // 2, plan.received_at, plan.label_round)
     labels_q.set_eval_labels(con, plan.eval_rows, plan.received_at)
+    labels_q.set_label_policy(con, cfg.labels.policy, plan.received_at)
 
 
 # ----------------------------------------------------------------------------- 4. is the batch answered?
@@ -277,6 +275,7 @@ def _readiness(store, cfg: ProjectConfig, report: IngestReport, log: Log) -> Non
             # last_round and proposing the next one; this round owes it
             report.ready = report.resumed = True
             log(f"no open batch and the budget is not spent: round {report.round} proposes the batch it owes")
+        report.labelling = label_history.labelling_state(con, report.round, st.open_round)
     if report.requested_round is not None:
         report.ready = report.resumed = False  # a stale run does nothing more; a run for the current round will
 
@@ -288,10 +287,12 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     """Validate and apply label files in one transaction, then move them to accepted/ or rejected/.
 
     A file with any error is rejected whole (nothing applied) with a
-    ``.errors.json`` report beside it. The same bytes delivered again are
-    recorded as a duplicate and change nothing. A row that repeats an image's
-    current label adds nothing (so a file delivered in halves applies each
-    label once).
+    ``.errors.json`` report beside it; a file with warnings only (an empty
+    Label Studio annotation, an annotator answering one image twice) is applied
+    with a ``.warnings.json`` report beside it. The same bytes delivered again
+    are recorded as a duplicate and change nothing. An answer already in the
+    label history adds nothing (``label_history.add_answers``: so cumulative
+    exports and a file delivered in halves apply each answer once).
 
     Files are read and validated before the write lock is taken, against
     ``validation_inputs`` (``classes`` overrides its classes); what each one
@@ -327,6 +328,7 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     report = IngestReport(round=round_, files=[])
     with store.transaction() as con:
         plan = _Plan(_label_round(con, cfg, round_, report, log), now(), run_id, taken=taken)
+        label_history.record_users(con, [d.parsed for d in deliveries], plan.received_at)
         ledger = _Ledger.read(con)
         for d in deliveries:
             outcome = _decide(d, ledger, plan, cfg, validate, log)
@@ -334,7 +336,7 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
                 report.files.append(outcome)
         for r, stored in set_aside:
             report.files.append(_as_refused(r, stored, plan, warn))
-        _write(con, plan)
+        _write(con, plan, cfg)
     fault_point("labels.after_commit")
     write_error_reports(plan.error_reports, cfg, warn)
     move_files(store, plan.moves, cfg, log, warn)

@@ -1,4 +1,4 @@
-"""The pool a round selects from and trains on: every vector of the embedding config, with the current labels."""
+"""The pool a round selects from and trains on: every vector of the embedding config, with the training labels."""
 
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -50,23 +50,27 @@ def _embeddings(store, config_id: str):
 
 
 def load_pool(store, cfg: ProjectConfig, config_id: str, classes: Sequence[str]) -> Pool:
-    """The vectors of ``config_id``, the training labels (current, not skipped, not in the eval set, of a class)
-    and the candidates (known images neither labelled, skipped, held out nor pending in an open batch)."""
+    """The vectors of ``config_id``, the training labels (``image_labels`` under ``labels.policy``: not skipped,
+    not disputed, not in the eval set, of a class) and the candidates: known images with no answer (a skipped one
+    too with ``labels.propose_skipped_again``), not held out, not in an open batch. An image of a closed batch that
+    was never answered is a candidate again; a disputed one is proposed by the adjudication queue instead."""
+    from al_core.loop.label_history import sync_policy
+
     emb = _embeddings(store, config_id)
     if len(emb) == 0:
         raise LoopError(f"no embeddings for config {config_id}: materialise `embeddings` (make demo / al ingest) first")
+    sync_policy(store, cfg)
     index = {iid: i for i, iid in enumerate(emb.image_ids)}
     cls_index = {c: k for k, c in enumerate(classes)}
     with store.connect(read_only=True, view=False) as con:
-        cur = labels_q.current_labels(con)
+        training = labels_q.training_labels(con)
+        statuses = labels_q.image_statuses(con)
         eval_ids = labels_q.eval_image_ids(con)
         ok_ids = images.known_image_ids(con)
-        proposed = rounds_q.proposed_image_ids(con)
-    labelled_any = set()
+        pending = rounds_q.open_batch_image_ids(con)
     lab_rows, lab_cls, lab_ids = [], [], []
-    for iid, label, is_skip, label_id in cur:
-        labelled_any.add(iid)
-        if is_skip or iid in eval_ids or iid not in index or label not in cls_index:
+    for iid, label, label_id in training:
+        if iid in eval_ids or iid not in index or label not in cls_index:
             continue
         lab_rows.append(index[iid])
         lab_cls.append(cls_index[label])
@@ -75,13 +79,16 @@ def load_pool(store, cfg: ProjectConfig, config_id: str, classes: Sequence[str])
     labeled = np.asarray(lab_rows, dtype=np.int64)[order]
     labels = np.asarray(lab_cls, dtype=np.int64)[order]
     label_ids = [lab_ids[i] for i in order]
-    pending = proposed - labelled_any
-    excluded = labelled_any | eval_ids | pending
+    may_return = "skipped" if cfg.labels.propose_skipped_again else None
+    answered = {iid for iid, status in statuses.items() if status != may_return}
+    pending -= answered
+    excluded = answered | eval_ids | pending
     cand = np.fromiter((i for i, iid in enumerate(emb.image_ids) if iid not in excluded and iid in ok_ids),
                        dtype=np.int64)
+    by_status = {s: sum(1 for v in statuses.values() if v == s) for s in ("labelled", "skipped", "disputed")}
     return Pool(config_id, emb.image_ids, emb.features, index, tuple(classes), labeled, labels, label_ids, cand,
-                {"labelled_or_skipped": len(labelled_any), "eval_set": len(eval_ids), "pending": len(pending),
-                 "not_ok": int(sum(1 for iid in emb.image_ids if iid not in ok_ids))})
+                {"labelled_or_skipped": len(answered), **by_status, "eval_set": len(eval_ids),
+                 "pending": len(pending), "not_ok": int(sum(1 for iid in emb.image_ids if iid not in ok_ids))})
 
 
 def load_project_pool(store, cfg: ProjectConfig, config_id: str) -> Pool:

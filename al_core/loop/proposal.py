@@ -1,11 +1,12 @@
-"""Proposing a batch: select it with the round's strategy, record it, and hand it to the annotators."""
+"""Proposing a batch: the adjudication queue first, then the round's strategy; record it, hand it to the annotators."""
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from al_core.catalogue import images, now
+from al_core.catalogue import labels as labels_q
 from al_core.catalogue import rounds as rounds_q
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
@@ -13,6 +14,8 @@ from al_core.loop import outbox
 from al_core.loop.errors import LoopError
 from al_core.loop.holdout import ensure_eval_set
 from al_core.loop.pool import Pool, load_pool, load_project_pool
+
+ADJUDICATION = rounds_q.ADJUDICATION
 
 
 @dataclass
@@ -35,6 +38,8 @@ class Proposal:
     eval_holdout: int | None = None  # the seed pool only: images held out for evaluation
     already_proposed: bool = False  # a retried run found this batch committed by an earlier run: nothing was done
     classes: tuple[str, ...] = ()  # the class list the pool (and the probe's outputs) were read with
+    n_adjudication: int = 0  # images proposed again because their annotators disagreed (labels.policy: unanimous)
+    warnings: list[str] = field(default_factory=list)  # what the annotators' files may lack (task image URLs)
 
     def as_dict(self) -> dict:
         """Every field but the image ids and scores (the asset value; the ids are in ``queries``)."""
@@ -64,9 +69,48 @@ def _budget(cfg: ProjectConfig, spent: int, n_candidates: int) -> tuple[int, int
     return budget, requested, note
 
 
+def _adjudication(store, pool: Pool, kind: str) -> list[int]:
+    """Pool rows of the images queued for adjudication (``labels.policy: unanimous``, answers that disagree):
+    proposed again first, before the strategy's picks."""
+    if kind != "query":
+        return []
+    with store.connect(read_only=True, view=False) as con:
+        queued = labels_q.adjudication_queue(con)
+    return [pool.index[iid] for iid in queued if iid in pool.index]
+
+
+def _prelabels(cfg: ProjectConfig, pool: Pool, probe, rows: list[int]) -> list[tuple[str | None, float | None]]:
+    """(predicted class, its probability) of each row by the probe that scored the pool: the Label Studio
+    pre-label (``label_studio.prelabels``); (None, None) without a probe or with pre-labels off."""
+    if probe is None or not rows or not cfg.label_studio.prelabels:
+        return [(None, None)] * len(rows)
+    proba = probe.predict_proba(pool.features[np.asarray(rows, dtype=np.int64)])
+    k = proba.argmax(axis=1)
+    return [(pool.classes[int(c)], float(proba[i, c])) for i, c in enumerate(k)]
+
+
+def _url_warnings(cfg: ProjectConfig, ids: list[str], paths: dict) -> list[str]:
+    """A warning when images lie outside label_studio.document_root: their Label Studio task URLs are then
+    relative to the filesystem root, which a Label Studio with another document root cannot serve (the batch and
+    its CSV are not affected)."""
+    from al_core.labels.label_studio import under_root
+
+    root = cfg.document_root
+    outside = sum(1 for iid in ids if not under_root(paths[iid], root))
+    if not outside:
+        return []
+    return [f"{outside} image(s) outside label_studio.document_root {root}: their Label Studio task URLs are "
+            "relative to / (set label_studio.document_root to a folder that holds every image)"]
+
+
 def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, probe_id: str | None = None,
             run_id: str | None = None) -> Proposal | None:
-    """Select batch ``round_`` and write it to the database and the outbox. None when the budget is spent."""
+    """Select batch ``round_`` and write it to the database and the outbox. None when the budget is spent.
+
+    A query batch starts with the images queued for adjudication (strategy ``adjudication``, no score); the
+    strategy picks the rest. With a probe and ``label_studio.prelabels``, each image's predicted class and its
+    probability are recorded (``queries.predicted``) and written as the Label Studio task's prediction.
+    """
     from al_core.learn.strategies import get_strategy
 
     kind = "seed" if round_ == 0 else "query"
@@ -75,31 +119,44 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
         if rounds_q.round_exists(con, round_):
             raise BatchAlreadyProposed(round_)
         _, spent = rounds_q.last_round_and_spent(con)
-    budget, requested, note = _budget(cfg, spent, len(pool.candidates))
+    adjudicate = _adjudication(store, pool, kind)
+    budget, requested, note = _budget(cfg, spent, len(pool.candidates) + len(adjudicate))
     if budget <= 0:
         return None
+    adjudicate = adjudicate[:budget]
     seed = cfg.selection.seed + round_
     t = time.perf_counter()
     no_labels = np.empty(0, np.int64)
-    res = get_strategy(name).select(
-        pool.features, pool.labeled if kind == "query" else no_labels, pool.labels if kind == "query" else no_labels,
-        budget, n_classes=len(pool.classes), seed=seed, probe=probe, candidates=pool.candidates)
+    picked, scores = [], []
+    if budget > len(adjudicate):
+        res = get_strategy(name).select(
+            pool.features, pool.labeled if kind == "query" else no_labels,
+            pool.labels if kind == "query" else no_labels, budget - len(adjudicate), n_classes=len(pool.classes),
+            seed=seed, probe=probe, candidates=pool.candidates)
+        picked, scores = [int(i) for i in res.indices], [float(s) for s in res.scores]
     select_s = time.perf_counter() - t
-    ids = [str(pool.image_ids[i]) for i in res.indices]
-    scores = [float(s) for s in res.scores]
+    rows = adjudicate + picked
+    ids = [str(pool.image_ids[i]) for i in rows]
+    scores = [float("nan")] * len(adjudicate) + scores
+    strategies = [ADJUDICATION] * len(adjudicate) + [name] * len(picked)
+    prelabels = _prelabels(cfg, pool, probe, rows)
     with store.connect(read_only=True, view=False) as con:
         paths = images.ok_path_of(con, ids)
+    warnings = _url_warnings(cfg, ids, paths)
     with store.transaction() as con:
         rounds_q.insert_round(con, round_=round_, kind=kind, strategy=name, seed=seed, budget=budget,
                               requested_budget=requested, config_id=pool.config_id, probe_id=probe_id,
                               proposed_at=now(), select_seconds=select_s, run_id=run_id, note=note)
-        rounds_q.insert_queries(con, round_, name, [(iid, paths[iid], None if np.isnan(sc) else sc)
-                                                    for iid, sc in zip(ids, scores, strict=True)])
+        rounds_q.insert_queries(con, round_, name, [
+            (iid, paths[iid], None if np.isnan(sc) else sc, st, *pre)
+            for iid, sc, st, pre in zip(ids, scores, strategies, prelabels, strict=True)])
         fault_point("query_set.after_insert")
-    files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, cfg.class_names(store))  # today's classes
+    files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, cfg.class_names(store),  # today's classes
+                                strategies=strategies, predictions=dict(zip(ids, prelabels, strict=True)),
+                                model_version=probe_id)
     return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates), note,
                     files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)),
-                    classes=tuple(pool.classes))
+                    classes=tuple(pool.classes), n_adjudication=len(adjudicate), warnings=warnings)
 
 
 def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:

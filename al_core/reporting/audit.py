@@ -7,25 +7,26 @@ closes at once, and does the slow work (probe predictions, file writing) after
 the connection is closed. The queries are the named functions of
 al_core.catalogue.audit; tables arrive as polars frames.
 
-The SQL views ``round_summary`` and ``label_lineage`` (schema version 2,
-documented in docs/sql.md) answer the same questions for analysts; the
-functions below compute them from the base tables on their own (labels so far,
-label states and proposing queries in polars and Python), and the tests check
-that both agree. Both take "the latest probe of a round" from the one rule,
-al_core.catalogue.probes.LATEST_PROBE_ORDER.
+The SQL views ``round_summary`` and ``label_lineage`` (documented in
+docs/sql.md) answer the same questions for analysts. What a label is worth
+(which answers count, the training label of an image under ``labels.policy``,
+the counts as of a round) has one definition, the views of
+al_core.catalogue.label_views, which these functions read; the rest (the
+rounds table's probes, the proposing queries, retractions) they compute from
+the base tables, and the tests check that both agree. Both take "the latest
+probe of a round" from the one rule, al_core.catalogue.probes.LATEST_PROBE_ORDER.
 
-Definitions shared with the views:
-
-- labels_so_far (a round r): training labels as of round r: for each image its
-  newest labels row (highest label_id) ingested in a round <= r, leaving out
-  rows of a retracted delivery from its ``retractions.effective_round`` on;
-  skips are counted separately, never as training labels.
+- labels_so_far (a round r): images with a training label as of round r
+  (answers ingested in a round <= r, a retracted delivery's rows left out from
+  its ``retractions.effective_round`` on); skipped and disputed images are
+  counted separately, never as training labels.
 - the proposing query of a labels row: the image's latest ``queries`` row from a
   round before the label's round (labels of round r answer batch r-1); none for
   a label of an image that was never proposed (``labels.proposed`` false).
-- a labels row is ``current`` (what the loop uses now, ``current_labels``),
-  ``superseded`` (a newer label of the same image won) or ``retracted`` (its
-  delivery was withdrawn).
+- a labels row is ``current`` (one of the answers that make the image's label),
+  ``superseded`` (a later answer of the same annotator, or the image was
+  proposed again and answered) or ``retracted`` (its delivery was withdrawn);
+  ``decides`` marks the row the training label (or skip) is taken from.
 """
 
 import datetime as _dt
@@ -39,6 +40,7 @@ import numpy as np
 import polars as pl
 
 from al_core.catalogue import audit as Q
+from al_core.catalogue import labels as labels_q
 from al_core.catalogue.reports import newest_embedded_config_id
 from al_core.catalogue.store import Store, StoreError, now
 from al_core.files.atomic import atomic_path
@@ -52,7 +54,8 @@ SNAPSHOT_MODE = 0o444  # snapshots are read-only files
 ROUND_COLUMNS = ("round", "kind", "labels_so_far", "skips_so_far", "labels_ingested", "strategy", "seed", "budget",
                  "requested_budget", "config_id", "probe_id", "probe_version", "probe_trigger", "probe_n_labels",
                  "n_probes", "accuracy", "balanced_accuracy", "macro_f1", "n_eval", "proposed_at", "evaluated_at",
-                 "status", "closed_at", "closed_by", "note")
+                 "status", "closed_at", "closed_by", "note", "disputed_so_far", "disagreements_so_far")
+SO_FAR_COLUMNS = ("labels_so_far", "skips_so_far", "disputed_so_far", "disagreements_so_far")
 ROUND_TIMES = ("proposed_at", "evaluated_at", "closed_at")
 
 
@@ -76,24 +79,8 @@ def _f(v):
 
 
 # ----------------------------------------------------------------------------- rounds
-def _labels_so_far(labels: pl.DataFrame, rounds: pl.Series) -> pl.DataFrame:
-    """(round, labels_so_far, skips_so_far) of every round: each image's newest label valid at that round.
-
-    A labels row is valid at round r when it was ingested in a round <= r and
-    its delivery is not retracted from a round <= r. The inequality join has at
-    most len(rounds) x len(labels) rows (100 rounds x 100,000 labels: 10 M
-    short rows), which human labelling keeps small.
-    """
-    at = pl.DataFrame({"at_round": rounds})
-    valid = (at.join_where(labels, pl.col("round") <= pl.col("at_round"))
-             .filter(pl.col("retracted_from").is_null() | (pl.col("retracted_from") > pl.col("at_round"))))
-    newest = valid.group_by("at_round", "image_id").agg(pl.col("is_skip").sort_by("label_id").last())
-    return newest.group_by("at_round").agg(
-        labels_so_far=(~pl.col("is_skip")).sum().cast(pl.Int64), skips_so_far=pl.col("is_skip").sum().cast(pl.Int64),
-    ).rename({"at_round": "round"})
-
-
-def _round_frame(rounds: pl.DataFrame, probes: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+def _round_frame(rounds: pl.DataFrame, probes: pl.DataFrame, labels: pl.DataFrame,
+                 so_far: pl.DataFrame) -> pl.DataFrame:
     """The rounds table as one frame (ROUND_COLUMNS), one row per round with a batch, a probe or labels."""
     numbers = (pl.concat([rounds["round"].cast(pl.Int64), probes["round"].cast(pl.Int64),
                           labels["round"].cast(pl.Int64)]).unique().sort())
@@ -101,10 +88,10 @@ def _round_frame(rounds: pl.DataFrame, probes: pl.DataFrame, labels: pl.DataFram
     probes = probes.rename({"version": "probe_version", "trigger": "probe_trigger", "n_labels": "probe_n_labels"})
     with_round = lambda f: f.with_columns(pl.col("round").cast(pl.Int64))
     frame = pl.DataFrame({"round": numbers})
-    for part in (rounds, _labels_so_far(labels, numbers), ingested, probes):
+    for part in (rounds, so_far.with_columns(pl.col(SO_FAR_COLUMNS).cast(pl.Int64)), ingested, probes):
         frame = frame.join(with_round(part), on="round", how="left")
     return frame.sort("round").with_columns(
-        pl.col("labels_so_far", "skips_so_far", "labels_ingested", "n_probes").fill_null(0),
+        pl.col(*SO_FAR_COLUMNS, "labels_ingested", "n_probes").fill_null(0),
         pl.col("status").fill_null("not proposed"),
     ).select(ROUND_COLUMNS)
 
@@ -112,7 +99,8 @@ def _round_frame(rounds: pl.DataFrame, probes: pl.DataFrame, labels: pl.DataFram
 def rounds_table(store: Store) -> list[dict]:
     """One row per round (with a batch, a probe or ingested labels), ascending.
 
-    Keys: round, kind, labels_so_far, skips_so_far, labels_ingested, strategy,
+    Keys: round, kind, labels_so_far, skips_so_far (images every annotator skipped), disputed_so_far (no
+    training label: a disagreement under the unanimous policy), disagreements_so_far, labels_ingested, strategy,
     seed, budget, requested_budget, config_id, probe_id, probe_version,
     probe_trigger, probe_n_labels, n_probes, accuracy, balanced_accuracy,
     macro_f1, n_eval, proposed_at, evaluated_at (ISO strings), status ('open',
@@ -125,7 +113,8 @@ def rounds_table(store: Store) -> list[dict]:
         rounds = Q.rounds_frame(con)
         probes = Q.latest_probe_per_round(con)
         labels = Q.label_events(con)
-    rows = _round_frame(rounds, probes, labels).to_dicts()
+        so_far = Q.labels_so_far(con)
+    rows = _round_frame(rounds, probes, labels, so_far).to_dicts()
     for r in rows:
         r.update({k: iso(r[k]) for k in ROUND_TIMES})
     return rows
@@ -158,9 +147,10 @@ def _resolve_image_id(con, image_id: str) -> str:
 
 
 def _read_lineage(con, iid: str) -> dict:
-    """The catalogue rows about one image, as record lists (al_core.catalogue.audit)."""
+    """The catalogue rows about one image, as record lists (al_core.catalogue.audit, .labels)."""
     labels = Q.label_records(con, iid)
     return {
+        "training": labels_q.image_label(con, iid), "disagreements": labels_q.disagreements(con, iid),
         "image": Q.image_record(con, iid), "paths": Q.image_path_records(con, iid),
         "ground_truth": Q.ground_truth_classes(con, iid), "embeddings": Q.embedding_records(con, iid),
         "eval_set": Q.eval_set_record(con, iid), "proposals": Q.proposal_records(con, iid), "labels": labels,
@@ -200,6 +190,10 @@ def _label_entry(lab: dict, state: str, proposals: list[dict], ret: dict | None,
     answered = [q for q in proposals if q["round"] < lab["round"]]
     pq = answered[-1] if answered else None
     return {
+        "task_id": lab["task_id"], "annotated_at": iso(lab["annotated_at"]), "seconds": _f(lab["seconds"]),
+        "seconds_source": lab["seconds_source"], "annotator_as_delivered": lab["annotator_as_delivered"],
+        "superseded_because": lab["superseded_because"], "decides": bool(lab["decides"]),
+        "disagreement": bool(lab["disagreement"]),
         "label_id": lab["label_id"], "label": lab["label"], "is_skip": bool(lab["is_skip"]),
         "proposed": bool(lab["proposed"]), "round": lab["round"], "received_at": iso(lab["received_at"]),
         "annotator": lab["annotator"], "annotation_id": lab["annotation_id"], "line": lab["line"],
@@ -217,17 +211,24 @@ def _label_entry(lab: dict, state: str, proposals: list[dict], ret: dict | None,
 
 
 def _label_entries(rows: dict) -> tuple[list[dict], list[dict]]:
-    """(label entries oldest first, probes): each row's state by the current_labels rule."""
+    """(label entries oldest first, probes): each row's state by the label history's rule (the views)."""
     ret = _retractions_by_file(rows["retractions"])
-    live = [lab for lab in rows["labels"] if lab["file_sha256"] not in ret]
-    current_id = live[-1]["label_id"] if live else None  # the newest row of a delivery not retracted
     probes, probe_ids_of = _probes_of_labels(rows["trained"])
     entries = []
     for lab in rows["labels"]:
         r = ret.get(lab["file_sha256"])
-        state = "retracted" if r else ("current" if lab["label_id"] == current_id else "superseded")
-        entries.append(_label_entry(lab, state, rows["proposals"], r, probe_ids_of.get(lab["label_id"], [])))
+        entries.append(_label_entry(lab, lab["state"], rows["proposals"], r, probe_ids_of.get(lab["label_id"], [])))
     return entries, probes
+
+
+def _training_entry(rows: dict) -> dict | None:
+    """The image's label by the policy (status, label, policy, answers...) and its disagreements, ISO times."""
+    t = rows["training"]
+    if t is None:
+        return None
+    stamp = lambda answers: [{**a, "answered_at": iso(a["answered_at"])} for a in answers]
+    return {**t, "answers": stamp(t["answers"]),
+            "disagreements": [{**d, "answers": stamp(d["answers"])} for d in rows["disagreements"]]}
 
 
 def _image_entry(img: dict | None) -> dict | None:
@@ -249,8 +250,13 @@ def lineage(store: Store, image_id: str) -> dict:
     file_name, file_sha256, file_status, file_stored_path, retracted,
     retracted_at, retracted_from_round, retraction_reason, state 'current' |
     'superseded' | 'retracted', is_current, proposed_round / proposed_strategy /
-    proposed_score / proposed_rank (the query it answered), probe_ids),
-    current_label (the current row, or None), probes (every probe trained with
+    proposed_score / proposed_rank (the query it answered), probe_ids, task_id,
+    annotated_at, seconds, seconds_source, annotator_as_delivered,
+    superseded_because, decides, disagreement), current_label (the row the
+    image's training label or skip comes from, or None), training (the
+    ``image_labels`` row: status 'labelled' | 'skipped' | 'disputed', label,
+    policy, the counting answers, and every disagreement of the image with
+    its resolution; None when never answered), probes (every probe trained with
     one of its labels: probe_id, round, version, trigger, sha256, path,
     trained_at, n_labels, accuracy, balanced_accuracy, label_ids).
     Raises AuditError for an unknown or ambiguous id.
@@ -269,7 +275,8 @@ def lineage(store: Store, image_id: str) -> dict:
         "eval_set": {**ev, "added_at": iso(ev["added_at"])} if ev else None,
         "proposals": [{**q, "score": _f(q["score"]), "proposed_at": iso(q["proposed_at"])} for q in rows["proposals"]],
         "labels": labels,
-        "current_label": next((dict(lab) for lab in labels if lab["is_current"]), None),
+        "current_label": next((dict(lab) for lab in labels if lab["decides"]), None),
+        "training": _training_entry(rows),
         "probes": probes,
     }
 
@@ -288,7 +295,7 @@ def _read_export_inputs(store: Store) -> tuple[dict | None, str | None, pl.DataF
     with store.connect(read_only=True, view=False) as con:
         probe = Q.latest_probe(con)
         config_id = probe["config_id"] if probe else (Q.latest_round_config_id(con) or newest_embedded_config_id(con))
-        return probe, config_id, Q.current_labels_frame(con), Q.image_path_frame(con)
+        return probe, config_id, Q.image_labels_frame(con), Q.image_path_frame(con)
 
 
 def _predictions(store: Store, cfg, probe: dict | None, config_id: str | None) -> pl.DataFrame:
@@ -326,7 +333,8 @@ def _export_table(predictions: pl.DataFrame, current: pl.DataFrame, paths: pl.Da
     rows = pl.concat([predictions, unembedded], how="diagonal")
     return (rows.join(paths, on="image_id", how="left")
             .join(current, on="image_id", how="left")
-            .with_columns(label_source=pl.when(pl.col("label").is_null()).then(None)
+            .with_columns(label_source=pl.when(pl.col("status") == "disputed").then(pl.lit("disputed"))
+                          .when(pl.col("label").is_null()).then(None)
                           .when(pl.col("is_skip")).then(pl.lit("skip")).otherwise(pl.lit("human")))
             .sort("image_id")
             .select(EXPORT_COLUMNS))
@@ -350,8 +358,9 @@ def export(store: Store, cfg, out_path: str | os.PathLike, fmt: str | None = Non
     before any probe, the latest round's config, else the newest config with
     vectors), plus any labelled image without a vector there; ascending
     image_id. Columns: image_id, path (an ok path, else any known), label
-    (current label: newest non-retracted; the skip label for a skip),
-    label_source ('human', 'skip', or null when unlabelled), predicted (class
+    (the training label under ``labels.policy``; the skip label for an image
+    every annotator skipped; null for a disputed one), label_source ('human',
+    'skip', 'disputed', or null when unanswered), predicted (class
     name), confidence (the predicted class's probability), probe_id (null
     before the first probe, and for an image without a vector). ``fmt``: 'csv'
     or 'parquet' (default: from the file suffix, else csv). The file is written
