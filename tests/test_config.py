@@ -51,7 +51,8 @@ def test_repository_demo_file_differs_from_defaults_only_where_marked():
     diffs = {(s, k) for s in default if isinstance(default[s], dict)
              for k in default[s] if demo[s][k] != default[s][k]}
     assert diffs == {("evaluation", "labels_from_ground_truth"), ("sensor", "interval_s"),
-                     ("sensor", "ingest_before_round")}
+                     ("sensor", "ingest_before_round"), ("cost", "per_label"), ("cost", "per_hour"),
+                     ("target", "value")}
     marked = [line for line in (ROOT / "al.yaml").read_text().splitlines() if "# DEMO" in line]
     assert len(marked) == len(diffs)
 

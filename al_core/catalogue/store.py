@@ -40,9 +40,10 @@ import numpy as np
 
 from al_core.faults import fault_point
 from al_core.files.hashing import sha256_file  # noqa: F401  (re-exported: callers import it from here)
+from al_core.catalogue.value_schema import VALUE_MIGRATION
 from al_core.catalogue.vectors import VectorsLocation, is_url, pending_commit, write_part
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APP_NAME = "al-pipeline"
 
 SHARD_HEX_DIGITS = 1  # 16 shards; 2 -> 256 shards (worth it above ~10 M images)
@@ -274,6 +275,9 @@ MIGRATIONS: dict[int, list[str]] = {
             LEFT JOIN trained t ON t.label_id = l.label_id
             ORDER BY l.image_id, l.label_id""",
     ],
+    # What the labels bought: label times, stop set, predictions, intervals, cost rates and their views
+    # (al_core.catalogue.value_schema; docs/sql.md).
+    3: VALUE_MIGRATION,
 }
 
 

@@ -19,6 +19,7 @@ from al_core.config.schema import (
     SECTIONS,
     TOP_LEVEL_KEYS,
     BackboneConfig,
+    CostConfig,
     EvaluationConfig,
     ImagesConfig,
     LabelsConfig,
@@ -27,6 +28,7 @@ from al_core.config.schema import (
     SelectionConfig,
     SensorConfig,
     StoreConfig,
+    TargetConfig,
 )
 from al_core.config.template import DEFAULT_YAML
 from al_core.config.validate import (
@@ -44,7 +46,7 @@ DEFAULT_CONFIG_NAME = "al.yaml"
 __all__ = [
     "CONFIG_ENV", "DEFAULT_CONFIG_NAME", "DEFAULT_YAML", "BackboneConfig", "ConfigError", "EvaluationConfig",
     "ImagesConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "ScheduleConfig", "SelectionConfig",
-    "SensorConfig", "StoreConfig", "find_config_path", "from_dict", "load_config",
+    "SensorConfig", "StoreConfig", "CostConfig", "TargetConfig", "find_config_path", "from_dict", "load_config",
 ]
 
 
@@ -61,6 +63,8 @@ class ProjectConfig:
     sensor: SensorConfig = field(default_factory=SensorConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     store_cfg: StoreConfig = field(default_factory=StoreConfig)  # the `store:` section (al_core.catalogue.open_store)
+    cost: CostConfig = field(default_factory=CostConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
     source_file: str | None = None
 
     # -- resolved paths ---------------------------------------------------------
@@ -163,6 +167,12 @@ def _check_together(cfg: ProjectConfig) -> None:
     check_url_template(cfg.labels.image_url_template, IMAGE_URL_FIELDS, "labels.image_url_template")
     if cfg.schedule.retrain_cron is not None:
         check_cron(cfg.schedule.retrain_cron, "schedule.retrain_cron")
+    roles = sorted({r for r, _ in cfg.cost.role_per_label} | {r for r, _ in cfg.cost.role_per_hour})
+    for annotator, role in cfg.cost.annotator_roles:
+        if role not in roles:
+            raise ConfigError(f"cost.annotator_roles.{annotator}: unknown role {role!r}{did_you_mean(role, roles)} "
+                              f"(roles are the names under cost.role_per_label and cost.role_per_hour: "
+                              f"{', '.join(roles) or 'none yet'})")
 
 
 def find_config_path(path: str | os.PathLike | None = None) -> Path | None:

@@ -33,6 +33,7 @@ class Proposal:
     probe_id: str | None = None  # the probe that scored the pool (None for the seed pool)
     n_labelled: int = 0  # training labels when the batch was selected
     eval_holdout: int | None = None  # the seed pool only: images held out for evaluation
+    budget_left: int | None = None  # labels of selection.total_budget still to buy once this batch is answered
 
     def as_dict(self) -> dict:
         """Every field but the image ids and scores (the asset value; the ids are in ``queries``)."""
@@ -43,7 +44,11 @@ class Proposal:
 
 
 def _budget(cfg: ProjectConfig, spent: int, n_candidates: int) -> tuple[int, int, str | None]:
-    """(budget, requested budget, note): the configured batch size, clamped by the total budget and the pool."""
+    """(budget, requested budget, note): the configured batch size, clamped by the total budget and the pool.
+
+    ``spent``: labels delivered (skips do not count) plus images still waiting in open batches
+    (al_core.catalogue.rounds.budget_used).
+    """
     requested = cfg.selection.budget_per_round
     left = cfg.selection.total_budget - spent
     budget = min(requested, left, n_candidates)
@@ -64,7 +69,8 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
     with store.connect(read_only=True, view=False) as con:
         if rounds_q.round_exists(con, round_):
             raise LoopError(f"batch {round_} was already proposed")
-        _, spent = rounds_q.last_round_and_spent(con)
+        delivered, _skips, waiting = rounds_q.budget_used(con)
+    spent = delivered + waiting
     budget, requested, note = _budget(cfg, spent, len(pool.candidates))
     if budget <= 0:
         return None
@@ -88,7 +94,8 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
         fault_point("query_set.after_insert")
     files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, pool.classes)
     return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates), note,
-                    files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)))
+                    files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)),
+                    budget_left=max(0, cfg.selection.total_budget - spent - budget))
 
 
 def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None = None) -> Proposal:
@@ -104,8 +111,15 @@ def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None =
 def propose_round(store, cfg: ProjectConfig, round_: int, config_id: str, probe_id: str,
                   run_id: str | None = None) -> Proposal | None:
     """Round r >= 1 (the ``query_set`` step): propose batch r, scored by probe ``probe_id``. None when the budget
-    is spent or no candidate is left."""
+    is spent, no candidate is left, or (``selection.stop_when_stable``) the stop rule fired
+    (al_core.loop.state.stop_reason says which)."""
     from al_core.loop.train import load_probe
 
     pool = load_project_pool(store, cfg, config_id)
-    return propose(store, cfg, round_, pool, probe=load_probe(store, probe_id), probe_id=probe_id, run_id=run_id)
+    probe = load_probe(store, probe_id)
+    if cfg.selection.stop_when_stable:
+        from al_core.value.record import stable_stop
+
+        if stable_stop(store, cfg, round_, pool, probe, probe_id).stop:
+            return None
+    return propose(store, cfg, round_, pool, probe=probe, probe_id=probe_id, run_id=run_id)
