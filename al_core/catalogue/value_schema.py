@@ -38,7 +38,8 @@ VALUE_MIGRATION: list[str] = [
     """CREATE TABLE probe_stability (      -- the stop rule: agreement with the previous round's probe
         probe_id VARCHAR PRIMARY KEY, round INTEGER NOT NULL, prev_probe_id VARCHAR,
         kappa DOUBLE,                      -- Cohen's kappa on the stop set (NULL: nothing to compare)
-        n_stop INTEGER NOT NULL, computed_at TIMESTAMP NOT NULL)""",
+        n_stop INTEGER NOT NULL,           -- stop-set images both probes predicted (0: no previous probe)
+        computed_at TIMESTAMP NOT NULL)""",
     """CREATE TABLE cost_rates (           -- the project file's cost model, as of the latest evaluation
         annotator VARCHAR,                 -- NULL: everyone not listed
         role VARCHAR, currency VARCHAR NOT NULL,
