@@ -46,10 +46,16 @@ STUDY_SEEDS = (1, 10, 100, 1000, 10000)
 _CELL = re.compile(r"^\s*([0-9.]+)\s*±\s*([0-9.]+)\s*$")
 
 
+def _load(path: str) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
 def read_doc_table(path: str) -> dict:
     """The mean curves of docs/benchmarks.md's CIFAR-10 table: {run: {"seeds": [...], "n": [...], "mean": [...],
     "std": [...]}} (fractions, not %)."""
-    text = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
     section = text.split("## Learning curves on CIFAR-10", 1)[1]
     lines = [ln for ln in section.splitlines() if ln.startswith("|")]
     head = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -96,7 +102,7 @@ def backtest(args) -> dict:
     out = {"command": "al bench value backtest " + " ".join(args.argv), "fits": args.fits,
            "project_round": args.project, "runs": {}}
     if args.from_json:
-        data = json.load(open(args.from_json))
+        data = _load(args.from_json)
         for key, entry in data["runs"].items():
             per = {}
             for seed, r in entry["per_seed"].items():
@@ -136,7 +142,7 @@ def stop(args) -> dict:
            "stop_set_size": STOP_SET_SIZE, "thresholds": args.thresholds, "window": args.window,
            "n_labeled": [n_classes * (r + 1) for r in range(args.rounds)], "runs": {}}
     if args.json and os.path.exists(args.json) and args.resume:
-        out["runs"] = json.load(open(args.json)).get("runs", {})
+        out["runs"] = _load(args.json).get("runs", {})
     seed_strats = {name: cached_seed_strategy(name) for name in {r[0] for r in runs}}
     seeds = list(STUDY_SEEDS[: args.seeds])
     for seed_name, query in runs:
@@ -151,7 +157,7 @@ def stop(args) -> dict:
             t0 = time.perf_counter()
             res = run_simulation(x, y, xt, yt, n_classes=n_classes, seed_strategy=seed_strats[seed_name],
                                  query_strategy=query, budget_per_round=n_classes, rounds=args.rounds - 1, seed=seed,
-                                 on_probe=lambda r, probe, lab: preds.append(probe.predict(x[stop_idx])))
+                                 on_probe=lambda r, probe, lab, p=preds, i=stop_idx: p.append(probe.predict(x[i])))
             kappas = [None] + [kappa(a, b) for a, b in zip(preds[:-1], preds[1:], strict=True)]
             acc = [float(a) for a in res.accuracy]
             fired = {}
@@ -178,7 +184,7 @@ def table(paths: list[str], backtest_path: str | None) -> str:
     1-based: round 1 = the seed pool), then the backtest if given."""
     lines = []
     for path in paths:
-        data = json.load(open(path))
+        data = _load(path)
         ts = data["thresholds"]
         lines.append("| query @ seed pool | seeds | kappa at 5 / 10 / 15 / 20 (mean) | "
                      + " | ".join(f"fires (kappa >= {t:g} x {data['window']}): round, accuracy vs round 20"
@@ -201,7 +207,7 @@ def table(paths: list[str], backtest_path: str | None) -> str:
             lines.append(f"| {key} | {','.join(per)} | {at} | " + " | ".join(cells) + " |")
         lines.append("")
     if backtest_path:
-        bt = json.load(open(backtest_path))
+        bt = _load(backtest_path)
         lines.append("| query @ seed pool | fitted on rounds | projected round 20 | 95 % interval | measured | "
                      "error (points) | covered |")
         lines.append("| --- | ---: | ---: | --- | ---: | ---: | --- |")
