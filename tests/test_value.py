@@ -251,3 +251,19 @@ def test_simulation_hook_sees_each_probe_and_changes_nothing():
     np.testing.assert_array_equal(plain.accuracy, hooked.accuracy)
     for a, b in zip(plain.selected, hooked.selected, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_inline_learning_curve_stays_under_the_uis_inline_limit():
+    from al_core.reporting.value_metadata import INLINE_MD_MAX_CHARS
+    from al_core.reporting.value_plots import svg_data_uri, value_curve_svg
+
+    for rounds in (1, 2, 7, 12, 40, 300):
+        n = np.arange(1, rounds + 1) * 10.0
+        y = C.curve(n, 0.91, 0.83, 0.37)
+        rows = [{"round": i, "n": a, "value": b, "low": b - 0.0333, "high": b + 0.0311} for i, (a, b) in
+                enumerate(zip(n, y, strict=True), 1)]
+        fit = C.fit_curve(n, y, np.full(rounds, 0.01), resamples=5)
+        s = {"rounds": rows, "projection": {"status": "projected", "labels": 3 * n[-1]}, "target": 0.777}
+        md = f"![learning curve]({svg_data_uri(value_curve_svg(s, fit))})"
+        assert len(md) <= INLINE_MD_MAX_CHARS, (rounds, len(md))
+    assert value_curve_svg({"rounds": [], "projection": {}, "target": None}, C.NOT_ENOUGH) is None

@@ -15,7 +15,7 @@ from al_core.reporting.value_plots import svg_data_uri, value_curve_png, value_c
 from al_core.reporting.value_text import lines
 
 INLINE_MD_MAX_CHARS = 999  # Dagster's UI renders a markdown value inline below 1,000 characters (MetadataEntry.tsx)
-SVG_POINTS_TRIED = (14, 10, 6)  # rounds drawn in the inline SVG, tried in order until it fits
+SVG_POINTS_TRIED = (12, 8, 5)  # rounds drawn in the inline SVG, tried in order until it fits
 DETAIL_SIZES = ((80, (7.2, 2.7)), (60, (6.0, 2.3)))  # (dpi, inches) tried in order for the detail PNG
 DETAIL_MAX_BYTES = 200_000  # as al_core.reporting.report.METADATA_MAX_BYTES
 

@@ -17,7 +17,7 @@ import numpy as np
 from al_core.reporting.plots import _figure, _png
 from al_core.value.curve import CurveFit
 
-SVG_MAX_POINTS = 14  # rounds drawn in the small SVG at most (evenly thinned beyond): ~680 bytes of SVG at most
+SVG_MAX_POINTS = 12  # rounds drawn in the small SVG at most (evenly thinned beyond): ~700 bytes of SVG at most
 PROJECTION_SPAN = 3.0  # the projected curve runs to the target, at most this many times the labels so far
 SVG_VIEW = (99, 40)  # the small SVG's viewBox: whole-unit coordinates of two digits
 SVG_W, SVG_H = 297, 120  # its size in px (3 px per unit)
@@ -98,14 +98,14 @@ def _thin(rows: list[dict], max_points: int) -> list[dict]:
 
 
 def value_curve_svg(summary: dict, fit: CurveFit | str, max_points: int = SVG_MAX_POINTS) -> str | None:
-    """The learning curve as a small SVG document (module docstring), or None before two evaluated rounds.
+    """The learning curve as a small SVG document (module docstring), or None before an evaluated round.
 
     Coordinates are whole units of a SVG_VIEW viewBox (two digits each) scaled to SVG_W x SVG_H px, which
     keeps the document near 600 bytes at SVG_MAX_POINTS rounds; beyond ``max_points`` rounds the curve is
     thinned evenly (first and last round kept).
     """
     rows = _thin(summary["rounds"], max_points)
-    if len(rows) < 2:
+    if not rows:
         return None
     n = np.array([r["n"] for r in rows])
     y = np.array([r["value"] for r in rows])
@@ -138,7 +138,8 @@ def value_curve_svg(summary: dict, fit: CurveFit | str, max_points: int = SVG_MA
         t = sy(target)
         parts.append(f'<path d="M0 {t:.0f}H{vw - 13}" stroke="#d22" stroke-width=".4" stroke-dasharray="1"/>'
                      f'<text x="{vw - 12}" y="{t + 1.5:.0f}" fill="#d22">{target:g}</text>')
-    parts.append(f'<text x="{min(sx(n[-1]) + 1, vw - 12):.0f}" y="{max(4, sy(y[-1]) - 1):.0f}">{y[-1]:.2f}</text>')
+    parts.append(f'<circle cx="{sx(n[-1]):.0f}" cy="{sy(y[-1]):.0f}" r="1.2" fill="#17b"/>'
+                 f'<text x="{min(sx(n[-1]) + 1, vw - 12):.0f}" y="{max(4, sy(y[-1]) - 1):.0f}">{y[-1]:.2f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
