@@ -267,3 +267,33 @@ def test_the_inline_learning_curve_stays_under_the_uis_inline_limit():
         md = f"![learning curve]({svg_data_uri(value_curve_svg(s, fit))})"
         assert len(md) <= INLINE_MD_MAX_CHARS, (rounds, len(md))
     assert value_curve_svg({"rounds": [], "projection": {}, "target": None}, C.NOT_ENOUGH) is None
+
+
+def test_study_comparison_counts_labels_to_reach_the_target_per_seed(tmp_path):
+    import json
+
+    from al_core.reporting.study import labels_to_reach, study_comparison
+    from al_core.reporting.value_page import study_section
+
+    assert labels_to_reach([10, 20, 30], [0.5, 0.71, 0.7], 0.7) == 20
+    assert labels_to_reach([10, 20, 30], [0.5, 0.6, 0.69], 0.7) is None
+    assert study_comparison(tmp_path, 0.7) is None  # no simulation saved
+    labels = [10, 20, 30, 40]
+    (tmp_path / "simulate-20260101T000000Z.json").write_text(json.dumps({"seed_strategy": "centroid", "strategies": {
+        "dropquery": {"labels_per_round": labels, "seeds": [1, 10, 100],
+                      "accuracy_per_seed": [[0.5, 0.72, 0.8, 0.8], [0.5, 0.6, 0.71, 0.8], [0.6, 0.7, 0.8, 0.9]]},
+        "random": {"labels_per_round": labels, "seeds": [1, 10, 100],
+                   "accuracy_per_seed": [[0.5, 0.6, 0.65, 0.71], [0.5, 0.6, 0.7, 0.8], [0.4, 0.5, 0.6, 0.69]]}}}))
+    (tmp_path / "simulate-broken.json").write_text("{")
+    c = study_comparison(tmp_path, 0.7)
+    dq, rnd = c["strategies"]["dropquery"], c["strategies"]["random"]
+    assert dq["per_seed"] == [20, 30, 20] and (dq["median"], dq["low"], dq["high"], dq["reached"]) == (20, 20, 30, 3)
+    assert rnd["per_seed"] == [40, 30, None] and (rnd["median"], rnd["low"], rnd["high"]) == (40, 30, None)
+    html = "".join(study_section(c, "accuracy"))
+    assert "30 – more than 40" in html and "2 of 3" in html and "+20 labels" in html  # saved against random
+    (tmp_path / "simulate-20260102T000000Z.json").write_text(json.dumps({"seed_strategy": "random", "strategies": {
+        "random": {"labels_per_round": labels, "seeds": [1, 10],
+                   "accuracy_per_seed": [[0.5, 0.6, 0.65, 0.75], [0.5, 0.6, 0.65, 0.69]]}}}))
+    assert study_comparison(tmp_path, 0.7)["strategies"]["random"]["median"] is None  # the newest file, 1 of 2
+    assert "Optimistic, said plainly" in html
+    assert study_comparison(tmp_path, None) is None

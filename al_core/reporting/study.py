@@ -8,6 +8,7 @@ target (no interpolation); a seed that never gets there counts as "more than" th
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def labels_to_reach(labels: list[int], accuracy: list[float], target: float) -> 
 
 def study_comparison(reports_dir: str | os.PathLike, target: float | None) -> dict | None:
     """Per strategy of the newest simulation: labels to reach ``target`` per seed, how many seeds reached it,
-    the median and range over those that did, and the largest size simulated; None without a simulation
+    the median over the seeds (None when the seeds that never reached it hold the median), the range
+    (``high`` None when a seed never reached it), and the largest size simulated; None without a simulation
     or a target."""
     found = newest_simulation(reports_dir)
     if found is None or target is None:
@@ -45,10 +47,10 @@ def study_comparison(reports_dir: str | os.PathLike, target: float | None) -> di
         labels = [int(n) for n in s["labels_per_round"]]
         per_seed = [labels_to_reach(labels, accs, target) for accs in s["accuracy_per_seed"]]
         reached = sorted(n for n in per_seed if n is not None)
-        median = None
-        if reached and len(reached) == len(per_seed):
-            k = len(reached)
-            median = reached[k // 2] if k % 2 else (reached[k // 2 - 1] + reached[k // 2]) / 2
+        ranked = reached + [math.inf] * (len(per_seed) - len(reached))  # a seed that never got there: beyond all
+        k = len(ranked)
+        median = (ranked[k // 2] if k % 2 else (ranked[k // 2 - 1] + ranked[k // 2]) / 2) if k else math.inf
+        median = median if math.isfinite(median) else None
         out[name] = {"per_seed": per_seed, "seeds": list(s["seeds"]), "reached": len(reached),
                      "median": median, "low": reached[0] if reached else None,
                      "high": reached[-1] if len(reached) == len(per_seed) and reached else None,

@@ -129,8 +129,8 @@ def _spent(s: dict) -> str:
                      "delivery: an upper bound")
     if s["labels_untimed"]:
         notes.append(f"{s['labels_untimed']} answers without any time")
-    return (f"{_num('labels', s['labels'], _count(s['labels']))} labels delivered "
-            f"({_num('skips', s['skips'], _count(s['skips']))} more skipped as \"cannot tell\"), {hours}"
+    return (f"{_num('labels', s['labels'], _count(s['labels']))} labels delivered and "
+            f"{_num('skips', s['skips'], _count(s['skips']))} images skipped as \"cannot tell\", {hours}"
             + (f" ({'; '.join(notes)})" if notes else ""))
 
 

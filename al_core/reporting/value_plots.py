@@ -131,6 +131,8 @@ def value_curve_svg(summary: dict, fit: CurveFit | str, max_points: int = SVG_MA
              'font-size="4">',
              f'<polygon points="{pts(n, hi)} {pts(n[::-1], lo[::-1])}" fill="#9cf"/>',
              f'<polyline points="{pts(n, y)}" fill="none" stroke="#17b" stroke-width=".8"/>']
+    if len(rows) == 1:  # one round: its interval as a bar (the band needs two)
+        parts.append(f'<path d="M{sx(n[0]):.0f} {sy(lo[0]):.0f}V{sy(hi[0]):.0f}" stroke="#9cf" stroke-width="2"/>')
     if gx is not None:
         parts.append(f'<polyline points="{pts(gx, gy)}" fill="none" stroke="#f80" stroke-width=".6" '
                      'stroke-dasharray="2"/>')
