@@ -297,3 +297,18 @@ def test_study_comparison_counts_labels_to_reach_the_target_per_seed(tmp_path):
     assert study_comparison(tmp_path, 0.7)["strategies"]["random"]["median"] is None  # the newest file, 1 of 2
     assert "Optimistic, said plainly" in html
     assert study_comparison(tmp_path, None) is None
+
+
+def test_bench_value_reads_the_cifar10_table_and_backtests_a_curve():
+    from al_core.bench.value import backtest_curve, read_doc_table
+    from tests.conftest import ROOT
+
+    table = read_doc_table(str(ROOT / "docs" / "benchmarks.md"))
+    typ = table["typiclust@centroid"]
+    assert typ["seeds"] == [1, 10, 100, 1000, 10000] and typ["n"] == list(range(10, 201, 10))
+    assert (typ["mean"][0], typ["mean"][-1], typ["std"][-1]) == pytest.approx((0.31, 0.638, 0.009))
+    assert {"random@centroid", "dropquery@centroid", "margin@centroid"} <= set(table)
+    n = np.arange(10, 201, 10)
+    rows = backtest_curve(n, C.curve(n, 0.7, 1.5, 0.6), np.full(20, 0.003), [3, 8], 20)
+    assert rows[0] == {"fitted_rounds": 3, "status": C.NOT_ENOUGH}
+    assert rows[1]["status"] == "fitted" and abs(rows[1]["error"]) < 0.01 and rows[1]["covered"]

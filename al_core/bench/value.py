@@ -219,7 +219,22 @@ def table(paths: list[str], backtest_path: str | None) -> str:
                 lines.append(f"| {key} | {r['fitted_rounds']} | {100 * r['projected']:.1f} | "
                              f"{100 * r['low']:.1f} – {100 * r['high']:.1f} | {100 * r['measured']:.1f} | "
                              f"{100 * r['error']:+.1f} | {'yes' if r['covered'] else 'no'} |")
-        errs = {k: [abs(r["error"]) for e in bt["runs"].values() for r in e.get("rows", [])
+        for key, e in bt["runs"].items():
+            per = e.get("per_seed", {})
+            for k in bt["fits"] if per else []:
+                rows = [next(r for r in seed_rows if r["fitted_rounds"] == k) for seed_rows in per.values()]
+                fitted = [r for r in rows if r["status"] == "fitted"]
+                if not fitted:
+                    lines.append(f"| {key} (per seed) | {k} | {rows[0]['status']} | | | | |")
+                    continue
+                err = np.array([100 * r["error"] for r in fitted])
+                lines.append(f"| {key} ({len(fitted)} seeds) | {k} | "
+                             f"{np.mean([100 * r['projected'] for r in fitted]):.1f} (mean) | | "
+                             f"{np.mean([100 * r['measured'] for r in fitted]):.1f} (mean) | "
+                             f"{err.mean():+.1f} ± {err.std():.1f} | "
+                             f"{sum(r['covered'] for r in fitted)} of {len(fitted)} |")
+        errs = {k: [abs(r["error"]) for e in bt["runs"].values()
+                    for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
                     if r["status"] == "fitted" and r["fitted_rounds"] == k] for k in bt["fits"]}
         lines.append("")
         lines.append("Mean absolute error (points): " + ", ".join(
