@@ -16,7 +16,8 @@ def summary(store) -> dict:
         return {"database": str(store.db_path), **store_summary(con)}
 
 
-def print_summary(s: dict, file=sys.stdout) -> None:
+def print_summary(s: dict, file=None) -> None:
+    file = file or sys.stdout  # looked up when called: a redirected or replaced stdout is followed
     print(f"database        {s['database']} (schema version {s['schema_version']})", file=file)
     print(f"images          {s['images']} distinct (sha256), paths: "
           + ", ".join(f"{k} {v}" for k, v in s["paths_by_status"].items()), file=file)
@@ -39,9 +40,10 @@ def value_status(cfg, store) -> dict | None:
     return {"lines": lines(s), "summary": public(s)}
 
 
-def print_value(v: dict | None, file=sys.stdout) -> None:
+def print_value(v: dict | None, file=None) -> None:
     if v is None:
         return
+    file = file or sys.stdout
     print("what the labels bought", file=file)
     for key in ("metric_now", "labels_so_far", "annotator_time", "cost_so_far", "cost_per_point", "projection",
                 "stop_suggestion", "next_batch", "budget"):
