@@ -179,24 +179,31 @@ def stop(args) -> dict:
     return out
 
 
-def table(paths: list[str], backtest_path: str | None) -> str:
-    """Markdown: per run, the mean kappa at a few rounds and where the rule fires per threshold (rounds are
-    1-based: round 1 = the seed pool), then the backtest if given."""
+def table(paths: list[str], backtest_path: str | None, thresholds: list[float] | None = None) -> str:
+    """Markdown: per run, the mean kappa at a few rounds and where the rule fires per threshold (from the stored
+    kappas: ``thresholds``, default the run's; rounds are 1-based: round 1 = the seed pool), then the backtest
+    if given."""
+    from al_core.value.stopping import first_firing
+
     lines = []
     for path in paths:
         data = _load(path)
-        ts = data["thresholds"]
-        lines.append("| query @ seed pool | seeds | kappa at 5 / 10 / 15 / 20 (mean) | "
-                     + " | ".join(f"fires (kappa >= {t:g} x {data['window']}): round, accuracy vs round 20"
+        ts = thresholds or data["thresholds"]
+        lines.append("| query @ seed pool | seeds | kappa at rounds 5 / 10 / 15 / 20 (/ 50 / 100) (mean) | "
+                     + " | ".join(f"fires (kappa >= {t:g} x {data['window']}): round, accuracy vs the last round"
                                   for t in ts) + " |")
         lines.append("| --- | --- | --- | " + " | ".join("---" for _ in ts) + " |")
         for key, e in data["runs"].items():
             per = e["per_seed"]
             ks = np.array([[np.nan if k is None else k for k in r["kappa"]] for r in per.values()])
-            at = " / ".join(f"{np.nanmean(ks[:, i]):.3f}" for i in (4, 9, 14, 19) if i < ks.shape[1])
+            at = " / ".join(f"{np.nanmean(ks[:, i]):.3f}" for i in (4, 9, 14, 19, 49, 99) if i < ks.shape[1])
             cells = []
             for t in ts:
-                f = [r["fired"][str(t)] for r in per.values()]
+                f = []
+                for r in per.values():
+                    i = first_firing(r["kappa"], t, data["window"])
+                    f.append(None if i is None else {"round": i + 1, "accuracy": r["accuracy"][i],
+                                                     "last_accuracy": r["accuracy"][-1]})
                 done = [v for v in f if v is not None]
                 if not done:
                     cells.append(f"never in {ks.shape[1]} rounds (0 of {len(f)} seeds)")
@@ -208,37 +215,49 @@ def table(paths: list[str], backtest_path: str | None) -> str:
         lines.append("")
     if backtest_path:
         bt = _load(backtest_path)
-        lines.append("| query @ seed pool | fitted on rounds | projected round 20 | 95 % interval | measured | "
-                     "error (points) | covered |")
-        lines.append("| --- | ---: | ---: | --- | ---: | ---: | --- |")
+        fits = bt["fits"]
+        lines.append("| query @ seed pool | measured at round 20 | "
+                     + " | ".join(f"fitted on {k} rounds: projected (95 % band), error" for k in fits) + " |")
+        lines.append("| --- | ---: | " + " | ".join("---" for _ in fits) + " |")
         for key, e in bt["runs"].items():
-            for r in e.get("rows", []):
-                if r["status"] != "fitted":
-                    lines.append(f"| {key} | {r['fitted_rounds']} | {r['status']} | | | | |")
-                    continue
-                lines.append(f"| {key} | {r['fitted_rounds']} | {100 * r['projected']:.1f} | "
-                             f"{100 * r['low']:.1f} – {100 * r['high']:.1f} | {100 * r['measured']:.1f} | "
-                             f"{100 * r['error']:+.1f} | {'yes' if r['covered'] else 'no'} |")
+            rows = {r["fitted_rounds"]: r for r in e.get("rows", [])}
+            if not rows:
+                continue
+            measured = next((r["measured"] for r in rows.values() if r["status"] == "fitted"), None)
+            cells = [rows[k]["status"] if rows[k]["status"] != "fitted" else
+                     f"{100 * rows[k]['projected']:.1f} ({100 * rows[k]['low']:.1f} – {100 * rows[k]['high']:.1f}"
+                     f"{'' if rows[k]['covered'] else ', misses'}), {100 * rows[k]['error']:+.1f}" for k in fits]
+            lines.append(f"| {key} | {'–' if measured is None else format(100 * measured, '.1f')} | "
+                         + " | ".join(cells) + " |")
+        if any(e.get("per_seed") for e in bt["runs"].values()):
+            lines.append("")
+            lines.append("| query @ seed pool (per seed) | fitted on rounds | projected round 20 (mean) | "
+                         "measured (mean) | error, mean ± sd (points) | band covers the measured |")
+            lines.append("| --- | ---: | ---: | ---: | ---: | --- |")
         for key, e in bt["runs"].items():
             per = e.get("per_seed", {})
             for k in bt["fits"] if per else []:
                 rows = [next(r for r in seed_rows if r["fitted_rounds"] == k) for seed_rows in per.values()]
                 fitted = [r for r in rows if r["status"] == "fitted"]
                 if not fitted:
-                    lines.append(f"| {key} (per seed) | {k} | {rows[0]['status']} | | | | |")
+                    lines.append(f"| {key} | {k} | {rows[0]['status']} | | | |")
                     continue
                 err = np.array([100 * r["error"] for r in fitted])
                 lines.append(f"| {key} ({len(fitted)} seeds) | {k} | "
-                             f"{np.mean([100 * r['projected'] for r in fitted]):.1f} (mean) | | "
-                             f"{np.mean([100 * r['measured'] for r in fitted]):.1f} (mean) | "
+                             f"{np.mean([100 * r['projected'] for r in fitted]):.1f} | "
+                             f"{np.mean([100 * r['measured'] for r in fitted]):.1f} | "
                              f"{err.mean():+.1f} ± {err.std():.1f} | "
                              f"{sum(r['covered'] for r in fitted)} of {len(fitted)} |")
         errs = {k: [abs(r["error"]) for e in bt["runs"].values()
                     for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
                     if r["status"] == "fitted" and r["fitted_rounds"] == k] for k in bt["fits"]}
+        cover = {k: [r["covered"] for e in bt["runs"].values()
+                     for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
+                     if r["status"] == "fitted" and r["fitted_rounds"] == k] for k in bt["fits"]}
         lines.append("")
         lines.append("Mean absolute error (points): " + ", ".join(
-            f"{k} rounds {100 * np.mean(v):.2f}" for k, v in errs.items() if v))
+            f"fitted on {k} rounds {100 * np.mean(v):.2f} (band covers {sum(cover[k])} of {len(cover[k])})"
+            for k, v in errs.items() if v))
     return "\n".join(lines) + "\n"
 
 
@@ -263,12 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--resume", action="store_true", help="keep the (run, seed) pairs already in --json")
     s.add_argument("--json", default=None)
     t = sub.add_parser("table", help="markdown tables of `stop` results (and a backtest)")
-    t.add_argument("paths", nargs="+")
+    t.add_argument("paths", nargs="*")
     t.add_argument("--backtest", default=None)
+    t.add_argument("--thresholds", type=lambda v: [float(x) for x in v.split(",")], default=None)
     args = ap.parse_args(argv)
     args.argv = argv
     if args.cmd == "table":
-        print(table(args.paths, args.backtest), end="")
+        print(table(args.paths, args.backtest, args.thresholds), end="")
         return 0
     result = backtest(args) if args.cmd == "backtest" else stop(args)
     if args.cmd == "stop":
