@@ -216,9 +216,10 @@ def table(paths: list[str], backtest_path: str | None, thresholds: list[float] |
     if backtest_path:
         bt = _load(backtest_path)
         fits = bt["fits"]
-        lines.append("| query @ seed pool | measured at round 20 | "
-                     + " | ".join(f"fitted on {k} rounds: projected (95 % band), error" for k in fits) + " |")
-        lines.append("| --- | ---: | " + " | ".join("---" for _ in fits) + " |")
+        if any(e.get("rows") for e in bt["runs"].values()):
+            lines.append("| query @ seed pool | measured at round 20 | "
+                         + " | ".join(f"fitted on {k} rounds: projected (95 % band), error" for k in fits) + " |")
+            lines.append("| --- | ---: | " + " | ".join("---" for _ in fits) + " |")
         for key, e in bt["runs"].items():
             rows = {r["fitted_rounds"]: r for r in e.get("rows", [])}
             if not rows:
@@ -230,7 +231,8 @@ def table(paths: list[str], backtest_path: str | None, thresholds: list[float] |
             lines.append(f"| {key} | {'–' if measured is None else format(100 * measured, '.1f')} | "
                          + " | ".join(cells) + " |")
         if any(e.get("per_seed") for e in bt["runs"].values()):
-            lines.append("")
+            if lines and lines[-1]:
+                lines.append("")
             lines.append("| query @ seed pool (per seed) | fitted on rounds | projected round 20 (mean) | "
                          "measured (mean) | error, mean ± sd (points) | band covers the measured |")
             lines.append("| --- | ---: | ---: | ---: | ---: | --- |")
