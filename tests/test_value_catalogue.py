@@ -35,8 +35,9 @@ def _deliver(con, file_id, received_at, round_, rows, first_label_id):
 def deliveries(tmp_path):
     """Batch 0 (i1-i4) proposed at T0; alice answers i1, i2 and skips i3 10 minutes later (Label Studio lead
     times 30, 90, 20 s); bob answers i4 20 minutes later with no time (upper bound: 1,200 s); batch 1 (i5, i6)
-    proposed at T1, alice answers it 5 minutes later (a seconds column: 40, 60 s); carol labels i9, never
-    proposed, with no time. Batch 2 (i7, i8) is open and unanswered."""
+    proposed at T1, alice answers it 5 minutes later (a seconds column: 40, 60 s); in the same delivery carol
+    labels i9, never proposed, and bob relabels i2 (answering no batch), both with no time. Batch 2 (i7, i8)
+    is open and unanswered."""
     cfg = from_dict({"cost": COST, "selection": {"total_budget": 10, "budget_per_round": 4}})
     store = Store(tmp_path / "w.duckdb")
     with store.transaction() as con:
@@ -51,7 +52,8 @@ def deliveries(tmp_path):
                  [("i1", "cat", "alice", True), ("i2", "dog", "alice", True), ("i3", "skip", "alice", True)], 1)
         _deliver(con, "f2", T0 + _dt.timedelta(minutes=20), 1, [("i4", "cat", "bob", True)], 4)
         _deliver(con, "f3", T1 + _dt.timedelta(minutes=5), 2,
-                 [("i5", "dog", "alice", True), ("i6", "cat", "alice", True), ("i9", "dog", "carol", False)], 5)
+                 [("i5", "dog", "alice", True), ("i6", "cat", "alice", True), ("i9", "dog", "carol", False),
+                  ("i2", "cat", "bob", True)], 5)
         value_q.set_label_times(con, [(1, "t1", T0, 30.0, "lead_time"), (2, "t2", T0, 90.0, "lead_time"),
                                       (3, "t3", T0, 20.0, "lead_time"), (5, None, None, 40.0, "column"),
                                       (6, None, None, 60.0, "column")])
@@ -63,7 +65,7 @@ def deliveries(tmp_path):
 ALICE = [1.25 * (0.5 + 72 * 30 / 3600), 1.25 * (0.5 + 72 * 90 / 3600), 1.25 * (72 * 20 / 3600),
          1.25 * (0.5 + 72 * 40 / 3600), 1.25 * (0.5 + 72 * 60 / 3600)]
 BOB = 1.25 * (0.5 + 36 * 1200 / 3600)
-CAROL = 1.25 * 0.5
+BOB_RELABEL = CAROL = 1.25 * 0.5  # no time: the per-label price only
 
 
 def test_label_times_take_the_delivered_time_else_an_upper_bound(deliveries):
@@ -74,8 +76,10 @@ def test_label_times_take_the_delivered_time_else_an_upper_bound(deliveries):
     assert rows[4][:3] == (1200.0, "upper_bound", None)  # batch 0 proposed at T0, delivered 20 minutes later
     assert rows[5][:2] == (40.0, "column")
     assert rows[7][:2] == (None, None)  # never proposed: no bound
+    assert rows[8][:2] == (None, None)  # a relabel of i2, a batch answered long before: no bound either
     costs = [rows[i][3] for i in (1, 2, 3, 5, 6)]
     assert costs == pytest.approx(ALICE) and rows[4][3] == pytest.approx(BOB) and rows[7][3] == pytest.approx(CAROL)
+    assert rows[8][3] == pytest.approx(BOB_RELABEL)
 
 
 def test_costs_add_up_per_round_and_cumulatively(deliveries):
@@ -87,13 +91,14 @@ def test_costs_add_up_per_round_and_cumulatively(deliveries):
     assert (r1["labels"], r1["skips"], r1["labels_upper_bound"], r1["labels_untimed"]) == (3, 1, 1, 0)
     assert r1["hours"] == pytest.approx((30 + 90 + 20 + 1200) / 3600)
     assert r1["cost"] == pytest.approx(sum(ALICE[:3]) + BOB)
-    assert (r2["labels"], r2["skips"], r2["labels_untimed"]) == (3, 0, 1)
-    assert r2["cost"] == pytest.approx(sum(ALICE[3:]) + CAROL) and r2["hours"] == pytest.approx(100 / 3600)
+    assert (r2["labels"], r2["skips"], r2["labels_untimed"]) == (4, 0, 2)
+    assert r2["cost"] == pytest.approx(sum(ALICE[3:]) + CAROL + BOB_RELABEL)
+    assert r2["hours"] == pytest.approx(100 / 3600)
     assert table[0]["cost"] == 0 and table[0]["labels"] == 0
-    assert r2["labels_total"] == 6 and r2["skips_total"] == 1
-    assert r2["cost_total"] == pytest.approx(sum(ALICE) + BOB + CAROL)
+    assert r2["labels_total"] == 7 and r2["skips_total"] == 1
+    assert r2["cost_total"] == pytest.approx(sum(ALICE) + BOB + CAROL + BOB_RELABEL)
     assert r2["hours_total"] == pytest.approx(r1["hours"] + r2["hours"]) and r2["currency"] == "EUR"
-    assert totals["cost"] == pytest.approx(r2["cost_total"]) and (totals["labels"], totals["skips"]) == (6, 1)
+    assert totals["cost"] == pytest.approx(r2["cost_total"]) and (totals["labels"], totals["skips"]) == (7, 1)
 
 
 def test_costs_add_up_per_annotator(deliveries):
@@ -105,10 +110,10 @@ def test_costs_add_up_per_annotator(deliveries):
     assert alice["share_skipped"] == pytest.approx(0.2) and alice["median_seconds"] == 40.0
     assert alice["hours"] == pytest.approx(240 / 3600) and alice["cost"] == pytest.approx(sum(ALICE))
     assert alice["seconds_sources"] == "column, lead_time"
-    assert (bob["labels"], bob["median_seconds"], bob["seconds_sources"]) == (1, 1200.0, "upper_bound")
-    assert bob["cost"] == pytest.approx(BOB)
+    assert (bob["labels"], bob["median_seconds"], bob["seconds_sources"]) == (2, 1200.0, "upper_bound")
+    assert bob["cost"] == pytest.approx(BOB + BOB_RELABEL) and bob["labels_untimed"] == 1
     assert (carol["labels"], carol["median_seconds"], carol["labels_untimed"]) == (1, None, 1)
-    assert sum(r["cost"] for r in table.values()) == pytest.approx(sum(ALICE) + BOB + CAROL)
+    assert sum(r["cost"] for r in table.values()) == pytest.approx(sum(ALICE) + BOB + CAROL + BOB_RELABEL)
 
 
 def test_round_value_joins_intervals_gain_cost_per_point_and_kappa(deliveries):
@@ -130,13 +135,13 @@ def test_round_value_joins_intervals_gain_cost_per_point_and_kappa(deliveries):
     with store.connect(read_only=True, view=False) as con:
         rows = value_q.round_value(con, "accuracy").to_dicts()
     assert [(r["round"], r["probe_n_labels"], r["value"]) for r in rows] == [(1, 3, 0.5), (2, 6, 0.6)]
-    assert rows[1]["cost_per_point"] == pytest.approx((sum(ALICE[3:]) + CAROL) / (100 * 0.1))
+    assert rows[1]["cost_per_point"] == pytest.approx((sum(ALICE[3:]) + CAROL + BOB_RELABEL) / (100 * 0.1))
     assert rows[0]["cost_per_point"] is None and rows[1]["kappa"] == 0.8
     from al_core.value.summary import value_summary
 
     s = value_summary(store, cfg)
-    assert s["now"]["value"] == 0.6 and (s["labels"], s["skips"]) == (6, 1)
-    assert s["cost"] == pytest.approx(sum(ALICE) + BOB + CAROL)
+    assert s["now"]["value"] == 0.6 and (s["labels"], s["skips"]) == (7, 1)
+    assert s["cost"] == pytest.approx(sum(ALICE) + BOB + CAROL + BOB_RELABEL)
     assert s["cost_per_point"]["value"] == pytest.approx(rows[1]["cost_per_point"])
     assert s["curve"]["status"] == "not enough rounds yet" and s["projection"]["status"] == "no target set"
     with_target = value_summary(store, from_dict({"cost": COST, "target": {"value": 0.9}}))
@@ -149,12 +154,12 @@ def test_total_budget_counts_delivered_labels_and_waiting_images_not_skips(deliv
 
     cfg, store = deliveries
     with store.connect(read_only=True, view=False) as con:
-        assert rounds_q.budget_used(con) == (6, 1, 2)  # i7 and i8 wait in the open batch 2
+        assert rounds_q.budget_used(con) == (7, 1, 2)  # a relabel counts; i7 and i8 wait in the open batch 2
         st = loop_state(con, cfg)
-        assert (st.labels_delivered, st.skips_delivered, st.budget_spent, st.stop_reason) == (6, 1, False, None)
+        assert (st.labels_delivered, st.skips_delivered, st.budget_spent, st.stop_reason) == (7, 1, False, None)
         assert st.n_proposed_total == 8  # images proposed: the old count, kept for reference
-    assert _budget(cfg, 6 + 2, 100) == (2, 4, "budget clamped from 4 to 2 (total budget ran out)")
-    tight = from_dict({"cost": COST, "selection": {"total_budget": 8, "budget_per_round": 4}})
+    assert _budget(cfg, 7 + 2, 100) == (1, 4, "budget clamped from 4 to 1 (total budget ran out)")
+    tight = from_dict({"cost": COST, "selection": {"total_budget": 9, "budget_per_round": 4}})
     with store.connect(read_only=True, view=False) as con:
         assert loop_state(con, tight).budget_spent and stop_reason(con, tight) == "total budget spent"
 

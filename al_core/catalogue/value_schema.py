@@ -5,7 +5,8 @@ add the same ones), the stop set, each probe's predictions, the intervals and th
 probe, the cost rates of the project file, and four views:
 
 - ``label_times``: one row per labels row with its time (``seconds``: as delivered, else an upper bound
-  from the batch's proposal to the delivery, shared by the delivery's labels of that batch) and cost;
+  from the batch's proposal to the delivery, shared by the delivery's labels answering that batch; a
+  relabel answers no batch) and cost;
 - ``round_cost``: per round and cumulative labels, skips, annotator hours and cost;
 - ``round_value``: per round and metric, the latest probe's metric with its interval, the gain over the
   round before with its interval, the cost per point and the stop rule's kappa, beside ``round_cost``;
@@ -46,11 +47,14 @@ VALUE_MIGRATION: list[str] = [
         per_label DOUBLE NOT NULL, per_hour DOUBLE NOT NULL, overhead DOUBLE NOT NULL,
         updated_at TIMESTAMP NOT NULL)""",
     """CREATE VIEW label_times AS
-        WITH answered AS (
-          SELECT * EXCLUDE (rn) FROM (
+        WITH answered AS (             -- the batch a label answered: its image's latest earlier query, and no
+          SELECT * EXCLUDE (rn) FROM (  -- label of the image since that query before it (a relabel is no answer)
             SELECT l.label_id, q.round AS proposed_round,
                    row_number() OVER (PARTITION BY l.label_id ORDER BY q.round DESC) AS rn
-            FROM labels l JOIN queries q ON q.image_id = l.image_id AND q.round < l.round) WHERE rn = 1),
+            FROM labels l JOIN queries q ON q.image_id = l.image_id AND q.round < l.round) a
+          WHERE rn = 1 AND NOT EXISTS (
+            SELECT 1 FROM labels e JOIN labels l2 ON l2.label_id = a.label_id
+            WHERE e.image_id = l2.image_id AND e.round > a.proposed_round AND e.label_id < l2.label_id)),
         bound AS (
           SELECT a.label_id, greatest(epoch(l.received_at - r.proposed_at), 0)
                    / count(*) OVER (PARTITION BY l.file_id, a.proposed_round) AS upper_s
