@@ -56,7 +56,7 @@ def _check_batch(context, project, asset_name: str) -> dg.AssetCheckResult:
     store = open_store(cfg)
     value = store.get_asset_output(asset_name, part)
     if value.get("stopped"):
-        return dg.AssetCheckResult(passed=True, metadata={"stopped": value["stopped"]})
+        return dg.AssetCheckResult(passed=True, metadata={"stopped": value["stopped"], "budget_left": 0})
     with _read(store) as con:
         p = rounds_q.proposal_problems(con, int(part), skipped_may_return=cfg.labels.propose_skipped_again)
     ok = (p["already_labelled_or_skipped"] == 0 and p["in_eval_set"] == 0 and p["proposed_before"] == 0
@@ -64,6 +64,7 @@ def _check_batch(context, project, asset_name: str) -> dg.AssetCheckResult:
           and (p["proposed"] == value["requested_budget"] or bool(value.get("note"))))
     return dg.AssetCheckResult(passed=ok, metadata={**{k: (v if v is not None else -1) for k, v in p.items()},
                                                     "requested_budget": value["requested_budget"],
+                                                    "budget_left": value.get("budget_left", -1),
                                                     "note": value.get("note") or ""})
 
 
@@ -100,3 +101,26 @@ def metrics_are_finite(context: dg.AssetCheckExecutionContext, project: ProjectR
     vals = {k: value.get(k) for k in METRIC_NAMES}
     bad = {k: v for k, v in vals.items() if v is not None and not (math.isfinite(v) and 0.0 <= v <= 1.0)}
     return dg.AssetCheckResult(passed=not bad, metadata={k: (v if v is not None else -1.0) for k, v in vals.items()})
+
+
+@dg.asset_check(asset=eval_metrics, blocking=False,
+                description="The stop rule (stabilising predictions): warns once the model's predictions on the stop "
+                            "set have stopped changing, with the projected gain and cost of the next batch")
+def labelling_still_changes_the_model(context: dg.AssetCheckExecutionContext, project: ProjectResource
+                                      ) -> dg.AssetCheckResult:
+    from al_core.reporting.value_text import lines
+    from al_core.value.summary import value_summary
+
+    cfg = project.load()
+    s = value_summary(open_store(cfg), cfg)
+    st, text = s["stop"], lines(s)
+    return dg.AssetCheckResult(
+        passed=not st["stop"], severity=dg.AssetCheckSeverity.WARN,
+        description=("consider stopping: " if st["stop"] else "go on: ") + st["reason"],
+        metadata={"kappa": dg.MetadataValue.text("–" if st["last_kappa"] is None else f"{st['last_kappa']:.4f}"),
+                  "threshold": dg.MetadataValue.text(f"{st['threshold']:g} for {st['window']} rounds"),
+                  "stable_rounds": dg.MetadataValue.text(str(st["stable_rounds"])),
+                  "fired_at_round": dg.MetadataValue.text("–" if st["fired_round"] is None else str(st["fired_round"])),
+                  "loop_stops_by_itself": dg.MetadataValue.text(str(st["obeyed"]).lower()),
+                  "next_batch": dg.MetadataValue.text(text["next_batch"]),
+                  "projection": dg.MetadataValue.text(text["projection"])})

@@ -77,6 +77,7 @@ def _proposal_metadata(prop, embeddings) -> dict:
         "candidates": prop.n_candidates,
         "labelled_so_far": prop.n_labelled,
         "select_seconds": dg.MetadataValue.float(round(prop.select_seconds, 3)),
+        "budget_left": -1 if prop.budget_left is None else prop.budget_left,  # labels still to buy after this batch
         "outbox_csv": dg.MetadataValue.path(prop.outbox_files[0]),
         "note": prop.note or "",
         "classes": ", ".join(prop.classes),  # the class list the batch was scored with (the probe's, in order)
@@ -166,11 +167,22 @@ def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dic
 
     cfg, store = _project(project)
     m = evaluate_round(store, cfg, _round(context), embeddings["config_id"], probe["probe_id"])
+    text = dg.MetadataValue.text  # counts as text: the UI plots numeric entries, and only the metrics should be
     return dg.Output(m, metadata={
-        "round": m["round"], "probe_id": m["probe_id"], "labels": m["n_labels"], "eval_images": m["n_eval"],
+        "round": text(str(m["round"])), "probe_id": m["probe_id"], "labels": text(str(m["n_labels"])),
+        "eval_images": text(str(m["n_eval"])),
         **{k: _metric(m[k]) for k in METRIC_NAMES},
         "per_class_recall": dg.MetadataValue.json(m["per_class_recall"]),
-    } | _pictures(store, cfg, ("learning_curve", "confusion_matrix")))
+    } | _value(store, cfg) | _pictures(store, cfg, ("confusion_matrix",)))
+
+
+def _value(store, cfg) -> dict:
+    """The manager's page as metadata (al_core.reporting.value_metadata): the learning curve inline, the numbers
+    as text."""
+    from al_core.reporting.value_metadata import value_metadata
+
+    wrap = {"md": dg.MetadataValue.md, "text": dg.MetadataValue.text}
+    return {k: wrap[kind](v) for k, (kind, v) in value_metadata(store, cfg).items()}
 
 
 def _pictures(store, cfg, keys) -> dict:
@@ -199,10 +211,14 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
     cfg, store = _project(project)
     prop = propose_round(store, cfg, r, embeddings["config_id"], probe["probe_id"], run_id=context.run.run_id)
     if prop is None:
-        context.log.warning(f"total labelling budget ({cfg.selection.total_budget}) is spent or no candidate is left: "
-                            "nothing more is proposed")
-        yield dg.Output({"round": r, "stopped": "total budget spent", "budget": 0},
-                        metadata={"round": r, "stopped": "total labelling budget spent", "budget": 0})
+        from al_core.loop.state import stop_reason
+
+        with store.connect(read_only=True, view=False) as con:
+            why = stop_reason(con, cfg) or "no candidate left"
+        context.log.warning(f"nothing more is proposed: {why} (selection.total_budget = "
+                            f"{cfg.selection.total_budget} labels)")
+        yield dg.Output({"round": r, "stopped": why, "budget": 0},
+                        metadata={"round": r, "stopped": why, "budget": 0})
         return
     if prop.already_proposed:
         context.log.info(f"batch {r} {prop.note} (a retried run); the outbox files are in place")

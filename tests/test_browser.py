@@ -1,4 +1,5 @@
-"""The Dagster UI in a real browser: after a round, `eval_metrics` shows its learning-curve image.
+"""The Dagster UI in a real browser: after a round, `eval_metrics` shows its learning curve inline (a small SVG)
+and its detailed picture in the markdown dialog.
 
 Debian's chromium (`make chromium`) driven by Playwright (never Playwright's own
 browser download). The test fails, it does not skip, when the browser cannot
@@ -26,6 +27,7 @@ UI_TIMEOUT_MS = 30_000  # one element to appear
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 LOOP_ASSETS = ("seed_pool", "round_labels", "probe", "eval_metrics", "query_set")
 PNG_URI = "data:image/png;base64,"
+SVG_URI = "data:image/svg+xml;base64,"
 
 
 def _prepare_round_1(tmp_path):
@@ -79,22 +81,34 @@ def _check_ui(page, base, shot):
     row = page.get_by_role("row").filter(has=page.get_by_text("learning_curve", exact=True))
     expect(row, "no learning_curve metadata row").to_have_count(1, timeout=UI_TIMEOUT_MS)
     expect(page.get_by_role("row").filter(has=page.get_by_text("round", exact=True))).to_contain_text("1")
+    expect(page.get_by_role("row").filter(has=page.get_by_text("cost_so_far", exact=True))).to_contain_text(
+        "no prices set")  # the test project has no cost: section
     shot("02-eval_metrics-partition-1")
 
-    # 3. the markdown metadata renders the learning curve: a loaded PNG data URI image
-    row.get_by_text("Show Markdown").click(timeout=UI_TIMEOUT_MS)
+    # 3. the learning curve is in the metadata table itself, no click: a loaded SVG data URI image
+    img = row.get_by_role("img", name="learning curve")
+    expect(img, "no inline learning-curve image").to_be_visible(timeout=UI_TIMEOUT_MS)
+    _assert_loaded(page, img, SVG_URI, shot("03-learning-curve-inline"))
+
+    # 4. the detailed curve (labels and cost) renders in the markdown dialog: a loaded PNG data URI image
+    detail = page.get_by_role("row").filter(has=page.get_by_text("learning_curve_detail", exact=True))
+    detail.get_by_text("Show Markdown").click(timeout=UI_TIMEOUT_MS)
     dialog = page.get_by_role("dialog")
     expect(dialog, "no markdown dialog").to_be_visible(timeout=UI_TIMEOUT_MS)
-    expect(dialog).to_contain_text("learning_curve")
-    img = dialog.get_by_role("img", name="learning curve")
+    expect(dialog).to_contain_text("learning_curve_detail")
+    img = dialog.get_by_role("img", name="learning curve against labels and cost")
     expect(img, "no learning-curve image").to_be_visible(timeout=UI_TIMEOUT_MS)
+    path = shot("04-learning-curve-detail")
+    _assert_loaded(page, img, PNG_URI, path)
+    return path
+
+
+def _assert_loaded(page, img, uri_prefix: str, path: str) -> None:
     page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=img.element_handle(),
                            timeout=UI_TIMEOUT_MS)
     src, width, height = img.evaluate("e => [e.getAttribute('src'), e.naturalWidth, e.naturalHeight]")
-    path = shot("03-learning-curve")
-    assert src.startswith(PNG_URI), f"image src is {src[:60]!r}; see {path}"
+    assert src.startswith(uri_prefix), f"image src is {src[:60]!r}; see {path}"
     assert width > 0 and height > 0, f"image not decoded ({width}x{height}); see {path}"
-    return path
 
 
 def test_ui_shows_learning_curve_of_eval_metrics(tmp_path):

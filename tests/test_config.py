@@ -55,7 +55,8 @@ def test_repository_demo_file_differs_from_defaults_only_where_marked():
     diffs = {(s, k) for s in default if isinstance(default[s], dict)
              for k in default[s] if demo[s][k] != default[s][k]}
     assert diffs == {("evaluation", "labels_from_ground_truth"), ("sensor", "interval_s"),
-                     ("sensor", "ingest_before_round"), ("images", "root"), ("evaluation", "holdout")}
+                     ("sensor", "ingest_before_round"), ("images", "root"), ("evaluation", "holdout"),
+                     ("cost", "per_label"), ("cost", "per_hour"), ("target", "value")}
     assert demo["name"] == "demo" != default["name"]
     marked = [line for line in (ROOT / "al.yaml").read_text().splitlines() if "# DEMO" in line]
     assert len(marked) == len(diffs) + 1  # + the name
@@ -103,6 +104,28 @@ def test_template_equals_the_schema_defaults():
     ({"schedule": {"retrain_cron": "0 3 * * mon-foo"}}, r"the day of week field"),
     ({"labels": {"skip_label": " skip"}}, r"labels\.skip_label: ' skip' must be non-empty"),
     ({"images": "photos"}, r"images: expected a mapping of settings, got 'photos'"),
+    # the cost model and the target (al_core.value)
+    ({"cost": {"per_label": -1}}, r"cost\.per_label: must be at least 0"),
+    ({"cost": {"overhead": 0.5}}, r"cost\.overhead: must be at least 1"),
+    ({"cost": {"currency": ""}}, r"cost\.currency: '' must be non-empty"),
+    ({"cost": {"role_per_hour": ["expert"]}}, r"cost\.role_per_hour: expected a mapping of names to numbers"),
+    ({"cost": {"role_per_hour": {"expert": 0}}}, r"cost\.role_per_hour\.expert: expected a positive finite number"),
+    ({"cost": {"role_per_label": {"crowd": float("inf")}}}, r"role_per_label\.crowd: expected a positive finite"),
+    ({"cost": {"role_per_hour": {"expert": "80"}}}, r"expected a positive finite number, got '80'"),
+    ({"cost": {"role_per_hour": {"expert": True}}}, r"expected a positive finite number, got true"),
+    ({"cost": {"annotator_roles": {7: "crowd"}}}, r"cost\.annotator_roles: the name 7 must be a non-empty string .*"
+                                                  r"quote it: \"7\""),
+    ({"cost": {"annotator_roles": {"alice": ""}}}, r"annotator_roles\.alice: expected a non-empty name"),
+    ({"cost": {"role_per_hour": {"expert": 80}, "annotator_roles": {"alice": "exprt"}}},
+     r"cost\.annotator_roles\.alice: unknown role 'exprt'; did you mean 'expert'\?"),
+    ({"cost": {"annotator_roles": {"alice": "expert"}}}, r"unknown role 'expert' .*none yet"),
+    ({"target": {"metric": "balanced_acc"}}, r"target\.metric: unknown value 'balanced_acc'; did you mean "
+                                             r"'balanced_accuracy'\?"),
+    ({"target": {"value": 1.5}}, r"target\.value: must be at most 1"),
+    ({"target": {"value": 0}}, r"target\.value: must be greater than 0"),
+    ({"selection": {"stop_kappa": 1.2}}, r"selection\.stop_kappa: must be at most 1"),
+    ({"selection": {"stop_window": 0}}, r"selection\.stop_window: must be at least 1"),
+    ({"selection": {"stop_when_stable": "yes"}}, r"selection\.stop_when_stable: expected true or false"),
 ])
 def test_every_setting_is_checked_when_the_file_loads(data, message):
     with pytest.raises(ConfigError, match=message):
@@ -117,6 +140,18 @@ def test_valid_values_load_as_written():
                      "classes": ["cat", "dog"]})
     assert cfg.selection.answered_fraction == 0.5 and cfg.store_cfg.lock_timeout_s == 0.1
     assert cfg.classes == ("cat", "dog") and cfg.schedule.retrain_cron.startswith("*/15")
+    cost = from_dict({"cost": {"role_per_hour": {"expert": 80, "crowd": 12.5}, "role_per_label": {"crowd": 0.1},
+                               "annotator_roles": {"bob": "crowd", "alice": "expert", "7": "crowd"}},
+                      "target": {"metric": "macro_f1", "value": 0.9}, "selection": {"stop_when_stable": True}})
+    assert cost.cost.role_per_hour == (("crowd", 12.5), ("expert", 80.0))  # sorted name -> price pairs
+    assert dict(cost.cost.annotator_roles) == {"7": "crowd", "alice": "expert", "bob": "crowd"}
+    assert (cost.target.metric, cost.target.value, cost.selection.stop_when_stable) == ("macro_f1", 0.9, True)
+    assert hash(cost) == hash(from_dict({"cost": {"role_per_hour": {"crowd": 12.5, "expert": 80},
+                                                  "role_per_label": {"crowd": 0.1},
+                                                  "annotator_roles": {"alice": "expert", "bob": "crowd",
+                                                                      "7": "crowd"}},
+                                         "target": {"metric": "macro_f1", "value": 0.9},
+                                         "selection": {"stop_when_stable": True}}))
 
 
 CRON_CASES = ["0 3 * * *", "*/5 * * * *", "0 0 1 1 *", "0 12 * * mon-fri", "15,45 8-18/2 * * 1-5", "0 0 * * 7",

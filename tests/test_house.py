@@ -147,11 +147,12 @@ ALLOWED_IMPORTS = {
     "models": {"files"}, "learn": {"files"}, "labels": {"files"}, "labelstudio": {"files", "labels"},
     "config": {"catalogue", "models", "learn"},  # the registries' names (data) and the ground truth's classes
     "ingest": {"catalogue", "config", "models", "files", "faults"},
-    "loop": {"catalogue", "config", "labels", "labelstudio", "learn", "models", "files", "faults"},
-    "reporting": {"catalogue", "config", "labels", "learn", "loop", "files"},
+    "value": {"catalogue"},  # statistics and the cost model; its SQL in the catalogue
+    "loop": {"catalogue", "config", "labels", "labelstudio", "learn", "models", "files", "faults", "value"},
+    "reporting": {"catalogue", "config", "labels", "learn", "loop", "files", "value"},
     "cli": {"catalogue", "config", "files", "ingest", "labels", "labelstudio", "learn", "loop", "models", "reporting",
-            "bench"},
-    "bench": {"catalogue", "config", "files", "ingest", "labels", "learn", "loop", "models", "reporting"},
+            "bench", "value"},
+    "bench": {"catalogue", "config", "files", "ingest", "labels", "learn", "loop", "models", "reporting", "value"},
 }
 
 

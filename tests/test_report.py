@@ -143,7 +143,7 @@ def test_write_report_is_one_offline_html_file(tmp_path):
     assert not re.search(r"(?i)https?:", text)
     assert not re.search(r"(?i)<script|<link|@import|url\(|src=\"(?!data:)", text)
     pngs = _data_uris(text)
-    assert len(pngs) == 3  # learning curve, confusion matrix, gallery
+    assert len(pngs) == 4  # the manager's curve (labels and cost), learning curves, confusion matrix, gallery
     for p in pngs:
         _open_png(p)
     for needle in ["dropquery (seed: centroid)", "simulated: margin (seed: centroid)", "random", "cfg-test",
@@ -164,7 +164,7 @@ def test_report_on_a_project_without_rounds(tmp_path):
     assert loop_curves(store) == {}
     assert metadata_images(store, cfg) == {}
     text = write_report(store, cfg).read_text(encoding="utf-8")
-    assert "No round yet" in text and len(_data_uris(text)) == 1
+    assert "No round yet" in text and len(_data_uris(text)) == 2  # the manager's curve and the learning curves
 
 
 # ----------------------------------------------------------------------------- al simulate

@@ -152,3 +152,15 @@ def proposal_problems(con, round_: int, *, skipped_may_return: bool = False) -> 
         [round_, round_, ADJUDICATION, ADJUDICATION, bool(skipped_may_return), round_, round_]).fetchone()
     return {"already_labelled_or_skipped": int(labelled), "in_eval_set": int(in_eval),
             "proposed_before": int(earlier), "proposed": int(n), "recorded_budget": budget}
+
+
+def budget_used(con) -> tuple[int, int, int]:
+    """What counts against ``selection.total_budget``: (labels delivered that are not skips, skips delivered,
+    images of open batches still waiting for an answer). Every labels row counts (a relabel or a later
+    retracted delivery was labelling work too)."""
+    delivered, skips = con.execute(
+        "SELECT count(*) FILTER (WHERE NOT is_skip), count(*) FILTER (WHERE is_skip) FROM labels").fetchone()
+    waiting = con.execute(
+        """SELECT count(*) FROM queries q JOIN rounds r ON r.round = q.round
+           WHERE r.status = 'open' AND q.image_id NOT IN (SELECT image_id FROM current_labels)""").fetchone()[0]
+    return int(delivered), int(skips), int(waiting)

@@ -8,8 +8,9 @@ columns of the audit views.
 """
 
 from al_core.catalogue.label_views import MIGRATION_4
+from al_core.catalogue.value_schema import VALUE_MIGRATION
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APP_NAME = "al-pipeline"  # schema_info 'app': tells our databases from any other DuckDB file
 
 
@@ -232,6 +233,9 @@ MIGRATIONS: dict[int, list[str]] = {
     # Every annotation kept (task, time, seconds spent), the label policy, disagreements, adjudication
     # (al_core.catalogue.label_views; docs/sql.md).
     4: MIGRATION_4,
+    # What the labels bought: label times, stop set, predictions, intervals, cost rates and their views
+    # (al_core.catalogue.value_schema; docs/sql.md).
+    5: VALUE_MIGRATION,
 }
 
 

@@ -1,5 +1,6 @@
-"""`al status`: what the store holds (al_core.catalogue.reports.store_summary) and where the labelling stands
-(the label policy, skipped and disputed images, disagreements, the open batch's missing answers)."""
+"""`al status`: what the store holds (al_core.catalogue.reports.store_summary), where the labelling stands
+(the label policy, skipped and disputed images, disagreements, the open batch's missing answers), then what the
+labels bought: cost so far, the projection to the target and the stop suggestion (al_core.value.summary)."""
 
 import argparse
 
@@ -48,6 +49,28 @@ def print_summary(s: dict, file=None) -> None:
                        file=file)
 
 
+# ---------------------------------------------------------------- what the labels bought (al_core.value.summary)
+def value_status(cfg, store) -> dict | None:
+    """Cost so far, the projection and the stop suggestion (al_core.reporting.value_text.lines), or None
+    before the loop has a round."""
+    from al_core.reporting.value_text import lines
+    from al_core.value.summary import public, value_summary
+
+    s = value_summary(store, cfg)
+    if s["now"] is None and not s["labels"] and not s["skips"]:
+        return None
+    return {"lines": lines(s), "summary": public(s)}
+
+
+def print_value(v: dict | None, file=None) -> None:
+    if v is None:
+        return
+    print_safe("what the labels bought", file=file)
+    for key in ("metric_now", "labels_so_far", "annotator_time", "cost_so_far", "cost_per_point", "projection",
+                "stop_suggestion", "next_batch", "budget"):
+        print_safe(f"  {key.replace('_', ' '):<18}{t(v['lines'][key])}", file=file)
+
+
 def main(argv: list[str]) -> int:
     ap = add_config_option(argparse.ArgumentParser(prog="al status", description=__doc__))
     ap.add_argument("--json", action="store_true", help="print JSON")
@@ -55,9 +78,11 @@ def main(argv: list[str]) -> int:
 
     def body(cfg, store):
         s = summary(store)
+        v = value_status(cfg, store)
         if args.json:
-            print_safe(json_safe(s, indent=2, default=str))
+            print_safe(json_safe({**s, "value": v}, indent=2, default=str))
         else:
             print_summary(s)
+            print_value(v)
 
     return run_with_store("al status", args.config, body)

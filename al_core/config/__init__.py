@@ -19,6 +19,7 @@ from al_core.config.schema import (
     SECTIONS,
     TOP_LEVEL_KEYS,
     BackboneConfig,
+    CostConfig,
     EvaluationConfig,
     ImagesConfig,
     LabelsConfig,
@@ -28,6 +29,7 @@ from al_core.config.schema import (
     SelectionConfig,
     SensorConfig,
     StoreConfig,
+    TargetConfig,
 )
 from al_core.config.template import DEFAULT_YAML
 from al_core.config.validate import (
@@ -45,7 +47,8 @@ DEFAULT_CONFIG_NAME = "al.yaml"
 __all__ = [
     "CONFIG_ENV", "DEFAULT_CONFIG_NAME", "DEFAULT_YAML", "BackboneConfig", "ConfigError", "EvaluationConfig",
     "ImagesConfig", "LabelStudioConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "ScheduleConfig",
-    "SelectionConfig", "SensorConfig", "StoreConfig", "config_origin", "find_config_path", "from_dict", "load_config",
+    "SelectionConfig", "SensorConfig", "StoreConfig", "CostConfig", "TargetConfig", "config_origin",
+    "find_config_path", "from_dict", "load_config",
 ]
 
 
@@ -64,6 +67,8 @@ class ProjectConfig:
     sensor: SensorConfig = field(default_factory=SensorConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     store_cfg: StoreConfig = field(default_factory=StoreConfig)  # the `store:` section (al_core.catalogue.open_store)
+    cost: CostConfig = field(default_factory=CostConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
     source_file: str | None = None
 
     # -- resolved paths ---------------------------------------------------------
@@ -183,6 +188,12 @@ def _check_together(cfg: ProjectConfig) -> None:
                           "paths are made relative to it")
     if cfg.schedule.retrain_cron is not None:
         check_cron(cfg.schedule.retrain_cron, "schedule.retrain_cron")
+    roles = sorted({r for r, _ in cfg.cost.role_per_label} | {r for r, _ in cfg.cost.role_per_hour})
+    for annotator, role in cfg.cost.annotator_roles:
+        if role not in roles:
+            raise ConfigError(f"cost.annotator_roles.{annotator}: unknown role {role!r}{did_you_mean(role, roles)} "
+                              f"(roles are the names under cost.role_per_label and cost.role_per_hour: "
+                              f"{', '.join(roles) or 'none yet'})")
 
 
 def find_config_path(path: str | os.PathLike | None = None) -> Path | None:

@@ -7,7 +7,10 @@ rules are read by al_core.config.validate when the file loads:
 - ``choices``: a tuple of allowed values, or a function returning it (called at
   load, so the names come from the registries: strategies, backbones);
 - ``nonblank``: a string that is not empty and has no surrounding whitespace;
-- ``auto``: the word ``auto`` is accepted too (the tool chooses; the setting's users say how).
+- ``auto``: the word ``auto`` is accepted too (the tool chooses; the setting's users say how);
+- ``mapping``: ``float`` or ``str``: a mapping of names (strings) to positive finite numbers, or to
+  non-blank strings; stored as a tuple of (name, value) pairs sorted by name (``dict(...)`` of it is the
+  mapping), so the sections stay immutable and hashable.
 
 Floats must be finite. Integers are never coerced from floats or booleans,
 booleans only come from YAML's ``true`` / ``false``.
@@ -61,6 +64,10 @@ class SelectionConfig:
     total_budget: int = setting(200, min=1)
     answered_fraction: float = setting(1.0, gt=0.0, max=1.0)
     seed: int = setting(0, min=0)
+    # the stabilising-predictions stop rule (al_core.value.stopping): suggested always, obeyed only when true
+    stop_when_stable: bool = setting(False)
+    stop_kappa: float = setting(0.99, gt=0.0, max=1.0)
+    stop_window: int = setting(3, min=1, max=1000)
 
 
 @dataclass(frozen=True)
@@ -119,11 +126,35 @@ class StoreConfig:
     vectors_url: str | None = setting(None, nonblank=True)  # fsspec URL of the part files; default <data_dir>/vectors
 
 
+@dataclass(frozen=True)
+class CostConfig:
+    """What a label costs (al_core.value.cost): per label and per annotator hour, by role, times an overhead."""
+
+    currency: str = setting("EUR", nonblank=True)
+    per_label: float = setting(0.0, min=0.0)
+    per_hour: float = setting(0.0, min=0.0)
+    overhead: float = setting(1.0, min=1.0, max=100.0)  # review and management on top of the annotators' price
+    role_per_label: tuple[tuple[str, float], ...] = setting((), mapping=float)
+    role_per_hour: tuple[tuple[str, float], ...] = setting((), mapping=float)
+    annotator_roles: tuple[tuple[str, str], ...] = setting((), mapping=str)  # annotator (as delivered) -> role
+
+
+# the metrics of al_core.loop.evaluation.METRIC_NAMES (tests/test_value.py holds them equal)
+TARGET_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    metric: str = setting("accuracy", choices=TARGET_METRICS)
+    value: float | None = setting(None, gt=0.0, max=1.0)  # null: no target, no projection to it
+
+
 # section name in the file -> its dataclass (the `store:` section is ProjectConfig.store_cfg)
 SECTIONS: dict[str, type] = {
     "images": ImagesConfig, "backbone": BackboneConfig, "selection": SelectionConfig,
     "evaluation": EvaluationConfig, "labels": LabelsConfig, "label_studio": LabelStudioConfig, "paths": PathsConfig,
-    "sensor": SensorConfig, "schedule": ScheduleConfig, "store": StoreConfig,
+    "sensor": SensorConfig, "schedule": ScheduleConfig, "store": StoreConfig, "cost": CostConfig,
+    "target": TargetConfig,
 }
 TOP_LEVEL_KEYS = ("name", "classes")
 DEMO_PROJECT_NAME = "demo"  # the name of the repository's own al.yaml (make demo): commands say so when they use it

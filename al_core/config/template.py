@@ -27,9 +27,12 @@ selection:
   seed_strategy: centroid         # round 0: random | centroid | typiclust | probcover
   query_strategy: dropquery       # later rounds: any name of `al_core.learn.strategies.list_strategies()`
   budget_per_round: 10            # images proposed per round (the study: the number of classes)
-  total_budget: 200               # stop proposing once this many images were proposed in all
+  total_budget: 200               # labels to buy in all: delivered labels count, skips do not
   answered_fraction: 1.0          # share of a query set that must be labelled before the next round
   seed: 0                         # base random seed; round r uses seed + r
+  stop_when_stable: false         # true: stop proposing once the stop rule fires (it is always shown)
+  stop_kappa: 0.99                # stop rule: agreement (Cohen's kappa) of successive probes on the stop set ...
+  stop_window: 3                  # ... at or above stop_kappa for this many rounds in a row
 
 evaluation:
   holdout: auto                   # images held out of querying (stratified by ground truth when known); 0: none;
@@ -63,4 +66,20 @@ schedule:
 store:
   lock_timeout_s: 30.0            # how long a writer waits for a reader to release the database
   vectors_url: null               # fsspec URL of the vector part files (docs/scale-out.md); null: <data_dir>/vectors
+
+# What a label costs (the manager's page of the report, `al status`): per label and/or per annotator hour,
+# optionally by role; every annotator not listed under annotator_roles pays the plain prices.
+cost:
+  currency: EUR
+  per_label: 0.0                  # price of one delivered label (skips are not charged it)
+  per_hour: 0.0                   # price of one annotator hour (time per label as measured)
+  overhead: 1.0                   # factor on top, e.g. 1.2 for review and management
+  role_per_label: {}              # role -> price per label, e.g. {crowd: 0.08}
+  role_per_hour: {}               # role -> price per hour, e.g. {expert: 80.0}
+  annotator_roles: {}             # annotator (as delivered) -> role, e.g. {alice: expert, "7": crowd}
+
+# The quality the team needs: the report projects the labels, hours and cost to reach it.
+target:
+  metric: accuracy                # accuracy | balanced_accuracy | macro_f1 (on the evaluation set)
+  value: null                     # the value to reach (0-1); null: no target
 """

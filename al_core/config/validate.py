@@ -42,8 +42,33 @@ def _base_types(hint) -> tuple[set[type], bool]:
     return {hint}, False
 
 
+def check_mapping(value, kind: type, where: str) -> tuple:
+    """A mapping of names to positive finite numbers (``kind`` float) or to non-blank strings (``kind`` str),
+    as a tuple of (name, value) pairs sorted by name."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of names to {'numbers' if kind is float else 'names'}, "
+                          f"got {_describe(value)}")
+    out = []
+    for k, v in value.items():
+        if not isinstance(k, str) or not k.strip() or k != k.strip():
+            raise ConfigError(f"{where}: the name {_describe(k)} must be a non-empty string without surrounding "
+                              f"spaces (quote it: \"{k}\")")
+        if kind is float:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"{where}.{k}: expected a positive finite number, got {_describe(v)}")
+            v = float(v)
+        elif not isinstance(v, str) or not v.strip() or v != v.strip():
+            raise ConfigError(f"{where}.{k}: expected a non-empty name without surrounding spaces, got {_describe(v)}")
+        out.append((k, v))
+    return tuple(sorted(out))
+
+
 def check_value(value, hint, rules: dict, where: str):
     """The value of one setting, typed and checked against its rules (schema.setting)."""
+    if "mapping" in rules:
+        return check_mapping(value, rules["mapping"], where)
     allowed, nullable = _base_types(hint)
     if rules.get("auto") and value == "auto":  # a setting whose value the tool chooses (documented per setting)
         return value

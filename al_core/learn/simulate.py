@@ -77,6 +77,7 @@ def run_simulation(
     seed: int,
     candidates: np.ndarray | None = None,
     progress: Callable[[int, float, int], None] | None = None,
+    on_probe: Callable[[int, Probe, np.ndarray], None] | None = None,
 ) -> SimulationResult:
     """Simulate ``rounds`` query rounds after the seed round; return accuracy after each.
 
@@ -84,8 +85,11 @@ def run_simulation(
     strategies only ever see the labels of points already picked.
     ``candidates`` restricts every pick to those pool indices. ``progress``,
     when given, is called after each round as ``progress(round, accuracy,
-    n_labeled)``. Every random choice derives from ``seed``
-    (:func:`round_seed`), so a run is reproducible.
+    n_labeled)``. ``on_probe``, when given, is called with ``(round, probe,
+    labeled)`` once each round's probe is trained (it must not modify them;
+    al_core.bench.value reads the probe's predictions on a stop set). Every
+    random choice derives from ``seed`` (:func:`round_seed`), so a run is
+    reproducible.
     """
     features = np.asarray(features)
     targets = np.asarray(targets).astype(np.int64)
@@ -133,6 +137,8 @@ def run_simulation(
         labeled = np.concatenate([labeled, result.indices])
         probe = Probe(n_classes, seed=rseed).fit(np.asarray(features[labeled], dtype=np.float32), targets[labeled])
         accuracy[r] = float(np.mean(probe.predict(test_features) == test_targets))
+        if on_probe is not None:
+            on_probe(r, probe, labeled)
         history.append(labeled.copy())
         selected.append(result.indices.copy())
         scores.append(result.scores.copy())

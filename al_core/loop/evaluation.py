@@ -9,6 +9,7 @@ from al_core.catalogue import now
 from al_core.catalogue import probes as probes_q
 from al_core.config import ProjectConfig
 from al_core.loop.pool import Pool, load_pool
+from al_core.value.record import prepare as prepare_value  # the manager's page: predictions, intervals, kappa
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1")  # each in [0, 1], None without a labelled eval image
 
@@ -17,7 +18,8 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
     """Accuracy, balanced accuracy, macro F1, per-class recall and confusion matrix on the labelled eval set.
 
     Eval images without a vector in the pool or labelled with a class outside it are left out (``n_eval``
-    counts the rest). The metrics are recorded for ``probe_id`` (replacing earlier ones) and returned.
+    counts the rest). The metrics are recorded for ``probe_id`` (replacing earlier ones) and returned, in
+    the same transaction as what al_core.value.record stores for the manager's page.
     """
     from al_core.learn.metrics import classification_metrics
 
@@ -31,7 +33,8 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
     else:
         x = pool.features[[pool.index[iid] for iid, _ in rows]]
         y = np.array([cls_index[lab] for _, lab in rows])
-        m = classification_metrics(y, probe.predict(x), len(pool.classes))
+        pred = probe.predict(x)
+        m = classification_metrics(y, pred, len(pool.classes))
         out.update(
             accuracy=m.accuracy,
             balanced_accuracy=m.balanced_accuracy,
@@ -39,7 +42,9 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
             per_class_recall={c: float(r) for c, r in zip(pool.classes, m.per_class_recall, strict=True)},
             confusion=m.confusion.tolist(),
         )
+    value = prepare_value(store, cfg, round_, pool, probe, probe_id, rows, pred if rows else [])
     with store.transaction() as con:
+        value.write(con)
         probes_q.put_metrics(con, probe_id=probe_id, round_=round_, accuracy=out["accuracy"],
                              balanced_accuracy=out["balanced_accuracy"], macro_f1=out["macro_f1"],
                              per_class_recall=json.dumps(out["per_class_recall"]),

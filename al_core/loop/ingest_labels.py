@@ -270,7 +270,7 @@ def _readiness(store, cfg: ProjectConfig, report: IngestReport, log: Log) -> Non
         if st.open_round is not None:
             report.answered, report.proposed = answered(con, st.open_round)
             report.ready = is_answered(cfg, report.answered, report.proposed)
-        elif st.last_round is not None and not st.budget_spent:
+        elif st.last_round is not None and not st.stop_reason:
             # no open batch although the budget is not spent: a run stopped between closing batch
             # last_round and proposing the next one; this round owes it
             report.ready = report.resumed = True

@@ -40,6 +40,7 @@ class Proposal:
     classes: tuple[str, ...] = ()  # the class list the pool (and the probe's outputs) were read with
     n_adjudication: int = 0  # images proposed again because their annotators disagreed (labels.policy: unanimous)
     warnings: list[str] = field(default_factory=list)  # what the annotators' files may lack (task image URLs)
+    budget_left: int | None = None  # labels of selection.total_budget still to buy once this batch is answered
 
     def as_dict(self) -> dict:
         """Every field but the image ids and scores (the asset value; the ids are in ``queries``)."""
@@ -58,7 +59,11 @@ class BatchAlreadyProposed(LoopError):
 
 
 def _budget(cfg: ProjectConfig, spent: int, n_candidates: int) -> tuple[int, int, str | None]:
-    """(budget, requested budget, note): the configured batch size, clamped by the total budget and the pool."""
+    """(budget, requested budget, note): the configured batch size, clamped by the total budget and the pool.
+
+    ``spent``: labels delivered (skips do not count) plus images still waiting in open batches
+    (al_core.catalogue.rounds.budget_used).
+    """
     requested = cfg.selection.budget_per_round
     left = cfg.selection.total_budget - spent
     budget = min(requested, left, n_candidates)
@@ -118,7 +123,8 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
     with store.connect(read_only=True, view=False) as con:
         if rounds_q.round_exists(con, round_):
             raise BatchAlreadyProposed(round_)
-        _, spent = rounds_q.last_round_and_spent(con)
+        delivered, _skips, waiting = rounds_q.budget_used(con)
+    spent = delivered + waiting
     adjudicate = _adjudication(store, pool, kind)
     budget, requested, note = _budget(cfg, spent, len(pool.candidates) + len(adjudicate))
     if budget <= 0:
@@ -156,7 +162,8 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
                                 model_version=probe_id)
     return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates), note,
                     files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)),
-                    classes=tuple(pool.classes), n_adjudication=len(adjudicate), warnings=warnings)
+                    classes=tuple(pool.classes), n_adjudication=len(adjudicate), warnings=warnings,
+                    budget_left=max(0, cfg.selection.total_budget - spent - budget))
 
 
 def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:
@@ -198,17 +205,23 @@ def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None =
 def propose_round(store, cfg: ProjectConfig, round_: int, config_id: str, probe_id: str,
                   run_id: str | None = None) -> Proposal | None:
     """Round r >= 1 (the ``query_set`` step): propose batch r, scored by probe ``probe_id``. None when the budget
-    is spent or no candidate is left. A batch r committed by an earlier run (this run is a retry of one that
-    failed after the commit, e.g. writing the outbox) is reported (``committed_proposal``), not proposed again.
-    The pool is read with the class list the probe was trained with (``train.probe_classes``)."""
+    is spent, no candidate is left, or (``selection.stop_when_stable``) the stop rule fired
+    (al_core.loop.state.stop_reason says which). A batch r committed by an earlier run (this run is a retry of
+    one that failed after the commit, e.g. writing the outbox) is reported (``committed_proposal``), not proposed
+    again. The pool is read with the class list the probe was trained with (``train.probe_classes``)."""
     from al_core.loop.train import load_probe, probe_classes
 
     with store.connect(read_only=True, view=False) as con:
         if rounds_q.round_exists(con, round_):
             return committed_proposal(store, cfg, round_)
     pool = load_pool(store, cfg, config_id, probe_classes(store, cfg, probe_id))
+    probe = load_probe(store, probe_id)
+    if cfg.selection.stop_when_stable:
+        from al_core.value.record import stable_stop
+
+        if stable_stop(store, cfg, round_, pool, probe, probe_id).stop:
+            return None
     try:
-        return propose(store, cfg, round_, pool, probe=load_probe(store, probe_id), probe_id=probe_id,
-                       run_id=run_id)
+        return propose(store, cfg, round_, pool, probe=probe, probe_id=probe_id, run_id=run_id)
     except BatchAlreadyProposed:
         return committed_proposal(store, cfg, round_)

@@ -12,7 +12,10 @@ class LoopState:
     last_round: int | None  # highest proposed batch, None before the seed pool
     open_round: int | None  # batch still waiting for labels
     n_proposed_total: int
-    budget_spent: bool
+    budget_spent: bool  # labels delivered (skips apart) plus images waiting in open batches >= total_budget
+    labels_delivered: int = 0  # labels rows that are not skips (what selection.total_budget counts)
+    skips_delivered: int = 0
+    stop_reason: str | None = None  # why nothing more is proposed (None: the loop goes on)
 
     @property
     def label_round(self) -> int:
@@ -22,7 +25,26 @@ class LoopState:
 
 def loop_state(con, cfg: ProjectConfig) -> LoopState:
     last, proposed = rounds_q.last_round_and_spent(con)
-    return LoopState(last, rounds_q.latest_open_round(con), proposed, proposed >= cfg.selection.total_budget)
+    delivered, skips, waiting = rounds_q.budget_used(con)
+    spent = delivered + waiting >= cfg.selection.total_budget
+    return LoopState(last, rounds_q.latest_open_round(con), proposed, spent, delivered, skips,
+                     stop_reason(con, cfg, spent))
+
+
+def stop_reason(con, cfg: ProjectConfig, budget_spent: bool | None = None) -> str | None:
+    """'total budget spent', 'predictions stable' (the stop rule fired and ``selection.stop_when_stable`` is
+    true: al_core.value.stopping), or None while the loop goes on."""
+    if budget_spent is None:
+        delivered, _, waiting = rounds_q.budget_used(con)
+        budget_spent = delivered + waiting >= cfg.selection.total_budget
+    if budget_spent:
+        return "total budget spent"
+    if cfg.selection.stop_when_stable:
+        from al_core.value.record import stop_decision
+
+        if stop_decision(con, cfg).stop:
+            return "predictions stable"
+    return None
 
 
 def answered(con, round_: int) -> tuple[int, int]:
@@ -41,8 +63,9 @@ def pending_work(con, cfg: ProjectConfig) -> str | None:
     - ``outbox-rN``: batch N is recorded but its outbox CSV is missing (a run
       stopped between the batch's commit and its CSV): ``repair_outbox`` writes it;
     - ``answered-rN``: the open batch N is answered but no run went on with it;
-    - ``owed-rN``: no batch is open although the budget is not spent (a run
-      stopped between closing a batch and proposing batch N).
+    - ``owed-rN``: no batch is open although the loop has not stopped (budget
+      spent, or the stop rule with ``selection.stop_when_stable``): a run
+      stopped between closing a batch and proposing batch N.
     """
     st = loop_state(con, cfg)
     if st.last_round is None:
@@ -52,4 +75,4 @@ def pending_work(con, cfg: ProjectConfig) -> str | None:
             return f"outbox-r{r}"
     if st.open_round is not None:
         return f"answered-r{st.open_round}" if is_answered(cfg, *answered(con, st.open_round)) else None
-    return None if st.budget_spent else f"owed-r{st.label_round}"
+    return None if st.stop_reason else f"owed-r{st.label_round}"

@@ -8,7 +8,7 @@ import html
 
 import polars as pl
 
-from al_core.reporting import data
+from al_core.reporting import data, value_page
 from al_core.reporting.gallery import gallery_items, gallery_png
 from al_core.reporting.plots import clean_curve, confusion_png, learning_curve_png, png_data_uri
 
@@ -41,7 +41,7 @@ def _head() -> list[str]:
     return [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>al-pipeline report</title>", f"<style>{_CSS}</style></head><body>",
+        "<title>al-pipeline report</title>", f"<style>{_CSS}{value_page.CSS}</style></head><body>",
         "<h1>al-pipeline report</h1>",
         f'<p class="muted">Written {_e(_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))}; '
         "one self-contained file, works offline.</p>",
@@ -58,8 +58,8 @@ def _summary_section(s: dict) -> list[str]:
         ("classes", f"{len(s['classes'])}: {', '.join(s['classes'])}" if s["classes"] else "–"),
         ("images", s["images"]),
         ("labels so far", f"{s['labels']} ({s['skips']} skipped)"),
-        ("rounds", f"{s['rounds']} proposed ({s['open_rounds']} open), {s['proposed']} images proposed of a "
-                   f"total budget of {s['total_budget']}"),
+        ("rounds", f"{s['rounds']} proposed ({s['open_rounds']} open), {s['proposed']} images proposed; total "
+                   f"budget {s['total_budget']} labels delivered (skips not counted)"),
         ("strategies", f"seed {s['seed_strategy']}, then {s['query_strategy']}, "
                        f"{s['budget_per_round']} images per round"),
         ("evaluation set", f"{s['eval_images']} images, {s['eval_labelled']} labelled"),
@@ -137,15 +137,23 @@ def _gallery_section(rnd: int | None, strat: str | None, queries: list[dict]) ->
 
 
 def build_report_html(store, cfg) -> str:
-    """The report's HTML text: summary, learning curves, rounds, latest confusion matrix, latest batch."""
+    """The report's HTML text: the manager's page (al_core.reporting.value_page) first, then the summary,
+    learning curves, rounds, what each round bought, annotators, the study's comparison, the latest
+    confusion matrix and the latest batch."""
+    from al_core.reporting.study import study_comparison
+    from al_core.value.summary import curve_of, value_summary
+
     metrics = data.latest_metrics(store)
     last = data.last_confusion(metrics)
     curves, problems = data.all_curves(store, cfg)
+    value = value_summary(store, cfg)
     parts = [
         *_head(),
+        *value_page.first_screen(value, curve_of(value)),
         *_summary_section(data.project_summary(store, cfg)),
         *_curve_section(curves, problems),
         *_rounds_section(data.round_overview(store), metrics),
+        *value_page.details(value, study_comparison(cfg.reports_dir, cfg.target.value)),
         *_confusion_section(last, data.confusion_classes(last, cfg, store) if last else []),
         *_gallery_section(*data.latest_query_set(store)),
         "</body></html>",
