@@ -24,6 +24,7 @@ import yaml
 
 from al_core import cli
 from al_core.catalogue import open_store
+from al_core.catalogue.schema import SCHEMA_VERSION
 from al_core.catalogue.store import SchemaVersionError, Store, now, sha256_file
 from al_core.cli import audit as audit_cli
 from al_core.config import from_dict
@@ -358,7 +359,7 @@ def test_snapshot_is_consistent_read_only_and_standalone(project, tmp_path):
         con.close()
     finally:
         os.chdir(here)
-    assert info["snapshot_of"] == str(store.db_path) and info["schema_version"] == "2"
+    assert info["snapshot_of"] == str(store.db_path) and info["schema_version"] == str(SCHEMA_VERSION)
     # the store's own read path accepts it (schema version check) and the Python audit works on it
     snap = Store(dest, vectors_dir=store.vectors_dir)
     assert rounds_table(snap) == rounds_table(store)
@@ -439,11 +440,11 @@ def test_version_1_database_migrates_to_the_audit_views(tmp_path, monkeypatch):
     with Store(db).connect():
         pass
     monkeypatch.undo()
-    assert S.SCHEMA_VERSION == 2
+    assert S.SCHEMA_VERSION == SCHEMA_VERSION
     with pytest.raises(SchemaVersionError, match="migrate"), Store(db).connect(read_only=True):
         pass
     with Store(db).connect() as con:  # a writable open migrates
         names = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"round_summary", "label_lineage", "current_labels", "embeddings"} <= names
-    assert Store(db).schema_version() == 2
+    assert Store(db).schema_version() == SCHEMA_VERSION
     assert rounds_table(Store(db)) == []

@@ -145,13 +145,14 @@ ALLOWED_IMPORTS = {
     "files": set(), "faults": set(),
     "catalogue": {"files", "faults"},
     "models": {"files"}, "learn": {"files"}, "labels": {"files"}, "labelstudio": {"files", "labels"},
+    "quality": {"learn"},  # label quality on arrays: the probe (cross-validation) and k-means (near-duplicate cells)
     "config": {"catalogue", "models", "learn"},  # the registries' names (data) and the ground truth's classes
     "ingest": {"catalogue", "config", "models", "files", "faults"},
-    "loop": {"catalogue", "config", "labels", "labelstudio", "learn", "models", "files", "faults"},
-    "reporting": {"catalogue", "config", "labels", "learn", "loop", "files"},
+    "loop": {"catalogue", "config", "labels", "labelstudio", "learn", "models", "files", "faults", "quality"},
+    "reporting": {"catalogue", "config", "labels", "learn", "loop", "files", "quality"},
     "cli": {"catalogue", "config", "files", "ingest", "labels", "labelstudio", "learn", "loop", "models", "reporting",
-            "bench"},
-    "bench": {"catalogue", "config", "files", "ingest", "labels", "learn", "loop", "models", "reporting"},
+            "bench", "quality"},
+    "bench": {"catalogue", "config", "files", "ingest", "labels", "learn", "loop", "models", "reporting", "quality"},
 }
 
 

@@ -41,12 +41,14 @@ def close_round(con, round_: int, closed_by: str, closed_at) -> None:
                 [closed_at, closed_by, round_])
 
 
-def insert_queries(con, round_: int, strategy: str, batch: Sequence[tuple[str, str, float | None]]) -> None:
-    """The images of batch ``round_``: (image_id, path, score or None) in rank order (rank 1 first)."""
+def insert_queries(con, round_: int, strategy: str, batch: Sequence[tuple]) -> None:
+    """The images of batch ``round_``: (image_id, path, score or None[, the row's strategy]) in rank order (rank 1
+    first); the row's strategy defaults to ``strategy`` ('relabel' for an image to label again)."""
     if not batch:
         return
     con.executemany("INSERT INTO queries (round, rank, image_id, path, score, strategy) VALUES (?, ?, ?, ?, ?, ?)",
-                    [[round_, rank, iid, path, score, strategy] for rank, (iid, path, score) in enumerate(batch, 1)])
+                    [[round_, rank, iid, path, score, (rest[0] if rest else strategy)]
+                     for rank, (iid, path, score, *rest) in enumerate(batch, 1)])
 
 
 def batch_of_round(con, round_: int) -> list[tuple[str, str, float | None]]:
@@ -60,10 +62,14 @@ def proposed_image_ids(con) -> set[str]:
 
 
 def answered_count(con, round_: int) -> tuple[int, int]:
-    """(answered, proposed) images of batch ``round_``; an image with a current label (a skip too) is answered."""
+    """(answered, proposed) images of batch ``round_``; an image with a current label (a skip too) is answered, an
+    image to label again (strategy 'relabel') by a label ingested after the batch (a later round)."""
     n_prop, n_ans = con.execute(
-        """SELECT count(*), count(c.image_id) FROM queries q
-           LEFT JOIN current_labels c ON c.image_id = q.image_id WHERE q.round = ?""", [round_]).fetchone()
+        """SELECT count(*), count(*) FILTER (WHERE CASE WHEN q.strategy = 'relabel' THEN EXISTS (
+                  SELECT 1 FROM labels l WHERE l.image_id = q.image_id AND l.round > q.round
+                  AND l.file_sha256 NOT IN (SELECT file_sha256 FROM retractions)) ELSE c.image_id IS NOT NULL END)
+           FROM queries q LEFT JOIN current_labels c ON c.image_id = q.image_id WHERE q.round = ?""",
+        [round_]).fetchone()
     return int(n_ans), int(n_prop)
 
 
@@ -71,16 +77,17 @@ def proposal_problems(con, round_: int) -> dict:
     """Images of batch ``round_`` that should not have been proposed, with its size and recorded budget.
 
     already_labelled_or_skipped: labelled (not retracted) in a round up to ``round_``; in_eval_set; proposed_before:
-    in an earlier batch; proposed: the batch's size; recorded_budget: ``rounds.budget`` (None: no such batch).
+    in an earlier batch (rows to label again, strategy 'relabel', are neither); proposed: the batch's size;
+    recorded_budget: ``rounds.budget`` (None: no such batch).
     """
     labelled, in_eval, earlier, n, budget = con.execute(
-        """WITH q AS (SELECT image_id FROM queries WHERE round = ?),
+        """WITH q AS (SELECT image_id, strategy = 'relabel' AS again FROM queries WHERE round = ?),
                 lab AS (SELECT image_id FROM labels WHERE round <= ?
                         AND file_sha256 NOT IN (SELECT file_sha256 FROM retractions)),
                 earlier AS (SELECT image_id FROM queries WHERE round < ?)
-           SELECT (SELECT count(*) FROM q WHERE image_id IN (SELECT image_id FROM lab)),
+           SELECT (SELECT count(*) FROM q WHERE NOT again AND image_id IN (SELECT image_id FROM lab)),
                   (SELECT count(*) FROM q WHERE image_id IN (SELECT image_id FROM eval_set)),
-                  (SELECT count(*) FROM q WHERE image_id IN (SELECT image_id FROM earlier)),
+                  (SELECT count(*) FROM q WHERE NOT again AND image_id IN (SELECT image_id FROM earlier)),
                   (SELECT count(*) FROM q),
                   (SELECT budget FROM rounds WHERE round = ?)""", [round_, round_, round_, round_]).fetchone()
     return {"already_labelled_or_skipped": int(labelled), "in_eval_set": int(in_eval),

@@ -23,6 +23,7 @@ from al_core.config.schema import (
     ImagesConfig,
     LabelsConfig,
     PathsConfig,
+    QualityConfig,
     ScheduleConfig,
     SelectionConfig,
     SensorConfig,
@@ -37,14 +38,15 @@ from al_core.config.validate import (
     check_url_template,
     did_you_mean,
 )
+from al_core.learn.strategy_names import CLASS_BALANCE_STRATEGIES
 
 CONFIG_ENV = "AL_CONFIG"
 DEFAULT_CONFIG_NAME = "al.yaml"
 
 __all__ = [
     "CONFIG_ENV", "DEFAULT_CONFIG_NAME", "DEFAULT_YAML", "BackboneConfig", "ConfigError", "EvaluationConfig",
-    "ImagesConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "ScheduleConfig", "SelectionConfig",
-    "SensorConfig", "StoreConfig", "config_origin", "find_config_path", "from_dict", "load_config",
+    "ImagesConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "QualityConfig", "ScheduleConfig",
+    "SelectionConfig", "SensorConfig", "StoreConfig", "config_origin", "find_config_path", "from_dict", "load_config",
 ]
 
 
@@ -62,6 +64,7 @@ class ProjectConfig:
     sensor: SensorConfig = field(default_factory=SensorConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     store_cfg: StoreConfig = field(default_factory=StoreConfig)  # the `store:` section (al_core.catalogue.open_store)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     source_file: str | None = None
 
     # -- resolved paths ---------------------------------------------------------
@@ -166,6 +169,10 @@ def _check_together(cfg: ProjectConfig) -> None:
         raise ConfigError(f"paths.inbox ({cfg.inbox}) and paths.outbox ({cfg.outbox}) must be separate folders, "
                           "neither inside the other: annotators' files and the tool's batches would mix")
     check_url_template(cfg.labels.image_url_template, IMAGE_URL_FIELDS, "labels.image_url_template")
+    if s.class_balance and s.query_strategy not in CLASS_BALANCE_STRATEGIES:
+        raise ConfigError(f"selection.class_balance applies to the diverse pick of "
+                          f"{', '.join(CLASS_BALANCE_STRATEGIES)}; query_strategy {s.query_strategy!r} has "
+                          "none: set class_balance: false")
     if cfg.schedule.retrain_cron is not None:
         check_cron(cfg.schedule.retrain_cron, "schedule.retrain_cron")
 

@@ -61,6 +61,10 @@ class SelectionConfig:
     total_budget: int = setting(200, min=1)
     answered_fraction: float = setting(1.0, gt=0.0, max=1.0)
     seed: int = setting(0, min=0)
+    # share of each query batch given to images to label again (al_core.loop.batch_rules); 0: none
+    relabel_fraction: float = setting(0.0, min=0.0, max=0.5)
+    # per-predicted-class quotas at the diverse pick (an extension of dropquery, docs/algorithms.md); off: the study's
+    class_balance: bool = setting(False)
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,21 @@ class StoreConfig:
     vectors_url: str | None = setting(None, nonblank=True)  # fsspec URL of the part files; default <data_dir>/vectors
 
 
+@dataclass(frozen=True)
+class QualityConfig:
+    # two images whose embeddings have at least this cosine similarity are near-duplicates (never in one batch)
+    near_duplicate_cosine: float = setting(0.98, gt=0.0, max=1.0)
+    # a class is flagged when it holds fewer training labels than this share of an even split
+    class_floor: float = setting(0.25, min=0.0, max=1.0)
+    # `al status` and the report warn when an agreement figure (Cohen's or Fleiss' kappa) is below this
+    agreement_floor: float = setting(0.6, min=-1.0, max=1.0)
+
+
 # section name in the file -> its dataclass (the `store:` section is ProjectConfig.store_cfg)
 SECTIONS: dict[str, type] = {
     "images": ImagesConfig, "backbone": BackboneConfig, "selection": SelectionConfig,
     "evaluation": EvaluationConfig, "labels": LabelsConfig, "paths": PathsConfig,
-    "sensor": SensorConfig, "schedule": ScheduleConfig, "store": StoreConfig,
+    "sensor": SensorConfig, "schedule": ScheduleConfig, "store": StoreConfig, "quality": QualityConfig,
 }
 TOP_LEVEL_KEYS = ("name", "classes")
 DEMO_PROJECT_NAME = "demo"  # the name of the repository's own al.yaml (make demo): commands say so when they use it

@@ -30,6 +30,8 @@ selection:
   total_budget: 200               # stop proposing once this many images were proposed in all
   answered_fraction: 1.0          # share of a query set that must be labelled before the next round
   seed: 0                         # base random seed; round r uses seed + r
+  relabel_fraction: 0.0           # share of each query batch for images to label again (top suspects); 0: none
+  class_balance: false            # dropquery's diverse pick within per-class quotas (an extension); false: the study's
 
 evaluation:
   holdout: auto                   # images held out of querying (stratified by ground truth when known); 0: none;
@@ -53,6 +55,11 @@ sensor:
 
 schedule:
   retrain_cron: null              # e.g. "0 3 * * *": retrain the probe on all labels nightly; null: off
+
+quality:
+  near_duplicate_cosine: 0.98     # embeddings at least this similar are near-duplicates: never two in one batch
+  class_floor: 0.25               # flag a class with fewer training labels than this share of an even split
+  agreement_floor: 0.6            # warn when an agreement figure (Cohen's / Fleiss' kappa) falls below this
 
 store:
   lock_timeout_s: 30.0            # how long a writer waits for a reader to release the database

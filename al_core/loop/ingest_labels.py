@@ -28,6 +28,7 @@ from pathlib import Path
 
 from al_core.catalogue import labels as labels_q
 from al_core.catalogue import now
+from al_core.catalogue import quality as quality_q
 from al_core.catalogue import rounds as rounds_q
 from al_core.catalogue.labels import INGESTED_STATUSES, LABEL_ROW_COLUMNS, LabelFileRecord
 from al_core.config import ProjectConfig
@@ -102,11 +103,13 @@ class _Ledger:
     history: dict  # sha256 -> [(status, stored_path, original_name)], oldest first
     current: dict  # image_id -> current label
     proposed: set  # every image proposed in a batch
+    answers: dict = field(default_factory=dict)  # (image_id, annotator or '-') -> that annotator's latest answer
+    awaiting: set = field(default_factory=set)  # images asked to be labelled again, not answered since
 
     @classmethod
     def read(cls, con) -> "_Ledger":
         return cls(labels_q.label_file_history(con), labels_q.current_label_by_image(con),
-                   rounds_q.proposed_image_ids(con))
+                   rounds_q.proposed_image_ids(con), quality_q.latest_answers(con), quality_q.awaiting_relabel_ids(con))
 
 
 @dataclass
@@ -244,12 +247,17 @@ def _apply_eval(parsed, plan: _Plan) -> int:
 
 
 def _apply_training(parsed, sha: str, file_id: str, ledger: _Ledger, plan: _Plan) -> tuple[int, int, int]:
-    """Training labels: every row that changes an image's current label. Returns (applied, unproposed, skips)."""
+    """Training labels: every row that changes an image's current label or its annotator's latest answer (a second
+    annotator's vote), and every answer to a request to label again. Returns (applied, unproposed, skips)."""
     n_applied = n_unprop = n_skip = 0
     cols = plan.columns
     for row in parsed.rows:
-        if ledger.current.get(row.image_id) == row.label:
-            continue  # already this label: applying it again would count it twice
+        who = (row.image_id, row.annotator or "-")
+        if (ledger.current.get(row.image_id) == row.label and ledger.answers.get(who) == row.label
+                and row.image_id not in ledger.awaiting):
+            continue  # already this label from this annotator: applying it again would count it twice
+        ledger.answers[who] = row.label
+        ledger.awaiting.discard(row.image_id)
         was_proposed = row.image_id in ledger.proposed
         n_unprop += not was_proposed
         n_skip += row.is_skip

@@ -5,7 +5,9 @@ For batch N (``batch_stem(N)`` = ``round-NNNN``):
 - ``round-NNNN.csv``: ``image_id,path,rank,score,strategy``, written last, so its
   appearance means the batch is complete (the annotators, the simulated
   annotator and the demo wait for it; the sensor's ``pending_work`` looks for it);
-- ``round-NNNN.label-studio.json``: the same batch as Label Studio import tasks;
+  an image to label again has the strategy ``relabel``;
+- ``round-NNNN.label-studio.json``: the same batch as Label Studio import tasks
+  (an image to label again: ``strategy`` ``relabel`` and ``relabel: true`` in its data);
 - ``label-studio-config.xml``: the labelling interface for the project's classes;
 - ``eval-holdout.csv``: the held-out images to label, when the ground truth does
   not label them (``evaluation.labels_from_ground_truth: false``).
@@ -21,6 +23,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from al_core.catalogue import quality as quality_q
 from al_core.catalogue import rounds as rounds_q
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
@@ -79,19 +82,25 @@ def _score(s: float | None) -> float | None:
 # ----------------------------------------------------------------------------- Label Studio
 # ----------------------------------------------------------------------------- writing
 def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str], scores: list[float],
-                 paths: dict, classes: Sequence[str]) -> list[str]:
+                 paths: dict, classes: Sequence[str], *, strategies: Sequence[str] | None = None) -> list[str]:
     """round-NNNN.csv, round-NNNN.label-studio.json and label-studio-config.xml, each written atomically.
 
-    The CSV is written last: its appearance means the batch is complete. Returns the three paths, CSV first.
+    ``strategies``: each row's strategy (default ``strategy``; ``relabel`` for an image to label again). The CSV
+    is written last: its appearance means the batch is complete. Returns the three paths, CSV first.
     """
     out = cfg.outbox
     csv_path, ls_path, xml_path = batch_csv(out, round_), batch_tasks_json(out, round_), out / LABEL_STUDIO_CONFIG
+    strategies = list(strategies) if strategies is not None else [strategy] * len(ids)
     tasks = label_studio_tasks(round_, strategy, ids, scores, paths, cfg.labels.image_url_template)
+    for task, st in zip(tasks, strategies, strict=True):
+        task["data"]["strategy"] = st
+        if st == quality_q.RELABEL:
+            task["data"]["relabel"] = True
     atomic_write_text(ls_path, json.dumps(tasks, indent=1) + "\n")
     atomic_write_text(xml_path, label_studio_config(classes, cfg.labels.skip_label))
     fault_point("outbox.before_csv")
-    rows = [[iid, paths[iid], rank, "" if _score(sc) is None else repr(sc), strategy]
-            for rank, (iid, sc) in enumerate(zip(ids, scores, strict=True), 1)]
+    rows = [[iid, paths[iid], rank, "" if _score(sc) is None else repr(sc), st]
+            for rank, (iid, sc, st) in enumerate(zip(ids, scores, strategies, strict=True), 1)]
     atomic_write_text(csv_path, _csv_text(BATCH_CSV_HEADER, rows))
     return [str(csv_path), str(ls_path), str(xml_path)]
 
@@ -103,13 +112,13 @@ def repair_outbox(store, cfg: ProjectConfig, classes: Sequence[str]) -> list[str
     """
     with store.connect(read_only=True, view=False) as con:
         todo = [(r, strategy) for r, strategy in rounds_q.open_batches(con) if not batch_csv(cfg.outbox, r).exists()]
-        batches = {r: rounds_q.batch_of_round(con, r) for r, _ in todo}
+        batches = {r: (rounds_q.batch_of_round(con, r), quality_q.batch_strategies(con, r)) for r, _ in todo}
     written = []
     for r, strategy in todo:
-        rows = batches[r]
+        rows, strategies = batches[r]
         scores = [float("nan") if q[2] is None else float(q[2]) for q in rows]
         written += write_outbox(cfg, r, strategy, [q[0] for q in rows], scores, {q[0]: q[1] for q in rows},
-                                classes)[:1]
+                                classes, strategies=strategies)[:1]
     return written
 
 

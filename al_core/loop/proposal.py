@@ -9,7 +9,7 @@ from al_core.catalogue import images, now
 from al_core.catalogue import rounds as rounds_q
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
-from al_core.loop import outbox
+from al_core.loop import batch_rules, outbox
 from al_core.loop.errors import LoopError
 from al_core.loop.holdout import ensure_eval_set
 from al_core.loop.pool import Pool, load_project_pool
@@ -33,6 +33,7 @@ class Proposal:
     probe_id: str | None = None  # the probe that scored the pool (None for the seed pool)
     n_labelled: int = 0  # training labels when the batch was selected
     eval_holdout: int | None = None  # the seed pool only: images held out for evaluation
+    batch_rules: dict | None = None  # relabelled rows, near-duplicates replaced (al_core.loop.batch_rules)
 
     def as_dict(self) -> dict:
         """Every field but the image ids and scores (the asset value; the ids are in ``queries``)."""
@@ -70,25 +71,28 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
         return None
     seed = cfg.selection.seed + round_
     t = time.perf_counter()
-    no_labels = np.empty(0, np.int64)
-    res = get_strategy(name).select(
-        pool.features, pool.labeled if kind == "query" else no_labels, pool.labels if kind == "query" else no_labels,
-        budget, n_classes=len(pool.classes), seed=seed, probe=probe, candidates=pool.candidates)
+    batch = batch_rules.select_batch(store, cfg, pool, get_strategy(name, **batch_rules.strategy_params(cfg, kind)),
+                                     name=name, kind=kind, budget=budget, seed=seed, probe=probe, probe_id=probe_id)
     select_s = time.perf_counter() - t
-    ids = [str(pool.image_ids[i]) for i in res.indices]
-    scores = [float(s) for s in res.scores]
+    ids = [str(pool.image_ids[i]) for i in batch.rows]
+    scores = [float(s) for s in batch.scores]
+    if len(ids) < budget:  # the near-duplicate rule ran out of candidates
+        note = f"{note + '; ' if note else ''}{budget - len(ids)} fewer: no candidate left that is no near-duplicate"
+        budget = len(ids)
     with store.connect(read_only=True, view=False) as con:
         paths = images.ok_path_of(con, ids)
     with store.transaction() as con:
         rounds_q.insert_round(con, round_=round_, kind=kind, strategy=name, seed=seed, budget=budget,
                               requested_budget=requested, config_id=pool.config_id, probe_id=probe_id,
                               proposed_at=now(), select_seconds=select_s, run_id=run_id, note=note)
-        rounds_q.insert_queries(con, round_, name, [(iid, paths[iid], None if np.isnan(sc) else sc)
-                                                    for iid, sc in zip(ids, scores, strict=True)])
+        rounds_q.insert_queries(con, round_, name, [(iid, paths[iid], None if np.isnan(sc) else sc, st)
+                                                    for iid, sc, st in zip(ids, scores, batch.strategies, strict=True)])
+        batch_rules.record(con, round_, batch, pool)
         fault_point("query_set.after_insert")
-    files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, pool.classes)
+    files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, pool.classes, strategies=batch.strategies)
     return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates), note,
-                    files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)))
+                    files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)),
+                    batch_rules=batch.summary(pool))
 
 
 def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None = None) -> Proposal:
