@@ -36,7 +36,7 @@ def base_project(tmp_path_factory) -> Path:
 # under 2 minutes on an idle 2-core machine) leaves them out.
 INTEGRATION_MODULES = {
     "test_reliability", "test_loop", "test_dagster_dev", "test_browser", "test_dagster_ingest", "test_scale_out",
-    "test_audit", "test_report", "test_labelstudio_server",
+    "test_audit", "test_report", "test_labelstudio_server", "test_quality_loop",
 }
 
 

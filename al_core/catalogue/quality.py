@@ -165,10 +165,11 @@ def exact_duplicate_summary(con, limit: int) -> tuple[int, int, list[dict]]:
 
 
 def duplicate_paths_frame(con):
-    """image_id, n_paths, paths (every readable path, sorted) of every known image, as a polars frame."""
+    """image_id, n_paths, paths (a JSON list of every readable path, sorted) of every image with a readable path,
+    as a polars frame."""
     return con.execute(
-        """SELECT image_id, count(*) AS n_paths, list(path ORDER BY path) AS paths FROM image_paths
-           WHERE status = 'ok' AND image_id IS NOT NULL GROUP BY image_id ORDER BY image_id""").pl()
+        """SELECT image_id, count(*) AS n_paths, CAST(to_json(list(path ORDER BY path)) AS VARCHAR) AS paths
+           FROM image_paths WHERE status = 'ok' AND image_id IS NOT NULL GROUP BY image_id ORDER BY image_id""").pl()
 
 
 # ----------------------------------------------------------------------------- agreement

@@ -1,4 +1,6 @@
-"""`al status`: what the store holds (al_core.catalogue.reports.store_summary)."""
+"""`al status`: what the store holds (al_core.catalogue.reports.store_summary) and its label quality
+(al_core.reporting.quality.quality_summary: exact duplicates with all their paths, near-duplicates, the latest
+round's suspects, and every warning: class imbalance, agreement under quality.agreement_floor)."""
 
 import argparse
 import json
@@ -13,6 +15,30 @@ def summary(store) -> dict:
 
     with store.connect(read_only=True, view=False) as con:
         return {"database": str(store.db_path), **store_summary(con)}
+
+
+def print_quality(q: dict, file=sys.stdout) -> None:
+    """The label-quality lines of `al status`."""
+    ex = q["exact_duplicates"]
+    print(f"exact duplicates {ex['n_images']} images under {ex['n_paths']} paths (one id each)", file=file)
+    for r in ex["rows"]:
+        print(f"  {r['image_id']}: " + ", ".join(r["paths"]), file=file)
+    nd = q["near_duplicates"]
+    if nd:
+        print(f"near-duplicates {nd['n_pairs']} pairs at cosine >= {nd['threshold']:g} ({nd['method']}), "
+              f"{len(q['replacements'])} batch picks replaced", file=file)
+    s = q["suspects"]
+    if s:
+        print(f"suspects        round {s['round']}: {s['n_issues']} of {s['n_labels']} training labels flagged "
+              "(`al labels suspects` lists them)", file=file)
+    a = q["agreement"]
+    if a["n_images_multi"]:
+        fk = "-" if a["fleiss_kappa"] is None else f"{a['fleiss_kappa']:.3f}"
+        ck = "-" if a["overall_kappa"] is None else f"{a['overall_kappa']:.3f}"
+        print(f"agreement       {a['n_images_multi']} images with several answers: Fleiss' kappa {fk}, "
+              f"Cohen's kappa (pairs) {ck}", file=file)
+    for w in q["warnings"]:
+        print(f"WARNING         {w}", file=file)
 
 
 def print_summary(s: dict, file=sys.stdout) -> None:
@@ -31,10 +57,14 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     def body(cfg, store):
+        from al_core.reporting.quality import quality_summary
+
         s = summary(store)
+        q = quality_summary(store, cfg)
         if args.json:
-            print(json.dumps(s, indent=2))
+            print(json.dumps({**s, "quality": q}, indent=2, default=str))
         else:
             print_summary(s)
+            print_quality(q)
 
     return run_with_store("al status", args.config, body)

@@ -11,6 +11,7 @@ import polars as pl
 from al_core.reporting import data
 from al_core.reporting.gallery import gallery_items, gallery_png
 from al_core.reporting.plots import clean_curve, confusion_png, learning_curve_png, png_data_uri
+from al_core.reporting.quality import quality_sections
 
 GALLERY_MAX_ITEMS = 200  # images shown in the report's gallery at most
 
@@ -21,7 +22,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}dl{display:grid;grid-template-columns:max-content auto;
  gap:.2em 1.2em}dt{color:#666}dd{margin:0}img{max-width:100%;height:auto}.muted{color:#777;font-size:.9em}
-code{background:#f4f4f4;padding:0 .2em}
+code{background:#f4f4f4;padding:0 .2em}.warn{color:#a33}
 """
 
 
@@ -137,7 +138,8 @@ def _gallery_section(rnd: int | None, strat: str | None, queries: list[dict]) ->
 
 
 def build_report_html(store, cfg) -> str:
-    """The report's HTML text: summary, learning curves, rounds, latest confusion matrix, latest batch."""
+    """The report's HTML text: summary, learning curves, rounds, latest confusion matrix, latest batch, label
+    quality (suspects, class balance, agreement, duplicates: al_core.reporting.quality)."""
     metrics = data.latest_metrics(store)
     last = data.last_confusion(metrics)
     curves, problems = data.all_curves(store, cfg)
@@ -148,6 +150,7 @@ def build_report_html(store, cfg) -> str:
         *_rounds_section(data.round_overview(store), metrics),
         *_confusion_section(last, data.confusion_classes(last, cfg, store) if last else []),
         *_gallery_section(*data.latest_query_set(store)),
+        *quality_sections(store, cfg),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
