@@ -323,8 +323,9 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     A file with any error is rejected whole (nothing applied) with a
     ``.errors.json`` report beside it. The same bytes delivered again are
     recorded as a duplicate and change nothing. A row that repeats an image's
-    current label adds nothing (so a file delivered in halves applies each
-    label once).
+    current label and its annotator's latest answer adds nothing (so a file
+    delivered in halves applies each label once); another annotator's agreeing
+    answer, or an answer to a request to label the image again, is added (a vote).
 
     Files are read and validated before the write lock is taken, against
     ``validation_inputs`` (``classes`` overrides its classes); what each one
