@@ -149,6 +149,11 @@ def test_the_demo_report_shows_agreement_suspects_and_class_balance(tmp_path, ca
         answer_round(cfg, r, noise=0.2)
         _settled(cfg)
         _round(defs, instance)
+    [(method,)] = store.fetch("SELECT method FROM label_quality_runs WHERE round = 3")
+    assert method == "self_confidence+crowdlab"  # two annotators on some images: CROWDLAB and ActiveLab
+    multi = store.fetch("SELECT count(*), count(consensus), count(relabel_score) FROM label_quality "
+                        "WHERE round = 3 AND n_annotations >= 2")[0]
+    assert multi[0] > 0 and multi[0] == multi[1] == multi[2]
     html = write_report(store, cfg).read_text()
     assert "<h2>Agreement between annotators</h2>" in html and "No image has answers from two" not in html
     assert "Fleiss' kappa" in html and "simulated / simulated-2" in html

@@ -188,6 +188,11 @@ def latest_answers(con) -> dict[tuple[str, str], str]:
              FROM labels WHERE file_sha256 NOT IN (SELECT file_sha256 FROM retractions)) WHERE rn = 1""").fetchall()}
 
 
+def current_annotator_by_image(con) -> dict[str, str]:
+    """image_id -> the annotator of its current label ('-' when the row names none)."""
+    return dict(con.execute("SELECT image_id, coalesce(annotator, '-') FROM current_labels").fetchall())
+
+
 def awaiting_relabel_ids(con) -> set[str]:
     """Images of an open batch proposed to be labelled again and not answered since (a label of a later round)."""
     return {r[0] for r in con.execute(

@@ -104,12 +104,21 @@ class _Ledger:
     current: dict  # image_id -> current label
     proposed: set  # every image proposed in a batch
     answers: dict = field(default_factory=dict)  # (image_id, annotator or '-') -> that annotator's latest answer
+    current_by: dict = field(default_factory=dict)  # image_id -> annotator of the current label ('-': unnamed)
     awaiting: set = field(default_factory=set)  # images asked to be labelled again, not answered since
 
     @classmethod
     def read(cls, con) -> "_Ledger":
         return cls(labels_q.label_file_history(con), labels_q.current_label_by_image(con),
-                   rounds_q.proposed_image_ids(con), quality_q.latest_answers(con), quality_q.awaiting_relabel_ids(con))
+                   rounds_q.proposed_image_ids(con), quality_q.latest_answers(con),
+                   quality_q.current_annotator_by_image(con), quality_q.awaiting_relabel_ids(con))
+
+    def is_vote(self, image_id: str, annotator: str | None, label: str) -> bool:
+        """A repeat of the current label that is a second annotator's vote: both named, different, and not this
+        annotator's latest answer already (an unnamed row may be anyone's: never a second vote)."""
+        by = self.current_by.get(image_id, "-")
+        return (annotator is not None and by != "-" and annotator != by
+                and self.answers.get((image_id, annotator)) != label)
 
 
 @dataclass
@@ -247,16 +256,16 @@ def _apply_eval(parsed, plan: _Plan) -> int:
 
 
 def _apply_training(parsed, sha: str, file_id: str, ledger: _Ledger, plan: _Plan) -> tuple[int, int, int]:
-    """Training labels: every row that changes an image's current label or its annotator's latest answer (a second
-    annotator's vote), and every answer to a request to label again. Returns (applied, unproposed, skips)."""
+    """Training labels: every row that changes an image's current label, a second named annotator's vote for it
+    (``_Ledger.is_vote``), and every answer to a request to label again. Returns (applied, unproposed, skips)."""
     n_applied = n_unprop = n_skip = 0
     cols = plan.columns
     for row in parsed.rows:
-        who = (row.image_id, row.annotator or "-")
-        if (ledger.current.get(row.image_id) == row.label and ledger.answers.get(who) == row.label
-                and row.image_id not in ledger.awaiting):
-            continue  # already this label from this annotator: applying it again would count it twice
-        ledger.answers[who] = row.label
+        if (ledger.current.get(row.image_id) == row.label and row.image_id not in ledger.awaiting
+                and not ledger.is_vote(row.image_id, row.annotator, row.label)):
+            continue  # already this label: applying it again would count it twice
+        ledger.answers[(row.image_id, row.annotator or "-")] = row.label
+        ledger.current_by[row.image_id] = row.annotator or "-"
         ledger.awaiting.discard(row.image_id)
         was_proposed = row.image_id in ledger.proposed
         n_unprop += not was_proposed
@@ -323,9 +332,9 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     A file with any error is rejected whole (nothing applied) with a
     ``.errors.json`` report beside it. The same bytes delivered again are
     recorded as a duplicate and change nothing. A row that repeats an image's
-    current label and its annotator's latest answer adds nothing (so a file
-    delivered in halves applies each label once); another annotator's agreeing
-    answer, or an answer to a request to label the image again, is added (a vote).
+    current label adds nothing (so a file delivered in halves applies each label
+    once), unless it is a second named annotator's agreeing vote or an answer to
+    a request to label the image again.
 
     Files are read and validated before the write lock is taken, against
     ``validation_inputs`` (``classes`` overrides its classes); what each one
