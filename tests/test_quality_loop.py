@@ -134,6 +134,7 @@ def test_a_batch_that_would_have_held_two_near_duplicates_holds_one(tmp_path):
 
 def test_the_demo_report_shows_agreement_suspects_and_class_balance(tmp_path, capsys):
     from al_assets.tools.demo import SECOND_ANNOTATOR_NOISE, SECOND_ANNOTATOR_SHARE
+    from al_core.cli.annotator import main as annotator_main
     from al_core.cli.audit import export_main
     from al_core.cli.status import main as status_main
     from al_core.loop.annotator import answer_round, second_opinion
@@ -144,8 +145,16 @@ def test_the_demo_report_shows_agreement_suspects_and_class_balance(tmp_path, ca
     store = open_store(cfg)
     assert defs.resolve_job_def("ingest_job").execute_in_process(instance=instance).success  # the copy: a 2nd path
     _round(defs, instance)
-    for r in range(3):  # as the demo: a second, noisy annotator on a share, then the first annotator
-        second_opinion(cfg, r, share=SECOND_ANNOTATOR_SHARE + 0.4, noise=SECOND_ANNOTATOR_NOISE)
+    share = SECOND_ANNOTATOR_SHARE + 0.4
+    # batch 0 through `al simulate-annotator`: a second, noisy annotator on a share, then the first annotator
+    assert annotator_main(["--config", cfg.source_file, "--noise", "0.2", "--second-share", str(share),
+                           "--second-noise", str(SECOND_ANNOTATOR_NOISE)]) == 0
+    assert sorted(p.name for p in cfg.inbox.glob("*.csv")) == ["simulated-2-round-0000.csv",
+                                                                "simulated-round-0000.csv"]
+    _settled(cfg)
+    _round(defs, instance)
+    for r in (1, 2):  # as the demo does
+        second_opinion(cfg, r, share=share, noise=SECOND_ANNOTATOR_NOISE)
         answer_round(cfg, r, noise=0.2)
         _settled(cfg)
         _round(defs, instance)

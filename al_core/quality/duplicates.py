@@ -37,8 +37,9 @@ __all__ = ["CELL_ROWS", "EXACT_MAX_ROWS", "MAX_PAIRS_PER_IMAGE", "N_PROBE", "QUE
            "BatchPicks", "NearDuplicateOverflow", "NearDuplicates", "find_near_duplicates", "replace_near_duplicates",
            "twin_matrix"]
 
-# Up to this many rows the exact method compares every pair: N^2 / 2 x D multiply-adds (50,000 x 768: 1.9e12,
-# about 35 s at the ~57 GFLOP/s the 2-core build machine gives one float32 product); above it, partitioned.
+# Up to this many rows the exact method compares every pair: N^2 / 2 x D multiply-adds (50,000 x 768: 1.9e12;
+# measured on the 2-core build machine under load: 233 s at 100,000 x 768, so about 60 s here); above it, the
+# partitioned method (20 s at 100,000 x 768, 401 s at 1,000,000, every planted pair found: docs/benchmarks.md).
 EXACT_MAX_ROWS = 50_000
 # Rows per block of either method: a 4096 x 4096 float32 similarity tile = 64 MB, plus two 4096 x 768 blocks of
 # normalised rows (12 MB each).
