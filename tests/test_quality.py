@@ -289,3 +289,38 @@ def test_multiannotator_scores_rank_the_disputed_images_low():
     disputed = [k for k in range(0, 40, 2) if a[k] != b[k]]
     agreed = [k for k in range(0, 40, 2) if a[k] == b[k] == truth[k]]
     assert scores[disputed].mean() < scores[agreed].mean() and unl.shape == (3,)
+
+
+def test_relabel_rows_follow_the_assessment_skip_the_asked_and_the_waiting(tmp_path):
+    from al_core.catalogue import quality as quality_q
+    from al_core.config import from_dict
+    from al_core.loop.batch_rules import RELABEL_MAX_PER_IMAGE, n_relabel, relabel_rows
+    from al_core.loop.pool import Pool
+
+    store = Store(tmp_path / "w.duckdb", lock_timeout_s=2)
+    ids = ["a", "b", "c", "d"]
+    ts = now()
+    with store.transaction() as con:
+        for r in range(4):
+            con.execute("INSERT INTO rounds (round, kind, strategy, seed, budget, requested_budget, config_id, "
+                        "status, proposed_at) VALUES (?, 'query', 'dropquery', 0, 1, 1, 'c', ?, ?)",
+                        [r, "open" if r == 3 else "closed", ts])
+        asked = [(1, "a"), (2, "a"), (3, "b")]  # a: asked the maximum number of times; b: waiting for its answer
+        assert len([x for x in asked if x[1] == "a"]) == RELABEL_MAX_PER_IMAGE
+        con.executemany("INSERT INTO queries (round, rank, image_id, path, score, strategy) "
+                        "VALUES (?, 1, ?, 'p', 0.1, 'relabel')", [list(x) for x in asked])
+        quality_q.put_label_quality(
+            con, {"probe_id": "p1", "round": 3, "n_labels": 4, "n_folds": 2, "seed": 0, "method": "self_confidence",
+                  "n_issues": 2, "label_counts": "{}", "predicted_share": "{}", "balance_warnings": "[]",
+                  "seconds": 0.1, "computed_at": ts},
+            [("p1", 3, iid, k, "cat", "dog", q, q, 1 - q, q < 0.3, k + 1, None, None, None, 1)
+             for k, (iid, q) in enumerate(zip(ids, [0.05, 0.1, 0.2, 0.9], strict=True))])
+    pool = Pool("c", np.array(ids + ["e"]), np.zeros((5, 2), np.float32), {i: k for k, i in enumerate(ids + ["e"])},
+                ("cat", "dog"), np.arange(4), np.zeros(4, np.int64), [0, 1, 2, 3], np.array([4]))
+    rows = relabel_rows(store, pool, "p1", 2)
+    assert [r[0] for r in rows] == [2, 3]  # c, then d: a was asked twice, b waits for its answer
+    assert rows[0][2].startswith("label again: label quality 0.200 (labelled 'cat', the out-of-fold probe suggests "
+                                 "'dog'; cleanlab flags it)")
+    assert relabel_rows(store, pool, "p1", 0) == [] and relabel_rows(store, pool, None, 2) == []
+    cfg = from_dict({"selection": {"relabel_fraction": 0.1}})
+    assert [n_relabel(cfg, b) for b in (4, 5, 10, 25)] == [0, 1, 1, 3]  # half up

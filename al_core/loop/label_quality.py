@@ -46,6 +46,18 @@ def _votes(store, pool: Pool) -> np.ndarray:
     return m
 
 
+PREDICT_BLOCK_ROWS = 65_536  # candidates gathered per block for the probe's predictions: 65,536 x 768 x 4 B = 192 MB
+
+
+def _predict_candidates(probe, pool: Pool) -> np.ndarray:
+    """The probe's class of every candidate, gathering their rows block by block (no N x D copy)."""
+    cand = pool.candidates
+    out = np.empty(len(cand), np.int64)
+    for s in range(0, len(cand), PREDICT_BLOCK_ROWS):
+        out[s:s + PREDICT_BLOCK_ROWS] = probe.predict(pool.features[cand[s:s + PREDICT_BLOCK_ROWS]])
+    return out
+
+
 def assess(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id: str) -> dict:
     """Assess the pool's training labels and class balance for ``probe_id``; record and summarise them."""
     from al_core.quality.agreement import active_learning_scores, consensus
@@ -55,7 +67,7 @@ def assess(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id: 
     t = time.perf_counter()
     classes = pool.classes
     seed = cfg.selection.seed + round_
-    preds = probe.predict(pool.features[pool.candidates]) if len(pool.candidates) else np.empty(0, np.int64)
+    preds = _predict_candidates(probe, pool)
     balance = class_balance(classes, pool.labels, preds, cfg.quality.class_floor)
     rows, n_issues, n_folds, method = [], 0, 0, "self_confidence"
     if len(pool.labeled) >= MIN_LABELS:
@@ -66,8 +78,7 @@ def assess(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id: 
         relabel = cons = None
         if (n_ann >= 2).any():  # several annotators: CROWDLAB's consensus, ActiveLab's order to label again
             cons = consensus(votes, q.pred_probs)
-            unl = probe.predict_proba(pool.features[pool.candidates]) if len(pool.candidates) else None
-            relabel = active_learning_scores(votes, q.pred_probs, unl)[0]
+            relabel = active_learning_scores(votes, q.pred_probs)[0]
             method = "self_confidence+crowdlab"
         rank = np.empty(len(q.quality), np.int64)
         rank[q.order] = np.arange(1, len(q.quality) + 1)
