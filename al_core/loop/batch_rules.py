@@ -32,6 +32,7 @@ from al_core.catalogue import now
 from al_core.catalogue import quality as quality_q
 from al_core.config import ProjectConfig
 from al_core.files.hashing import short
+from al_core.loop.errors import LoopError
 from al_core.loop.pool import Pool
 
 RELABEL = quality_q.RELABEL
@@ -100,35 +101,51 @@ def relabel_rows(store, pool: Pool, probe_id: str | None, n: int) -> list[tuple[
     return out
 
 
-def near_duplicate_twins(store, cfg: ProjectConfig, pool: Pool):
-    """(twin matrix over the pool's rows or None, the pass's summary): the stored pairs of the config when they
-    were found for its current part list and threshold, else a new pass (stored)."""
-    from al_core.quality.duplicates import NearDuplicates, find_near_duplicates, twin_matrix
+def _near_duplicates(store, cfg: ProjectConfig, config_id: str, image_ids, features, index: dict):
+    """(pairs over the rows of ``features``, the pass's summary): the stored pairs of the config when they were
+    found for its current part list and threshold, else a new pass (stored)."""
+    from al_core.quality.duplicates import NearDuplicateOverflow, NearDuplicates, find_near_duplicates
 
     threshold = float(cfg.quality.near_duplicate_cosine)
     with store.connect(read_only=True, view=False) as con:
-        sig = repr(tuple(embeddings_q.parts_signature(con, pool.config_id)))
-        run = quality_q.near_duplicate_run(con, pool.config_id)
+        sig = repr(tuple(embeddings_q.parts_signature(con, config_id)))
+        run = quality_q.near_duplicate_run(con, config_id)
         fresh = run is not None and run["parts_signature"] == sig and run["threshold"] == threshold
-        stored = quality_q.near_duplicate_pairs(con, pool.config_id) if fresh else None
+        stored = quality_q.near_duplicate_pairs(con, config_id) if fresh else None
     if fresh:
-        keep = [(pool.index[a], pool.index[b], c) for a, b, c in stored if a in pool.index and b in pool.index]
+        keep = [(index[a], index[b], c) for a, b, c in stored if a in index and b in index]
         i, j, c = (np.asarray(x) for x in zip(*keep, strict=True)) if keep else (np.empty(0, np.int64),) * 3
-        pairs = NearDuplicates(i.astype(np.int64), j.astype(np.int64), c.astype(np.float32), len(pool.image_ids),
+        pairs = NearDuplicates(i.astype(np.int64), j.astype(np.int64), c.astype(np.float32), len(image_ids),
                                threshold, run["method"])
-        summary = {"n_pairs": len(pairs), "method": run["method"], "computed": False}
-    else:
-        t = time.perf_counter()
-        pairs = find_near_duplicates(pool.features, threshold, seed=cfg.selection.seed)
-        seconds = time.perf_counter() - t
-        ids = pool.image_ids
-        with store.transaction() as con:
-            quality_q.put_near_duplicates(
-                con, {"config_id": pool.config_id, "parts_signature": sig, "threshold": threshold,
-                      "method": pairs.method, "n_images": pairs.n_rows, "n_pairs": len(pairs), "seconds": seconds,
-                      "computed_at": now()},
-                [str(ids[a]) for a in pairs.i], [str(ids[b]) for b in pairs.j], pairs.cosine)
-        summary = {"n_pairs": len(pairs), "method": pairs.method, "computed": True, "seconds": round(seconds, 3)}
+        return pairs, {"n_pairs": len(pairs), "method": run["method"], "computed": False}
+    t = time.perf_counter()
+    try:
+        pairs = find_near_duplicates(features, threshold, seed=cfg.selection.seed)
+    except NearDuplicateOverflow as e:
+        raise LoopError(str(e)) from None
+    seconds = time.perf_counter() - t
+    with store.transaction() as con:
+        quality_q.put_near_duplicates(
+            con, {"config_id": config_id, "parts_signature": sig, "threshold": threshold, "method": pairs.method,
+                  "n_images": pairs.n_rows, "n_pairs": len(pairs), "seconds": seconds, "computed_at": now()},
+            [str(image_ids[a]) for a in pairs.i], [str(image_ids[b]) for b in pairs.j], pairs.cosine)
+    return pairs, {"n_pairs": len(pairs), "method": pairs.method, "computed": True, "seconds": round(seconds, 3)}
+
+
+def refresh_near_duplicates(store, cfg: ProjectConfig, config_id: str) -> dict:
+    """The near-duplicate pass of ``config_id``'s vectors, when its part list or the threshold changed (the
+    ``near_duplicates`` asset, after ``embeddings``); its summary (n_pairs, method, computed, seconds)."""
+    emb = store.load_embeddings(config_id)
+    index = {iid: i for i, iid in enumerate(emb.image_ids)}
+    return _near_duplicates(store, cfg, config_id, emb.image_ids, emb.features, index)[1]
+
+
+def near_duplicate_twins(store, cfg: ProjectConfig, pool: Pool):
+    """(twin matrix over the pool's rows or None, the pass's summary); LoopError when the threshold pairs too
+    many images (quality.near_duplicate_cosine too low)."""
+    from al_core.quality.duplicates import twin_matrix
+
+    pairs, summary = _near_duplicates(store, cfg, pool.config_id, pool.image_ids, pool.features, pool.index)
     return (twin_matrix(pairs) if len(pairs) else None), summary
 
 
