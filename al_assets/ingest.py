@@ -1,4 +1,4 @@
-"""Ingestion assets: raw_images -> embeddings.
+"""Ingestion assets: raw_images -> embeddings -> near_duplicates.
 
 Each asset makes one al_core call and adds metadata. Heavy imports (torch,
 timm) happen inside the bodies so the code location loads fast. Each asset
@@ -84,3 +84,22 @@ def embeddings(
             "scan_id": raw_images["scan_id"],
         },
     )
+
+
+@dg.asset(group_name="ingest", kinds={"duckdb"}, io_manager_key="store_io_manager")
+def near_duplicates(context: dg.AssetExecutionContext, embeddings: dict, project: ProjectResource) -> dg.Output[dict]:
+    """Pairs of images whose embeddings are near-duplicates (cosine >= quality.near_duplicate_cosine), found again
+    whenever the vectors or the threshold change; a batch never holds two of them (al_core.loop.batch_rules)."""
+    from al_core.catalogue import open_store
+    from al_core.loop import LoopError
+    from al_core.loop.batch_rules import refresh_near_duplicates
+
+    cfg = project.load()
+    try:
+        s = refresh_near_duplicates(open_store(cfg), cfg, embeddings["config_id"])
+    except LoopError as e:  # a threshold that pairs everything: said here; the next proposal stops on it
+        context.log.warning(str(e))
+        s = {"error": str(e)}
+    return dg.Output(s | {"config_id": embeddings["config_id"]}, metadata={
+        "pairs": s.get("n_pairs", -1), "method": s.get("method", ""), "computed_now": bool(s.get("computed")),
+        "threshold": cfg.quality.near_duplicate_cosine, "error": s.get("error", "")})

@@ -4,7 +4,8 @@ Round 0: ``seed_pool`` proposes batch 0. Round r >= 1 (one run, started by the
 inbox sensor): ``round_labels`` ingests the label files that answer batch r-1;
 once that batch is answered to the configured fraction (or closed by hand),
 ``probe`` trains on every label so far, ``eval_metrics`` scores it on the
-evaluation set and ``query_set`` proposes batch r. When the batch is not yet
+evaluation set, ``label_quality`` assesses the training labels (suspected label
+errors, class balance) and ``query_set`` proposes batch r. When the batch is not yet
 answered, ``probe`` yields nothing and the rest of the run is skipped.
 
 Each asset only orchestrates: it calls one step of ``al_core.loop`` with the
@@ -84,7 +85,14 @@ def _proposal_metadata(prop, embeddings) -> dict:
         "adjudication": prop.n_adjudication,
         "warnings": dg.MetadataValue.json(prop.warnings),
         "proposed": dg.MetadataValue.md(_table(prop)),
-    }
+    } | _batch_rules_metadata(prop)
+
+
+def _batch_rules_metadata(prop) -> dict:
+    """What the batch rules did (al_core.loop.batch_rules): images to label again, near-duplicates replaced."""
+    rules = prop.batch_rules or {}
+    return {"relabelled": rules.get("relabel", 0), "near_duplicate_pairs": rules.get("near_duplicate_pairs", 0),
+            "near_duplicates_replaced": dg.MetadataValue.json(rules.get("near_duplicates_replaced", []))}
 
 
 def _table(prop, n: int = PROPOSED_ROWS_SHOWN) -> str:
@@ -199,7 +207,40 @@ PROPOSE_FIRST = {"dagster/priority": "1"}
 
 
 @dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
-          kinds={"duckdb"}, output_required=False, tags={"al/writes": "true"}, op_tags=PROPOSE_FIRST)
+          kinds={"duckdb"}, tags={"al/writes": "true"}, op_tags=PROPOSE_FIRST)
+def label_quality(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
+                  ) -> dg.Output[dict]:
+    """Suspected label errors (out-of-fold probe, cleanlab) and class balance of this round's training labels."""
+    from al_core.loop.label_quality import assess_round
+
+    cfg, store = _project(project)
+    q = assess_round(store, cfg, _round(context), embeddings["config_id"], probe["probe_id"])
+    for w in q["warnings"]:
+        context.log.warning(w)
+    return dg.Output(q, metadata={
+        "round": q["round"], "probe_id": q["probe_id"], "labels": q["n_labels"], "folds": q["n_folds"],
+        "suspects": q["n_issues"], "method": q["method"],
+        "suspected_label_errors": dg.MetadataValue.md(_suspects_table(q["suspects"])),
+        "class_balance": dg.MetadataValue.md(_balance_table(q)),
+        "imbalance_warnings": dg.MetadataValue.json(q["warnings"]),
+    })
+
+
+def _suspects_table(rows: list[dict]) -> str:
+    out = ["| image_id | given | suggested | quality |", "| --- | --- | --- | --- |"]
+    out += [f"| `{short(r['image_id'])}` | {r['given']} | {r['suggested']} | {r['quality']:.3f} |" for r in rows]
+    return "\n".join(out) if rows else "no suspected label error"
+
+
+def _balance_table(q: dict) -> str:
+    out = ["| class | training labels | predicted share of the pool |", "| --- | --- | --- |"]
+    out += [f"| {c} | {n} | {q['predicted_share'][c]:.1%} |" for c, n in q["label_counts"].items()]
+    return "\n".join(out)
+
+
+@dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
+          kinds={"duckdb"}, output_required=False, tags={"al/writes": "true"}, op_tags=PROPOSE_FIRST,
+          deps=[label_quality])
 def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource):
     """The batch proposed in this round by the query strategy, scored by this round's probe."""
     from al_core.loop.proposal import propose_round

@@ -145,14 +145,16 @@ ALLOWED_IMPORTS = {
     "files": set(), "faults": set(),
     "catalogue": {"files", "faults"},
     "models": {"files"}, "learn": {"files"}, "labels": {"files"}, "labelstudio": {"files", "labels"},
+    "quality": {"learn"},  # label quality on arrays: the probe (cross-validation) and k-means (near-duplicate cells)
     "config": {"catalogue", "models", "learn"},  # the registries' names (data) and the ground truth's classes
     "ingest": {"catalogue", "config", "models", "files", "faults"},
     "value": {"catalogue"},  # statistics and the cost model; its SQL in the catalogue
-    "loop": {"catalogue", "config", "labels", "labelstudio", "learn", "models", "files", "faults", "value"},
-    "reporting": {"catalogue", "config", "labels", "learn", "loop", "files", "value"},
+    "loop": {"catalogue", "config", "labels", "labelstudio", "learn", "models", "files", "faults", "value", "quality"},
+    "reporting": {"catalogue", "config", "labels", "learn", "loop", "files", "value", "quality"},
     "cli": {"catalogue", "config", "files", "ingest", "labels", "labelstudio", "learn", "loop", "models", "reporting",
-            "bench", "value"},
-    "bench": {"catalogue", "config", "files", "ingest", "labels", "learn", "loop", "models", "reporting", "value"},
+            "bench", "value", "quality"},
+    "bench": {"catalogue", "config", "files", "ingest", "labels", "learn", "loop", "models", "reporting", "value",
+              "quality"},
 }
 
 

@@ -204,9 +204,10 @@ def test_skips_are_answers_and_may_come_back(make):
 def test_time_spent_per_label(make):
     cfg, store, truth = make()
     b0 = seed(cfg, store)
-    a, b = b0.image_ids[:2]
+    a, b, c, d = b0.image_ids[:4]
     deliver(cfg, store, 1, "timed.csv", [(a, truth[a], "ann1", "12.5")], header="image_id,label,annotator,seconds")
     deliver(cfg, store, 1, "plain.csv", [(b, truth[b], "ann1")])
+    deliver(cfg, store, 1, "pair.csv", [(c, truth[c], "ann1"), (d, truth[d], "ann1")])
     never = next(i for i in sorted(truth) if i not in b0.image_ids)
     deliver(cfg, store, 1, "never.csv", [(never, truth[never], "ann1")])
     got = dict((r[0], r[1:]) for r in store.fetch("SELECT image_id, seconds, seconds_source FROM labels"))
@@ -215,6 +216,10 @@ def test_time_spent_per_label(make):
         "SELECT r.proposed_at, l.received_at FROM labels l, rounds r WHERE r.round = 0 AND l.image_id = ?", [b])[0]
     assert got[b] == (pytest.approx((received_at - proposed_at).total_seconds()), "upper_bound")
     assert got[b][0] >= 0 and got[never] == (None, None)  # never proposed: no bound
+    pair_at = store.fetch("SELECT received_at FROM labels WHERE image_id = ?", [c])[0][0]
+    share = (pair_at - proposed_at).total_seconds() / 2  # one delivery's two answers share its interval
+    assert got[c] == got[d] == (pytest.approx(share), "upper_bound")
+    assert store.fetch("SELECT seconds FROM label_times WHERE image_id = ?", [c])[0][0] == pytest.approx(share)
 
 
 def test_label_studio_ids_resolve_to_emails_and_a_later_file_fixes_earlier_rows(make):

@@ -7,8 +7,9 @@
    label file, runs a round: ingest, train the probe, evaluate, propose the next
    batch (dropquery). Exactly the production path.
 3. This process plays the annotators: it answers each batch from the ground
-   truth (`al simulate-annotator` does the same from the command line), and
-   prints a table row per round.
+   truth (`al simulate-annotator` does the same from the command line), a
+   second, noisy annotator answering a share of each batch too (so the report
+   has agreement figures), and prints a table row per round.
 4. It waits until no run is queued, running or about to be retried (at most
    RUNS_SETTLE_TIMEOUT_S), then stops the daemon: a daemon stopped under a run
    leaves it "starting" for the next daemon's run monitoring (180 s).
@@ -29,6 +30,8 @@ from pathlib import Path
 from al_core.catalogue import open_store
 
 DEMO_ROUNDS = 6  # rounds after the seed pool; each adds budget_per_round labels
+SECOND_ANNOTATOR_SHARE = 0.4  # share of each batch a second annotator answers too (agreement in the report)
+SECOND_ANNOTATOR_NOISE = 0.25  # and how often that second annotator is wrong
 ROUND_TIMEOUT_S = 300  # a round that takes longer than this stops the demo with the daemon log's tail
 STATUS_EVERY_S = 10.0  # never a silent minute
 RUNS_SETTLE_TIMEOUT_S = 300  # the longest wait for runs still going before the daemon is stopped
@@ -125,7 +128,7 @@ def main() -> int:
 
     from al_assets.definitions import defs
     from al_core.config import load_config
-    from al_core.loop.annotator import answer_round
+    from al_core.loop.annotator import answer_round, second_opinion
     from al_core.loop.outbox import batch_csv
     from al_core.reporting.report import write_report
 
@@ -175,6 +178,7 @@ def main() -> int:
                     rows.append((r, m["n_labels"], m["accuracy"], m["balanced_accuracy"], m["macro_f1"]))
                     _print_table(rows)
             if r < DEMO_ROUNDS:
+                second_opinion(cfg, r, share=SECOND_ANNOTATOR_SHARE, noise=SECOND_ANNOTATOR_NOISE)
                 p = answer_round(cfg, r)
                 _say(f"simulated annotators delivered {p.name} answering batch {r}")
     finally:
@@ -188,7 +192,9 @@ def main() -> int:
     report = write_report(store, cfg)
     _say(f"step 5/5: done in {time.monotonic() - t_start:.0f} s")
     print(f"""
-Report:           {report}   (one offline HTML file: learning curve, confusion matrix, latest batch)
+Report:           {report}   (one offline HTML file: learning curve, confusion matrix, latest batch,
+                  suspected label errors, class balance, agreement between the two annotators, duplicates)
+Suspects:         .venv/bin/al labels suspects
 Rounds as JSON:   .venv/bin/al rounds --json
 Lineage:          .venv/bin/al lineage <image_id>
 The Dagster UI:   make ui    (http://127.0.0.1:3000: assets, runs, eval_metrics with the learning curve)

@@ -117,10 +117,14 @@ def eval_set_record(con, image_id: str) -> dict | None:
 
 
 def proposal_records(con, image_id: str) -> list[dict]:
-    """Every batch that proposed the image: round, rank, strategy, score, path, proposed_at, by round."""
+    """Every batch that proposed the image: round, rank, strategy, score, path, proposed_at, reason (why it is in
+    the batch when it is not the strategy's own pick: labelled again, a near-duplicate's replacement; else None),
+    by round."""
     return _records(con.execute(
-        """SELECT q.round, q.rank, q.strategy, q.score, q.path, r.proposed_at FROM queries q
-           LEFT JOIN rounds r ON r.round = q.round WHERE q.image_id = ? ORDER BY q.round""", [image_id]))
+        """SELECT q.round, q.rank, q.strategy, q.score, q.path, r.proposed_at, w.reason FROM queries q
+           LEFT JOIN rounds r ON r.round = q.round
+           LEFT JOIN query_reasons w ON w.round = q.round AND w.image_id = q.image_id
+           WHERE q.image_id = ? ORDER BY q.round""", [image_id]))
 
 
 def label_records(con, image_id: str) -> list[dict]:

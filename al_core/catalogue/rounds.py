@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 
 ADJUDICATION = "adjudication"  # queries.strategy of an image proposed again because its answers disagree
+RELABEL = "relabel"  # queries.strategy of an image proposed again to be labelled again (a suspected label error)
 
 
 def last_round_and_spent(con) -> tuple[int | None, int]:
@@ -129,7 +130,8 @@ def batch_answer_summary(con, round_: int) -> dict:
 def proposal_problems(con, round_: int, *, skipped_may_return: bool = False) -> dict:
     """Images of batch ``round_`` that should not have been proposed, with its size and recorded budget.
 
-    already_labelled_or_skipped: rows not proposed for adjudication whose image had, when the batch was proposed
+    already_labelled_or_skipped: rows not proposed for adjudication or to be labelled again (``RELABEL``) whose
+    image had, when the batch was proposed
     (answers ingested up to ``round_``, ``image_labels_at``), a training label, a dispute, or only skips (unless
     ``skipped_may_return``: ``labels.propose_skipped_again``); adjudication rows whose image was not disputed count
     too. in_eval_set; proposed_before: in an earlier batch that is still open; proposed: the batch's size;
@@ -140,16 +142,17 @@ def proposal_problems(con, round_: int, *, skipped_may_return: bool = False) -> 
                 st AS (SELECT image_id, status FROM image_labels_at(?)),
                 bad AS (SELECT q.image_id FROM q JOIN st ON st.image_id = q.image_id
                         WHERE (q.strategy = ? AND st.status <> 'disputed')
-                           OR (q.strategy <> ?
+                           OR (q.strategy NOT IN (?, ?)
                                AND (st.status IN ('labelled', 'disputed') OR (st.status = 'skipped' AND NOT ?)))),
                 earlier AS (SELECT qq.image_id FROM queries qq JOIN rounds r ON r.round = qq.round
                             WHERE qq.round < ? AND r.status = 'open')
            SELECT (SELECT count(*) FROM bad),
                   (SELECT count(*) FROM q WHERE image_id IN (SELECT image_id FROM eval_set)),
-                  (SELECT count(*) FROM q WHERE image_id IN (SELECT image_id FROM earlier)),
+                  (SELECT count(*) FROM q WHERE strategy <> ? AND image_id IN (SELECT image_id FROM earlier)),
                   (SELECT count(*) FROM q),
                   (SELECT budget FROM rounds WHERE round = ?)""",
-        [round_, round_, ADJUDICATION, ADJUDICATION, bool(skipped_may_return), round_, round_]).fetchone()
+        [round_, round_, ADJUDICATION, ADJUDICATION, RELABEL, bool(skipped_may_return), round_, RELABEL,
+         round_]).fetchone()
     return {"already_labelled_or_skipped": int(labelled), "in_eval_set": int(in_eval),
             "proposed_before": int(earlier), "proposed": int(n), "recorded_budget": budget}
 

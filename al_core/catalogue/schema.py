@@ -10,7 +10,7 @@ columns of the audit views.
 from al_core.catalogue.label_views import MIGRATION_4
 from al_core.catalogue.value_schema import VALUE_MIGRATION
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APP_NAME = "al-pipeline"  # schema_info 'app': tells our databases from any other DuckDB file
 
 
@@ -236,6 +236,104 @@ MIGRATIONS: dict[int, list[str]] = {
     # What the labels bought: label times, stop set, predictions, intervals, cost rates and their views
     # (al_core.catalogue.value_schema; docs/sql.md).
     5: VALUE_MIGRATION,
+    # Label quality (al_core.quality; docs/sql.md): suspected label errors and class balance per round,
+    # near-duplicates per embedding config, why an image is in a batch, what the near-duplicate rule replaced.
+    6: [
+        """CREATE TABLE label_quality_runs (   -- one assessment of the training labels, after a round's probe
+            probe_id VARCHAR PRIMARY KEY, round INTEGER NOT NULL,
+            n_labels INTEGER NOT NULL, n_folds INTEGER NOT NULL, seed BIGINT NOT NULL,
+            method VARCHAR NOT NULL,           -- 'self_confidence' | 'crowdlab' (several annotators)
+            n_issues INTEGER NOT NULL,         -- labels cleanlab's find_label_issues flags
+            label_counts VARCHAR NOT NULL,     -- JSON: class -> training labels
+            predicted_share VARCHAR NOT NULL,  -- JSON: class -> share of the pool the probe predicts
+            balance_warnings VARCHAR NOT NULL, -- JSON list of sentences
+            seconds DOUBLE, computed_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE label_quality (        -- one row per training label of an assessment
+            probe_id VARCHAR NOT NULL, round INTEGER NOT NULL, image_id VARCHAR NOT NULL, label_id BIGINT,
+            given VARCHAR NOT NULL,            -- the label trained on
+            suggested VARCHAR NOT NULL,        -- the class of highest out-of-fold probability
+            quality DOUBLE NOT NULL,           -- cleanlab's label quality score in [0, 1]; low = suspicious
+            given_prob DOUBLE NOT NULL, suggested_prob DOUBLE NOT NULL,
+            is_issue BOOLEAN NOT NULL,         -- cleanlab's find_label_issues flags it
+            rank INTEGER NOT NULL,             -- 1 = the lowest quality
+            relabel_score DOUBLE,              -- ActiveLab score with several annotators (low: label again first)
+            consensus VARCHAR,                 -- cleanlab's CROWDLAB consensus label (several annotators; else NULL)
+            consensus_quality DOUBLE,          -- its consensus quality score
+            n_annotations INTEGER NOT NULL,
+            PRIMARY KEY (probe_id, image_id))""",
+        # the suspects of every round's latest assessment, lowest quality first
+        """CREATE VIEW label_suspects AS
+            WITH latest AS (
+              SELECT probe_id FROM (SELECT probe_id, row_number() OVER (PARTITION BY round
+                                    ORDER BY computed_at DESC, probe_id DESC) AS rn FROM label_quality_runs)
+              WHERE rn = 1)
+            SELECT q.round, q.rank, q.image_id, q.label_id, q.given, q.suggested, q.quality, q.given_prob,
+                   q.suggested_prob, q.relabel_score, q.consensus, q.consensus_quality, q.n_annotations, q.probe_id,
+                   (SELECT min(p.path) FROM image_paths p WHERE p.image_id = q.image_id AND p.status = 'ok') AS path
+            FROM label_quality q JOIN latest USING (probe_id) WHERE q.is_issue ORDER BY q.round, q.rank""",
+        """CREATE TABLE near_duplicate_runs (  -- the last near-duplicate pass of an embedding config
+            config_id VARCHAR PRIMARY KEY, parts_signature VARCHAR NOT NULL, threshold DOUBLE NOT NULL,
+            method VARCHAR NOT NULL,           -- 'exact' | 'partitioned' (al_core.quality.duplicates)
+            n_images BIGINT NOT NULL, n_pairs BIGINT NOT NULL, seconds DOUBLE, computed_at TIMESTAMP NOT NULL)""",
+        """CREATE TABLE near_duplicates (      -- pairs of that pass, image_id < twin_id
+            config_id VARCHAR NOT NULL, image_id VARCHAR NOT NULL, twin_id VARCHAR NOT NULL, cosine DOUBLE NOT NULL,
+            PRIMARY KEY (config_id, image_id, twin_id))""",
+        """CREATE TABLE batch_replacements (   -- picks the near-duplicate rule dropped from a batch
+            round INTEGER NOT NULL, dropped_id VARCHAR NOT NULL, twin_id VARCHAR NOT NULL, cosine DOUBLE NOT NULL,
+            replacement_id VARCHAR,            -- the image taken instead (NULL: no candidate was left)
+            how VARCHAR NOT NULL)              -- 'reselected' | 'uniform' | 'none left'""",
+        """CREATE TABLE query_reasons (        -- why an image is in a batch, when not as the strategy's own pick
+            round INTEGER NOT NULL, image_id VARCHAR NOT NULL, reason VARCHAR NOT NULL,
+            PRIMARY KEY (round, image_id))""",
+        # Agreement (al_core.quality.agreement computes the same, plus per-class and Fleiss' kappa): each
+        # annotator's latest class label of each image (retracted deliveries and skips left out; a row without
+        # an annotator counts as annotator '-').
+        """CREATE VIEW annotation_votes AS
+            SELECT image_id, annotator, label, label_id, round FROM (
+              SELECT l.image_id, coalesce(l.annotator, '-') AS annotator, l.label, l.is_skip, l.label_id, l.round,
+                     row_number() OVER (PARTITION BY l.image_id, coalesce(l.annotator, '-')
+                                        ORDER BY l.label_id DESC) AS rn
+              FROM labels l WHERE l.file_sha256 NOT IN (SELECT file_sha256 FROM retractions))
+            WHERE rn = 1 AND NOT is_skip""",
+        # images with two or more votes: the votes, the agreement (share of agreeing annotator pairs), the final label
+        """CREATE VIEW image_agreement AS
+            WITH per_class AS (SELECT image_id, label, count(*) AS n FROM annotation_votes GROUP BY 1, 2),
+            per_image AS (
+              SELECT image_id, sum(n) AS n_votes, sum(n * (n - 1)) AS agreeing_pairs,
+                     arg_max(label, n) AS majority, max(n) AS majority_votes,
+                     list({'label': label, 'votes': n} ORDER BY label) AS votes
+              FROM per_class GROUP BY image_id)
+            SELECT p.image_id, p.n_votes, p.votes, p.majority, p.majority_votes,
+                   p.agreeing_pairs / (p.n_votes * (p.n_votes - 1)) AS agreement, c.label AS final
+            FROM per_image p LEFT JOIN current_labels c ON c.image_id = p.image_id
+            WHERE p.n_votes >= 2 ORDER BY agreement, p.image_id""",
+        # per annotator: votes on images with a final (current, non-skip) label, and the share equal to it
+        """CREATE VIEW annotator_agreement AS
+            SELECT v.annotator, count(*) AS n_votes, avg(CASE WHEN v.label = c.label THEN 1.0 ELSE 0.0 END)
+                   AS agreement_with_final
+            FROM annotation_votes v JOIN current_labels c ON c.image_id = v.image_id AND NOT c.is_skip
+            GROUP BY v.annotator ORDER BY v.annotator""",
+        # Cohen's kappa of every annotator pair over the images both labelled: (p_o - p_e) / (1 - p_e)
+        """CREATE VIEW annotator_pair_kappa AS
+            WITH common AS (
+              SELECT a.annotator AS a, b.annotator AS b, a.label AS la, b.label AS lb
+              FROM annotation_votes a JOIN annotation_votes b ON a.image_id = b.image_id AND a.annotator < b.annotator),
+            n AS (SELECT a, b, count(*) AS n_common, avg(CASE WHEN la = lb THEN 1.0 ELSE 0.0 END) AS p_o
+                  FROM common GROUP BY a, b),
+            ma AS (SELECT a, b, la AS label, count(*) AS k FROM common GROUP BY 1, 2, 3),
+            mb AS (SELECT a, b, lb AS label, count(*) AS k FROM common GROUP BY 1, 2, 3),
+            pe AS (SELECT n.a, n.b, coalesce(sum(ma.k * mb.k), 0) / (n.n_common * n.n_common) AS p_e FROM n
+                   LEFT JOIN ma ON ma.a = n.a AND ma.b = n.b
+                   LEFT JOIN mb ON mb.a = n.a AND mb.b = n.b AND mb.label = ma.label
+                   GROUP BY n.a, n.b, n.n_common)
+            SELECT n.a, n.b, n.n_common, n.p_o AS observed_agreement, pe.p_e AS chance_agreement,
+                   CASE WHEN pe.p_e < 1 THEN (n.p_o - pe.p_e) / (1 - pe.p_e) END AS kappa
+            FROM n JOIN pe ON pe.a = n.a AND pe.b = n.b ORDER BY n.a, n.b""",
+        # the same bytes under several readable paths (one image, one id)
+        """CREATE VIEW exact_duplicates AS
+            SELECT image_id, count(*) AS n_paths, list(path ORDER BY path) AS paths FROM image_paths
+            WHERE status = 'ok' AND image_id IS NOT NULL GROUP BY image_id HAVING count(*) > 1""",
+    ],
 }
 
 

@@ -85,7 +85,8 @@ def format_lineage(d: dict) -> str:
     for q in d["proposals"] or [None]:
         out.append("  proposed      never" if q is None else
                    f"  proposed      round {q['round']} by {t(q['strategy'])}, rank {q['rank']}, score "
-                   f"{_num(q['score'], '{:.6g}')}, at {_when(q['proposed_at'])}")
+                   f"{_num(q['score'], '{:.6g}')}, at {_when(q['proposed_at'])}"
+                   + (f"\n                why: {t(q['reason'])}" if q.get("reason") else ""))
     if not d["labels"]:
         out.append("  labels        none")
     for lab in d["labels"]:
@@ -171,7 +172,8 @@ def export_main(argv: list[str]) -> int:
         s = export(store, cfg, out, fmt)
         probe = f"probe {s['probe_id']}" if s["probe_id"] else "no probe yet (no predictions)"
         print_safe(f"wrote {s['path']} ({s['format']}): {s['rows']} images, {s['labelled']} labelled, {s['skips']} "
-                   f"skipped, {s['predicted']} predicted by {probe}")
+                   f"skipped, {s['predicted']} predicted by {probe}; {s['exact_duplicates']} images under several "
+                   "paths (columns n_paths, paths)")
 
     return run_with_store("al export", args.config, body)
 

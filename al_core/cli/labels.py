@@ -11,6 +11,9 @@
   one is put back into the folder of its kind, never over a waiting file). Exit.FAILED when the
   file cannot be found or retracted, Exit.LOCKED when the database stayed
   locked (al_core.cli.exit_codes).
+- ``al labels suspects [--round R]``: the suspected label errors of the latest
+  (or round R's) label-quality assessment, lowest label quality first
+  (al_core.loop.label_quality). Exit.FAILED without a database.
 
 Adding a subcommand: write ``_add_NAME(subparsers, common)`` and ``cmd_NAME(args)
 -> int`` and add one entry to SUBCOMMANDS.
@@ -200,6 +203,56 @@ def cmd_retry(args) -> int:
                         f"the inbox sensor launches it within {cfg.sensor.interval_s} s"))
 
 
+# -- suspects ------------------------------------------------------------------------
+SUSPECTS_LISTED = 20  # rows `al labels suspects` prints by default
+
+
+def _add_suspects(subparsers, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "suspects", parents=[common], help="list the suspected label errors of a round",
+        description="The training labels that cleanlab flags as likely wrong, lowest label quality first: each scored "
+                    "against a probe that did not see it (out-of-fold). Columns: image, given label, the probe's "
+                    "suggestion, label quality (0..1), the suggestion's probability, annotations, one path.")
+    p.add_argument("--round", type=int, default=None, help="the round (default: the latest assessed)")
+    p.add_argument("--limit", type=int, default=SUSPECTS_LISTED, help=f"rows at most (default {SUSPECTS_LISTED}; "
+                                                                     "0: all)")
+
+
+def cmd_suspects(args) -> int:
+    from al_core.catalogue import quality as quality_q
+    from al_core.catalogue.store import StoreError, StoreLockedError
+
+    prog = "al labels suspects"
+    try:
+        cfg, store = _project(args)
+    except CheckUnavailable as e:
+        return fail(prog, str(e), Exit.USAGE)
+    if not store.db_path.exists():
+        return fail(prog, f"no database at {store.db_path} yet: run `al ingest` first")
+    try:
+        with store.connect(read_only=True, view=False) as con:
+            run = quality_q.latest_quality_run(con, args.round)
+            rows = quality_q.suspect_records(con, run["round"], args.limit or None) if run else []
+    except StoreLockedError:
+        return fail(prog, locked_message(store, cfg), Exit.LOCKED)
+    except StoreError as e:
+        return fail(prog, str(e))
+    if args.json:
+        print_safe(json_safe({"run": run, "suspects": rows}, indent=2, default=str))
+        return Exit.OK
+    if run is None:
+        which = f"round {args.round}" if args.round is not None else "any round"
+        print(f"no label-quality assessment of {which} yet (one follows each round's probe)")
+        return Exit.OK
+    print_safe(f"round {run['round']}: {run['n_issues']} of {run['n_labels']} training labels flagged "
+               f"({t(run['method'])}, {run['n_folds']} folds, probe {t(run['probe_id'])})")
+    for r in rows:
+        given, suggested = t(repr(r["given"])), t(repr(r["suggested"]))
+        print_safe(f"  {short(r['image_id'])}  given {given:<14} suggested {suggested:<14} quality {r['quality']:.3f}  "
+                   f"p {r['suggested_prob']:.2f}  {r['n_annotations']} ann.  {t(r['path'])}")
+    return Exit.OK
+
+
 # -- dispatch --------------------------------------------------------------------------
 # name -> (adds the subparser, runs it)
 AddParser = Callable[[object, argparse.ArgumentParser], None]  # (subparsers, common options parent) -> None
@@ -208,6 +261,7 @@ SUBCOMMANDS: dict[str, tuple[AddParser, RunCommand]] = {
     "check": (_add_check, cmd_check),
     "retract": (_add_retract, cmd_retract),
     "retry": (_add_retry, cmd_retry),
+    "suspects": (_add_suspects, cmd_suspects),
 }
 
 

@@ -1,6 +1,8 @@
 """`al status`: what the store holds (al_core.catalogue.reports.store_summary), where the labelling stands
-(the label policy, skipped and disputed images, disagreements, the open batch's missing answers), then what the
-labels bought: cost so far, the projection to the target and the stop suggestion (al_core.value.summary)."""
+(the label policy, skipped and disputed images, disagreements, the open batch's missing answers), its label
+quality (al_core.reporting.quality.quality_summary: exact duplicates with all their paths, near-duplicates, the
+latest round's suspects, and every warning: class imbalance, agreement under quality.agreement_floor), then what
+the labels bought: cost so far, the projection to the target and the stop suggestion (al_core.value.summary)."""
 
 import argparse
 
@@ -23,6 +25,30 @@ def summary(store) -> dict:
         if open_round is not None:
             labelling["batch"] = rounds_q.batch_answer_summary(con, open_round)
         return {"database": str(store.db_path), **store_summary(con), "labelling": labelling}
+
+
+def print_quality(q: dict, file=None) -> None:
+    """The label-quality lines of `al status`; paths and names go through ``terminal_safe``."""
+    ex = q["exact_duplicates"]
+    print_safe(f"exact duplicates {ex['n_images']} images under {ex['n_paths']} paths (one id each)", file=file)
+    for r in ex["rows"]:
+        print_safe(f"  {t(r['image_id'])}: " + ", ".join(t(p) for p in r["paths"]), file=file)
+    nd = q["near_duplicates"]
+    if nd:
+        print_safe(f"near-duplicates {nd['n_pairs']} pairs at cosine >= {nd['threshold']:g} ({t(nd['method'])}), "
+                   f"{len(q['replacements'])} batch picks replaced", file=file)
+    s = q["suspects"]
+    if s:
+        print_safe(f"suspects        round {s['round']}: {s['n_issues']} of {s['n_labels']} training labels flagged "
+                   "(`al labels suspects` lists them)", file=file)
+    a = q["agreement"]
+    if a["n_images_multi"]:
+        fk = "-" if a["fleiss_kappa"] is None else f"{a['fleiss_kappa']:.3f}"
+        ck = "-" if a["overall_kappa"] is None else f"{a['overall_kappa']:.3f}"
+        print_safe(f"agreement       {a['n_images_multi']} images with several answers: Fleiss' kappa {fk}, "
+                   f"Cohen's kappa (pairs) {ck}", file=file)
+    for w in q["warnings"]:
+        print_safe(f"WARNING         {t(w)}", file=file)
 
 
 def print_summary(s: dict, file=None) -> None:
@@ -77,12 +103,16 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     def body(cfg, store):
+        from al_core.reporting.quality import quality_summary
+
         s = summary(store)
         v = value_status(cfg, store)
+        q = quality_summary(store, cfg)
         if args.json:
-            print_safe(json_safe({**s, "value": v}, indent=2, default=str))
+            print_safe(json_safe({**s, "quality": q, "value": v}, indent=2, default=str))
         else:
             print_summary(s)
+            print_quality(q)
             print_value(v)
 
     return run_with_store("al status", args.config, body)

@@ -25,6 +25,7 @@ from al_core.config.schema import (
     LabelsConfig,
     LabelStudioConfig,
     PathsConfig,
+    QualityConfig,
     ScheduleConfig,
     SelectionConfig,
     SensorConfig,
@@ -40,15 +41,16 @@ from al_core.config.validate import (
     check_url_template,
     did_you_mean,
 )
+from al_core.learn.strategy_names import CLASS_BALANCE_STRATEGIES
 
 CONFIG_ENV = "AL_CONFIG"
 DEFAULT_CONFIG_NAME = "al.yaml"
 
 __all__ = [
     "CONFIG_ENV", "DEFAULT_CONFIG_NAME", "DEFAULT_YAML", "BackboneConfig", "ConfigError", "EvaluationConfig",
-    "ImagesConfig", "LabelStudioConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "ScheduleConfig",
-    "SelectionConfig", "SensorConfig", "StoreConfig", "CostConfig", "TargetConfig", "config_origin",
-    "find_config_path", "from_dict", "load_config",
+    "ImagesConfig", "LabelStudioConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "QualityConfig",
+    "ScheduleConfig", "SelectionConfig", "SensorConfig", "StoreConfig", "CostConfig", "TargetConfig",
+    "config_origin", "find_config_path", "from_dict", "load_config",
 ]
 
 
@@ -69,6 +71,7 @@ class ProjectConfig:
     store_cfg: StoreConfig = field(default_factory=StoreConfig)  # the `store:` section (al_core.catalogue.open_store)
     cost: CostConfig = field(default_factory=CostConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     source_file: str | None = None
 
     # -- resolved paths ---------------------------------------------------------
@@ -186,6 +189,10 @@ def _check_together(cfg: ProjectConfig) -> None:
     if cfg.label_studio.document_root and root is not None and doc_root != root and doc_root not in root.parents:
         raise ConfigError(f"label_studio.document_root ({doc_root}) must contain images.root ({root}): task image "
                           "paths are made relative to it")
+    if s.class_balance and s.query_strategy not in CLASS_BALANCE_STRATEGIES:
+        raise ConfigError(f"selection.class_balance applies to the diverse pick of "
+                          f"{', '.join(CLASS_BALANCE_STRATEGIES)}; query_strategy {s.query_strategy!r} has "
+                          "none: set class_balance: false")
     if cfg.schedule.retrain_cron is not None:
         check_cron(cfg.schedule.retrain_cron, "schedule.retrain_cron")
     roles = sorted({r for r, _ in cfg.cost.role_per_label} | {r for r, _ in cfg.cost.role_per_hour})

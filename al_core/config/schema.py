@@ -68,6 +68,10 @@ class SelectionConfig:
     stop_when_stable: bool = setting(False)
     stop_kappa: float = setting(0.99, gt=0.0, max=1.0)
     stop_window: int = setting(3, min=1, max=1000)
+    # share of each query batch given to images to label again (al_core.loop.batch_rules); 0: none
+    relabel_fraction: float = setting(0.0, min=0.0, max=0.5)
+    # per-predicted-class quotas at the diverse pick (an extension of dropquery, docs/algorithms.md); off: the study's
+    class_balance: bool = setting(False)
 
 
 @dataclass(frozen=True)
@@ -149,12 +153,22 @@ class TargetConfig:
     value: float | None = setting(None, gt=0.0, max=1.0)  # null: no target, no projection to it
 
 
+@dataclass(frozen=True)
+class QualityConfig:
+    # two images whose embeddings have at least this cosine similarity are near-duplicates (never in one batch)
+    near_duplicate_cosine: float = setting(0.98, gt=0.0, max=1.0)
+    # a class is flagged when it holds fewer training labels than this share of an even split
+    class_floor: float = setting(0.25, min=0.0, max=1.0)
+    # `al status` and the report warn when an agreement figure (Cohen's or Fleiss' kappa) is below this
+    agreement_floor: float = setting(0.6, min=-1.0, max=1.0)
+
+
 # section name in the file -> its dataclass (the `store:` section is ProjectConfig.store_cfg)
 SECTIONS: dict[str, type] = {
     "images": ImagesConfig, "backbone": BackboneConfig, "selection": SelectionConfig,
     "evaluation": EvaluationConfig, "labels": LabelsConfig, "label_studio": LabelStudioConfig, "paths": PathsConfig,
     "sensor": SensorConfig, "schedule": ScheduleConfig, "store": StoreConfig, "cost": CostConfig,
-    "target": TargetConfig,
+    "target": TargetConfig, "quality": QualityConfig,
 }
 TOP_LEVEL_KEYS = ("name", "classes")
 DEMO_PROJECT_NAME = "demo"  # the name of the repository's own al.yaml (make demo): commands say so when they use it

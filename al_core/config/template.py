@@ -33,6 +33,8 @@ selection:
   stop_when_stable: false         # true: stop proposing once the stop rule fires (it is always shown)
   stop_kappa: 0.99                # stop rule: agreement (Cohen's kappa) of successive probes on the stop set ...
   stop_window: 3                  # ... at or above stop_kappa for this many rounds in a row
+  relabel_fraction: 0.0           # share of each query batch for images to label again (top suspects); 0: none
+  class_balance: false            # dropquery's diverse pick within per-class quotas (an extension); false: the study's
 
 evaluation:
   holdout: auto                   # images held out of querying (stratified by ground truth when known); 0: none;
@@ -62,6 +64,11 @@ sensor:
 
 schedule:
   retrain_cron: null              # e.g. "0 3 * * *": retrain the probe on all labels nightly; null: off
+
+quality:
+  near_duplicate_cosine: 0.98     # embeddings at least this similar are near-duplicates: never two in one batch
+  class_floor: 0.25               # flag a class with fewer training labels than this share of an even split
+  agreement_floor: 0.6            # warn when an agreement figure (Cohen's / Fleiss' kappa) falls below this
 
 store:
   lock_timeout_s: 30.0            # how long a writer waits for a reader to release the database

@@ -15,11 +15,13 @@ Modules, in the order of a round: ``inbox`` (every inbox entry accounted for,
 validation inputs, a sensor's look), ``deliveries`` (reading, naming and moving
 label files safely), ``state`` (where the loop stands, work owed),
 ``pool`` (vectors and labels), ``holdout`` (the evaluation set), ``proposal``
-(selecting and recording a batch), ``outbox`` (the batch's files),
-``ingest_labels`` (label files in), ``train`` (the probe), ``evaluation`` (its
-metrics), ``requests`` (changes by hand), ``annotator`` (a simulated annotator).
-Each Dagster asset calls one step: ``propose_seed``, ``ingest_round_labels``,
-``train_round_probe``, ``evaluate_round``, ``propose_round``.
+(selecting and recording a batch), ``batch_rules`` (the share to label again,
+no two near-duplicates), ``outbox`` (the batch's files), ``ingest_labels``
+(label files in), ``train`` (the probe), ``evaluation`` (its metrics),
+``label_quality`` (suspected label errors and class balance), ``requests``
+(changes by hand), ``annotator`` (simulated annotators). Each Dagster asset
+calls one step: ``propose_seed``, ``ingest_round_labels``,
+``train_round_probe``, ``evaluate_round``, ``assess_round``, ``propose_round``.
 
 The public names below are importable from this package (loaded on first use); no module is named
 after a function it exports, so ``al_core.loop.propose`` is always the function.
@@ -39,6 +41,8 @@ _EXPORTS = {
     "ingest_labels": ("FileOutcome", "IngestReport", "RoundLabels", "ingest_label_files", "ingest_round_labels"),
     "train": ("ProbeRecord", "train_probe", "load_probe", "train_round_probe"),
     "evaluation": ("evaluate", "evaluate_round"),
+    "label_quality": ("assess_round",),
+    "batch_rules": ("Batch", "select_batch"),
     "requests": ("close_round", "retract_file", "request_retry", "request_close_round"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -4,7 +4,11 @@ It behaves like a human team: it reads ``outbox/round-NNNN.csv``, and delivers a
 label file (``image_id,label,annotator``) into the inbox, written under a
 temporary name and renamed, so the loop takes the same path as for real
 deliveries: sensor, validation, ingestion, next round. Optional realism: a share
-of wrong labels (``noise``), of "cannot tell" answers (``skip``), and a delay.
+of wrong labels (``noise``), of "cannot tell" answers (``skip``), and a delay;
+and a second annotator (``second_opinion``) who answers a share of each batch
+with its own noise, delivered just before the first annotator's file (so the
+first annotator's answer is the newest: the final label), which gives the
+agreement figures of the report something to measure.
 
 Ground truth is read with a short read-only look at the database (retried
 while a round run holds the writer lock).
@@ -72,6 +76,33 @@ def answer_round(cfg: ProjectConfig, round_: int, *, noise: float = 0.0, skip: f
     outbox.set_aside(cfg.outbox / STATE_FILE)
     atomic_write_text(cfg.outbox / STATE_FILE, "".join(f"{r}\n" for r in done))  # never appended through a link
     return final
+
+
+SECOND_ANNOTATOR = "simulated-2"  # the second annotator's name in its label files
+
+
+def second_opinion(cfg: ProjectConfig, round_: int, *, share: float, noise: float, seed: int = 0,
+                   annotator: str = SECOND_ANNOTATOR) -> Path | None:
+    """A second annotator's label file for a seeded ``share`` of batch ``round_``, wrong with probability
+    ``noise``; None when the share picks no image. Does not mark the batch answered."""
+    ids = outbox.read_batch_ids(cfg.outbox, round_)
+    rng = np.random.default_rng([seed, round_, 2])
+    ids = [iid for iid in ids if rng.random() < share]
+    if not ids:
+        return None
+    store = open_store(cfg)
+    with store.connect(read_only=True, view=False) as con:
+        truth = images.ground_truth_of(con, ids)
+    classes = list(cfg.class_names(store))
+    lines = ["image_id,label,annotator"]
+    for iid in ids:
+        label = truth.get(iid)
+        if label is None:
+            continue
+        if rng.random() < noise:
+            label = classes[(classes.index(label) + int(rng.integers(1, len(classes)))) % len(classes)]
+        lines.append(f"{iid},{label},{annotator}")
+    return atomic_write_text(cfg.inbox / delivery_name(annotator, round_), "\n".join(lines) + "\n")
 
 
 def answer_pending(cfg: ProjectConfig, **kw) -> list[Path]:

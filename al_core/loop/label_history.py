@@ -13,8 +13,9 @@ definition). Here, before the rows are written (``AnswerLedger``, ``add_answers`
   the image. So cumulative exports, a target-storage file rewritten on every Submit and a file delivered in halves
   add each answer once, and an update (a new time, or a new label) is added and replaces the earlier answer;
 - the time spent (``seconds``): Label Studio's lead_time or a ``seconds`` column as read, else the time between
-  the batch's proposal and the delivery's arrival, recorded as an upper bound (``seconds_source`` 'upper_bound');
-  NULL for an image never proposed.
+  the batch's proposal and the delivery's arrival shared by the delivery's answers to that batch (the time an
+  annotator can have spent on each of them at most, their sum the interval), recorded as an upper bound
+  (``seconds_source`` 'upper_bound'; the ``label_times`` view reads the same); NULL for an image never proposed.
 """
 
 import datetime as _dt
@@ -81,6 +82,7 @@ def add_answers(parsed, sha: str, file_id: str, ledger: AnswerLedger, columns: d
     """Append the new answers of ``parsed`` (an accepted training file) to ``columns`` (LABEL_ROW_COLUMNS -> values)
     and to ``ledger``; the module docstring says what is new."""
     out = Added()
+    bounded: dict[int, list[int]] = {}  # window -> positions in ``columns`` of this file's upper-bound times
     for row in parsed.rows:
         annotator = ledger.annotator(row.annotator, parsed.format)
         window, proposed_at = ledger.proposals.get(row.image_id, (NO_WINDOW, None))
@@ -94,6 +96,7 @@ def add_answers(parsed, sha: str, file_id: str, ledger: AnswerLedger, columns: d
         seconds, source = row.seconds, row.seconds_source
         if seconds is None and proposed_at is not None:
             seconds, source = max(0.0, (received_at - proposed_at).total_seconds()), "upper_bound"
+            bounded.setdefault(window, []).append(len(columns["seconds"]))
         values = (row.image_id, row.label, row.is_skip, window != NO_WINDOW, sha, file_id, row.annotation_id,
                   annotator, row.line, row.note, row.task_id, at, seconds, source)
         for c, v in zip(LABEL_ROW_COLUMNS, values, strict=True):
@@ -106,6 +109,9 @@ def add_answers(parsed, sha: str, file_id: str, ledger: AnswerLedger, columns: d
         out.applied += 1
         out.unproposed += window == NO_WINDOW
         out.skips += row.is_skip
+    for positions in bounded.values():  # the interval shared by the delivery's answers to that batch
+        for i in positions:
+            columns["seconds"][i] /= len(positions)
     return out
 
 

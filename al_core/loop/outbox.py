@@ -5,9 +5,11 @@ For batch N (``batch_stem(N)`` = ``round-NNNN``):
 - ``round-NNNN.csv``: ``image_id,path,rank,score,strategy``, written last, so its
   appearance means the batch is complete (the annotators, the simulated
   annotator and the demo wait for it; the sensor's ``pending_work`` looks for it);
+  an image to label again has the strategy ``relabel``, one proposed again for adjudication ``adjudication``;
 - ``round-NNNN.label-studio.json``: the same batch as Label Studio import tasks
   (al_core.labels.label_studio: image URLs under ``label_studio.document_root``,
-  the task data, the probe's pre-labels);
+  the task data with each row's strategy, ``relabel: true`` for an image to label
+  again, the probe's pre-labels);
 - ``label-studio-config.xml``: the labelling interface for the project's classes;
 - ``eval-holdout.csv``: the held-out images to label, when the ground truth does
   not label them (``evaluation.labels_from_ground_truth: false``).
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from al_core.catalogue import rounds as rounds_q
+from al_core.catalogue.rounds import RELABEL
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
 from al_core.files import safe
@@ -106,7 +109,8 @@ def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str],
                  predictions: dict | None = None, model_version: str | None = None) -> list[str]:
     """round-NNNN.csv, round-NNNN.label-studio.json and label-studio-config.xml, each written atomically.
 
-    ``strategies``: each row's strategy (default ``strategy``); ``predictions``: image id -> (class, probability)
+    ``strategies``: each row's strategy (default ``strategy``; ``relabel`` for an image to label again, its task
+    marked ``relabel: true``); ``predictions``: image id -> (class, probability)
     of the probe ``model_version`` (the tasks' pre-labels). The CSV is written last: its appearance means the batch
     is complete. Returns the three paths, CSV first.
     """
@@ -119,6 +123,9 @@ def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str],
                                document_root=cfg.document_root, strategies=strategies,
                                predictions={k: v for k, v in (predictions or {}).items() if v[0] is not None},
                                model_version=model_version if cfg.label_studio.prelabels else None)
+    for task, st in zip(tasks, strategies, strict=True):
+        if st == RELABEL:
+            task["data"]["relabel"] = True
     atomic_write_text(ls_path, json.dumps(tasks, indent=1) + "\n")
     atomic_write_text(xml_path, label_studio_config(classes, cfg.labels.skip_label))
     fault_point("outbox.before_csv")

@@ -10,7 +10,7 @@ from al_core.catalogue import labels as labels_q
 from al_core.catalogue import rounds as rounds_q
 from al_core.config import ProjectConfig
 from al_core.faults import fault_point  # named SIGKILL points (tests/test_reliability.py)
-from al_core.loop import outbox
+from al_core.loop import batch_rules, outbox
 from al_core.loop.errors import LoopError
 from al_core.loop.holdout import ensure_eval_set
 from al_core.loop.pool import Pool, load_pool, load_project_pool
@@ -41,6 +41,7 @@ class Proposal:
     n_adjudication: int = 0  # images proposed again because their annotators disagreed (labels.policy: unanimous)
     warnings: list[str] = field(default_factory=list)  # what the annotators' files may lack (task image URLs)
     budget_left: int | None = None  # labels of selection.total_budget still to buy once this batch is answered
+    batch_rules: dict | None = None  # relabelled rows, near-duplicates replaced (al_core.loop.batch_rules)
 
     def as_dict(self) -> dict:
         """Every field but the image ids and scores (the asset value; the ids are in ``queries``)."""
@@ -132,19 +133,21 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
     adjudicate = adjudicate[:budget]
     seed = cfg.selection.seed + round_
     t = time.perf_counter()
-    no_labels = np.empty(0, np.int64)
-    picked, scores = [], []
-    if budget > len(adjudicate):
-        res = get_strategy(name).select(
-            pool.features, pool.labeled if kind == "query" else no_labels,
-            pool.labels if kind == "query" else no_labels, budget - len(adjudicate), n_classes=len(pool.classes),
-            seed=seed, probe=probe, candidates=pool.candidates)
-        picked, scores = [int(i) for i in res.indices], [float(s) for s in res.scores]
+    rows, scores = list(adjudicate), [float("nan")] * len(adjudicate)
+    strategies = [ADJUDICATION] * len(adjudicate)
+    batch = None
+    if budget > len(adjudicate):  # the rest: relabelling share, the strategy's picks, the near-duplicate rule
+        batch = batch_rules.select_batch(
+            store, cfg, pool, get_strategy(name, **batch_rules.strategy_params(cfg, kind)), name=name, kind=kind,
+            budget=budget - len(adjudicate), seed=seed, probe=probe, probe_id=probe_id)
+        rows += [int(r) for r in batch.rows]
+        scores += [float(s) for s in batch.scores]
+        strategies += list(batch.strategies)
     select_s = time.perf_counter() - t
-    rows = adjudicate + picked
     ids = [str(pool.image_ids[i]) for i in rows]
-    scores = [float("nan")] * len(adjudicate) + scores
-    strategies = [ADJUDICATION] * len(adjudicate) + [name] * len(picked)
+    if len(ids) < budget:  # the near-duplicate rule ran out of candidates
+        note = f"{note + '; ' if note else ''}{budget - len(ids)} fewer: no candidate left that is no near-duplicate"
+        budget = len(ids)
     prelabels = _prelabels(cfg, pool, probe, rows)
     with store.connect(read_only=True, view=False) as con:
         paths = images.ok_path_of(con, ids)
@@ -156,6 +159,8 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
         rounds_q.insert_queries(con, round_, name, [
             (iid, paths[iid], None if np.isnan(sc) else sc, st, *pre)
             for iid, sc, st, pre in zip(ids, scores, strategies, prelabels, strict=True)])
+        if batch is not None:
+            batch_rules.record(con, round_, batch, pool)
         fault_point("query_set.after_insert")
     files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, cfg.class_names(store),  # today's classes
                                 strategies=strategies, predictions=dict(zip(ids, prelabels, strict=True)),
@@ -163,7 +168,8 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
     return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates), note,
                     files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)),
                     classes=tuple(pool.classes), n_adjudication=len(adjudicate), warnings=warnings,
-                    budget_left=max(0, cfg.selection.total_budget - spent - budget))
+                    budget_left=max(0, cfg.selection.total_budget - spent - budget),
+                    batch_rules=batch.summary(pool) if batch is not None else None)
 
 
 def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:

@@ -41,13 +41,15 @@ import polars as pl
 
 from al_core.catalogue import audit as Q
 from al_core.catalogue import labels as labels_q
+from al_core.catalogue import quality as quality_q
 from al_core.catalogue.reports import newest_embedded_config_id
 from al_core.catalogue.store import Store, StoreError, now
 from al_core.files.atomic import atomic_path
 from al_core.files.hashing import MIN_USER_PREFIX_CHARS, short
 
 EXPORT_FORMATS = ("csv", "parquet")
-EXPORT_COLUMNS = ("image_id", "path", "label", "label_source", "predicted", "confidence", "probe_id")
+EXPORT_COLUMNS = ("image_id", "path", "label", "label_source", "predicted", "confidence", "probe_id", "n_paths",
+                  "paths")
 IMAGE_ID_CHARS = 64  # an image id is a sha256 hex digest
 AMBIGUOUS_SHOWN = 5  # ids listed in the message for an ambiguous prefix
 SNAPSHOT_MODE = 0o444  # snapshots are read-only files
@@ -245,7 +247,8 @@ def lineage(store: Store, image_id: str) -> dict:
     last_seen), ground_truth (class names from folders/manifest; simulation),
     embeddings (config_id, backbone, dim, part_id, embedded_at), eval_set (label,
     source, added_at, or None), proposals (round, rank, strategy, score, path,
-    proposed_at), labels (every labels row, oldest first: label, is_skip,
+    proposed_at, reason: why it came back, for an image labelled again), labels
+    (every labels row, oldest first: label, is_skip,
     proposed, round, received_at, annotator, annotation_id, line, file_id,
     file_name, file_sha256, file_status, file_stored_path, retracted,
     retracted_at, retracted_from_round, retraction_reason, state 'current' |
@@ -291,11 +294,13 @@ def export_format(out_path: str | os.PathLike, fmt: str | None = None) -> str:
 
 
 def _read_export_inputs(store: Store) -> tuple[dict | None, str | None, pl.DataFrame, pl.DataFrame]:
-    """(latest probe or None, the embedding config of the rows, current labels, one path per image)."""
+    """(latest probe or None, the embedding config of the rows, current labels, one path per image with the
+    number of readable paths and all of them)."""
     with store.connect(read_only=True, view=False) as con:
         probe = Q.latest_probe(con)
         config_id = probe["config_id"] if probe else (Q.latest_round_config_id(con) or newest_embedded_config_id(con))
-        return probe, config_id, Q.image_labels_frame(con), Q.image_path_frame(con)
+        paths = Q.image_path_frame(con).join(quality_q.duplicate_paths_frame(con), on="image_id", how="left")
+        return probe, config_id, Q.image_labels_frame(con), paths
 
 
 def _predictions(store: Store, cfg, probe: dict | None, config_id: str | None) -> pl.DataFrame:
@@ -362,7 +367,9 @@ def export(store: Store, cfg, out_path: str | os.PathLike, fmt: str | None = Non
     every annotator skipped; null for a disputed one), label_source ('human',
     'skip', 'disputed', or null when unanswered), predicted (class
     name), confidence (the predicted class's probability), probe_id (null
-    before the first probe, and for an image without a vector). ``fmt``: 'csv'
+    before the first probe, and for an image without a vector), n_paths and
+    paths (how many readable paths the image's bytes have, and all of them as a
+    JSON list: an exact duplicate has several). ``fmt``: 'csv'
     or 'parquet' (default: from the file suffix, else csv). The file is written
     with polars through al_core.files.atomic (a temporary name beside
     ``out_path``, fsynced and renamed), so a reader never sees half a file.
@@ -381,6 +388,7 @@ def export(store: Store, cfg, out_path: str | os.PathLike, fmt: str | None = Non
             "skips": int(labelled.filter(pl.col("label_source") == "skip").height),
             "predicted": int(table["predicted"].is_not_null().sum()),
             "probe_id": probe["probe_id"] if probe else None, "config_id": config_id,
+            "exact_duplicates": int(table.filter(pl.col("n_paths") > 1).height),
             "unembedded_labelled": table.height - predictions.height}
 
 

@@ -11,6 +11,7 @@ import polars as pl
 from al_core.reporting import data, value_page
 from al_core.reporting.gallery import gallery_items, gallery_png
 from al_core.reporting.plots import clean_curve, confusion_png, learning_curve_png, png_data_uri
+from al_core.reporting.quality import quality_sections
 
 GALLERY_MAX_ITEMS = 200  # images shown in the report's gallery at most
 
@@ -21,7 +22,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}dl{display:grid;grid-template-columns:max-content auto;
  gap:.2em 1.2em}dt{color:#666}dd{margin:0}img{max-width:100%;height:auto}.muted{color:#777;font-size:.9em}
-code{background:#f4f4f4;padding:0 .2em}
+code{background:#f4f4f4;padding:0 .2em}.warn{color:#a33}
 """
 
 
@@ -139,7 +140,8 @@ def _gallery_section(rnd: int | None, strat: str | None, queries: list[dict]) ->
 def build_report_html(store, cfg) -> str:
     """The report's HTML text: the manager's page (al_core.reporting.value_page) first, then the summary,
     learning curves, rounds, what each round bought, annotators, the study's comparison, the latest
-    confusion matrix and the latest batch."""
+    confusion matrix, the latest batch and label quality (suspects, class balance, agreement, duplicates:
+    al_core.reporting.quality)."""
     from al_core.reporting.study import study_comparison
     from al_core.value.summary import curve_of, value_summary
 
@@ -156,6 +158,7 @@ def build_report_html(store, cfg) -> str:
         *value_page.details(value, study_comparison(cfg.reports_dir, cfg.target.value)),
         *_confusion_section(last, data.confusion_classes(last, cfg, store) if last else []),
         *_gallery_section(*data.latest_query_set(store)),
+        *quality_sections(store, cfg),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from al_core.learn.points import Points
+from al_core.learn.strategies._balance import balanced_representatives
 from al_core.learn.strategies._cluster import cluster_representatives
 from al_core.learn.strategies.base import Strategy, derived_seed, random_fill
 from al_core.learn.strategies.context import SelectionContext
+from al_core.learn.strategies.errors import InvalidParameterError
 from al_core.learn.strategies.validation import check_int
 
 _STREAM_DROPOUT = 1
@@ -47,19 +49,26 @@ class DropQueryStrategy(Strategy):
 
     Scores: the number of dropout passes that disagreed with the clean
     prediction (mismatch, 0..M), for every pick including the random fill.
+
+    ``class_balance`` (an extension, off by default: docs/algorithms.md): step 5
+    takes from each cluster the nearest candidate whose predicted class still has
+    a quota (al_core.learn.strategies._balance); the clustering is unchanged.
     """
 
     name = "dropquery"
     needs_labels = True
     uses_probe = True
 
-    def __init__(self, *, n_passes: int = 3, candidate_factor: int = 25):
+    def __init__(self, *, n_passes: int = 3, candidate_factor: int = 25, class_balance: bool = False):
         self.n_passes = n_passes
         self.candidate_factor = candidate_factor
+        self.class_balance = class_balance
 
     def validate_params(self) -> None:
         check_int("n_passes", self.n_passes, minimum=1)
         check_int("candidate_factor", self.candidate_factor, minimum=1)
+        if not isinstance(self.class_balance, bool | np.bool_):
+            raise InvalidParameterError(f"class_balance must be true or false, got {self.class_balance!r}")
 
     def mismatch(self, ctx: SelectionContext) -> np.ndarray:
         """Disagreement count of every pool row (pool order)."""
@@ -78,7 +87,11 @@ class DropQueryStrategy(Strategy):
             # them (its training sample, then block by block): no candidates x D matrix
             mean, inv_std = probe.embedding_normalization
             z = Points(ctx.features, ctx.pool[cand], normalize=True, shift=mean.numpy(), scale=inv_std.numpy())
-            pos, _ = cluster_representatives(z, ctx.budget, ctx.seed)
+            if self.class_balance:
+                pos = balanced_representatives(z, ctx.budget, ctx.seed, probe.predict(ctx.features[ctx.pool[cand]]),
+                                               np.bincount(ctx.labels, minlength=ctx.n_classes))
+            else:
+                pos, _ = cluster_representatives(z, ctx.budget, ctx.seed)
             picked = cand[pos]
             return ctx.pool[picked], mismatch[picked].astype(np.float64)
         order = cand[np.lexsort((cand, -mismatch[cand]))]
