@@ -16,8 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from al_core.config import load_config
 from al_core.catalogue.store import sha256_file
+from al_core.config import load_config
+from al_core.loop.outbox import BATCH_CSV_HEADER
 from tests.conftest import ROOT
 from tests.loop_helpers import answer_batch, execute, make_project, run_requests
 
@@ -138,7 +139,7 @@ def assert_consistent(cfg, store, *, inbox_empty: bool = True) -> None:
     for r, budget in rounds:
         lines = (cfg.outbox / f"round-{r:04d}.csv").read_text().splitlines()
         want = [q[0] for q in store.fetch("SELECT image_id FROM queries WHERE round = ? ORDER BY rank", [r])]
-        assert lines[0] == "image_id,path,rank,score,strategy" and [ln.split(",")[0] for ln in lines[1:]] == want
+        assert lines[0] == ",".join(BATCH_CSV_HEADER) and [ln.split(",")[-2] for ln in lines[1:]] == want
         assert len(lines) == budget + 1
     csvs = {p.name for p in cfg.outbox.glob("round-*.csv")}
     assert csvs == {f"round-{r:04d}.csv" for r, _ in rounds}

@@ -168,7 +168,7 @@ def test_unanimous_disagreement_is_queued_for_adjudication_and_resolved_there(ma
         assert labels_q.adjudication_queue(con) == []  # in an open batch now
         assert rounds_q.proposal_problems(con, 1)["already_labelled_or_skipped"] == 0  # the asset check passes
     lines = (cfg.outbox / "round-0001.csv").read_text().splitlines()
-    assert lines[1].split(",")[4] == "adjudication"
+    assert dict(zip(lines[0].split(","), lines[1].split(","), strict=True))["strategy"] == "adjudication"
     tasks = json.loads((cfg.outbox / "round-0001.label-studio.json").read_text())
     assert tasks[0]["data"]["strategy"] == "adjudication"
     # the adjudicator's answer to the new batch decides; the earlier answers stay in the history

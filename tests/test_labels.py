@@ -224,10 +224,11 @@ def test_missing_label(tmp_path):
 
 
 def test_csv_header_errors(tmp_path):
-    e = only_error(parse(tmp_path, f"image_id,label,annotator,score\n{CAT[0]},cat,a,0.9\n"))
-    assert (e.line, e.field) == (1, "header") and "unknown column(s) 'score'" in e.message
-    e = only_error(parse(tmp_path, f"image_id;label\n{CAT[0]};cat\n"))
-    assert e.line == 1 and "delimiter must be a comma" in e.message
+    # `score` is the outbox CSV's column (read and ignored); a column no format knows is an error
+    e = only_error(parse(tmp_path, f"image_id,label,annotator,confidence\n{CAT[0]},cat,a,0.9\n"))
+    assert (e.line, e.field) == (1, "header") and "unknown column(s) 'confidence'" in e.message
+    e = only_error(parse(tmp_path, f"image_id|label\n{CAT[0]}|cat\n"))
+    assert e.line == 1 and "delimiter must be a comma, a semicolon or a tab" in e.message
     e = only_error(parse(tmp_path, f"image_id,annotator\n{CAT[0]},a\n"))
     assert e.line == 1 and "missing column(s) label" in e.message
     e = only_error(parse(tmp_path, f"image_id,label,label\n{CAT[0]},cat,cat\n"))

@@ -7,6 +7,7 @@ import pytest
 
 from al_core.catalogue import open_store
 from al_core.config import load_config
+from al_core.loop import outbox
 from tests.loop_helpers import answer_batch, execute, make_project, run_requests
 
 
@@ -35,8 +36,9 @@ def test_whole_loop_seed_labels_sensor_round(project):
     assert [r.job_name for r in reqs] == ["seed_job"]
     assert execute(defs, instance, reqs[0]).success
     batch0 = (cfg.outbox / "round-0000.csv").read_text().splitlines()
-    assert batch0[0] == "image_id,path,rank,score,strategy" and len(batch0) == 1 + 4
-    assert all(line.endswith(",centroid") for line in batch0[1:])
+    assert batch0[0] == ",".join(outbox.BATCH_CSV_HEADER) and len(batch0) == 1 + 4
+    assert batch0[0] == "rank,path,file_name,predicted,probability,score,score_means,strategy,image_id,label"
+    assert all(",centroid," in line and line.endswith(",") for line in batch0[1:])  # the label column left empty
     tasks = json.loads((cfg.outbox / "round-0000.label-studio.json").read_text())
     assert len(tasks) == 4 and all("image_id" in t["data"] for t in tasks)
     assert "<Choice value=\"skip\"/>" in (cfg.outbox / "label-studio-config.xml").read_text()

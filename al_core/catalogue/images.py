@@ -28,6 +28,13 @@ def known_image_ids(con) -> set[str]:
     return {r[0] for r in con.execute("SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok'").fetchall()}
 
 
+def ok_image_paths(con) -> list[tuple[str, str]]:
+    """(image_id, path) of every readable ('ok') path: the names a label file may give an image
+    (al_core.labels.names.ImageNames)."""
+    return [(r[0], r[1]) for r in con.execute(
+        "SELECT image_id, path FROM image_paths WHERE status = 'ok' AND image_id IS NOT NULL").fetchall()]
+
+
 def ok_images(con, source: str | None = None) -> list[tuple[str, str]]:
     """(image_id, one path) for every image with at least one ok path (of ``source``, a scanned root or
     manifest, or of all), by image_id."""

@@ -143,14 +143,16 @@ def rounds_main(argv: list[str]) -> int:
 
 def lineage_main(argv: list[str]) -> int:
     ap = _parser("al lineage", "Where one image came from, who labelled it, and which probes learnt from it.")
-    ap.add_argument("image_id", metavar="IMAGE_ID", help="the image's sha256, or a unique prefix (>= 8 hex chars)")
+    ap.add_argument("image_id", metavar="IMAGE", help="the image's sha256 or a unique prefix (>= 8 hex chars), its "
+                    "path relative to the image root, or its file name when unique")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
 
     def body(cfg, store):
+        from al_core.loop.outbox import image_names_root
         from al_core.reporting.audit import lineage
 
-        d = lineage(store, args.image_id)
+        d = lineage(store, args.image_id, image_names_root(cfg))
         print_safe(json_safe(d, indent=2) if args.json else format_lineage(d))
 
     return run_with_store("al lineage", args.config, body)

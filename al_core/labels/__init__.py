@@ -55,6 +55,10 @@ Validation, all formats:
 - ``image_id``: exactly 64 lowercase hex characters (the image's sha256). This
   also rejects path-like ids (``../x``, ``/etc/passwd``), absurdly long ids
   and SQL metacharacters; the id must also be known (``known_image_ids``).
+  When ``known_image_ids`` is an ``ImageNames`` (``names``; what the loop
+  passes), the image may also be named by its path relative to the image root
+  or its unique file name, in ``image_id`` or another of IMAGE_COLUMNS (an
+  ambiguous name is an error listing the candidates); ``..`` never resolves.
 - ``label``: one of ``classes`` or the skip label, case-sensitive, after
   trimming surrounding whitespace (the only normalisation: every value has its
   surrounding whitespace trimmed, nothing else). A skip-label row has
@@ -98,6 +102,7 @@ Modules, in import order (each imports only those above it):
   UTF-8, size limits, hashing).
 - ``strict_json``: duplicate keys, nesting depth, strings never converted, the
   array walker.
+- ``names``: ``ImageNames``, the images by id, relative path and unique file name.
 - ``csv_reader``, ``jsonl_reader``: the project's own formats.
 - ``label_studio``: the writers of Label Studio's labelling config and import
   tasks; ``ls_tasks`` (JSON export, target storage) and ``ls_rows`` (JSON_MIN,

@@ -28,7 +28,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING
 
 from al_core.labels.csv_reader import csv_header
-from al_core.labels.limits import MAX_FIELD_CHARS, READ_CHUNK
+from al_core.labels.limits import CSV_COLUMNS, MAX_FIELD_CHARS, READ_CHUNK
 from al_core.labels.reader import UTF8_BOM
 from al_core.labels.results import ErrorCollector, LabelRow
 from al_core.labels.rows import SECONDS_RE, RowValidator
@@ -170,7 +170,9 @@ def _header(data: bytes) -> list[str] | None:
     if not "".join(cells).strip():
         return None  # blank lines before the header
     header = csv_header(1, cells, ErrorCollector())
-    if header is None or (end >= 0 and data.startswith(UTF8_BOM, end + 1)):  # polars would drop a BOM on line 2
+    if header is None or "image_id" not in header or any(n not in CSV_COLUMNS for n in header):
+        return None  # images by path or file name, or the outbox's columns: the reference reader
+    if end >= 0 and data.startswith(UTF8_BOM, end + 1):  # polars would drop a BOM on line 2
         return None
     return list(header)
 

@@ -1,11 +1,12 @@
-"""JSON lines label files: one object per line with ``image_id`` and ``label``, optional inert strings and an
-optional ``seconds`` (a number: the time spent on the answer)."""
+"""JSON lines label files: one object per line with ``image_id`` (or another of IMAGE_COLUMNS: a path relative to
+the image root or a unique file name) and ``label``, optional inert strings and an optional ``seconds`` (a number:
+the time spent on the answer)."""
 
 from __future__ import annotations
 
 import json
 
-from al_core.labels.limits import CSV_REQUIRED, JSONL_KEYS, MAX_JSON_DEPTH
+from al_core.labels.limits import IMAGE_COLUMNS, JSONL_KEYS, MAX_JSON_DEPTH
 from al_core.labels.reader import LineReader
 from al_core.labels.results import ErrorCollector
 from al_core.labels.rows import RowValidator
@@ -43,10 +44,11 @@ def parse_jsonl(reader: LineReader, rows: RowValidator, errs: ErrorCollector) ->
         if unknown:
             errs.add(line, None, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(JSONL_KEYS)}")
             continue
-        vals = {k: json_str(obj, k, line, errs, required=k in CSV_REQUIRED) for k in JSONL_KEYS if k != "seconds"}
+        key = next((k for k in IMAGE_COLUMNS if obj.get(k) not in (None, "")), "image_id")
+        vals = {k: json_str(obj, k, line, errs, required=k in (key, "label")) for k in JSONL_KEYS if k != "seconds"}
         ok, seconds = rows.seconds_number(line, obj.get("seconds"))
         if not ok or any(v is BAD for v in vals.values()):
             continue
-        rows.add(line, vals["image_id"], vals["label"], vals["annotator"], vals["annotation_id"], vals["note"],
+        rows.add(line, vals[key], vals["label"], vals["annotator"], vals["annotation_id"], vals["note"],
                  seconds=seconds, seconds_source=None if seconds is None else "column")
     return n_records

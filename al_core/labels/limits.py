@@ -16,5 +16,12 @@ FORMATS = ("csv", "jsonl", "label_studio", "label_studio_min", "label_studio_csv
            "label_studio_task", "label_studio_annotation")
 CSV_COLUMNS = ("image_id", "label", "annotator", "annotation_id", "note", "seconds")
 CSV_REQUIRED = ("image_id", "label")
-JSONL_KEYS = CSV_COLUMNS
+# Columns (JSON lines keys) that may name the image instead of `image_id`, in the order a row's first non-empty one
+# is taken: each holds a sha256 id, a path relative to the image root or a unique file name (al_core.labels.names).
+IMAGE_COLUMNS = ("image_id", "path", "file_name", "filename", "file")
+# The outbox batch CSV's other columns (al_core.loop.outbox.BATCH_CSV_HEADER): read and ignored, so that CSV with
+# its `label` column filled is a label file.
+OUTBOX_COLUMNS = ("rank", "predicted", "probability", "score", "score_means", "strategy", "why")
+CSV_DELIMITERS = (",", ";", "\t")  # a header with no comma but one of the others: the file is read with it
+JSONL_KEYS = (*CSV_COLUMNS, *IMAGE_COLUMNS[1:])  # the image by id, path or file name, as in a CSV
 IMAGE_ID_LEN = 64

@@ -85,8 +85,17 @@ class RowValidator:
         if not iid:
             self.errs.add(line, field, "missing image_id", **ids)
             return None
+        resolve = getattr(self.known, "resolve", None)  # al_core.labels.names.ImageNames: paths and file names too
         if not ID_RE.fullmatch(iid):
-            self.errs.add(line, field, bad_id_reason(iid), image_id, **ids)
+            found, why = resolve(iid) if resolve is not None else (None, None)
+            if found is not None:
+                return found
+            if why is None:
+                why = bad_id_reason(iid)
+                if resolve is not None:
+                    why = (f"{why}; or its path relative to the image root, or its file name when unique: "
+                           "no image of the catalogue has this one")
+            self.errs.add(line, field, why, image_id, **ids)
             return None
         if iid not in self.known:
             self.errs.add(line, field, "unknown image_id: no image with this sha256 in the store", iid, **ids)

@@ -18,7 +18,9 @@ from al_core.catalogue import labels as labels_q
 from al_core.catalogue import requests as requests_q
 from al_core.config import ConfigError, ProjectConfig
 from al_core.files.hashing import DATABASE_ID_CHARS, RUN_KEY_DIGEST_CHARS
+from al_core.labels.names import ImageNames
 from al_core.loop.errors import LoopError
+from al_core.loop.outbox import image_names_root
 from al_core.loop.state import LoopState, loop_state, pending_work
 
 INBOX_SUFFIXES = (".csv", ".jsonl", ".json")
@@ -169,18 +171,19 @@ class ValidationUnavailable(LoopError):
     no class list): nothing can be judged now."""
 
 
-def validation_inputs(cfg: ProjectConfig, store) -> tuple[tuple[str, ...], frozenset[str]]:
-    """(classes, known image ids) a label file is validated against, with short read-only connections.
+def validation_inputs(cfg: ProjectConfig, store) -> tuple[tuple[str, ...], ImageNames]:
+    """(classes, known images) a label file is validated against, with short read-only connections.
 
     The classes are the project's (``cfg.class_names(store)``); the known images
-    are every image with a readable path (``catalogue.images.known_image_ids``).
+    are every image with a readable path (``catalogue.images.ok_image_paths``), named by sha256 id, by path
+    relative to the image root (``image_names_root``) or by a unique file name (al_core.labels.names).
     Raises ValidationUnavailable with the reason.
     """
     from al_core.catalogue import StoreError
 
     try:
         with store.connect(read_only=True, view=False) as con:
-            known = frozenset(images.known_image_ids(con))
+            known = ImageNames(images.ok_image_paths(con), image_names_root(cfg))
         classes = cfg.class_names(store)
     except (StoreError, ConfigError) as e:
         raise ValidationUnavailable(str(e)) from e

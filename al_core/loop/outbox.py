@@ -2,9 +2,13 @@
 
 For batch N (``batch_stem(N)`` = ``round-NNNN``):
 
-- ``round-NNNN.csv``: ``image_id,path,rank,score,strategy``, written last, so its
-  appearance means the batch is complete (the annotators, the simulated
-  annotator and the demo wait for it; the sensor's ``pending_work`` looks for it);
+- ``round-NNNN.csv``: BATCH_CSV_HEADER: ``rank,path,file_name,predicted,probability,score,score_means,strategy,
+  image_id,label``: the path relative to the image root (``image_names_root``), the probe's predicted class and
+  its probability (empty for the seed batch and under blind labelling, ``label_studio.prelabels: false``), the
+  strategy's score and what it means (al_core.learn.strategy_names.SCORE_MEANING), and an empty ``label`` column:
+  filled, the file is a label file (al_core.labels reads the other columns as the image's names or ignores them),
+  also after a spreadsheet's round trip. Written last, so its appearance means the batch is complete (the
+  annotators, the simulated annotator and the demo wait for it; the sensor's ``pending_work`` looks for it);
   an image to label again has the strategy ``relabel``, one proposed again for adjudication ``adjudication``;
 - ``round-NNNN.label-studio.json``: the same batch as Label Studio import tasks
   (al_core.labels.label_studio: image URLs under ``label_studio.document_root``,
@@ -12,7 +16,8 @@ For batch N (``batch_stem(N)`` = ``round-NNNN``):
   again, the probe's pre-labels);
 - ``label-studio-config.xml``: the labelling interface for the project's classes;
 - ``eval-holdout.csv``: the held-out images to label, when the ground truth does
-  not label them (``evaluation.labels_from_ground_truth: false``).
+  not label them (``evaluation.labels_from_ground_truth: false``): ``path,file_name,image_id,label``, a label
+  file once filled (delivered into ``inbox/eval/``).
 
 Every file is written atomically (``al_core.files.atomic``: a temporary file
 created exclusively under an unpredictable name, then renamed, so a link planted
@@ -39,11 +44,28 @@ from al_core.files import safe
 from al_core.files.atomic import atomic_write_text
 from al_core.files.safe import is_regular_file, open_regular
 from al_core.labels.label_studio import label_studio_config, label_studio_tasks
+from al_core.learn.strategy_names import SCORE_MEANING
 
 BATCH_CSV = re.compile(r"^round-(\d{4})\.csv$")  # the name batch_csv gives; its group is the batch's round
-BATCH_CSV_HEADER = ("image_id", "path", "rank", "score", "strategy")
+BATCH_CSV_HEADER = ("rank", "path", "file_name", "predicted", "probability", "score", "score_means", "strategy",
+                    "image_id", "label")
+EVAL_CSV_HEADER = ("path", "file_name", "image_id", "label")
 LABEL_STUDIO_CONFIG = "label-studio-config.xml"
 EVAL_HOLDOUT_CSV = "eval-holdout.csv"
+
+
+def image_names_root(cfg: ProjectConfig) -> Path | None:
+    """The folder an image's relative path starts from: the image root, else the manifest's folder."""
+    return cfg.image_root if cfg.image_root is not None else (cfg.manifest.parent if cfg.manifest else None)
+
+
+def relative_path(path: str, root: Path | None) -> str:
+    """``path`` relative to ``root`` with ``/`` (what a label file may name an image by), or as it is when outside."""
+    if root is not None:
+        rel = os.path.relpath(path, root)
+        if not rel.startswith(".."):
+            return rel.replace(os.sep, "/")
+    return path
 
 
 def batch_stem(round_: int) -> str:
@@ -129,8 +151,13 @@ def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str],
     atomic_write_text(ls_path, json.dumps(tasks, indent=1) + "\n")
     atomic_write_text(xml_path, label_studio_config(classes, cfg.labels.skip_label))
     fault_point("outbox.before_csv")
-    rows = [[iid, paths[iid], rank, "" if _score(sc) is None else repr(sc), st]
-            for rank, (iid, sc, st) in enumerate(zip(ids, scores, strategies, strict=True), 1)]
+    root, preds = image_names_root(cfg), predictions or {}
+    rows = []
+    for rank, (iid, sc, st) in enumerate(zip(ids, scores, strategies, strict=True), 1):
+        pred, prob = preds.get(iid) or (None, None)
+        rows.append([rank, relative_path(paths[iid], root), os.path.basename(paths[iid]), pred or "",
+                     "" if prob is None or math.isnan(prob) else f"{prob:.3f}",
+                     "" if _score(sc) is None else repr(sc), SCORE_MEANING.get(st, ""), st, iid, ""])
     atomic_write_text(csv_path, _csv_text(BATCH_CSV_HEADER, rows))
     return [str(csv_path), str(ls_path), str(xml_path)]
 
@@ -154,7 +181,10 @@ def repair_outbox(store, cfg: ProjectConfig, classes: Sequence[str]) -> list[str
 
 
 def write_eval_holdout(cfg: ProjectConfig, chosen: Sequence[str], paths: dict) -> Path:
-    """eval-holdout.csv: ``image_id,path`` of the held-out images for the annotators to label."""
+    """eval-holdout.csv: EVAL_CSV_HEADER of the held-out images for the annotators to label (a label file once its
+    ``label`` column is filled)."""
     set_aside(cfg.outbox / EVAL_HOLDOUT_CSV)
-    return atomic_write_text(cfg.outbox / EVAL_HOLDOUT_CSV,
-                             _csv_text(("image_id", "path"), [[iid, paths.get(iid, "")] for iid in chosen]))
+    root = image_names_root(cfg)
+    rows = [[relative_path(paths.get(iid, ""), root) if paths.get(iid) else "",
+             os.path.basename(paths.get(iid, "")), iid, ""] for iid in chosen]
+    return atomic_write_text(cfg.outbox / EVAL_HOLDOUT_CSV, _csv_text(EVAL_CSV_HEADER, rows))

@@ -40,12 +40,14 @@ import numpy as np
 import polars as pl
 
 from al_core.catalogue import audit as Q
+from al_core.catalogue import images as images_q
 from al_core.catalogue import labels as labels_q
 from al_core.catalogue import quality as quality_q
 from al_core.catalogue.reports import newest_embedded_config_id
 from al_core.catalogue.store import Store, StoreError, now
 from al_core.files.atomic import atomic_path
 from al_core.files.hashing import MIN_USER_PREFIX_CHARS, short
+from al_core.labels.names import ImageNames
 
 EXPORT_FORMATS = ("csv", "parquet")
 EXPORT_COLUMNS = ("image_id", "path", "label", "label_source", "predicted", "confidence", "probe_id", "n_paths",
@@ -135,8 +137,18 @@ def _check_image_prefix(image_id: str) -> str:
     return p
 
 
-def _resolve_image_id(con, image_id: str) -> str:
-    """The one image id that ``image_id`` (a whole id or a unique prefix) names; AuditError otherwise."""
+def _resolve_image_id(con, image_id: str, root: str | os.PathLike | None = None) -> str:
+    """The one image id that ``image_id`` (a whole id or a unique prefix, a path relative to ``root`` or as
+    listed, a unique file name: al_core.labels.names) names; AuditError otherwise."""
+    v = (image_id or "").strip()
+    if v and not re.fullmatch(r"[0-9a-fA-F]+", v):
+        found, why = ImageNames(images_q.ok_image_paths(con), root).resolve(v)
+        if found is not None:
+            return found
+        if why is not None:
+            raise AuditError(why)
+        raise AuditError(f"{image_id!r} is not an image id, nor the path (relative to the image root) or unique file "
+                         f"name of an image in the catalogue (or give a sha256 prefix of {MIN_USER_PREFIX_CHARS}+ hex)")
     p = _check_image_prefix(image_id)
     ids = Q.image_ids_with_prefix(con, p, AMBIGUOUS_SHOWN + 1)
     if not ids:
@@ -239,8 +251,9 @@ def _image_entry(img: dict | None) -> dict | None:
     return {**img, "first_seen": iso(img["first_seen"])}
 
 
-def lineage(store: Store, image_id: str) -> dict:
-    """Everything the catalogue knows about one image, by full id or unique prefix (>= 8 hex chars).
+def lineage(store: Store, image_id: str, root: str | os.PathLike | None = None) -> dict:
+    """Everything the catalogue knows about one image, by full id or unique prefix (>= 8 hex chars), by path
+    (relative to ``root``, the image root) or by unique file name.
 
     Keys: image_id, image (size, format, first_seen, first_scan_id; None if the
     image was never decoded), paths (path, status, error, source, first_seen,
@@ -265,7 +278,7 @@ def lineage(store: Store, image_id: str) -> dict:
     Raises AuditError for an unknown or ambiguous id.
     """
     with store.connect(read_only=True, view=False) as con:
-        iid = _resolve_image_id(con, image_id)
+        iid = _resolve_image_id(con, image_id, root)
         rows = _read_lineage(con, iid)
     labels, probes = _label_entries(rows)
     ev = rows["eval_set"]
