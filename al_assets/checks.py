@@ -104,6 +104,26 @@ def metrics_are_finite(context: dg.AssetCheckExecutionContext, project: ProjectR
 
 
 @dg.asset_check(asset=eval_metrics, blocking=False,
+                description="The round was scored on labelled evaluation images (warns while the evaluation set "
+                            "has no label: the metrics say 'not evaluated')")
+def round_is_evaluated(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
+    from al_core.loop.holdout import eval_set_state
+
+    cfg = project.load()
+    store = open_store(cfg)
+    value = store.get_asset_output("eval_metrics", _partition(context))
+    ev = eval_set_state(store, cfg)
+    n = int(value.get("n_eval") or 0)
+    status = value.get("status") or ("not evaluated" if not n else f"evaluated on {n} image(s)")
+    return dg.AssetCheckResult(
+        passed=n > 0, severity=dg.AssetCheckSeverity.WARN,
+        description=status + (f"; {ev['todo']}" if ev["todo"] and not n else ""),
+        metadata={"eval_images": dg.MetadataValue.text(str(n)),
+                  "eval_set_labelled": dg.MetadataValue.text(f"{ev['labelled']}/{ev['size']}"),
+                  "todo": dg.MetadataValue.text(ev["todo"] or "-")})
+
+
+@dg.asset_check(asset=eval_metrics, blocking=False,
                 description="The stop rule (stabilising predictions): warns once the model's predictions on the stop "
                             "set have stopped changing, with the projected gain and cost of the next batch")
 def labelling_still_changes_the_model(context: dg.AssetCheckExecutionContext, project: ProjectResource

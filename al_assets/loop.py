@@ -62,8 +62,19 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
         context.log.info(f"batch 0 {prop.note} (a retried run); the outbox files are in place")
     for w in prop.warnings:
         context.log.warning(w)
+    from al_core.loop.holdout import eval_set_state
+
+    ev = eval_set_state(store, cfg)
+    context.log.info(f"batch 0: {prop.budget} image(s) to label in {prop.outbox_files[0]} (gallery "
+                     f"{prop.outbox_files[-1]}); deliver the filled file into {cfg.inbox}/")
+    if ev["todo"]:
+        context.log.warning(ev["todo"])
     return dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
-        "eval_holdout": prop.eval_holdout} | _pictures(store, cfg, ("proposed_images",)))
+        "eval_holdout": prop.eval_holdout, "eval_labelled": dg.MetadataValue.text(f"{ev['labelled']}/{ev['size']}"),
+        "eval_todo": dg.MetadataValue.text(ev["todo"] or "the evaluation set is labelled"),
+        **({"eval_list": dg.MetadataValue.path(ev["csv"])} if ev["csv"] else {}),
+        **({"eval_review_page": dg.MetadataValue.path(ev["page"])} if ev["page"] else {}),
+    } | _pictures(store, cfg, ("proposed_images",)))
 
 
 def _proposal_metadata(prop, embeddings) -> dict:
@@ -80,6 +91,7 @@ def _proposal_metadata(prop, embeddings) -> dict:
         "select_seconds": dg.MetadataValue.float(round(prop.select_seconds, 3)),
         "budget_left": -1 if prop.budget_left is None else prop.budget_left,  # labels still to buy after this batch
         "outbox_csv": dg.MetadataValue.path(prop.outbox_files[0]),
+        "review_page": dg.MetadataValue.path(prop.outbox_files[-1]),  # the batch's gallery (round-NNNN.html)
         "note": prop.note or "",
         "classes": ", ".join(prop.classes),  # the class list the batch was scored with (the probe's, in order)
         "adjudication": prop.n_adjudication,
@@ -178,7 +190,7 @@ def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dic
     text = dg.MetadataValue.text  # counts as text: the UI plots numeric entries, and only the metrics should be
     return dg.Output(m, metadata={
         "round": text(str(m["round"])), "probe_id": m["probe_id"], "labels": text(str(m["n_labels"])),
-        "eval_images": text(str(m["n_eval"])),
+        "eval_images": text(str(m["n_eval"])), "status": text(m["status"]),
         **{k: _metric(m[k]) for k in METRIC_NAMES},
         "per_class_recall": dg.MetadataValue.json(m["per_class_recall"]),
     } | _value(store, cfg) | _pictures(store, cfg, ("confusion_matrix",)))

@@ -1,4 +1,4 @@
-"""The review gallery of a batch: an offline, sortable HTML page beside its CSV (al_core.reporting.review_page)."""
+"""The review gallery of a batch: an offline, sortable HTML page beside its CSV (al_core.loop.review_page)."""
 
 import html
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from al_core.reporting.review_page import THUMB_PX, ReviewItem, thumbnail_path, write_review_page
+from al_core.loop.review_page import THUMB_PX, ReviewItem, thumbnail_path, write_review_page
 from tests.conftest import SAMPLE_ROOT
 
 

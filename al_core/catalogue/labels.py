@@ -282,3 +282,15 @@ def set_eval_labels(con, rows: Iterable[tuple[str, str]], added_at) -> None:
 def labelled_eval_set(con) -> list[tuple[str, str]]:
     """(image_id, label) of every eval image with a label, by image_id."""
     return con.execute("SELECT image_id, label FROM eval_set WHERE label IS NOT NULL ORDER BY image_id").fetchall()
+
+
+def rejected_since_last_accepted(con) -> list[dict]:
+    """Label files rejected after the newest accepted one, oldest first: original_name, stored_path, reason (its
+    first error), received_at, is_eval."""
+    cols = ("original_name", "stored_path", "reason", "received_at", "is_eval")
+    rows = con.execute(
+        """SELECT original_name, stored_path, reason, received_at, is_eval FROM label_files
+           WHERE status = 'rejected' AND received_at > coalesce(
+               (SELECT max(received_at) FROM label_files WHERE status = 'accepted'), TIMESTAMP '1970-01-01')
+           ORDER BY received_at, original_name""").fetchall()
+    return [dict(zip(cols, r, strict=True)) for r in rows]

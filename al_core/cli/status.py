@@ -13,8 +13,10 @@ UNANSWERED_SHOWN = 10  # unanswered images of the open batch listed by name (--j
 
 
 def summary(store) -> dict:
-    """The database's path, al_core.catalogue.reports.store_summary and ``labelling`` (label_state_counts and
-    the open batch's batch_answer_summary), from one read-only connection."""
+    """The database's path, al_core.catalogue.reports.store_summary, ``labelling`` (label_state_counts and
+    the open batch's batch_answer_summary), ``last_round`` (the newest batch, None before the seed batch) and
+    ``rejected_deliveries`` (label files rejected since the last accepted one, with their first error), from one
+    read-only connection."""
     from al_core.catalogue import labels as labels_q
     from al_core.catalogue import rounds as rounds_q
     from al_core.catalogue.reports import store_summary
@@ -24,7 +26,48 @@ def summary(store) -> dict:
         open_round = rounds_q.latest_open_round(con)
         if open_round is not None:
             labelling["batch"] = rounds_q.batch_answer_summary(con, open_round)
-        return {"database": str(store.db_path), **store_summary(con), "labelling": labelling}
+        last, _ = rounds_q.last_round_and_spent(con)
+        rejected = labels_q.rejected_since_last_accepted(con)
+        return {"database": str(store.db_path), **store_summary(con), "labelling": labelling, "last_round": last,
+                "rejected_deliveries": rejected}
+
+
+def next_action(cfg, s: dict, ev: dict) -> str:
+    """The next thing to do, in one sentence, from the summary ``s`` and the evaluation set's state ``ev``."""
+    from al_core.loop.outbox import batch_csv, batch_page
+
+    if not s["images"]:
+        return f"run `al ingest` to scan and embed the images under {cfg.image_root or cfg.manifest}"
+    if not s["embedding_configs"]:
+        return "run `al ingest` to embed the images"
+    if s["rejected_deliveries"]:
+        r = s["rejected_deliveries"][-1]
+        return (f"fix the rejected delivery {r['original_name']} ({r['reason'] or 'see its .errors.json'}) and "
+                f"deliver it again into {cfg.inbox}/")
+    if s["last_round"] is None:
+        return ("keep `make ui` (the Dagster daemon) running: its sensor proposes the seed batch within two ticks "
+                f"into {cfg.outbox}/")
+    b = s["labelling"].get("batch")
+    if b and b["answered"] < b["proposed"]:
+        return (f"label batch {b['round']} ({b['answered']}/{b['proposed']} answered): fill the label column of "
+                f"{batch_csv(cfg.outbox, b['round'])} (gallery {batch_page(cfg.outbox, b['round'])}) or answer in "
+                f"Label Studio, and deliver the file into {cfg.inbox}/"
+                + (f"; then {ev['todo']}" if ev["todo"] and ev["size"] else ""))
+    if ev["todo"] and ev["size"]:
+        return ev["todo"][0].upper() + ev["todo"][1:]
+    if b:
+        return (f"batch {b['round']} is answered: the sensor starts the next round (or run `al round next`); "
+                "`al report` writes the report")
+    return "no batch is open (the budget is spent or the stop rule fired): `al report` writes the report"
+
+
+def print_next(s: dict, file=None) -> None:
+    ev = s["evaluation"]
+    print_safe(f"evaluation set  {ev['labelled']}/{ev['size']} labelled"
+               + (f" ({t(ev['todo'])})" if ev["todo"] else ""), file=file)
+    for r in s["rejected_deliveries"]:
+        print_safe(f"WARNING         rejected delivery {t(r['original_name'])}: {t(r['reason'] or '?')}", file=file)
+    print_safe(f"next            {t(s['next_action'])}", file=file)
 
 
 def print_quality(q: dict, file=None) -> None:
@@ -103,9 +146,12 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     def body(cfg, store):
+        from al_core.loop.holdout import eval_set_state
         from al_core.reporting.quality import quality_summary
 
         s = summary(store)
+        s["evaluation"] = eval_set_state(store, cfg)
+        s["next_action"] = next_action(cfg, s, s["evaluation"])
         v = value_status(cfg, store)
         q = quality_summary(store, cfg)
         if args.json:
@@ -114,5 +160,6 @@ def main(argv: list[str]) -> int:
             print_summary(s)
             print_quality(q)
             print_value(v)
+            print_next(s)
 
     return run_with_store("al status", args.config, body)

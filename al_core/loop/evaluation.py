@@ -12,6 +12,7 @@ from al_core.loop.pool import Pool, load_pool
 from al_core.value.record import prepare as prepare_value  # the manager's page: predictions, intervals, kappa
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1")  # each in [0, 1], None without a labelled eval image
+NOT_EVALUATED = "not evaluated: the evaluation set has no label yet"  # the metrics' status without a labelled image
 
 
 def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id: str) -> dict:
@@ -28,6 +29,7 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
     cls_index = {c: k for k, c in enumerate(pool.classes)}
     rows = [(iid, lab) for iid, lab in rows if iid in pool.index and lab in cls_index]
     out = {"round": round_, "probe_id": probe_id, "n_labels": int(len(pool.labeled)), "n_eval": len(rows)}
+    out["status"] = f"evaluated on {len(rows)} image(s)" if rows else NOT_EVALUATED
     if not rows:
         out.update(dict.fromkeys(METRIC_NAMES), per_class_recall={}, confusion=[])
     else:

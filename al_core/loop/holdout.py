@@ -85,3 +85,27 @@ def ensure_eval_set(store, cfg: ProjectConfig, classes: Sequence[str]) -> dict:
             paths = images.ok_path_of(con, [iid for iid, _ in chosen])
         outbox.write_eval_holdout(cfg, [iid for iid, _ in chosen], paths)
     return {"holdout": len(chosen), "created": len(chosen)}
+
+
+def eval_set_state(store, cfg: ProjectConfig) -> dict:
+    """Where the evaluation set stands: ``size`` (held out), ``labelled``, the list and gallery to label
+    (``csv``, ``page``: paths in the outbox, None when not written), the folder to deliver into (``deliver_to``),
+    and ``todo``: one sentence saying what to do (None once every held-out image has a label)."""
+    from al_core.loop.inbox import EVAL_FOLDER
+
+    with store.connect(read_only=True, view=False) as con:
+        size = labels_q.n_holdout(con)
+        labelled = len(labels_q.labelled_eval_set(con))
+    csv_path, page = cfg.outbox / outbox.EVAL_HOLDOUT_CSV, outbox.eval_page(cfg.outbox)
+    deliver_to = cfg.inbox / EVAL_FOLDER
+    todo = None
+    if not size and not labelled:
+        todo = ("no evaluation set yet: it is held out with the seed batch" if cfg.evaluation.holdout != 0 else
+                f"no evaluation set (evaluation.holdout: 0): deliver labelled images into {deliver_to}/ to score "
+                "the rounds")
+    elif labelled < size:
+        todo = (f"label the evaluation set ({labelled}/{size} labelled): fill the label column of {csv_path}"
+                + (f" (gallery {page})" if page.exists() else "")
+                + f" and deliver it into {deliver_to}/; until then the rounds are not evaluated")
+    return {"size": size, "labelled": labelled, "csv": str(csv_path) if csv_path.exists() else None,
+            "page": str(page) if page.exists() else None, "deliver_to": str(deliver_to), "todo": todo}

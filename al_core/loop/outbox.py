@@ -14,10 +14,13 @@ For batch N (``batch_stem(N)`` = ``round-NNNN``):
   (al_core.labels.label_studio: image URLs under ``label_studio.document_root``,
   the task data with each row's strategy, ``relabel: true`` for an image to label
   again, the probe's pre-labels);
+- ``round-NNNN.html``: the batch's review gallery (al_core.loop.review_page: thumbnails into ``thumbnails/``
+  that open the full image, file name, prediction, score, rank, why picked; sortable, offline), written before
+  the CSV;
 - ``label-studio-config.xml``: the labelling interface for the project's classes;
 - ``eval-holdout.csv``: the held-out images to label, when the ground truth does
   not label them (``evaluation.labels_from_ground_truth: false``): ``path,file_name,image_id,label``, a label
-  file once filled (delivered into ``inbox/eval/``).
+  file once filled (delivered into ``inbox/eval/``), with its gallery ``eval-holdout.html``.
 
 Every file is written atomically (``al_core.files.atomic``: a temporary file
 created exclusively under an unpredictable name, then renamed, so a link planted
@@ -44,7 +47,8 @@ from al_core.files import safe
 from al_core.files.atomic import atomic_write_text
 from al_core.files.safe import is_regular_file, open_regular
 from al_core.labels.label_studio import label_studio_config, label_studio_tasks
-from al_core.learn.strategy_names import SCORE_MEANING
+from al_core.learn.strategy_names import SCORE_MEANING, why_picked
+from al_core.loop.review_page import ReviewItem, write_review_page
 
 BATCH_CSV = re.compile(r"^round-(\d{4})\.csv$")  # the name batch_csv gives; its group is the batch's round
 BATCH_CSV_HEADER = ("rank", "path", "file_name", "predicted", "probability", "score", "score_means", "strategy",
@@ -52,6 +56,7 @@ BATCH_CSV_HEADER = ("rank", "path", "file_name", "predicted", "probability", "sc
 EVAL_CSV_HEADER = ("path", "file_name", "image_id", "label")
 LABEL_STUDIO_CONFIG = "label-studio-config.xml"
 EVAL_HOLDOUT_CSV = "eval-holdout.csv"
+EVAL_HOLDOUT_STEM = "eval-holdout"
 
 
 def image_names_root(cfg: ProjectConfig) -> Path | None:
@@ -75,6 +80,15 @@ def batch_stem(round_: int) -> str:
 
 def batch_csv(outbox: Path, round_: int) -> Path:
     return outbox / f"{batch_stem(round_)}.csv"
+
+
+def batch_page(outbox: Path, round_: int) -> Path:
+    """The batch's review gallery (``review_page.write_review_page``)."""
+    return outbox / f"{batch_stem(round_)}.html"
+
+
+def eval_page(outbox: Path) -> Path:
+    return outbox / f"{EVAL_HOLDOUT_STEM}.html"
 
 
 def batch_tasks_json(outbox: Path, round_: int) -> Path:
@@ -133,12 +147,14 @@ def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str],
 
     ``strategies``: each row's strategy (default ``strategy``; ``relabel`` for an image to label again, its task
     marked ``relabel: true``); ``predictions``: image id -> (class, probability)
-    of the probe ``model_version`` (the tasks' pre-labels). The CSV is written last: its appearance means the batch
-    is complete. Returns the three paths, CSV first.
+    of the probe ``model_version`` (the tasks' pre-labels). The review gallery ``round-NNNN.html`` is written
+    before the CSV, and the CSV last: its appearance means the batch is complete. Returns the four paths: CSV,
+    tasks, labelling config, gallery.
     """
     out = cfg.outbox
     csv_path, ls_path, xml_path = batch_csv(out, round_), batch_tasks_json(out, round_), out / LABEL_STUDIO_CONFIG
-    for p in (csv_path, ls_path, xml_path):
+    page_path = batch_page(out, round_)
+    for p in (csv_path, ls_path, xml_path, page_path):
         set_aside(p)
     strategies = list(strategies) if strategies is not None else [strategy] * len(ids)
     tasks = label_studio_tasks(round_, strategy, ids, scores, paths, cfg.labels.image_url_template,
@@ -150,16 +166,23 @@ def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str],
             task["data"]["relabel"] = True
     atomic_write_text(ls_path, json.dumps(tasks, indent=1) + "\n")
     atomic_write_text(xml_path, label_studio_config(classes, cfg.labels.skip_label))
-    fault_point("outbox.before_csv")
     root, preds = image_names_root(cfg), predictions or {}
-    rows = []
+    rows, items = [], []
     for rank, (iid, sc, st) in enumerate(zip(ids, scores, strategies, strict=True), 1):
         pred, prob = preds.get(iid) or (None, None)
-        rows.append([rank, relative_path(paths[iid], root), os.path.basename(paths[iid]), pred or "",
-                     "" if prob is None or math.isnan(prob) else f"{prob:.3f}",
+        prob = None if prob is None or math.isnan(prob) else float(prob)
+        rel = relative_path(paths[iid], root)
+        rows.append([rank, rel, os.path.basename(paths[iid]), pred or "", "" if prob is None else f"{prob:.3f}",
                      "" if _score(sc) is None else repr(sc), SCORE_MEANING.get(st, ""), st, iid, ""])
+        items.append(ReviewItem(rank, iid, paths[iid], rel, pred, prob, _score(sc), why_picked(st)))
+    n = len(ids)
+    write_review_page(out, batch_stem(round_), f"Batch {round_}: {n} image(s) to label ({strategy})",
+                      f"Label these images in {csv_path.name} (fill its label column) or in Label Studio "
+                      f"({ls_path.name}); deliver the file into the inbox {cfg.inbox}.", items,
+                      score_meaning=SCORE_MEANING.get(strategy, "the strategy's score"))
+    fault_point("outbox.before_csv")
     atomic_write_text(csv_path, _csv_text(BATCH_CSV_HEADER, rows))
-    return [str(csv_path), str(ls_path), str(xml_path)]
+    return [str(csv_path), str(ls_path), str(xml_path), str(page_path)]
 
 
 def repair_outbox(store, cfg: ProjectConfig, classes: Sequence[str]) -> list[str]:
@@ -184,7 +207,14 @@ def write_eval_holdout(cfg: ProjectConfig, chosen: Sequence[str], paths: dict) -
     """eval-holdout.csv: EVAL_CSV_HEADER of the held-out images for the annotators to label (a label file once its
     ``label`` column is filled)."""
     set_aside(cfg.outbox / EVAL_HOLDOUT_CSV)
+    set_aside(eval_page(cfg.outbox))
     root = image_names_root(cfg)
     rows = [[relative_path(paths.get(iid, ""), root) if paths.get(iid) else "",
              os.path.basename(paths.get(iid, "")), iid, ""] for iid in chosen]
+    items = [ReviewItem(k, iid, paths[iid], relative_path(paths[iid], root), reason="held out for evaluation")
+             for k, iid in enumerate(chosen, 1) if paths.get(iid)]
+    write_review_page(cfg.outbox, EVAL_HOLDOUT_STEM, f"Evaluation set: {len(chosen)} image(s) to label",
+                      f"Label these images in {EVAL_HOLDOUT_CSV} (fill its label column) and deliver the file into "
+                      f"{cfg.inbox / 'eval'}: until then the rounds are not evaluated. They are never trained on.",
+                      items, score_meaning="none (a stratified random hold-out)")
     return atomic_write_text(cfg.outbox / EVAL_HOLDOUT_CSV, _csv_text(EVAL_CSV_HEADER, rows))

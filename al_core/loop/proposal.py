@@ -31,7 +31,7 @@ class Proposal:
     select_seconds: float
     n_candidates: int
     note: str | None
-    outbox_files: list[str]  # the batch CSV first
+    outbox_files: list[str]  # the batch CSV, the Label Studio tasks, the labelling config, the review gallery
     config_id: str = ""
     probe_id: str | None = None  # the probe that scored the pool (None for the seed pool)
     n_labelled: int = 0  # training labels when the batch was selected
@@ -182,7 +182,7 @@ def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:
         raise LoopError(f"batch {round_} is not recorded")
     outbox.repair_outbox(store, cfg, cfg.class_names(store))
     files = [str(outbox.batch_csv(cfg.outbox, round_)), str(outbox.batch_tasks_json(cfg.outbox, round_)),
-             str(cfg.outbox / outbox.LABEL_STUDIO_CONFIG)]
+             str(cfg.outbox / outbox.LABEL_STUDIO_CONFIG), str(outbox.batch_page(cfg.outbox, round_))]
     scores = [float("nan") if q[2] is None else float(q[2]) for q in batch]
     note = f"already proposed by run {rec['run_id'] or '?'}: nothing done again"
     from al_core.loop.train import probe_classes
@@ -194,10 +194,25 @@ def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:
                     classes=classes)
 
 
+def make_inbox(cfg: ProjectConfig) -> None:
+    """``inbox/`` and ``inbox/eval/`` from the first proposal on, so an annotator told to drop a file in the inbox
+    finds it. An existing entry is left as it is (the round run sets aside an ``eval`` that is a link:
+    ``deliveries.safe_folders``)."""
+    import os
+
+    from al_core.loop.inbox import EVAL_FOLDER
+
+    cfg.inbox.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(cfg.inbox / EVAL_FOLDER):
+        (cfg.inbox / EVAL_FOLDER).mkdir()
+
+
 def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None = None) -> Proposal:
-    """Round 0 (the ``seed_pool`` step): hold out the evaluation set, then propose batch 0 with the seed strategy.
-    A batch 0 committed by an earlier run is reported (``committed_proposal``), not proposed again."""
+    """Round 0 (the ``seed_pool`` step): hold out the evaluation set (its list ``eval-holdout.csv`` and gallery
+    in the outbox when it waits for labels), make ``inbox/`` and ``inbox/eval/``, then propose batch 0 with the
+    seed strategy. A batch 0 committed by an earlier run is reported (``committed_proposal``), not proposed again."""
     held = ensure_eval_set(store, cfg, cfg.class_names(store))
+    make_inbox(cfg)
     try:
         prop = propose(store, cfg, 0, load_project_pool(store, cfg, config_id), run_id=run_id)
     except BatchAlreadyProposed:
