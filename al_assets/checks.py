@@ -93,6 +93,20 @@ def labels_are_known(context: dg.AssetCheckExecutionContext, project: ProjectRes
                                metadata={"unknown_images": unknown_img, "unknown_classes": unknown_cls})
 
 
+@dg.asset_check(asset=round_labels, blocking=False,
+                description="Every label file delivered to this run was accepted (warns on a rejected delivery, "
+                            "with its first error; the file and its .errors.json are in inbox/rejected/)")
+def deliveries_accepted(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
+    value = open_store(project.load()).get_asset_output("round_labels", _partition(context))
+    rejected = [f for f in value.get("files", []) if f.get("status") == "rejected"]
+    return dg.AssetCheckResult(
+        passed=not rejected, severity=dg.AssetCheckSeverity.WARN,
+        description=(f"{len(rejected)} delivery(ies) rejected: {rejected[0]['name']}: {rejected[0]['reason']}"
+                     if rejected else f"{len(value.get('files', []))} delivery(ies), none rejected"),
+        metadata={"rejected": dg.MetadataValue.json([{"name": f["name"], "first_error": f.get("reason")}
+                                                     for f in rejected])})
+
+
 @dg.asset_check(asset=eval_metrics, description="Metrics are finite and within [0, 1]")
 def metrics_are_finite(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
     from al_core.loop.evaluation import METRIC_NAMES

@@ -130,7 +130,15 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
                               warn=context.log.warning)
     value, rep = res.as_dict(), res.report
     counts = rep.counts
+    status = _round_status(rep, res.force_close)
+    context.instance.add_run_tags(context.run.run_id, {"al/status": status})  # the runs list shows why it is green
+    if status.startswith("waiting"):
+        context.log.info(f"round {r}: {status}: the rest of the run is skipped until the batch is answered")
+    for f in rep.files:
+        if f.status == "rejected":
+            context.log.warning(f"{f.name} rejected: {f.reason}")
     return dg.Output(value, metadata={
+        "status": dg.MetadataValue.text(status),
         "round": r,
         "files_accepted": counts.get("accepted", 0),
         "files_rejected": counts.get("rejected", 0),
@@ -142,6 +150,16 @@ def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, p
         "files": dg.MetadataValue.json(value["files"]),
         **_labelling_metadata(rep.labelling),
     })
+
+
+def _round_status(rep, force_close: bool) -> str:
+    """One phrase for the run's tag ``al/status`` and the metadata: ``waiting for labels (10/20)`` while the open
+    batch is not answered enough, else what the run goes on to do."""
+    if rep.ready or force_close:
+        return f"answered ({rep.answered}/{rep.proposed}): training the next round"
+    if rep.open_round is None:
+        return "no open batch"
+    return f"waiting for labels ({rep.answered}/{rep.proposed})"
 
 
 def _labelling_metadata(state: dict) -> dict:

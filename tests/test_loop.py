@@ -1,6 +1,7 @@
 """The labelling loop in process: ingest, seed pool, label file, sensor, round run, next batch."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -44,7 +45,7 @@ def test_whole_loop_seed_labels_sensor_round(project):
     assert "<Choice value=\"skip\"/>" in (cfg.outbox / "label-studio-config.xml").read_text()
     eval_ids = {r[0] for r in store.fetch("SELECT image_id FROM eval_set WHERE label IS NOT NULL")}
     assert len(eval_ids) == 12
-    assert not eval_ids & {line.split(",")[0] for line in batch0[1:]}
+    assert not eval_ids & {line.split(",")[-2] for line in batch0[1:]}  # image_id, then the empty label
     # nothing in the inbox: the sensor skips
     assert _requests(run_requests(defs, instance)) == []
 
@@ -61,15 +62,20 @@ def test_whole_loop_seed_labels_sensor_round(project):
     acc = store.fetch("SELECT accuracy, n_eval FROM metrics")[0]
     assert 0.0 <= acc[0] <= 1.0 and acc[1] == 12
     batch1 = (cfg.outbox / "round-0001.csv").read_text().splitlines()[1:]
-    assert len(batch1) == 4 and all(line.endswith(",dropquery") for line in batch1)
-    ids1 = {line.split(",")[0] for line in batch1}
-    assert not ids1 & (eval_ids | {line.split(",")[0] for line in batch0[1:]})
+    assert len(batch1) == 4 and all(line.split(",")[7] == "dropquery" for line in batch1)
+    ids1 = {line.split(",")[-2] for line in batch1}
+    assert not ids1 & (eval_ids | {line.split(",")[-2] for line in batch0[1:]})
     assert store.fetch("SELECT status, closed_by FROM rounds WHERE round = 0") == [("closed", "answered")]
     # lineage through asset inputs: the query set records the probe that scored it
     assert store.fetch("SELECT probe_id FROM rounds WHERE round = 1")[0][0] == probes[0][0]
     # asset checks of the round passed
     checks = res.get_asset_check_evaluations()
     assert all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
+    assert {"round_is_evaluated", "deliveries_accepted"} <= {c.check_name for c in checks}
+    # the query set links its review gallery (beside the batch CSV) as a path; the run says what it did
+    meta = res.asset_materializations_for_node("query_set")[0].metadata
+    assert meta["review_page"].path == str(cfg.outbox / "round-0001.html") and Path(meta["review_page"].path).exists()
+    assert instance.get_run_by_id(res.run_id).tags["al/status"] == "answered (4/4): training the next round"
 
 
 def test_partial_answer_waits_then_manual_close(project):
@@ -80,6 +86,10 @@ def test_partial_answer_waits_then_manual_close(project):
     req = _requests(run_requests(defs, instance))[0]
     res = execute(defs, instance, req)
     assert res.success
+    # a run that only waited says so in its tags and metadata, not an unexplained success
+    assert instance.get_run_by_id(res.run_id).tags["al/status"] == "waiting for labels (2/4)"
+    meta = res.asset_materializations_for_node("round_labels")[0].metadata
+    assert meta["status"].value == "waiting for labels (2/4)"
     assert store.fetch("SELECT count(*) FROM labels") == [(2,)]
     assert store.fetch("SELECT count(*) FROM probes") == [(0,)]  # 2/4 answered < 1.0: no probe, no new batch
     assert not (cfg.outbox / "round-0001.csv").exists()
@@ -109,7 +119,12 @@ def test_bad_file_rejected_whole_duplicate_recorded(project):
     old = time.time() - 5
     os.utime(bad, (old, old))
     req = _requests(run_requests(defs, instance))[0]
-    assert execute(defs, instance, req).success
+    res = execute(defs, instance, req)
+    assert res.success
+    # the rejected delivery is a visible warning in the UI: the round's check fails with severity WARN
+    (check,) = [c for c in res.get_asset_check_evaluations() if c.check_name == "deliveries_accepted"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "b-bad.csv" in check.description and "looks like a path" in check.description
     rows = dict(store.fetch("SELECT original_name, status FROM label_files"))
     assert rows == {"a-good.csv": "accepted", "b-bad.csv": "rejected"}
     assert store.fetch("SELECT count(*) FROM labels") == [(4,)]  # nothing from the bad file
