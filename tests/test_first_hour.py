@@ -174,3 +174,12 @@ def test_seed_proposal_writes_galleries_the_eval_list_and_the_inbox_and_status_s
     text = _check_gallery(outbox.batch_page(cfg.outbox, 1), [r["file_name"] for r in batch1])
     assert "top-two probability gap" in text and batch1[0]["predicted"] in text
     assert _status(cfg_file, capsys)["next_action"].startswith("label batch 1 (0/6 answered)")
+    # al rounds: answered/proposed per batch
+    from al_core.cli.audit import rounds_main
+
+    assert rounds_main(["--config", str(cfg_file), "--json"]) == 0
+    rows = {r["round"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows[0]["answered"], rows[0]["proposed"]) == (6, 6) and (rows[1]["answered"], rows[1]["proposed"]) == (0, 6)
+    assert rounds_main(["--config", str(cfg_file)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "answered" in table[0] and " 6/6 " in table[2] and " 0/6 " in table[3]

@@ -41,14 +41,15 @@ def _when(v: str | None) -> str:
 
 
 def format_rounds(rows: list[dict]) -> str:
-    head = ["round", "kind", "labels", "skips", "disagree", "strategy", "seed", "budget", "probe", "accuracy",
-            "bal.acc", "proposed (UTC)", "evaluated (UTC)", "status"]
+    head = ["round", "kind", "labels", "skips", "disagree", "strategy", "seed", "budget", "answered", "probe",
+            "accuracy", "bal.acc", "proposed (UTC)", "evaluated (UTC)", "status"]
     body = []
     for r in rows:
         probe = "-" if r["probe_id"] is None else f"v{r['probe_version']} ({r['probe_n_labels']})"
         body.append([str(r["round"]), t(r["kind"] or "-"), str(r["labels_so_far"]), str(r["skips_so_far"]),
                      str(r["disagreements_so_far"]), t(r["strategy"] or "-"), _num(r["seed"], "{}"),
-                     _num(r["budget"], "{}"), probe,
+                     _num(r["budget"], "{}"),
+                     "-" if r.get("proposed") is None else f"{r['answered']}/{r['proposed']}", probe,
                      _num(r["accuracy"]), _num(r["balanced_accuracy"]), _when(r["proposed_at"]),
                      _when(r["evaluated_at"]), t(r["status"])])
     if not body:
@@ -128,14 +129,19 @@ def format_lineage(d: dict) -> str:
 
 # ----------------------------------------------------------------------------- commands
 def rounds_main(argv: list[str]) -> int:
-    ap = _parser("al rounds", "One row per round: labels so far, strategy, seed, budget, accuracy, when.")
+    ap = _parser("al rounds", "One row per round: labels so far, strategy, seed, budget, answered/proposed of its "
+                 "batch, accuracy, when.")
     ap.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     args = ap.parse_args(argv)
 
     def body(cfg, store):
+        from al_core.catalogue import rounds as rounds_q
         from al_core.reporting.audit import rounds_table
 
         rows = rounds_table(store)
+        with store.connect(read_only=True, view=False) as con:  # answered/proposed of each batch
+            for r in rows:  # a round that proposed no batch has neither
+                r["answered"], r["proposed"] = rounds_q.answered_count(con, r["round"]) if r["kind"] else (None, None)
         print_safe(json_safe(rows, indent=2) if args.json else format_rounds(rows))
 
     return run_with_store("al rounds", args.config, body)
