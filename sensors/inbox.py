@@ -171,7 +171,7 @@ def _evaluate(context: dg.SensorEvaluationContext, project: ProjectResource):
     except ConfigError as e:  # the runs would fail too: nothing is started until the file is fixed
         return dg.SkipReason(f"the project file cannot be used, nothing is started until it is fixed: {e}")
     if not cfg.db_path.exists():
-        return dg.SkipReason(f"no database yet at {cfg.db_path}: run the ingest job first")
+        return dg.SkipReason(f"no database yet at {cfg.db_path}: run `al ingest` (or the ingest job) first")
     try:
         view = look_at_inbox(open_store(cfg, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S), cfg)
     except StoreError as e:
@@ -181,7 +181,8 @@ def _evaluate(context: dg.SensorEvaluationContext, project: ProjectResource):
 
     if view.state.last_round is None:
         if not view.has_embeddings:
-            return dg.SkipReason("waiting for embeddings (run ingest_job)")
+            return dg.SkipReason("waiting for embeddings: run `al ingest` (or materialise ingest_job); the seed batch "
+                                 "is proposed at the next tick after")
         seed, held = _attempts(context, [dg.RunRequest(run_key=f"{view.database_id}-seed-round-0",
                                                        job_name=seed_job.name, partition_key="0", tags=_tags())])
         if not seed:

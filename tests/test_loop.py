@@ -78,6 +78,25 @@ def test_whole_loop_seed_labels_sensor_round(project):
     assert instance.get_run_by_id(res.run_id).tags["al/status"] == "answered (4/4): training the next round"
 
 
+def test_al_ingest_alone_lets_the_sensor_propose_the_seed_batch(tmp_path):
+    """Issue 12, item 1: the seed step follows from the data: vectors made by `al ingest` (no Dagster run of
+    ingest_job at all) are seen by the sensor, which proposes the seed pool at its next tick."""
+    from al_assets.definitions import build_defs
+    from al_core.cli.ingest import main as ingest_main
+
+    cfg_file = make_project(tmp_path)
+    cfg = load_config(cfg_file)
+    defs, instance = build_defs(cfg), dg.DagsterInstance.ephemeral()
+    first = run_requests(defs, instance)
+    assert isinstance(first, dg.SkipReason) and "al ingest" in first.skip_message
+    assert ingest_main(["--config", str(cfg_file)]) == 0
+    reqs = _requests(run_requests(defs, instance))  # the next tick
+    assert [r.job_name for r in reqs] == ["seed_job"]
+    assert execute(defs, instance, reqs[0]).success
+    assert (cfg.outbox / "round-0000.csv").exists() and (cfg.outbox / "round-0000.html").exists()
+    assert instance.get_runs(dg.RunsFilter(job_name="ingest_job")) == []
+
+
 def test_partial_answer_waits_then_manual_close(project):
     cfg, defs, instance = project
     store = open_store(cfg)

@@ -1,9 +1,15 @@
-"""`al ingest`: scan an image folder (or manifest) and embed every new image, without Dagster."""
+"""`al ingest`: scan an image folder (or manifest) and embed every new image, without Dagster.
+
+It does what the ``embeddings`` asset does (al_core.ingest.commit.embed_into_catalogue: shard parts committed
+first, then what is missing embedded) and records the same value for it (``EMBEDDINGS_ASSET``), so the inbox
+sensor proposes the seed batch from the catalogue whichever path made the vectors."""
 
 import argparse
 import sys
 
 from al_core.cli.common import add_config_option, print_safe, run_with_store
+
+EMBEDDINGS_ASSET = "embeddings"  # the asset key whose value StoreJsonIOManager reads for seed_pool's input
 
 
 def main(argv: list[str]) -> int:
@@ -41,10 +47,12 @@ def _ingest(args, cfg, store) -> None:
     log(f"scan: {r.n_files} files, {r.n_new} new, {r.n_changed} changed, {r.n_unchanged} unchanged, "
         f"{r.n_missing} missing, {r.n_corrupt} corrupt ({r.seconds:.1f} s)")
     if not args.no_embed:
-        from al_core.ingest.pipeline import embed_missing
+        from al_core.ingest.commit import embed_into_catalogue
         from al_core.models.backbones import load_backbone
 
         bb = load_backbone(args.backbone, project_image_size=args.image_size, weights_path=args.weights)
-        res = embed_missing(store, bb, source=r.source, batch_size=args.batch_size, progress=log)
+        res = embed_into_catalogue(store, bb, source=r.source, run_id=None, batch_size=args.batch_size,
+                                   progress=log)
+        store.put_asset_output(EMBEDDINGS_ASSET, "", None, res.as_dict())  # what the embeddings asset stores
         log(f"embedded {res.n_embedded} images ({res.n_failed} failed) at {res.images_per_s:.1f} images/s")
     print_summary(summary(store))
