@@ -183,3 +183,33 @@ def test_seed_proposal_writes_galleries_the_eval_list_and_the_inbox_and_status_s
     assert rounds_main(["--config", str(cfg_file)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert "answered" in table[0] and " 6/6 " in table[2] and " 0/6 " in table[3]
+
+
+def test_al_report_links_every_gallery_and_says_simulated_only_for_simulated_deliveries(project, capsys):
+    from al_core.cli.report import main as report_main
+
+    cfg, store, truth, cfg_file = project
+    R.propose_seed(store, cfg, CONFIG_ID)
+    (cfg.inbox / "b0.csv").write_bytes(_filled(outbox.batch_csv(cfg.outbox, 0), truth))
+    R.ingest_label_files(store, cfg, [cfg.inbox / "b0.csv"], round_=1)
+    R.close_round(store, 0, "answered")
+    pool = R.load_pool(store, cfg, CONFIG_ID, CLASSES)
+    probe, rec = R.train_probe(store, cfg, 1, pool)
+    evaluate(store, cfg, 1, pool, probe, rec.probe_id)
+    R.propose(store, cfg, 1, pool, probe=probe, probe_id=rec.probe_id)
+    out = Path(cfg.base_dir) / "elsewhere" / "report.html"
+    assert report_main(["--config", str(cfg_file), "--out", str(out)]) == 0
+    capsys.readouterr()
+    text = out.read_text()
+    links = dict((h, label) for h, label in re.findall(r'<a href="([^"]+)">([^<]+)</a>', text) if ".html" in h)
+    targets = {(out.parent / urllib.parse.unquote(h)).resolve() for h in links}
+    assert targets == {outbox.batch_page(cfg.outbox, 0).resolve(), outbox.batch_page(cfg.outbox, 1).resolve(),
+                       outbox.eval_page(cfg.outbox).resolve()}
+    assert "simulated" not in text.lower()  # a real project's deliveries: nothing says simulated
+    # answers delivered by the simulated annotator: the report says how many
+    with open(outbox.batch_csv(cfg.outbox, 1), newline="") as f:
+        ids = [r["image_id"] for r in csv.DictReader(f)]
+    (cfg.inbox / "sim.csv").write_text("image_id,label,annotator\n" + "".join(f"{i},cat,simulated\n" for i in ids))
+    R.ingest_label_files(store, cfg, [cfg.inbox / "sim.csv"], round_=2)
+    assert report_main(["--config", str(cfg_file), "--out", str(out)]) == 0
+    assert "6 of its 12 labels delivered by the simulated annotator" in out.read_text()

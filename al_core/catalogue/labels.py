@@ -294,3 +294,11 @@ def rejected_since_last_accepted(con) -> list[dict]:
                (SELECT max(received_at) FROM label_files WHERE status = 'accepted'), TIMESTAMP '1970-01-01')
            ORDER BY received_at, original_name""").fetchall()
     return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def n_labels_by(con, annotators: Sequence[str]) -> tuple[int, int]:
+    """(labels delivered under one of ``annotators``' names, every label delivered): how many answers came from,
+    say, the simulated annotator."""
+    n, total = con.execute("SELECT count(*) FILTER (WHERE list_contains(?, annotator)), count(*) FROM labels",
+                           [list(annotators)]).fetchone()
+    return int(n), int(total)

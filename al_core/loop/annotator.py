@@ -79,6 +79,7 @@ def answer_round(cfg: ProjectConfig, round_: int, *, noise: float = 0.0, skip: f
 
 
 SECOND_ANNOTATOR = "simulated-2"  # the second annotator's name in its label files
+SIMULATED_ANNOTATORS = ("simulated", SECOND_ANNOTATOR)  # the names its deliveries carry (the report tells them apart)
 
 
 def second_opinion(cfg: ProjectConfig, round_: int, *, share: float, noise: float, seed: int = 0,

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+from pathlib import Path
 
 import polars as pl
 
+from al_core.catalogue import labels as labels_q
+from al_core.loop.annotator import SIMULATED_ANNOTATORS
 from al_core.reporting import data, value_page
 from al_core.reporting.gallery import gallery_items, gallery_png
 from al_core.reporting.plots import clean_curve, confusion_png, learning_curve_png, png_data_uri
@@ -68,11 +71,19 @@ def _summary_section(s: dict) -> list[str]:
     return ["<h2>Summary</h2><dl>", *(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows), "</dl>"]
 
 
-def _curve_section(curves: dict, problems: list[str]) -> list[str]:
+def _curve_section(curves: dict, problems: list[str], simulated: tuple[int, int] = (0, 0)) -> list[str]:
+    """``simulated``: (labels the simulated annotator delivered, every label): the loop's curve says "simulated"
+    only when some of its labels were."""
+    n_sim, n_all = simulated
+    loop = "The labelling loop's accuracy on its hold-out after each round" + (
+        f" ({n_sim} of its {n_all} labels delivered by the simulated annotator, from the ground truth)"
+        if n_sim else "")
+    sims = any(str(name).startswith("simulated") for name in curves)
     parts = ["<h2>Learning curve</h2>", _img(learning_curve_png(curves), "learning curve"),
-             '<p class="muted">The labelling loop\'s accuracy on its hold-out after each round, and every '
-             "<code>al simulate</code> run saved in the reports folder (mean over seeds, band: ± one standard "
-             "deviation; simulated annotators answer from the ground truth).</p>"]
+             f'<p class="muted">{_e(loop)}' + (", and every <code>al simulate</code> run saved in the reports "
+                                               "folder (mean over seeds, band: ± one standard deviation; these "
+                                               "simulations answer from the ground truth)" if sims else "")
+             + ".</p>"]
     shown = [(name, pts) for name, pts in ((n, clean_curve(p)) for n, p in curves.items()) if pts]
     if shown:
         parts.append('<table><tr><th class="l">curve</th><th>points</th><th>labels</th>'
@@ -85,14 +96,17 @@ def _curve_section(curves: dict, problems: list[str]) -> list[str]:
     return parts
 
 
-def _rounds_section(rounds: pl.DataFrame, metrics: pl.DataFrame) -> list[str]:
-    """One row per round with a batch or an evaluated probe: labels, metrics, strategy, budget, status."""
+def _rounds_section(rounds: pl.DataFrame, metrics: pl.DataFrame, galleries: dict | None = None) -> list[str]:
+    """One row per round with a batch or an evaluated probe: labels, metrics, strategy, budget, status, and a
+    link to the batch's review gallery (``galleries``: round -> link relative to the report)."""
+    galleries = galleries or {}
     table = rounds.join(metrics.select("round", "n_labels", "accuracy", "balanced_accuracy", "macro_f1"),
                         on="round", how="full", coalesce=True).sort("round")
     if table.is_empty():
         return ["<h2>Rounds</h2>", '<p class="muted">No round yet.</p>']
     head = ("<tr><th>round</th><th>labels</th><th>accuracy</th><th>balanced accuracy</th><th>macro F1</th>"
-            '<th class="l">strategy (batch proposed)</th><th>proposed</th><th class="l">status</th></tr>')
+            '<th class="l">strategy (batch proposed)</th><th>proposed</th><th class="l">status</th>'
+            '<th class="l">gallery</th></tr>')
     body = []
     for r in table.to_dicts():
         proposed = r["kind"] is not None  # a rounds row (kind is NOT NULL there)
@@ -101,7 +115,8 @@ def _rounds_section(rounds: pl.DataFrame, metrics: pl.DataFrame) -> list[str]:
             f"<tr><td>{r['round']}</td><td>{_e('–' if r['n_labels'] is None else r['n_labels'])}</td>"
             f"<td>{_fmt(r['accuracy'])}</td><td>{_fmt(r['balanced_accuracy'])}</td><td>{_fmt(r['macro_f1'])}</td>"
             f'<td class="l">{_e(strat)}</td><td>{_e(r["budget"] if proposed else "–")}</td>'
-            f'<td class="l">{_e(r["status"] if proposed else "–")}</td></tr>')
+            f'<td class="l">{_e(r["status"] if proposed else "–")}</td><td class="l">{_gallery_link(galleries, r)}'
+            "</td></tr>")
     return ["<h2>Rounds</h2>", "<table>" + head + "".join(body) + "</table>"
             '<p class="muted">Round r trains the probe on every label delivered for the batches before it '
             "(labels: how many), evaluates it on the hold-out, then proposes batch r with the strategy shown.</p>"]
@@ -137,7 +152,26 @@ def _gallery_section(rnd: int | None, strat: str | None, queries: list[dict]) ->
     return parts
 
 
-def build_report_html(store, cfg) -> str:
+def _gallery_link(galleries: dict, row: dict) -> str:
+    r = row["round"]
+    return f'<a href="{_e(galleries[r])}">batch {r}</a>' if r in galleries else "–"
+
+
+def _galleries(cfg, out_dir) -> dict[int, str]:
+    """round -> the batch's review gallery (al_core.loop.outbox.batch_page) as a link relative to ``out_dir``,
+    for every batch whose gallery is in the outbox; the evaluation list's under key -1."""
+    import os
+    import urllib.parse
+
+    from al_core.loop import outbox
+
+    pages = {r: outbox.batch_page(cfg.outbox, r) for r in outbox.batches_in(cfg.outbox)}
+    pages[-1] = outbox.eval_page(cfg.outbox)
+    rel = lambda p: urllib.parse.quote(os.path.relpath(p.absolute(), Path(out_dir).absolute()).replace(os.sep, "/"))
+    return {r: rel(p) for r, p in pages.items() if p.exists()}
+
+
+def build_report_html(store, cfg, out_dir=None) -> str:
     """The report's HTML text: the manager's page (al_core.reporting.value_page) first, then the summary,
     learning curves, rounds, what each round bought, annotators, the study's comparison, the latest
     confusion matrix, the latest batch and label quality (suspects, class balance, agreement, duplicates:
@@ -149,12 +183,17 @@ def build_report_html(store, cfg) -> str:
     last = data.last_confusion(metrics)
     curves, problems = data.all_curves(store, cfg)
     value = value_summary(store, cfg)
+    with store.connect(read_only=True, view=False) as con:
+        simulated = labels_q.n_labels_by(con, SIMULATED_ANNOTATORS)
+    galleries = _galleries(cfg, cfg.reports_dir if out_dir is None else out_dir)
     parts = [
         *_head(),
         *value_page.first_screen(value, curve_of(value)),
         *_summary_section(data.project_summary(store, cfg)),
-        *_curve_section(curves, problems),
-        *_rounds_section(data.round_overview(store), metrics),
+        *_curve_section(curves, problems, simulated),
+        *_rounds_section(data.round_overview(store), metrics, galleries),
+        *([f'<p>Evaluation set: <a href="{_e(galleries[-1])}">its review gallery</a>.</p>'] if -1 in galleries
+          else []),
         *value_page.details(value, study_comparison(cfg.reports_dir, cfg.target.value)),
         *_confusion_section(last, data.confusion_classes(last, cfg, store) if last else []),
         *_gallery_section(*data.latest_query_set(store)),

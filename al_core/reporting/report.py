@@ -62,13 +62,14 @@ def write_report(store, cfg, out_path: str | os.PathLike | None = None) -> Path:
     """Write the HTML report (default ``<data_dir>/reports/report.html``) atomically; return its path.
 
     One self-contained file: summary, learning curve (the loop's plus every
-    saved ``al simulate`` run), per-round table, latest confusion matrix, a
+    saved ``al simulate`` run), per-round table (each batch's review gallery linked, relative to the report),
+    latest confusion matrix, a
     gallery of the latest proposed images, and label quality (a gallery of the
     suspected label errors, class balance, agreement, duplicates:
     al_core.reporting.quality), every picture a base64 data URI.
     """
     out = Path(out_path) if out_path is not None else cfg.reports_dir / "report.html"
-    atomic_write_text(out, build_report_html(store, cfg))
+    atomic_write_text(out, build_report_html(store, cfg, out.parent))
     return out
 
 
