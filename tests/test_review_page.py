@@ -55,3 +55,18 @@ def test_thumbnails_are_made_once(tmp_path):
     write_review_page(tmp_path, "b", "t", "i", [item])
     assert t.stat().st_mtime_ns == first
     assert Path(tmp_path / "b.html").exists()
+
+
+def test_a_link_planted_as_the_thumbnails_folder_is_set_aside_never_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "thumbnails").symlink_to(outside)
+    src = sorted((SAMPLE_ROOT / "dog").iterdir())[0]
+    item = ReviewItem(1, "e" * 64, str(src), src.name)
+    write_review_page(outbox, "a", "t", "i", [item])
+    assert list(outside.iterdir()) == []  # nothing written through the link
+    t = thumbnail_path(outbox, item.image_id)
+    assert t.is_file() and not t.parent.is_symlink()
+    assert any(p.name.startswith("thumbnails.refused-") for p in outbox.iterdir())

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from al_core.files.atomic import atomic_write_bytes, atomic_write_text
 from al_core.files.hashing import short
+from al_core.files.safe import ensure_dir, is_regular_file
 
 THUMB_PX = 192  # longer side of a thumbnail (the issue asks at least 160); ~8-15 KB as JPEG
 THUMB_QUALITY = 85  # JPEG quality of a thumbnail
@@ -49,7 +50,7 @@ def thumbnail_path(outbox: Path, image_id: str) -> Path:
 def make_thumbnail(src: str, dest: Path) -> bool:
     """Write a JPEG thumbnail of ``src`` to ``dest`` once (True when it exists afterwards); never raises for a bad
     image (missing, corrupt, a decompression bomb): the page then says the image cannot be shown."""
-    if dest.exists():
+    if is_regular_file(dest):  # a link planted under that name is not a thumbnail: replaced by one
         return True
     from PIL import Image, ImageOps
 
@@ -106,7 +107,7 @@ def render(outbox: Path, title: str, intro: str, items: Sequence[ReviewItem], sc
         thumb = thumbnail_path(outbox, it.image_id)
         full = _href(outbox, it.path)
         name = os.path.basename(it.path)
-        if thumb.exists():
+        if is_regular_file(thumb):
             cell = (f'<a href="{full}" target="_blank"><img src="{_href(outbox, thumb)}" alt="{e(name)}" '
                     f'loading="lazy"></a>')
         else:
@@ -132,6 +133,8 @@ def write_review_page(outbox: Path, stem: str, title: str, intro: str, items: Se
                       score_meaning: str = "the strategy's score (higher: picked first)") -> Path:
     """Thumbnails for ``items`` (once each) and ``<outbox>/<stem>.html``, written atomically; returns the page."""
     outbox = Path(outbox)
+    outbox.mkdir(parents=True, exist_ok=True)
+    ensure_dir(outbox, THUMBNAILS_DIR)  # a real folder: a link planted under its name is set aside, never followed
     for it in items:
         make_thumbnail(it.path, thumbnail_path(outbox, it.image_id))
     return atomic_write_text(outbox / f"{stem}.html", render(outbox, title, intro, items, score_meaning))
