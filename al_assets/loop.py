@@ -108,11 +108,26 @@ def _batch_rules_metadata(prop) -> dict:
 
 
 def _table(prop, n: int = PROPOSED_ROWS_SHOWN) -> str:
-    rows = ["| rank | image_id | score |", "| --- | --- | --- |"]
-    for i, (iid, sc) in enumerate(zip(prop.image_ids[:n], prop.scores[:n], strict=True), 1):
-        rows.append(f"| {i} | `{short(iid)}` | {sc:.4g} |")
+    """The batch's first ``n`` rows as its CSV lists them: rank, file, predicted class and probability, score,
+    strategy (the review gallery, ``review_page``, shows every image)."""
+    import csv
+
+    from al_core.files.safe import open_regular
+
+    esc = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
+    rows = ["| rank | file | predicted | probability | score | strategy |", "| --- | --- | --- | --- | --- | --- |"]
+    try:
+        with open_regular(prop.outbox_files[0]) as raw:
+            batch = list(csv.DictReader(raw.read().decode("utf-8").splitlines()))[:n]
+    except (OSError, UnicodeDecodeError):
+        batch = [{"rank": i, "path": short(iid), "score": sc} for i, (iid, sc) in
+                 enumerate(zip(prop.image_ids[:n], prop.scores[:n], strict=True), 1)]
+    for r in batch:
+        rows.append(f"| {esc(r['rank'])} | `{esc(r['path'])}` | {esc(r.get('predicted') or '-')} | "
+                    f"{esc(r.get('probability') or '-')} | {esc(r.get('score') or '-')} | "
+                    f"{esc(r.get('strategy', ''))} |")
     if len(prop.image_ids) > n:
-        rows.append(f"| ... | {len(prop.image_ids) - n} more | |")
+        rows.append(f"| ... | {len(prop.image_ids) - n} more | | | | |")
     return "\n".join(rows)
 
 
