@@ -162,7 +162,9 @@ os.utime(os.path.join(inbox, b"caf\\xe9.csv"), (old, old))
     _assert_secret_nowhere(cfg, store, secret, before, _log_messages(result))
     assert store.fetch("SELECT count(*) FROM rounds") == [(1,)]
     # what is left is shown, never "inbox is empty"; no run is asked for it
-    assert sorted(p.name for p in cfg.inbox.iterdir()) == ["accepted", "late.csv.part", "notes.txt", "rejected"]
+    # (inbox/eval/ exists from the first proposal: issue 12, item 5)
+    assert sorted(p.name for p in cfg.inbox.iterdir()) == ["accepted", "eval", "late.csv.part", "notes.txt",
+                                                            "rejected"]
     tick = run_requests(defs, instance)
     assert isinstance(tick, dg.SkipReason) and "empty" not in tick.skip_message
     assert "late.csv.part" in tick.skip_message and "notes.txt" in tick.skip_message
