@@ -329,7 +329,7 @@ def test_simulated_annotator_answers_each_batch_once_from_the_ground_truth(proje
     delivered = answer_pending(cfg)
     assert [p.name for p in delivered] == ["simulated-round-0000.csv"] and pending_rounds(cfg) == []
     assert list_inbox(cfg.inbox, 0.0) == delivered and sorted(p.name for p in cfg.inbox.iterdir()) == [
-        "simulated-round-0000.csv"]  # no temporary file left behind
+        "eval", "simulated-round-0000.csv"]  # no temporary file left behind (inbox/eval/ made with the seed batch)
     truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
     batch = [r[0] for r in store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")]
     lines = delivered[0].read_text().splitlines()
