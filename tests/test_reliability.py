@@ -10,7 +10,6 @@ visible temporary file, and the loop continues. docs/reliability.md has the tabl
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from al_core.catalogue import open_store
+from al_core.files.processes import stop_group
 from tests.reliability_helpers import (
     ROOT,
     answer_batch,
@@ -33,7 +34,6 @@ from tests.reliability_helpers import (
     run_requests,
     sensor_and_run,
 )
-from al_core.catalogue import open_store
 
 
 def _counts(store):
@@ -159,8 +159,8 @@ def test_kill_while_proposing_then_resume(base_project, tmp_path, fault):
 
 # ----------------------------------------------------------------------------- 1. kills while embedding and scanning
 def test_kill_before_embedding_commit_keeps_committed_flushes(base_project, tmp_path):
-    from al_core.models.backbones import load_backbone
     from al_core.ingest.pipeline import embed_missing
+    from al_core.models.backbones import load_backbone
 
     cfg = copy_project(base_project, tmp_path / "p")
     store = open_store(cfg)
@@ -337,8 +337,8 @@ def _hold(cfg, seconds: float) -> subprocess.Popen:
 
 
 def test_reader_holding_the_database_while_a_round_writes(base_project, tmp_path):
-    from al_core.loop import ingest_label_files, list_inbox
     from al_core.catalogue.store import Store
+    from al_core.loop import ingest_label_files, list_inbox
 
     cfg = copy_project(base_project, tmp_path / "p", lock_timeout_s=1)
     store = open_store(cfg)
@@ -503,12 +503,7 @@ def test_daemon_fails_a_killed_run_retries_it_and_the_queue_goes_on(base_project
             time.sleep(1)
         addresses |= _listening(proc.pid)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc)
     assert once.exists(), "the fault point never fired"
     # nothing the daemon and its code server open listens beyond this machine
     assert addresses <= {"127.0.0.1", "::1"}, addresses
