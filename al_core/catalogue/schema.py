@@ -7,7 +7,7 @@ version is never edited: a change is a new version. docs/sql.md documents the
 columns of the audit views.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APP_NAME = "al-pipeline"  # schema_info 'app': tells our databases from any other DuckDB file
 
 
@@ -226,6 +226,12 @@ MIGRATIONS: dict[int, list[str]] = {
     # probe recorded before version 3 (read as the project's class list of the time it is read).
     3: [
         "ALTER TABLE probes ADD COLUMN classes VARCHAR DEFAULT NULL",
+    ],
+    # An image file whose name is not UTF-8: ``path`` holds its printable name (undecodable bytes as \xNN,
+    # al_core.files.safe.printable_name) and ``fs_path`` the path's bytes, which open the file. NULL when ``path``
+    # itself opens the file (every UTF-8 name).
+    4: [
+        "ALTER TABLE image_paths ADD COLUMN fs_path BLOB DEFAULT NULL",
     ],
 }
 
