@@ -184,7 +184,8 @@ def _record_changed(store: Store, failures: list[tuple[str, str | None, str]]) -
     """Paths whose bytes changed since the scan: recorded corrupt with the failure (the next scan hashes them)."""
     from al_core.ingest.embed import CHANGED_SINCE_SCAN
 
-    changed = [(path, error) for _, path, error in failures if path and error.startswith(CHANGED_SINCE_SCAN)]
+    changed = [(path, error[error.index(CHANGED_SINCE_SCAN):]) for _, path, error in failures
+               if path and CHANGED_SINCE_SCAN in error]
     if changed:
         with store.transaction() as con:
             for path, error in changed:
