@@ -66,11 +66,11 @@ class ScannedFile(NamedTuple):
     root: str | None = None
 
     def read_verified(self) -> bytes:
-        """The file's bytes, read once through ``al_core.ingest.scan.read_image_bytes``; ValueError starting with
+        """The file's bytes, read once through ``al_core.ingest.image_files.read_image_bytes``; ValueError starting with
         CHANGED_SINCE_SCAN when they no longer hash to ``sha256``."""
         import hashlib
 
-        from al_core.ingest.scan import read_image_bytes
+        from al_core.ingest.image_files import read_image_bytes
 
         data = read_image_bytes(self.path, self.root)
         digest = hashlib.sha256(data).hexdigest()
