@@ -577,7 +577,8 @@ def test_hostile_images_are_recorded_skipped_and_the_run_succeeds(tmp_path, samp
         return real_hash(p)
 
     def open_denied(path, flags, *a, **kw):  # root ignores chmod 000: deny the read the way the OS would
-        if str(path) == locked:
+        # (image files are opened by name inside their folder's descriptor: al_core.files.safe.open_regular)
+        if str(path) == locked or (kw.get("dir_fd") is not None and path == os.path.basename(locked)):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *a, **kw)
 
