@@ -195,19 +195,22 @@ def _quote(text: str) -> str:
 
 def _failing_view(message: str) -> str:
     """A view body with the view's columns that raises ``message`` whenever it is read."""
-    return (f"SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS config_id, NULL::VARCHAR AS shard, "
+    return ("SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS config_id, NULL::VARCHAR AS shard, "
             f"NULL::BIGINT AS dim, NULL::BLOB AS vector FROM range(1) WHERE error({_quote(message)}) IS NULL")
 
 
-def create_view(con, uri_of: Callable[[str], str], *, temp: bool = False) -> None:
+def create_view(con, uri_of: Callable[[str], str], *, temp: bool = False,
+                footer_problem: Callable[[str], str | None] | None = None) -> None:
     """(Re-)create the ``embeddings`` view (image_id, config_id, shard, dim, vector) over the committed parts.
 
     ``uri_of`` turns a part's relative path into what DuckDB opens (an absolute
     path or a URL), so the view answers from any working directory. ``temp``: a
-    view of this connection only (read-only connections). DuckDB reads a part
-    to bind the view; when it cannot (a damaged part), the view is made to
-    raise that part's one-line message when read, so every other query of the
-    connection still works.
+    view of this connection only (read-only connections). DuckDB reads the
+    first part of each config to bind the view; ``footer_problem(rel)`` checks
+    that part first (a failed statement would abort the caller's transaction),
+    and a config whose first part cannot be opened gets a select that raises
+    that part's one-line message (PartDamaged's) when read, so every other
+    query, and the transaction around it, still works.
     """
     import duckdb
 
@@ -218,13 +221,19 @@ def create_view(con, uri_of: Callable[[str], str], *, temp: bool = False) -> Non
         "SELECT config_id, rel_path FROM embedding_parts ORDER BY config_id, shard, part_id"
     ).fetchall() if "embedding_parts" in table_names(con) else []
     by_config: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
     for config_id, rel in parts:
         by_config.setdefault(config_id, []).append(uri_of(rel))
-    selects = [
-        f"SELECT image_id, {_quote(config_id)} AS config_id, left(image_id, {SHARD_HEX_DIGITS}) AS shard, "
-        f"octet_length(vector) // 4 AS dim, vector FROM read_parquet([{', '.join(_quote(p) for p in paths)}])"
-        for config_id, paths in by_config.items()
-    ]
+        first.setdefault(config_id, rel)
+    selects = []
+    for config_id, paths in by_config.items():
+        problem = footer_problem(first[config_id]) if footer_problem else None
+        if problem:
+            selects.append(_failing_view(str(PartDamaged(paths[0], problem))))
+            continue
+        selects.append(
+            f"SELECT image_id, {_quote(config_id)} AS config_id, left(image_id, {SHARD_HEX_DIGITS}) AS shard, "
+            f"octet_length(vector) // 4 AS dim, vector FROM read_parquet([{', '.join(_quote(p) for p in paths)}])")
     body = " UNION ALL ".join(selects) or EMPTY_VIEW
     create = f"CREATE OR REPLACE {'TEMP VIEW' if temp else 'VIEW'} embeddings AS "
     try:

@@ -225,6 +225,19 @@ def read_part(loc: VectorsLocation, rel: str) -> tuple[np.ndarray, np.ndarray]:
     return ids, vectors
 
 
+def footer_problem(loc: VectorsLocation, rel: str) -> str | None:
+    """What stops a reader from opening a part (None: its Parquet footer reads): a missing file, a cut footer."""
+    import pyarrow.parquet as pq
+
+    path, fs = loc.arrow_source(rel)
+    try:
+        with reading(loc, rel):
+            pq.read_metadata(path, filesystem=fs)
+    except PartDamaged as e:
+        return e.reason
+    return None
+
+
 def check_part(loc: VectorsLocation, rel: str, *, sha256: str, n_bytes: int, n_rows: int | None = None,
                dim: int | None = None) -> str | None:
     """What is wrong with a part against its record (None: nothing): missing, another size, another sha256,

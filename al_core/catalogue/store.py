@@ -44,7 +44,14 @@ from al_core.catalogue import asset_outputs
 from al_core.catalogue import embeddings as E
 from al_core.catalogue.errors import PartDamaged, SchemaVersionError, StoreError, StoreLockedError
 from al_core.catalogue.load import Embeddings, load_embeddings
-from al_core.catalogue.parts import SHARD_HEX_DIGITS, check_part, pending_commit, shard_of, write_part
+from al_core.catalogue.parts import (
+    SHARD_HEX_DIGITS,
+    check_part,
+    footer_problem,
+    pending_commit,
+    shard_of,
+    write_part,
+)
 from al_core.catalogue.schema import APP_NAME, MIGRATIONS, SCHEMA_VERSION, table_names
 from al_core.catalogue.vectors import VectorsLocation, is_url
 from al_core.faults import fault_point
@@ -225,7 +232,8 @@ class Store:
 
     # ------------------------------------------------------------------ embeddings
     def _create_embeddings_view(self, con, temp: bool = False) -> None:
-        E.create_view(con, self.vectors_loc.uri, temp=temp)
+        E.create_view(con, self.vectors_loc.uri, temp=temp,
+                      footer_problem=lambda rel: footer_problem(self.vectors_loc, rel))
 
     def register_embedding_config(self, config_id: str, config: dict) -> None:
         with self.transaction() as con:

@@ -74,7 +74,7 @@ def repair(store, report: VerifyReport, *, orphan_min_age_s: float) -> dict:
     bad = report.of_kind("damaged", "missing")
     with store.transaction() as con:
         n_vectors = E.drop_parts(con, [p.part_id for p in bad])
-        E.create_view(con, store.vectors_loc.uri)
+        store._create_embeddings_view(con)
     moved = 0
     loc = store.vectors_loc
     for p in report.of_kind("damaged"):
