@@ -470,3 +470,53 @@ def test_al_ingest_with_an_unusable_image_root_names_the_setting_and_the_fix(tmp
         assert open_store(cfg).fetch("SELECT status FROM image_paths") == [("corrupt",)]
     elif cfg.db_path.exists():  # refused before anything was recorded
         assert open_store(cfg).fetch("SELECT count(*) FROM scans") == [(0,)]
+
+
+_FLIPPER = """
+import os, sys
+victim, real, secret, stop = sys.argv[1:5]
+tmp_link, tmp_real = victim + ".tmp-link", victim + ".tmp-real"
+n = 0
+while not os.path.exists(stop):
+    os.symlink(secret, tmp_link)
+    os.replace(tmp_link, victim)  # the image is now a link to the file outside
+    os.link(real, tmp_real)
+    os.replace(tmp_real, victim)  # and the real file again
+    n += 1
+print(n)
+"""
+
+
+def test_a_second_process_flipping_an_image_and_a_link_outside_never_gets_the_outside_read(tmp_path):
+    from al_core.files.safe import UnsafeEntry
+    from al_core.ingest.image_files import read_image_bytes
+
+    root = tmp_path / "images"
+    victim = _png(root / "a" / "000.png", (1, 2, 3))
+    real = root / ".keep" / "000.png"  # a hidden folder: never listed, inside the root
+    real.parent.mkdir()
+    os.link(victim, real)
+    secret = _png(tmp_path / "outside" / "secret.png", (250, 250, 250)).read_bytes()
+    stop = tmp_path / "stop"
+    child = subprocess.Popen([sys.executable, "-c", _FLIPPER, str(victim), str(real),
+                              str(tmp_path / "outside" / "secret.png"), str(stop)], stdout=subprocess.PIPE, text=True)
+    seen = {"real": 0, "refused": 0, "gone": 0}
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            try:
+                data = read_image_bytes(str(victim), str(root))
+            except UnsafeEntry:  # a link where the file was, at the look or at the open: not followed
+                seen["refused"] += 1
+                continue
+            except OSError:  # the entry changed under a system call (no entry, not a link any more)
+                seen["gone"] += 1
+                continue
+            assert data != secret, "the file outside the image root was read"
+            assert data == real.read_bytes()
+            seen["real"] += 1
+    finally:
+        stop.write_text("")
+        flips = int(child.communicate(timeout=30)[0].strip() or 0)
+    print(f"{flips} flips; reads: {seen}")
+    assert flips > 50 and seen["real"] > 0 and seen["refused"] > 0, (flips, seen)
