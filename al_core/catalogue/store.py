@@ -42,7 +42,13 @@ import numpy as np
 
 from al_core.catalogue import asset_outputs
 from al_core.catalogue import embeddings as E
-from al_core.catalogue.errors import PartDamaged, SchemaVersionError, StoreError, StoreLockedError
+from al_core.catalogue.errors import (
+    NonFiniteVectors,
+    PartDamaged,
+    SchemaVersionError,
+    StoreError,
+    StoreLockedError,
+)
 from al_core.catalogue.load import Embeddings, load_embeddings
 from al_core.catalogue.parts import (
     SHARD_HEX_DIGITS,
@@ -282,7 +288,10 @@ class Store:
             raise ValueError(f"{len(image_ids)} image ids for {len(vectors)} vectors")
         if len(set(image_ids)) != len(image_ids):
             raise ValueError("duplicate image ids in one embedding write")
-        vectors = np.asarray(vectors)  # non-finite rows: NonFiniteVectors from write_part, naming the images
+        vectors = np.asarray(vectors)
+        bad = ~np.isfinite(vectors).all(axis=1) if vectors.ndim == 2 else np.zeros(0, bool)
+        if bad.any():  # before any part is written (write_part refuses them too, for other writers)
+            raise NonFiniteVectors([image_ids[i] for i in np.flatnonzero(bad)])
         by_shard: dict[str, list[int]] = {}
         for i, iid in enumerate(image_ids):
             by_shard.setdefault(shard_of(iid), []).append(i)
