@@ -269,7 +269,9 @@ def _synthetic_images(store, n: int, prefix: str = "s") -> list[str]:
     with store.transaction() as con:
         con.register("_syn", tbl)
         con.execute("INSERT INTO images SELECT image_id, 1, 1, 1, 'JPEG', ?, 0 FROM _syn", [ts])
-        con.execute("INSERT INTO image_paths SELECT path, image_id, 1, 0, 'ok', NULL, ?, ?, 0, '/synthetic' FROM _syn",
+        con.execute("INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, "
+                    "last_seen, last_scan_id, source) "
+                    "SELECT path, image_id, 1, 0, 'ok', NULL, ?, ?, 0, '/synthetic' FROM _syn",
                     [ts, ts])
         con.unregister("_syn")
     return ids
