@@ -10,6 +10,14 @@
   column) and goes to ``ground_truth``, apart from labels; only simulation
   reads it.
 - The whole scan is written in one transaction.
+- The root is a folder others write into (al_core.ingest.image_files): links
+  are followed only inside it, FIFOs and devices are recorded without being
+  opened, each file is read once and what is recorded (hash, size, pixels) is
+  what that read returned; a name that is not UTF-8 is stored printable with its
+  bytes in ``image_paths.fs_path``.
+- A root that is missing, not a folder or without image files raises
+  ``ImageRootError`` naming the setting (``images.root``) before anything is
+  recorded; ``require_images`` refuses a scanned root with no usable image.
 """
 
 import csv
