@@ -14,6 +14,7 @@ project config and the store, and builds the metadata that justifies its value.
 
 import dagster as dg
 
+from al_assets.failures import one_line_failures
 from al_core.catalogue import open_store
 from al_core.files.hashing import short
 from resources.project import ProjectResource
@@ -57,7 +58,8 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
     if _round(context) != 0:
         raise dg.Failure("seed_pool exists only for round 0")
     cfg, store = _project(project)
-    prop = propose_seed(store, cfg, embeddings["config_id"], run_id=context.run.run_id)
+    with one_line_failures():
+        prop = propose_seed(store, cfg, embeddings["config_id"], run_id=context.run.run_id)
     if prop.already_proposed:
         context.log.info(f"batch 0 {prop.note} (a retried run); the outbox files are in place")
     for w in prop.warnings:
@@ -149,8 +151,9 @@ def probe(context: dg.AssetExecutionContext, round_labels: dict, embeddings: dic
     from al_core.loop.train import train_round_probe
 
     cfg, store = _project(project)
-    rec = train_round_probe(store, cfg, _round(context), embeddings["config_id"], batch=round_labels,
-                            trigger=_trigger(context), run_id=context.run.run_id, log=context.log.info)
+    with one_line_failures():
+        rec = train_round_probe(store, cfg, _round(context), embeddings["config_id"], batch=round_labels,
+                                trigger=_trigger(context), run_id=context.run.run_id, log=context.log.info)
     if rec is None:  # the batch is not answered yet: nothing more this run
         return
     yield dg.Output(rec.as_dict(), metadata={
@@ -174,7 +177,8 @@ def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dic
     from al_core.loop.evaluation import METRIC_NAMES, evaluate_round
 
     cfg, store = _project(project)
-    m = evaluate_round(store, cfg, _round(context), embeddings["config_id"], probe["probe_id"])
+    with one_line_failures():
+        m = evaluate_round(store, cfg, _round(context), embeddings["config_id"], probe["probe_id"])
     text = dg.MetadataValue.text  # counts as text: the UI plots numeric entries, and only the metrics should be
     return dg.Output(m, metadata={
         "round": text(str(m["round"])), "probe_id": m["probe_id"], "labels": text(str(m["n_labels"])),
@@ -250,7 +254,8 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
         context.log.info("retraining run: no new batch is proposed")
         return
     cfg, store = _project(project)
-    prop = propose_round(store, cfg, r, embeddings["config_id"], probe["probe_id"], run_id=context.run.run_id)
+    with one_line_failures():
+        prop = propose_round(store, cfg, r, embeddings["config_id"], probe["probe_id"], run_id=context.run.run_id)
     if prop is None:
         from al_core.loop.state import stop_reason
 

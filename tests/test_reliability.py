@@ -270,7 +270,9 @@ def _synthetic_images(store, n: int, prefix: str = "s") -> list[str]:
     with store.transaction() as con:
         con.register("_syn", tbl)
         con.execute("INSERT INTO images SELECT image_id, 1, 1, 1, 'JPEG', ?, 0 FROM _syn", [ts])
-        con.execute("INSERT INTO image_paths SELECT path, image_id, 1, 0, 'ok', NULL, ?, ?, 0, '/synthetic' FROM _syn",
+        con.execute("INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, "
+                    "last_seen, last_scan_id, source) "
+                    "SELECT path, image_id, 1, 0, 'ok', NULL, ?, ?, 0, '/synthetic' FROM _syn",
                     [ts, ts])
         con.unregister("_syn")
     return ids
@@ -578,7 +580,8 @@ def test_hostile_images_are_recorded_skipped_and_the_run_succeeds(tmp_path, samp
         return real_hash(p)
 
     def open_denied(path, flags, *a, **kw):  # root ignores chmod 000: deny the read the way the OS would
-        if str(path) == locked:
+        # (image files are opened by name inside their folder's descriptor: al_core.files.safe.open_regular)
+        if str(path) == locked or (kw.get("dir_fd") is not None and path == os.path.basename(locked)):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *a, **kw)
 

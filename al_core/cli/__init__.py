@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "compare strategies in process on the embedded images (no annotators)"),
     "init": ("al_core.cli.init", "main", "write a commented default project file (al.yaml)"),
     "round": ("al_core.cli.round", "main", "`al round next`: close the open batch by hand"),
+    "verify": ("al_core.cli.verify", "main",
+               "check the stored vector parts against the catalogue; --repair drops damaged ones"),
     "simulate-annotator": ("al_core.cli.annotator", "main",
                            "answer query sets in the outbox from the ground truth (demo, tests)"),
 }
