@@ -68,7 +68,7 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
 
 def _push_to_label_studio(context, store, cfg) -> None:
     """label_studio.push_on_proposal: the batch pushed as `al labelstudio push` does; a failure is a warning."""
-    from al_core.labelstudio.sync import push_if_configured
+    from al_core.loop.labelstudio_sync import push_if_configured
 
     if (done := push_if_configured(store, cfg)) is not None:
         (context.log.info if done[0] else context.log.warning)(done[1])

@@ -165,7 +165,7 @@ def _requests_for(view, partition: str) -> list[dg.RunRequest]:
 def _pull_from_label_studio(context, cfg: ProjectConfig) -> None:
     """label_studio.pull_in_sensor: new annotations written into the inbox first (seen by this tick's look, once
     settled); a failure is a warning, never a stopped sensor."""
-    from al_core.labelstudio.sync import pull_if_configured
+    from al_core.loop.labelstudio_sync import pull_if_configured
 
     if (done := pull_if_configured(cfg)) is not None:
         (context.log.info if done[0] else context.log.warning)(done[1])

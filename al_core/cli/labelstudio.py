@@ -55,7 +55,7 @@ def _serve(args) -> int:
 
 def _connected(prog: str, args, action):
     """``action(cfg, store, client)`` run with the store and a checked client; user errors as one line."""
-    from al_core.labelstudio.sync import LabelStudioUserError, connect
+    from al_core.loop.labelstudio_sync import LabelStudioUserError, connect
 
     def body(cfg, store):
         try:
@@ -68,7 +68,7 @@ def _connected(prog: str, args, action):
 
 
 def _push(args) -> int:
-    from al_core.labelstudio.sync import push_batch
+    from al_core.loop.labelstudio_sync import push_batch
 
     def action(cfg, store, client):
         r = push_batch(store, cfg, client)
@@ -81,7 +81,7 @@ def _push(args) -> int:
 
 
 def _pull(args) -> int:
-    from al_core.labelstudio.sync import pull_annotations
+    from al_core.loop.labelstudio_sync import pull_annotations
 
     def action(cfg, store, client):
         r = pull_annotations(cfg, client, export_type=args.format)

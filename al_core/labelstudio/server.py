@@ -54,7 +54,7 @@ EXECUTABLE_ENV = "AL_LABEL_STUDIO_BIN"  # overrides where the `label-studio` exe
 ACCOUNT_FILE = "account.json"
 LOG_FILE = "label-studio.log"
 PID_FILE = "label-studio.pid"  # the process group id while it runs: `kill -TERM -- -$(cat ...)` stops it
-URL_FILE = "label-studio.url"  # its URL while it runs (al_core.labelstudio.sync finds the local server by it)
+URL_FILE = "label-studio.url"  # its URL while it runs: `al labelstudio push|pull` find the local server by it
 
 # Inherited variables Label Studio would read instead of our settings (it reads NAME, LABEL_STUDIO_NAME and
 # HEARTEX_NAME): a shell's USERNAME, HOST or PORT must not become the account, the URL prefix or the port.

@@ -40,6 +40,7 @@ from al_core.files.safe import is_regular_file, open_regular
 from al_core.labelstudio.client import LabelStudioAPIError, LabelStudioClient, LabelStudioUnreachable
 from al_core.labelstudio.server import ACCOUNT_FILE, running_url
 from al_core.labelstudio.urls import LOCAL_FILES_PREFIX
+from al_core.loop.outbox import LABEL_STUDIO_CONFIG, batch_tasks_json, repair_outbox
 
 PULL_STATE_FILE = "label-studio-pull.json"  # under data_dir: annotation id -> updated_at seen, per server and project
 PULL_SUFFIX = {"JSON": ".json", "JSON_MIN": ".json", "CSV": ".csv", "TSV": ".csv"}  # TSV as .csv, as Label Studio does
@@ -99,8 +100,6 @@ def _read_outbox_json(path: Path):
 
 def _batch_tasks(store, cfg: ProjectConfig) -> tuple[list[int], list[dict]]:
     """The open batches and their import tasks (outbox files rewritten first where a run left one missing)."""
-    from al_core.loop.outbox import LABEL_STUDIO_CONFIG, batch_tasks_json, repair_outbox
-
     with store.connect(read_only=True, view=False) as con:
         rounds = [r for r, _ in rounds_q.open_batches(con)]
     if not rounds:
@@ -134,8 +133,6 @@ def _ensure_storages(client: LabelStudioClient, cfg: ProjectConfig, project_id: 
 
 def push_batch(store, cfg: ProjectConfig, client: LabelStudioClient) -> dict:
     """Create or update the project and import the open batch (the module docstring); what was done."""
-    from al_core.loop.outbox import LABEL_STUDIO_CONFIG
-
     rounds, tasks = _batch_tasks(store, cfg)
     config = (cfg.outbox / LABEL_STUDIO_CONFIG).read_text(encoding="utf-8")
     try:
