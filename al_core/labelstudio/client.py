@@ -112,7 +112,9 @@ class LabelStudioClient:
         found = self.find_project(title)
         body = {"title": title, "label_config": label_config, **fields}
         if found:
-            if all(found.get(k) == v for k, v in body.items()):
+            same = {k: (found.get(k) or "").strip() == v.strip() if k == "label_config" else found.get(k) == v
+                    for k, v in body.items()}  # Label Studio keeps the config without its final newline
+            if all(same.values()):
                 return found
             return self.request("PATCH", f"/api/projects/{found['id']}", body)
         return self.request("POST", "/api/projects", body)
