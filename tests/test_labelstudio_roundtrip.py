@@ -406,6 +406,41 @@ def test_pull_end_to_end_updates_replace_and_nothing_is_applied_twice(s, pushed)
         assert pred["result"][0]["value"]["choices"][0] in CLASSES
 
 
+def test_push_on_proposal_and_pull_in_sensor(s, pushed, monkeypatch):
+    """What the round run (label_studio.push_on_proposal) and the inbox sensor (pull_in_sensor) call: never raising,
+    a line for the log either way; nothing at all with the settings off."""
+    from al_core.loop.labelstudio_sync import pull_if_configured, push_if_configured
+
+    dest, cfg, store = fresh_copy(s, "auto")
+    assert push_if_configured(store, cfg) is None and pull_if_configured(cfg) is None  # off by default
+    conf = yaml.safe_load((dest / "al.yaml").read_text())
+    conf["label_studio"].update(url=s["url"], project="auto-copy", push_on_proposal=True, pull_in_sensor=True)
+    (dest / "al.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True))
+    cfg = load_config(dest / "al.yaml")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", s["token"])
+    ok, line = push_if_configured(store, cfg)
+    assert ok and re.fullmatch(r"pushed batch 0 to Label Studio project \d+ at http://127\.0\.0\.1:\d+: 6 task\(s\) "
+                               r"imported, 0 already there", line), line
+    alice = pushed["alice"]
+    project = alice.find_project("auto-copy")
+    [first, *_] = alice.tasks(project["id"])
+    alice.annotate(first["id"], choice_result("ship"), lead_time=1.0)
+    ok, line = pull_if_configured(cfg)
+    assert ok and "1 new or updated annotation(s) into" in line, line
+    [pulled] = pending_files(cfg)
+    assert [t["id"] for t in json.loads(pulled.read_text())] == [first["id"]]
+    assert pull_if_configured(cfg) == (True, f"label_studio.pull_in_sensor: nothing new in Label Studio project "
+                                             f"{project['id']}")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "0" * 40)
+    ok, line = pull_if_configured(cfg)
+    assert not ok and "refused the token in $LABEL_STUDIO_API_KEY (HTTP 401)" in line and "0" * 40 not in line
+    conf["label_studio"]["url"] = f"http://127.0.0.1:{free_port()}"
+    (dest / "al.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True))
+    ok, line = push_if_configured(store, load_config(dest / "al.yaml"))
+    assert not ok and "cannot reach Label Studio" in line and "push it later with `al labelstudio push`" in line
+    assert len(alice.tasks(project["id"])) == 6 and len(alice.tasks(pushed["project"]["id"])) > 0
+
+
 def test_serve_stops_on_ctrl_c(s, pushed):
     """Runs last: Ctrl-C to `al labelstudio serve` stops Label Studio and removes its pid and URL files."""
     code = _stop(s["serve_proc"], s["proj"])
