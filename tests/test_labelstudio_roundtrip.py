@@ -107,9 +107,10 @@ def make_project(proj: Path) -> None:
     assert sorted(b0.image_ids) == ids
 
 
-def fresh_copy(s, name: str):
-    """A copy of the project as it was with batch 0 just proposed (before Label Studio saw it)."""
-    dest = s["top"] / f"copy-{name}"
+def fresh_copy(s, name: str, *, under_document_root: bool = False):
+    """A copy of the project as it was with batch 0 just proposed (before Label Studio saw it); one that pushes
+    lies under the server's document root (the project's folder), as Label Studio asks of a storage."""
+    dest = (s["proj"] if under_document_root else s["top"]) / f"copy-{name}"
     shutil.copytree(s["template"], dest)
     cfg = load_config(dest / "al.yaml")
     return dest, cfg, open_store(cfg)
@@ -411,7 +412,17 @@ def test_push_on_proposal_and_pull_in_sensor(s, pushed, monkeypatch):
     a line for the log either way; nothing at all with the settings off."""
     from al_core.loop.labelstudio_sync import pull_if_configured, push_if_configured
 
-    dest, cfg, store = fresh_copy(s, "auto")
+    # pushed from a folder outside Label Studio's document root: refused, with Label Studio's reason
+    dest, cfg, store = fresh_copy(s, "outside")
+    conf = yaml.safe_load((dest / "al.yaml").read_text())
+    conf["label_studio"].update(project="outside")
+    (dest / "al.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True))
+    r = al("labelstudio", "push", "--url", s["url"], cwd=dest, LABEL_STUDIO_API_KEY=s["token"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert re.search(r"refused the push: .*HTTP 400: Absolute local path .*copy-outside/images\" must be a "
+                     r"subdirectory of LOCAL_FILES_DOCUMENT_ROOT", r.stderr.splitlines()[-1]), r.stderr
+
+    dest, cfg, store = fresh_copy(s, "auto", under_document_root=True)
     assert push_if_configured(store, cfg) is None and pull_if_configured(cfg) is None  # off by default
     conf = yaml.safe_load((dest / "al.yaml").read_text())
     conf["label_studio"].update(url=s["url"], project="auto-copy", push_on_proposal=True, pull_in_sensor=True)

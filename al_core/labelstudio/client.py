@@ -33,7 +33,21 @@ TIMEOUT_S = 120  # one request; an export of a large project is built synchronou
 class LabelStudioAPIError(RuntimeError):
     def __init__(self, method: str, path: str, status: int, body: str):
         self.method, self.path, self.status, self.body = method, path, status, body
-        super().__init__(f"Label Studio {method} {path}: HTTP {status}: {body[:500]}")
+        super().__init__(f"Label Studio {method} {path}: HTTP {status}: {self.reason}")
+
+    @property
+    def reason(self) -> str:
+        """Label Studio's own words: its validation errors, else its ``detail``, else the body (500 characters)."""
+        try:
+            answer = json.loads(self.body)
+        except ValueError:
+            return self.body[:500]
+        if not isinstance(answer, dict):
+            return self.body[:500]
+        errors = answer.get("validation_errors")
+        if isinstance(errors, dict) and errors:
+            return "; ".join(" ".join(map(str, v)) if isinstance(v, list) else str(v) for v in errors.values())[:500]
+        return str(answer.get("detail") or self.body)[:500]
 
 
 class LabelStudioUnreachable(RuntimeError):
