@@ -438,7 +438,9 @@ def test_push_on_proposal_and_pull_in_sensor(s, pushed, monkeypatch):
     alice.annotate(first["id"], choice_result("ship"), lead_time=1.0)
     ok, line = pull_if_configured(cfg)
     assert ok and "1 new or updated annotation(s) into" in line, line
-    [pulled] = pending_files(cfg)
+    [pulled] = [p for p in pending_files(cfg) if p.name.startswith("label-studio-")]
+    # the copy's target storage (push added it) wrote the task's file beside it
+    assert sorted(p.name for p in pending_files(cfg)) == sorted([pulled.name, f"{first['id']}.json"])
     assert [t["id"] for t in json.loads(pulled.read_text())] == [first["id"]]
     assert pull_if_configured(cfg) == (True, f"label_studio.pull_in_sensor: nothing new in Label Studio project "
                                              f"{project['id']}")

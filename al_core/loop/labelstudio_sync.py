@@ -155,11 +155,10 @@ def _state_key(client: LabelStudioClient, project_id: int) -> str:
 def _read_state(cfg: ProjectConfig) -> dict:
     path = cfg.data_dir / PULL_STATE_FILE
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+        state = json.loads(path.read_text())
+    except (ValueError, OSError):  # missing or unreadable: the next pull writes the whole export
         return {}
-    except (ValueError, OSError):
-        return {}  # unreadable: the next pull writes the whole export (nothing is applied twice)
+    return state if isinstance(state, dict) and all(isinstance(v, dict) for v in state.values()) else {}
 
 
 def _user_objects(client: LabelStudioClient) -> dict[int, dict]:
