@@ -223,7 +223,7 @@ def test_serve_binds_loopback_and_prints_the_account(s):
 
 
 def test_serve_refuses_a_public_address_unless_told(s):
-    r = al("labelstudio", "serve", "--host", "0.0.0.0", cwd=s["proj"])
+    r = al("labelstudio", "serve", "--host", "192.0.2.10", cwd=s["proj"])  # TEST-NET-1: refused before any bind
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "not a loopback address" in r.stderr and "--allow-remote" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("al labelstudio serve: refusing")

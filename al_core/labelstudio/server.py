@@ -84,6 +84,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def free_port(host: str = HOST) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -172,9 +179,9 @@ class LabelStudioServer:
             raise LabelStudioError(f"the document root {self.document_root} must be a parent folder of the images "
                                    f"{self.image_root} (Label Studio refuses a storage equal to the root)")
         self.task_files = task_files
-        self.port = port or free_port(HOST if host in ("0.0.0.0", "::") else host)
-        # the address this process probes it at (a wildcard bind answers on loopback too)
-        probe = HOST if host in ("0.0.0.0", "::") else host
+        # the address this process probes it at (a bind to every interface answers on loopback too)
+        probe = HOST if _is_unspecified(host) else host
+        self.port = port or free_port(probe)
         self.url = f"http://{'[' + probe + ']' if ':' in probe else probe}:{self.port}"
         self.executable = Path(executable) if executable else default_executable()
         self.email, self.extra_env, self.start_timeout_s = email, extra_env, start_timeout_s
