@@ -64,8 +64,17 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
         context.log.info(f"batch 0 {prop.note} (a retried run); the outbox files are in place")
     for w in prop.warnings:
         context.log.warning(w)
+    _push_to_label_studio(context, store, cfg)
     return dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
         "eval_holdout": prop.eval_holdout} | _pictures(store, cfg, ("proposed_images",)))
+
+
+def _push_to_label_studio(context, store, cfg) -> None:
+    """label_studio.push_on_proposal: the batch pushed as `al labelstudio push` does; a failure is a warning."""
+    from al_core.loop.labelstudio_sync import push_if_configured
+
+    if (done := push_if_configured(store, cfg)) is not None:
+        (context.log.info if done[0] else context.log.warning)(done[1])
 
 
 def _proposal_metadata(prop, embeddings) -> dict:
@@ -270,6 +279,7 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
         context.log.info(f"batch {r} {prop.note} (a retried run); the outbox files are in place")
     for w in prop.warnings:
         context.log.warning(w)
+    _push_to_label_studio(context, store, cfg)
     yield dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
         "probe_id": prop.probe_id or "", "already_proposed": prop.already_proposed}
                     | _pictures(store, cfg, ("proposed_images",)))
