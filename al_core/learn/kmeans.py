@@ -256,14 +256,15 @@ def _final_assign(points: Points, centers: torch.Tensor) -> tuple[np.ndarray, np
     """Nearest centre of every point (first on ties), and the squared distance to it.
 
     Blocks of _assign_rows(k) points on worker threads, each gathered (and transformed) into
-    that worker's own buffers: no allocation per block, no copy of the points. A block costs
-    its product and its minimum: the distance of a point is the expanded form the product
-    gives (clamped at 0), within ``_expanded_error_bound(D) * (|x|^2 + |c|^2)`` of the exact
+    that worker's own buffers: no allocation per block, no copy of the points. Past the gather
+    and transform, a block costs its product, its minimum and its rows' squared norms: the
+    distance of a point is the expanded form the product gives (clamped at 0), within
+    ``_expanded_error_bound(D) * (|x|^2 + |c|^2)`` of the exact
     one. The exact distance (the difference, squared and summed, which the expanded form's
     cancellation would lose for small distances) is computed afterwards only for the points
-    whose rank or size that rounding could change: every point within twice its bound of its
-    cluster's smallest distance (so the member nearest each centroid, which
-    :func:`nearest_to_centroids` picks, is decided on exact distances), every point whose
+    whose rank or size that rounding could change: every point whose distance minus its bound is
+    at most the smallest distance plus bound in its cluster (so the member nearest each centroid,
+    which :func:`nearest_to_centroids` picks, is decided on exact distances), every point whose
     distance is below its bound, and every point when a cluster is left empty (the farthest
     points fill it).
     """
