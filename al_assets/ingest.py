@@ -9,6 +9,7 @@ next asset receives as its input: lineage goes through asset inputs.
 import dagster as dg
 from pydantic import Field
 
+from al_assets.failures import one_line_failures
 from resources.backbone import BackboneResource
 from resources.project import ProjectResource
 from resources.store import StoreResource
@@ -29,8 +30,9 @@ def raw_images(
     """Content-addressed image records (sha256 of the bytes) with a status per path."""
     from al_core.ingest.scan import scan_project
 
-    report = scan_project(store.get(), project.load(), image_root=config.image_root, manifest=config.manifest,
-                          ground_truth_from_folders=config.ground_truth_from_folders, progress=context.log.info)
+    with one_line_failures():
+        report = scan_project(store.get(), project.load(), image_root=config.image_root, manifest=config.manifest,
+                              ground_truth_from_folders=config.ground_truth_from_folders, progress=context.log.info)
     context.log.info(
         f"scan {report.scan_id}: {report.n_files} files, {report.n_new} new, {report.n_changed} changed, "
         f"{report.n_unchanged} unchanged, {report.n_missing} now missing, {report.n_corrupt} corrupt"
@@ -65,9 +67,10 @@ def embeddings(
     The value is an `al_core.ingest.pipeline.EmbeddingsSummary` as a dict."""
     from al_core.ingest.commit import embed_into_catalogue
 
-    summary = embed_into_catalogue(store.get(), backbone.load(), source=raw_images["source"],
-                                   run_id=context.run.run_id, batch_size=backbone.batch_size,
-                                   progress=context.log.info)
+    with one_line_failures():
+        summary = embed_into_catalogue(store.get(), backbone.load(), source=raw_images["source"],
+                                       run_id=context.run.run_id, batch_size=backbone.batch_size,
+                                       progress=context.log.info)
     return dg.Output(
         summary.as_dict(),
         metadata={

@@ -14,6 +14,7 @@ project config and the store, and builds the metadata that justifies its value.
 
 import dagster as dg
 
+from al_assets.failures import one_line_failures
 from al_core.catalogue import open_store
 from al_core.files.hashing import short
 from resources.project import ProjectResource
@@ -57,7 +58,8 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
     if _round(context) != 0:
         raise dg.Failure("seed_pool exists only for round 0")
     cfg, store = _project(project)
-    prop = propose_seed(store, cfg, embeddings["config_id"], run_id=context.run.run_id)
+    with one_line_failures():
+        prop = propose_seed(store, cfg, embeddings["config_id"], run_id=context.run.run_id)
     if prop.already_proposed:
         context.log.info(f"batch 0 {prop.note} (a retried run); the outbox files are in place")
     for w in prop.warnings:
@@ -69,12 +71,21 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
                      f"{prop.outbox_files[-1]}); deliver the filled file into {cfg.inbox}/")
     if ev["todo"]:
         context.log.warning(ev["todo"])
+    _push_to_label_studio(context, store, cfg)
     return dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
         "eval_holdout": prop.eval_holdout, "eval_labelled": dg.MetadataValue.text(f"{ev['labelled']}/{ev['size']}"),
         "eval_todo": dg.MetadataValue.text(ev["todo"] or "the evaluation set is labelled"),
         **({"eval_list": dg.MetadataValue.path(ev["csv"])} if ev["csv"] else {}),
         **({"eval_review_page": dg.MetadataValue.path(ev["page"])} if ev["page"] else {}),
     } | _pictures(store, cfg, ("proposed_images",)))
+
+
+def _push_to_label_studio(context, store, cfg) -> None:
+    """label_studio.push_on_proposal: the batch pushed as `al labelstudio push` does; a failure is a warning."""
+    from al_core.loop.labelstudio_sync import push_if_configured
+
+    if (done := push_if_configured(store, cfg)) is not None:
+        (context.log.info if done[0] else context.log.warning)(done[1])
 
 
 def _proposal_metadata(prop, embeddings) -> dict:
@@ -194,8 +205,9 @@ def probe(context: dg.AssetExecutionContext, round_labels: dict, embeddings: dic
     from al_core.loop.train import train_round_probe
 
     cfg, store = _project(project)
-    rec = train_round_probe(store, cfg, _round(context), embeddings["config_id"], batch=round_labels,
-                            trigger=_trigger(context), run_id=context.run.run_id, log=context.log.info)
+    with one_line_failures():
+        rec = train_round_probe(store, cfg, _round(context), embeddings["config_id"], batch=round_labels,
+                                trigger=_trigger(context), run_id=context.run.run_id, log=context.log.info)
     if rec is None:  # the batch is not answered yet: nothing more this run
         return
     yield dg.Output(rec.as_dict(), metadata={
@@ -219,7 +231,8 @@ def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dic
     from al_core.loop.evaluation import METRIC_NAMES, evaluate_round
 
     cfg, store = _project(project)
-    m = evaluate_round(store, cfg, _round(context), embeddings["config_id"], probe["probe_id"])
+    with one_line_failures():
+        m = evaluate_round(store, cfg, _round(context), embeddings["config_id"], probe["probe_id"])
     text = dg.MetadataValue.text  # counts as text: the UI plots numeric entries, and only the metrics should be
     return dg.Output(m, metadata={
         "round": text(str(m["round"])), "probe_id": m["probe_id"], "labels": text(str(m["n_labels"])),
@@ -295,7 +308,8 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
         context.log.info("retraining run: no new batch is proposed")
         return
     cfg, store = _project(project)
-    prop = propose_round(store, cfg, r, embeddings["config_id"], probe["probe_id"], run_id=context.run.run_id)
+    with one_line_failures():
+        prop = propose_round(store, cfg, r, embeddings["config_id"], probe["probe_id"], run_id=context.run.run_id)
     if prop is None:
         from al_core.loop.state import stop_reason
 
@@ -310,6 +324,7 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
         context.log.info(f"batch {r} {prop.note} (a retried run); the outbox files are in place")
     for w in prop.warnings:
         context.log.warning(w)
+    _push_to_label_studio(context, store, cfg)
     yield dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
         "probe_id": prop.probe_id or "", "already_proposed": prop.already_proposed}
                     | _pictures(store, cfg, ("proposed_images",)))

@@ -29,6 +29,7 @@ import json
 import dagster as dg
 from pydantic import Field
 
+from al_assets.failures import one_line_failures
 from al_assets.jobs import INGEST_MAX_RUNTIME_S
 from al_core.ingest.shards import all_shards
 from resources.backbone import BackboneResource
@@ -145,7 +146,8 @@ def commit_embedding_shards(context: dg.OpExecutionContext, plan: dict, store: S
 
     s = store.get()
     try:
-        summary = commit_planned_run(s, plan, context.run.run_id)
+        with one_line_failures():  # a damaged part: one line naming it and `al verify --repair`
+            summary = commit_planned_run(s, plan, context.run.run_id)
     except ShardError as e:
         raise dg.Failure(str(e)) from e
     s.put_asset_output("embeddings", "", context.run.run_id, summary.as_dict())  # what StoreJsonIOManager stores

@@ -162,6 +162,15 @@ def _requests_for(view, partition: str) -> list[dg.RunRequest]:
     return out
 
 
+def _pull_from_label_studio(context, cfg: ProjectConfig) -> None:
+    """label_studio.pull_in_sensor: new annotations written into the inbox first (seen by this tick's look, once
+    settled); a failure is a warning, never a stopped sensor."""
+    from al_core.loop.labelstudio_sync import pull_if_configured
+
+    if (done := pull_if_configured(cfg)) is not None:
+        (context.log.info if done[0] else context.log.warning)(done[1])
+
+
 def _evaluate(context: dg.SensorEvaluationContext, project: ProjectResource):
     from al_core.catalogue import StoreError, open_store
     from al_core.loop.inbox import ValidationUnavailable, look_at_inbox
@@ -172,6 +181,7 @@ def _evaluate(context: dg.SensorEvaluationContext, project: ProjectResource):
         return dg.SkipReason(f"the project file cannot be used, nothing is started until it is fixed: {e}")
     if not cfg.db_path.exists():
         return dg.SkipReason(f"no database yet at {cfg.db_path}: run `al ingest` (or the ingest job) first")
+    _pull_from_label_studio(context, cfg)
     try:
         view = look_at_inbox(open_store(cfg, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S), cfg)
     except StoreError as e:

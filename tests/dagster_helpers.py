@@ -12,7 +12,6 @@ daemon and the webserver behind HostGuard).
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from al_core.files.processes import stop_group
 from tests.conftest import ROOT
 
 START_TIMEOUT_S = 90  # dagster dev answered /server_info in 5-7 s on an idle machine; minutes under load
@@ -111,14 +111,7 @@ class DagsterDev:
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+            stop_group(self.proc, STOP_TIMEOUT_S)
         self._log.close()
 
 

@@ -7,7 +7,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # never touch the network (also set by conft
 
 import dataclasses
 import json
-import pickle
 import re
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from al_core.models import backbones as B
 from al_core.models import weights as W
 from al_core.models.builders import effnet_lukemelas_to_timm
 from al_core.models.registry import register_backbone
+from tests.pickle_bomb import plant_pickle
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = [
@@ -309,27 +309,11 @@ def test_missing_local_weights_file(tmp_path):
         B.load_backbone("dinov2_vits14", weights_path=tmp_path / "nope.safetensors")
 
 
-class _Evil:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("fmt", ["torch_zip", "legacy_pickle"])
 def test_planted_malicious_pickle_is_refused(fmt, tmp_path, monkeypatch):
-    import torch
-
     marker = tmp_path / "pwned"
-    evil = tmp_path / "efficientnet-lite0-57934424.pth"
-    payload = {"_conv_stem.weight": _Evil(marker)}
-    if fmt == "torch_zip":
-        torch.save(payload, evil)
-    else:
-        with open(evil, "wb") as f:
-            pickle.dump(payload, f)
+    evil = plant_pickle(tmp_path / "efficientnet-lite0-57934424.pth", "_conv_stem.weight", marker, fmt)
 
     # where the bundled weights are expected: refused on sha256 before any unpickling
     monkeypatch.setattr(W, "bundled_weights_path", lambda spec: evil)

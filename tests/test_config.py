@@ -227,3 +227,27 @@ def test_no_project_file_is_an_error_not_the_defaults(tmp_path, monkeypatch):
     monkeypatch.delenv("AL_CONFIG", raising=False)
     with pytest.raises(ConfigError, match=r"no project file: give --config PATH, set \$AL_CONFIG"):
         load_config()
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"label_studio": {"url": "127.0.0.1:8080"}}, r"label_studio\.url: expected the server's address"),
+    ({"label_studio": {"url": "ftp://host"}}, r"label_studio\.url: expected the server's address"),
+    ({"label_studio": {"token_env": "my token"}}, r"label_studio\.token_env: expected the name of an environment"),
+    ({"label_studio": {"pull_format": "XML"}}, r"label_studio\.pull_format"),
+    ({"label_studio": {"push_on_proposal": "yes"}}, r"label_studio\.push_on_proposal: expected true or false"),
+    # the inbox outside the document root: Label Studio would refuse the target storage
+    ({"images": {"root": "project/images"}, "paths": {"inbox": "elsewhere/inbox"},
+      "label_studio": {"target_storage": True}}, r"label_studio\.target_storage needs paths\.inbox"),
+])
+def test_label_studio_settings_are_checked_at_load(tmp_path, data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(data, base_dir=tmp_path)
+
+
+def test_label_studio_target_storage_under_the_document_root_loads(tmp_path):
+    # the documented layout: images in project/images, the inbox in project/data/inbox, the document root project/
+    cfg = from_dict({"images": {"root": "images"}, "label_studio": {"target_storage": True,
+                                                                   "url": "https://ls.example.org:8443"}},
+                    base_dir=tmp_path)
+    assert cfg.document_root == tmp_path and tmp_path in cfg.inbox.parents
+    assert cfg.label_studio.token_env == "LABEL_STUDIO_API_KEY" and cfg.label_studio.pull_format == "JSON"

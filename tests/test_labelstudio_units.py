@@ -94,4 +94,27 @@ def test_client_errors_name_the_call(tmp_path):
     with pytest.raises(ValueError, match="export_type must be one of JSON, JSON_MIN, CSV, TSV"):
         LabelStudioClient("http://127.0.0.1:9", "t").export(1, "COCO")
     err = LabelStudioAPIError("GET", "/api/projects", 401, '{"detail": "Invalid token."}')
-    assert str(err) == 'Label Studio GET /api/projects: HTTP 401: {"detail": "Invalid token."}'
+    # the message carries Label Studio's own words (its detail, or its validation errors); the body is kept whole
+    assert str(err) == "Label Studio GET /api/projects: HTTP 401: Invalid token."
+    assert err.body == '{"detail": "Invalid token."}'
+    err = LabelStudioAPIError("POST", "/api/storages/localfiles", 400, json.dumps(
+        {"detail": "Validation error", "validation_errors": {"non_field_errors": ["must be a subdirectory"]}}))
+    assert str(err) == "Label Studio POST /api/storages/localfiles: HTTP 400: must be a subdirectory"
+    assert str(LabelStudioAPIError("GET", "/x", 502, "<html>Bad gateway</html>")).endswith("HTTP 502: <html>Bad "
+                                                                                         "gateway</html>")
+
+
+def test_the_server_binds_loopback_unless_told_otherwise(tmp_path):
+    from al_core.labelstudio.server import LabelStudioError, LabelStudioServer, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("192.0.2.10") and not is_loopback("example.org") and not is_loopback("::")
+    images = tmp_path / "project" / "images"
+    images.mkdir(parents=True)
+    with pytest.raises(LabelStudioError, match="not a loopback address.*--allow-remote"):
+        LabelStudioServer(tmp_path / "ls", images, host="192.0.2.10")
+    told = LabelStudioServer(tmp_path / "ls", images, host="192.0.2.10", allow_remote=True, port=8123)
+    assert told.command()[told.command().index("--internal-host") + 1] == "192.0.2.10"
+    assert told.url == "http://192.0.2.10:8123"
+    ipv6 = LabelStudioServer(tmp_path / "ls", images, host="::1", port=8124)
+    assert ipv6.url == "http://[::1]:8124" and ipv6.document_root == tmp_path / "project"

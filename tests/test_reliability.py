@@ -10,7 +10,6 @@ visible temporary file, and the loop continues. docs/reliability.md has the tabl
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from al_core.catalogue import open_store
+from al_core.files.processes import stop_group
 from tests.reliability_helpers import (
     ROOT,
     answer_batch,
@@ -33,7 +34,6 @@ from tests.reliability_helpers import (
     run_requests,
     sensor_and_run,
 )
-from al_core.catalogue import open_store
 
 
 def _counts(store):
@@ -159,8 +159,8 @@ def test_kill_while_proposing_then_resume(base_project, tmp_path, fault):
 
 # ----------------------------------------------------------------------------- 1. kills while embedding and scanning
 def test_kill_before_embedding_commit_keeps_committed_flushes(base_project, tmp_path):
-    from al_core.models.backbones import load_backbone
     from al_core.ingest.pipeline import embed_missing
+    from al_core.models.backbones import load_backbone
 
     cfg = copy_project(base_project, tmp_path / "p")
     store = open_store(cfg)
@@ -270,7 +270,9 @@ def _synthetic_images(store, n: int, prefix: str = "s") -> list[str]:
     with store.transaction() as con:
         con.register("_syn", tbl)
         con.execute("INSERT INTO images SELECT image_id, 1, 1, 1, 'JPEG', ?, 0 FROM _syn", [ts])
-        con.execute("INSERT INTO image_paths SELECT path, image_id, 1, 0, 'ok', NULL, ?, ?, 0, '/synthetic' FROM _syn",
+        con.execute("INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, "
+                    "last_seen, last_scan_id, source) "
+                    "SELECT path, image_id, 1, 0, 'ok', NULL, ?, ?, 0, '/synthetic' FROM _syn",
                     [ts, ts])
         con.unregister("_syn")
     return ids
@@ -337,8 +339,8 @@ def _hold(cfg, seconds: float) -> subprocess.Popen:
 
 
 def test_reader_holding_the_database_while_a_round_writes(base_project, tmp_path):
-    from al_core.loop import ingest_label_files, list_inbox
     from al_core.catalogue.store import Store
+    from al_core.loop import ingest_label_files, list_inbox
 
     cfg = copy_project(base_project, tmp_path / "p", lock_timeout_s=1)
     store = open_store(cfg)
@@ -503,12 +505,7 @@ def test_daemon_fails_a_killed_run_retries_it_and_the_queue_goes_on(base_project
             time.sleep(1)
         addresses |= _listening(proc.pid)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc)
     assert once.exists(), "the fault point never fired"
     # nothing the daemon and its code server open listens beyond this machine
     assert addresses <= {"127.0.0.1", "::1"}, addresses
@@ -583,7 +580,8 @@ def test_hostile_images_are_recorded_skipped_and_the_run_succeeds(tmp_path, samp
         return real_hash(p)
 
     def open_denied(path, flags, *a, **kw):  # root ignores chmod 000: deny the read the way the OS would
-        if str(path) == locked:
+        # (image files are opened by name inside their folder's descriptor: al_core.files.safe.open_regular)
+        if str(path) == locked or (kw.get("dir_fd") is not None and path == os.path.basename(locked)):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *a, **kw)
 
@@ -666,9 +664,8 @@ def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
     counts = _v1_database(db)
     monkeypatch.setattr(S, "SCHEMA_VERSION", S.SCHEMA_VERSION + 1)
     monkeypatch.setitem(S.MIGRATIONS, S.SCHEMA_VERSION, ["CREATE TABLE half_done (x INT)", "THIS IS NOT SQL"])
-    with pytest.raises(Exception, match="syntax error|Parser"):
-        with S.Store(db).connect():
-            pass
+    with pytest.raises(Exception, match="syntax error|Parser"), S.Store(db).connect():
+        pass
     monkeypatch.undo()
     store = S.Store(db)
     # versions before the broken one committed (each version is its own transaction); the broken one left no trace
@@ -697,7 +694,7 @@ def test_damaged_database_gives_an_error_never_wrong_rows(tmp_path):
             f.write(b"\xa5" * 16)
         try:
             got = Store(bad, lock_timeout_s=1).fetch(q)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             assert isinstance(e, StoreError) or "Corrupt database file" in str(e) or "checksum" in str(e), e
             outcomes["error"] += 1
             continue

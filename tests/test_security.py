@@ -5,7 +5,6 @@ docs/reliability.md has the table.
 
 import json
 import os
-import pickle
 import re
 import subprocess
 import time
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from al_core.catalogue import open_store
+from tests.pickle_bomb import plant_pickle
 from tests.reliability_helpers import (
     ROOT,
     copy_project,
@@ -187,31 +187,16 @@ def test_no_asset_value_is_ever_unpickled(base_project):
     assert "io_manager" not in defs.resources or "pickle" not in type(defs.resources["io_manager"]).__name__.lower()
 
 
-class _Evil:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("fmt", ["torch_zip", "raw_pickle"])
 def test_planted_pickle_is_refused_by_the_probe_and_backbone_loaders(tmp_path, monkeypatch, fmt):
-    import torch
-
     from al_core.catalogue.store import Store, now, sha256_file
     from al_core.learn.probe import Probe
     from al_core.loop import LoopError, load_probe
     from al_core.models import backbones as B
 
     marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.bin"
-    payload = {"linear.weight": _Evil(marker)}
-    if fmt == "torch_zip":
-        torch.save(payload, evil)
-    else:
-        evil.write_bytes(pickle.dumps(payload))
+    evil = plant_pickle(tmp_path / "evil.bin", "linear.weight", marker, fmt)
     # a real probe, recorded in the catalogue, then replaced on disk by the pickle
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 6)).astype(np.float32)

@@ -48,7 +48,9 @@ def _make_store(cfg, n: int, d: int, k: int, seed: int) -> None:
                       "class_name": [f"c{c}" for c in y]})
         con.register("_t", t)
         con.execute("INSERT INTO images SELECT image_id, 1000, 32, 32, 'JPEG', ?, 1 FROM _t", [ts])
-        con.execute("INSERT INTO image_paths SELECT path, image_id, 1000, 0, 'ok', NULL, ?, ?, 1, 'synthetic' FROM _t",
+        con.execute("INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, "
+                    "last_seen, last_scan_id, source) "
+                    "SELECT path, image_id, 1000, 0, 'ok', NULL, ?, ?, 1, 'synthetic' FROM _t",
                     [ts, ts])
         con.execute("INSERT INTO ground_truth SELECT image_id, path, class_name, 'folder' FROM _t")
         con.unregister("_t")

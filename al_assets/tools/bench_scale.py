@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import yaml
 
 from al_core.bench import emit
 from al_core.catalogue import open_store
+from al_core.files.processes import stop_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "examples" / "cifar10-2k"
@@ -51,22 +51,7 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 15
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=10)
+    stop_groups(procs, grace_s=15)
 
 
 def _copy_images(dest: Path, n: int) -> int:
@@ -117,7 +102,7 @@ def run_dask(work: Path, images: Path, n_workers: int, image_size: int, batch: i
     logs = []
 
     def start(args, name):
-        log = open(work / f"{name}.log", "wb")
+        log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with its worker at the end
         logs.append(log)
         p = subprocess.Popen([dask_bin, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)

@@ -21,13 +21,13 @@ removed first; a database that is not the demo's is never touched.
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from al_core.catalogue import open_store
+from al_core.files.processes import stop_group
 
 DEMO_ROUNDS = 6  # rounds after the seed pool; each adds budget_per_round labels
 SECOND_ANNOTATOR_SHARE = 0.4  # share of each batch a second annotator answers too (agreement in the report)
@@ -106,14 +106,7 @@ def wait_for_runs(instance, timeout_s: float = RUNS_SETTLE_TIMEOUT_S, poll_s: fl
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop_group(proc)
 
 
 def _tail(path: Path, n: int = 40) -> str:

@@ -34,6 +34,8 @@ import subprocess
 import sys
 from collections.abc import Iterable
 
+from al_core.files.processes import stop_group
+
 ALLOWED_HOSTS_ENV = "AL_UI_ALLOWED_HOSTS"  # extra host[:port] names, comma-separated (e.g. behind a reverse proxy)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1")
 STOP_TIMEOUT_S = 20  # SIGTERM stops the webserver and the daemon in a few seconds
@@ -112,16 +114,7 @@ def run_webserver(host: str, port: int, workspace: str) -> int:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop_group(proc, STOP_TIMEOUT_S)
 
 
 def main(argv: list[str] | None = None) -> int:

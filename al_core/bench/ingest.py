@@ -59,7 +59,9 @@ def prepare(work: Path, n_pool: int, n_files: int, rows: int, big_rows: int) -> 
     with store.transaction() as con:
         con.execute(f"""INSERT INTO images SELECT image_id, 1000, 32, 32, 'JPEG', now()::TIMESTAMP, 0
                         FROM ({_ids_sql(n_pool)})""")
-        con.execute(f"""INSERT INTO image_paths SELECT '/pool/' || i || '.jpg', image_id, 1000, 0, 'ok', NULL,
+        con.execute(f"""INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen,
+                                                 last_seen, last_scan_id, source)
+                        SELECT '/pool/' || i || '.jpg', image_id, 1000, 0, 'ok', NULL,
                         now()::TIMESTAMP, now()::TIMESTAMP, 0, '/pool' FROM ({_ids_sql(n_pool)})""")
     pool_s = time.perf_counter() - t
     with store.connect(read_only=True, view=False) as con:

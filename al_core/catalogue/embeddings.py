@@ -23,6 +23,8 @@ class PartRow:
     rel_path: str
     n_rows: int
     dim: int
+    sha256: str = ""
+    n_bytes: int = -1  # -1: not known
 
 
 # ---------------------------------------------------------------------------- configs
@@ -53,9 +55,29 @@ def config_exists(con, config_id: str) -> bool:
 def committed_parts(con, config_id: str) -> list[PartRow]:
     """The committed parts of a config, by shard then part id (the order of the rows they hold)."""
     rows = con.execute(
-        "SELECT part_id, config_id, shard, rel_path, n_rows, dim FROM embedding_parts WHERE config_id = ? "
-        "ORDER BY shard, part_id", [config_id]).fetchall()
-    return [PartRow(p, c, s, r, int(n), int(d)) for p, c, s, r, n, d in rows]
+        "SELECT part_id, config_id, shard, rel_path, n_rows, dim, sha256, bytes FROM embedding_parts "
+        "WHERE config_id = ? ORDER BY shard, part_id", [config_id]).fetchall()
+    return [PartRow(p, c, s, r, int(n), int(d), h, int(b)) for p, c, s, r, n, d, h, b in rows]
+
+
+def all_parts(con) -> list[PartRow]:
+    """Every committed part of every config, by config, shard and part id (what ``al verify`` checks)."""
+    rows = con.execute(
+        "SELECT part_id, config_id, shard, rel_path, n_rows, dim, sha256, bytes FROM embedding_parts "
+        "ORDER BY config_id, shard, part_id").fetchall()
+    return [PartRow(p, c, s, r, int(n), int(d), h, int(b)) for p, c, s, r, n, d, h, b in rows]
+
+
+def drop_parts(con, part_ids: Sequence[str]) -> int:
+    """Forget committed parts: their ``embedding_index`` rows and ``embedding_parts`` rows (the images then have
+    no vector, so the next embedding run embeds them again). Returns the index rows removed."""
+    if not part_ids:
+        return 0
+    ids = list(part_ids)
+    n = con.execute("SELECT count(*) FROM embedding_index WHERE part_id IN (SELECT unnest(?))", [ids]).fetchone()[0]
+    con.execute("DELETE FROM embedding_index WHERE part_id IN (SELECT unnest(?))", [ids])
+    con.execute("DELETE FROM embedding_parts WHERE part_id IN (SELECT unnest(?))", [ids])
+    return int(n)
 
 
 def committed_part_ids(con, config_id: str | None = None) -> set[str]:
@@ -171,25 +193,51 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def create_view(con, uri_of: Callable[[str], str], *, temp: bool = False) -> None:
+def _failing_view(message: str) -> str:
+    """A view body with the view's columns that raises ``message`` whenever it is read."""
+    return ("SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS config_id, NULL::VARCHAR AS shard, "
+            f"NULL::BIGINT AS dim, NULL::BLOB AS vector FROM range(1) WHERE error({_quote(message)}) IS NULL")
+
+
+def create_view(con, uri_of: Callable[[str], str], *, temp: bool = False,
+                footer_problem: Callable[[str], str | None] | None = None) -> None:
     """(Re-)create the ``embeddings`` view (image_id, config_id, shard, dim, vector) over the committed parts.
 
     ``uri_of`` turns a part's relative path into what DuckDB opens (an absolute
     path or a URL), so the view answers from any working directory. ``temp``: a
-    view of this connection only (read-only connections).
+    view of this connection only (read-only connections). DuckDB reads the
+    first part of each config to bind the view; ``footer_problem(rel)`` checks
+    that part first (a failed statement would abort the caller's transaction),
+    and a config whose first part cannot be opened gets a select that raises
+    that part's one-line message (PartDamaged's) when read, so every other
+    query, and the transaction around it, still works.
     """
+    import duckdb
+
+    from al_core.catalogue.errors import PartDamaged
     from al_core.catalogue.schema import table_names
 
     parts = con.execute(
         "SELECT config_id, rel_path FROM embedding_parts ORDER BY config_id, shard, part_id"
     ).fetchall() if "embedding_parts" in table_names(con) else []
     by_config: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
     for config_id, rel in parts:
         by_config.setdefault(config_id, []).append(uri_of(rel))
-    selects = [
-        f"SELECT image_id, {_quote(config_id)} AS config_id, left(image_id, {SHARD_HEX_DIGITS}) AS shard, "
-        f"octet_length(vector) // 4 AS dim, vector FROM read_parquet([{', '.join(_quote(p) for p in paths)}])"
-        for config_id, paths in by_config.items()
-    ]
+        first.setdefault(config_id, rel)
+    selects = []
+    for config_id, paths in by_config.items():
+        problem = footer_problem(first[config_id]) if footer_problem else None
+        if problem:
+            selects.append(_failing_view(str(PartDamaged(paths[0], problem))))
+            continue
+        selects.append(
+            f"SELECT image_id, {_quote(config_id)} AS config_id, left(image_id, {SHARD_HEX_DIGITS}) AS shard, "
+            f"octet_length(vector) // 4 AS dim, vector FROM read_parquet([{', '.join(_quote(p) for p in paths)}])")
     body = " UNION ALL ".join(selects) or EMPTY_VIEW
-    con.execute(f"CREATE OR REPLACE {'TEMP VIEW' if temp else 'VIEW'} embeddings AS {body}")
+    create = f"CREATE OR REPLACE {'TEMP VIEW' if temp else 'VIEW'} embeddings AS "
+    try:
+        con.execute(create + body)
+    except duckdb.Error as e:
+        bad = next((p for paths in by_config.values() for p in paths if p in str(e)), "of the embeddings view")
+        con.execute(create + _failing_view(str(PartDamaged(bad, str(e).splitlines()[0]))))

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 # the columns of one scanned path, as record_paths takes them
-PATH_COLUMNS = ("path", "image_id", "size_bytes", "mtime_ns", "status", "error", "width", "height", "format")
+PATH_COLUMNS = ("path", "image_id", "size_bytes", "mtime_ns", "status", "error", "width", "height", "format",
+                "fs_path")
 SCAN_COUNTS = ("n_files", "n_new", "n_changed", "n_unchanged", "n_missing", "n_corrupt", "n_ok", "seconds")
 
 
@@ -45,6 +46,29 @@ def ok_images(con, source: str | None = None) -> list[tuple[str, str]]:
         params.append(os.path.abspath(source))
     sql += " GROUP BY image_id ORDER BY image_id"
     return [(r[0], r[1]) for r in con.execute(sql, params).fetchall()]
+
+
+def ok_image_files(con, source: str | None = None) -> list[tuple[str, str, str, str]]:
+    """(image_id, stored path, the path that opens its file, its source) for every image with an ok path (of
+    ``source``, or of all), by image_id: the path with the smallest stored name; for a name that is not UTF-8
+    the opening path is ``os.fsdecode`` of its bytes (``fs_path``)."""
+    sql = ("SELECT image_id, min(path), arg_min(fs_path, path), arg_min(source, path) FROM image_paths "
+           "WHERE status = 'ok'")
+    params: list = []
+    if source:
+        sql += " AND source = ?"
+        params.append(os.path.abspath(source))
+    sql += " GROUP BY image_id ORDER BY image_id"
+    return [(iid, path, os.fsdecode(bytes(raw)) if raw is not None else path, src)
+            for iid, path, raw, src in con.execute(sql, params).fetchall()]
+
+
+def mark_changed(con, paths: Sequence[str], error: str) -> None:
+    """Paths whose bytes no longer match their image id (found while embedding): status 'corrupt' with
+    ``error`` (which starts with a retried error, so the next scan hashes them again)."""
+    if paths:
+        con.execute("UPDATE image_paths SET status = 'corrupt', error = ? WHERE path IN (SELECT unnest(?))",
+                    [error, list(paths)])
 
 
 def ground_truth_classes(con) -> tuple[str, ...]:
@@ -104,7 +128,8 @@ def record_paths(con, columns: Mapping[str, Sequence], *, seen_at, scan_id: int,
     the images first seen (their ok paths) to ``images``."""
     import pyarrow as pa
 
-    types = {"size_bytes": pa.int64(), "mtime_ns": pa.int64(), "width": pa.int32(), "height": pa.int32()}
+    types = {"size_bytes": pa.int64(), "mtime_ns": pa.int64(), "width": pa.int32(), "height": pa.int32(),
+             "fs_path": pa.binary()}
     table = pa.table({c: pa.array(list(columns[c]), types.get(c, pa.string())) for c in PATH_COLUMNS})
     con.register("_scanned", table)
     try:
@@ -115,10 +140,11 @@ def record_paths(con, columns: Mapping[str, Sequence], *, seen_at, scan_id: int,
                ON CONFLICT DO NOTHING""", [seen_at, scan_id])
         con.execute(
             """INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, last_seen,
-                                        last_scan_id, source)
-               SELECT path, image_id, size_bytes, mtime_ns, status, error, ?, ?, ?, ? FROM _scanned
+                                        last_scan_id, source, fs_path)
+               SELECT path, image_id, size_bytes, mtime_ns, status, error, ?, ?, ?, ?, fs_path FROM _scanned
                ON CONFLICT (path) DO UPDATE SET image_id = excluded.image_id, size_bytes = excluded.size_bytes,
                  mtime_ns = excluded.mtime_ns, status = excluded.status, error = excluded.error,
+                 fs_path = excluded.fs_path,
                  last_seen = excluded.last_seen, last_scan_id = excluded.last_scan_id,
                  source = excluded.source""", [seen_at, seen_at, scan_id, source])
     finally:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from al_core.catalogue import embeddings as E
-from al_core.catalogue.errors import StoreError
+from al_core.catalogue.errors import PartDamaged, StoreError
 from al_core.catalogue.parts import read_part_ids, read_part_vectors_into
 from al_core.catalogue.vectors import VectorsLocation
 
@@ -80,9 +80,17 @@ def read_parts(loc: VectorsLocation, parts: Sequence[E.PartRow]) -> tuple[np.nda
 
 def _read_ids(loc: VectorsLocation, parts: Sequence[E.PartRow]) -> list[np.ndarray]:
     def read(p: E.PartRow) -> np.ndarray:
+        if p.n_bytes >= 0 and loc.is_local:  # a stat: catches a part cut short or grown since its commit
+            try:
+                size = loc.size(p.rel_path)
+            except FileNotFoundError:
+                raise PartDamaged(loc.uri(p.rel_path), "the file is missing", p.rel_path) from None
+            if size != p.n_bytes:
+                raise PartDamaged(loc.uri(p.rel_path), f"{size} bytes, the catalogue recorded {p.n_bytes}",
+                                  p.rel_path)
         ids = read_part_ids(loc, p.rel_path)
         if len(ids) != p.n_rows:
-            raise StoreError(f"part {p.rel_path} has {len(ids)} rows, the catalogue says {p.n_rows}")
+            raise PartDamaged(loc.uri(p.rel_path), f"{len(ids)} rows, the catalogue recorded {p.n_rows}", p.rel_path)
         return ids
 
     with ThreadPoolExecutor(LOAD_THREADS) as pool:

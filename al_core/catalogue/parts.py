@@ -19,18 +19,25 @@ writes a manifest ``part-<part_id>.manifest.json`` beside its part: the part
 waits for the writer's commit, and the garbage collector leaves it alone
 (``pending_commit``).
 
+Reading a part that is missing, truncated or damaged raises ``PartDamaged``
+(one line naming the file and the repair command, ``al verify --repair``);
+``check_part`` compares a part with its catalogue record (size, sha256, rows,
+dimension). ``write_part`` refuses NaN and infinite vectors
+(``NonFiniteVectors``, naming their images).
+
 Files are reached through ``al_core.catalogue.vectors.VectorsLocation`` (a local
 folder, or object storage through fsspec). Never imports Dagster or DuckDB.
 """
 
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from al_core.catalogue.errors import StoreError
+from al_core.catalogue.errors import NonFiniteVectors, PartDamaged, StoreError
 from al_core.catalogue.vectors import VectorsLocation
 from al_core.files.atomic import atomic_path
 from al_core.files.hashing import sha256_file
@@ -120,6 +127,9 @@ def write_part(loc: VectorsLocation, config_id: str, shard: str, image_ids: Sequ
     n, d = np.shape(vectors)
     if len(image_ids) != n:
         raise ValueError(f"{len(image_ids)} image ids for {n} vectors")
+    bad = ~np.isfinite(np.asarray(vectors, dtype=np.float32)).all(axis=1)
+    if bad.any():
+        raise NonFiniteVectors([image_ids[i] for i in np.flatnonzero(bad)])
     ids_sorted, table = part_table(image_ids, vectors)
     part_id = uuid.uuid4().hex
     rel = part_rel(config_id, shard, part_id)
@@ -142,13 +152,30 @@ def write_part(loc: VectorsLocation, config_id: str, shard: str, image_ids: Sequ
 
 
 # ---------------------------------------------------------------------------- read
+@contextlib.contextmanager
+def reading(loc: VectorsLocation, rel: str) -> Iterator[None]:
+    """Turn what a reader meets in a missing or damaged part (no file, a cut footer, bad pages) into PartDamaged."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except PartDamaged:
+        raise
+    except FileNotFoundError:
+        raise PartDamaged(loc.uri(rel), "the file is missing", rel) from None
+    except (pa.ArrowException, OSError, StoreError) as e:
+        raise PartDamaged(loc.uri(rel), f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                          rel) from None
+
+
 def read_part_ids(loc: VectorsLocation, rel: str) -> np.ndarray:
     """The image ids of a part, in file order (ascending), as an object array."""
     import pyarrow.parquet as pq
 
     path, fs = loc.arrow_source(rel)
-    tbl = pq.read_table(path, filesystem=fs, columns=["image_id"], use_threads=False)
-    return tbl.column("image_id").to_numpy(zero_copy_only=False)
+    with reading(loc, rel):
+        tbl = pq.read_table(path, filesystem=fs, columns=["image_id"], use_threads=False)
+        return tbl.column("image_id").to_numpy(zero_copy_only=False)
 
 
 def _copy_vectors(column, out: np.ndarray, rows, rel: str) -> int:
@@ -178,7 +205,7 @@ def read_part_vectors_into(loc: VectorsLocation, rel: str, out: np.ndarray, rows
     """
     import pyarrow.parquet as pq
 
-    with loc.open_input(rel) as src:
+    with reading(loc, rel), loc.open_input(rel) as src:
         tbl = pq.read_table(src, columns=["vector"], use_threads=False)
         n = _copy_vectors(tbl.column("vector"), out, rows, rel)
         del tbl
@@ -189,10 +216,50 @@ def read_part(loc: VectorsLocation, rel: str) -> tuple[np.ndarray, np.ndarray]:
     """(image ids, float32 N x D vectors) of one part, in file order."""
     import pyarrow.parquet as pq
 
-    with loc.open_input(rel) as src:
+    with reading(loc, rel), loc.open_input(rel) as src:
         tbl = pq.read_table(src, use_threads=False)
         ids = tbl.column("image_id").to_numpy(zero_copy_only=False)
         vectors = np.empty((tbl.num_rows, tbl.schema.field("vector").type.byte_width // 4), np.float32)
         _copy_vectors(tbl.column("vector"), vectors, 0, rel)
         del tbl
     return ids, vectors
+
+
+def footer_problem(loc: VectorsLocation, rel: str) -> str | None:
+    """What stops a reader from opening a part (None: its Parquet footer reads): a missing file, a cut footer."""
+    import pyarrow.parquet as pq
+
+    path, fs = loc.arrow_source(rel)
+    try:
+        with reading(loc, rel):
+            pq.read_metadata(path, filesystem=fs)
+    except PartDamaged as e:
+        return e.reason
+    return None
+
+
+def check_part(loc: VectorsLocation, rel: str, *, sha256: str, n_bytes: int, n_rows: int | None = None,
+               dim: int | None = None) -> str | None:
+    """What is wrong with a part against its record (None: nothing): missing, another size, another sha256,
+    or (when ``n_rows``/``dim`` are given) a file that does not read back as that many ``dim``-d vectors."""
+    from al_core.catalogue.vectors import sha256_of
+
+    try:
+        if not loc.exists(rel):
+            return "the file is missing"
+        size = loc.size(rel)
+        if size != n_bytes:
+            return f"{size} bytes, the catalogue recorded {n_bytes}"
+        digest = sha256_of(loc, rel)
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    if digest != sha256:
+        return f"sha256 {digest[:12]}..., the catalogue recorded {sha256[:12]}..."
+    if n_rows is not None and dim is not None:
+        try:
+            ids, vectors = read_part(loc, rel)
+        except PartDamaged as e:
+            return e.reason
+        if len(ids) != n_rows or vectors.shape[1] != dim:
+            return f"{len(ids)} x {vectors.shape[1]} vectors, the catalogue recorded {n_rows} x {dim}"
+    return None

@@ -10,7 +10,7 @@ columns of the audit views.
 from al_core.catalogue.label_views import MIGRATION_4
 from al_core.catalogue.value_schema import VALUE_MIGRATION
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 APP_NAME = "al-pipeline"  # schema_info 'app': tells our databases from any other DuckDB file
 
 
@@ -333,6 +333,12 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE VIEW exact_duplicates AS
             SELECT image_id, count(*) AS n_paths, list(path ORDER BY path) AS paths FROM image_paths
             WHERE status = 'ok' AND image_id IS NOT NULL GROUP BY image_id HAVING count(*) > 1""",
+    ],
+    # An image file whose name is not UTF-8: ``path`` holds its printable name (undecodable bytes as \xNN,
+    # al_core.files.safe.printable_name) and ``fs_path`` the path's bytes, which open the file. NULL when ``path``
+    # itself opens the file (every UTF-8 name).
+    7: [
+        "ALTER TABLE image_paths ADD COLUMN fs_path BLOB DEFAULT NULL",
     ],
 }
 

@@ -42,9 +42,22 @@ import numpy as np
 
 from al_core.catalogue import asset_outputs
 from al_core.catalogue import embeddings as E
-from al_core.catalogue.errors import SchemaVersionError, StoreError, StoreLockedError
+from al_core.catalogue.errors import (
+    NonFiniteVectors,
+    PartDamaged,
+    SchemaVersionError,
+    StoreError,
+    StoreLockedError,
+)
 from al_core.catalogue.load import Embeddings, load_embeddings
-from al_core.catalogue.parts import SHARD_HEX_DIGITS, pending_commit, shard_of, write_part
+from al_core.catalogue.parts import (
+    SHARD_HEX_DIGITS,
+    check_part,
+    footer_problem,
+    pending_commit,
+    shard_of,
+    write_part,
+)
 from al_core.catalogue.schema import APP_NAME, MIGRATIONS, SCHEMA_VERSION, table_names
 from al_core.catalogue.vectors import VectorsLocation, is_url
 from al_core.faults import fault_point
@@ -225,7 +238,8 @@ class Store:
 
     # ------------------------------------------------------------------ embeddings
     def _create_embeddings_view(self, con, temp: bool = False) -> None:
-        E.create_view(con, self.vectors_loc.uri, temp=temp)
+        E.create_view(con, self.vectors_loc.uri, temp=temp,
+                      footer_problem=lambda rel: footer_problem(self.vectors_loc, rel))
 
     def register_embedding_config(self, config_id: str, config: dict) -> None:
         with self.transaction() as con:
@@ -243,11 +257,21 @@ class Store:
         return write_part(self.vectors_loc, config_id, shard, image_ids, vectors)
 
     def commit_parts(self, parts: Sequence[dict], run_id: str | None = None,
-                     configs: Mapping[str, dict] | None = None) -> None:
+                     configs: Mapping[str, dict] | None = None, *, verify: bool = True) -> None:
         """Record written part files in the catalogue (and the embedding ``configs`` they were written
-        with, when given), all in one transaction."""
+        with, when given), all in one transaction.
+
+        ``verify``: each part file is first checked against its record (size
+        and sha256 of the bytes on disk now); a part that changed since it was
+        written raises PartDamaged and nothing is committed (the file stays an
+        orphan, collected later).
+        """
         if not parts and not configs:
             return
+        for p in parts if verify else ():
+            problem = check_part(self.vectors_loc, p["rel_path"], sha256=p["sha256"], n_bytes=p["bytes"])
+            if problem:
+                raise PartDamaged(self.vectors_loc.uri(p["rel_path"]), f"before its commit: {problem}", p["rel_path"])
         with self.transaction() as con:
             ts = now()
             for config_id, config in (configs or {}).items():
@@ -264,8 +288,10 @@ class Store:
             raise ValueError(f"{len(image_ids)} image ids for {len(vectors)} vectors")
         if len(set(image_ids)) != len(image_ids):
             raise ValueError("duplicate image ids in one embedding write")
-        if not np.all(np.isfinite(vectors)):
-            raise ValueError("refusing to store non-finite embedding vectors")
+        vectors = np.asarray(vectors)
+        bad = ~np.isfinite(vectors).all(axis=1) if vectors.ndim == 2 else np.zeros(0, bool)
+        if bad.any():  # before any part is written (write_part refuses them too, for other writers)
+            raise NonFiniteVectors([image_ids[i] for i in np.flatnonzero(bad)])
         by_shard: dict[str, list[int]] = {}
         for i, iid in enumerate(image_ids):
             by_shard.setdefault(shard_of(iid), []).append(i)
@@ -294,16 +320,22 @@ class Store:
             rel = p.relative_to(self.vectors_dir).as_posix()
             if rel.startswith(".") or "/." in rel:  # inside a writer's temporary folder: collected below
                 continue
-            if rel not in known and p.stat().st_mtime < cutoff and not pending_commit(p):
-                p.unlink()
-                removed.append(p)
-        for p in self.vectors_dir.rglob(f".part-*{TMP_SUFFIX}"):  # al_core.files.atomic's temporaries
-            if p.lstat().st_mtime >= cutoff:
+            try:  # another process may rename or remove entries meanwhile: a vanished one is skipped
+                if rel not in known and p.lstat().st_mtime < cutoff and not pending_commit(p):
+                    p.unlink()
+                    removed.append(p)
+            except FileNotFoundError:
                 continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
+        for p in self.vectors_dir.rglob(f".part-*{TMP_SUFFIX}"):  # al_core.files.atomic's temporaries
+            try:
+                if p.lstat().st_mtime >= cutoff:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue
             removed.append(p)
         return removed
 

@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "backbones": ("al_core.cli.backbones", "main", "list the registered backbones and whether their weights are here"),
     "ingest": ("al_core.cli.ingest", "main", "scan an image folder (or manifest) and embed the images into the store"),
     "labels": ("al_core.cli.labels", "main", "check, retract or retry label files; list suspected label errors"),
+    "labelstudio": ("al_core.cli.labelstudio", "main",
+                    "run Label Studio for the project, push the open batch to it, pull its annotations"),
     "status": ("al_core.cli.status", "main", "print what the store holds, what the labels cost and bought"),
     "report": ("al_core.cli.report", "main", "write the HTML report (opens on the manager's page)"),
     "rounds": ("al_core.cli.audit", "rounds_main", "one row per round: labels so far, strategy, seed, accuracy, when"),
@@ -30,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "compare strategies in process on the embedded images (no annotators)"),
     "init": ("al_core.cli.init", "main", "write a commented default project file (al.yaml)"),
     "round": ("al_core.cli.round", "main", "`al round next`: close the open batch by hand"),
+    "verify": ("al_core.cli.verify", "main",
+               "check the stored vector parts against the catalogue; --repair drops damaged ones"),
     "simulate-annotator": ("al_core.cli.annotator", "main",
                            "answer query sets in the outbox from the ground truth (demo, tests)"),
 }

@@ -9,6 +9,8 @@ writes the commented defaults (al_core.config.template.DEFAULT_YAML).
 """
 
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,6 +203,26 @@ def _check_together(cfg: ProjectConfig) -> None:
             raise ConfigError(f"cost.annotator_roles.{annotator}: unknown role {role!r}{did_you_mean(role, roles)} "
                               f"(roles are the names under cost.role_per_label and cost.role_per_hour: "
                               f"{', '.join(roles) or 'none yet'})")
+    _check_label_studio(cfg)
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_label_studio(cfg: ProjectConfig) -> None:
+    ls = cfg.label_studio
+    if ls.url is not None:
+        parts = urllib.parse.urlsplit(ls.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(f"label_studio.url: expected the server's address such as http://host:8080, got "
+                              f"{ls.url!r}")
+    if not _ENV_NAME.match(ls.token_env):
+        raise ConfigError(f"label_studio.token_env: expected the name of an environment variable (letters, digits, "
+                          f"_), got {ls.token_env!r}; the token itself never goes into the project file")
+    if ls.target_storage and cfg.document_root not in cfg.inbox.parents:
+        raise ConfigError(f"label_studio.target_storage needs paths.inbox ({cfg.inbox}) under the document root "
+                          f"({cfg.document_root}): Label Studio writes only below it; move the inbox or set "
+                          "label_studio.document_root to a folder holding both")
 
 
 def find_config_path(path: str | os.PathLike | None = None) -> Path | None:

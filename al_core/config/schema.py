@@ -99,10 +99,21 @@ class LabelsConfig:
 IMAGE_URL_FIELDS = ("path", "image_id", "name", "relpath", "url_path")
 
 
+# Label Studio's export formats (its exportType names); `al labelstudio pull` writes one of them into the inbox.
+LABEL_STUDIO_EXPORT_FORMATS = ("JSON", "JSON_MIN", "CSV", "TSV")
+
+
 @dataclass(frozen=True)
 class LabelStudioConfig:
     document_root: str | None = setting(None, nonblank=True)  # null: the parent of images.root (else /)
     prelabels: bool = setting(True)
+    url: str | None = setting(None, nonblank=True)  # a team's server (http[s]://...); null: `al labelstudio serve`'s
+    token_env: str = setting("LABEL_STUDIO_API_KEY", nonblank=True)  # the variable holding its token (never here)
+    project: str | None = setting(None, nonblank=True)  # the Label Studio project's title; null: the project's name
+    push_on_proposal: bool = setting(False)  # every proposed batch pushed as `al labelstudio push` does
+    pull_in_sensor: bool = setting(False)  # every inbox-sensor tick pulls new annotations as `al labelstudio pull`
+    pull_format: str = setting("JSON", choices=LABEL_STUDIO_EXPORT_FORMATS)  # JSON: skips and emails kept
+    target_storage: bool = setting(False)  # push adds a Local Files target storage writing into paths.inbox
 
 
 @dataclass(frozen=True)

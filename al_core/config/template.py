@@ -51,6 +51,14 @@ labels:
 label_studio:
   document_root: null             # Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; null: images.root's parent
   prelabels: true                 # the probe's guess as a pre-annotation of each task; false: blind labelling
+  url: null                       # a team's Label Studio (http://host:port); null: the one `al labelstudio serve` runs
+  token_env: LABEL_STUDIO_API_KEY # the environment variable holding its API token (never written in this file)
+  project: null                   # the Label Studio project's title; null: this project's name
+  push_on_proposal: false         # true: every proposed batch is pushed to Label Studio (`al labelstudio push`)
+  pull_in_sensor: false           # true: every inbox-sensor tick pulls new annotations (`al labelstudio pull`)
+  pull_format: JSON               # JSON | JSON_MIN | CSV | TSV: the export pull writes (only JSON keeps skips)
+  target_storage: false           # true: push adds a Local Files target storage writing into paths.inbox
+                                  # (which must then lie under document_root)
 
 paths:
   data_dir: data                  # database, vectors, probes, reports, Dagster home

@@ -28,7 +28,7 @@ from al_core.catalogue import embeddings as E
 from al_core.catalogue.parts import MANIFEST_SUFFIX, manifest_rel, part_id_of, read_part, write_part
 from al_core.catalogue.store import Store, now
 from al_core.catalogue.vectors import VectorsLocation, sha256_of
-from al_core.ingest.pipeline import EmbeddingsSummary, embed_missing, record_run
+from al_core.ingest.pipeline import ORPHAN_MIN_AGE_S, EmbeddingsSummary, embed_missing, record_run
 from al_core.ingest.shards import (
     ShardError,
     all_shards,
@@ -46,7 +46,7 @@ COMMIT_COUNTS = ("parts_committed", "parts_rewritten", "parts_dropped", "parts_m
 
 # ---------------------------------------------------------------------------- commit_pending, in steps
 def commit_pending(store: Store, config_id: str | None = None, *, run_id: str | None = None,
-                   verify_sha256: bool = False) -> dict:
+                   verify_sha256: bool = True) -> dict:
     """Commit every written-but-uncommitted part (of ``config_id``, or of every config) in one transaction.
 
     Returns counts (COMMIT_COUNTS): parts committed, rewritten, dropped
@@ -60,12 +60,14 @@ def commit_pending(store: Store, config_id: str | None = None, *, run_id: str | 
     taken = _already_committed(store, pending)
     records, drop = _sort_out(store.vectors_loc, pending, taken, out, verify_sha256)
     configs = {m["config_id"]: m["config"] for m in pending if m.get("config")}
-    store.commit_parts(records, run_id=run_id, configs=configs)
+    store.commit_parts(records, run_id=run_id, configs=configs, verify=not verify_sha256)  # checked in _sort_out
     out["parts_committed"] = len(records)
     out["rows_committed"] = int(sum(r["n_rows"] for r in records))
     for m in drop:  # after the commit: never delete what a failed commit might still need
         store.vectors_loc.remove(m["rel_path"])
         store.vectors_loc.remove(manifest_rel(m["rel_path"]))
+    if store.vectors_loc.is_local:
+        store.gc_orphan_parts(ORPHAN_MIN_AGE_S)  # after the commit; pending manifests and young parts are kept
     return out
 
 

@@ -7,7 +7,12 @@
     stream.stats                         # EmbedStats(images, failures, seconds, images_per_s, ...)
 
 Items are paths (the key is ``str(path)``) or ``(key, source)`` pairs where the
-source is a path, the file's bytes or a PIL image. Decoding and preprocessing
+source is a path, the file's bytes, a PIL image or a ``ScannedFile`` (a file the
+scan recorded: its bytes are read once, hashed and decoded from the same
+buffer; bytes that no longer match the recorded sha256 make the image a failure
+starting with ``CHANGED_SINCE_SCAN``, never a vector). Pixels become 8-bit RGB
+through ``al_core.ingest.pixels.to_rgb8`` (16-bit and float images scaled,
+transparency composited, other modes refused). Decoding and preprocessing
 run ahead of the forward pass in worker threads (default) or worker processes
 (``backend="processes"``, a torch DataLoader), at most ``prefetch`` batches
 ahead, so memory stays bounded whatever the number of images. An image that
@@ -33,9 +38,13 @@ __all__ = [
     "EmbedStream",
     "Failure",
     "Progress",
+    "CHANGED_SINCE_SCAN",
+    "ScannedFile",
     "decode_image",
     "embed_images",
 ]
+
+CHANGED_SINCE_SCAN = "changed since the scan"  # the start of a failure whose bytes no longer match the image id
 
 
 class EmbedBatch(NamedTuple):
@@ -46,6 +55,29 @@ class EmbedBatch(NamedTuple):
 class Failure(NamedTuple):
     key: Any
     error: str
+
+
+class ScannedFile(NamedTuple):
+    """An image file as the scan recorded it: where it is (``root``: the image root it must stay inside, None for
+    a manifest's file) and the sha256 its bytes had (its image id)."""
+
+    path: str
+    sha256: str
+    root: str | None = None
+
+    def read_verified(self) -> bytes:
+        """The file's bytes, read once through ``al_core.ingest.image_files.read_image_bytes``; ValueError starting with
+        CHANGED_SINCE_SCAN when they no longer hash to ``sha256``."""
+        import hashlib
+
+        from al_core.ingest.image_files import read_image_bytes
+
+        data = read_image_bytes(self.path, self.root)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != self.sha256:
+            raise ValueError(f"{CHANGED_SINCE_SCAN}: its bytes now have sha256 {digest[:16]}..., not its image id "
+                             f"{self.sha256[:16]}...; nothing embedded, the next scan records it again")
+        return data
 
 
 @dataclass
@@ -89,20 +121,27 @@ _EXIF_ORIENTATION = 0x0112
 
 
 def decode_image(source):
-    """Open an image (path, bytes or PIL image) as a loaded RGB PIL image with its
-    EXIF orientation applied. Raises whatever the decoder raises."""
+    """Open an image (path, bytes, PIL image or ScannedFile) as a loaded 8-bit RGB PIL image with its
+    EXIF orientation applied. Raises whatever the decoder raises, ``UnsupportedImage`` for a mode without
+    an 8-bit rendering, ValueError (CHANGED_SINCE_SCAN) for a scanned file whose bytes changed."""
     from PIL import Image
 
+    from al_core.ingest.pixels import to_rgb8
+
+    if isinstance(source, ScannedFile):
+        source = source.read_verified()
     if isinstance(source, Image.Image):
         source.load()
         orientation = source.getexif().get(_EXIF_ORIENTATION, 1)
-        img = source if source.mode == "RGB" else source.convert("RGB")
+        img = to_rgb8(source)
     else:
         f = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
         with Image.open(f) as im:
             im.load()
             orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-            img = im.convert("RGB")  # a new image that outlives the file
+            img = to_rgb8(im)
+            if img is im:
+                img = im.copy()  # a new image that outlives the file
     if orientation in (2, 3, 4, 5, 6, 7, 8):
         img = img.transpose(_transpose_table()[orientation])
     return img

@@ -5,6 +5,15 @@ Streaming with bounded memory: decoded batches flow through the backbone
 part file per shard is written and committed in one transaction. A killed run
 therefore keeps every committed flush, and the next run embeds only the rest.
 
+What is embedded is what was hashed: each image's bytes are read once, hashed
+and decoded from the same buffer (``al_core.ingest.embed.ScannedFile``); an
+image whose bytes no longer match its id gets no vector, its path is recorded
+``corrupt`` ("changed since the scan", retried by the next scan) and the run
+lists it as a failure. A vector with NaN or inf is never written: the image is a
+failure naming its path. After the run, orphan part files are collected
+(``Store.gc_orphan_parts``: older than ``ORPHAN_MIN_AGE_S`` and not waiting
+for a commit).
+
 ``EmbeddingsSummary`` is what a run did: the value of the ``embeddings`` asset
 (stored as ``as_dict()``), whether the vectors were embedded in this process
 (``embed_missing``, ``al_core.ingest.commit.embed_into_catalogue``) or by shard workers
@@ -20,11 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from al_core.catalogue import embeddings as E
+from al_core.catalogue import images as images_q
 from al_core.catalogue.store import Store, now
-from al_core.ingest.scan import ok_images
 
 FLUSH_ROWS = 8192  # vectors buffered before a commit: 8192 x 1280 x 4 B = 42 MB (efficientnet_lite0)
 FAILURES_KEPT = 20  # failures listed in a summary (every one is in embedding_failures)
+ORPHAN_MIN_AGE_S = 3600.0  # an uncommitted part younger than this may still be committed by its writer: kept
+NON_FINITE = "non-finite vector (NaN or inf) from the backbone: not stored"
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,25 @@ def flushes(stream: Iterable[tuple[list, np.ndarray]], rows: int) -> Iterator[tu
         yield ids, np.concatenate(vecs)
 
 
+def finite_rows(ids: list, vectors: np.ndarray) -> tuple[list, np.ndarray, list]:
+    """(ids, vectors) without the rows that hold NaN or inf, and the ids of those rows."""
+    ok = np.isfinite(vectors).all(axis=1)
+    if ok.all():
+        return ids, vectors, []
+    return [i for i, k in zip(ids, ok, strict=True) if k], vectors[ok], [i for i, k in zip(ids, ok, strict=True)
+                                                                           if not k]
+
+
+def scanned_items(todo: Iterable[tuple[str, str, str, str]]) -> list[tuple[str, "object"]]:
+    """Embedding items for ``images.ok_image_files`` rows: (image_id, ScannedFile) read inside the image root
+    (a root source) and checked against the image id."""
+    import os
+
+    from al_core.ingest.embed import ScannedFile
+
+    return [(iid, ScannedFile(opener, iid, src if os.path.isdir(src) else None)) for iid, _, opener, src in todo]
+
+
 def embed_missing(
     store: Store,
     backbone,
@@ -120,27 +150,55 @@ def embed_missing(
     if progress:
         progress(f"embedding {len(todo)} images with {backbone.name} [{config_id}] "
                  f"({len(items) - len(todo)} already embedded)")
-    stream = embed_images(todo, backbone, batch_size=batch_size, num_workers=num_workers,
+    stream = embed_images(scanned_items(todo), backbone, batch_size=batch_size, num_workers=num_workers,
                           progress=(lambda p: progress(str(p))) if progress else None)
+    path_of = {iid: path for iid, path, _, _ in todo}
+    non_finite: list[str] = []
+    n_embedded = 0
     for ids, vectors in flushes(stream, FLUSH_ROWS):
-        store.write_embeddings(config_id, ids, vectors, run_id=run_id)
-    path_of = dict(todo)
+        ids, vectors, bad = finite_rows(ids, vectors)
+        for iid in bad:
+            non_finite.append(iid)
+            if progress:
+                progress(f"{path_of.get(iid)}: {NON_FINITE}")
+        if ids:
+            store.write_embeddings(config_id, ids, vectors, run_id=run_id)
+            n_embedded += len(ids)
     failures = [(f.key, path_of.get(f.key), f.error) for f in stream.failures]
+    failures += [(iid, path_of.get(iid), NON_FINITE) for iid in non_finite]
+    _record_changed(store, failures)
     stats = stream.stats
     n_total = record_run(store, run_id=run_id, config_id=config_id, config=config, started_at=started,
-                         n_images=stats.images, images_per_s=stats.images_per_s, failures=failures,
+                         n_images=n_embedded, images_per_s=stats.images_per_s, failures=failures,
                          device=config.get("device"))
+    collected = store.gc_orphan_parts(ORPHAN_MIN_AGE_S)
+    if collected and progress:
+        progress(f"collected {len(collected)} orphan part file(s) older than {ORPHAN_MIN_AGE_S:.0f} s")
     return EmbeddingsSummary.of_run(
-        config_id, config, source=source, n_embedded=stats.images, n_skipped=len(items) - len(todo),
-        n_failed=stats.failures, failures=[{"image_id": k, "error": e} for k, _, e in failures],
+        config_id, config, source=source, n_embedded=n_embedded, n_skipped=len(items) - len(todo),
+        n_failed=len(failures), failures=[{"image_id": k, "error": e} for k, _, e in failures],
         n_total=n_total, images_per_s=stats.images_per_s, seconds=time.perf_counter() - t0, run_id=run_id)
 
 
+def _record_changed(store: Store, failures: list[tuple[str, str | None, str]]) -> None:
+    """Paths whose bytes changed since the scan: recorded corrupt with the failure (the next scan hashes them)."""
+    from al_core.ingest.embed import CHANGED_SINCE_SCAN
+
+    changed = [(path, error[error.index(CHANGED_SINCE_SCAN):]) for _, path, error in failures
+               if path and CHANGED_SINCE_SCAN in error]
+    if changed:
+        with store.transaction() as con:
+            for path, error in changed:
+                images_q.mark_changed(con, [path], error)
+
+
 def _todo(store: Store, config_id: str, source: str | None, limit: int | None):
-    """(every ok image of the source, those without a vector: the first ``limit`` of them)."""
-    items = ok_images(store, source)
+    """(every ok image file of the source, those without a vector: the first ``limit`` of them), as
+    ``images.ok_image_files`` rows."""
+    with store.connect(read_only=True, view=False) as con:
+        items = images_q.ok_image_files(con, source)
     done = store.embedded_ids(config_id)
-    todo = [(iid, path) for iid, path in items if iid not in done]
+    todo = [row for row in items if row[0] not in done]
     return items, todo if limit is None else todo[:limit]
 
 

@@ -10,30 +10,43 @@
   column) and goes to ``ground_truth``, apart from labels; only simulation
   reads it.
 - The whole scan is written in one transaction.
+- The root is a folder others write into (al_core.ingest.image_files): links
+  are followed only inside it, FIFOs and devices are recorded without being
+  opened, each file is read once and what is recorded (hash, size, pixels) is
+  what that read returned; a name that is not UTF-8 is stored printable with its
+  bytes in ``image_paths.fs_path``.
+- A root that is missing, not a folder or without image files raises
+  ``ImageRootError`` naming the setting (``images.root``) before anything is
+  recorded; ``require_images`` refuses a scanned root with no usable image.
 """
 
 import csv
 import hashlib
+import io
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from al_core.catalogue import images
 from al_core.catalogue.store import Store, now
 from al_core.faults import fault_point
+from al_core.files.safe import UnsafeEntry, kind_of, printable_name
+from al_core.ingest.image_files import IMAGE_EXTENSIONS, LINK_OUTSIDE, read_image_bytes, walk_images
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+__all__ = ["IMAGE_EXTENSIONS", "LINK_OUTSIDE", "ImageRootError", "ScanReport", "ok_images", "read_image_bytes",
+           "require_images", "scan", "scan_project", "walk_images"]
+
 # Decompression-bomb guard: a declared size above this is refused without decoding.
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default; ~256 MB of RGB at most per decoded image
-HASH_CHUNK = 1 << 20  # 1 MiB read buffer per hashing thread
-HASH_THREADS = 4  # hashing + decoding release the GIL; 4 threads x 1 MiB buffers
+HASH_THREADS = 4  # hashing + decoding release the GIL; 4 files in memory at once (each at most MAX_IMAGE_BYTES)
 PROGRESS_EVERY_S = 5.0
+SKIPPED_KEPT = 20  # skipped entries named in a scan report (every one is logged)
 # errors that may go away without the file changing (permissions, a writer still busy): retried at every scan
-TRANSIENT_ERRORS = ("unreadable:", "file changed while being read")
+TRANSIENT_ERRORS = ("unreadable:", "file changed while being read", "changed since the scan")
 
 
 @dataclass
@@ -49,6 +62,8 @@ class ScanReport:
     n_ok: int = 0
     n_images: int = 0  # distinct ok image ids in this source after the scan
     seconds: float = 0.0
+    n_skipped: int = 0  # entries not listed (a link to a folder outside the root, a folder that cannot be read)
+    skipped: list[str] = field(default_factory=list)  # the first SKIPPED_KEPT of them, each with its reason
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +71,7 @@ class ScanReport:
 
 @dataclass
 class _Probe:
-    path: str
+    path: str  # as stored: printable (al_core.files.safe.printable_name)
     size: int
     mtime_ns: int
     image_id: str | None = None
@@ -65,87 +80,48 @@ class _Probe:
     width: int | None = None
     height: int | None = None
     fmt: str | None = None
-
-
-def walk_images(root: str | os.PathLike) -> Iterator[tuple[str, os.stat_result]]:
-    """Yield (absolute path, stat) of every image file below root.
-
-    Follows symbolic links to folders but never enters a folder twice (so a
-    symlink loop ends); skips hidden folders.
-    """
-    root = os.path.abspath(root)
-    seen: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        try:
-            st = os.stat(d)
-        except OSError:
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
-            continue
-        subdirs = []
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            try:
-                if e.is_dir(follow_symlinks=True):
-                    subdirs.append(e.path)
-                    continue
-                if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
-                    continue
-                yield e.path, e.stat(follow_symlinks=True)
-            except OSError:
-                # a dangling link or a file gone while listing: report it as corrupt
-                yield e.path, None  # type: ignore[misc]
-        stack.extend(reversed(subdirs))
+    fs_path: str | None = None  # the path that opens the file, when it is not ``path`` (a name not UTF-8)
+    root: str | None = None  # the image root the file must stay inside (None: a manifest's file)
 
 
 def _hash_and_decode(p: _Probe) -> _Probe:
+    """Read the file once, hash those bytes and decode the same bytes (what is recorded is what was read)."""
     from PIL import Image
 
+    from al_core.ingest.pixels import UnsupportedImage, to_rgb8
+
     try:
-        h = hashlib.sha256()
-        n = 0
-        # O_NONBLOCK: a FIFO named x.jpg must not block the scan waiting for a writer
-        fd = os.open(p.path, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                p.status, p.error = "corrupt", "not a regular file (FIFO, socket or device)"
-                return p
-            while True:
-                b = f.read(HASH_CHUNK)
-                if not b:
-                    break
-                h.update(b)
-                n += len(b)
-            after = os.fstat(fd)
-        p.image_id = h.hexdigest()
-        if n != p.size or after.st_size != p.size or after.st_mtime_ns != p.mtime_ns:  # changed while being read
-            p.status, p.error = "corrupt", (f"file changed while being read ({p.size} -> {n} bytes read, "
-                                            f"{after.st_size} now); rescan to record it")
-            return p
+        data = read_image_bytes(p.fs_path or p.path, p.root)
+        after = os.stat(p.fs_path or p.path)
+    except UnsafeEntry as e:
+        p.status, p.error = "corrupt", e.reason
+        return p
     except OSError as e:
         p.status, p.error = "corrupt", f"unreadable: {e.strerror or e}"
-        p.image_id = None
+        return p
+    except ValueError as e:
+        p.status, p.error = "corrupt", f"too large: {e}"
+        return p
+    n = len(data)
+    p.image_id = hashlib.sha256(data).hexdigest()
+    if n != p.size or after.st_size != p.size or after.st_mtime_ns != p.mtime_ns:  # changed while being read
+        p.status, p.error = "corrupt", (f"file changed while being read ({p.size} -> {n} bytes read, "
+                                        f"{after.st_size} now); rescan to record it")
         return p
     if n == 0:
         p.status, p.error = "corrupt", "empty file"
         return p
     try:
-        with Image.open(p.path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             w, h_ = im.size
             if w * h_ > MAX_IMAGE_PIXELS:
                 raise ValueError(f"declared size {w}x{h_} exceeds MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} "
                                  "(decompression bomb?)")
             p.width, p.height, p.fmt = w, h_, im.format
             im.load()  # full decode: catches truncated files
+            to_rgb8(im)  # the pixels embedding will see: a mode without an 8-bit rendering is refused here
+    except UnsupportedImage as e:
+        p.status, p.error = "corrupt", f"unsupported: {e}"
     except Exception as e:  # Pillow raises many types; every one means "cannot use"
         p.status, p.error = "corrupt", f"{type(e).__name__}: {e}"
     return p
@@ -175,9 +151,15 @@ class _Listing:
 
     source: str  # absolute root or manifest path: the key of image_paths.source
     kind: str  # 'root' | 'manifest'
-    entries: list[tuple[str, os.stat_result | None]]  # (absolute path, stat; None when it cannot be stat-ed)
-    truth: dict[str, str]  # path -> class name
+    entries: list[tuple[str, os.stat_result | None, str | None]]  # (path that opens it, stat or None, problem)
+    truth: dict[str, str]  # path that opens it -> class name
     truth_source: str  # 'folder' | 'manifest'
+    skipped: list[str] = field(default_factory=list)  # entries not listed, with the reason (folders outside)
+
+    @property
+    def root(self) -> str | None:
+        """The folder every file must stay inside (None for a manifest)."""
+        return self.source if self.kind == "root" else None
 
 
 @dataclass
@@ -189,6 +171,27 @@ class _Sorted:
     settled: list[_Probe]  # not regular files / not stat-able: recorded corrupt without reading
 
 
+class ImageRootError(ValueError):
+    """The image root is missing, not a folder, or holds no images: one line naming the setting and the fix."""
+
+
+ROOT_SETTING = "images.root"  # the setting an image root comes from, named by every ImageRootError
+
+
+def _root_problem(setting: str, where: str, root_abs: str, problem: str) -> ImageRootError:
+    return ImageRootError(f"{setting}{where}: {printable_name(root_abs)} {problem}; put the images there (one "
+                          f"folder per class gives ground truth) or set {setting} to the folder that holds them")
+
+
+def require_images(report: ScanReport, setting: str = ROOT_SETTING, where: str = "") -> ScanReport:
+    """``report`` when its source has a usable image; ImageRootError (after the scan was recorded) otherwise."""
+    if report.n_images == 0:
+        raise _root_problem(setting, where, report.source,
+                            f"holds {report.n_files} image file(s) and none is usable ({report.n_corrupt} corrupt, "
+                            f"{report.n_missing} missing; `al status` lists them)")
+    return report
+
+
 def scan(
     store: Store,
     root: str | os.PathLike | None = None,
@@ -196,49 +199,69 @@ def scan(
     *,
     ground_truth_from_folders: bool = True,
     progress: Callable[[str], None] | None = None,
+    root_setting: str = ROOT_SETTING,
+    root_where: str = "",
 ) -> ScanReport:
-    """Scan a root folder or a manifest and record every image path in one transaction."""
+    """Scan a root folder or a manifest and record every image path in one transaction.
+
+    ``ImageRootError`` (naming ``root_setting`` and ``root_where``, e.g.
+    ``images.root`` `` (in /p/al.yaml)``) for a root that does not exist, is not a
+    folder or holds no image files, before anything is recorded: an unmounted
+    disk never marks every image missing.
+    """
     if (root is None) == (manifest is None):
         raise ValueError("give exactly one of root or manifest")
     t0 = time.monotonic()
-    listing = _list_root(root, ground_truth_from_folders) if root is not None else _list_manifest(manifest)
+    listing = (_list_root(root, ground_truth_from_folders, root_setting, root_where) if root is not None
+               else _list_manifest(manifest))
     with store.connect() as con:
         known = images.known_paths(con, listing.source)
         scan_id = images.next_scan_id(con)
-    report = ScanReport(scan_id=scan_id, source=listing.source, n_files=len(listing.entries))
+    report = ScanReport(scan_id=scan_id, source=listing.source, n_files=len(listing.entries),
+                        n_skipped=len(listing.skipped), skipped=listing.skipped[:SKIPPED_KEPT])
+    if progress:
+        for line in listing.skipped:
+            progress(f"scan: skipped {line}")
     work = _sort_listing(listing, known, report)
     probed = work.settled + _probe_all(work.to_probe, progress)
-    seen = {path for path, _ in listing.entries}
+    seen = {printable_name(path) for path, _, _ in listing.entries}
     gone = [p for p, k in known.items() if p not in seen and k.status != "missing"]
     report.n_missing = len(gone)
     _record(store, listing, report, probed, work.unchanged, gone, t0)
     return report
 
 
-def _list_root(root: str | os.PathLike, ground_truth_from_folders: bool) -> _Listing:
+def _list_root(root: str | os.PathLike, ground_truth_from_folders: bool, setting: str, where: str) -> _Listing:
     """Every image file below ``root``; ground truth from ``<root>/<class>/...`` folder names."""
     root_abs = os.path.abspath(root)
+    if not os.path.exists(root_abs):
+        raise _root_problem(setting, where, root_abs,
+                            "is a dangling link" if os.path.lexists(root_abs) else "does not exist")
     if not os.path.isdir(root_abs):
-        raise FileNotFoundError(f"image root {root_abs} is not a folder")
-    entries = list(walk_images(root_abs))
+        raise _root_problem(setting, where, root_abs, f"is a {kind_of(os.stat(root_abs).st_mode)}, not a folder")
+    skipped: list[str] = []
+    entries = list(walk_images(root_abs, skipped))
+    if not entries:
+        raise _root_problem(setting, where, root_abs,
+                            f"holds no image files ({' '.join(sorted(IMAGE_EXTENSIONS))})")
     truth: dict[str, str] = {}
     if ground_truth_from_folders:
-        for path, _ in entries:
+        for path, _, _ in entries:
             rel = os.path.relpath(path, root_abs).split(os.sep)
             if len(rel) >= 2:
-                truth[path] = rel[0]
-    return _Listing(root_abs, "root", entries, truth, "folder")
+                truth[path] = printable_name(rel[0])
+    return _Listing(root_abs, "root", entries, truth, "folder", skipped)
 
 
 def _list_manifest(manifest: str | os.PathLike) -> _Listing:
     """The files a manifest CSV lists (a vanished one stays, to be recorded corrupt)."""
-    entries: list[tuple[str, os.stat_result | None]] = []
+    entries: list[tuple[str, os.stat_result | None, str | None]] = []
     truth: dict[str, str] = {}
     for path, cls in _read_manifest(manifest):
         try:
-            entries.append((path, os.stat(path)))
+            entries.append((path, os.stat(path), None))
         except OSError:
-            entries.append((path, None))
+            entries.append((path, None, "cannot stat (dangling link or vanished)"))
         if cls:
             truth[path] = cls
     return _Listing(os.path.abspath(manifest), "manifest", entries, truth, "manifest")
@@ -251,13 +274,17 @@ def _unchanged(k: images.KnownPath | None, st: os.stat_result) -> bool:
 
 
 def _sort_listing(listing: _Listing, known: dict[str, images.KnownPath], report: ScanReport) -> _Sorted:
-    """Split the listing (counting new, changed and unchanged files into ``report``)."""
+    """Split the listing (counting new, changed and unchanged files into ``report``). A name that is not UTF-8
+    (or holds control characters) is stored printable, with the path that opens it beside (``fs_path``)."""
     work = _Sorted([], [], [])
-    for path, st in listing.entries:
+    for fs_path, st, problem in listing.entries:
+        path = printable_name(fs_path)
+        opener = fs_path if path != fs_path else None
         if st is None:
-            work.settled.append(_Probe(path, 0, 0, None, "corrupt", "cannot stat (dangling link or vanished)"))
+            work.settled.append(_Probe(path, 0, 0, None, "corrupt", problem, fs_path=opener))
         elif not stat.S_ISREG(st.st_mode):
-            work.settled.append(_Probe(path, 0, 0, None, "corrupt", "not a regular file (FIFO, socket or device)"))
+            work.settled.append(_Probe(path, 0, 0, None, "corrupt", "not a regular file (FIFO, socket or device)",
+                                       fs_path=opener))
         elif _unchanged(known.get(path), st):
             work.unchanged.append(path)
         else:
@@ -265,7 +292,7 @@ def _sort_listing(listing: _Listing, known: dict[str, images.KnownPath], report:
                 report.n_changed += 1
             else:
                 report.n_new += 1
-            work.to_probe.append(_Probe(path, st.st_size, st.st_mtime_ns))
+            work.to_probe.append(_Probe(path, st.st_size, st.st_mtime_ns, fs_path=opener, root=listing.root))
     report.n_unchanged = len(work.unchanged)
     return work
 
@@ -288,7 +315,8 @@ def _path_columns(probed: list[_Probe]) -> dict[str, list]:
             "size_bytes": [p.size for p in probed], "mtime_ns": [p.mtime_ns for p in probed],
             "status": [p.status for p in probed], "error": [p.error for p in probed],
             "width": [p.width for p in probed], "height": [p.height for p in probed],
-            "format": [p.fmt for p in probed]}
+            "format": [p.fmt for p in probed],
+            "fs_path": [os.fsencode(p.fs_path) if p.fs_path else None for p in probed]}
 
 
 def _record(store: Store, listing: _Listing, report: ScanReport, probed: list[_Probe], unchanged: list[str],
@@ -303,8 +331,8 @@ def _record(store: Store, listing: _Listing, report: ScanReport, probed: list[_P
             images.touch_paths(con, unchanged, seen_at=ts, scan_id=scan_id)
         if gone:
             images.mark_missing(con, gone, scan_id=scan_id)
-        truth = [(p.image_id, p.path, listing.truth[p.path]) for p in probed
-                 if p.status == "ok" and p.path in listing.truth]
+        truth = [(p.image_id, p.path, listing.truth[p.fs_path or p.path]) for p in probed
+                 if p.status == "ok" and (p.fs_path or p.path) in listing.truth]
         if truth:
             images.upsert_ground_truth(con, truth, listing.truth_source)
         report.n_ok, report.n_corrupt, report.n_images = images.source_counts(con, source)
@@ -323,11 +351,17 @@ def scan_project(store: Store, cfg, *, image_root: str | os.PathLike | None = No
                  manifest: str | os.PathLike | None = None, ground_truth_from_folders: bool = True,
                  progress: Callable[[str], None] | None = None) -> ScanReport:
     """Scan ``image_root`` or ``manifest`` when given, else the project's ``images.manifest`` /
-    ``images.root``. A manifest's ground truth comes from its column, never from folder names."""
+    ``images.root``. A manifest's ground truth comes from its column, never from folder names. An image root
+    that is missing, not a folder, or holds no usable image raises ImageRootError naming the setting."""
+    setting, where = "image_root", " (the run's config)"
     if manifest is None and image_root is None:
         manifest, image_root = cfg.manifest, cfg.image_root
+        where = f" (in {getattr(cfg, 'source_file', None) or 'the defaults: no project file'})"
+        setting = ROOT_SETTING
     if manifest is not None:
         return scan(store, manifest=manifest, ground_truth_from_folders=False, progress=progress)
     if image_root is None:
-        raise ValueError("no images to scan: set images.root (or images.manifest) in the project file")
-    return scan(store, root=image_root, ground_truth_from_folders=ground_truth_from_folders, progress=progress)
+        raise ImageRootError("no images to scan: set images.root (or images.manifest) in the project file")
+    report = scan(store, root=image_root, ground_truth_from_folders=ground_truth_from_folders, progress=progress,
+                  root_setting=setting, root_where=where)
+    return require_images(report, setting, where)

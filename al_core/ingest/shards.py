@@ -32,8 +32,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from al_core.catalogue import embeddings as E
 from al_core.catalogue import images
 from al_core.catalogue.parts import (
@@ -47,7 +45,7 @@ from al_core.catalogue.parts import (
 )
 from al_core.catalogue.store import Store, now
 from al_core.catalogue.vectors import VectorsLocation
-from al_core.ingest.pipeline import FLUSH_ROWS, backbone_config, flushes
+from al_core.ingest.pipeline import FLUSH_ROWS, NON_FINITE, backbone_config, finite_rows, flushes
 
 __all__ = ["PLANS_DIR", "ShardError", "all_shards", "embed_planned_shard", "embed_shard", "embed_shard_of_catalogue",
            "manifest_names", "plan_run", "plan_shards", "read_manifests", "read_plan", "remove_plan",
@@ -120,7 +118,7 @@ def plan_shards(store: Store, config_id: str, *, source: str | None = None,
     with store.connect(read_only=True, view=False) as con:
         done = E.embedded_ids(con, config_id)
         committed_parts = E.committed_part_ids(con, config_id)
-        items = images.ok_images(con, source)
+        items = [(iid, opener) for iid, _, opener, _ in images.ok_image_files(con, source)]
     pending = _pending_ids(store.vectors_loc, config_id, wanted, committed_parts)
     out: dict[str, list[tuple[str, str]]] = {h: [] for h in wanted}
     for iid, path in items:
@@ -209,15 +207,24 @@ def embed_shard(
     if progress:
         progress(f"shard {shard}: embedding {len(todo)} images ({len(items) - len(todo)} already written) "
                  f"with {backbone.name} [{config_id}]")
+    from al_core.ingest.embed import ScannedFile
+
     parts: list[dict] = []
-    stream = embed_images(todo, backbone, batch_size=batch_size, num_workers=num_workers)
-    for ids, vectors in flushes(stream, flush_rows):
-        if not np.all(np.isfinite(vectors)):
-            raise ValueError(f"shard {shard}: the backbone returned non-finite vectors")
+    non_finite: list[str] = []
+    stream = embed_images([(iid, ScannedFile(path, iid)) for iid, path in todo], backbone, batch_size=batch_size,
+                          num_workers=num_workers)
+    for ids_all, vectors_all in flushes(stream, flush_rows):
+        ids, vectors, bad = finite_rows(ids_all, vectors_all)  # a NaN or inf vector is a failure, never written
+        non_finite += bad
+        if not ids:
+            continue
         rec = write_part(loc, config_id, shard, ids, vectors)
         write_manifest(loc, rec, config)
         parts.append({k: rec[k] for k in ("part_id", "rel_path", "n_rows", "bytes")})
     stats = stream.stats
+    path_of = dict(todo)
+    failures = [{"image_id": f.key, "error": f.error} for f in stream.failures]
+    failures += [{"image_id": i, "error": f"{path_of.get(i)}: {NON_FINITE}"} for i in non_finite]
     return {
         "shard": shard,
         "config_id": config_id,
@@ -225,9 +232,9 @@ def embed_shard(
         "dim": int(backbone.feature_dim),
         "n_planned": len(items),
         "n_already_written": len(items) - len(todo),
-        "n_embedded": int(stats.images),
-        "n_failed": int(stats.failures),
-        "failures": [{"image_id": f.key, "error": f.error} for f in stream.failures],
+        "n_embedded": int(stats.images) - len(non_finite),
+        "n_failed": len(failures),
+        "failures": failures,
         "parts": parts,
         "seconds": time.perf_counter() - t0,
         "embed_seconds": stats.seconds,

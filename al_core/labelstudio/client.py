@@ -13,7 +13,8 @@ Endpoints (Label Studio 1.23; ``Authorization: Token <token>``, legacy tokens on
   (``/user/signup/``, a session with Django's CSRF token) and reads its token from ``/api/current-user/token``;
 - exports: ``GET /api/projects/<id>/export?exportType=JSON|JSON_MIN|CSV|TSV[&download_all_tasks=true]``.
 
-An HTTP error raises ``LabelStudioAPIError`` with the method, path, status and Label Studio's message.
+An HTTP error raises ``LabelStudioAPIError`` with the method, path, status and Label Studio's message; no answer
+at all (refused, unknown host, timeout) raises ``LabelStudioUnreachable``. The token is never part of a message.
 """
 
 import http.cookiejar
@@ -32,7 +33,29 @@ TIMEOUT_S = 120  # one request; an export of a large project is built synchronou
 class LabelStudioAPIError(RuntimeError):
     def __init__(self, method: str, path: str, status: int, body: str):
         self.method, self.path, self.status, self.body = method, path, status, body
-        super().__init__(f"Label Studio {method} {path}: HTTP {status}: {body[:500]}")
+        super().__init__(f"Label Studio {method} {path}: HTTP {status}: {self.reason}")
+
+    @property
+    def reason(self) -> str:
+        """Label Studio's own words: its validation errors, else its ``detail``, else the body (500 characters)."""
+        try:
+            answer = json.loads(self.body)
+        except ValueError:
+            return self.body[:500]
+        if not isinstance(answer, dict):
+            return self.body[:500]
+        errors = answer.get("validation_errors")
+        if isinstance(errors, dict) and errors:
+            return "; ".join(" ".join(map(str, v)) if isinstance(v, list) else str(v) for v in errors.values())[:500]
+        return str(answer.get("detail") or self.body)[:500]
+
+
+class LabelStudioUnreachable(RuntimeError):
+    """No HTTP answer from the server (connection refused, unknown host, timeout)."""
+
+    def __init__(self, url: str, reason: str):
+        self.url, self.reason = url, reason
+        super().__init__(f"no answer from Label Studio at {url}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,8 @@ class LabelStudioClient:
                 return json.loads(content) if content else None
         except urllib.error.HTTPError as e:
             raise LabelStudioAPIError(method, path, e.code, e.read().decode(errors="replace")) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            raise LabelStudioUnreachable(self.url, str(getattr(e, "reason", e))) from None
 
     def get_bytes(self, path_or_url: str) -> bytes:
         """The bytes behind a server path such as a task's ``/data/local-files/?d=...`` image URL."""
@@ -96,14 +121,24 @@ class LabelStudioClient:
             page += 1
 
     def upsert_project(self, title: str, label_config: str, **fields) -> dict:
-        """The project titled ``title`` with this labelling config: created, or its config (and fields) updated."""
+        """The project titled ``title`` with this labelling config: created, or its config (and fields) updated
+        (left alone when they are already so)."""
+        found = self.find_project(title)
+        body = {"title": title, "label_config": label_config, **fields}
+        if found:
+            same = {k: (found.get(k) or "").strip() == v.strip() if k == "label_config" else found.get(k) == v
+                    for k, v in body.items()}  # Label Studio keeps the config without its final newline
+            if all(same.values()):
+                return found
+            return self.request("PATCH", f"/api/projects/{found['id']}", body)
+        return self.request("POST", "/api/projects", body)
+
+    def find_project(self, title: str) -> dict | None:
+        """The project titled ``title``, or None; ValueError when several are."""
         found = [p for p in self.projects() if p["title"] == title]
         if len(found) > 1:
             raise ValueError(f"{len(found)} Label Studio projects are titled {title!r}: rename or delete the extras")
-        body = {"title": title, "label_config": label_config, **fields}
-        if found:
-            return self.request("PATCH", f"/api/projects/{found[0]['id']}", body)
-        return self.request("POST", "/api/projects", body)
+        return found[0] if found else None
 
     def validate_config(self, label_config: str) -> None:
         self.request("POST", "/api/projects/validate/", {"label_config": label_config})
@@ -124,6 +159,12 @@ class LabelStudioClient:
         return self.request("POST", "/api/storages/export/localfiles", {
             "project": project_id, "path": str(path), "title": title, "can_delete_objects": can_delete_objects,
         })
+
+    def local_files_sources(self, project_id: int) -> list[dict]:
+        return self.request("GET", "/api/storages/localfiles", params={"project": project_id})
+
+    def local_files_targets(self, project_id: int) -> list[dict]:
+        return self.request("GET", "/api/storages/export/localfiles", params={"project": project_id})
 
     def sync_target(self, storage_id: int) -> dict:
         """Write every existing annotation into the target storage (later ones are written as they are saved)."""

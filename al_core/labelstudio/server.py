@@ -4,6 +4,7 @@
 virtual environment (``make labelstudio``) in a new process group,
 
 - bound to 127.0.0.1 (``--internal-host``; ``--host`` would only set the URL prefix), on the given or a free port;
+  another address only with ``allow_remote=True`` (``al labelstudio serve --host ADDR --allow-remote``);
 - with its database, media and secret key under ``data_dir`` (a project's ``<data_dir>/label-studio``);
 - with local file serving on, and ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` the image root's PARENT folder, as Label
   Studio documents it (a Local Files storage on the image root then serves every image below it);
@@ -19,11 +20,13 @@ virtual environment (``make labelstudio``) in a new process group,
   annotation named by the annotation id, without an extension (docs/label-studio.md, "Target storage").
 
 It waits until ``/health`` answers and the token is accepted, writes the process group id to
-``label-studio.pid``, and ``describe()`` gives the URL and the account.
+``label-studio.pid`` and its URL to ``label-studio.url`` (so ``al labelstudio push/pull`` find the project's own
+server), and ``describe()`` gives the URL and the account.
 On exit it stops the whole process group (SIGTERM, then SIGKILL after STOP_TIMEOUT_S), also when the block failed.
 """
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -51,6 +54,7 @@ EXECUTABLE_ENV = "AL_LABEL_STUDIO_BIN"  # overrides where the `label-studio` exe
 ACCOUNT_FILE = "account.json"
 LOG_FILE = "label-studio.log"
 PID_FILE = "label-studio.pid"  # the process group id while it runs: `kill -TERM -- -$(cat ...)` stops it
+URL_FILE = "label-studio.url"  # its URL while it runs: `al labelstudio push|pull` find the local server by it
 
 # Inherited variables Label Studio would read instead of our settings (it reads NAME, LABEL_STUDIO_NAME and
 # HEARTEX_NAME): a shell's USERNAME, HOST or PORT must not become the account, the URL prefix or the port.
@@ -70,10 +74,49 @@ class Account:
     token: str
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def free_port(host: str = HOST) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def running_pid(data_dir: str | Path) -> int | None:
+    """The process group of a Label Studio running on ``data_dir`` (its pid file names a live group), if any."""
+    try:
+        pid = int((Path(data_dir) / PID_FILE).read_text())
+        os.killpg(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def running_url(data_dir: str | Path) -> str | None:
+    """The URL of the Label Studio running on ``data_dir`` (``label-studio.url``), or None when none runs."""
+    if running_pid(data_dir) is None:
+        return None
+    try:
+        return (Path(data_dir) / URL_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def default_executable() -> Path:
@@ -121,7 +164,12 @@ class LabelStudioServer:
     def __init__(self, data_dir: str | Path, image_root: str | Path, *, port: int | None = None,
                  email: str = DEFAULT_EMAIL, task_files: bool = True, document_root: str | Path | None = None,
                  executable: str | Path | None = None, extra_env: dict | None = None,
-                 start_timeout_s: float = START_TIMEOUT_S):
+                 start_timeout_s: float = START_TIMEOUT_S, host: str = HOST, allow_remote: bool = False):
+        if not is_loopback(host) and not allow_remote:
+            raise LabelStudioError(f"refusing to bind Label Studio to {host}, which is not a loopback address: "
+                                   "anyone who can reach it could sign in or read the images; pass --allow-remote "
+                                   "(allow_remote=True) if that is what you want")
+        self.host = host
         self.data_dir = Path(data_dir).absolute()
         self.image_root = Path(image_root).absolute()
         # Label Studio's documented setup: the image folder's parent. A target storage (the inbox) must lie under
@@ -131,8 +179,10 @@ class LabelStudioServer:
             raise LabelStudioError(f"the document root {self.document_root} must be a parent folder of the images "
                                    f"{self.image_root} (Label Studio refuses a storage equal to the root)")
         self.task_files = task_files
-        self.port = port or free_port()
-        self.url = f"http://{HOST}:{self.port}"
+        # the address this process probes it at (a bind to every interface answers on loopback too)
+        probe = HOST if _is_unspecified(host) else host
+        self.port = port or free_port(probe)
+        self.url = f"http://{'[' + probe + ']' if ':' in probe else probe}:{self.port}"
         self.executable = Path(executable) if executable else default_executable()
         self.email, self.extra_env, self.start_timeout_s = email, extra_env, start_timeout_s
         self.log_path = self.data_dir / LOG_FILE
@@ -145,23 +195,17 @@ class LabelStudioServer:
         """The server of a project: data under ``<data_dir>/label-studio``, images under ``images.root``."""
         if cfg.image_root is None:
             raise LabelStudioError("images.manifest projects have no image folder to serve: set images.root")
+        kwargs.setdefault("document_root", cfg.document_root)
         return cls(cfg.data_dir / "label-studio", cfg.image_root, **kwargs)
 
     def command(self) -> list[str]:
         """The command line (the account goes in the environment, out of `ps`)."""
-        return [str(self.executable), "start", "--no-browser", "--internal-host", HOST, "--port", str(self.port),
+        return [str(self.executable), "start", "--no-browser", "--internal-host", self.host, "--port", str(self.port),
                 "--data-dir", str(self.data_dir), "--enable-legacy-api-token", "--log-level", "WARNING"]
 
     def running_pid(self) -> int | None:
         """The process group of a Label Studio already running on this data folder (its pid file), if any."""
-        try:
-            pid = int((self.data_dir / PID_FILE).read_text())
-            os.killpg(pid, 0)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            return None
-        except PermissionError:
-            pass
-        return pid
+        return running_pid(self.data_dir)
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -193,6 +237,7 @@ class LabelStudioServer:
             raise
         self.started_s = time.monotonic() - t0
         atomic_write_text(self.data_dir / PID_FILE, f"{self.proc.pid}\n")
+        atomic_write_text(self.data_dir / URL_FILE, f"{self.url}\n")
         return self
 
     def _wait_until_ready(self) -> None:
@@ -228,7 +273,7 @@ class LabelStudioServer:
 
     def describe(self) -> str:
         a = self.account
-        return (f"Label Studio {self.url} (bound to {HOST}; data {self.data_dir})\n"
+        return (f"Label Studio {self.url} (bound to {self.host}; data {self.data_dir})\n"
                 f"  log in as {a.email} / {a.password}   API token {a.token}\n"
                 f"  local files: document root {self.document_root}, images {self.image_root}")
 
@@ -249,6 +294,7 @@ class LabelStudioServer:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         (self.data_dir / PID_FILE).unlink(missing_ok=True)
+        (self.data_dir / URL_FILE).unlink(missing_ok=True)
 
     def wait(self) -> int:
         """Block until the server exits (Ctrl-C stops it); the exit status."""
