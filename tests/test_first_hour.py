@@ -131,8 +131,9 @@ def test_seed_proposal_writes_galleries_the_eval_list_and_the_inbox_and_status_s
     # al status: the open batch first, then the evaluation set, in one sentence
     s = _status(cfg_file, capsys)
     assert s["evaluation"]["labelled"] == 0 and s["evaluation"]["size"] == 9
-    assert s["next_action"].startswith("label batch 0 (0/6 answered)") and "label the evaluation set" in \
-        s["next_action"]
+    assert (
+        s["next_action"].startswith("label batch 0 (0/6 answered)") and "label the evaluation set" in s["next_action"]
+    )
     # a rejected delivery is a warning of al status and its next action
     (cfg.inbox / "oops.csv").write_text("file_name,label\nIMG_0001.JPG,kitten\n")
     rep = R.ingest_label_files(store, cfg, [cfg.inbox / "oops.csv"], round_=1)
@@ -203,8 +204,11 @@ def test_al_report_links_every_gallery_and_says_simulated_only_for_simulated_del
     text = out.read_text()
     links = dict((h, label) for h, label in re.findall(r'<a href="([^"]+)">([^<]+)</a>', text) if ".html" in h)
     targets = {(out.parent / urllib.parse.unquote(h)).resolve() for h in links}
-    assert targets == {outbox.batch_page(cfg.outbox, 0).resolve(), outbox.batch_page(cfg.outbox, 1).resolve(),
-                       outbox.eval_page(cfg.outbox).resolve()}
+    assert targets == {
+        outbox.batch_page(cfg.outbox, 0).resolve(),
+        outbox.batch_page(cfg.outbox, 1).resolve(),
+        outbox.eval_page(cfg.outbox).resolve(),
+    }
     assert "simulated" not in text.lower()  # a real project's deliveries: nothing says simulated
     # answers delivered by the simulated annotator: the report says how many
     with open(outbox.batch_csv(cfg.outbox, 1), newline="") as f:

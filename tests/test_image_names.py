@@ -47,10 +47,23 @@ def project(tmp_path):
     shutil.copy(frogs[0], root / "trip" / "IMG_0002.JPG")  # another image
     shutil.copy(frogs[1], root / "trip" / "IMG_0100.JPG")
     shutil.copy(frogs[2], root / "home" / "IMG_0100.JPG")
-    cfg = from_dict({"images": {"root": "photos"}, "classes": CLASSES,
-                     "selection": {"seed_strategy": "random", "query_strategy": "margin", "budget_per_round": 6,
-                                   "total_budget": 18, "answered_fraction": 1.0, "seed": 0},
-                     "evaluation": {"holdout": 0}, "store": {"lock_timeout_s": 2}}, base_dir=tmp_path)
+    cfg = from_dict(
+        {
+            "images": {"root": "photos"},
+            "classes": CLASSES,
+            "selection": {
+                "seed_strategy": "random",
+                "query_strategy": "margin",
+                "budget_per_round": 6,
+                "total_budget": 18,
+                "answered_fraction": 1.0,
+                "seed": 0,
+            },
+            "evaluation": {"holdout": 0},
+            "store": {"lock_timeout_s": 2},
+        },
+        base_dir=tmp_path,
+    )
     store = open_store(cfg)
     scan(store, root=cfg.image_root)
     ids = sorted({r[0] for r in store.fetch("SELECT image_id FROM image_paths WHERE status = 'ok'")})
@@ -69,24 +82,34 @@ def _parse(cfg, store, path):
 def test_a_label_file_names_images_by_id_path_or_unique_file_name(project):
     cfg, store, truth, id_of = project
     f = Path(cfg.base_dir) / "by_names.csv"
-    f.write_text("file,label\nIMG_0003.JPG,cat\n"  # a unique file name
-                 "trip/IMG_0002.JPG,ship\n"  # a path relative to the image root (the trip folder's IMG_0002)
-                 "./IMG_0007.JPG,dog\n"  # a relative path written with ./
-                 f"{id_of['IMG_0008.JPG']},dog\n"  # a sha256 id
-                 "IMG_0001 copy.JPG,cat\n")  # an exact duplicate's name: the same image as IMG_0001.JPG
+    f.write_text(
+        "file,label\nIMG_0003.JPG,cat\n"  # a unique file name
+        "trip/IMG_0002.JPG,ship\n"  # a path relative to the image root (the trip folder's IMG_0002)
+        "./IMG_0007.JPG,dog\n"  # a relative path written with ./
+        f"{id_of['IMG_0008.JPG']},dog\n"  # a sha256 id
+        "IMG_0001 copy.JPG,cat\n"
+    )  # an exact duplicate's name: the same image as IMG_0001.JPG
     p = _parse(cfg, store, f)
     assert p.ok, p.errors
     assert [(r.image_id, r.label) for r in p.rows] == [
-        (id_of["IMG_0003.JPG"], "cat"), (id_of["trip/IMG_0002.JPG"], "ship"), (id_of["IMG_0007.JPG"], "dog"),
-        (id_of["IMG_0008.JPG"], "dog"), (id_of["IMG_0001.JPG"], "cat")]
+        (id_of["IMG_0003.JPG"], "cat"),
+        (id_of["trip/IMG_0002.JPG"], "ship"),
+        (id_of["IMG_0007.JPG"], "dog"),
+        (id_of["IMG_0008.JPG"], "dog"),
+        (id_of["IMG_0001.JPG"], "cat"),
+    ]
     assert id_of["IMG_0001 copy.JPG"] == id_of["IMG_0001.JPG"]
     # a CSV with a `path` column, and JSON lines with `file_name`
     f2 = Path(cfg.base_dir) / "by_path.csv"
     f2.write_text("path,label,annotator\nIMG_0004.JPG,cat,ann\ntrip/IMG_0002.JPG,ship,ann\n")
     assert [r.image_id for r in _parse(cfg, store, f2).rows] == [id_of["IMG_0004.JPG"], id_of["trip/IMG_0002.JPG"]]
     f3 = Path(cfg.base_dir) / "names.jsonl"
-    f3.write_text(json.dumps({"file_name": "IMG_0005.JPG", "label": "cat"}) + "\n"
-                  + json.dumps({"path": "IMG_0009.JPG", "label": "dog"}) + "\n")
+    f3.write_text(
+        json.dumps({"file_name": "IMG_0005.JPG", "label": "cat"})
+        + "\n"
+        + json.dumps({"path": "IMG_0009.JPG", "label": "dog"})
+        + "\n"
+    )
     p3 = _parse(cfg, store, f3)
     assert p3.ok and [r.image_id for r in p3.rows] == [id_of["IMG_0005.JPG"], id_of["IMG_0009.JPG"]]
 
@@ -113,8 +136,14 @@ def test_the_filled_outbox_csv_is_a_label_file_also_after_a_spreadsheet_round_tr
     with open(csv_path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == list(outbox.BATCH_CSV_HEADER)
-    assert [r["image_id"] for r in rows] == prop.image_ids and [r["rank"] for r in rows] == ["1", "2", "3", "4", "5",
-                                                                                           "6"]
+    assert [r["image_id"] for r in rows] == prop.image_ids and [r["rank"] for r in rows] == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+    ]
     name_of = {}
     for p, i in sorted(id_of.items()):  # an image's first path by name ("IMG_0001 copy.JPG" for the duplicate)
         name_of.setdefault(i, p)

@@ -28,8 +28,13 @@ def summary(store) -> dict:
             labelling["batch"] = rounds_q.batch_answer_summary(con, open_round)
         last, _ = rounds_q.last_round_and_spent(con)
         rejected = labels_q.rejected_since_last_accepted(con)
-        return {"database": str(store.db_path), **store_summary(con), "labelling": labelling, "last_round": last,
-                "rejected_deliveries": rejected}
+        return {
+            "database": str(store.db_path),
+            **store_summary(con),
+            "labelling": labelling,
+            "last_round": last,
+            "rejected_deliveries": rejected,
+        }
 
 
 def next_action(cfg, s: dict, ev: dict) -> str:
@@ -42,29 +47,39 @@ def next_action(cfg, s: dict, ev: dict) -> str:
         return "run `al ingest` to embed the images"
     if s["rejected_deliveries"]:
         r = s["rejected_deliveries"][-1]
-        return (f"fix the rejected delivery {r['original_name']} ({r['reason'] or 'see its .errors.json'}) and "
-                f"deliver it again into {cfg.inbox}/")
+        return (
+            f"fix the rejected delivery {r['original_name']} ({r['reason'] or 'see its .errors.json'}) and "
+            f"deliver it again into {cfg.inbox}/"
+        )
     if s["last_round"] is None:
-        return ("keep `make ui` (the Dagster daemon) running: its sensor proposes the seed batch within two ticks "
-                f"into {cfg.outbox}/")
+        return (
+            "keep `make ui` (the Dagster daemon) running: its sensor proposes the seed batch within two ticks "
+            f"into {cfg.outbox}/"
+        )
     b = s["labelling"].get("batch")
     if b and b["answered"] < b["proposed"]:
-        return (f"label batch {b['round']} ({b['answered']}/{b['proposed']} answered): fill the label column of "
-                f"{batch_csv(cfg.outbox, b['round'])} (gallery {batch_page(cfg.outbox, b['round'])}) or answer in "
-                f"Label Studio, and deliver the file into {cfg.inbox}/"
-                + (f"; then {ev['todo']}" if ev["todo"] and ev["size"] else ""))
+        return (
+            f"label batch {b['round']} ({b['answered']}/{b['proposed']} answered): fill the label column of "
+            f"{batch_csv(cfg.outbox, b['round'])} (gallery {batch_page(cfg.outbox, b['round'])}) or answer in "
+            f"Label Studio, and deliver the file into {cfg.inbox}/"
+            + (f"; then {ev['todo']}" if ev["todo"] and ev["size"] else "")
+        )
     if ev["todo"] and ev["size"]:
         return ev["todo"][0].upper() + ev["todo"][1:]
     if b:
-        return (f"batch {b['round']} is answered: the sensor starts the next round (or run `al round next`); "
-                "`al report` writes the report")
+        return (
+            f"batch {b['round']} is answered: the sensor starts the next round (or run `al round next`); "
+            "`al report` writes the report"
+        )
     return "no batch is open (the budget is spent or the stop rule fired): `al report` writes the report"
 
 
 def print_next(s: dict, file=None) -> None:
     ev = s["evaluation"]
-    print_safe(f"evaluation set  {ev['labelled']}/{ev['size']} labelled"
-               + (f" ({t(ev['todo'])})" if ev["todo"] else ""), file=file)
+    print_safe(
+        f"evaluation set  {ev['labelled']}/{ev['size']} labelled" + (f" ({t(ev['todo'])})" if ev["todo"] else ""),
+        file=file,
+    )
     for r in s["rejected_deliveries"]:
         print_safe(f"WARNING         rejected delivery {t(r['original_name'])}: {t(r['reason'] or '?')}", file=file)
     print_safe(f"next            {t(s['next_action'])}", file=file)
@@ -78,18 +93,27 @@ def print_quality(q: dict, file=None) -> None:
         print_safe(f"  {t(r['image_id'])}: " + ", ".join(t(p) for p in r["paths"]), file=file)
     nd = q["near_duplicates"]
     if nd:
-        print_safe(f"near-duplicates {nd['n_pairs']} pairs at cosine >= {nd['threshold']:g} ({t(nd['method'])}), "
-                   f"{len(q['replacements'])} batch picks replaced", file=file)
+        print_safe(
+            f"near-duplicates {nd['n_pairs']} pairs at cosine >= {nd['threshold']:g} ({t(nd['method'])}), "
+            f"{len(q['replacements'])} batch picks replaced",
+            file=file,
+        )
     s = q["suspects"]
     if s:
-        print_safe(f"suspects        round {s['round']}: {s['n_issues']} of {s['n_labels']} training labels flagged "
-                   "(`al labels suspects` lists them)", file=file)
+        print_safe(
+            f"suspects        round {s['round']}: {s['n_issues']} of {s['n_labels']} training labels flagged "
+            "(`al labels suspects` lists them)",
+            file=file,
+        )
     a = q["agreement"]
     if a["n_images_multi"]:
         fk = "-" if a["fleiss_kappa"] is None else f"{a['fleiss_kappa']:.3f}"
         ck = "-" if a["overall_kappa"] is None else f"{a['overall_kappa']:.3f}"
-        print_safe(f"agreement       {a['n_images_multi']} images with several answers: Fleiss' kappa {fk}, "
-                   f"Cohen's kappa (pairs) {ck}", file=file)
+        print_safe(
+            f"agreement       {a['n_images_multi']} images with several answers: Fleiss' kappa {fk}, "
+            f"Cohen's kappa (pairs) {ck}",
+            file=file,
+        )
     for w in q["warnings"]:
         print_safe(f"WARNING         {t(w)}", file=file)
 
@@ -97,25 +121,38 @@ def print_quality(q: dict, file=None) -> None:
 def print_summary(s: dict, file=None) -> None:
     """The summary as text; paths, statuses and names go through ``terminal_safe``."""
     print_safe(f"database        {t(s['database'])} (schema version {s['schema_version']})", file=file)
-    print_safe(f"images          {s['images']} distinct (sha256), paths: "
-               + ", ".join(f"{t(k)} {v}" for k, v in s["paths_by_status"].items()), file=file)
+    print_safe(
+        f"images          {s['images']} distinct (sha256), paths: "
+        + ", ".join(f"{t(k)} {v}" for k, v in s["paths_by_status"].items()),
+        file=file,
+    )
     print_safe(f"ground truth    {s['ground_truth_classes']} classes (simulation only)", file=file)
     for c in s["embedding_configs"]:
-        print_safe(f"embeddings      {t(c['backbone'])} [{t(c['config_id'])}]: {c['vectors']} vectors x {c['dim']} "
-                   f"in {c['parts']} part files", file=file)
+        print_safe(
+            f"embeddings      {t(c['backbone'])} [{t(c['config_id'])}]: {c['vectors']} vectors x {c['dim']} "
+            f"in {c['parts']} part files",
+            file=file,
+        )
     lab = s["labelling"]
-    print_safe(f"labels          policy {t(lab['policy'] or 'latest')}: {lab['skipped']} images skipped, "
-               f"{lab['disputed']} disputed ({lab['adjudication_queued']} queued for adjudication), "
-               f"{lab['disagreements']} with annotators disagreeing", file=file)
+    print_safe(
+        f"labels          policy {t(lab['policy'] or 'latest')}: {lab['skipped']} images skipped, "
+        f"{lab['disputed']} disputed ({lab['adjudication_queued']} queued for adjudication), "
+        f"{lab['disagreements']} with annotators disagreeing",
+        file=file,
+    )
     b = lab.get("batch")
     if b:
-        print_safe(f"open batch      {b['round']}: {b['answered']}/{b['proposed']} answered ({b['skipped']} skipped, "
-                   f"{b['disputed']} disputed)", file=file)
+        print_safe(
+            f"open batch      {b['round']}: {b['answered']}/{b['proposed']} answered ({b['skipped']} skipped, "
+            f"{b['disputed']} disputed)",
+            file=file,
+        )
         for m in b["unanswered"][:UNANSWERED_SHOWN]:
             print_safe(f"  no answer yet {t(m['image_id'])} {t(m['path'])}", file=file)
         if len(b["unanswered"]) > UNANSWERED_SHOWN:
-            print_safe(f"  ... and {len(b['unanswered']) - UNANSWERED_SHOWN} more (al status --json lists them)",
-                       file=file)
+            print_safe(
+                f"  ... and {len(b['unanswered']) - UNANSWERED_SHOWN} more (al status --json lists them)", file=file
+            )
 
 
 # ---------------------------------------------------------------- what the labels bought (al_core.value.summary)
@@ -135,8 +172,17 @@ def print_value(v: dict | None, file=None) -> None:
     if v is None:
         return
     print_safe("what the labels bought", file=file)
-    for key in ("metric_now", "labels_so_far", "annotator_time", "cost_so_far", "cost_per_point", "projection",
-                "stop_suggestion", "next_batch", "budget"):
+    for key in (
+        "metric_now",
+        "labels_so_far",
+        "annotator_time",
+        "cost_so_far",
+        "cost_per_point",
+        "projection",
+        "stop_suggestion",
+        "next_batch",
+        "budget",
+    ):
         print_safe(f"  {key.replace('_', ' '):<18}{t(v['lines'][key])}", file=file)
 
 

@@ -50,8 +50,9 @@ def parse_csv(reader: LineReader, rows: RowValidator, errs: ErrorCollector) -> i
             continue
         n_records += 1
         if len(cells) != len(header):
-            errs.add(line, None, f"expected {len(header)} cells ({', '.join(header)}), got {len(cells)}",
-                     delim.join(cells))
+            errs.add(
+                line, None, f"expected {len(header)} cells ({', '.join(header)}), got {len(cells)}", delim.join(cells)
+            )
             continue
         seconds = None
         if i_sec is not None:
@@ -59,9 +60,16 @@ def parse_csv(reader: LineReader, rows: RowValidator, errs: ErrorCollector) -> i
             if not ok:
                 continue
         image = next((cells[i] for i in i_ids if cells[i].strip()), cells[i_ids[0]])
-        rows.add(line, image, cells[i_lab], cells[i_ann] if i_ann is not None else None,
-                 cells[i_aid] if i_aid is not None else None, cells[i_note] if i_note is not None else None,
-                 seconds=seconds, seconds_source=None if seconds is None else "column")
+        rows.add(
+            line,
+            image,
+            cells[i_lab],
+            cells[i_ann] if i_ann is not None else None,
+            cells[i_aid] if i_aid is not None else None,
+            cells[i_note] if i_note is not None else None,
+            seconds=seconds,
+            seconds_source=None if seconds is None else "column",
+        )
     return n_records
 
 
@@ -96,9 +104,14 @@ def csv_header(line: int, cells: list[str], errs: ErrorCollector, delim: str = "
         hint = ""
         if any(d in n for n in unknown for d in ",;\t|"):
             hint = " (the delimiter must be a comma, a semicolon or a tab)"
-        errs.add(line, "header", f"unknown column(s) {', '.join(map(repr, unknown))}{hint}; "
-                 f"allowed: {', '.join(dict.fromkeys([*CSV_COLUMNS, *IMAGE_COLUMNS]))} "
-                 f"(and the outbox CSV's {', '.join(OUTBOX_COLUMNS)}, ignored)", delim.join(cells))
+        errs.add(
+            line,
+            "header",
+            f"unknown column(s) {', '.join(map(repr, unknown))}{hint}; "
+            f"allowed: {', '.join(dict.fromkeys([*CSV_COLUMNS, *IMAGE_COLUMNS]))} "
+            f"(and the outbox CSV's {', '.join(OUTBOX_COLUMNS)}, ignored)",
+            delim.join(cells),
+        )
         bad = True
     missing = [] if any(n in names for n in IMAGE_COLUMNS) else ["image_id"]
     missing += [] if "label" in names else ["label"]
@@ -108,4 +121,3 @@ def csv_header(line: int, cells: list[str], errs: ErrorCollector, delim: str = "
     elif missing:
         bad = True
     return None if bad else {n: i for i, n in enumerate(names)}
-

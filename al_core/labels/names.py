@@ -77,8 +77,11 @@ class ImageNames:
             return next(iter(found)), None
         if found:
             paths = sorted(found.values())
-            shown = ", ".join(paths[:AMBIGUOUS_SHOWN]) + (f" and {len(paths) - AMBIGUOUS_SHOWN} more"
-                                                          if len(paths) > AMBIGUOUS_SHOWN else "")
-            return None, (f"file name {v!r} names {len(paths)} different images ({shown}): "
-                          "give the path relative to the image root or the image_id instead")
+            shown = ", ".join(paths[:AMBIGUOUS_SHOWN]) + (
+                f" and {len(paths) - AMBIGUOUS_SHOWN} more" if len(paths) > AMBIGUOUS_SHOWN else ""
+            )
+            return None, (
+                f"file name {v!r} names {len(paths)} different images ({shown}): "
+                "give the path relative to the image root or the image_id instead"
+            )
         return None, None

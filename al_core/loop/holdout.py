@@ -100,12 +100,23 @@ def eval_set_state(store, cfg: ProjectConfig) -> dict:
     deliver_to = cfg.inbox / EVAL_FOLDER
     todo = None
     if not size and not labelled:
-        todo = ("no evaluation set yet: it is held out with the seed batch" if cfg.evaluation.holdout != 0 else
-                f"no evaluation set (evaluation.holdout: 0): deliver labelled images into {deliver_to}/ to score "
-                "the rounds")
+        todo = (
+            "no evaluation set yet: it is held out with the seed batch"
+            if cfg.evaluation.holdout != 0
+            else f"no evaluation set (evaluation.holdout: 0): deliver labelled images into {deliver_to}/ to score "
+            "the rounds"
+        )
     elif labelled < size:
-        todo = (f"label the evaluation set ({labelled}/{size} labelled): fill the label column of {csv_path}"
-                + (f" (gallery {page})" if page.exists() else "")
-                + f" and deliver it into {deliver_to}/; until then the rounds are not evaluated")
-    return {"size": size, "labelled": labelled, "csv": str(csv_path) if csv_path.exists() else None,
-            "page": str(page) if page.exists() else None, "deliver_to": str(deliver_to), "todo": todo}
+        todo = (
+            f"label the evaluation set ({labelled}/{size} labelled): fill the label column of {csv_path}"
+            + (f" (gallery {page})" if page.exists() else "")
+            + f" and deliver it into {deliver_to}/; until then the rounds are not evaluated"
+        )
+    return {
+        "size": size,
+        "labelled": labelled,
+        "csv": str(csv_path) if csv_path.exists() else None,
+        "page": str(page) if page.exists() else None,
+        "deliver_to": str(deliver_to),
+        "todo": todo,
+    }

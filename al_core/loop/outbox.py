@@ -51,8 +51,18 @@ from al_core.learn.strategy_names import SCORE_MEANING, why_picked
 from al_core.loop.review_page import ReviewItem, write_review_page
 
 BATCH_CSV = re.compile(r"^round-(\d{4})\.csv$")  # the name batch_csv gives; its group is the batch's round
-BATCH_CSV_HEADER = ("rank", "path", "file_name", "predicted", "probability", "score", "score_means", "strategy",
-                    "image_id", "label")
+BATCH_CSV_HEADER = (
+    "rank",
+    "path",
+    "file_name",
+    "predicted",
+    "probability",
+    "score",
+    "score_means",
+    "strategy",
+    "image_id",
+    "label",
+)
 EVAL_CSV_HEADER = ("path", "file_name", "image_id", "label")
 LABEL_STUDIO_CONFIG = "label-studio-config.xml"
 EVAL_HOLDOUT_CSV = "eval-holdout.csv"
@@ -104,8 +114,11 @@ def batches_in(outbox: Path) -> list[int]:
     """Rounds whose batch CSV is in ``outbox`` (a regular file), ascending."""
     if not outbox.is_dir():
         return []
-    return sorted(int(m.group(1)) for name in os.listdir(outbox)
-                  if (m := BATCH_CSV.match(name)) and is_regular_file(outbox / name))
+    return sorted(
+        int(m.group(1))
+        for name in os.listdir(outbox)
+        if (m := BATCH_CSV.match(name)) and is_regular_file(outbox / name)
+    )
 
 
 def read_batch_ids(outbox: Path, round_: int) -> list[str]:
@@ -140,9 +153,19 @@ def _score(s: float | None) -> float | None:
 
 # ----------------------------------------------------------------------------- Label Studio
 # ----------------------------------------------------------------------------- writing
-def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str], scores: list[float],
-                 paths: dict, classes: Sequence[str], *, strategies: Sequence[str] | None = None,
-                 predictions: dict | None = None, model_version: str | None = None) -> list[str]:
+def write_outbox(
+    cfg: ProjectConfig,
+    round_: int,
+    strategy: str,
+    ids: list[str],
+    scores: list[float],
+    paths: dict,
+    classes: Sequence[str],
+    *,
+    strategies: Sequence[str] | None = None,
+    predictions: dict | None = None,
+    model_version: str | None = None,
+) -> list[str]:
     """round-NNNN.csv, round-NNNN.label-studio.json and label-studio-config.xml, each written atomically.
 
     ``strategies``: each row's strategy (default ``strategy``; ``relabel`` for an image to label again, its task
@@ -157,10 +180,18 @@ def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str],
     for p in (csv_path, ls_path, xml_path, page_path):
         set_aside(p)
     strategies = list(strategies) if strategies is not None else [strategy] * len(ids)
-    tasks = label_studio_tasks(round_, strategy, ids, scores, paths, cfg.labels.image_url_template,
-                               document_root=cfg.document_root, strategies=strategies,
-                               predictions={k: v for k, v in (predictions or {}).items() if v[0] is not None},
-                               model_version=model_version if cfg.label_studio.prelabels else None)
+    tasks = label_studio_tasks(
+        round_,
+        strategy,
+        ids,
+        scores,
+        paths,
+        cfg.labels.image_url_template,
+        document_root=cfg.document_root,
+        strategies=strategies,
+        predictions={k: v for k, v in (predictions or {}).items() if v[0] is not None},
+        model_version=model_version if cfg.label_studio.prelabels else None,
+    )
     for task, st in zip(tasks, strategies, strict=True):
         if st == RELABEL:
             task["data"]["relabel"] = True
@@ -172,14 +203,31 @@ def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str],
         pred, prob = preds.get(iid) or (None, None)
         prob = None if prob is None or math.isnan(prob) else float(prob)
         rel = relative_path(paths[iid], root)
-        rows.append([rank, rel, os.path.basename(paths[iid]), pred or "", "" if prob is None else f"{prob:.3f}",
-                     "" if _score(sc) is None else repr(sc), SCORE_MEANING.get(st, ""), st, iid, ""])
+        rows.append(
+            [
+                rank,
+                rel,
+                os.path.basename(paths[iid]),
+                pred or "",
+                "" if prob is None else f"{prob:.3f}",
+                "" if _score(sc) is None else repr(sc),
+                SCORE_MEANING.get(st, ""),
+                st,
+                iid,
+                "",
+            ]
+        )
         items.append(ReviewItem(rank, iid, paths[iid], rel, pred, prob, _score(sc), why_picked(st)))
     n = len(ids)
-    write_review_page(out, batch_stem(round_), f"Batch {round_}: {n} image(s) to label ({strategy})",
-                      f"Label these images in {csv_path.name} (fill its label column) or in Label Studio "
-                      f"({ls_path.name}); deliver the file into the inbox {cfg.inbox}.", items,
-                      score_meaning=SCORE_MEANING.get(strategy, "the strategy's score"))
+    write_review_page(
+        out,
+        batch_stem(round_),
+        f"Batch {round_}: {n} image(s) to label ({strategy})",
+        f"Label these images in {csv_path.name} (fill its label column) or in Label Studio "
+        f"({ls_path.name}); deliver the file into the inbox {cfg.inbox}.",
+        items,
+        score_meaning=SCORE_MEANING.get(strategy, "the strategy's score"),
+    )
     fault_point("outbox.before_csv")
     atomic_write_text(csv_path, _csv_text(BATCH_CSV_HEADER, rows))
     return [str(csv_path), str(ls_path), str(xml_path), str(page_path)]
@@ -197,9 +245,18 @@ def repair_outbox(store, cfg: ProjectConfig, classes: Sequence[str]) -> list[str
     for r, strategy in todo:
         rows, probe_id = batches[r]
         scores = [float("nan") if q[2] is None else float(q[2]) for q in rows]
-        written += write_outbox(cfg, r, strategy, [q[0] for q in rows], scores, {q[0]: q[1] for q in rows},
-                                classes, strategies=[q[3] for q in rows],
-                                predictions={q[0]: (q[4], q[5]) for q in rows}, model_version=probe_id)[:1]
+        written += write_outbox(
+            cfg,
+            r,
+            strategy,
+            [q[0] for q in rows],
+            scores,
+            {q[0]: q[1] for q in rows},
+            classes,
+            strategies=[q[3] for q in rows],
+            predictions={q[0]: (q[4], q[5]) for q in rows},
+            model_version=probe_id,
+        )[:1]
     return written
 
 
@@ -209,12 +266,27 @@ def write_eval_holdout(cfg: ProjectConfig, chosen: Sequence[str], paths: dict) -
     set_aside(cfg.outbox / EVAL_HOLDOUT_CSV)
     set_aside(eval_page(cfg.outbox))
     root = image_names_root(cfg)
-    rows = [[relative_path(paths.get(iid, ""), root) if paths.get(iid) else "",
-             os.path.basename(paths.get(iid, "")), iid, ""] for iid in chosen]
-    items = [ReviewItem(k, iid, paths[iid], relative_path(paths[iid], root), reason="held out for evaluation")
-             for k, iid in enumerate(chosen, 1) if paths.get(iid)]
-    write_review_page(cfg.outbox, EVAL_HOLDOUT_STEM, f"Evaluation set: {len(chosen)} image(s) to label",
-                      f"Label these images in {EVAL_HOLDOUT_CSV} (fill its label column) and deliver the file into "
-                      f"{cfg.inbox / 'eval'}: until then the rounds are not evaluated. They are never trained on.",
-                      items, score_meaning="none (a stratified random hold-out)")
+    rows = [
+        [
+            relative_path(paths.get(iid, ""), root) if paths.get(iid) else "",
+            os.path.basename(paths.get(iid, "")),
+            iid,
+            "",
+        ]
+        for iid in chosen
+    ]
+    items = [
+        ReviewItem(k, iid, paths[iid], relative_path(paths[iid], root), reason="held out for evaluation")
+        for k, iid in enumerate(chosen, 1)
+        if paths.get(iid)
+    ]
+    write_review_page(
+        cfg.outbox,
+        EVAL_HOLDOUT_STEM,
+        f"Evaluation set: {len(chosen)} image(s) to label",
+        f"Label these images in {EVAL_HOLDOUT_CSV} (fill its label column) and deliver the file into "
+        f"{cfg.inbox / 'eval'}: until then the rounds are not evaluated. They are never trained on.",
+        items,
+        score_meaning="none (a stratified random hold-out)",
+    )
     return atomic_write_text(cfg.outbox / EVAL_HOLDOUT_CSV, _csv_text(EVAL_CSV_HEADER, rows))
