@@ -75,8 +75,10 @@ class ScannedFile(NamedTuple):
         data = read_image_bytes(self.path, self.root)
         digest = hashlib.sha256(data).hexdigest()
         if digest != self.sha256:
-            raise ValueError(f"{CHANGED_SINCE_SCAN}: its bytes now have sha256 {digest[:16]}..., not its image id "
-                             f"{self.sha256[:16]}...; nothing embedded, the next scan records it again")
+            raise ValueError(
+                f"{CHANGED_SINCE_SCAN}: its bytes now have sha256 {digest[:16]}..., not its image id "
+                f"{self.sha256[:16]}...; nothing embedded, the next scan records it again"
+            )
         return data
 
 
@@ -287,6 +289,7 @@ class EmbedStream:
         pending: deque = deque()
         pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="al-embed-decode")
         try:
+
             def fill():
                 while len(pending) < self.prefetch:
                     chunk = next(chunks, None)

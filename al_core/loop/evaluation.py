@@ -45,11 +45,19 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
     value = prepare_value(store, cfg, round_, pool, probe, probe_id, rows, pred if rows else [])
     with store.transaction() as con:
         value.write(con)
-        probes_q.put_metrics(con, probe_id=probe_id, round_=round_, accuracy=out["accuracy"],
-                             balanced_accuracy=out["balanced_accuracy"], macro_f1=out["macro_f1"],
-                             per_class_recall=json.dumps(out["per_class_recall"]),
-                             confusion=json.dumps(out["confusion"]), n_labels=out["n_labels"], n_eval=out["n_eval"],
-                             evaluated_at=now())
+        probes_q.put_metrics(
+            con,
+            probe_id=probe_id,
+            round_=round_,
+            accuracy=out["accuracy"],
+            balanced_accuracy=out["balanced_accuracy"],
+            macro_f1=out["macro_f1"],
+            per_class_recall=json.dumps(out["per_class_recall"]),
+            confusion=json.dumps(out["confusion"]),
+            n_labels=out["n_labels"],
+            n_eval=out["n_eval"],
+            evaluated_at=now(),
+        )
     return out
 
 
