@@ -66,14 +66,15 @@ def probe_file(con, probe_id: str) -> tuple[str, str] | None:
 
 def put_metrics(con, *, probe_id: str, round_: int, accuracy: float | None, balanced_accuracy: float | None,
                 macro_f1: float | None, per_class_recall: str, confusion: str, n_labels: int, n_eval: int,
-                evaluated_at) -> None:
-    """A probe's metrics (``per_class_recall`` and ``confusion`` as JSON text); they replace earlier ones."""
+                evaluated_at, per_class_n_eval: str | None = None) -> None:
+    """A probe's metrics (``per_class_recall``, ``confusion`` and ``per_class_n_eval`` as JSON text); they replace
+    earlier ones."""
     con.execute(
         """INSERT OR REPLACE INTO metrics (probe_id, round, accuracy, balanced_accuracy, macro_f1, per_class_recall,
-                                           confusion, n_labels, n_eval, evaluated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                           confusion, n_labels, n_eval, evaluated_at, per_class_n_eval)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [probe_id, round_, accuracy, balanced_accuracy, macro_f1, per_class_recall, confusion, n_labels, n_eval,
-         evaluated_at])
+         evaluated_at, per_class_n_eval])
 
 
 def latest_probed_round(con) -> int | None:

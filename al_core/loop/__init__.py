@@ -30,8 +30,8 @@ after a function it exports, so ``al_core.loop.propose`` is always the function.
 import importlib
 
 _EXPORTS = {
-    "errors": ("LoopError",),
-    "inbox": ("list_inbox", "survey_inbox", "look_at_inbox", "validation_inputs", "ValidationUnavailable", "InboxView",
+    "errors": ("LoopError", "ValidationUnavailable"),
+    "inbox": ("list_inbox", "survey_inbox", "look_at_inbox", "validation_inputs", "InboxView",
               "InboxSurvey", "Refused"),
     "state": ("LoopState", "loop_state", "answered", "pending_work", "stop_reason"),
     "pool": ("Pool", "load_pool", "load_project_pool"),
@@ -43,6 +43,7 @@ _EXPORTS = {
     "evaluation": ("evaluate", "evaluate_round"),
     "label_quality": ("assess_round",),
     "batch_rules": ("Batch", "select_batch"),
+    "class_changes": ("ClassListChanged", "check_labelled_classes", "relabel"),
     "requests": ("close_round", "retract_file", "request_retry", "request_close_round"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

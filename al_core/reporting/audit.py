@@ -42,6 +42,7 @@ import polars as pl
 from al_core.catalogue import audit as Q
 from al_core.catalogue import labels as labels_q
 from al_core.catalogue import quality as quality_q
+from al_core.catalogue import relabels as relabels_q
 from al_core.catalogue.reports import newest_embedded_config_id
 from al_core.catalogue.store import Store, StoreError, now
 from al_core.files.atomic import atomic_path
@@ -153,6 +154,7 @@ def _read_lineage(con, iid: str) -> dict:
     labels = Q.label_records(con, iid)
     return {
         "training": labels_q.image_label(con, iid), "disagreements": labels_q.disagreements(con, iid),
+        "relabels": relabels_q.relabels_of_image(con, iid),
         "image": Q.image_record(con, iid), "paths": Q.image_path_records(con, iid),
         "ground_truth": Q.ground_truth_classes(con, iid), "embeddings": Q.embedding_records(con, iid),
         "eval_set": Q.eval_set_record(con, iid), "proposals": Q.proposal_records(con, iid), "labels": labels,
@@ -261,7 +263,8 @@ def lineage(store: Store, image_id: str) -> dict:
     policy, the counting answers, and every disagreement of the image with
     its resolution; None when never answered), probes (every probe trained with
     one of its labels: probe_id, round, version, trigger, sha256, path,
-    trained_at, n_labels, accuracy, balanced_accuracy, label_ids).
+    trained_at, n_labels, accuracy, balanced_accuracy, label_ids), relabels (every `al labels relabel` that
+    mapped one of its labels: relabel_id, old, new, relabelled_at, label_ids, eval; a label reads as its new class).
     Raises AuditError for an unknown or ambiguous id.
     """
     with store.connect(read_only=True, view=False) as con:
@@ -281,6 +284,7 @@ def lineage(store: Store, image_id: str) -> dict:
         "current_label": next((dict(lab) for lab in labels if lab["decides"]), None),
         "training": _training_entry(rows),
         "probes": probes,
+        "relabels": [{**r, "relabelled_at": iso(r["relabelled_at"])} for r in rows["relabels"]],
     }
 
 

@@ -22,7 +22,7 @@ from al_core.catalogue import reports as Q
 from al_core.catalogue.audit import latest_probe_per_round, latest_round_config_id
 
 METRIC_COLUMNS = ("round", "version", "probe_id", "n_labels", "n_eval", "accuracy", "balanced_accuracy", "macro_f1",
-                  "per_class_recall", "confusion", "evaluated_at", "trigger", "classes")
+                  "per_class_recall", "confusion", "evaluated_at", "trigger", "classes", "per_class_n_eval")
 
 
 def _json_or(s, default):
@@ -57,9 +57,10 @@ def latest_metrics(store) -> pl.DataFrame:
 
 
 def metrics_record(row: dict) -> dict:
-    """A row of :func:`latest_metrics` with per_class_recall (dict) and confusion (list of lists) parsed."""
+    """A row of :func:`latest_metrics` with per_class_recall (dict), confusion (list of lists) and
+    per_class_n_eval (dict; {} for metrics recorded before it was kept) parsed."""
     return {**row, "per_class_recall": _json_or(row["per_class_recall"], {}),
-            "confusion": _json_or(row["confusion"], [])}
+            "confusion": _json_or(row["confusion"], []), "per_class_n_eval": _json_or(row.get("per_class_n_eval"), {})}
 
 
 def last_confusion(metrics: pl.DataFrame) -> dict | None:
