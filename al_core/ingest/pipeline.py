@@ -151,7 +151,7 @@ def embed_missing(
         progress(f"embedding {len(todo)} images with {backbone.name} [{config_id}] "
                  f"({len(items) - len(todo)} already embedded)")
     stream = embed_images(scanned_items(todo), backbone, batch_size=batch_size, num_workers=num_workers,
-                          progress=(lambda p: progress(str(p))) if progress else None)
+                          progress=(lambda p: progress(str(p))) if progress else None, total=len(todo))
     path_of = {iid: path for iid, path, _, _ in todo}
     non_finite: list[str] = []
     n_embedded = 0
