@@ -76,7 +76,9 @@ def add_rounds(store):
                             "n_classes, seed, train_seconds, trained_at, run_id) "
                             "VALUES (?, ?, ?, 'round', ?, 'x', 'cfg-test', ?, 4, ?, 0.1, ?, NULL)",
                         [pid, rnd, ver, f"/nowhere/{pid}.safetensors", n, rnd, ts])
-            con.execute("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, 12, ?)",
+            con.execute("INSERT INTO metrics (probe_id, round, accuracy, balanced_accuracy, macro_f1, "
+                        "per_class_recall, confusion, n_labels, n_eval, evaluated_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 12, ?)",
                         [pid, rnd, acc, acc - 0.05, acc - 0.1, json.dumps(recall), json.dumps(conf), n, ts])
 
 

@@ -118,7 +118,7 @@ def _confusion_section(last: dict | None, classes: list[str]) -> list[str]:
     if isinstance(last["per_class_recall"], dict) and last["per_class_recall"]:
         counts = last.get("per_class_n_eval") or {}
         parts.append('<table><tr><th class="l">class</th><th>evaluation images</th><th>recall</th></tr>' + "".join(
-            f'<tr><td class="l">{_e(c)}</td><td>{_e(str(counts.get(c, "?")))}</td>'
+            f'<tr><td class="l">{_e(c)}</td><td>{_e(str(counts.get(c, "–")))}</td>'
             f"<td>{_e(recall_text(r, counts.get(c)))}</td></tr>" for c, r in last["per_class_recall"].items())
             + "</table>")
     return parts
