@@ -171,3 +171,6 @@ def test_a_renamed_class_is_refused_until_relabel_maps_it_and_lineage_shows_it(p
     text = capsys.readouterr().out
     assert f"label #{label_id:<6} 'kitty'" in text
     assert "RELABEL       'cat' -> 'kitty' at " in text and f"#{label_id}" in text.split("RELABEL", 1)[1]
+    assert lineage_main([image, "--json", "--config", cfg.source_file]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [(r["old"], r["new"], label_id in r["label_ids"]) for r in d["relabels"]] == [("cat", "kitty", True)]
