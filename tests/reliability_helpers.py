@@ -16,8 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from al_core.config import load_config
 from al_core.catalogue.store import sha256_file
+from al_core.config import load_config
 from tests.conftest import ROOT
 from tests.loop_helpers import answer_batch, execute, make_project, run_requests
 

@@ -66,6 +66,24 @@ def test_nearest_to_centroids_is_nearest_member():
         assert d2[c] == pytest.approx(dist.min(), rel=1e-4, abs=1e-5)
 
 
+def test_final_distances_within_their_bound_and_exact_where_they_decide(monkeypatch):
+    # points far from the origin (a large common offset): the expanded form loses digits there
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3000, 40)) + 30.0).astype(np.float32)
+    monkeypatch.setattr(km, "ASSIGN_ROWS", 256)  # several blocks
+    res = kmeans(x, 8, seed=2)
+    exact = ((x.astype(np.float64) - res.centroids[res.labels].astype(np.float64)) ** 2).sum(1)
+    x_sq = (x.astype(np.float64) ** 2).sum(1)
+    c_sq = (res.centroids.astype(np.float64) ** 2).sum(1)[res.labels]
+    bound = km._expanded_error_bound(x.shape[1]) * (x_sq + c_sq)
+    assert np.all(np.abs(res.sq_distances - exact) <= bound + 1e-3 * exact)
+    pos, d2 = nearest_to_centroids(res)
+    for c in range(8):
+        members = np.flatnonzero(res.labels == c)
+        assert pos[c] == members[np.argmin(exact[members])]  # decided on exact distances
+        assert d2[c] == pytest.approx(exact[pos[c]], rel=1e-5)
+
+
 def test_nearest_to_centroids_ties_and_empty_cluster():
     # cluster 0: positions 0,1 (equal distance: the smaller wins); cluster 1: position 2;
     # cluster 2 empty: takes the unchosen point farthest from its own centroid (position 3,

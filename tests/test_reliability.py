@@ -664,9 +664,8 @@ def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
     counts = _v1_database(db)
     monkeypatch.setattr(S, "SCHEMA_VERSION", S.SCHEMA_VERSION + 1)
     monkeypatch.setitem(S.MIGRATIONS, S.SCHEMA_VERSION, ["CREATE TABLE half_done (x INT)", "THIS IS NOT SQL"])
-    with pytest.raises(Exception, match="syntax error|Parser"):
-        with S.Store(db).connect():
-            pass
+    with pytest.raises(Exception, match="syntax error|Parser"), S.Store(db).connect():
+        pass
     monkeypatch.undo()
     store = S.Store(db)
     # versions before the broken one committed (each version is its own transaction); the broken one left no trace
@@ -695,7 +694,7 @@ def test_damaged_database_gives_an_error_never_wrong_rows(tmp_path):
             f.write(b"\xa5" * 16)
         try:
             got = Store(bad, lock_timeout_s=1).fetch(q)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             assert isinstance(e, StoreError) or "Corrupt database file" in str(e) or "checksum" in str(e), e
             outcomes["error"] += 1
             continue

@@ -280,7 +280,7 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     logs = []
 
     def start(args, name):
-        log = open(tmp_path / f"{name}.log", "wb")
+        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with its worker
         logs.append(log)
         p = subprocess.Popen([dask_bin, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)  # own process group: killed as a group at the end

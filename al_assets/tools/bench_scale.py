@@ -102,7 +102,7 @@ def run_dask(work: Path, images: Path, n_workers: int, image_size: int, batch: i
     logs = []
 
     def start(args, name):
-        log = open(work / f"{name}.log", "wb")
+        log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with its worker at the end
         logs.append(log)
         p = subprocess.Popen([dask_bin, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)

@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from al_core.models.backbones import load_backbone
     from al_core.ingest.embed import embed_images
+    from al_core.models.backbones import load_backbone
 
     root = Path(args.root)
     splits = {}

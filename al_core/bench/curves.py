@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hard = max(1, int(3 * args.max_round_seconds))  # armed for query rounds only
 
-    def on_alarm(signum, frame):  # noqa: ARG001
+    def on_alarm(signum, frame):
         raise RoundTooSlow(f"a round ran past the hard limit of {hard} s")
 
     signal.signal(signal.SIGALRM, on_alarm)
@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             accs: list[float] = []
             last = [time.perf_counter()]
 
-            def progress(r: int, acc: float, n_lab: int) -> None:
+            def progress(r: int, acc: float, n_lab: int, times=times, accs=accs, last=last, key=key,
+                         seed=seed) -> None:  # this iteration's lists, bound (called within the iteration)
                 now = time.perf_counter()
                 times.append(now - last[0])
                 accs.append(acc)

@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from al_core.models.backbones import load_backbone
     from al_core.ingest.embed import decode_image, default_num_workers
+    from al_core.models.backbones import load_backbone
 
     load_avg = os.getloadavg()
     paths = list_images(args.images, args.limit)

@@ -131,8 +131,8 @@ def make_data(work: Path, n: int, d: int, k: int, n_labels: int, seed: int, spre
     Each of the k classes is a mixture of ``modes`` Gaussian modes (centre: the class
     centre x ``spread`` plus ``mode_scale`` x N(0, I)), unit isotropic noise: some
     structure for a diversity step to cover, classes that overlap for the probe."""
-    from al_core.learn.probe import Probe
     from al_core.catalogue.store import Store
+    from al_core.learn.probe import Probe
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

@@ -38,8 +38,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", help="also write the JSON result here")
     args = ap.parse_args(argv)
 
-    from al_core.ingest.scan import scan
     from al_core.catalogue.store import Store
+    from al_core.ingest.scan import scan
 
     tmp = tempfile.mkdtemp(prefix="al-bench-scan-")
     root = Path(args.images or os.path.join(tmp, "images"))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from al_core.catalogue.rounds import RELABEL  # noqa: F401  (re-exported: the loop reads it from here)
+from al_core.catalogue.rounds import RELABEL  # re-exported: the loop reads it from here
 
 LABEL_QUALITY_RUN_COLUMNS = ("probe_id", "round", "n_labels", "n_folds", "seed", "method", "n_issues", "label_counts",
                              "predicted_share", "balance_warnings", "seconds", "computed_at")

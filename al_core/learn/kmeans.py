@@ -79,7 +79,7 @@ class KMeansResult:
 
     centroids: np.ndarray  # k x D float32
     labels: np.ndarray  # n int64, cluster of each point
-    sq_distances: np.ndarray  # n float32, squared distance of each point to its centroid
+    sq_distances: np.ndarray  # n float32, squared distance of each point to its centroid (_final_assign)
     inertia: float  # sum of sq_distances
     n_iter: int  # Lloyd iterations run
     n_train: int  # points the centroids were trained on (n unless subsampled)
@@ -243,39 +243,84 @@ def _top_far(d2: np.ndarray, m: int, exclude: np.ndarray | None = None) -> np.nd
     return order[:m]
 
 
+def _expanded_error_bound(dim: int) -> float:
+    """Factor f such that the float32 expanded form |x|^2 - 2 x.c + |c|^2 is within
+    f * (|x|^2 + |c|^2) of the exact squared distance (recursive-summation worst case: each of
+    the three D-term sums is off by at most D * eps times the sum of its terms' magnitudes,
+    2 |x.c| <= |x|^2 + |c|^2, and three roundings combine them)."""
+    eps = float(np.finfo(np.float32).eps)
+    return (2 * dim + 4) * eps
+
+
 def _final_assign(points: Points, centers: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centre of every point (first on ties), and the exact squared distance to it
-    (the difference, squared and summed: not the expanded form, whose cancellation loses the
-    digits of small distances).
+    """Nearest centre of every point (first on ties), and the squared distance to it.
 
     Blocks of _assign_rows(k) points on worker threads, each gathered (and transformed) into
-    that worker's own buffers: no allocation per block, no copy of the points.
+    that worker's own buffers: no allocation per block, no copy of the points. Past the gather
+    and transform, a block costs its product, its minimum and its rows' squared norms: the
+    distance of a point is the expanded form the product gives (clamped at 0), within
+    ``_expanded_error_bound(D) * (|x|^2 + |c|^2)`` of the exact
+    one. The exact distance (the difference, squared and summed, which the expanded form's
+    cancellation would lose for small distances) is computed afterwards only for the points
+    whose rank or size that rounding could change: every point whose distance minus its bound is
+    at most the smallest distance plus bound in its cluster (so the member nearest each centroid,
+    which :func:`nearest_to_centroids` picks, is decided on exact distances), every point whose
+    distance is below its bound, and every point when a cluster is left empty (the farthest
+    points fill it).
     """
     n = len(points)
     k = centers.shape[0]
     labels = np.empty(n, dtype=np.int64)
     d2 = np.empty(n, dtype=np.float32)
+    bound = np.empty(n, dtype=np.float32)
     rows = _assign_rows(k)
     c_sq = row_sq_norms(centers)
     ct = centers.t()
+    factor = _expanded_error_bound(points.dim)
     local = threading.local()
 
     def block(_: int, start: int) -> None:
         if not hasattr(local, "points"):
             local.points = np.empty((rows, points.dim), dtype=np.float32)
-            local.diff = torch.empty((rows, points.dim), dtype=torch.float32)
         stop = min(start + rows, n)
         xb = as_tensor(points.block_into(start, stop, local.points))
-        prod = torch.addmm(c_sq, xb, ct, beta=1.0, alpha=-2.0)
-        lab = prod.min(dim=1).indices  # (torch.argmin: 5x the time here)
-        diff = local.diff[: stop - start]
-        torch.index_select(centers, 0, lab, out=diff)
-        diff.sub_(xb)
+        prod = torch.addmm(c_sq, xb, ct, beta=1.0, alpha=-2.0)  # |c|^2 - 2 x.c
+        best, lab = prod.min(dim=1)  # (torch.argmin: 5x the time here)
+        x_sq = row_sq_norms(xb)
         labels[start:stop] = lab.numpy()
-        d2[start:stop] = row_sq_norms(diff).numpy()
+        torch.add(best, x_sq, out=torch.from_numpy(d2[start:stop])).clamp_(min=0.0)
+        torch.mul(torch.add(x_sq, c_sq[lab]), factor, out=torch.from_numpy(bound[start:stop]))
 
     map_blocks(block, range(0, n, rows))
+    _exact_where_needed(points, centers, labels, d2, bound)
     return labels, d2
+
+
+def _exact_where_needed(points: Points, centers: torch.Tensor, labels: np.ndarray, d2: np.ndarray,
+                        bound: np.ndarray) -> None:
+    """Replace ``d2`` by the exact squared distance (in place) for the points of
+    :func:`_final_assign`'s docstring, block by block."""
+    k = centers.shape[0]
+    if np.bincount(labels, minlength=k).min() == 0:
+        redo = np.arange(labels.shape[0])
+    else:
+        top = np.full(k, np.inf, dtype=np.float32)
+        np.minimum.at(top, labels, d2 + bound)  # no member of the cluster is exactly nearer than this
+        redo = np.flatnonzero((d2 - bound <= top[labels]) | (d2 <= bound))
+    rows = _assign_rows(k)
+    local = threading.local()
+
+    def block(_: int, start: int) -> None:
+        if not hasattr(local, "diff"):
+            local.diff = torch.empty((rows, points.dim), dtype=torch.float32)
+        idx = redo[start : start + rows]
+        xb = torch.from_numpy(points.take(idx))
+        diff = local.diff[: idx.shape[0]]
+        torch.index_select(centers, 0, torch.from_numpy(labels[idx]), out=diff)
+        diff.sub_(xb)
+        d2[idx] = row_sq_norms(diff).numpy()
+
+    map_blocks(block, range(0, redo.shape[0], rows))
 
 
 def train_size(n: int, k: int, subsample_above: int | None = None) -> int:
