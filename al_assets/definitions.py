@@ -22,14 +22,19 @@ from sensors.inbox import build_inbox_sensor
 
 
 def build_resources(cfg: ProjectConfig) -> dict:
-    store = StoreResource(db_path=str(cfg.db_path), vectors_dir=str(cfg.vectors_location),
-                          lock_timeout_s=cfg.store_cfg.lock_timeout_s)
+    store = StoreResource(
+        db_path=str(cfg.db_path), vectors_dir=str(cfg.vectors_location), lock_timeout_s=cfg.store_cfg.lock_timeout_s
+    )
     return {
         "store": store,
         "store_io_manager": StoreJsonIOManager(store=store),
         "shard_io_manager": ShardJsonIOManager(store=store),  # JSON files beside the vectors (no DuckDB, no pickle)
-        "backbone": BackboneResource(name=cfg.backbone.name, image_size=cfg.backbone.image_size,
-                                     weights_path=cfg.backbone.weights_path, batch_size=cfg.backbone.batch_size),
+        "backbone": BackboneResource(
+            name=cfg.backbone.name,
+            image_size=cfg.backbone.image_size,
+            weights_path=cfg.backbone.weights_path,
+            batch_size=cfg.backbone.batch_size,
+        ),
         "project": ProjectResource(config_path=cfg.source_file),
     }
 

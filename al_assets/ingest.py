@@ -31,8 +31,14 @@ def raw_images(
     from al_core.ingest.scan import scan_project
 
     with one_line_failures():
-        report = scan_project(store.get(), project.load(), image_root=config.image_root, manifest=config.manifest,
-                              ground_truth_from_folders=config.ground_truth_from_folders, progress=context.log.info)
+        report = scan_project(
+            store.get(),
+            project.load(),
+            image_root=config.image_root,
+            manifest=config.manifest,
+            ground_truth_from_folders=config.ground_truth_from_folders,
+            progress=context.log.info,
+        )
     context.log.info(
         f"scan {report.scan_id}: {report.n_files} files, {report.n_new} new, {report.n_changed} changed, "
         f"{report.n_unchanged} unchanged, {report.n_missing} now missing, {report.n_corrupt} corrupt"
@@ -68,9 +74,14 @@ def embeddings(
     from al_core.ingest.commit import embed_into_catalogue
 
     with one_line_failures():
-        summary = embed_into_catalogue(store.get(), backbone.load(), source=raw_images["source"],
-                                       run_id=context.run.run_id, batch_size=backbone.batch_size,
-                                       progress=context.log.info)
+        summary = embed_into_catalogue(
+            store.get(),
+            backbone.load(),
+            source=raw_images["source"],
+            run_id=context.run.run_id,
+            batch_size=backbone.batch_size,
+            progress=context.log.info,
+        )
     return dg.Output(
         summary.as_dict(),
         metadata={
@@ -103,6 +114,13 @@ def near_duplicates(context: dg.AssetExecutionContext, embeddings: dict, project
     except LoopError as e:  # a threshold that pairs everything: said here; the next proposal stops on it
         context.log.warning(str(e))
         s = {"error": str(e)}
-    return dg.Output(s | {"config_id": embeddings["config_id"]}, metadata={
-        "pairs": s.get("n_pairs", -1), "method": s.get("method", ""), "computed_now": bool(s.get("computed")),
-        "threshold": cfg.quality.near_duplicate_cosine, "error": s.get("error", "")})
+    return dg.Output(
+        s | {"config_id": embeddings["config_id"]},
+        metadata={
+            "pairs": s.get("n_pairs", -1),
+            "method": s.get("method", ""),
+            "computed_now": bool(s.get("computed")),
+            "threshold": cfg.quality.near_duplicate_cosine,
+            "error": s.get("error", ""),
+        },
+    )

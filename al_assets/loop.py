@@ -49,8 +49,13 @@ def _project(project: ProjectResource):
     return cfg, open_store(cfg)
 
 
-@dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
-          kinds={"duckdb"}, tags={"al/writes": "true"})
+@dg.asset(
+    partitions_def=rounds_partitions,
+    group_name=LOOP_GROUP,
+    io_manager_key="store_io_manager",
+    kinds={"duckdb"},
+    tags={"al/writes": "true"},
+)
 def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: ProjectResource) -> dg.Output[dict]:
     """Batch 0: the first images to label, chosen by the seed strategy from unlabelled features."""
     from al_core.loop.proposal import propose_seed
@@ -65,8 +70,12 @@ def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: Proj
     for w in prop.warnings:
         context.log.warning(w)
     _push_to_label_studio(context, store, cfg)
-    return dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
-        "eval_holdout": prop.eval_holdout} | _pictures(store, cfg, ("proposed_images",)))
+    return dg.Output(
+        prop.as_dict(),
+        metadata=_proposal_metadata(prop, embeddings)
+        | {"eval_holdout": prop.eval_holdout}
+        | _pictures(store, cfg, ("proposed_images",)),
+    )
 
 
 def _push_to_label_studio(context, store, cfg) -> None:
@@ -102,8 +111,11 @@ def _proposal_metadata(prop, embeddings) -> dict:
 def _batch_rules_metadata(prop) -> dict:
     """What the batch rules did (al_core.loop.batch_rules): images to label again, near-duplicates replaced."""
     rules = prop.batch_rules or {}
-    return {"relabelled": rules.get("relabel", 0), "near_duplicate_pairs": rules.get("near_duplicate_pairs", 0),
-            "near_duplicates_replaced": dg.MetadataValue.json(rules.get("near_duplicates_replaced", []))}
+    return {
+        "relabelled": rules.get("relabel", 0),
+        "near_duplicate_pairs": rules.get("near_duplicate_pairs", 0),
+        "near_duplicates_replaced": dg.MetadataValue.json(rules.get("near_duplicates_replaced", [])),
+    }
 
 
 def _table(prop, n: int = PROPOSED_ROWS_SHOWN) -> str:
@@ -115,73 +127,124 @@ def _table(prop, n: int = PROPOSED_ROWS_SHOWN) -> str:
     return "\n".join(rows)
 
 
-@dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
-          kinds={"duckdb"}, tags={"al/writes": "true"})
-def round_labels(context: dg.AssetExecutionContext, config: RoundLabelsConfig, project: ProjectResource
-                 ) -> dg.Output[dict]:
+@dg.asset(
+    partitions_def=rounds_partitions,
+    group_name=LOOP_GROUP,
+    io_manager_key="store_io_manager",
+    kinds={"duckdb"},
+    tags={"al/writes": "true"},
+)
+def round_labels(
+    context: dg.AssetExecutionContext, config: RoundLabelsConfig, project: ProjectResource
+) -> dg.Output[dict]:
     """The label files ingested in this round (answering the previous batch), validated and applied atomically."""
     from al_core.loop.ingest_labels import ingest_round_labels
 
     r = _round(context)
     cfg, store = _project(project)
-    res = ingest_round_labels(store, cfg, r, config.files, force_close=config.force_close,
-                              request_id=config.request_id, run_id=context.run.run_id, log=context.log.info,
-                              warn=context.log.warning)
+    res = ingest_round_labels(
+        store,
+        cfg,
+        r,
+        config.files,
+        force_close=config.force_close,
+        request_id=config.request_id,
+        run_id=context.run.run_id,
+        log=context.log.info,
+        warn=context.log.warning,
+    )
     value, rep = res.as_dict(), res.report
     counts = rep.counts
-    return dg.Output(value, metadata={
-        "round": r,
-        "files_accepted": counts.get("accepted", 0),
-        "files_rejected": counts.get("rejected", 0),
-        "files_duplicate": counts.get("duplicate", 0),
-        "labels_applied": value["labels_applied"],
-        "open_batch": rep.open_round if rep.open_round is not None else -1,
-        "answered": f"{rep.answered}/{rep.proposed}",
-        "ready_for_next_round": rep.ready or res.force_close,
-        "files": dg.MetadataValue.json(value["files"]),
-        **_labelling_metadata(rep.labelling),
-    })
+    return dg.Output(
+        value,
+        metadata={
+            "round": r,
+            "files_accepted": counts.get("accepted", 0),
+            "files_rejected": counts.get("rejected", 0),
+            "files_duplicate": counts.get("duplicate", 0),
+            "labels_applied": value["labels_applied"],
+            "open_batch": rep.open_round if rep.open_round is not None else -1,
+            "answered": f"{rep.answered}/{rep.proposed}",
+            "ready_for_next_round": rep.ready or res.force_close,
+            "files": dg.MetadataValue.json(value["files"]),
+            **_labelling_metadata(rep.labelling),
+        },
+    )
 
 
 def _labelling_metadata(state: dict) -> dict:
     """The round's label state (al_core.loop.label_history.labelling_state): disagreements are never dropped."""
     batch = state.get("batch") or {}
-    return {"label_policy": state.get("policy") or "latest", "disagreements": state.get("disagreements", 0),
-            "new_disagreements": state.get("new_disagreements", 0), "disputed": state.get("disputed", 0),
-            "adjudication_queued": state.get("adjudication_queued", 0), "skipped_images": state.get("skipped", 0),
-            "batch_skipped": batch.get("skipped", 0),
-            "unanswered": dg.MetadataValue.json(batch.get("unanswered", []))}
+    return {
+        "label_policy": state.get("policy") or "latest",
+        "disagreements": state.get("disagreements", 0),
+        "new_disagreements": state.get("new_disagreements", 0),
+        "disputed": state.get("disputed", 0),
+        "adjudication_queued": state.get("adjudication_queued", 0),
+        "skipped_images": state.get("skipped", 0),
+        "batch_skipped": batch.get("skipped", 0),
+        "unanswered": dg.MetadataValue.json(batch.get("unanswered", [])),
+    }
 
 
-@dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
-          kinds={"pytorch", "duckdb"}, output_required=False, tags={"al/writes": "true"})
+@dg.asset(
+    partitions_def=rounds_partitions,
+    group_name=LOOP_GROUP,
+    io_manager_key="store_io_manager",
+    kinds={"pytorch", "duckdb"},
+    output_required=False,
+    tags={"al/writes": "true"},
+)
 def probe(context: dg.AssetExecutionContext, round_labels: dict, embeddings: dict, project: ProjectResource):
     """The linear probe trained on every label so far (safetensors file; path and sha256 recorded)."""
     from al_core.loop.train import train_round_probe
 
     cfg, store = _project(project)
     with one_line_failures():
-        rec = train_round_probe(store, cfg, _round(context), embeddings["config_id"], batch=round_labels,
-                                trigger=_trigger(context), run_id=context.run.run_id, log=context.log.info)
+        rec = train_round_probe(
+            store,
+            cfg,
+            _round(context),
+            embeddings["config_id"],
+            batch=round_labels,
+            trigger=_trigger(context),
+            run_id=context.run.run_id,
+            log=context.log.info,
+        )
     if rec is None:  # the batch is not answered yet: nothing more this run
         return
-    yield dg.Output(rec.as_dict(), metadata={
-        "round": rec.round, "version": rec.version, "trigger": rec.trigger,
-        "labels": rec.n_labels, "classes": rec.n_classes,
-        "epochs": rec.n_epochs, "train_seconds": dg.MetadataValue.float(round(rec.train_seconds, 3)),
-        "weights": dg.MetadataValue.path(rec.path), "sha256": rec.sha256,
-        "backbone": embeddings.get("backbone", "?"), "embedding_config": rec.config_id,
-    })
+    yield dg.Output(
+        rec.as_dict(),
+        metadata={
+            "round": rec.round,
+            "version": rec.version,
+            "trigger": rec.trigger,
+            "labels": rec.n_labels,
+            "classes": rec.n_classes,
+            "epochs": rec.n_epochs,
+            "train_seconds": dg.MetadataValue.float(round(rec.train_seconds, 3)),
+            "weights": dg.MetadataValue.path(rec.path),
+            "sha256": rec.sha256,
+            "backbone": embeddings.get("backbone", "?"),
+            "embedding_config": rec.config_id,
+        },
+    )
 
 
 def _metric(v: float | None) -> dg.MetadataValue:
     return dg.MetadataValue.float(v if v is not None else float("nan"))
 
 
-@dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
-          kinds={"duckdb"}, tags={"al/writes": "true"})
-def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
-                 ) -> dg.Output[dict]:
+@dg.asset(
+    partitions_def=rounds_partitions,
+    group_name=LOOP_GROUP,
+    io_manager_key="store_io_manager",
+    kinds={"duckdb"},
+    tags={"al/writes": "true"},
+)
+def eval_metrics(
+    context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
+) -> dg.Output[dict]:
     """Accuracy, balanced accuracy, macro F1, per-class recall and confusion matrix of this round's probe."""
     from al_core.loop.evaluation import METRIC_NAMES, evaluate_round, per_class_summary
 
@@ -189,13 +252,20 @@ def eval_metrics(context: dg.AssetExecutionContext, probe: dict, embeddings: dic
     with one_line_failures():
         m = evaluate_round(store, cfg, _round(context), embeddings["config_id"], probe["probe_id"])
     text = dg.MetadataValue.text  # counts as text: the UI plots numeric entries, and only the metrics should be
-    return dg.Output(m, metadata={
-        "round": text(str(m["round"])), "probe_id": m["probe_id"], "labels": text(str(m["n_labels"])),
-        "eval_images": text(str(m["n_eval"])),
-        **{k: _metric(m[k]) for k in METRIC_NAMES},
-        "per_class_recall": dg.MetadataValue.json(m["per_class_recall"]),
-        "per_class": dg.MetadataValue.json(per_class_summary(m)),  # recall and evaluation images, "n/a" with none
-    } | _value(store, cfg) | _pictures(store, cfg, ("confusion_matrix",)))
+    return dg.Output(
+        m,
+        metadata={
+            "round": text(str(m["round"])),
+            "probe_id": m["probe_id"],
+            "labels": text(str(m["n_labels"])),
+            "eval_images": text(str(m["n_eval"])),
+            **{k: _metric(m[k]) for k in METRIC_NAMES},
+            "per_class_recall": dg.MetadataValue.json(m["per_class_recall"]),
+            "per_class": dg.MetadataValue.json(per_class_summary(m)),  # recall and evaluation images, "n/a" with none
+        }
+        | _value(store, cfg)
+        | _pictures(store, cfg, ("confusion_matrix",)),
+    )
 
 
 def _value(store, cfg) -> dict:
@@ -220,10 +290,17 @@ def _pictures(store, cfg, keys) -> dict:
 PROPOSE_FIRST = {"dagster/priority": "1"}
 
 
-@dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
-          kinds={"duckdb"}, tags={"al/writes": "true"}, op_tags=PROPOSE_FIRST)
-def label_quality(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
-                  ) -> dg.Output[dict]:
+@dg.asset(
+    partitions_def=rounds_partitions,
+    group_name=LOOP_GROUP,
+    io_manager_key="store_io_manager",
+    kinds={"duckdb"},
+    tags={"al/writes": "true"},
+    op_tags=PROPOSE_FIRST,
+)
+def label_quality(
+    context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
+) -> dg.Output[dict]:
     """Suspected label errors (out-of-fold probe, cleanlab) and class balance of this round's training labels."""
     from al_core.loop.label_quality import assess_round
 
@@ -231,13 +308,20 @@ def label_quality(context: dg.AssetExecutionContext, probe: dict, embeddings: di
     q = assess_round(store, cfg, _round(context), embeddings["config_id"], probe["probe_id"])
     for w in q["warnings"]:
         context.log.warning(w)
-    return dg.Output(q, metadata={
-        "round": q["round"], "probe_id": q["probe_id"], "labels": q["n_labels"], "folds": q["n_folds"],
-        "suspects": q["n_issues"], "method": q["method"],
-        "suspected_label_errors": dg.MetadataValue.md(_suspects_table(q["suspects"])),
-        "class_balance": dg.MetadataValue.md(_balance_table(q)),
-        "imbalance_warnings": dg.MetadataValue.json(q["warnings"]),
-    })
+    return dg.Output(
+        q,
+        metadata={
+            "round": q["round"],
+            "probe_id": q["probe_id"],
+            "labels": q["n_labels"],
+            "folds": q["n_folds"],
+            "suspects": q["n_issues"],
+            "method": q["method"],
+            "suspected_label_errors": dg.MetadataValue.md(_suspects_table(q["suspects"])),
+            "class_balance": dg.MetadataValue.md(_balance_table(q)),
+            "imbalance_warnings": dg.MetadataValue.json(q["warnings"]),
+        },
+    )
 
 
 def _suspects_table(rows: list[dict]) -> str:
@@ -252,9 +336,16 @@ def _balance_table(q: dict) -> str:
     return "\n".join(out)
 
 
-@dg.asset(partitions_def=rounds_partitions, group_name=LOOP_GROUP, io_manager_key="store_io_manager",
-          kinds={"duckdb"}, output_required=False, tags={"al/writes": "true"}, op_tags=PROPOSE_FIRST,
-          deps=[label_quality])
+@dg.asset(
+    partitions_def=rounds_partitions,
+    group_name=LOOP_GROUP,
+    io_manager_key="store_io_manager",
+    kinds={"duckdb"},
+    output_required=False,
+    tags={"al/writes": "true"},
+    op_tags=PROPOSE_FIRST,
+    deps=[label_quality],
+)
 def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource):
     """The batch proposed in this round by the query strategy, scored by this round's probe."""
     from al_core.loop.proposal import propose_round
@@ -271,16 +362,19 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
 
         with store.connect(read_only=True, view=False) as con:
             why = stop_reason(con, cfg) or "no candidate left"
-        context.log.warning(f"nothing more is proposed: {why} (selection.total_budget = "
-                            f"{cfg.selection.total_budget} labels)")
-        yield dg.Output({"round": r, "stopped": why, "budget": 0},
-                        metadata={"round": r, "stopped": why, "budget": 0})
+        context.log.warning(
+            f"nothing more is proposed: {why} (selection.total_budget = {cfg.selection.total_budget} labels)"
+        )
+        yield dg.Output({"round": r, "stopped": why, "budget": 0}, metadata={"round": r, "stopped": why, "budget": 0})
         return
     if prop.already_proposed:
         context.log.info(f"batch {r} {prop.note} (a retried run); the outbox files are in place")
     for w in prop.warnings:
         context.log.warning(w)
     _push_to_label_studio(context, store, cfg)
-    yield dg.Output(prop.as_dict(), metadata=_proposal_metadata(prop, embeddings) | {
-        "probe_id": prop.probe_id or "", "already_proposed": prop.already_proposed}
-                    | _pictures(store, cfg, ("proposed_images",)))
+    yield dg.Output(
+        prop.as_dict(),
+        metadata=_proposal_metadata(prop, embeddings)
+        | {"probe_id": prop.probe_id or "", "already_proposed": prop.already_proposed}
+        | _pictures(store, cfg, ("proposed_images",)),
+    )

@@ -12,8 +12,11 @@ def is_in_flight(run) -> bool:
 
     if run.status in {dg.DagsterRunStatus[s] for s in IN_FLIGHT}:
         return True
-    return (run.status == dg.DagsterRunStatus.FAILURE and run.tags.get(WILL_RETRY_TAG) == "true"
-            and run.tags.get(AUTO_RETRY_RUN_ID_TAG) is None)
+    return (
+        run.status == dg.DagsterRunStatus.FAILURE
+        and run.tags.get(WILL_RETRY_TAG) == "true"
+        and run.tags.get(AUTO_RETRY_RUN_ID_TAG) is None
+    )
 
 
 def in_flight_runs(instance, filters: dg.RunsFilter | None = None) -> list:

@@ -13,9 +13,13 @@ def build_retrain_schedule(cfg: ProjectConfig) -> dg.ScheduleDefinition:
     """The retraining schedule, with the cron of the project config the code location loaded."""
     cron = cfg.schedule.retrain_cron
 
-    @dg.schedule(job=retrain_job, cron_schedule=cron or UNSET_CRON, name="retrain_schedule",
-                 default_status=dg.DefaultScheduleStatus.RUNNING if cron else dg.DefaultScheduleStatus.STOPPED,
-                 description="Retrain the latest round's probe on every label and re-evaluate it")
+    @dg.schedule(
+        job=retrain_job,
+        cron_schedule=cron or UNSET_CRON,
+        name="retrain_schedule",
+        default_status=dg.DefaultScheduleStatus.RUNNING if cron else dg.DefaultScheduleStatus.STOPPED,
+        description="Retrain the latest round's probe on every label and re-evaluate it",
+    )
     def retrain_schedule(context: dg.ScheduleEvaluationContext, store: StoreResource):
         from al_core.catalogue import StoreError
         from al_core.catalogue.probes import latest_probed_round
@@ -27,7 +31,10 @@ def build_retrain_schedule(cfg: ProjectConfig) -> dg.ScheduleDefinition:
             return dg.SkipReason(f"database not readable now: {e}")
         if latest is None:
             return dg.SkipReason("no probe trained yet")
-        return dg.RunRequest(run_key=f"retrain-{latest}-{context.scheduled_execution_time.isoformat()}",
-                             partition_key=str(latest), tags={"al/trigger": "schedule"})
+        return dg.RunRequest(
+            run_key=f"retrain-{latest}-{context.scheduled_execution_time.isoformat()}",
+            partition_key=str(latest),
+            tags={"al/trigger": "schedule"},
+        )
 
     return retrain_schedule

@@ -73,8 +73,10 @@ def _shard_metadata(summary: dict) -> dict:
 
 
 class ShardConfig(dg.Config):
-    source: str | None = Field(default=None, description="only images of this scanned root / manifest "
-                                                         "(default: every ok image of the catalogue)")
+    source: str | None = Field(
+        default=None,
+        description="only images of this scanned root / manifest (default: every ok image of the catalogue)",
+    )
 
 
 @dg.asset(
@@ -84,52 +86,73 @@ class ShardConfig(dg.Config):
     deps=["raw_images"],
     description="Vectors of one shard of image ids, written as part files; committed by `embeddings`.",
 )
-def embedding_shards(context: dg.AssetExecutionContext, config: ShardConfig, store: StoreResource,
-                     backbone: BackboneResource) -> dg.MaterializeResult:
+def embedding_shards(
+    context: dg.AssetExecutionContext, config: ShardConfig, store: StoreResource, backbone: BackboneResource
+) -> dg.MaterializeResult:
     from al_core.ingest.shards import embed_shard_of_catalogue
 
-    summary = embed_shard_of_catalogue(store.get(), load_backbone_cached(backbone), context.partition_key,
-                                       source=config.source, batch_size=backbone.batch_size,
-                                       progress=context.log.info)  # DuckDB read-only
+    summary = embed_shard_of_catalogue(
+        store.get(),
+        load_backbone_cached(backbone),
+        context.partition_key,
+        source=config.source,
+        batch_size=backbone.batch_size,
+        progress=context.log.info,
+    )  # DuckDB read-only
     return dg.MaterializeResult(metadata=_shard_metadata(summary) | {"committed": False})
 
 
 # ---------------------------------------------------------------------------- the fan-out job
 class PlanConfig(dg.Config):
-    source: str | None = Field(default=None, description="only images of this scanned root / manifest "
-                                                         "(default: every ok image of the catalogue)")
+    source: str | None = Field(
+        default=None,
+        description="only images of this scanned root / manifest (default: every ok image of the catalogue)",
+    )
 
 
 @dg.op(out=dg.Out(io_manager_key="shard_io_manager"), tags=WRITER_TAGS)
-def plan_embedding_shards(context: dg.OpExecutionContext, config: PlanConfig, store: StoreResource,
-                          backbone: BackboneResource) -> dict:
+def plan_embedding_shards(
+    context: dg.OpExecutionContext, config: PlanConfig, store: StoreResource, backbone: BackboneResource
+) -> dict:
     """Work list per shard (catalogue read-only), written beside the vectors for the workers."""
     from al_core.ingest.shards import plan_run
 
     plan = plan_run(store.get(), load_backbone_cached(backbone), source=config.source)
-    context.log.info(f"plan {plan['plan_id']}: {sum(plan['counts'].values())} images to embed in "
-                     f"{len(plan['files'])} of {len(plan['counts'])} shards")
+    context.log.info(
+        f"plan {plan['plan_id']}: {sum(plan['counts'].values())} images to embed in "
+        f"{len(plan['files'])} of {len(plan['counts'])} shards"
+    )
     return plan
 
 
 def _make_shard_op(shard: str):
-    @dg.op(name=f"embed_shard_{shard}", out=dg.Out(io_manager_key="shard_io_manager"),
-           ins={"plan": dg.In(dict)})
-    def _embed_shard(context: dg.OpExecutionContext, plan: dict, store: StoreResource,
-                     backbone: BackboneResource) -> dict:
+    @dg.op(name=f"embed_shard_{shard}", out=dg.Out(io_manager_key="shard_io_manager"), ins={"plan": dg.In(dict)})
+    def _embed_shard(
+        context: dg.OpExecutionContext, plan: dict, store: StoreResource, backbone: BackboneResource
+    ) -> dict:
         from al_core.ingest.shards import ShardError, embed_planned_shard
 
         # no DuckDB here: the plan and the parts are files. The commit step reads the summary from beside
         # the plan: dagster-dask's fan-in of values skips sources the orchestrator's known state does not
         # list (every one of them), so the commit waits on Nothing inputs
         try:
-            summary = embed_planned_shard(store.get().vectors_loc, plan, shard, lambda: load_backbone_cached(backbone),
-                                          batch_size=backbone.batch_size, progress=context.log.info)
+            summary = embed_planned_shard(
+                store.get().vectors_loc,
+                plan,
+                shard,
+                lambda: load_backbone_cached(backbone),
+                batch_size=backbone.batch_size,
+                progress=context.log.info,
+            )
         except ShardError as e:
             raise dg.Failure(str(e)) from e
-        context.log_event(dg.AssetMaterialization(
-            asset_key="embedding_shards", partition=shard,
-            metadata=_shard_metadata(summary) | {"committed": False, "plan_id": plan["plan_id"]}))
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key="embedding_shards",
+                partition=shard,
+                metadata=_shard_metadata(summary) | {"committed": False, "plan_id": plan["plan_id"]},
+            )
+        )
         return summary
 
     return _embed_shard
@@ -152,21 +175,39 @@ def commit_embedding_shards(context: dg.OpExecutionContext, plan: dict, store: S
         raise dg.Failure(str(e)) from e
     s.put_asset_output("embeddings", "", context.run.run_id, summary.as_dict())  # what StoreJsonIOManager stores
     committed = summary.sharded["commit"]
-    context.log.info(f"committed {committed['parts_committed']} parts ({committed['rows_committed']} vectors; "
-                     f"{committed['rows_duplicate']} duplicates dropped) of {summary.config_id}; "
-                     f"{summary.n_total} in all")
-    context.log_event(dg.AssetMaterialization(
-        asset_key="embeddings",
-        metadata={"config_id": summary.config_id, "backbone": summary.backbone, "feature_dim": summary.dim,
-                  "embedded_now": summary.n_embedded, "failed": summary.n_failed, "vectors_total": summary.n_total,
-                  "parts_committed": committed["parts_committed"], "duplicates_dropped": committed["rows_duplicate"],
-                  "workers": len(summary.sharded["workers"]),
-                  "images_per_s": dg.MetadataValue.float(round(summary.images_per_s, 1)), "sharded_run": True}))
+    context.log.info(
+        f"committed {committed['parts_committed']} parts ({committed['rows_committed']} vectors; "
+        f"{committed['rows_duplicate']} duplicates dropped) of {summary.config_id}; "
+        f"{summary.n_total} in all"
+    )
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key="embeddings",
+            metadata={
+                "config_id": summary.config_id,
+                "backbone": summary.backbone,
+                "feature_dim": summary.dim,
+                "embedded_now": summary.n_embedded,
+                "failed": summary.n_failed,
+                "vectors_total": summary.n_total,
+                "parts_committed": committed["parts_committed"],
+                "duplicates_dropped": committed["rows_duplicate"],
+                "workers": len(summary.sharded["workers"]),
+                "images_per_s": dg.MetadataValue.float(round(summary.images_per_s, 1)),
+                "sharded_run": True,
+            },
+        )
+    )
 
 
 def build_embed_shards_job(name: str, executor_def=None, config: dict | None = None, description: str = ""):
-    @dg.job(name=name, executor_def=executor_def, config=config,
-            tags={"al/writes": "true", "dagster/max_runtime": str(INGEST_MAX_RUNTIME_S)}, description=description)
+    @dg.job(
+        name=name,
+        executor_def=executor_def,
+        config=config,
+        tags={"al/writes": "true", "dagster/max_runtime": str(INGEST_MAX_RUNTIME_S)},
+        description=description,
+    )
     def _job():
         plan = plan_embedding_shards()
         commit_embedding_shards(plan, shards_done=[op(plan) for op in SHARD_OPS])
@@ -184,5 +225,5 @@ embed_shards_dask_job = build_embed_shards_job(
     executor_def=dask_executor,
     config={"execution": {"config": {"cluster": {"existing": {"address": {"env": DASK_SCHEDULER_ENV}}}}}},
     description=f"embed_shards_job on a Dask cluster (scheduler: ${DASK_SCHEDULER_ENV}); plan and commit run on "
-                f"the worker started with --resources {WRITER_RESOURCE}=1.",
+    f"the worker started with --resources {WRITER_RESOURCE}=1.",
 )

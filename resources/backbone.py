@@ -20,5 +20,6 @@ class BackboneResource(dg.ConfigurableResource):
     def load(self):
         from al_core.models.backbones import load_backbone
 
-        return load_backbone(self.name, project_image_size=self.image_size, weights_path=self.weights_path,
-                             device=self.device)
+        return load_backbone(
+            self.name, project_image_size=self.image_size, weights_path=self.weights_path, device=self.device
+        )

@@ -43,12 +43,18 @@ class ShardJsonIOManager(dg.ConfigurableIOManager):
     requirements=dg.multiple_process_executor_requirements(),
     config_schema={
         "cluster": dg.Field(
-            dg.Selector({
-                "existing": dg.Field({"address": dg.StringSource},
-                                     description="Connect to an existing scheduler (tcp://host:port)."),
-                "local": dg.Field(dg.Permissive(), is_required=False,
-                                  description="Start a distributed.LocalCluster for the run (its parameters)."),
-            })
+            dg.Selector(
+                {
+                    "existing": dg.Field(
+                        {"address": dg.StringSource}, description="Connect to an existing scheduler (tcp://host:port)."
+                    ),
+                    "local": dg.Field(
+                        dg.Permissive(),
+                        is_required=False,
+                        description="Start a distributed.LocalCluster for the run (its parameters).",
+                    ),
+                }
+            )
         )
     },
 )

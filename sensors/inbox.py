@@ -69,13 +69,17 @@ def _round_run_in_flight(context) -> bool:
 
 def _tags(extra: dict | None = None) -> dict:
     # al/writes: the run writes the catalogue; dagster.yaml's tag limit keeps such runs one at a time
-    return {"al/trigger": "round", "al/writes": "true", "dagster/max_runtime": str(RUN_MAX_RUNTIME_S),
-            **(extra or {})}
+    return {"al/trigger": "round", "al/writes": "true", "dagster/max_runtime": str(RUN_MAX_RUNTIME_S), **(extra or {})}
 
 
 def _round_request(run_key: str, partition: str, run_config: dict, tags: dict) -> dg.RunRequest:
-    return dg.RunRequest(run_key=run_key, job_name=round_job.name, partition_key=partition,
-                         run_config={"ops": {"round_labels": {"config": run_config}}}, tags=_tags(tags))
+    return dg.RunRequest(
+        run_key=run_key,
+        job_name=round_job.name,
+        partition_key=partition,
+        run_config={"ops": {"round_labels": {"config": run_config}}},
+        tags=_tags(tags),
+    )
 
 
 def _log_validation(context, view) -> None:
@@ -87,17 +91,22 @@ def _log_validation(context, view) -> None:
         if parsed is None:
             context.log.warning(f"inbox: {name}: {f.note}")
         elif parsed.ok:
-            warned = (f", {parsed.n_warnings} warning(s); first: {printable_name(str(parsed.warnings[0]))}"
-                      if parsed.warnings else "")
+            warned = (
+                f", {parsed.n_warnings} warning(s); first: {printable_name(str(parsed.warnings[0]))}"
+                if parsed.warnings
+                else ""
+            )
             context.log.info(f"inbox: {name} ({sha}) valid, {len(parsed.rows)} rows{warned}")
         else:
             first = parsed.errors[0] if parsed.errors else None
             context.log.warning(
                 f"inbox: {name} ({sha}) INVALID, will be rejected whole: {len(parsed.errors)} error(s)"
-                + (f"; {first.where}: {printable_name(first.message)}" if first else ""))
+                + (f"; {first.where}: {printable_name(first.message)}" if first else "")
+            )
     for r in view.survey.refused:
-        context.log.warning(f"inbox: {r.name} REFUSED, never read: {r.reason}; the run records it and moves it "
-                            "into rejected/")
+        context.log.warning(
+            f"inbox: {r.name} REFUSED, never read: {r.reason}; the run records it and moves it into rejected/"
+        )
     for note in view.survey.notes:
         context.log.warning(f"inbox: {note}")
     if (others := view.survey.describe()) and not view.survey.refused:
@@ -123,10 +132,14 @@ def _attempt(context, req: dg.RunRequest) -> tuple[dg.RunRequest | None, str | N
     last = max(records, key=_ended_at)
     waited, wait = time.time() - _ended_at(last), retry_wait_s(len(records))
     if waited < wait:
-        return None, (f"{key}: its last run ({last.dagster_run.status.value}) ended {waited:.0f} s ago and the work "
-                      f"is still owed; requesting it again in {wait - waited:.0f} s")
-    context.log.warning(f"{key}: {len(records)} run(s) ended ({last.dagster_run.status.value} last) and the work is "
-                        f"still owed: requesting attempt {len(records)}")
+        return None, (
+            f"{key}: its last run ({last.dagster_run.status.value}) ended {waited:.0f} s ago and the work "
+            f"is still owed; requesting it again in {wait - waited:.0f} s"
+        )
+    context.log.warning(
+        f"{key}: {len(records)} run(s) ended ({last.dagster_run.status.value} last) and the work is "
+        f"still owed: requesting attempt {len(records)}"
+    )
     return tagged.with_replaced_attrs(run_key=f"{key}-a{len(records)}"), None
 
 
@@ -148,17 +161,33 @@ def _requests_for(view, partition: str) -> list[dg.RunRequest]:
         # n_label_files is part of the key: a file delivered again after an ingestion gets a new key (the daemon
         # never launches a key twice), while a tick before the ingestion repeats the key (no double run). The run
         # records and sets aside the refused entries it finds itself.
-        out.append(_round_request(f"{db_id}-labels-r{partition}-f{view.n_label_files}-{view.files_digest()}",
-                                  partition, {"files": [str(f.path) for f in view.files]},
-                                  {"al/files": str(len(view.files)), "al/refused": str(len(view.survey.refused))}))
+        out.append(
+            _round_request(
+                f"{db_id}-labels-r{partition}-f{view.n_label_files}-{view.files_digest()}",
+                partition,
+                {"files": [str(f.path) for f in view.files]},
+                {"al/files": str(len(view.files)), "al/refused": str(len(view.survey.refused))},
+            )
+        )
     for request_id, kind, arg in view.requests:
         if kind == "close_round":
-            out.append(_round_request(f"{db_id}-request-{request_id}", partition,
-                                      {"files": [], "force_close": True, "request_id": request_id},
-                                      {"al/request": request_id}))
+            out.append(
+                _round_request(
+                    f"{db_id}-request-{request_id}",
+                    partition,
+                    {"files": [], "force_close": True, "request_id": request_id},
+                    {"al/request": request_id},
+                )
+            )
         elif kind == "retry_file":
-            out.append(_round_request(f"{db_id}-request-{request_id}", partition,
-                                      {"files": [arg], "request_id": request_id}, {"al/request": request_id}))
+            out.append(
+                _round_request(
+                    f"{db_id}-request-{request_id}",
+                    partition,
+                    {"files": [arg], "request_id": request_id},
+                    {"al/request": request_id},
+                )
+            )
     return out
 
 
@@ -192,12 +221,19 @@ def _evaluate(context: dg.SensorEvaluationContext, project: ProjectResource):
     if view.state.last_round is None:
         if not view.has_embeddings:
             return dg.SkipReason("waiting for embeddings (run ingest_job)")
-        seed, held = _attempts(context, [dg.RunRequest(run_key=f"{view.database_id}-seed-round-0",
-                                                       job_name=seed_job.name, partition_key="0", tags=_tags())])
+        seed, held = _attempts(
+            context,
+            [
+                dg.RunRequest(
+                    run_key=f"{view.database_id}-seed-round-0", job_name=seed_job.name, partition_key="0", tags=_tags()
+                )
+            ],
+        )
         if not seed:
             return dg.SkipReason("; ".join(held))
-        return dg.SensorResult(run_requests=seed,
-                               dynamic_partitions_requests=[rounds_partitions.build_add_request(["0"])])
+        return dg.SensorResult(
+            run_requests=seed, dynamic_partitions_requests=[rounds_partitions.build_add_request(["0"])]
+        )
 
     partition = str(view.state.label_round)
     _log_validation(context, view)
@@ -206,31 +242,50 @@ def _evaluate(context: dg.SensorEvaluationContext, project: ProjectResource):
         # nothing delivered, but the loop owes work (a run stopped half-way: killed, or queued behind another)
         if _round_run_in_flight(context):
             return dg.SkipReason(f"loop owes {view.pending}; a round run is queued or running and will see it")
-        context.log.warning(f"inbox empty but the loop owes {view.pending}: requesting a run to resume round "
-                            f"{partition}")
-        run_requests.append(_round_request(f"{view.database_id}-resume-{view.pending}-f{view.n_label_files}",
-                                           partition, {"files": []}, {"al/resume": view.pending}))
+        context.log.warning(
+            f"inbox empty but the loop owes {view.pending}: requesting a run to resume round {partition}"
+        )
+        run_requests.append(
+            _round_request(
+                f"{view.database_id}-resume-{view.pending}-f{view.n_label_files}",
+                partition,
+                {"files": []},
+                {"al/resume": view.pending},
+            )
+        )
     run_requests, held = _attempts(context, run_requests)
     if not run_requests:
         others = view.survey.describe()
-        return dg.SkipReason("; ".join(held) if held else (
-            f"nothing to ingest in {cfg.inbox}: {others}" if others else f"inbox {cfg.inbox} is empty"))
+        return dg.SkipReason(
+            "; ".join(held)
+            if held
+            else (f"nothing to ingest in {cfg.inbox}: {others}" if others else f"inbox {cfg.inbox} is empty")
+        )
     if cfg.sensor.ingest_before_round:
         # queued first, so new images in the image root are scanned and embedded before the next proposal
-        run_requests.insert(0, dg.RunRequest(run_key=f"ingest-before-{run_requests[0].run_key}",
-                                             job_name=ingest_job.name,
-                                             tags={"al/trigger": "round", "al/writes": "true",
-                                                   "dagster/max_runtime": str(INGEST_MAX_RUNTIME_S)}))
-    return dg.SensorResult(run_requests=run_requests,
-                           dynamic_partitions_requests=[rounds_partitions.build_add_request([partition])])
+        run_requests.insert(
+            0,
+            dg.RunRequest(
+                run_key=f"ingest-before-{run_requests[0].run_key}",
+                job_name=ingest_job.name,
+                tags={"al/trigger": "round", "al/writes": "true", "dagster/max_runtime": str(INGEST_MAX_RUNTIME_S)},
+            ),
+        )
+    return dg.SensorResult(
+        run_requests=run_requests, dynamic_partitions_requests=[rounds_partitions.build_add_request([partition])]
+    )
 
 
 def build_inbox_sensor(cfg: ProjectConfig) -> dg.SensorDefinition:
     """The inbox sensor of the project ``cfg``: a tick every ``sensor.interval_s`` seconds, running by default."""
 
-    @dg.sensor(name=SENSOR_NAME, jobs=[ingest_job, round_job, seed_job],
-               minimum_interval_seconds=int(cfg.sensor.interval_s), default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Starts a round run when label files land in the inbox")
+    @dg.sensor(
+        name=SENSOR_NAME,
+        jobs=[ingest_job, round_job, seed_job],
+        minimum_interval_seconds=int(cfg.sensor.interval_s),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Starts a round run when label files land in the inbox",
+    )
     def inbox_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
         return _evaluate(context, project)
 

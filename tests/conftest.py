@@ -35,9 +35,22 @@ def base_project(tmp_path_factory) -> Path:
 # Tests that drive Dagster, a server or the whole loop: `make test` runs them, `make test-fast` (the pure library,
 # under 2 minutes on an idle 2-core machine) leaves them out.
 INTEGRATION_MODULES = {
-    "test_reliability", "test_loop", "test_dagster_dev", "test_browser", "test_dagster_ingest", "test_scale_out",
-    "test_audit", "test_report", "test_labelstudio_server", "test_hostile_files", "test_recovery",
-    "test_label_policy", "test_label_studio_exports", "test_value_dagster", "test_quality_loop", "test_integrity_dagster",
+    "test_reliability",
+    "test_loop",
+    "test_dagster_dev",
+    "test_browser",
+    "test_dagster_ingest",
+    "test_scale_out",
+    "test_audit",
+    "test_report",
+    "test_labelstudio_server",
+    "test_hostile_files",
+    "test_recovery",
+    "test_label_policy",
+    "test_label_studio_exports",
+    "test_value_dagster",
+    "test_quality_loop",
+    "test_integrity_dagster",
     "test_labelstudio_roundtrip",
 }
 

@@ -58,11 +58,18 @@ def project_env(home: Path, cfg_path: Path):
 class DagsterDev:
     """A running `dagster dev` on 127.0.0.1 (see the module docstring)."""
 
-    def __init__(self, home: Path, cfg_path: Path, log_path: Path, *, extra_env: dict | None = None,
-                 guarded: bool = False):
+    def __init__(
+        self, home: Path, cfg_path: Path, log_path: Path, *, extra_env: dict | None = None, guarded: bool = False
+    ):
         self.home, self.cfg_path, self.log_path, self.guarded = home, cfg_path, log_path, guarded
-        self.env = dict(os.environ, DAGSTER_HOME=str(home), AL_CONFIG=str(cfg_path), HF_HUB_OFFLINE="1",
-                        PYTHONUNBUFFERED="1", **(extra_env or {}))
+        self.env = dict(
+            os.environ,
+            DAGSTER_HOME=str(home),
+            AL_CONFIG=str(cfg_path),
+            HF_HUB_OFFLINE="1",
+            PYTHONUNBUFFERED="1",
+            **(extra_env or {}),
+        )
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -76,10 +83,14 @@ class DagsterDev:
     def __enter__(self) -> "DagsterDev":
         self._log = open(self.log_path, "w")
         where = ["-h", "127.0.0.1", "-p", str(self.port), "-w", str(ROOT / "workspace.yaml")]
-        cmd = ([sys.executable, "-m", "al_assets.tools.ui", *where] if self.guarded
-               else [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev", *where])
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        cmd = (
+            [sys.executable, "-m", "al_assets.tools.ui", *where]
+            if self.guarded
+            else [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev", *where]
+        )
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             self._wait_for_server()
         except BaseException:
@@ -98,7 +109,8 @@ class DagsterDev:
                 pass
             assert self.alive(), "dagster dev exited:\n" + self.log_tail()
             assert time.monotonic() < deadline, (
-                f"dagster dev did not answer in {START_TIMEOUT_S} s:\n" + self.log_tail())
+                f"dagster dev did not answer in {START_TIMEOUT_S} s:\n" + self.log_tail()
+            )
             time.sleep(1)
 
     def wait_for(self, predicate, timeout_s: float, what: str) -> None:
@@ -129,7 +141,10 @@ def ingest_and_seed_in_process(cfg, cfg_path: Path, home: Path, then=None) -> No
         with dg.DagsterInstance.get() as instance:
             assert defs.resolve_job_def("ingest_job").execute_in_process(instance=instance).success
             instance.add_dynamic_partitions("rounds", ["0"])
-            assert defs.resolve_job_def("seed_job").execute_in_process(
-                instance=instance, partition_key="0", tags={"dagster/run_key": "seed-round-0"}).success
+            assert (
+                defs.resolve_job_def("seed_job")
+                .execute_in_process(instance=instance, partition_key="0", tags={"dagster/run_key": "seed-round-0"})
+                .success
+            )
             if then is not None:
                 then(defs, instance)

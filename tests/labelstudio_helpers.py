@@ -26,8 +26,13 @@ def ensure_label_studio() -> None:
     """``make labelstudio`` (a no-op once .venv-labelstudio/.installed is newer than the Makefile)."""
     t0 = time.monotonic()
     try:
-        done = subprocess.run(["make", "--no-print-directory", "labelstudio"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=INSTALL_TIMEOUT_S)
+        done = subprocess.run(
+            ["make", "--no-print-directory", "labelstudio"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"`make labelstudio` did not finish within {INSTALL_TIMEOUT_S} s")
     TIMINGS["install"] = time.monotonic() - t0

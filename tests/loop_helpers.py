@@ -10,9 +10,19 @@ import yaml
 from tests.conftest import SAMPLE_ROOT
 
 
-def make_project(tmp: Path, *, classes=("airplane", "cat", "frog", "ship"), per_class=15, holdout=12,
-                 budget=4, total=16, fraction=1.0, seed_strategy="centroid", query_strategy="dropquery",
-                 image_size=64) -> Path:
+def make_project(
+    tmp: Path,
+    *,
+    classes=("airplane", "cat", "frog", "ship"),
+    per_class=15,
+    holdout=12,
+    budget=4,
+    total=16,
+    fraction=1.0,
+    seed_strategy="centroid",
+    query_strategy="dropquery",
+    image_size=64,
+) -> Path:
     root = tmp / "images"
     for c in classes:
         (root / c).mkdir(parents=True, exist_ok=True)
@@ -22,8 +32,14 @@ def make_project(tmp: Path, *, classes=("airplane", "cat", "frog", "ship"), per_
         "images": {"root": "images"},
         "classes": list(classes),
         "backbone": {"name": "efficientnet_lite0", "image_size": image_size, "batch_size": 32},
-        "selection": {"seed_strategy": seed_strategy, "query_strategy": query_strategy, "budget_per_round": budget,
-                      "total_budget": total, "answered_fraction": fraction, "seed": 0},
+        "selection": {
+            "seed_strategy": seed_strategy,
+            "query_strategy": query_strategy,
+            "budget_per_round": budget,
+            "total_budget": total,
+            "answered_fraction": fraction,
+            "seed": 0,
+        },
         "evaluation": {"holdout": holdout, "labels_from_ground_truth": True},
         "paths": {"data_dir": "data", "inbox": "data/inbox", "outbox": "data/outbox"},
         "sensor": {"interval_s": 1, "settle_s": 0.0, "ingest_before_round": False},
@@ -36,8 +52,11 @@ def make_project(tmp: Path, *, classes=("airplane", "cat", "frog", "ship"), per_
 
 def answer_batch(cfg, store, round_: int, name: str | None = None, *, wrong: int = 0, only: int | None = None) -> Path:
     """Write a CSV label file answering batch `round_` from the ground truth."""
-    rows = store.fetch("""SELECT q.image_id, any_value(g.class_name) FROM queries q JOIN ground_truth g USING (image_id)
-                          WHERE q.round = ? GROUP BY q.image_id, q.rank ORDER BY q.rank""", [round_])
+    rows = store.fetch(
+        """SELECT q.image_id, any_value(g.class_name) FROM queries q JOIN ground_truth g USING (image_id)
+                          WHERE q.round = ? GROUP BY q.image_id, q.rank ORDER BY q.rank""",
+        [round_],
+    )
     if only is not None:
         rows = rows[:only]
     classes = list(cfg.classes)
@@ -68,8 +87,9 @@ def execute(defs, instance, request):
     job = defs.resolve_job_def(request.job_name)
     if request.partition_key is not None:
         instance.add_dynamic_partitions("rounds", [request.partition_key])
-    return job.execute_in_process(instance=instance, partition_key=request.partition_key,
-                                  run_config=request.run_config or None, tags=request.tags)
+    return job.execute_in_process(
+        instance=instance, partition_key=request.partition_key, run_config=request.run_config or None, tags=request.tags
+    )
 
 
 __all__ = ["make_project", "answer_batch", "run_requests", "execute", "yaml", "shutil"]

@@ -81,23 +81,30 @@ def sensor_and_run(cfg, defs, instance, *, max_runs: int = 4) -> list:
     return results
 
 
-def run_child(cmd: str, cfg, *, fault: str | None = None, env: dict | None = None,
-              timeout: float = CHILD_TIMEOUT_S) -> subprocess.CompletedProcess:
+def run_child(
+    cmd: str, cfg, *, fault: str | None = None, env: dict | None = None, timeout: float = CHILD_TIMEOUT_S
+) -> subprocess.CompletedProcess:
     """tests/reliability_child.py COMMAND in a child process, with $AL_FAULT when given."""
-    e = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), AL_CONFIG=str(cfg.source_file),
-             OMP_NUM_THREADS="1")
+    e = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), AL_CONFIG=str(cfg.source_file), OMP_NUM_THREADS="1")
     e.pop("AL_FAULT", None)
     if fault:
         e["AL_FAULT"] = fault
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "tests.reliability_child", cmd, str(cfg.source_file)],
-                          cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tests.reliability_child", cmd, str(cfg.source_file)],
+        cwd=ROOT,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_killed(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == -signal.SIGKILL, (
         f"expected death by SIGKILL at the fault point, got rc={proc.returncode}\n"
-        f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}")
+        f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
+    )
     assert "survived" not in proc.stdout
 
 
@@ -116,8 +123,11 @@ def deliver(path: Path, text: str | bytes, *, age_s: float = 10.0) -> Path:
 def visible_temporaries(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.rglob("*") if not p.name.startswith(".")
-                  and re.search(r"\.(tmp|part|partial)(-\d+)?$|\.tmp-", p.name))
+    return sorted(
+        p.name
+        for p in folder.rglob("*")
+        if not p.name.startswith(".") and re.search(r"\.(tmp|part|partial)(-\d+)?$|\.tmp-", p.name)
+    )
 
 
 def assert_consistent(cfg, store, *, inbox_empty: bool = True) -> None:
@@ -151,6 +161,19 @@ def assert_consistent(cfg, store, *, inbox_empty: bool = True) -> None:
         assert left == [], f"label files left in the inbox: {left}"
 
 
-__all__ = ["build_base_project", "copy_project", "defs_for", "requests_of", "sensor_and_run", "run_child",
-           "assert_killed", "deliver", "assert_consistent", "visible_temporaries", "answer_batch", "execute",
-           "run_requests", "ROOT"]
+__all__ = [
+    "build_base_project",
+    "copy_project",
+    "defs_for",
+    "requests_of",
+    "sensor_and_run",
+    "run_child",
+    "assert_killed",
+    "deliver",
+    "assert_consistent",
+    "visible_temporaries",
+    "answer_batch",
+    "execute",
+    "run_requests",
+    "ROOT",
+]

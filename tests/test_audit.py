@@ -40,8 +40,14 @@ def _conf() -> dict:
     return {
         "images": {"root": "images"},
         "classes": CLASSES,
-        "selection": {"seed_strategy": "random", "query_strategy": "margin", "budget_per_round": 8,
-                      "total_budget": 24, "answered_fraction": 1.0, "seed": 0},
+        "selection": {
+            "seed_strategy": "random",
+            "query_strategy": "margin",
+            "budget_per_round": 8,
+            "total_budget": 24,
+            "answered_fraction": 1.0,
+            "seed": 0,
+        },
         "evaluation": {"holdout": 8, "labels_from_ground_truth": True},
         "paths": {"data_dir": "data", "inbox": "data/inbox", "outbox": "data/outbox"},
         "store": {"lock_timeout_s": 1},
@@ -119,8 +125,16 @@ def project(tmp_path_factory):
     probe3, rec3 = R.train_probe(store, cfg, 2, pool2, trigger="schedule")
     R.evaluate(store, cfg, 2, pool2, probe3, rec3.probe_id)
     return {
-        "tmp": tmp, "cfg": cfg, "store": store, "truth": truth, "ids": ids, "b0": b0, "b1": b1, "b2": b2,
-        "sha": {"a": sha_a, "b": sha_b, "c": sha_c}, "probes": {"r1": rec1, "r2v1": rec2, "r2v2": rec3},
+        "tmp": tmp,
+        "cfg": cfg,
+        "store": store,
+        "truth": truth,
+        "ids": ids,
+        "b0": b0,
+        "b1": b1,
+        "b2": b2,
+        "sha": {"a": sha_a, "b": sha_b, "c": sha_c},
+        "probes": {"r1": rec1, "r2v1": rec2, "r2v2": rec3},
         "relabelled": relabelled,
     }
 
@@ -145,7 +159,11 @@ def test_rounds_table(project):
     assert r0["probe_id"] is None and r0["accuracy"] is None
     assert r1["probe_id"] == project["probes"]["r1"].probe_id
     assert (r2["probe_id"], r2["probe_version"], r2["probe_trigger"], r2["n_probes"]) == (
-        project["probes"]["r2v2"].probe_id, 2, "schedule", 2)
+        project["probes"]["r2v2"].probe_id,
+        2,
+        "schedule",
+        2,
+    )
     m = dict(project["store"].fetch("SELECT probe_id, accuracy FROM metrics"))
     assert r2["accuracy"] == pytest.approx(m[r2["probe_id"]]) and 0 <= r2["balanced_accuracy"] <= 1
     for r in rows:
@@ -257,13 +275,28 @@ def test_label_lineage_view_agrees_with_lineage(project):
         view = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         n_labels = con.execute("SELECT count(*) FROM labels").fetchone()[0]
     assert len(view) == n_labels == 17
-    fields = {"label_id": "label_id", "label": "label", "is_skip": "is_skip", "label_round": "round",
-              "annotator": "annotator", "file_name": "file_name", "file_sha256": "file_sha256",
-              "file_status": "file_status", "retracted": "retracted", "retracted_from_round": "retracted_from_round",
-              "is_current": "is_current", "state": "state", "proposed_round": "proposed_round",
-              "decides": "decides", "disagreement": "disagreement", "task_id": "task_id",
-              "seconds_source": "seconds_source", "superseded_because": "superseded_because",
-              "proposed_strategy": "proposed_strategy", "proposed_rank": "proposed_rank"}
+    fields = {
+        "label_id": "label_id",
+        "label": "label",
+        "is_skip": "is_skip",
+        "label_round": "round",
+        "annotator": "annotator",
+        "file_name": "file_name",
+        "file_sha256": "file_sha256",
+        "file_status": "file_status",
+        "retracted": "retracted",
+        "retracted_from_round": "retracted_from_round",
+        "is_current": "is_current",
+        "state": "state",
+        "proposed_round": "proposed_round",
+        "decides": "decides",
+        "disagreement": "disagreement",
+        "task_id": "task_id",
+        "seconds_source": "seconds_source",
+        "superseded_because": "superseded_because",
+        "proposed_strategy": "proposed_strategy",
+        "proposed_rank": "proposed_rank",
+    }
     for iid in sorted({v["image_id"] for v in view}):
         d = lineage(store, iid)
         rows = [v for v in view if v["image_id"] == iid]
@@ -293,8 +326,10 @@ def test_export_csv_and_parquet(project, tmp_path):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == list(audit.EXPORT_COLUMNS)
     assert sorted(r["image_id"] for r in rows) == project["ids"]  # one row per embedded image
-    assert all(r["predicted"] in CLASSES and 0 < float(r["confidence"]) <= 1 and r["probe_id"] == pr["r2v2"].probe_id
-               for r in rows)
+    assert all(
+        r["predicted"] in CLASSES and 0 < float(r["confidence"]) <= 1 and r["probe_id"] == pr["r2v2"].probe_id
+        for r in rows
+    )
     current = {i: (lab, skip) for i, lab, skip in store.fetch("SELECT image_id, label, is_skip FROM current_labels")}
     for r in rows:
         lab, skip = current.get(r["image_id"], ("", None))
@@ -427,9 +462,15 @@ def test_cli_registered_and_commands_run(project, tmp_path, capsys):
 def test_locked_database_gives_exit_3_and_names_the_setting(project, capsys):
     cfgp = str(project["tmp"] / "al.yaml")
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)",
-         str(project["store"].db_path)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)",
+            str(project["store"].db_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         for argv in (["rounds"], ["lineage", project["ids"][0]], ["snapshot", "--out", "/tmp/never.duckdb"]):
@@ -456,7 +497,16 @@ def test_version_1_database_migrates_to_the_audit_views(tmp_path, monkeypatch):
         pass
     with Store(db).connect() as con:  # a writable open migrates
         names = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    assert {"round_summary", "label_lineage", "current_labels", "embeddings", "answers", "image_labels",
-            "batch_answers", "label_disagreements", "adjudication_queue"} <= names
+    assert {
+        "round_summary",
+        "label_lineage",
+        "current_labels",
+        "embeddings",
+        "answers",
+        "image_labels",
+        "batch_answers",
+        "label_disagreements",
+        "adjudication_queue",
+    } <= names
     assert Store(db).schema_version() == S.SCHEMA_VERSION
     assert rounds_table(Store(db)) == []

@@ -11,9 +11,13 @@ def _features(path):
     rng = np.random.default_rng(0)
     centres = 4 * rng.standard_normal((3, 8))
     y, yt = rng.integers(0, 3, 240), rng.integers(0, 3, 90)
-    np.savez(path, train_features=(centres[y] + rng.standard_normal((240, 8))).astype(np.float32),
-             train_targets=y, test_features=(centres[yt] + rng.standard_normal((90, 8))).astype(np.float32),
-             test_targets=yt)
+    np.savez(
+        path,
+        train_features=(centres[y] + rng.standard_normal((240, 8))).astype(np.float32),
+        train_targets=y,
+        test_features=(centres[yt] + rng.standard_normal((90, 8))).astype(np.float32),
+        test_targets=yt,
+    )
 
 
 def test_curves_resume_adds_only_the_missing_seeds_and_tables(tmp_path, capsys):

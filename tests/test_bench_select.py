@@ -7,10 +7,26 @@ from al_core.bench import select as bench_select
 
 def test_bench_select_small(tmp_path, capsys):
     out = tmp_path / "select.json"
-    rc = bench_select.main([
-        "--n", "3000", "--dim", "32", "--classes", "5", "--budget", "10", "--labeled", "100",
-        "--strategies", "margin,random", "--timeout", "120", "--json", str(out),
-    ])
+    rc = bench_select.main(
+        [
+            "--n",
+            "3000",
+            "--dim",
+            "32",
+            "--classes",
+            "5",
+            "--budget",
+            "10",
+            "--labeled",
+            "100",
+            "--strategies",
+            "margin,random",
+            "--timeout",
+            "120",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads(out.read_text())
     printed = json.loads(capsys.readouterr().out)
@@ -31,8 +47,9 @@ def test_bench_select_small(tmp_path, capsys):
             # the floor: the strategy's reads and products at the rates measured around it
             for m in (entry["measured_before"], entry["measured_after"]):
                 assert m["read_seconds"] > 0 and m["gflops"] > 0
-            assert entry["work"]["reads"] == 1 and entry["work"]["gflop"] == (0 if name == "random" else
-                                                                              round(2 * 3000 * 32 * 5 / 1e9, 2))
+            assert entry["work"]["reads"] == 1 and entry["work"]["gflop"] == (
+                0 if name == "random" else round(2 * 3000 * 32 * 5 / 1e9, 2)
+            )
             assert entry["floor_seconds"] > 0
             assert entry["seconds_per_floor"] == round(entry["seconds"] / entry["floor_seconds"], 2)
 
@@ -41,10 +58,26 @@ def test_bench_select_hard_data_reaches_dropquery_s_kmeans(tmp_path):
     """On the hard data set most rows become dropquery candidates: its k-means runs on most of the
     pool, is recorded, and counts in the floor; on the easy set it runs on fewer rows, if at all."""
     out = tmp_path / "select.json"
-    rc = bench_select.main([
-        "--n", "4000", "--dim", "32", "--classes", "10", "--budget", "10", "--labeled", "100",
-        "--strategies", "dropquery", "--timeout", "120", "--json", str(out),
-    ])
+    rc = bench_select.main(
+        [
+            "--n",
+            "4000",
+            "--dim",
+            "32",
+            "--classes",
+            "10",
+            "--budget",
+            "10",
+            "--labeled",
+            "100",
+            "--strategies",
+            "dropquery",
+            "--timeout",
+            "120",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads(out.read_text())
     easy, hard = (data["strategies_by_data"][d]["dropquery"] for d in ("easy", "hard"))
@@ -63,11 +96,31 @@ def test_bench_probcover_approx_small(tmp_path, capsys):
 
     defaults = (pc.PROBCOVER_SAMPLE_ROWS, pc.PURITY_SAMPLE_ROWS)
     out = tmp_path / "pc.json"
-    rc = probcover_approx.main([
-        "--n", "3000", "--dim", "32", "--classes", "5", "--budget", "10", "--labeled", "30", "--exact",
-        "--graph-sample-rows", "1500", "--purity-sample-rows", "500", "--purity-rows", "400",
-        "--workdir", str(tmp_path / "w"), "--json", str(out),
-    ])
+    rc = probcover_approx.main(
+        [
+            "--n",
+            "3000",
+            "--dim",
+            "32",
+            "--classes",
+            "5",
+            "--budget",
+            "10",
+            "--labeled",
+            "30",
+            "--exact",
+            "--graph-sample-rows",
+            "1500",
+            "--purity-sample-rows",
+            "500",
+            "--purity-rows",
+            "400",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     # the sample sizes are the strategy's parameters: the module's defaults are left alone
     assert defaults == (pc.PROBCOVER_SAMPLE_ROWS, pc.PURITY_SAMPLE_ROWS)

@@ -40,10 +40,26 @@ def test_bench_skactiveml_compare_small(tmp_path):
     from al_core.bench import skactiveml_compare
 
     out = tmp_path / "sk.json"
-    rc = skactiveml_compare.main([
-        "--synthetic", "16x4", "--n", "600", "--labeled", "40", "--budget", "5", "--repeats", "2",
-        "--strategies", "margin", "--workdir", str(tmp_path / "w"), "--json", str(out),
-    ])
+    rc = skactiveml_compare.main(
+        [
+            "--synthetic",
+            "16x4",
+            "--n",
+            "600",
+            "--labeled",
+            "40",
+            "--budget",
+            "5",
+            "--repeats",
+            "2",
+            "--strategies",
+            "margin",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads(out.read_text())
     pair = data["pairs"]["margin@40"]

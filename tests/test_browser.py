@@ -19,8 +19,14 @@ from tests.dagster_helpers import DagsterDev, ingest_and_seed_in_process, new_da
 from tests.loop_helpers import answer_batch, execute, make_project, run_requests
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 LAUNCH_TIMEOUT_MS = 60_000  # chromium start
 NAV_TIMEOUT_MS = 60_000  # page loads
 UI_TIMEOUT_MS = 30_000  # one element to appear
@@ -68,7 +74,8 @@ def _check_ui(page, base, shot):
         expect(node, f"asset {name} not in the graph").to_be_visible(timeout=UI_TIMEOUT_MS)
     # the nodes' live data (partitions, latest event) has arrived
     expect(page.get_by_text(re.compile(r"^Loading")), "asset graph still loading").to_have_count(
-        0, timeout=UI_TIMEOUT_MS)
+        0, timeout=UI_TIMEOUT_MS
+    )
     shot("01-asset-graph")
 
     # 2. eval_metrics: select it in the graph, open it in the catalogue, then partition 1
@@ -82,7 +89,8 @@ def _check_ui(page, base, shot):
     expect(row, "no learning_curve metadata row").to_have_count(1, timeout=UI_TIMEOUT_MS)
     expect(page.get_by_role("row").filter(has=page.get_by_text("round", exact=True))).to_contain_text("1")
     expect(page.get_by_role("row").filter(has=page.get_by_text("cost_so_far", exact=True))).to_contain_text(
-        "no prices set")  # the test project has no cost: section
+        "no prices set"
+    )  # the test project has no cost: section
     shot("02-eval_metrics-partition-1")
 
     # 3. the learning curve is in the metadata table itself, no click: a loaded SVG data URI image
@@ -104,8 +112,7 @@ def _check_ui(page, base, shot):
 
 
 def _assert_loaded(page, img, uri_prefix: str, path: str) -> None:
-    page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=img.element_handle(),
-                           timeout=UI_TIMEOUT_MS)
+    page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=img.element_handle(), timeout=UI_TIMEOUT_MS)
     src, width, height = img.evaluate("e => [e.getAttribute('src'), e.naturalWidth, e.naturalHeight]")
     assert src.startswith(uri_prefix), f"image src is {src[:60]!r}; see {path}"
     assert width > 0 and height > 0, f"image not decoded ({width}x{height}); see {path}"
@@ -138,7 +145,8 @@ def test_ui_shows_learning_curve_of_eval_metrics(tmp_path):
             try:
                 _check_ui(page, base, shot)
             except Exception as e:
-                raise AssertionError(f"{e}\nscreenshot at failure: {shot('failure')}\n"
-                                     f"dagster dev log tail:\n{dev.log_tail(2000)}") from e
+                raise AssertionError(
+                    f"{e}\nscreenshot at failure: {shot('failure')}\ndagster dev log tail:\n{dev.log_tail(2000)}"
+                ) from e
         finally:
             browser.close()

@@ -30,8 +30,9 @@ def _round(store, cfg, r, *, rename=None):
     path = answer_round(cfg, r - 1)
     if rename:
         lines = path.read_text().splitlines()
-        path.write_text("\n".join([lines[0]] + [",".join(rename.get(x, x) for x in ln.split(",")) for ln in lines[1:]])
-                        + "\n")
+        path.write_text(
+            "\n".join([lines[0]] + [",".join(rename.get(x, x) for x in ln.split(",")) for ln in lines[1:]]) + "\n"
+        )
     res = ingest_round_labels(store, cfg, r, [path])
     files = res.report.files
     assert [f.status for f in files] == ["accepted"], [(f.status, f.reason) for f in files]
@@ -63,7 +64,7 @@ def test_a_class_added_after_round_2_is_a_new_output_with_n_a_metrics(project, t
     from al_core.reporting.report import write_report
 
     cfg, store = project
-    (k_before,), = store.fetch("SELECT DISTINCT n_classes FROM probes")
+    ((k_before,),) = store.fetch("SELECT DISTINCT n_classes FROM probes")
     assert k_before == len(CLASSES)
     cfg = _set_classes(cfg, [*CLASSES, "truck"])
     rec, m = _round(store, cfg, 3)
@@ -72,10 +73,10 @@ def test_a_class_added_after_round_2_is_a_new_output_with_n_a_metrics(project, t
     probe = load_probe(store, rec.probe_id)
     features = store.load_embeddings(CONFIG_ID).features[:3]
     assert probe.predict_proba(features).shape == (3, len(CLASSES) + 1)  # the probe got the new output
-    (recorded,), = store.fetch("SELECT classes FROM probes WHERE probe_id = ?", [rec.probe_id])
+    ((recorded,),) = store.fetch("SELECT classes FROM probes WHERE probe_id = ?", [rec.probe_id])
     assert json.loads(recorded) == [*CLASSES, "truck"]  # the round records the class list it used
     old = store.fetch("SELECT classes FROM probes WHERE round < 3")
-    assert {tuple(json.loads(c)) for c, in old} == {CLASSES}  # earlier rounds keep theirs
+    assert {tuple(json.loads(c)) for (c,) in old} == {CLASSES}  # earlier rounds keep theirs
 
     counts = m["per_class_n_eval"]
     assert counts["truck"] == 0 and all(counts[c] > 0 for c in CLASSES) and sum(counts.values()) == m["n_eval"]
@@ -84,7 +85,7 @@ def test_a_class_added_after_round_2_is_a_new_output_with_n_a_metrics(project, t
     summary = per_class_summary(m)
     assert summary["truck"] == "n/a (no evaluation image)"
     assert summary["cat"].endswith(f" on {counts['cat']} evaluation images")
-    (stored,), = store.fetch("SELECT per_class_n_eval FROM metrics WHERE probe_id = ?", [rec.probe_id])
+    ((stored,),) = store.fetch("SELECT per_class_n_eval FROM metrics WHERE probe_id = ?", [rec.probe_id])
     assert json.loads(stored) == counts
     # macro F1 counts the classes labelled or predicted: the new class, neither, does not pull it down as a 0
     cm = np.array(m["confusion"])
@@ -132,8 +133,10 @@ def test_a_renamed_class_is_refused_until_relabel_maps_it_and_lineage_shows_it(p
     assert store.fetch("SELECT count(*) FROM probes WHERE round >= 3")[0][0] == 0  # nothing trained meanwhile
 
     # relabel refuses an unknown OLD and a NEW outside the class list, changing nothing
-    for old, new, why in (("dog", "kitty", "no label uses class 'dog'"),
-                          ("cat", "tiger", "'tiger' is not in the project file's `classes`")):
+    for old, new, why in (
+        ("dog", "kitty", "no label uses class 'dog'"),
+        ("cat", "tiger", "'tiger' is not in the project file's `classes`"),
+    ):
         rc, out, err = _labels_cli(capsys, "relabel", old, new, "--config", cfg.source_file)
         assert rc == Exit.FAILED and why in err and "Traceback" not in err + out, (rc, out, err)
     assert store.fetch("SELECT count(*) FROM class_relabels")[0][0] == 0
@@ -145,10 +148,10 @@ def test_a_renamed_class_is_refused_until_relabel_maps_it_and_lineage_shows_it(p
     assert f"{n_cat} label(s) and {n_eval_cat} evaluation label(s) mapped" in out
     # the history keeps what was delivered: no labels row changed or deleted, the mapping is recorded
     assert store.fetch("SELECT count(*), count(*) FILTER (WHERE label = 'cat') FROM labels") == [(n_rows, n_cat)]
-    assert store.fetch("SELECT old, new, n_labels, n_eval FROM class_relabels") == [("cat", "kitty", n_cat,
-                                                                                     n_eval_cat)]
+    assert store.fetch("SELECT old, new, n_labels, n_eval FROM class_relabels") == [("cat", "kitty", n_cat, n_eval_cat)]
     assert store.fetch("SELECT count(*) FROM relabelled_rows WHERE eval_image_id IS NOT NULL AND old = 'cat'") == [
-        (n_eval_cat,)]
+        (n_eval_cat,)
+    ]
     assert store.fetch("SELECT count(*) FROM image_labels WHERE label = 'cat'") == [(0,)]
     assert store.fetch("SELECT count(*) FROM eval_set WHERE label IN ('cat', 'kitty')") == [(n_eval_cat,)]
     assert store.fetch("SELECT count(*) FROM eval_set WHERE label = 'cat'") == [(0,)]
@@ -158,14 +161,15 @@ def test_a_renamed_class_is_refused_until_relabel_maps_it_and_lineage_shows_it(p
     rec, m = _round(store, cfg, 3, rename={"cat": "kitty"})  # the round runs, the annotators use the new name
     pool = load_project_pool(store, cfg, CONFIG_ID)
     assert rec.n_classes == len(CLASSES) and pool.classes == tuple(renamed)
-    trained = {int(i) for i, in store.fetch("SELECT label_id FROM probe_labels WHERE probe_id = ?", [rec.probe_id])}
-    cat_rows = {int(i) for i, in store.fetch("SELECT label_id FROM labels WHERE label = 'cat'")}
+    trained = {int(i) for (i,) in store.fetch("SELECT label_id FROM probe_labels WHERE probe_id = ?", [rec.probe_id])}
+    cat_rows = {int(i) for (i,) in store.fetch("SELECT label_id FROM labels WHERE label = 'cat'")}
     assert cat_rows and cat_rows <= trained  # the relabelled labels train the probe as 'kitty'
     assert m["per_class_n_eval"]["kitty"] == n_eval_cat and m["per_class_recall"]["kitty"] is not None
 
     # lineage shows the relabel
     image, label_id = store.fetch(
-        "SELECT image_id, min(label_id) FROM labels WHERE label = 'cat' GROUP BY 1 ORDER BY 1 LIMIT 1")[0]
+        "SELECT image_id, min(label_id) FROM labels WHERE label = 'cat' GROUP BY 1 ORDER BY 1 LIMIT 1"
+    )[0]
     capsys.readouterr()
     assert lineage_main([image, "--config", cfg.source_file]) == 0
     text = capsys.readouterr().out

@@ -17,8 +17,19 @@ def project_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("argv", [["status"], ["rounds"], ["export"], ["snapshot"], ["round", "next"],
-                                  ["ingest", "--no-embed"], ["simulate"], ["simulate-annotator"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["rounds"],
+        ["export"],
+        ["snapshot"],
+        ["round", "next"],
+        ["ingest", "--no-embed"],
+        ["simulate"],
+        ["simulate-annotator"],
+    ],
+)
 def test_a_broken_project_file_is_a_usage_error_with_one_message(project_dir, capsys, argv):
     assert cli.main([*argv, "--config", "bad.yaml"]) == Exit.USAGE
     err = capsys.readouterr().err
@@ -39,8 +50,16 @@ def test_round_next_without_a_database_fails_and_creates_none(project_dir, capsy
     assert cli.main(["init", "--images", str(project_dir)]) == Exit.USAGE  # no images there
     capsys.readouterr()
     (project_dir / "al.yaml").write_text("name: fresh\n")
-    for argv in (["round", "next"], ["status"], ["rounds"], ["export"], ["lineage", "0" * 64],
-                 ["labels", "retract", "0" * 12], ["labels", "retry", "0" * 12], ["simulate"]):
+    for argv in (
+        ["round", "next"],
+        ["status"],
+        ["rounds"],
+        ["export"],
+        ["lineage", "0" * 64],
+        ["labels", "retract", "0" * 12],
+        ["labels", "retry", "0" * 12],
+        ["simulate"],
+    ):
         assert cli.main(argv) == Exit.FAILED, argv
         err = capsys.readouterr().err
         assert "no database" in err and "al ingest" in err and "Traceback" not in err, (argv, err)

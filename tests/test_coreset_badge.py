@@ -101,8 +101,12 @@ def test_products_are_centred_first_no_cancellation():
     n, d = 64, 256
     mean = np.full(d, 1000.0, np.float32)
     x = (mean + rng.standard_normal((n, d)).astype(np.float32) * 0.01).astype(np.float32)
-    probe = Probe.from_arrays(np.zeros((2, d), np.float32), np.zeros(2, np.float32),
-                              running_mean=mean, running_var=np.full(d, 1e-4, np.float32))
+    probe = Probe.from_arrays(
+        np.zeros((2, d), np.float32),
+        np.zeros(2, np.float32),
+        running_mean=mean,
+        running_var=np.full(d, 1e-4, np.float32),
+    )
     ctx = validate(get_strategy("coreset"), x, [0], [0], 1, n_classes=2, seed=0, probe=probe, candidates=None)
     emb = PoolEmbeddings(ctx, probe)
     z64 = _embed64(probe, x[ctx.pool])
@@ -139,8 +143,9 @@ def test_coreset_equals_brute_force_greedy_k_center(kind, seed):
     labeled = np.random.default_rng(seed).choice(160, 5, replace=False)
     cand = _candidates(kind, 160, seed)
     budget = 25
-    res = get_strategy("coreset").select(x, labeled, y[labeled], budget, n_classes=3, seed=0, probe=probe,
-                                         candidates=cand)
+    res = get_strategy("coreset").select(
+        x, labeled, y[labeled], budget, n_classes=3, seed=0, probe=probe, candidates=cand
+    )
     want, want_scores = _coreset_reference(_embed64(probe, x), labeled, _pool(160, labeled, cand), budget)
     assert res.indices.tolist() == want.tolist()
     assert np.allclose(res.scores, want_scores, rtol=1e-4, atol=1e-3)
@@ -155,7 +160,7 @@ def test_coreset_ties_on_a_lattice_go_to_the_smallest_index(monkeypatch):
     probe = Probe.from_arrays(np.zeros((2, 2), np.float32), np.zeros(2, np.float32))  # z = x
     budget = 40
     want, want_scores = _coreset_reference(x.astype(np.float64), np.array([0]), np.arange(1, x.shape[0]), budget)
-    assert len(set(np.round(want_scores ** 2).tolist())) < budget  # there are ties
+    assert len(set(np.round(want_scores**2).tolist())) < budget  # there are ties
     for first_rows in (coreset_mod.REFRESH_FIRST_ROWS, 1):
         monkeypatch.setattr(coreset_mod, "REFRESH_FIRST_ROWS", first_rows)
         res = get_strategy("coreset").select(x, [0], [0], budget, n_classes=2, seed=0, probe=probe)
@@ -218,8 +223,9 @@ def test_badge_equals_explicit_gradient_embedding_kmeanspp(kind, seed):
     labeled = np.random.default_rng(seed).choice(150, 6, replace=False)
     cand = _candidates(kind, 150, seed)
     budget = 20
-    res = get_strategy("badge").select(x, labeled, y[labeled], budget, n_classes=3, seed=seed, probe=probe,
-                                       candidates=cand)
+    res = get_strategy("badge").select(
+        x, labeled, y[labeled], budget, n_classes=3, seed=seed, probe=probe, candidates=cand
+    )
     want, want_scores = _badge_reference(probe, x, _pool(150, labeled, cand), budget, seed)
     assert res.indices.tolist() == want.tolist()
     assert np.allclose(res.scores, want_scores, rtol=1e-3, atol=1e-5, equal_nan=True)
@@ -233,8 +239,7 @@ def test_tiny_blocks_give_the_same_selection(monkeypatch, name, kind):
     cand = _candidates(kind, 120)
 
     def run():
-        return get_strategy(name).select(x, labeled, y[labeled], 12, n_classes=3, seed=1, probe=probe,
-                                         candidates=cand)
+        return get_strategy(name).select(x, labeled, y[labeled], 12, n_classes=3, seed=1, probe=probe, candidates=cand)
 
     expected = run()
     monkeypatch.setattr(ctx_mod, "EMBED_BLOCK_ROWS", 7)
@@ -295,8 +300,12 @@ def _alfa_mix_flips_reference(probe, x, pool, labeled, labels, eps_scale=0.2):
         anchor = z_lab[labels == k].mean(0)
         diff = anchor - z
         with np.errstate(divide="ignore", invalid="ignore"):
-            alpha = eps * np.linalg.norm(diff, axis=1, keepdims=True) * g / (
-                np.linalg.norm(g, axis=1, keepdims=True) * diff + 1e-8)
+            alpha = (
+                eps
+                * np.linalg.norm(diff, axis=1, keepdims=True)
+                * g
+                / (np.linalg.norm(g, axis=1, keepdims=True) * diff + 1e-8)
+            )
         alpha = np.clip(np.nan_to_num(alpha, nan=1e-8), 1e-8, eps)
         mixed = alpha * anchor + (1 - alpha) * z
         flips += (mixed @ w.T + b).argmax(1) != y
@@ -321,8 +330,9 @@ def test_alfa_mix_reads_blocks_of_embeddings_like_the_plain_formula(monkeypatch,
     n_cand = int((ref > 0).sum())
     assert 0 < n_cand < len(pool)  # the geometry gives some candidates, not every row
     budget = n_cand + 2  # fewer candidates than B: every candidate (most flips first), then random rows
-    res = get_strategy("alfa_mix", eps_scale=1.0).select(x, labeled, y[labeled], budget, n_classes=3, seed=0,
-                                                         probe=probe, candidates=cand)
+    res = get_strategy("alfa_mix", eps_scale=1.0).select(
+        x, labeled, y[labeled], budget, n_classes=3, seed=0, probe=probe, candidates=cand
+    )
     flipped = pool[ref > 0]
     assert set(res.indices[:n_cand].tolist()) == set(flipped.tolist())
     assert res.scores[:n_cand].tolist() == sorted(ref[ref > 0].tolist(), reverse=True)

@@ -32,8 +32,12 @@ def test_raw_images_then_embeddings_in_process(tmp_path, sample_root):
     }
     run_config = {"ops": {"raw_images": {"config": {"image_root": str(root)}}}}
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([raw_images, embeddings, raw_images_statuses, embeddings_cover_images],
-                            resources=resources, run_config=run_config, instance=instance)
+    result = dg.materialize(
+        [raw_images, embeddings, raw_images_statuses, embeddings_cover_images],
+        resources=resources,
+        run_config=run_config,
+        instance=instance,
+    )
     assert result.success
     mats = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("embeddings")}
     assert mats["embeddings"]["embedded_now"].value == 30
@@ -66,12 +70,20 @@ def test_code_location_validates_and_loads_without_heavy_imports():
     env = dict(os.environ, DAGSTER_HOME=str(ROOT / "data" / "dagster_home"))
     os.makedirs(env["DAGSTER_HOME"], exist_ok=True)
     bin_dir = os.path.dirname(sys.executable)
-    r = subprocess.run([os.path.join(bin_dir, "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [os.path.join(bin_dir, "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    code = ("import sys, al_assets.definitions as d; d.defs.resolve_asset_graph(); "
-            "heavy = [m for m in ('torch', 'timm', 'open_clip', 'faiss', 'sklearn') if m in sys.modules]; "
-            "print(','.join(heavy))")
+    code = (
+        "import sys, al_assets.definitions as d; d.defs.resolve_asset_graph(); "
+        "heavy = [m for m in ('torch', 'timm', 'open_clip', 'faiss', 'sklearn') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"heavy modules imported at code-location load: {r.stdout}"
@@ -86,9 +98,7 @@ def test_al_core_never_imports_dagster():
     # listed only the top level)
     mods = [m.name for m in pkgutil.walk_packages(al_core.__path__, prefix="al_core.")]
     assert {"al_core.learn.strategies.dropquery", "al_core.bench.select", "al_core.catalogue.store"} <= set(mods)
-    code = ("import importlib, sys\n"
-            f"for m in {mods!r}:\n    importlib.import_module(m)\n"
-            "print('dagster' in sys.modules)")
+    code = f"import importlib, sys\nfor m in {mods!r}:\n    importlib.import_module(m)\nprint('dagster' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
@@ -99,13 +109,22 @@ def test_broken_project_file_fails_the_code_location_with_one_line(tmp_path):
     bad = tmp_path / "al.yaml"
     bad.write_text("selection:\n  query_strategy: dropqeury\n")
     env = {**os.environ, "AL_CONFIG": str(bad)}
-    r = subprocess.run([sys.executable, "-c", "import al_assets.definitions"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", "import al_assets.definitions"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
-    assert last == (f"al_core.config.validate.ConfigError: {bad}: selection.query_strategy: unknown value "
-                    "'dropqeury'; did you mean 'dropquery'? (known: " + ", ".join(
-                        __import__("al_core.learn.strategy_names", fromlist=["x"]).strategy_names()) + ")"), last
+    assert last == (
+        f"al_core.config.validate.ConfigError: {bad}: selection.query_strategy: unknown value "
+        "'dropqeury'; did you mean 'dropquery'? (known: "
+        + ", ".join(__import__("al_core.learn.strategy_names", fromlist=["x"]).strategy_names())
+        + ")"
+    ), last
 
 
 def test_schedule_cron_comes_from_the_project_file(tmp_path):

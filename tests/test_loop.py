@@ -39,7 +39,7 @@ def test_whole_loop_seed_labels_sensor_round(project):
     assert all(line.endswith(",centroid") for line in batch0[1:])
     tasks = json.loads((cfg.outbox / "round-0000.label-studio.json").read_text())
     assert len(tasks) == 4 and all("image_id" in t["data"] for t in tasks)
-    assert "<Choice value=\"skip\"/>" in (cfg.outbox / "label-studio-config.xml").read_text()
+    assert '<Choice value="skip"/>' in (cfg.outbox / "label-studio-config.xml").read_text()
     eval_ids = {r[0] for r in store.fetch("SELECT image_id FROM eval_set WHERE label IS NOT NULL")}
     assert len(eval_ids) == 12
     assert not eval_ids & {line.split(",")[0] for line in batch0[1:]}
@@ -151,11 +151,21 @@ def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(proje
     # skip, undated: older than the dated ones), one skip; every annotation is kept
     tasks = []
     for n, iid in enumerate(batch0):
-        anns = [{"id": 10 * n + 1, "was_cancelled": False, "updated_at": "2026-01-01T00:00:00Z",
-                 "result": [{"type": "choices", "value": {"choices": ["ship" if truth[iid] != "ship" else "cat"]}}]},
-                {"id": 10 * n + 2, "was_cancelled": False, "updated_at": "2026-02-01T00:00:00Z",
-                 "result": [{"type": "choices", "value": {"choices": [truth[iid]]}}]},
-                {"id": 10 * n + 3, "was_cancelled": True, "result": []}]
+        anns = [
+            {
+                "id": 10 * n + 1,
+                "was_cancelled": False,
+                "updated_at": "2026-01-01T00:00:00Z",
+                "result": [{"type": "choices", "value": {"choices": ["ship" if truth[iid] != "ship" else "cat"]}}],
+            },
+            {
+                "id": 10 * n + 2,
+                "was_cancelled": False,
+                "updated_at": "2026-02-01T00:00:00Z",
+                "result": [{"type": "choices", "value": {"choices": [truth[iid]]}}],
+            },
+            {"id": 10 * n + 3, "was_cancelled": True, "result": []},
+        ]
         if n == 3:
             anns[1]["result"][0]["value"]["choices"] = ["skip"]
         tasks.append({"id": n, "data": {"image_id": iid}, "annotations": anns})
@@ -164,14 +174,18 @@ def test_skip_relabel_unproposed_eval_inbox_label_studio_retract_and_retry(proje
     spare = next(i for i in sorted(truth) if i not in batch0 and i not in eval_ids and i != never)
     deliver("eval.csv", f"image_id,label\n{spare},{truth[spare]}\n", cfg.inbox / "eval")
     assert execute(defs, instance, _requests(run_requests(defs, instance))[-1]).success
-    labels = {r[0]: r[1:] for r in store.fetch(
-        "SELECT image_id, label, is_skip, proposed, annotation_id FROM current_labels")}
+    labels = {
+        r[0]: r[1:] for r in store.fetch("SELECT image_id, label, is_skip, proposed, annotation_id FROM current_labels")
+    }
     assert labels[batch0[0]] == (truth[batch0[0]], False, True, "2")  # the newest annotation decides
-    assert store.fetch("SELECT annotation_id, is_skip, state FROM answers WHERE image_id = ? ORDER BY label_id",
-                       [batch0[0]]) == [("1", False, "superseded"), ("2", False, "current"), ("3", True, "superseded")]
+    assert store.fetch(
+        "SELECT annotation_id, is_skip, state FROM answers WHERE image_id = ? ORDER BY label_id", [batch0[0]]
+    ) == [("1", False, "superseded"), ("2", False, "current"), ("3", True, "superseded")]
     assert labels[batch0[3]][:2] == ("skip", True)
     assert labels[never][2] is False  # flagged as never proposed
-    assert store.fetch("SELECT label, source FROM eval_set WHERE image_id = ?", [spare]) == [(truth[spare], "inbox/eval")]
+    assert store.fetch("SELECT label, source FROM eval_set WHERE image_id = ?", [spare]) == [
+        (truth[spare], "inbox/eval")
+    ]
     assert spare not in labels
     # the skipped image is never proposed again and is not a training label
     assert store.fetch("SELECT n_labels FROM probes") == [(4,)]  # 3 batch labels + the unproposed one; skip excluded
@@ -212,13 +226,19 @@ def test_scheduled_retraining_adds_a_probe_version_without_a_new_batch(project):
     store = open_store(cfg)
     execute(defs, instance, _requests(run_requests(defs, instance))[0])
     schedule = defs.resolve_schedule_def("retrain_schedule")
-    ctx = dg.build_schedule_context(instance=instance, resources={"store": defs.resources["store"]},
-                                    scheduled_execution_time=dt.datetime(2026, 1, 1, 3, 0))
+    ctx = dg.build_schedule_context(
+        instance=instance,
+        resources={"store": defs.resources["store"]},
+        scheduled_execution_time=dt.datetime(2026, 1, 1, 3, 0),
+    )
     assert isinstance(schedule(ctx), dg.SkipReason)  # no probe yet: skipped, says why
     answer_batch(cfg, store, 0)
     assert execute(defs, instance, _requests(run_requests(defs, instance))[0]).success
-    ctx = dg.build_schedule_context(instance=instance, resources={"store": defs.resources["store"]},
-                                    scheduled_execution_time=dt.datetime(2026, 1, 1, 3, 0))
+    ctx = dg.build_schedule_context(
+        instance=instance,
+        resources={"store": defs.resources["store"]},
+        scheduled_execution_time=dt.datetime(2026, 1, 1, 3, 0),
+    )
     req = schedule(ctx)
     assert isinstance(req, dg.RunRequest) and req.partition_key == "1" and req.tags["al/trigger"] == "schedule"
     req = req.with_replaced_attrs(job_name="retrain_job")
@@ -278,7 +298,13 @@ def test_outbox_names_and_fields(tmp_path):
     assert delivery_name("sim", 2) == "sim-round-0002.csv"
     # a field with a separator, a quote or any line break is quoted (a lone carriage return too)
     assert [outbox.csv_field(v) for v in ("a,b", 'say "x"', "a\rb", "a\nb", None, 3)] == [
-        '"a,b"', '"say ""x"""', '"a\rb"', '"a\nb"', "", "3"]
+        '"a,b"',
+        '"say ""x"""',
+        '"a\rb"',
+        '"a\nb"',
+        "",
+        "3",
+    ]
 
 
 def test_simulated_annotator_answers_each_batch_once_from_the_ground_truth(project):
@@ -293,7 +319,8 @@ def test_simulated_annotator_answers_each_batch_once_from_the_ground_truth(proje
     delivered = answer_pending(cfg)
     assert [p.name for p in delivered] == ["simulated-round-0000.csv"] and pending_rounds(cfg) == []
     assert list_inbox(cfg.inbox, 0.0) == delivered and sorted(p.name for p in cfg.inbox.iterdir()) == [
-        "simulated-round-0000.csv"]  # no temporary file left behind
+        "simulated-round-0000.csv"
+    ]  # no temporary file left behind
     truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
     batch = [r[0] for r in store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")]
     lines = delivered[0].read_text().splitlines()

@@ -299,9 +299,11 @@ def test_fit_imports_no_optimiser():
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from al_core.learn.probe import Probe; "
-            "x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32); "
-            "Probe(3).fit(x, np.arange(50) % 3); print('torch._dynamo' in sys.modules)")
+    code = (
+        "import sys, numpy as np; from al_core.learn.probe import Probe; "
+        "x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32); "
+        "Probe(3).fit(x, np.arange(50) % 3); print('torch._dynamo' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

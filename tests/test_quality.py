@@ -127,7 +127,7 @@ def test_balanced_representatives_take_the_nearest_member_within_the_quotas():
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     offsets = np.array([[0.0, 0.0], [0.1, 0.0], [-0.2, 0.0], [0.0, 0.3]])
     x = (centres[:, None, :] + offsets[None, :, :]).reshape(12, 2).astype(np.float32)
-    pred = np.array([0, 0, 1, 2,  0, 0, 0, 0,  2, 0, 1, 1])
+    pred = np.array([0, 0, 1, 2, 0, 0, 0, 0, 2, 0, 1, 1])
     plain, _ = cluster_representatives(Points(x), 3, seed=0)
     # labelled: class 0 has plenty; 1 and 2 one slot each by water-filling, 0 none while 1 and 2 have candidates
     pos = balanced_representatives(Points(x), 3, seed=0, predicted=pred, labelled_counts=np.array([9, 1, 1]))
@@ -182,8 +182,18 @@ def test_class_balance_with_a_strategy_without_a_diverse_pick_is_refused():
 
 
 # ----------------------------------------------------------------------------- agreement
-WIKIPEDIA_FLEISS = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-                    [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+WIKIPEDIA_FLEISS = [
+    [0, 0, 0, 0, 14],
+    [0, 2, 6, 4, 2],
+    [0, 0, 3, 5, 6],
+    [0, 3, 9, 2, 0],
+    [2, 2, 8, 1, 1],
+    [7, 7, 0, 0, 0],
+    [3, 2, 6, 3, 0],
+    [2, 5, 3, 2, 2],
+    [6, 5, 2, 1, 0],
+    [0, 2, 2, 3, 7],
+]
 
 
 def _votes_of_table(table, classes):
@@ -251,7 +261,8 @@ def _store_with_votes(tmp_path, votes):
         con.executemany(
             "INSERT INTO labels (label_id, image_id, label, is_skip, proposed, file_sha256, file_id, annotator, "
             "received_at, round) VALUES (?, ?, ?, false, true, 'f', 'f', ?, ?, 1)",
-            [[k + 1, iid, lab, who, ts] for k, (iid, who, lab) in enumerate(votes)])
+            [[k + 1, iid, lab, who, ts] for k, (iid, who, lab) in enumerate(votes)],
+        )
     return store
 
 
@@ -267,11 +278,14 @@ def test_the_agreement_views_agree_with_the_python_figures(tmp_path):
         assert sorted(quality_q.annotation_votes(con)) == sorted(votes)
     r = agreement(votes, final, classes)
     assert {(p["a"], p["b"]): p["kappa"] for p in views["pairs"]} == pytest.approx(
-        {(p["a"], p["b"]): p["kappa"] for p in r["pairs"]})
+        {(p["a"], p["b"]): p["kappa"] for p in r["pairs"]}
+    )
     assert {v["annotator"]: float(v["agreement_with_final"]) for v in views["annotators"]} == pytest.approx(
-        {k: v["agreement_with_final"] for k, v in r["annotator_agreement"].items()})
+        {k: v["agreement_with_final"] for k, v in r["annotator_agreement"].items()}
+    )
     assert {v["image_id"]: v["agreement"] for v in views["images"]} == pytest.approx(
-        {im["image_id"]: im["agreement"] for im in r["images"]})
+        {im["image_id"]: im["agreement"] for im in r["images"]}
+    )
 
 
 def test_multiannotator_scores_rank_the_disputed_images_low():
@@ -302,25 +316,54 @@ def test_relabel_rows_follow_the_assessment_skip_the_asked_and_the_waiting(tmp_p
     ts = now()
     with store.transaction() as con:
         for r in range(4):
-            con.execute("INSERT INTO rounds (round, kind, strategy, seed, budget, requested_budget, config_id, "
-                        "status, proposed_at) VALUES (?, 'query', 'dropquery', 0, 1, 1, 'c', ?, ?)",
-                        [r, "open" if r == 3 else "closed", ts])
+            con.execute(
+                "INSERT INTO rounds (round, kind, strategy, seed, budget, requested_budget, config_id, "
+                "status, proposed_at) VALUES (?, 'query', 'dropquery', 0, 1, 1, 'c', ?, ?)",
+                [r, "open" if r == 3 else "closed", ts],
+            )
         asked = [(1, "a"), (2, "a"), (3, "b")]  # a: asked the maximum number of times; b: waiting for its answer
         assert len([x for x in asked if x[1] == "a"]) == RELABEL_MAX_PER_IMAGE
-        con.executemany("INSERT INTO queries (round, rank, image_id, path, score, strategy) "
-                        "VALUES (?, 1, ?, 'p', 0.1, 'relabel')", [list(x) for x in asked])
+        con.executemany(
+            "INSERT INTO queries (round, rank, image_id, path, score, strategy) VALUES (?, 1, ?, 'p', 0.1, 'relabel')",
+            [list(x) for x in asked],
+        )
         quality_q.put_label_quality(
-            con, {"probe_id": "p1", "round": 3, "n_labels": 4, "n_folds": 2, "seed": 0, "method": "self_confidence",
-                  "n_issues": 2, "label_counts": "{}", "predicted_share": "{}", "balance_warnings": "[]",
-                  "seconds": 0.1, "computed_at": ts},
-            [("p1", 3, iid, k, "cat", "dog", q, q, 1 - q, q < 0.3, k + 1, None, None, None, 1)
-             for k, (iid, q) in enumerate(zip(ids, [0.05, 0.1, 0.2, 0.9], strict=True))])
-    pool = Pool("c", np.array(ids + ["e"]), np.zeros((5, 2), np.float32), {i: k for k, i in enumerate(ids + ["e"])},
-                ("cat", "dog"), np.arange(4), np.zeros(4, np.int64), [0, 1, 2, 3], np.array([4]))
+            con,
+            {
+                "probe_id": "p1",
+                "round": 3,
+                "n_labels": 4,
+                "n_folds": 2,
+                "seed": 0,
+                "method": "self_confidence",
+                "n_issues": 2,
+                "label_counts": "{}",
+                "predicted_share": "{}",
+                "balance_warnings": "[]",
+                "seconds": 0.1,
+                "computed_at": ts,
+            },
+            [
+                ("p1", 3, iid, k, "cat", "dog", q, q, 1 - q, q < 0.3, k + 1, None, None, None, 1)
+                for k, (iid, q) in enumerate(zip(ids, [0.05, 0.1, 0.2, 0.9], strict=True))
+            ],
+        )
+    pool = Pool(
+        "c",
+        np.array(ids + ["e"]),
+        np.zeros((5, 2), np.float32),
+        {i: k for k, i in enumerate(ids + ["e"])},
+        ("cat", "dog"),
+        np.arange(4),
+        np.zeros(4, np.int64),
+        [0, 1, 2, 3],
+        np.array([4]),
+    )
     rows = relabel_rows(store, pool, "p1", 2)
     assert [r[0] for r in rows] == [2, 3]  # c, then d: a was asked twice, b waits for its answer
-    assert rows[0][2].startswith("label again: label quality 0.200 (labelled 'cat', the out-of-fold probe suggests "
-                                 "'dog'; cleanlab flags it)")
+    assert rows[0][2].startswith(
+        "label again: label quality 0.200 (labelled 'cat', the out-of-fold probe suggests 'dog'; cleanlab flags it)"
+    )
     assert relabel_rows(store, pool, "p1", 0) == [] and relabel_rows(store, pool, None, 2) == []
     cfg = from_dict({"selection": {"relabel_fraction": 0.1}})
     assert [n_relabel(cfg, b) for b in (4, 5, 10, 25)] == [0, 1, 1, 3]  # half up

@@ -88,8 +88,9 @@ def test_a_relabel_request_round_trips_through_outbox_inbox_and_history(tmp_path
     # it is an answer to the request, so it goes into the history and answers the batch
     truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
     answer = {r["image_id"]: truth[r["image_id"]] for r in rows} | {iid: first[0][0]}
-    (cfg.inbox / "batch1.csv").write_text("image_id,label,annotator\n" + "".join(
-        f"{i},{lab},sim\n" for i, lab in answer.items()))
+    (cfg.inbox / "batch1.csv").write_text(
+        "image_id,label,annotator\n" + "".join(f"{i},{lab},sim\n" for i, lab in answer.items())
+    )
     _settled(cfg)
     _round(defs, instance)  # round 2
     hist = store.fetch("SELECT label, round FROM labels WHERE image_id = ? ORDER BY label_id", [iid])
@@ -106,8 +107,9 @@ def test_a_batch_that_would_have_held_two_near_duplicates_holds_one(tmp_path):
     from al_core.learn.strategies import get_strategy
     from al_core.loop.pool import load_project_pool
 
-    cfg, defs, instance = _project(tmp_path, twins=True, per_class=10, holdout=8, budget=16, total=32,
-                                   seed_strategy="random")
+    cfg, defs, instance = _project(
+        tmp_path, twins=True, per_class=10, holdout=8, budget=16, total=32, seed_strategy="random"
+    )
     store = open_store(cfg)
     emb = store.get_asset_output("embeddings", "")
     pool = load_project_pool(store, cfg, emb["config_id"])
@@ -116,8 +118,15 @@ def test_a_batch_that_would_have_held_two_near_duplicates_holds_one(tmp_path):
 
     ensure_eval_set(store, cfg, cfg.class_names(store))
     pool = load_project_pool(store, cfg, emb["config_id"])
-    alone = get_strategy("random").select(pool.features, np.empty(0, np.int64), np.empty(0, np.int64), 16,
-                                          n_classes=4, seed=cfg.selection.seed, candidates=pool.candidates)
+    alone = get_strategy("random").select(
+        pool.features,
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+        16,
+        n_classes=4,
+        seed=cfg.selection.seed,
+        candidates=pool.candidates,
+    )
     _round(defs, instance)
     pairs = {tuple(sorted(p[:2])) for p in store.fetch("SELECT image_id, twin_id FROM near_duplicates")}
     assert len(pairs) >= 40  # every image and its twin (cosine above 0.98)
@@ -147,10 +156,22 @@ def test_the_demo_report_shows_agreement_suspects_and_class_balance(tmp_path, ca
     _round(defs, instance)
     share = SECOND_ANNOTATOR_SHARE + 0.4
     # batch 0 through `al simulate-annotator`: a second, noisy annotator on a share, then the first annotator
-    assert annotator_main(["--config", cfg.source_file, "--noise", "0.2", "--second-share", str(share),
-                           "--second-noise", str(SECOND_ANNOTATOR_NOISE)]) == 0
-    assert sorted(p.name for p in cfg.inbox.glob("*.csv")) == ["simulated-2-round-0000.csv",
-                                                                "simulated-round-0000.csv"]
+    assert (
+        annotator_main(
+            [
+                "--config",
+                cfg.source_file,
+                "--noise",
+                "0.2",
+                "--second-share",
+                str(share),
+                "--second-noise",
+                str(SECOND_ANNOTATOR_NOISE),
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in cfg.inbox.glob("*.csv")) == ["simulated-2-round-0000.csv", "simulated-round-0000.csv"]
     _settled(cfg)
     _round(defs, instance)
     for r in (1, 2):  # as the demo does
@@ -160,8 +181,10 @@ def test_the_demo_report_shows_agreement_suspects_and_class_balance(tmp_path, ca
         _round(defs, instance)
     [(method,)] = store.fetch("SELECT method FROM label_quality_runs WHERE round = 3")
     assert method == "self_confidence+crowdlab"  # two annotators on some images: CROWDLAB and ActiveLab
-    multi = store.fetch("SELECT count(*), count(consensus), count(relabel_score) FROM label_quality "
-                        "WHERE round = 3 AND n_annotations >= 2")[0]
+    multi = store.fetch(
+        "SELECT count(*), count(consensus), count(relabel_score) FROM label_quality "
+        "WHERE round = 3 AND n_annotations >= 2"
+    )[0]
     assert multi[0] > 0 and multi[0] == multi[1] == multi[2]
     html = write_report(store, cfg).read_text()
     assert "<h2>Agreement between annotators</h2>" in html and "No image has answers from two" not in html

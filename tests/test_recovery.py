@@ -43,8 +43,12 @@ class ReadOnly:
         self.folder, self.mechanism = folder, None
 
     def __enter__(self) -> "ReadOnly":
-        r = subprocess.run(["mount", "--bind", "-o", "ro", str(self.folder), str(self.folder)],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            ["mount", "--bind", "-o", "ro", str(self.folder), str(self.folder)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if r.returncode == 0:
             self.mechanism = "read-only bind mount"
         else:  # not root, or no mount permission (a container): a file where the folder was
@@ -70,8 +74,13 @@ def _execute(defs, instance, req):
     job = defs.resolve_job_def(req.job_name)
     if req.partition_key is not None:
         instance.add_dynamic_partitions("rounds", [req.partition_key])
-    return job.execute_in_process(instance=instance, partition_key=req.partition_key, run_config=req.run_config,
-                                  tags=req.tags, raise_on_error=False)
+    return job.execute_in_process(
+        instance=instance,
+        partition_key=req.partition_key,
+        run_config=req.run_config,
+        tags=req.tags,
+        raise_on_error=False,
+    )
 
 
 def _tick(defs, instance):
@@ -137,13 +146,11 @@ def test_a_read_only_outbox_is_followed_by_a_round_without_a_person(base_project
     # and the loop goes on
     answer_batch(cfg, store, 1)
     _until_a_round_succeeds(defs, instance, timeout_s=60)
-    assert store.fetch("SELECT round, status FROM rounds ORDER BY round") == [(0, "closed"), (1, "closed"),
-                                                                              (2, "open")]
+    assert store.fetch("SELECT round, status FROM rounds ORDER BY round") == [(0, "closed"), (1, "closed"), (2, "open")]
     assert_consistent(cfg, store)
 
 
-def test_a_run_retried_from_its_failed_step_finds_its_batch_proposed_and_succeeds(base_project, tmp_path,
-                                                                                  monkeypatch):
+def test_a_run_retried_from_its_failed_step_finds_its_batch_proposed_and_succeeds(base_project, tmp_path, monkeypatch):
     """Dagster's run retry re-executes a failed run from the failed step (FROM_FAILURE, the default): here
     ``query_set``, which had committed batch 1 before the outbox refused its CSV. The retry is a no-op success
     that writes the missing files, not `LoopError: batch 1 was already proposed`."""
@@ -167,8 +174,13 @@ def test_a_run_retried_from_its_failed_step_finds_its_batch_proposed_and_succeed
         assert steps == {"query_set": "STEP_FAILURE"}
         assert store.fetch("SELECT count(*) FROM rounds WHERE round = 1") == [(1,)]
         assert not (cfg.outbox / "round-0001.csv").exists()
-        retry = dg.execute_job(job, instance, tags=tags, raise_on_error=False,  # the parent's tags, as run retries
-                               reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance))
+        retry = dg.execute_job(
+            job,
+            instance,
+            tags=tags,
+            raise_on_error=False,  # the parent's tags, as run retries
+            reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
+        )
         assert retry.success
         ran = {e.step_key for e in retry.all_events if e.is_step_start}
         assert ran == {"query_set", "query_set_query_set_is_valid"}  # the failed step and its asset check only
@@ -225,15 +237,19 @@ def test_reordered_and_renamed_classes_do_not_relabel_old_predictions(base_proje
     defs, instance = defs_for(cfg), dg.DagsterInstance.ephemeral()
     result = execute(defs, instance, requests_of(run_requests(defs, instance))[0])
     assert result.success
-    (probe_id, path, classes_json), = store.fetch("SELECT probe_id, path, classes FROM probes")
+    ((probe_id, path, classes_json),) = store.fetch("SELECT probe_id, path, classes FROM probes")
     meta = result.asset_materializations_for_node("query_set")[0].metadata
     assert meta["classes"].value == ", ".join(json.loads(classes_json))  # the query set says which list it used
     per_class = result.asset_materializations_for_node("eval_metrics")[0].metadata["per_class"].value
-    (n_eval, counts), = store.fetch("SELECT n_eval, per_class_n_eval FROM metrics")
+    ((n_eval, counts),) = store.fetch("SELECT n_eval, per_class_n_eval FROM metrics")
     counts = json.loads(counts)
     assert list(per_class) == json.loads(classes_json) and sum(counts.values()) == n_eval  # recall and its count
-    assert all(re.fullmatch(rf"[01]\.\d{{3}} on {counts[c]} evaluation images", v) if counts[c]
-               else v == "n/a (no evaluation image)" for c, v in per_class.items()), per_class
+    assert all(
+        re.fullmatch(rf"[01]\.\d{{3}} on {counts[c]} evaluation images", v)
+        if counts[c]
+        else v == "n/a (no evaluation image)"
+        for c, v in per_class.items()
+    ), per_class
     trained_with = json.loads(classes_json)
     assert trained_with == list(cfg.classes)
     assert json.loads(Probe.read_metadata(path)[CLASSES_METADATA_KEY]) == trained_with  # the file says it too
@@ -251,7 +267,10 @@ def test_reordered_and_renamed_classes_do_not_relabel_old_predictions(base_proje
         assert _export(Path(cfg2.source_file), tmp_path / f"after-{edited[0]}.csv") == before
         m = evaluate_round(store, cfg2, 1, config_id, probe_id)
         assert (m["accuracy"], m["per_class_recall"], m["confusion"]) == (
-            metrics_before["accuracy"], metrics_before["per_class_recall"], metrics_before["confusion"])
+            metrics_before["accuracy"],
+            metrics_before["per_class_recall"],
+            metrics_before["confusion"],
+        )
         last = last_confusion(latest_metrics(store))
         assert confusion_classes(last, cfg2, store) == trained_with
 
@@ -261,12 +280,18 @@ def test_every_writing_job_has_a_time_limit_and_the_sensor_sets_it():
     from al_assets.definitions import defs
     from al_assets.jobs import INGEST_MAX_RUNTIME_S, RUN_MAX_RUNTIME_S
 
-    limits = {name: defs.resolve_job_def(name).tags.get("dagster/max_runtime")
-              for name in ("ingest_job", "seed_job", "round_job", "retrain_job", "embed_shards_job",
-                           "embed_shards_dask_job")}
-    assert limits == {"ingest_job": str(INGEST_MAX_RUNTIME_S), "seed_job": str(RUN_MAX_RUNTIME_S),
-                      "round_job": str(RUN_MAX_RUNTIME_S), "retrain_job": str(RUN_MAX_RUNTIME_S),
-                      "embed_shards_job": str(INGEST_MAX_RUNTIME_S), "embed_shards_dask_job": str(INGEST_MAX_RUNTIME_S)}
+    limits = {
+        name: defs.resolve_job_def(name).tags.get("dagster/max_runtime")
+        for name in ("ingest_job", "seed_job", "round_job", "retrain_job", "embed_shards_job", "embed_shards_dask_job")
+    }
+    assert limits == {
+        "ingest_job": str(INGEST_MAX_RUNTIME_S),
+        "seed_job": str(RUN_MAX_RUNTIME_S),
+        "round_job": str(RUN_MAX_RUNTIME_S),
+        "retrain_job": str(RUN_MAX_RUNTIME_S),
+        "embed_shards_job": str(INGEST_MAX_RUNTIME_S),
+        "embed_shards_dask_job": str(INGEST_MAX_RUNTIME_S),
+    }
 
 
 def test_the_demo_stops_the_daemon_only_once_no_run_is_going():

@@ -37,8 +37,10 @@ from tests.reliability_helpers import (
 
 
 def _counts(store):
-    return {t: store.fetch(f"SELECT count(*) FROM {t}")[0][0]
-            for t in ("labels", "label_files", "rounds", "queries", "probes", "metrics")}
+    return {
+        t: store.fetch(f"SELECT count(*) FROM {t}")[0][0]
+        for t in ("labels", "label_files", "rounds", "queries", "probes", "metrics")
+    }
 
 
 # ----------------------------------------------------------------------------- 1. kills while ingesting labels
@@ -194,11 +196,16 @@ def test_kill_before_embedding_commit_keeps_committed_flushes(base_project, tmp_
 def test_kill_inside_scan_transaction_then_rescan(base_project, tmp_path):
     cfg = copy_project(base_project, tmp_path / "p")
     store = open_store(cfg)
-    before = store.fetch("SELECT (SELECT count(*) FROM scans), (SELECT count(*) FROM image_paths), "
-                         "(SELECT count(*) FROM images)")[0]
+    before = store.fetch(
+        "SELECT (SELECT count(*) FROM scans), (SELECT count(*) FROM image_paths), (SELECT count(*) FROM images)"
+    )[0]
     assert_killed(run_child("scan", cfg, fault="scan.in_transaction"))  # this copy's root is new: every file probed
-    assert store.fetch("SELECT (SELECT count(*) FROM scans), (SELECT count(*) FROM image_paths), "
-                       "(SELECT count(*) FROM images)")[0] == before
+    assert (
+        store.fetch(
+            "SELECT (SELECT count(*) FROM scans), (SELECT count(*) FROM image_paths), (SELECT count(*) FROM images)"
+        )[0]
+        == before
+    )
     from al_core.ingest.scan import scan
 
     rep = scan(store, cfg.image_root)
@@ -270,10 +277,12 @@ def _synthetic_images(store, n: int, prefix: str = "s") -> list[str]:
     with store.transaction() as con:
         con.register("_syn", tbl)
         con.execute("INSERT INTO images SELECT image_id, 1, 1, 1, 'JPEG', ?, 0 FROM _syn", [ts])
-        con.execute("INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, "
-                    "last_seen, last_scan_id, source) "
-                    "SELECT path, image_id, 1, 0, 'ok', NULL, ?, ?, 0, '/synthetic' FROM _syn",
-                    [ts, ts])
+        con.execute(
+            "INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, "
+            "last_seen, last_scan_id, source) "
+            "SELECT path, image_id, 1, 0, 'ok', NULL, ?, ?, 0, '/synthetic' FROM _syn",
+            [ts, ts],
+        )
         con.unregister("_syn")
     return ids
 
@@ -288,13 +297,15 @@ def test_burst_of_100_files_and_one_of_20000_rows(base_project, tmp_path):
     delivered = 0
     # 100 small files, in delivery order; each labels 5 new images and relabels one shared image
     for k in range(100):
-        rows = [(iid, classes[(k + j) % len(classes)]) for j, iid in enumerate(small_ids[5 * k:5 * k + 5])]
+        rows = [(iid, classes[(k + j) % len(classes)]) for j, iid in enumerate(small_ids[5 * k : 5 * k + 5])]
         rows.append((shared, classes[k % len(classes)]))
         p = deliver(cfg.inbox / f"burst-{k:03d}.csv", "image_id,label\n" + "".join(f"{i},{c}\n" for i, c in rows))
         os.utime(p, ns=(int((t0 + k) * 1e9),) * 2)
         delivered += len(rows)
     # one large file (delivered between file 49 and 50) and the answers to batch 0
-    big = "image_id,label,annotator\n" + "".join(f"{iid},{classes[j % len(classes)]},bulk\n" for j, iid in enumerate(big_ids))
+    big = "image_id,label,annotator\n" + "".join(
+        f"{iid},{classes[j % len(classes)]},bulk\n" for j, iid in enumerate(big_ids)
+    )
     p = deliver(cfg.inbox / "big.csv", big)
     os.utime(p, ns=(int((t0 + 49.5) * 1e9),) * 2)
     delivered += len(big_ids)
@@ -311,15 +322,23 @@ def test_burst_of_100_files_and_one_of_20000_rows(base_project, tmp_path):
     assert requests_of(run_requests(defs, instance)) == []  # nothing left over: a bounded number of runs (1)
     # nothing lost: every delivered row is one stored row
     assert store.fetch("SELECT count(*) FROM labels") == [(delivered,)]
-    assert store.fetch("SELECT count(*), sum(n_applied) FROM label_files WHERE status = 'accepted'") == [(102, delivered)]
+    assert store.fetch("SELECT count(*), sum(n_applied) FROM label_files WHERE status = 'accepted'") == [
+        (102, delivered)
+    ]
     # in order: the shared image's history follows the delivery order, the last file's label is current
     hist = [r[0] for r in store.fetch("SELECT label FROM labels WHERE image_id = ? ORDER BY label_id", [shared])]
     assert hist == [classes[k % len(classes)] for k in range(100)]
-    assert store.fetch("SELECT label FROM current_labels WHERE image_id = ?", [shared]) == [(classes[99 % len(classes)],)]
-    order = [r[0] for r in store.fetch("""SELECT f.original_name FROM labels l JOIN label_files f USING (file_id)
-                                          GROUP BY 1 ORDER BY min(l.label_id)""")]
+    assert store.fetch("SELECT label FROM current_labels WHERE image_id = ?", [shared]) == [
+        (classes[99 % len(classes)],)
+    ]
+    order = [
+        r[0]
+        for r in store.fetch("""SELECT f.original_name FROM labels l JOIN label_files f USING (file_id)
+                                          GROUP BY 1 ORDER BY min(l.label_id)""")
+    ]
     assert order == [f"burst-{k:03d}.csv" for k in range(50)] + ["big.csv"] + [
-        f"burst-{k:03d}.csv" for k in range(50, 100)] + [ans.name]
+        f"burst-{k:03d}.csv" for k in range(50, 100)
+    ] + [ans.name]
     # round 1 trained and evaluated its probe; the 20,604 labels delivered spend the total budget (12 labels,
     # selection.total_budget counts labels delivered), so no batch 1 is proposed
     assert store.fetch("SELECT round, status FROM rounds ORDER BY round") == [(0, "closed")]
@@ -332,8 +351,13 @@ def test_burst_of_100_files_and_one_of_20000_rows(base_project, tmp_path):
 # ----------------------------------------------------------------------------- 4. a reader holds the database
 def _hold(cfg, seconds: float) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HOLD_S=str(seconds))
-    p = subprocess.Popen([sys.executable, "-m", "tests.reliability_child", "hold", str(cfg.source_file)], cwd=ROOT,
-                         env=env, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability_child", "hold", str(cfg.source_file)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout.readline().strip() == "held"
     return p
 
@@ -351,8 +375,12 @@ def test_reader_holding_the_database_while_a_round_writes(base_project, tmp_path
     try:
         instance.add_dynamic_partitions("rounds", [req.partition_key])
         res = defs.resolve_job_def(req.job_name).execute_in_process(
-            instance=instance, partition_key=req.partition_key, run_config=req.run_config, tags=req.tags,
-            raise_on_error=False)
+            instance=instance,
+            partition_key=req.partition_key,
+            run_config=req.run_config,
+            tags=req.tags,
+            raise_on_error=False,
+        )
         assert not res.success
         failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
         err, msg = failure.event_specific_data.error, ""
@@ -371,12 +399,20 @@ def test_reader_holding_the_database_while_a_round_writes(base_project, tmp_path
     assert store.fetch("SELECT count(*) FROM labels") == [(4,)] and (cfg.outbox / "round-0001.csv").exists()
     assert_consistent(cfg, store)
     # a reader that lets go within the lock window: the writer waits and succeeds
-    f2 = deliver(cfg.inbox / "late.csv", f"image_id,label\n{store.fetch('SELECT image_id FROM queries WHERE round = 1')[0][0]},cat\n")
+    f2 = deliver(
+        cfg.inbox / "late.csv",
+        f"image_id,label\n{store.fetch('SELECT image_id FROM queries WHERE round = 1')[0][0]},cat\n",
+    )
     holder = _hold(cfg, 1.5)
     try:
         t = time.perf_counter()
-        rep = ingest_label_files(Store(cfg.db_path, cfg.vectors_dir, lock_timeout_s=30), cfg, list_inbox(cfg.inbox, 0),
-                                 round_=2, classes=cfg.class_names(store))
+        rep = ingest_label_files(
+            Store(cfg.db_path, cfg.vectors_dir, lock_timeout_s=30),
+            cfg,
+            list_inbox(cfg.inbox, 0),
+            round_=2,
+            classes=cfg.class_names(store),
+        )
         waited = time.perf_counter() - t
     finally:
         holder.kill()
@@ -408,7 +444,9 @@ def test_two_rounds_requested_at_once_are_serialised(base_project, tmp_path):
     results = [execute(defs, instance, r) for r in reqs]
     assert all(r.success for r in results), [r.success for r in results]
     assert store.fetch("SELECT round, status, closed_by FROM rounds ORDER BY round") == [
-        (0, "closed", "answered"), (1, "open", None)]  # batch 1 is not closed by the stale requests
+        (0, "closed", "answered"),
+        (1, "open", None),
+    ]  # batch 1 is not closed by the stale requests
     assert store.fetch("SELECT count(*) FROM labels") == [(4,)]
     assert store.fetch("SELECT count(*) FROM requests WHERE done_at IS NULL") == [(0,)]
     assert store.fetch("SELECT count(*) FROM probes") == [(1,)]
@@ -423,17 +461,37 @@ def test_two_processes_ingesting_at_once_apply_each_label_once(base_project, tmp
     answer_batch(cfg, store, 0, name="a.csv", only=3)
     rows = store.fetch("SELECT image_id FROM queries WHERE round = 0 ORDER BY rank")
     truth = dict(store.fetch("SELECT image_id, any_value(class_name) FROM ground_truth GROUP BY 1"))
-    deliver(cfg.inbox / "b.csv", "image_id,label,annotator\n"  # the same annotator as a.csv (answer_batch's)
-            + "".join(f"{r[0]},{truth[r[0]]},sim\n" for r in rows[1:]))
+    deliver(
+        cfg.inbox / "b.csv",
+        "image_id,label,annotator\n"  # the same annotator as a.csv (answer_batch's)
+        + "".join(f"{r[0]},{truth[r[0]]},sim\n" for r in rows[1:]),
+    )
     # a writer holds the database while both workers start, so both read the same state, then race
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); "
-                               "print('held', flush=True); time.sleep(float(sys.argv[2]))", str(cfg.db_path), "6"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(float(sys.argv[2]))",
+            str(cfg.db_path),
+            "6",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.reliability_child", "labels", str(cfg.source_file)],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability_child", "labels", str(cfg.source_file)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         outs = [w.communicate(timeout=120) for w in workers]
     finally:
@@ -444,8 +502,9 @@ def test_two_processes_ingesting_at_once_apply_each_label_once(base_project, tmp
                 w.kill()
     assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outs]
     assert store.fetch("SELECT count(*), count(DISTINCT image_id) FROM labels") == [(4, 4)]
-    assert store.fetch("SELECT original_name, count(*) FROM label_files WHERE status = 'accepted' GROUP BY 1 ORDER BY 1") \
-        == [("a.csv", 1), ("b.csv", 1)]
+    assert store.fetch(
+        "SELECT original_name, count(*) FROM label_files WHERE status = 'accepted' GROUP BY 1 ORDER BY 1"
+    ) == [("a.csv", 1), ("b.csv", 1)]
     assert sorted(p.name.split("-", 2)[-1] for p in (cfg.inbox / "accepted").iterdir()) == ["a.csv", "b.csv"]
     assert_consistent(cfg, store)
 
@@ -481,20 +540,31 @@ def test_daemon_fails_a_killed_run_retries_it_and_the_queue_goes_on(base_project
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     once = tmp_path / "fault-fired"
-    env = dict(os.environ, DAGSTER_HOME=str(home), AL_CONFIG=str(cfg.source_file), HF_HUB_OFFLINE="1",
-               PYTHONUNBUFFERED="1", AL_FAULT="labels.mid_insert", AL_FAULT_ONCE=str(once))
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(home),
+        AL_CONFIG=str(cfg.source_file),
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        AL_FAULT="labels.mid_insert",
+        AL_FAULT_ONCE=str(once),
+    )
     answer_batch(cfg, store, 0)
     log_path = tmp_path / "daemon.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w",
-                                 str(ROOT / "workspace.yaml")], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     addresses: set[str] = set()
 
     def round_succeeded() -> bool:
         with dg.DagsterInstance.from_config(str(home)) as inst:
-            return inst.get_runs_count(dg.RunsFilter(job_name="round_job",
-                                                     statuses=[dg.DagsterRunStatus.SUCCESS])) > 0
+            return inst.get_runs_count(dg.RunsFilter(job_name="round_job", statuses=[dg.DagsterRunStatus.SUCCESS])) > 0
 
     try:
         deadline = time.monotonic() + DAEMON_TIMEOUT_S
@@ -510,8 +580,9 @@ def test_daemon_fails_a_killed_run_retries_it_and_the_queue_goes_on(base_project
     # nothing the daemon and its code server open listens beyond this machine
     assert addresses <= {"127.0.0.1", "::1"}, addresses
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        records = sorted(instance.get_run_records(dg.RunsFilter(job_name="round_job")),
-                         key=lambda r: r.create_timestamp)
+        records = sorted(
+            instance.get_run_records(dg.RunsFilter(job_name="round_job")), key=lambda r: r.create_timestamp
+        )
         statuses = [r.dagster_run.status for r in records]
         assert statuses[:2] == [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS], statuses
         killed, retry = records[0].dagster_run, records[1].dagster_run
@@ -566,8 +637,12 @@ def test_hostile_images_are_recorded_skipped_and_the_run_succeeds(tmp_path, samp
     # then the whole ingest job (scan + embed) in process, with a file changing and a file unreadable
     root = tmp_path / "project" / "images"
     _hostile_tree(root, sample_root)
-    conf = {"images": {"root": "images"}, "classes": ["cat", "dog"], "paths": {"data_dir": "data"},
-            "backbone": {"name": "efficientnet_lite0", "image_size": 64, "batch_size": 8}}
+    conf = {
+        "images": {"root": "images"},
+        "classes": ["cat", "dog"],
+        "paths": {"data_dir": "data"},
+        "backbone": {"name": "efficientnet_lite0", "image_size": 64, "batch_size": 8},
+    }
     (root.parent / "al.yaml").write_text(yaml.safe_dump(conf))
     cfg = load_config(root.parent / "al.yaml")
     changing, locked = str(root / "dog" / "changing.jpg"), str(root / "dog" / "locked.jpg")
@@ -619,22 +694,38 @@ def _v1_database(path: Path) -> dict:
     con = duckdb.connect(str(path))
     for ddl in MIGRATIONS[1]:
         con.execute(ddl)
-    con.execute("INSERT INTO schema_info VALUES ('schema_version', '1'), ('app', 'al-pipeline'), "
-                "('created_at', '2026-01-01T00:00:00'), ('database_id', 'v1db')")
-    con.execute("INSERT INTO images SELECT sha256(i::VARCHAR), 10, 32, 32, 'JPEG', TIMESTAMP '2026-01-01', 1 "
-                "FROM range(50) t(i)")
-    con.execute("INSERT INTO image_paths SELECT '/img/' || i || '.jpg', sha256(i::VARCHAR), 10, 0, 'ok', NULL, "
-                "TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-01', 1, '/img' FROM range(50) t(i)")
-    con.execute("INSERT INTO rounds VALUES (0, 'seed', 'centroid', 0, 4, 4, 'c', NULL, 'closed', "
-                "TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-02', 'answered', 0.1, 'r', NULL)")
-    con.execute("INSERT INTO queries SELECT 0, i + 1, sha256(i::VARCHAR), '/img/' || i || '.jpg', NULL, 'centroid' "
-                "FROM range(4) t(i)")
-    con.execute("INSERT INTO label_files VALUES ('f1', 'abc', 'a.csv', NULL, 'csv', 'accepted', NULL, 4, 4, 0, 0, "
-                "false, TIMESTAMP '2026-01-02', 1, 'r')")
-    con.execute("INSERT INTO labels SELECT i + 1, sha256(i::VARCHAR), 'cat', false, true, 'abc', 'f1', NULL, 'ann', "
-                "TIMESTAMP '2026-01-02', 1, i + 2, NULL FROM range(4) t(i)")
-    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-              for t in ("images", "image_paths", "rounds", "queries", "label_files", "labels")}
+    con.execute(
+        "INSERT INTO schema_info VALUES ('schema_version', '1'), ('app', 'al-pipeline'), "
+        "('created_at', '2026-01-01T00:00:00'), ('database_id', 'v1db')"
+    )
+    con.execute(
+        "INSERT INTO images SELECT sha256(i::VARCHAR), 10, 32, 32, 'JPEG', TIMESTAMP '2026-01-01', 1 "
+        "FROM range(50) t(i)"
+    )
+    con.execute(
+        "INSERT INTO image_paths SELECT '/img/' || i || '.jpg', sha256(i::VARCHAR), 10, 0, 'ok', NULL, "
+        "TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-01', 1, '/img' FROM range(50) t(i)"
+    )
+    con.execute(
+        "INSERT INTO rounds VALUES (0, 'seed', 'centroid', 0, 4, 4, 'c', NULL, 'closed', "
+        "TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-02', 'answered', 0.1, 'r', NULL)"
+    )
+    con.execute(
+        "INSERT INTO queries SELECT 0, i + 1, sha256(i::VARCHAR), '/img/' || i || '.jpg', NULL, 'centroid' "
+        "FROM range(4) t(i)"
+    )
+    con.execute(
+        "INSERT INTO label_files VALUES ('f1', 'abc', 'a.csv', NULL, 'csv', 'accepted', NULL, 4, 4, 0, 0, "
+        "false, TIMESTAMP '2026-01-02', 1, 'r')"
+    )
+    con.execute(
+        "INSERT INTO labels SELECT i + 1, sha256(i::VARCHAR), 'cat', false, true, 'abc', 'f1', NULL, 'ann', "
+        "TIMESTAMP '2026-01-02', 1, i + 2, NULL FROM range(4) t(i)"
+    )
+    counts = {
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("images", "image_paths", "rounds", "queries", "label_files", "labels")
+    }
     con.close()
     return counts
 
@@ -680,8 +771,10 @@ def test_damaged_database_gives_an_error_never_wrong_rows(tmp_path):
     good = tmp_path / "good.duckdb"
     store = Store(good)
     with store.transaction() as con:
-        con.execute("INSERT INTO images SELECT sha256(i::VARCHAR), i, 1, 1, 'x', TIMESTAMP '2026-01-01', 0 "
-                    "FROM range(20000) t(i)")
+        con.execute(
+            "INSERT INTO images SELECT sha256(i::VARCHAR), i, 1, 1, 'x', TIMESTAMP '2026-01-01', 0 "
+            "FROM range(20000) t(i)"
+        )
     q = "SELECT count(*), sum(size_bytes), sum(hash(image_id)) FROM images"
     want = store.fetch(q)
     size = good.stat().st_size

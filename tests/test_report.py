@@ -39,7 +39,8 @@ def make_project(tmp, n_per_class=10, holdout=12, dim=16):
             shutil.copy(f, root / c / f.name)
     (tmp / "al.yaml").write_text(
         f"images:\n  root: images\npaths:\n  data_dir: data\n  inbox: data/inbox\n  outbox: data/outbox\n"
-        f"evaluation:\n  holdout: {holdout}\nselection:\n  budget_per_round: 4\n  seed: 0\n")
+        f"evaluation:\n  holdout: {holdout}\nselection:\n  budget_per_round: 4\n  seed: 0\n"
+    )
     cfg = load_config(tmp / "al.yaml")
     store = open_store(cfg)
     scan(store, root=root)
@@ -62,32 +63,44 @@ def add_rounds(store):
     ts = now()
     with store.transaction() as con:
         for r, (kind, strat) in enumerate([("seed", "centroid"), ("query", "dropquery"), ("query", "dropquery")]):
-            con.execute("INSERT INTO rounds VALUES "
-                        "(?, ?, ?, ?, 4, 4, 'cfg-test', ?, ?, ?, NULL, NULL, 0.1, NULL, NULL)",
-                        [r, kind, strat, r, None if r == 0 else f"p{r}", "open" if r == 2 else "closed", ts])
+            con.execute(
+                "INSERT INTO rounds VALUES (?, ?, ?, ?, 4, 4, 'cfg-test', ?, ?, ?, NULL, NULL, 0.1, NULL, NULL)",
+                [r, kind, strat, r, None if r == 0 else f"p{r}", "open" if r == 2 else "closed", ts],
+            )
             for rank in range(1, 5):
                 iid, path = paths[r * 4 + rank - 1]
                 if r == 2 and rank == 2:
                     path = str(store.db_path.parent / "gone.jpg")  # a missing file: a grey tile
-                con.execute("INSERT INTO queries (round, rank, image_id, path, score, strategy) "
-                            "VALUES (?, ?, ?, ?, ?, ?)", [r, rank, iid, path, None if r == 0 else 1.0 / rank, strat])
+                con.execute(
+                    "INSERT INTO queries (round, rank, image_id, path, score, strategy) VALUES (?, ?, ?, ?, ?, ?)",
+                    [r, rank, iid, path, None if r == 0 else 1.0 / rank, strat],
+                )
         for pid, rnd, ver, n, acc in [("p1", 1, 1, 4, 0.5), ("p2", 2, 1, 8, 0.6), ("p2b", 2, 2, 8, 0.75)]:
-            con.execute("INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, "
-                            "n_classes, seed, train_seconds, trained_at, run_id) "
-                            "VALUES (?, ?, ?, 'round', ?, 'x', 'cfg-test', ?, 4, ?, 0.1, ?, NULL)",
-                        [pid, rnd, ver, f"/nowhere/{pid}.safetensors", n, rnd, ts])
-            con.execute("INSERT INTO metrics (probe_id, round, accuracy, balanced_accuracy, macro_f1, "
-                        "per_class_recall, confusion, n_labels, n_eval, evaluated_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 12, ?)",
-                        [pid, rnd, acc, acc - 0.05, acc - 0.1, json.dumps(recall), json.dumps(conf), n, ts])
+            con.execute(
+                "INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, "
+                "n_classes, seed, train_seconds, trained_at, run_id) "
+                "VALUES (?, ?, ?, 'round', ?, 'x', 'cfg-test', ?, 4, ?, 0.1, ?, NULL)",
+                [pid, rnd, ver, f"/nowhere/{pid}.safetensors", n, rnd, ts],
+            )
+            con.execute(
+                "INSERT INTO metrics (probe_id, round, accuracy, balanced_accuracy, macro_f1, "
+                "per_class_recall, confusion, n_labels, n_eval, evaluated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 12, ?)",
+                [pid, rnd, acc, acc - 0.05, acc - 0.1, json.dumps(recall), json.dumps(conf), n, ts],
+            )
 
 
 # ----------------------------------------------------------------------------- pictures
 def test_learning_curve_png_valid_with_and_without_std():
     from al_core.reporting.report import learning_curve_png
 
-    png = learning_curve_png({"dropquery": [(10, 0.5), (20, 0.7), (30, 0.8)],
-                              "random": [(10, 0.45, 0.02), (20, 0.6, 0.03), (30, None, None)]}, title="t")
+    png = learning_curve_png(
+        {
+            "dropquery": [(10, 0.5), (20, 0.7), (30, 0.8)],
+            "random": [(10, 0.45, 0.02), (20, 0.6, 0.03), (30, None, None)],
+        },
+        title="t",
+    )
     im = _open_png(png)
     assert 300 < im.width < 2000 and 200 < im.height < 1500
     _open_png(learning_curve_png({}))  # empty: a figure that says so
@@ -131,10 +144,26 @@ def test_write_report_is_one_offline_html_file(tmp_path):
     # latest probe version per round; label names the query and seed strategies
     assert loop_curves(store) == {"dropquery (seed: centroid)": [(4, 0.5), (8, 0.75)]}
     cfg.reports_dir.mkdir(parents=True)
-    (cfg.reports_dir / "simulate-20250101T000000Z.json").write_text(json.dumps({
-        "strategies": {"margin": {"accuracy_per_round": [0.4, 0.6], "std_per_round": [0.1, 0.05],
-                                  "labels_per_round": [4, 8], "seeds": [1, 10], "area_under_curve": 0.5}},
-        "seed_strategy": "centroid", "n_pool": 28, "n_eval": 12, "budget": 4, "rounds": 1}))
+    (cfg.reports_dir / "simulate-20250101T000000Z.json").write_text(
+        json.dumps(
+            {
+                "strategies": {
+                    "margin": {
+                        "accuracy_per_round": [0.4, 0.6],
+                        "std_per_round": [0.1, 0.05],
+                        "labels_per_round": [4, 8],
+                        "seeds": [1, 10],
+                        "area_under_curve": 0.5,
+                    }
+                },
+                "seed_strategy": "centroid",
+                "n_pool": 28,
+                "n_eval": 12,
+                "budget": 4,
+                "rounds": 1,
+            }
+        )
+    )
     (cfg.reports_dir / "simulate-broken.json").write_text("{not json")
 
     out = write_report(store, cfg, tmp_path / "out" / "report.html")
@@ -148,8 +177,16 @@ def test_write_report_is_one_offline_html_file(tmp_path):
     assert len(pngs) == 4  # the manager's curve (labels and cost), learning curves, confusion matrix, gallery
     for p in pngs:
         _open_png(p)
-    for needle in ["dropquery (seed: centroid)", "simulated: margin (seed: centroid)", "random", "cfg-test",
-                   "simulate-broken.json", "0.750", "airplane", "gone.jpg"]:
+    for needle in [
+        "dropquery (seed: centroid)",
+        "simulated: margin (seed: centroid)",
+        "random",
+        "cfg-test",
+        "simulate-broken.json",
+        "0.750",
+        "airplane",
+        "gone.jpg",
+    ]:
         assert needle in text, needle
 
     md = metadata_images(store, cfg)
@@ -178,8 +215,22 @@ def test_al_simulate_end_to_end(tmp_path, capsys):
     assert COMMANDS["simulate"][0] == "al_core.cli.simulate"
     cfg, store = make_project(tmp_path)
     out_json = tmp_path / "sim.json"
-    rc = main(["--config", str(tmp_path / "al.yaml"), "--strategies", "margin,random", "--seed-strategy", "centroid",
-               "--rounds", "3", "--seeds", "2", "--json", str(out_json)])
+    rc = main(
+        [
+            "--config",
+            str(tmp_path / "al.yaml"),
+            "--strategies",
+            "margin,random",
+            "--seed-strategy",
+            "centroid",
+            "--rounds",
+            "3",
+            "--seeds",
+            "2",
+            "--json",
+            str(out_json),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "round 3/3" in captured.err  # progress on stderr
@@ -210,8 +261,21 @@ def test_al_simulate_end_to_end(tmp_path, capsys):
     assert not problems
 
     # --json alone prints the JSON on stdout (the table goes to stderr)
-    rc = main(["--config", str(tmp_path / "al.yaml"), "--strategies", "random", "--rounds", "1", "--seeds", "1",
-               "--json", "--out-dir", str(tmp_path / "elsewhere")])
+    rc = main(
+        [
+            "--config",
+            str(tmp_path / "al.yaml"),
+            "--strategies",
+            "random",
+            "--rounds",
+            "1",
+            "--seeds",
+            "1",
+            "--json",
+            "--out-dir",
+            str(tmp_path / "elsewhere"),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0 and json.loads(captured.out)["strategies"]["random"]["labels_per_round"] == [4, 8]
     assert len(list((tmp_path / "elsewhere").glob("simulate-*.csv"))) == 1
@@ -270,7 +334,8 @@ def test_al_simulate_on_a_real_project_uses_the_delivered_labels_and_says_so(tmp
             truth[f"IMG_{c}_{f.name}"] = c
     (tmp_path / "al.yaml").write_text(
         "images:\n  root: photos\nclasses: [" + ", ".join(CLASSES4) + "]\n"
-        "evaluation:\n  holdout: 8\nselection:\n  budget_per_round: 4\n  seed: 0\n")
+        "evaluation:\n  holdout: 8\nselection:\n  budget_per_round: 4\n  seed: 0\n"
+    )
     cfg = load_config(tmp_path / "al.yaml")
     store = open_store(cfg)
     scan(store, root=root)
@@ -286,13 +351,26 @@ def test_al_simulate_on_a_real_project_uses_the_delivered_labels_and_says_so(tmp
     assert "only 0 labels delivered" in capsys.readouterr().err
     cfg.inbox.mkdir(parents=True)
     labelled = rows[:40]
-    (cfg.inbox / "team.csv").write_text("image_id,label\n" + "".join(
-        f"{iid},{truth[Path(p).name]}\n" for iid, p in labelled))
+    (cfg.inbox / "team.csv").write_text(
+        "image_id,label\n" + "".join(f"{iid},{truth[Path(p).name]}\n" for iid, p in labelled)
+    )
     rep = ingest_label_files(store, cfg, [cfg.inbox / "team.csv"], round_=1, classes=CLASSES4)
     assert rep.counts == {"accepted": 1}
     out_json = tmp_path / "sim.json"
-    rc = main(["--config", str(tmp_path / "al.yaml"), "--strategies", "margin,random", "--rounds", "2",
-               "--seeds", "1", "--json", str(out_json)])
+    rc = main(
+        [
+            "--config",
+            str(tmp_path / "al.yaml"),
+            "--strategies",
+            "margin,random",
+            "--rounds",
+            "2",
+            "--seeds",
+            "1",
+            "--json",
+            str(out_json),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     data = json.loads(out_json.read_text())

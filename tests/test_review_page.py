@@ -20,9 +20,11 @@ def test_page_has_thumbnails_that_open_the_full_image_and_escapes_text(tmp_path)
     for s, n in zip(src, names, strict=True):
         (images / n).write_bytes(s.read_bytes())
     (images / "broken.jpg").write_bytes(b"not a jpeg")
-    items = [ReviewItem(1, "a" * 64, str(images / names[0]), f"photos/{names[0]}", "cat", 0.91, 0.42, "flips 3/3"),
-             ReviewItem(2, "b" * 64, str(images / names[1]), f"photos/{names[1]}", "dog", 0.55, float("nan"), ""),
-             ReviewItem(3, "c" * 64, str(images / "broken.jpg"), "photos/broken.jpg", None, None, None, "")]
+    items = [
+        ReviewItem(1, "a" * 64, str(images / names[0]), f"photos/{names[0]}", "cat", 0.91, 0.42, "flips 3/3"),
+        ReviewItem(2, "b" * 64, str(images / names[1]), f"photos/{names[1]}", "dog", 0.55, float("nan"), ""),
+        ReviewItem(3, "c" * 64, str(images / "broken.jpg"), "photos/broken.jpg", None, None, None, ""),
+    ]
     page = write_review_page(outbox, "round-0001", "Batch 1 <dropquery>", "10 images to label", items)
     text = page.read_text()
     assert page == outbox / "round-0001.html"
@@ -39,8 +41,9 @@ def test_page_has_thumbnails_that_open_the_full_image_and_escapes_text(tmp_path)
     for href in re.findall(r'href="([^"]+)"', text):
         target = (outbox / urllib.parse.unquote(href)).resolve()
         assert target.exists(), href
-    assert (outbox / urllib.parse.unquote(re.findall(r'<a href="([^"]+)"', text)[0])).resolve() == \
-        (images / names[0]).resolve()
+    assert (outbox / urllib.parse.unquote(re.findall(r'<a href="([^"]+)"', text)[0])).resolve() == (
+        images / names[0]
+    ).resolve()
     # sortable columns, numbers with sort keys; a NaN score shows "-"
     assert text.count("<th>") == 8 and "addEventListener('click'" in text
     assert 'data-key="0.42"' in text and ">-</td>" in text

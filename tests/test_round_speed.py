@@ -19,8 +19,10 @@ def test_metadata_images_draw_only_the_pictures_asked_for(tmp_path, monkeypatch)
     assert drawn == ["gallery_png"]
     drawn.clear()
     both = report.metadata_images(store, cfg, ("learning_curve", "confusion_matrix"))
-    assert set(both) == {"learning_curve", "confusion_matrix"} and sorted(drawn) == ["confusion_png",
-                                                                                   "learning_curve_png"]
+    assert set(both) == {"learning_curve", "confusion_matrix"} and sorted(drawn) == [
+        "confusion_png",
+        "learning_curve_png",
+    ]
     with pytest.raises(ValueError, match="unknown metadata images"):
         report.metadata_images(store, cfg, ("learning_curves",))
 

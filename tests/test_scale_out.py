@@ -32,8 +32,11 @@ def _copy_per_shard(sample_root: Path, dest: Path, per_shard: int) -> Path:
     """``per_shard`` images of every shard (the first by image id), class folders kept."""
     from al_core.ingest.shards import all_shards
 
-    files = sorted((hashlib.sha256(f.read_bytes()).hexdigest(), f) for c in CLASSES
-                   for f in sorted((sample_root / c).iterdir())[:40])
+    files = sorted(
+        (hashlib.sha256(f.read_bytes()).hexdigest(), f)
+        for c in CLASSES
+        for f in sorted((sample_root / c).iterdir())[:40]
+    )
     for h in all_shards():
         chosen = [f for iid, f in files if iid.startswith(h)][:per_shard]
         assert len(chosen) == per_shard
@@ -93,11 +96,11 @@ def test_commit_pending_dedups_and_is_idempotent(tmp_path):
         write_manifest(loc, rec, cfg)
         return rec
 
-    put(ids[:4])                  # a worker's part
+    put(ids[:4])  # a worker's part
     time.sleep(0.01)
-    put(ids[:4])                  # the same shard run twice (a duplicate part)
+    put(ids[:4])  # the same shard run twice (a duplicate part)
     time.sleep(0.01)
-    put(ids[2:7])                 # overlaps: rewritten without ids[2:4]
+    put(ids[2:7])  # overlaps: rewritten without ids[2:4]
     assert written_ids(loc, "c", "a") == set(ids[:7])
     # written parts are invisible until committed, and the garbage collector leaves them alone
     assert s.gc_orphan_parts(min_age_s=0) == []
@@ -161,8 +164,12 @@ def test_partition_asset_then_embeddings_commits(tmp_path, sample_root):
 
     root = _copy_images(sample_root, tmp_path / "images", 2)
     store = StoreResource(db_path=str(tmp_path / "w.duckdb"), vectors_dir=str(tmp_path / "vectors"), lock_timeout_s=5)
-    resources = {"store": store, "store_io_manager": StoreJsonIOManager(store=store),
-                 "backbone": BackboneResource(image_size=IMAGE_SIZE, batch_size=BATCH), "project": ProjectResource()}
+    resources = {
+        "store": store,
+        "store_io_manager": StoreJsonIOManager(store=store),
+        "backbone": BackboneResource(image_size=IMAGE_SIZE, batch_size=BATCH),
+        "project": ProjectResource(),
+    }
     instance = dg.DagsterInstance.ephemeral()
     run_config = {"ops": {"raw_images": {"config": {"image_root": str(root)}}}}
     assert dg.materialize([raw_images], resources=resources, run_config=run_config, instance=instance).success
@@ -170,8 +177,9 @@ def test_partition_asset_then_embeddings_commits(tmp_path, sample_root):
     counts = dict(s.fetch("SELECT left(image_id, 1), count(*) FROM images GROUP BY 1"))
     shards = sorted(counts, key=lambda h: -counts[h])[:2]
     for h in shards:
-        r = dg.materialize([embedding_shards], partition_key=h, resources=resources, instance=instance,
-                           selection=[embedding_shards])
+        r = dg.materialize(
+            [embedding_shards], partition_key=h, resources=resources, instance=instance, selection=[embedding_shards]
+        )
         assert r.success
         md = r.asset_materializations_for_node("embedding_shards")[0].metadata
         assert md["embedded_now"].value == counts[h]
@@ -252,8 +260,11 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
         "backbone": {"image_size": IMAGE_SIZE, "batch_size": batch},
         "evaluation": {"holdout": 10, "labels_from_ground_truth": True},
         "selection": {"budget_per_round": 5, "total_budget": 20},
-        "paths": {"data_dir": str(tmp_path / "data"), "inbox": str(tmp_path / "inbox"),
-                  "outbox": str(tmp_path / "outbox")},
+        "paths": {
+            "data_dir": str(tmp_path / "data"),
+            "inbox": str(tmp_path / "inbox"),
+            "outbox": str(tmp_path / "outbox"),
+        },
         # the sharded store's parts go through fsspec (a file:// URL here; s3://... on a cluster)
         "store": {"vectors_url": f"file://{tmp_path}/data/vectors", "lock_timeout_s": 20},
     }
@@ -263,9 +274,17 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     address = f"tcp://127.0.0.1:{port}"
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
-    env = dict(os.environ, AL_CONFIG=str(cfg_path), DAGSTER_HOME=str(dagster_home), HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), AL_DASK_SCHEDULER=address,
-               DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    env = dict(
+        os.environ,
+        AL_CONFIG=str(cfg_path),
+        DAGSTER_HOME=str(dagster_home),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=str(ROOT),
+        AL_DASK_SCHEDULER=address,
+        DASK_DISTRIBUTED__WORKER__DAEMON="False",
+    )
     monkeypatch.setenv("AL_CONFIG", str(cfg_path))
     monkeypatch.setenv("AL_DASK_SCHEDULER", address)
 
@@ -282,20 +301,46 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     def start(args, name):
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with its worker
         logs.append(log)
-        p = subprocess.Popen([dask_bin, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)  # own process group: killed as a group at the end
+        p = subprocess.Popen(
+            [dask_bin, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )  # own process group: killed as a group at the end
         procs.append(p)
         return p
 
     try:
         # --dashboard-address too: even with --no-dashboard, distributed serves /health and /metrics
         # over HTTP on the dashboard address (default :8787 on every interface)
-        sched = start(["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                       "--dashboard-address", "127.0.0.1:0", "--no-show"], "scheduler")
+        sched = start(
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--no-show",
+            ],
+            "scheduler",
+        )
         _wait_port(port, sched, 60)
-        common = ["--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
-                  "--dashboard-address", "127.0.0.1:0", "--no-nanny", "--memory-limit", "0",
-                  "--preload", "al_assets.tools.dask_preload"]  # warm: code location + backbone loaded at start
+        common = [
+            "--host",
+            "127.0.0.1",
+            "--nworkers",
+            "1",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--no-nanny",
+            "--memory-limit",
+            "0",
+            "--preload",
+            "al_assets.tools.dask_preload",
+        ]  # warm: code location + backbone loaded at start
         # w1 sits beside the DuckDB file: only it runs the plan and commit steps (CATALOGUE resource)
         w1 = start(["worker", address, *common, "--name", "w1", "--resources", "CATALOGUE=1"], "w1")
         w2 = start(["worker", address, *common, "--name", "w2"], "w2")
@@ -307,8 +352,7 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
 
         instance = dg.DagsterInstance.local_temp(str(dagster_home))
         t0 = time.monotonic()
-        result = dg.execute_job(dg.reconstructable(reconstructable_dask_job), instance=instance,
-                                raise_on_error=False)
+        result = dg.execute_job(dg.reconstructable(reconstructable_dask_job), instance=instance, raise_on_error=False)
         dask_seconds = time.monotonic() - t0
         if not result.success:
             for p in logs:
@@ -355,11 +399,19 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     ref = StoreResource(db_path=str(tmp_path / "ref" / "w.duckdb"), vectors_dir=str(tmp_path / "ref" / "vectors"))
-    resources = {"store": ref, "store_io_manager": StoreJsonIOManager(store=ref),
-                 "backbone": BackboneResource(image_size=IMAGE_SIZE, batch_size=batch), "project": ProjectResource()}
+    resources = {
+        "store": ref,
+        "store_io_manager": StoreJsonIOManager(store=ref),
+        "backbone": BackboneResource(image_size=IMAGE_SIZE, batch_size=batch),
+        "project": ProjectResource(),
+    }
     try:
-        r = dg.materialize([raw_images, embeddings], resources=resources, instance=dg.DagsterInstance.ephemeral(),
-                           run_config={"ops": {"raw_images": {"config": {"image_root": str(root)}}}})
+        r = dg.materialize(
+            [raw_images, embeddings],
+            resources=resources,
+            instance=dg.DagsterInstance.ephemeral(),
+            run_config={"ops": {"raw_images": {"config": {"image_root": str(root)}}}},
+        )
         assert r.success
     finally:
         torch.set_num_threads(threads)
@@ -372,9 +424,11 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     assert float(diff.max()) <= 1e-5
     identical = int((diff == 0).sum())
     assert identical == 64  # same batches, same thread count: bit-identical
-    print(f"\ndask run {dask_seconds:.1f} s; 64 vectors, max |diff| {float(diff.max()):.2e}, "
-          f"{identical}/64 bit-identical; shards per worker "
-          f"{ {k[-5:]: len(v) for k, v in by_worker.items()} }; test {time.monotonic() - t_start:.1f} s")
+    print(
+        f"\ndask run {dask_seconds:.1f} s; 64 vectors, max |diff| {float(diff.max()):.2e}, "
+        f"{identical}/64 bit-identical; shards per worker "
+        f"{ {k[-5:]: len(v) for k, v in by_worker.items()} }; test {time.monotonic() - t_start:.1f} s"
+    )
 
     # the labelling loop reads the sharded catalogue through the same `embeddings` contract
     from al_assets.definitions import build_defs
@@ -402,7 +456,7 @@ def test_sharded_selection_matches_the_full_pool(tmp_path):
     s = Store(tmp_path / "w.duckdb", lock_timeout_s=2)
     s.register_embedding_config("c", {"backbone": "x", "dim": d})
     for a in range(0, n, 1000):  # several parts per shard
-        s.write_embeddings("c", ids[a:a + 1000], x[a:a + 1000].astype(np.float32))
+        s.write_embeddings("c", ids[a : a + 1000], x[a : a + 1000].astype(np.float32))
     e = s.load_embeddings("c")
     row = {iid: i for i, iid in enumerate(e.image_ids)}
     ys = y[[ids.index(i) for i in e.image_ids]]

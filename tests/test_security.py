@@ -42,22 +42,34 @@ def test_untrusted_label_files_through_the_whole_ingest_path(base_project, tmp_p
     }
     inbox = cfg.inbox
     csv_row = ",".join('"' + v.replace('"', '""') + '"' for v in inert.values())
-    deliver(inbox / "inert.csv", f"image_id,label,annotator,annotation_id,note\n{a},{truth[a]},{csv_row}\n"
-                                 f"{b},{truth[b]},{csv_row}\n")
+    deliver(
+        inbox / "inert.csv",
+        f"image_id,label,annotator,annotation_id,note\n{a},{truth[a]},{csv_row}\n{b},{truth[b]},{csv_row}\n",
+    )
     hostile = {
-        "sql-label.csv": f"image_id,label\n{a},\"cat'); DROP TABLE labels; --\"\n",
+        "sql-label.csv": f'image_id,label\n{a},"cat\'); DROP TABLE labels; --"\n',
         "sql-id.csv": "image_id,label\n\"' OR '1'='1\",cat\n",
-        "formula-label.csv": f"image_id,label\n{a},=HYPERLINK(\"http://evil\")\n",
+        "formula-label.csv": f'image_id,label\n{a},=HYPERLINK("http://evil")\n',
         "traversal.csv": "image_id,label\n../../../../etc/passwd,cat\n/etc/passwd,cat\n..\\..\\win.ini,cat\n",
         "nul.csv": f"image_id,label,annotator\n{a},{truth[a]},ev\x00il\n".encode(),
         "bad-utf8.csv": f"image_id,label,annotator\n{a},{truth[a]},".encode() + b"\xff\xfe\xc3(\n",
         "deep.json": "[" * 100_000 + "]" * 100_000,
-        "deep.jsonl": json.dumps({"image_id": a, "label": truth[a]})[:-1] + ', "note": ' + "[" * 50_000
-                      + "]" * 50_000 + "}\n",
+        "deep.jsonl": json.dumps({"image_id": a, "label": truth[a]})[:-1]
+        + ', "note": '
+        + "[" * 50_000
+        + "]" * 50_000
+        + "}\n",
         "number-label.jsonl": json.dumps({"image_id": a, "label": 3}) + "\n",
         "number-id.jsonl": json.dumps({"image_id": 12345, "label": truth[a]}) + "\n",
-        "ls-number-id.json": json.dumps([{"id": 1, "data": {"image_id": 7}, "annotations": [
-            {"id": 1, "result": [{"type": "choices", "value": {"choices": [truth[a]]}}]}]}]),
+        "ls-number-id.json": json.dumps(
+            [
+                {
+                    "id": 1,
+                    "data": {"image_id": 7},
+                    "annotations": [{"id": 1, "result": [{"type": "choices", "value": {"choices": [truth[a]]}}]}],
+                }
+            ]
+        ),
         "$(touch pwned);.csv": f"image_id,label\n{a},not-a-class\n",
     }
     for name, body in hostile.items():
@@ -157,17 +169,18 @@ def test_no_unrestricted_unpickling_in_the_code():
             continue
         text = p.read_text(encoding="utf-8")
         for pat, what in UNSAFE:
-            hits += [f"{p.relative_to(ROOT)}:{text[:m.start()].count(chr(10)) + 1}: {what}"
-                     for m in re.finditer(pat, text)]
+            hits += [
+                f"{p.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}: {what}" for m in re.finditer(pat, text)
+            ]
         for m in re.finditer(r"torch\.load\(", text):  # every torch.load restricted to tensors
             depth, end = 0, m.end() - 1
             for end in range(m.end() - 1, len(text)):  # the call's balanced parentheses
                 depth += {"(": 1, ")": -1}.get(text[end], 0)
                 if depth == 0:
                     break
-            call = text[m.start():end + 1]
+            call = text[m.start() : end + 1]
             if not re.search(r"weights_only\s*=\s*True", call):
-                hits.append(f"{p.relative_to(ROOT)}:{text[:m.start()].count(chr(10)) + 1}: {call}")
+                hits.append(f"{p.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}: {call}")
     assert hits == []
 
 
@@ -178,11 +191,18 @@ def test_no_asset_value_is_ever_unpickled(base_project):
 
     defs = defs_for(load_config(base_project / "al.yaml"))
     graph = defs.resolve_asset_graph()
-    pickled = {k for k in graph.get_all_asset_keys()
-               if graph.get(k).is_materializable and graph.get(k).io_manager_key != "store_io_manager"}
-    loaded = {key for ad in defs.assets if isinstance(ad, dg.AssetsDefinition)
-              for name, key in ad.keys_by_input_name.items()
-              if not ad.node_def.input_def_named(name).dagster_type.is_nothing}  # deps= carry no value
+    pickled = {
+        k
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).is_materializable and graph.get(k).io_manager_key != "store_io_manager"
+    }
+    loaded = {
+        key
+        for ad in defs.assets
+        if isinstance(ad, dg.AssetsDefinition)
+        for name, key in ad.keys_by_input_name.items()
+        if not ad.node_def.input_def_named(name).dagster_type.is_nothing
+    }  # deps= carry no value
     assert not pickled & loaded, f"assets whose values would be unpickled: {pickled & loaded}"
     assert "io_manager" not in defs.resources or "pickle" not in type(defs.resources["io_manager"]).__name__.lower()
 
@@ -205,10 +225,12 @@ def test_planted_pickle_is_refused_by_the_probe_and_backbone_loaders(tmp_path, m
     sha = probe.save(path)
     store = Store(tmp_path / "w.duckdb")
     with store.transaction() as con:
-        con.execute("INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, "
-                    "n_classes, seed, train_seconds, trained_at, run_id) "
-                    "VALUES ('p1', 1, 1, 'round', ?, ?, 'c', 40, 2, 0, 0.1, ?, NULL)",
-                    [str(path), sha, now()])
+        con.execute(
+            "INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, "
+            "n_classes, seed, train_seconds, trained_at, run_id) "
+            "VALUES ('p1', 1, 1, 'round', ?, ?, 'c', 40, 2, 0, 0.1, ?, NULL)",
+            [str(path), sha, now()],
+        )
     assert load_probe(store, "p1").predict(x).shape == (40,)
     path.write_bytes(evil.read_bytes())
     with pytest.raises(LoopError, match="sha256"):
@@ -251,8 +273,12 @@ def _websocket_status(port: int, host_header: str, path: str) -> int:
     import socket
 
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        s.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         head = s.recv(4096).decode("latin-1")
     return int(head.split()[1])
 
@@ -275,15 +301,23 @@ def test_the_ui_guard_refuses_other_host_names_over_http_and_websockets():
         await websocket.accept()
         await websocket.close()
 
-    app = Starlette(routes=[Route("/graphql", lambda request: PlainTextResponse("secret state")),
-                            WebSocketRoute("/graphql", ws)])
+    app = Starlette(
+        routes=[Route("/graphql", lambda request: PlainTextResponse("secret state")), WebSocketRoute("/graphql", ws)]
+    )
     port = free_port()
     assert allowed_hosts("127.0.0.1", port) == {f"127.0.0.1:{port}", f"localhost:{port}"}
     assert f"[::1]:{port}" in allowed_hosts("::1", port)
     assert allowed_hosts("::", port) == {f"127.0.0.1:{port}", f"localhost:{port}"}  # the any-address names no host
     assert "ui.lab:8443" in allowed_hosts("127.0.0.1", port, ["ui.lab:8443"])
-    server = uvicorn.Server(uvicorn.Config(HostGuard(app, allowed_hosts("127.0.0.1", port)), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            HostGuard(app, allowed_hosts("127.0.0.1", port)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -291,8 +325,14 @@ def test_the_ui_guard_refuses_other_host_names_over_http_and_websockets():
         while not server.started:
             assert time.monotonic() < deadline and thread.is_alive()
             time.sleep(0.05)
-        for bad in ("evil.example", f"evil.example:{port}", "127.0.0.1", f"127.0.0.1.evil.example:{port}",
-                    f"localhost:{port + 1}", ""):
+        for bad in (
+            "evil.example",
+            f"evil.example:{port}",
+            "127.0.0.1",
+            f"127.0.0.1.evil.example:{port}",
+            f"localhost:{port + 1}",
+            "",
+        ):
             status, body = _http(port, bad, "/graphql")
             assert status == 403 and b"secret" not in body, (bad, status, body)
             assert _websocket_status(port, bad, "/graphql") == 403, bad
@@ -326,8 +366,14 @@ def test_text_from_outside_is_inert_in_the_terminal_and_in_the_report(base_proje
     assert store.fetch("SELECT DISTINCT annotator FROM labels") == [(who,)]  # stored byte for byte
     conf = ["--config", cfg.source_file]
     capsys.readouterr()
-    for argv in (["lineage", batch[0]], ["lineage", batch[0], "--json"], ["rounds"], ["rounds", "--json"],
-                 ["status"], ["status", "--json"]):
+    for argv in (
+        ["lineage", batch[0]],
+        ["lineage", batch[0], "--json"],
+        ["rounds"],
+        ["rounds", "--json"],
+        ["status"],
+        ["status", "--json"],
+    ):
         assert al([*argv, *conf]) == 0, argv
         out = capsys.readouterr().out
         assert not any(c in out for c in ACTIVE), (argv, out)
@@ -338,9 +384,13 @@ def test_text_from_outside_is_inert_in_the_terminal_and_in_the_report(base_proje
     # al labels check: the file's name and contents, valid and rejected, JSON too
     check = deliver(tmp_path / "ch\x1b[2Jeck.csv", body)
     bad = deliver(tmp_path / "bad\x07.csv", f"image_id,label,annotator\n{batch[0]},nope\x1b[2J,{who}\n")
-    for argv in (["labels", "check", str(check)], ["labels", "check", str(check), "--json"],
-                 ["labels", "check", str(bad)], ["labels", "check", str(bad), "--json"],
-                 ["labels", "check", str(tmp_path / "gone\x1b[2J.csv")]):
+    for argv in (
+        ["labels", "check", str(check)],
+        ["labels", "check", str(check), "--json"],
+        ["labels", "check", str(bad)],
+        ["labels", "check", str(bad), "--json"],
+        ["labels", "check", str(tmp_path / "gone\x1b[2J.csv")],
+    ):
         al([*argv, *conf])
         got = capsys.readouterr()
         assert not any(c in got.out + got.err for c in ACTIVE), (argv, got)

@@ -81,5 +81,15 @@ def test_clear_errors(data):
     with pytest.raises(SelectionError, match="needs labelled points"):
         _run(data, seed_strategy="margin")
     with pytest.raises(SelectionError, match="one class per pool row"):
-        run_simulation(x, y[:-1], xt, yt, n_classes=5, seed_strategy="random", query_strategy="random",
-                       budget_per_round=5, rounds=1, seed=0)
+        run_simulation(
+            x,
+            y[:-1],
+            xt,
+            yt,
+            n_classes=5,
+            seed_strategy="random",
+            query_strategy="random",
+            budget_per_round=5,
+            rounds=1,
+            seed=0,
+        )

@@ -42,13 +42,14 @@ def test_vectors_round_trip_sorted_contiguous_and_sql_view(store, tmp_path):
         os.chdir("/")
         con = duckdb.connect(str(store.db_path), read_only=True)
         n, shards = con.execute(
-            "SELECT count(*), count(DISTINCT shard) FROM embeddings WHERE config_id = 'cfg'").fetchone()
+            "SELECT count(*), count(DISTINCT shard) FROM embeddings WHERE config_id = 'cfg'"
+        ).fetchone()
         v = con.execute("SELECT vector FROM embeddings WHERE image_id = ?", [ids[7]]).fetchone()[0]
         con.close()
     finally:
         os.chdir(here)
     assert n == 300 and shards == len({shard_of(i) for i in ids})
-    np.testing.assert_array_equal(np.frombuffer(v, '<f4'), vecs[7])
+    np.testing.assert_array_equal(np.frombuffer(v, "<f4"), vecs[7])
 
 
 def test_uncommitted_part_is_invisible_and_collected(store):
@@ -102,9 +103,15 @@ def test_writer_waits_then_reports_a_retryable_lock_error(tmp_path):
     with Store(db).connect():
         pass
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)", str(db)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(StoreLockedError, match="lock_timeout_s"), Store(db, lock_timeout_s=1).connect():
@@ -127,7 +134,8 @@ def test_part_files_keep_the_measured_layout(store):
     col = meta.schema.column(1)
     assert (col.name, col.physical_type, col.length) == ("vector", "FIXED_LEN_BYTE_ARRAY", 6 * 4)
     assert {meta.row_group(g).column(c).compression for g in range(meta.num_row_groups) for c in range(2)} == {
-        "UNCOMPRESSED"}
+        "UNCOMPRESSED"
+    }
     got = pq.read_table(store.vectors_dir / part["rel_path"])
     assert got.column("image_id").to_pylist() == sorted(ids) == part["image_ids"]
     raw = np.frombuffer(b"".join(v.as_py() for v in got.column("vector")), "<f4").reshape(-1, 6)

@@ -106,7 +106,13 @@ def test_estimator_conventions():
         assert vars(s) == s.get_params()  # nothing but the parameters before a call
         assert repr(s) == f"{type(s).__name__}()" and clone(s).get_params() == s.get_params()
     assert list(ProbCoverStrategy().get_params()) == [
-        "delta", "purity_threshold", "approximate", "exact_max_rows", "graph_sample_rows", "purity_sample_rows"]
+        "delta",
+        "purity_threshold",
+        "approximate",
+        "exact_max_rows",
+        "graph_sample_rows",
+        "purity_sample_rows",
+    ]
     assert ProbCoverStrategy().graph_sample_rows == PROBCOVER_SAMPLE_ROWS
     bad = DropQueryStrategy(n_passes=0)  # stored, not checked
     assert bad.n_passes == 0 and repr(bad) == "DropQueryStrategy(n_passes=0)"
@@ -447,8 +453,11 @@ def test_probcover_one_pass_search_equals_search_then_graph(monkeypatch, guess_r
     ref = radius_graph(xs, delta_ref)
     if guess_r2 is not None:
         real = pc_mod.sample_nearest_other_label_sq_distances
-        monkeypatch.setattr(pc_mod, "sample_nearest_other_label_sq_distances",
-                            lambda p, lab, rows: np.full(rows.shape[0], guess_r2) + 0 * real(p, lab, rows))
+        monkeypatch.setattr(
+            pc_mod,
+            "sample_nearest_other_label_sq_distances",
+            lambda p, lab, rows: np.full(rows.shape[0], guess_r2) + 0 * real(p, lab, rows),
+        )
     graph, delta, _, info = pc_mod.graph_with_radius_search(xs, pseudo[order], 0, 0.95)
     assert delta == delta_ref
     assert info["passes"] == passes
@@ -618,8 +627,15 @@ def test_alfa_mix_candidates_flip_towards_an_anchor():
     labelled = np.array([[-1, 0], [1, 0]])
     x = np.concatenate([labelled, far, boundary]).astype(np.float32)
     # K = 3 with class 2 never labelled: only two anchors
-    res = get_strategy("alfa_mix").select(x, [0, 1], [0, 1], 4, n_classes=3, seed=0, probe=Probe.from_arrays(
-        np.vstack([w, [[0, 0]]]).astype(np.float32), np.array([0, 0, -50], np.float32)))
+    res = get_strategy("alfa_mix").select(
+        x,
+        [0, 1],
+        [0, 1],
+        4,
+        n_classes=3,
+        seed=0,
+        probe=Probe.from_arrays(np.vstack([w, [[0, 0]]]).astype(np.float32), np.array([0, 0, -50], np.float32)),
+    )
     assert res.indices[:2].tolist() == [22, 23]  # the two flipping points, then random fill
     assert res.scores.tolist() == [1.0, 1.0, 0.0, 0.0]
     # enough candidates: one per k-means cluster of their normalised embeddings
@@ -669,8 +685,12 @@ def test_finite_check_finds_every_kind_of_bad_row_and_no_false_one(monkeypatch):
     base = np.ones((12, 4), np.float32)
     base[2] = [3e38, 3e38, -1.0, 2.0]  # finite, but its sum overflows float32
     val_mod.check_finite(base)
-    for row, values in [(7, [np.nan, 0, 0, 0]), (11, [0, np.inf, 0, 0]), (4, [0, 0, -np.inf, 0]),
-                        (9, [np.inf, -np.inf, 1, 1])]:
+    for row, values in [
+        (7, [np.nan, 0, 0, 0]),
+        (11, [0, np.inf, 0, 0]),
+        (4, [0, 0, -np.inf, 0]),
+        (9, [np.inf, -np.inf, 1, 1]),
+    ]:
         x = base.copy()
         x[row] = values
         with pytest.raises(InvalidFeaturesError, match=f"first at row {row}\\)"):

@@ -28,12 +28,20 @@ def _wilson_by_hand(k, n):
     return centre - half, centre + half
 
 
-@pytest.mark.parametrize("k, n, published", [
-    # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3 (Wilson)
-    (81, 263, (0.2553, 0.3662)), (15, 148, (0.0624, 0.1605)), (0, 20, (0.0, 0.1611)), (1, 29, (0.0061, 0.1718)),
-    # by hand: 0/10 -> upper z^2 / (n + z^2) = 3.8415 / 13.8415; 10/10 -> lower 10 / 13.8415
-    (0, 10, (0.0, 0.2775)), (10, 10, (0.7225, 1.0)), (412, 500, None),
-])
+@pytest.mark.parametrize(
+    "k, n, published",
+    [
+        # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3 (Wilson)
+        (81, 263, (0.2553, 0.3662)),
+        (15, 148, (0.0624, 0.1605)),
+        (0, 20, (0.0, 0.1611)),
+        (1, 29, (0.0061, 0.1718)),
+        # by hand: 0/10 -> upper z^2 / (n + z^2) = 3.8415 / 13.8415; 10/10 -> lower 10 / 13.8415
+        (0, 10, (0.0, 0.2775)),
+        (10, 10, (0.7225, 1.0)),
+        (412, 500, None),
+    ],
+)
 def test_wilson_interval_equals_the_formula_and_published_values(k, n, published):
     lo, hi = wilson_interval(k, n)
     blo, bhi = _wilson_by_hand(k, n)
@@ -74,11 +82,19 @@ def test_bootstrap_intervals_equal_scipy_bootstrap_on_the_same_draws():
     y = rng.integers(0, k, n)
     pred = np.where(rng.random(n) < 0.6, y, rng.integers(0, k, n))
     ours = metric_intervals(y, pred, k, resamples=400, seed=11)
-    for name, fn in (("balanced_accuracy", balanced_accuracy_score),
-                     ("macro_f1", lambda a, b: f1_score(a, b, labels=list(range(k)), average="macro",
-                                                        zero_division=0))):
-        ref = bootstrap((y, pred), fn, paired=True, vectorized=False, n_resamples=400, method="percentile",
-                        rng=np.random.default_rng(11)).confidence_interval
+    for name, fn in (
+        ("balanced_accuracy", balanced_accuracy_score),
+        ("macro_f1", lambda a, b: f1_score(a, b, labels=list(range(k)), average="macro", zero_division=0)),
+    ):
+        ref = bootstrap(
+            (y, pred),
+            fn,
+            paired=True,
+            vectorized=False,
+            n_resamples=400,
+            method="percentile",
+            rng=np.random.default_rng(11),
+        ).confidence_interval
         assert (ours[name].low, ours[name].high) == pytest.approx((ref.low, ref.high), abs=1e-12), name
         assert ours[name].low < ours[name].value < ours[name].high
     assert ours["accuracy"].method == "wilson"
@@ -94,9 +110,15 @@ def test_gain_interval_is_a_paired_bootstrap_of_the_difference():
     before = np.where(rng.random(n) < 0.5, y, rng.integers(0, k, n))
     after = np.where(rng.random(n) < 0.5, y, before)  # fixes about half of the mistakes
     g = gain_intervals(y, before, after, k, resamples=300, seed=2)
-    ref = bootstrap((y, before, after), lambda a, b, c: np.mean(c == a) - np.mean(b == a), paired=True,
-                    vectorized=False, n_resamples=300, method="percentile",
-                    rng=np.random.default_rng(2)).confidence_interval
+    ref = bootstrap(
+        (y, before, after),
+        lambda a, b, c: np.mean(c == a) - np.mean(b == a),
+        paired=True,
+        vectorized=False,
+        n_resamples=300,
+        method="percentile",
+        rng=np.random.default_rng(2),
+    ).confidence_interval
     assert (g["accuracy"].low, g["accuracy"].high) == pytest.approx((ref.low, ref.high), abs=1e-12)
     assert g["accuracy"].value == pytest.approx(np.mean(after == y) - np.mean(before == y))
     assert g["accuracy"].low > 0  # a clear improvement is more than noise
@@ -219,11 +241,24 @@ def test_cost_rate_rows_take_the_role_prices():
     from al_core.config import from_dict
     from al_core.value.cost import cost_rate_rows, has_prices
 
-    cfg = from_dict({"cost": {"currency": "USD", "per_label": 0.5, "per_hour": 36, "overhead": 1.25,
-                              "role_per_hour": {"expert": 72}, "role_per_label": {"crowd": 0.1},
-                              "annotator_roles": {"alice": "expert", "7": "crowd"}}})
-    assert cost_rate_rows(cfg.cost) == [(None, None, "USD", 0.5, 36.0, 1.25), ("7", "crowd", "USD", 0.1, 36.0, 1.25),
-                                        ("alice", "expert", "USD", 0.5, 72.0, 1.25)]
+    cfg = from_dict(
+        {
+            "cost": {
+                "currency": "USD",
+                "per_label": 0.5,
+                "per_hour": 36,
+                "overhead": 1.25,
+                "role_per_hour": {"expert": 72},
+                "role_per_label": {"crowd": 0.1},
+                "annotator_roles": {"alice": "expert", "7": "crowd"},
+            }
+        }
+    )
+    assert cost_rate_rows(cfg.cost) == [
+        (None, None, "USD", 0.5, 36.0, 1.25),
+        ("7", "crowd", "USD", 0.1, 36.0, 1.25),
+        ("alice", "expert", "USD", 0.5, 72.0, 1.25),
+    ]
     assert has_prices(cfg.cost) and not has_prices(from_dict({}).cost)
 
 
@@ -248,8 +283,9 @@ def test_simulation_hook_sees_each_probe_and_changes_nothing():
     kw = dict(n_classes=4, seed_strategy="random", query_strategy="dropquery", budget_per_round=4, rounds=3, seed=1)
     plain = run_simulation(x, y, xt, yt, **kw)
     seen = []
-    hooked = run_simulation(x, y, xt, yt, **kw, on_probe=lambda r, probe, lab: seen.append(
-        (r, len(lab), probe.predict(x[:50]))))
+    hooked = run_simulation(
+        x, y, xt, yt, **kw, on_probe=lambda r, probe, lab: seen.append((r, len(lab), probe.predict(x[:50])))
+    )
     assert [(r, n) for r, n, _ in seen] == [(0, 4), (1, 8), (2, 12), (3, 16)]
     np.testing.assert_array_equal(plain.accuracy, hooked.accuracy)
     for a, b in zip(plain.selected, hooked.selected, strict=True):
@@ -263,8 +299,10 @@ def test_the_inline_learning_curve_stays_under_the_uis_inline_limit():
     for rounds in (1, 2, 7, 12, 40, 300):
         n = np.arange(1, rounds + 1) * 10.0
         y = C.curve(n, 0.91, 0.83, 0.37)
-        rows = [{"round": i, "n": a, "value": b, "low": b - 0.0333, "high": b + 0.0311} for i, (a, b) in
-                enumerate(zip(n, y, strict=True), 1)]
+        rows = [
+            {"round": i, "n": a, "value": b, "low": b - 0.0333, "high": b + 0.0311}
+            for i, (a, b) in enumerate(zip(n, y, strict=True), 1)
+        ]
         fit = C.fit_curve(n, y, np.full(rounds, 0.01), resamples=5)
         s = {"rounds": rows, "projection": {"status": "projected", "labels": 3 * n[-1]}, "target": 0.777}
         md = f"![learning curve]({svg_data_uri(value_curve_svg(s, fit))})"
@@ -282,11 +320,25 @@ def test_study_comparison_counts_labels_to_reach_the_target_per_seed(tmp_path):
     assert labels_to_reach([10, 20, 30], [0.5, 0.6, 0.69], 0.7) is None
     assert study_comparison(tmp_path, 0.7) is None  # no simulation saved
     labels = [10, 20, 30, 40]
-    (tmp_path / "simulate-20260101T000000Z.json").write_text(json.dumps({"seed_strategy": "centroid", "strategies": {
-        "dropquery": {"labels_per_round": labels, "seeds": [1, 10, 100],
-                      "accuracy_per_seed": [[0.5, 0.72, 0.8, 0.8], [0.5, 0.6, 0.71, 0.8], [0.6, 0.7, 0.8, 0.9]]},
-        "random": {"labels_per_round": labels, "seeds": [1, 10, 100],
-                   "accuracy_per_seed": [[0.5, 0.6, 0.65, 0.71], [0.5, 0.6, 0.7, 0.8], [0.4, 0.5, 0.6, 0.69]]}}}))
+    (tmp_path / "simulate-20260101T000000Z.json").write_text(
+        json.dumps(
+            {
+                "seed_strategy": "centroid",
+                "strategies": {
+                    "dropquery": {
+                        "labels_per_round": labels,
+                        "seeds": [1, 10, 100],
+                        "accuracy_per_seed": [[0.5, 0.72, 0.8, 0.8], [0.5, 0.6, 0.71, 0.8], [0.6, 0.7, 0.8, 0.9]],
+                    },
+                    "random": {
+                        "labels_per_round": labels,
+                        "seeds": [1, 10, 100],
+                        "accuracy_per_seed": [[0.5, 0.6, 0.65, 0.71], [0.5, 0.6, 0.7, 0.8], [0.4, 0.5, 0.6, 0.69]],
+                    },
+                },
+            }
+        )
+    )
     (tmp_path / "simulate-broken.json").write_text("{")
     c = study_comparison(tmp_path, 0.7)
     dq, rnd = c["strategies"]["dropquery"], c["strategies"]["random"]
@@ -294,9 +346,20 @@ def test_study_comparison_counts_labels_to_reach_the_target_per_seed(tmp_path):
     assert rnd["per_seed"] == [40, 30, None] and (rnd["median"], rnd["low"], rnd["high"]) == (40, 30, None)
     html = "".join(study_section(c, "accuracy"))
     assert "30 – more than 40" in html and "2 of 3" in html and "+20 labels" in html  # saved against random
-    (tmp_path / "simulate-20260102T000000Z.json").write_text(json.dumps({"seed_strategy": "random", "strategies": {
-        "random": {"labels_per_round": labels, "seeds": [1, 10],
-                   "accuracy_per_seed": [[0.5, 0.6, 0.65, 0.75], [0.5, 0.6, 0.65, 0.69]]}}}))
+    (tmp_path / "simulate-20260102T000000Z.json").write_text(
+        json.dumps(
+            {
+                "seed_strategy": "random",
+                "strategies": {
+                    "random": {
+                        "labels_per_round": labels,
+                        "seeds": [1, 10],
+                        "accuracy_per_seed": [[0.5, 0.6, 0.65, 0.75], [0.5, 0.6, 0.65, 0.69]],
+                    }
+                },
+            }
+        )
+    )
     assert study_comparison(tmp_path, 0.7)["strategies"]["random"]["median"] is None  # the newest file, 1 of 2
     assert "Optimistic, said plainly" in html
     assert study_comparison(tmp_path, None) is None

@@ -16,8 +16,14 @@ from al_core.value.cost import cost_rate_rows
 
 T0 = _dt.datetime(2026, 1, 1, 9, 0, 0)
 T1 = T0 + _dt.timedelta(hours=1)
-COST = {"currency": "EUR", "per_label": 0.5, "per_hour": 36.0, "overhead": 1.25, "role_per_hour": {"expert": 72.0},
-        "annotator_roles": {"alice": "expert"}}
+COST = {
+    "currency": "EUR",
+    "per_label": 0.5,
+    "per_hour": 36.0,
+    "overhead": 1.25,
+    "role_per_hour": {"expert": 72.0},
+    "annotator_roles": {"alice": "expert"},
+}
 
 
 def _deliver(con, file_id, received_at, round_, rows, first_label_id, times=None):
@@ -26,10 +32,22 @@ def _deliver(con, file_id, received_at, round_, rows, first_label_id, times=None
     cols = {c: [] for c in labels_q.LABEL_ROW_COLUMNS}
     for k, (iid, label, annotator, proposed) in enumerate(rows):
         task, at, sec, src = (times or {}).get(first_label_id + k, (None, None, None, None))
-        for c, v in (("image_id", iid), ("label", label), ("is_skip", label == "skip"), ("proposed", proposed),
-                     ("file_sha256", file_id * 4), ("file_id", file_id), ("annotation_id", None),
-                     ("annotator", annotator), ("line", None), ("note", None), ("task_id", task),
-                     ("annotated_at", at), ("seconds", sec), ("seconds_source", src)):
+        for c, v in (
+            ("image_id", iid),
+            ("label", label),
+            ("is_skip", label == "skip"),
+            ("proposed", proposed),
+            ("file_sha256", file_id * 4),
+            ("file_id", file_id),
+            ("annotation_id", None),
+            ("annotator", annotator),
+            ("line", None),
+            ("note", None),
+            ("task_id", task),
+            ("annotated_at", at),
+            ("seconds", sec),
+            ("seconds_source", src),
+        ):
             cols[c].append(v)
     labels_q.insert_labels(con, cols, 0, len(rows), first_label_id, received_at, round_)
 
@@ -45,34 +63,70 @@ def deliveries(tmp_path):
     store = Store(tmp_path / "w.duckdb")
     with store.transaction() as con:
         for r, at, ids in ((0, T0, ["i1", "i2", "i3", "i4"]), (1, T1, ["i5", "i6"]), (2, T1, ["i7", "i8"])):
-            rounds_q.insert_round(con, round_=r, kind="seed" if r == 0 else "query", strategy="random", seed=r,
-                                  budget=len(ids), requested_budget=4, config_id="c", probe_id=None, proposed_at=at,
-                                  select_seconds=0.1, run_id=None, note=None)
+            rounds_q.insert_round(
+                con,
+                round_=r,
+                kind="seed" if r == 0 else "query",
+                strategy="random",
+                seed=r,
+                budget=len(ids),
+                requested_budget=4,
+                config_id="c",
+                probe_id=None,
+                proposed_at=at,
+                select_seconds=0.1,
+                run_id=None,
+                note=None,
+            )
             rounds_q.insert_queries(con, r, "random", [(i, f"/img/{i}.jpg", None) for i in ids])
         rounds_q.close_round(con, 0, "answered", T1)
         rounds_q.close_round(con, 1, "answered", T1)
-        _deliver(con, "f1", T0 + _dt.timedelta(minutes=10), 1,
-                 [("i1", "cat", "alice", True), ("i2", "dog", "alice", True), ("i3", "skip", "alice", True)], 1,
-                 {1: ("t1", T0, 30.0, "lead_time"), 2: ("t2", T0, 90.0, "lead_time"), 3: ("t3", T0, 20.0, "lead_time")})
+        _deliver(
+            con,
+            "f1",
+            T0 + _dt.timedelta(minutes=10),
+            1,
+            [("i1", "cat", "alice", True), ("i2", "dog", "alice", True), ("i3", "skip", "alice", True)],
+            1,
+            {1: ("t1", T0, 30.0, "lead_time"), 2: ("t2", T0, 90.0, "lead_time"), 3: ("t3", T0, 20.0, "lead_time")},
+        )
         _deliver(con, "f2", T0 + _dt.timedelta(minutes=20), 1, [("i4", "cat", "bob", True)], 4)
-        _deliver(con, "f3", T1 + _dt.timedelta(minutes=5), 2,
-                 [("i5", "dog", "alice", True), ("i6", "cat", "alice", True), ("i9", "dog", "carol", False),
-                  ("i2", "cat", "bob", True)], 5, {5: (None, None, 40.0, "column"), 6: (None, None, 60.0, "column")})
+        _deliver(
+            con,
+            "f3",
+            T1 + _dt.timedelta(minutes=5),
+            2,
+            [
+                ("i5", "dog", "alice", True),
+                ("i6", "cat", "alice", True),
+                ("i9", "dog", "carol", False),
+                ("i2", "cat", "bob", True),
+            ],
+            5,
+            {5: (None, None, 40.0, "column"), 6: (None, None, 60.0, "column")},
+        )
         value_q.put_cost_rates(con, cost_rate_rows(cfg.cost), T1)
     return cfg, store
 
 
 # hand computed: cost = 1.25 * (0.5 unless a skip + price per hour * seconds / 3600), alice an expert at 72 / h
-ALICE = [1.25 * (0.5 + 72 * 30 / 3600), 1.25 * (0.5 + 72 * 90 / 3600), 1.25 * (72 * 20 / 3600),
-         1.25 * (0.5 + 72 * 40 / 3600), 1.25 * (0.5 + 72 * 60 / 3600)]
+ALICE = [
+    1.25 * (0.5 + 72 * 30 / 3600),
+    1.25 * (0.5 + 72 * 90 / 3600),
+    1.25 * (72 * 20 / 3600),
+    1.25 * (0.5 + 72 * 40 / 3600),
+    1.25 * (0.5 + 72 * 60 / 3600),
+]
 BOB = 1.25 * (0.5 + 36 * 1200 / 3600)
 BOB_RELABEL = CAROL = 1.25 * 0.5  # no time: the per-label price only
 
 
 def test_label_times_take_the_delivered_time_else_an_upper_bound(deliveries):
     _, store = deliveries
-    rows = {r[0]: r[1:] for r in store.fetch(
-        "SELECT label_id, seconds, seconds_source, role, cost FROM label_times ORDER BY label_id")}
+    rows = {
+        r[0]: r[1:]
+        for r in store.fetch("SELECT label_id, seconds, seconds_source, role, cost FROM label_times ORDER BY label_id")
+    }
     assert rows[1][:3] == (30.0, "lead_time", "expert") and rows[3][:2] == (20.0, "lead_time")
     assert rows[4][:3] == (1200.0, "upper_bound", None)  # batch 0 proposed at T0, delivered 20 minutes later
     assert rows[5][:2] == (40.0, "column")
@@ -121,17 +175,67 @@ def test_round_value_joins_intervals_gain_cost_per_point_and_kappa(deliveries):
     cfg, store = deliveries
     with store.transaction() as con:
         for pid, r, n in (("p1", 1, 3), ("p2", 2, 6)):
-            probes_q.insert_probe(con, probe_id=pid, round_=r, version=1, trigger="round", path="/x", sha256="x",
-                                  config_id="c", n_labels=n, n_classes=2, seed=r, train_seconds=0.1, trained_at=T1,
-                                  run_id=None)
-        base = {"metric": "accuracy", "method": "wilson", "n_eval": 20, "resamples": None, "seed": 1,
-                "n_paired": 20, "computed_at": T1}
-        value_q.put_intervals(con, "p1", [{**base, "probe_id": "p1", "round": 1, "value": 0.5, "low": 0.3,
-                                           "high": 0.7, "prev_probe_id": None, "gain": None, "gain_low": None,
-                                           "gain_high": None}])
-        value_q.put_intervals(con, "p2", [{**base, "probe_id": "p2", "round": 2, "value": 0.6, "low": 0.39,
-                                           "high": 0.78, "prev_probe_id": "p1", "gain": 0.1, "gain_low": -0.05,
-                                           "gain_high": 0.25}])
+            probes_q.insert_probe(
+                con,
+                probe_id=pid,
+                round_=r,
+                version=1,
+                trigger="round",
+                path="/x",
+                sha256="x",
+                config_id="c",
+                n_labels=n,
+                n_classes=2,
+                seed=r,
+                train_seconds=0.1,
+                trained_at=T1,
+                run_id=None,
+            )
+        base = {
+            "metric": "accuracy",
+            "method": "wilson",
+            "n_eval": 20,
+            "resamples": None,
+            "seed": 1,
+            "n_paired": 20,
+            "computed_at": T1,
+        }
+        value_q.put_intervals(
+            con,
+            "p1",
+            [
+                {
+                    **base,
+                    "probe_id": "p1",
+                    "round": 1,
+                    "value": 0.5,
+                    "low": 0.3,
+                    "high": 0.7,
+                    "prev_probe_id": None,
+                    "gain": None,
+                    "gain_low": None,
+                    "gain_high": None,
+                }
+            ],
+        )
+        value_q.put_intervals(
+            con,
+            "p2",
+            [
+                {
+                    **base,
+                    "probe_id": "p2",
+                    "round": 2,
+                    "value": 0.6,
+                    "low": 0.39,
+                    "high": 0.78,
+                    "prev_probe_id": "p1",
+                    "gain": 0.1,
+                    "gain_low": -0.05,
+                    "gain_high": 0.25,
+                }
+            ],
+        )
         value_q.put_stability(con, probe_id="p2", round_=2, prev_probe_id="p1", kappa=0.8, n_stop=30, computed_at=T1)
     with store.connect(read_only=True, view=False) as con:
         rows = value_q.round_value(con, "accuracy").to_dicts()
@@ -171,9 +275,11 @@ def test_version_2_database_with_labels_migrates_to_the_value_views(tmp_path, mo
     db = tmp_path / "old.duckdb"
     monkeypatch.setattr(S, "SCHEMA_VERSION", 2)
     with Store(db).transaction() as con:  # a labels row as version 2 wrote it (no time columns)
-        con.execute("INSERT INTO labels (label_id, image_id, label, is_skip, proposed, file_sha256, file_id, "
-                    "annotator, received_at, round) VALUES (1, 'i1', 'cat', false, false, 'f1f1', 'f1', 'alice', ?, 1)",
-                    [T0])
+        con.execute(
+            "INSERT INTO labels (label_id, image_id, label, is_skip, proposed, file_sha256, file_id, "
+            "annotator, received_at, round) VALUES (1, 'i1', 'cat', false, false, 'f1f1', 'f1', 'alice', ?, 1)",
+            [T0],
+        )
     monkeypatch.undo()
     with Store(db).connect() as con:
         cols = {r[0] for r in con.execute("DESCRIBE labels").fetchall()}
@@ -191,12 +297,16 @@ def test_stop_when_stable_stops_the_loop_where_the_rule_fires(tmp_path):
     from al_core.loop.state import loop_state, pending_work
     from tests.value_helpers import make_project, run_loop
 
-    cfg, store = make_project(tmp_path, extra={"selection": {"stop_when_stable": True, "stop_kappa": 0.3,
-                                                             "stop_window": 2}})
+    cfg, store = make_project(
+        tmp_path, extra={"selection": {"stop_when_stable": True, "stop_kappa": 0.3, "stop_window": 2}}
+    )
     ms = run_loop(cfg, store, 8)
     kappas = store.fetch("SELECT round, kappa FROM probe_stability ORDER BY round")
-    fired = next(r for i, (r, k) in enumerate(kappas) if i >= 1 and k >= 0.3 and kappas[i - 1][1] is not None
-                 and kappas[i - 1][1] >= 0.3)
+    fired = next(
+        r
+        for i, (r, k) in enumerate(kappas)
+        if i >= 1 and k >= 0.3 and kappas[i - 1][1] is not None and kappas[i - 1][1] >= 0.3
+    )
     assert [m["round"] for m in ms][-1] == fired and ms[-1]["proposed"] is None
     assert all(m["proposed"] is not None for m in ms[:-1])
     with store.connect(read_only=True, view=False) as con:

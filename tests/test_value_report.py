@@ -61,10 +61,13 @@ def test_the_first_screen_holds_the_numbers_of_the_sql_views(project):
     v = p.values
     con = duckdb.connect(str(store.db_path), read_only=True)
     try:
-        rv = con.execute("SELECT round, probe_n_labels, value, low, high, cost, cost_total, labels_total, skips_total,"
-                         " hours_total FROM round_value WHERE metric = 'accuracy' ORDER BY round").fetchall()
-        last_cost = con.execute("SELECT labels_total, skips_total, cost_total, hours_total FROM round_cost "
-                                "ORDER BY round DESC LIMIT 1").fetchone()
+        rv = con.execute(
+            "SELECT round, probe_n_labels, value, low, high, cost, cost_total, labels_total, skips_total,"
+            " hours_total FROM round_value WHERE metric = 'accuracy' ORDER BY round"
+        ).fetchall()
+        last_cost = con.execute(
+            "SELECT labels_total, skips_total, cost_total, hours_total FROM round_cost ORDER BY round DESC LIMIT 1"
+        ).fetchone()
         waiting = con.execute("""SELECT count(*) FROM queries q JOIN rounds r USING (round)
                                  WHERE r.status = 'open' AND q.image_id NOT IN (SELECT image_id FROM current_labels)
                               """).fetchone()[0]

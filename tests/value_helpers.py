@@ -24,11 +24,15 @@ def make_project(tmp, *, per_class=40, holdout=40, dim=16, budget=4, total=100, 
         (root / c).mkdir(parents=True)
         for f in sorted((SAMPLE_ROOT / c).glob("*.jpg"))[:per_class]:
             shutil.copy(f, root / c / f.name)
-    conf = {"images": {"root": "images"}, "classes": list(CLASSES),
-            "paths": {"data_dir": "data", "inbox": "data/inbox", "outbox": "data/outbox"},
-            "evaluation": {"holdout": holdout, "labels_from_ground_truth": True},
-            "selection": {"budget_per_round": budget, "total_budget": total, "seed": 0, "query_strategy": "margin"},
-            "cost": {"per_label": 0.5, "per_hour": 20.0}, "target": {"value": 0.8}}
+    conf = {
+        "images": {"root": "images"},
+        "classes": list(CLASSES),
+        "paths": {"data_dir": "data", "inbox": "data/inbox", "outbox": "data/outbox"},
+        "evaluation": {"holdout": holdout, "labels_from_ground_truth": True},
+        "selection": {"budget_per_round": budget, "total_budget": total, "seed": 0, "query_strategy": "margin"},
+        "cost": {"per_label": 0.5, "per_hour": 20.0},
+        "target": {"value": 0.8},
+    }
     for section, values in (extra or {}).items():
         conf.setdefault(section, {}).update(values)
     (tmp / "al.yaml").write_text(yaml.safe_dump(conf))

@@ -42,16 +42,24 @@ def _make_store(cfg, n: int, d: int, k: int, seed: int) -> None:
     y = rng.integers(0, k, n)
     ts = now()
     with store.transaction() as con:
-        con.execute("INSERT INTO scans (scan_id, source, source_kind, started_at) "
-                    "VALUES (1, 'synthetic', 'root', ?)", [ts])
-        t = pa.table({"image_id": ids, "path": [f"/synthetic/{c}/{i}.jpg" for i, c in enumerate(y)],
-                      "class_name": [f"c{c}" for c in y]})
+        con.execute(
+            "INSERT INTO scans (scan_id, source, source_kind, started_at) VALUES (1, 'synthetic', 'root', ?)", [ts]
+        )
+        t = pa.table(
+            {
+                "image_id": ids,
+                "path": [f"/synthetic/{c}/{i}.jpg" for i, c in enumerate(y)],
+                "class_name": [f"c{c}" for c in y],
+            }
+        )
         con.register("_t", t)
         con.execute("INSERT INTO images SELECT image_id, 1000, 32, 32, 'JPEG', ?, 1 FROM _t", [ts])
-        con.execute("INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, "
-                    "last_seen, last_scan_id, source) "
-                    "SELECT path, image_id, 1000, 0, 'ok', NULL, ?, ?, 1, 'synthetic' FROM _t",
-                    [ts, ts])
+        con.execute(
+            "INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, "
+            "last_seen, last_scan_id, source) "
+            "SELECT path, image_id, 1000, 0, 'ok', NULL, ?, ?, 1, 'synthetic' FROM _t",
+            [ts, ts],
+        )
         con.execute("INSERT INTO ground_truth SELECT image_id, path, class_name, 'folder' FROM _t")
         con.unregister("_t")
     config = {"backbone": "synthetic", "dim": d, "preprocessing": {}, "dtype": "float32"}
@@ -104,8 +112,11 @@ def _fresh_run_process() -> dict:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", FRESH_RUN_CODE], capture_output=True, text=True, check=True)
     imports, first_fit = (float(v) for v in out.stdout.split())
-    return {"interpreter_total": round(time.perf_counter() - t0, 3), "imports": round(imports, 3),
-            "first_small_fit_and_metrics": round(first_fit, 3)}
+    return {
+        "interpreter_total": round(time.perf_counter() - t0, 3),
+        "imports": round(imports, 3),
+        "first_small_fit_and_metrics": round(first_fit, 3),
+    }
 
 
 def _loadavg() -> list[float]:
@@ -122,9 +133,14 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
     from al_core.loop.outbox import batch_csv
 
     conf = {
-        "images": {"root": str(tmp)}, "classes": [f"c{i}" for i in range(args.classes)],
-        "selection": {"seed_strategy": "centroid", "query_strategy": args.strategy,
-                      "budget_per_round": args.budget, "total_budget": args.budget * 100},
+        "images": {"root": str(tmp)},
+        "classes": [f"c{i}" for i in range(args.classes)],
+        "selection": {
+            "seed_strategy": "centroid",
+            "query_strategy": args.strategy,
+            "budget_per_round": args.budget,
+            "total_budget": args.budget * 100,
+        },
         "evaluation": {"holdout": 500, "labels_from_ground_truth": True},
         "paths": {"data_dir": str(tmp / "data"), "inbox": str(tmp / "inbox"), "outbox": str(tmp / "outbox")},
         "sensor": {"settle_s": 0.0, "ingest_before_round": False},
@@ -154,7 +170,8 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
     t_sensor = time.time()
     req = [r for r in res.run_requests if r.job_name == "round_job"][0]
     result = defs.resolve_job_def("round_job").execute_in_process(
-        instance=instance, partition_key=req.partition_key, run_config=req.run_config, tags=req.tags)
+        instance=instance, partition_key=req.partition_key, run_config=req.run_config, tags=req.tags
+    )
     t_end = time.time()
     assert result.success
     out = batch_csv(cfg.outbox, 1)
@@ -172,7 +189,11 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
     first_step = min(v["start"] for v in steps.values() if "start" in v)
     qs = store.get_asset_output("query_set", "1")
     res = {
-        "n": args.n, "dim": args.dim, "classes": args.classes, "budget": args.budget, "strategy": args.strategy,
+        "n": args.n,
+        "dim": args.dim,
+        "classes": args.classes,
+        "budget": args.budget,
+        "strategy": args.strategy,
         "tick_to_outbox_rename_s": round(renamed_at - t0, 3),
         "split_s": {
             "sensor_tick": round(t_sensor - t0, 3),
@@ -182,14 +203,16 @@ def _bench(args: argparse.Namespace, tmp: Path) -> int:
             "evaluate (eval_metrics)": dur.get("eval_metrics"),
             "select (query_set strategy)": round(qs["select_seconds"], 3),
             "query_set step (load pool, select, write)": dur.get("query_set"),
-            "asset checks": round(sum(v for k, v in dur.items() if k not in (
-                "round_labels", "probe", "eval_metrics", "query_set")), 3),
+            "asset checks": round(
+                sum(v for k, v in dur.items() if k not in ("round_labels", "probe", "eval_metrics", "query_set")), 3
+            ),
         },
         "run_total_s": round(t_end - t_sensor, 3),
         "proposed": qs["budget"],
         "step_order": [k for k, _ in sorted(steps.items(), key=lambda kv: kv[1].get("start", 0.0))],
         "fresh_run_process_s": fresh,
-        "loadavg_before": load_before, "loadavg_after": _loadavg(),
+        "loadavg_before": load_before,
+        "loadavg_after": _loadavg(),
     }
     print(json.dumps(res, indent=2))
     if args.json:

@@ -94,9 +94,16 @@ def run_dask(work: Path, images: Path, n_workers: int, image_size: int, batch: i
     home.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 2
     threads = max(1, cores // n_workers)
-    env = dict(os.environ, AL_CONFIG=str(cfg_path), DAGSTER_HOME=str(home), HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT),
-               AL_DASK_SCHEDULER=address)
+    env = dict(
+        os.environ,
+        AL_CONFIG=str(cfg_path),
+        DAGSTER_HOME=str(home),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        PYTHONPATH=str(ROOT),
+        AL_DASK_SCHEDULER=address,
+    )
     dask_bin = str(Path(sys.executable).with_name("dask"))
     procs: list[subprocess.Popen] = []
     logs = []
@@ -104,23 +111,57 @@ def run_dask(work: Path, images: Path, n_workers: int, image_size: int, batch: i
     def start(args, name):
         log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with its worker at the end
         logs.append(log)
-        p = subprocess.Popen([dask_bin, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            [dask_bin, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         procs.append(p)
         return p
 
     old_env = {k: os.environ.get(k) for k in ("AL_CONFIG", "AL_DASK_SCHEDULER")}
     os.environ.update(AL_CONFIG=str(cfg_path), AL_DASK_SCHEDULER=address)
     try:
-        sched = start(["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                       "--dashboard-address", "127.0.0.1:0", "--no-show"], "scheduler")
+        sched = start(
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--no-show",
+            ],
+            "scheduler",
+        )
         _wait_port(port, sched, 60)
         t0 = time.monotonic()
         for i in range(n_workers):
             extra = ["--resources", "CATALOGUE=1"] if i == 0 else []
-            start(["worker", address, "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1", "--no-nanny",
-                   "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--memory-limit", "0",
-                   "--preload", "al_assets.tools.dask_preload", "--name", f"w{i + 1}", *extra], f"w{i + 1}")
+            start(
+                [
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nworkers",
+                    "1",
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                    "--memory-limit",
+                    "0",
+                    "--preload",
+                    "al_assets.tools.dask_preload",
+                    "--name",
+                    f"w{i + 1}",
+                    *extra,
+                ],
+                f"w{i + 1}",
+            )
         import distributed
 
         with distributed.Client(address, timeout=30) as client:
@@ -151,13 +192,21 @@ def run_dask(work: Path, images: Path, n_workers: int, image_size: int, batch: i
     for info in value["sharded"]["shards"].values():
         w = info["worker"].get("dask_worker", "?")
         per_worker[w] = per_worker.get(w, 0) + info["n_embedded"]
-    shard_steps = [v["STEP_SUCCESS"] - v["STEP_START"] for k, v in steps.items()
-                   if k.startswith("embed_shard_") and "STEP_SUCCESS" in v and "STEP_START" in v]
+    shard_steps = [
+        v["STEP_SUCCESS"] - v["STEP_START"]
+        for k, v in steps.items()
+        if k.startswith("embed_shard_") and "STEP_SUCCESS" in v and "STEP_START" in v
+    ]
     return {
-        "workers": n_workers, "threads_per_worker": threads, "images": value["n_embedded"],
-        "worker_startup_s": startup, "run_wall_s": wall, "images_per_s": value["n_embedded"] / wall,
+        "workers": n_workers,
+        "threads_per_worker": threads,
+        "images": value["n_embedded"],
+        "worker_startup_s": startup,
+        "run_wall_s": wall,
+        "images_per_s": value["n_embedded"] / wall,
         "embed_seconds_in_shards": value["sharded"]["worker_seconds"],
-        "shard_step_seconds_total": sum(shard_steps), "images_per_worker": per_worker,
+        "shard_step_seconds_total": sum(shard_steps),
+        "images_per_worker": per_worker,
     }
 
 
@@ -177,9 +226,14 @@ def run_in_process(work: Path, images: Path, image_size: int, batch: int) -> dic
     wall = time.monotonic() - t0
     import torch
 
-    return {"threads": torch.get_num_threads(), "images": r.n_embedded, "wall_s": wall,
-            "backbone_load_s": load_s, "images_per_s": r.n_embedded / wall,
-            "images_per_s_embedding_only": r.images_per_s}
+    return {
+        "threads": torch.get_num_threads(),
+        "images": r.n_embedded,
+        "wall_s": wall,
+        "backbone_load_s": load_s,
+        "images_per_s": r.n_embedded / wall,
+        "images_per_s_embedding_only": r.images_per_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,8 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = tmp / "images"
         n = _copy_images(images, args.images)
-        result = {"images": n, "image_size": args.image_size, "batch_size": args.batch_size,
-                  "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "dask": []}
+        result = {
+            "images": n,
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+            "dask": [],
+        }
         if not args.no_baseline:
             result["in_process"] = run_in_process(tmp / "inproc", images, args.image_size, args.batch_size)
             print(json.dumps(result["in_process"]), file=sys.stderr, flush=True)

@@ -58,11 +58,14 @@ def _reset(cfg) -> None:
             with open_store(cfg, lock_timeout_s=5).connect(read_only=True, view=False) as con:
                 marker = info.schema_info(con).get(DEMO_MARKER)
         except Exception as e:
-            raise SystemExit(f"demo: {db} exists and cannot be read ({e}); move it away or run `make clean-data`"
-                             ) from None
+            raise SystemExit(
+                f"demo: {db} exists and cannot be read ({e}); move it away or run `make clean-data`"
+            ) from None
         if marker != "true":
-            raise SystemExit(f"demo: {db} holds a project that is not the demo's; not touching it. "
-                             "Set paths.data_dir elsewhere for the demo or move it away.")
+            raise SystemExit(
+                f"demo: {db} holds a project that is not the demo's; not touching it. "
+                "Set paths.data_dir elsewhere for the demo or move it away."
+            )
         _say(f"removing the previous demo's state under {cfg.data_dir} (the Dagster home is kept)")
     for p in [db, Path(str(db) + ".wal"), cfg.vectors_dir, cfg.probes_dir, cfg.inbox, cfg.outbox, cfg.reports_dir]:
         if p.is_dir():
@@ -90,8 +93,13 @@ def _round_done(store, round_: int, target: Path) -> bool:
 def _start_daemon(log_path: Path) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("dagster-daemon")
     with open(log_path, "w") as log:  # the daemon writes to its own copy of the descriptor
-        return subprocess.Popen([str(exe), "run", "-w", "workspace.yaml"], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=dict(os.environ))
+        return subprocess.Popen(
+            [str(exe), "run", "-w", "workspace.yaml"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ),
+        )
 
 
 def wait_for_runs(instance, timeout_s: float = RUNS_SETTLE_TIMEOUT_S, poll_s: float = 0.5) -> bool:
@@ -138,9 +146,11 @@ def main() -> int:
     _reset(cfg)
 
     ingest_log = cfg.data_dir / INGEST_LOG_NAME
-    _say("step 1/5: ingest_job (scan + embed the sample images with "
-         f"{cfg.backbone.name} at {cfg.backbone.image_size} px); progress every few seconds, "
-         f"every Dagster event in {ingest_log}")
+    _say(
+        "step 1/5: ingest_job (scan + embed the sample images with "
+        f"{cfg.backbone.name} at {cfg.backbone.image_size} px); progress every few seconds, "
+        f"every Dagster event in {ingest_log}"
+    )
     job, run_config = quiet_job(defs.resolve_job_def("ingest_job"), ingest_log, prefix="ingest")
     with dg.DagsterInstance.get() as instance:
         res = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)

@@ -25,7 +25,8 @@ class ToolLinesOnly(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING or (
-            record.levelno >= logging.INFO and _meta(record).get("dagster_event") is None)
+            record.levelno >= logging.INFO and _meta(record).get("dagster_event") is None
+        )
 
 
 class ToolLineFormatter(logging.Formatter):
@@ -43,8 +44,10 @@ class ToolLineFormatter(logging.Formatter):
         error = _error_line(meta.get("dagster_event"))
         if error and error not in text:
             text = f"{text.rstrip('.')}: {error}"
-        return (f"[{self.prefix} {time.strftime('%H:%M:%S', time.localtime(record.created))}] {level}"
-                f"{step + ': ' if step else ''}{text}")
+        return (
+            f"[{self.prefix} {time.strftime('%H:%M:%S', time.localtime(record.created))}] {level}"
+            f"{step + ': ' if step else ''}{text}"
+        )
 
 
 def _error_line(event) -> str | None:
@@ -87,5 +90,6 @@ def file_logger(init_context) -> logging.Logger:
 def quiet_job(job: dg.JobDefinition, log_path: Path, prefix: str = "dagster") -> tuple[dg.JobDefinition, dict]:
     """(``job`` with the terminal and file loggers, the run config that sets them up)."""
     loggers = {"al_terminal": terminal_logger, "al_file": file_logger}
-    return job.with_logger_defs(loggers), {"loggers": {"al_terminal": {"config": {"prefix": prefix}},
-                                                       "al_file": {"config": {"path": str(log_path)}}}}
+    return job.with_logger_defs(loggers), {
+        "loggers": {"al_terminal": {"config": {"prefix": prefix}}, "al_file": {"config": {"path": str(log_path)}}}
+    }

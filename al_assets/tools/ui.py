@@ -84,11 +84,20 @@ class HostGuard:
             await receive()
             await send({"type": "websocket.close", "code": 1008})
             return
-        body = (b"al-pipeline UI: refused, this request names another host (DNS rebinding protection); open the "
-                b"UI by its own address, e.g. http://127.0.0.1:PORT\n")
-        await send({"type": "http.response.start", "status": 403,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = (
+            b"al-pipeline UI: refused, this request names another host (DNS rebinding protection); open the "
+            b"UI by its own address, e.g. http://127.0.0.1:PORT\n"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -108,8 +117,12 @@ def run_webserver(host: str, port: int, workspace: str) -> int:
 
     web.create_app_from_workspace_process_context = guarded
     with contextlib.suppress(KeyboardInterrupt):
-        web.cli.main(args=["-h", host, "-p", str(port), "-w", workspace], prog_name="dagster-webserver",
-                     auto_envvar_prefix="DAGSTER_WEBSERVER", standalone_mode=False)
+        web.cli.main(
+            args=["-h", host, "-p", str(port), "-w", workspace],
+            prog_name="dagster-webserver",
+            auto_envvar_prefix="DAGSTER_WEBSERVER",
+            standalone_mode=False,
+        )
     return 0
 
 
@@ -128,12 +141,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.webserver_only:
         return run_webserver(args.host, args.port, args.workspace)
     bin_dir = os.path.dirname(sys.executable)
-    daemon = subprocess.Popen([os.path.join(bin_dir, "dagster-daemon"), "run", "-w", args.workspace],
-                              start_new_session=True)
-    web = subprocess.Popen([sys.executable, "-m", "al_assets.tools.ui", "--webserver-only", "-h", args.host,
-                            "-p", str(args.port), "-w", args.workspace], start_new_session=True)
-    print(f"al-pipeline UI on http://{args.host}:{args.port} (requests for other host names are refused); "
-          "Ctrl-C stops it", flush=True)
+    daemon = subprocess.Popen(
+        [os.path.join(bin_dir, "dagster-daemon"), "run", "-w", args.workspace], start_new_session=True
+    )
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "al_assets.tools.ui",
+            "--webserver-only",
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+            "-w",
+            args.workspace,
+        ],
+        start_new_session=True,
+    )
+    print(
+        f"al-pipeline UI on http://{args.host}:{args.port} (requests for other host names are refused); "
+        "Ctrl-C stops it",
+        flush=True,
+    )
     stop = {"now": False}
 
     def on_signal(signum, frame):

@@ -86,22 +86,32 @@ DENSE_WORK: dict[str, tuple[str, WorkFn]] = {
     "random": ("one read (the finite check); no product", lambda s, km: (1, 0.0)),
     "centroid": ("one read; k-means (k = B) on every row", lambda s, km: (1 + _kmeans(km, s)[0], _kmeans(km, s)[1])),
     "typiclust": ("one read; k-means (k = min(L + B, 500)); typicality in about B clusters", _typiclust),
-    "probcover": ("one read; k-means (k = K) for the pseudo-labels; one all-pairs pass over the graph's rows",
-                  _probcover),
+    "probcover": (
+        "one read; k-means (k = K) for the pseudo-labels; one all-pairs pass over the graph's rows",
+        _probcover,
+    ),
     "least_confidence": ("one read; one pass of the probe (N x D x K)", lambda s, km: (1, _pass(s))),
     "margin": ("one read; one pass of the probe (N x D x K)", lambda s, km: (1, _pass(s))),
     "entropy": ("one read; one pass of the probe (N x D x K)", lambda s, km: (1, _pass(s))),
     "bald": (f"one read; {BALD_PASSES} dropout passes", lambda s, km: (1, _pass(s, BALD_PASSES))),
     "power_bald": (f"one read; {BALD_PASSES} dropout passes", lambda s, km: (1, _pass(s, BALD_PASSES))),
-    "dropquery": (f"one read; the clean and {DROPQUERY_PASSES} dropout passes; k-means (k = B) on the candidates",
-                  lambda s, km: (1 + _kmeans(km, s)[0], _pass(s, 1 + DROPQUERY_PASSES) + _kmeans(km, s)[1])),
-    "coreset": ("one read; the pool's distances to the labelled rows (N x L x D); the picks not counted",
-                lambda s, km: (1, 2.0 * s.n * s.labeled * s.d)),
-    "badge": ("one read per pick (z . z_i from the features) and one more; one pass of the probe",
-              lambda s, km: (1 + s.b, _pass(s))),
-    "alfa_mix": ("one read; the probe's pass, the gradients (N x K x D) and one mixed pass per anchor (K); "
-                 "k-means (k = B) on the candidates",
-                 lambda s, km: (1 + _kmeans(km, s)[0], _pass(s, 2 + s.k) + _kmeans(km, s)[1])),
+    "dropquery": (
+        f"one read; the clean and {DROPQUERY_PASSES} dropout passes; k-means (k = B) on the candidates",
+        lambda s, km: (1 + _kmeans(km, s)[0], _pass(s, 1 + DROPQUERY_PASSES) + _kmeans(km, s)[1]),
+    ),
+    "coreset": (
+        "one read; the pool's distances to the labelled rows (N x L x D); the picks not counted",
+        lambda s, km: (1, 2.0 * s.n * s.labeled * s.d),
+    ),
+    "badge": (
+        "one read per pick (z . z_i from the features) and one more; one pass of the probe",
+        lambda s, km: (1 + s.b, _pass(s)),
+    ),
+    "alfa_mix": (
+        "one read; the probe's pass, the gradients (N x K x D) and one mixed pass per anchor (K); "
+        "k-means (k = B) on the candidates",
+        lambda s, km: (1 + _kmeans(km, s)[0], _pass(s, 2 + s.k) + _kmeans(km, s)[1]),
+    ),
 }
 
 
@@ -128,8 +138,15 @@ def record_kmeans():
 
     def wrapped(points, k, **kw):
         res = original(points, k, **kw)
-        calls.append({"n": int(res.labels.shape[0]), "n_train": int(res.n_train), "k": int(k),
-                      "dim": int(res.centroids.shape[1]), "n_iter": int(res.n_iter)})
+        calls.append(
+            {
+                "n": int(res.labels.shape[0]),
+                "n_train": int(res.n_train),
+                "k": int(k),
+                "dim": int(res.centroids.shape[1]),
+                "n_iter": int(res.n_iter),
+            }
+        )
         return res
 
     modules = (km_mod, cluster_mod, probcover_mod, typiclust_mod)
@@ -152,8 +169,10 @@ def measure(features: np.ndarray, n_cols: int) -> dict:
     n, d = features.shape
     ones = torch.ones(d, dtype=torch.float32)
     t0 = time.perf_counter()
-    map_blocks(lambda _, s: torch.mv(as_tensor(np.asarray(features[s : s + READ_BLOCK_ROWS])), ones),
-               range(0, n, READ_BLOCK_ROWS))
+    map_blocks(
+        lambda _, s: torch.mv(as_tensor(np.asarray(features[s : s + READ_BLOCK_ROWS])), ones),
+        range(0, n, READ_BLOCK_ROWS),
+    )
     read_s = time.perf_counter() - t0
     rows = min(FLOOR_PRODUCT_ROWS, n)
     x = torch.from_numpy(np.ascontiguousarray(features[:rows], dtype=np.float32))
@@ -177,5 +196,8 @@ def floor(work: dict, before: dict, after: dict) -> dict:
     if work["reads"] is None:
         return {"floor_seconds": None}
     seconds = work["reads"] * read_s + work["gflop"] / gflops
-    return {"floor_seconds": round(seconds, 6), "floor_read_seconds": round(work["reads"] * read_s, 6),
-            "floor_product_seconds": round(work["gflop"] / gflops, 6)}
+    return {
+        "floor_seconds": round(seconds, 6),
+        "floor_read_seconds": round(work["reads"] * read_s, 6),
+        "floor_product_seconds": round(work["gflop"] / gflops, 6),
+    }

@@ -80,8 +80,17 @@ def sharded_margin(store: Store, config_id: str, probe, budget: int, *, exclude=
     return ids[order], s[order]
 
 
-def sharded_dropquery(store: Store, config_id: str, probe, budget: int, *, seed: int, exclude=(),
-                      n_passes: int = 3, candidate_factor: int = 25) -> dict:
+def sharded_dropquery(
+    store: Store,
+    config_id: str,
+    probe,
+    budget: int,
+    *,
+    seed: int,
+    exclude=(),
+    n_passes: int = 3,
+    candidate_factor: int = 25,
+) -> dict:
     """DropQuery with candidates generated shard by shard and one global diversity step.
 
     Pass 1 (per shard, parallelisable): disagreement counts under ``n_passes``
@@ -113,8 +122,10 @@ def sharded_dropquery(store: Store, config_id: str, probe, budget: int, *, seed:
     cand = {h: ids[m > t] for h, (ids, m) in per_shard.items()}
     cand_ids = np.concatenate([cand[h] for h in sorted(cand)]) if cand else np.empty(0, object)
     if cand_ids.shape[0] < budget:
-        raise RuntimeError(f"only {cand_ids.shape[0]} candidates for a budget of {budget} (the library fills "
-                           f"with random rows; not needed for this measurement)")
+        raise RuntimeError(
+            f"only {cand_ids.shape[0]} candidates for a budget of {budget} (the library fills "
+            f"with random rows; not needed for this measurement)"
+        )
     feats = []
     for h, ids, x in iter_shards(store, config_id, shards=sorted(h for h in cand if len(cand[h]))):
         pos = np.searchsorted(ids, cand[h])
@@ -122,5 +133,4 @@ def sharded_dropquery(store: Store, config_id: str, probe, budget: int, *, seed:
         del x
     z = probe.embed(np.concatenate(feats))
     pos, _ = cluster_representatives(Points(z, normalize=True), budget, seed)
-    return {"ids": cand_ids[pos], "candidate_ids": cand_ids, "threshold": int(t),
-            "mismatch_histogram": hist.tolist()}
+    return {"ids": cand_ids[pos], "candidate_ids": cand_ids, "threshold": int(t), "mismatch_histogram": hist.tolist()}

@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
     backbone = load_backbone(args.backbone, image_size=args.image_size)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    log(f"{args.backbone} at {backbone.image_size} px, config_id {backbone.config_id}, "
-        f"{sum(len(f) for f, _ in splits.values())} images")
+    log(
+        f"{args.backbone} at {backbone.image_size} px, config_id {backbone.config_id}, "
+        f"{sum(len(f) for f, _ in splits.values())} images"
+    )
 
     arrays: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()

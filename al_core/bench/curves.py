@@ -77,11 +77,26 @@ def cached_seed_strategy(name: str):
         _cache: dict = {}
 
         def select(self, features, labeled, labels, budget, *, n_classes, seed, probe=None, candidates=None):
-            key = (id(features), features.shape, len(labeled), int(budget), int(seed), n_classes,
-                   None if candidates is None else hash(np.asarray(candidates).tobytes()))
+            key = (
+                id(features),
+                features.shape,
+                len(labeled),
+                int(budget),
+                int(seed),
+                n_classes,
+                None if candidates is None else hash(np.asarray(candidates).tobytes()),
+            )
             if len(labeled) != 0 or key not in self._cache:
-                res = inner.select(features, labeled, labels, budget, n_classes=n_classes, seed=seed,
-                                   probe=probe, candidates=candidates)
+                res = inner.select(
+                    features,
+                    labeled,
+                    labels,
+                    budget,
+                    n_classes=n_classes,
+                    seed=seed,
+                    probe=probe,
+                    candidates=candidates,
+                )
                 if len(labeled) != 0:
                     return res
                 self._cache[key] = res
@@ -140,7 +155,9 @@ def markdown_table(paths: list[str]) -> str:
         cells = [f"{100 * m:.1f} ± {100 * sd:.1f}" for m, sd in zip(e["mean"], e["std"])]
         seeds = ",".join(str(s) for s in e["seeds_done"])
         lines.append(f"| {key} | {seeds} | " + " | ".join(cells) + f" | {100 * e['auc']:.1f} |")
-    secs = ", ".join(f"{k} {e['mean_round_seconds']:.1f}" for k, e in sorted(entries.items(), key=lambda kv: -kv[1]["auc"]))
+    secs = ", ".join(
+        f"{k} {e['mean_round_seconds']:.1f}" for k, e in sorted(entries.items(), key=lambda kv: -kv[1]["auc"])
+    )
     return "\n".join(lines) + "\n\nMean seconds per round (all rounds, seed round included): " + secs + "\n"
 
 
@@ -155,13 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=20, help="labelled-set sizes K..R*K, round 0 included (default 20)")
     ap.add_argument("--seeds", type=int, default=5, help="how many of the study's seeds 1, 10, 100, 1000, 10000")
     ap.add_argument("--per-round", type=int, default=None, help="labels per round (default: the number of classes)")
-    ap.add_argument("--runs", default=None,
-                    help="comma list of QUERY@SEED entries (default: every query strategy @centroid, "
-                         "random@random, dropquery@random)")
+    ap.add_argument(
+        "--runs",
+        default=None,
+        help="comma list of QUERY@SEED entries (default: every query strategy @centroid, "
+        "random@random, dropquery@random)",
+    )
     ap.add_argument("--max-round-seconds", type=float, default=60.0)
     ap.add_argument("--json", default=None, help="write (and keep rewriting) the result here")
-    ap.add_argument("--resume", action="store_true",
-                    help="keep the (strategy, seed) runs already complete in --json and run only the missing ones")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the (strategy, seed) runs already complete in --json and run only the missing ones",
+    )
     args = ap.parse_args(argv)
     if args.resume and not args.json:
         ap.error("--resume needs --json (the file to resume)")
@@ -186,11 +209,18 @@ def main(argv: list[str] | None = None) -> int:
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "features": args.features,
-        "n_pool": int(x.shape[0]), "n_test": int(xt.shape[0]), "dim": int(x.shape[1]),
-        "n_classes": n_classes, "per_round": per_round, "rounds": args.rounds, "seeds": seeds,
+        "n_pool": int(x.shape[0]),
+        "n_test": int(xt.shape[0]),
+        "dim": int(x.shape[1]),
+        "n_classes": n_classes,
+        "per_round": per_round,
+        "rounds": args.rounds,
+        "seeds": seeds,
         "n_labeled": [per_round * (r + 1) for r in range(args.rounds)],
         "max_round_seconds": args.max_round_seconds,
-        "strategies": {}, "stopped": {}, "errors": {},
+        "strategies": {},
+        "stopped": {},
+        "errors": {},
     }
     if args.resume and os.path.exists(args.json):
         with open(args.json) as fh:
@@ -199,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         if any(old.get(k) != out[k] for k in same):
             ap.error(f"--resume: {args.json} was made with other data or protocol ({', '.join(same)} differ)")
         out["strategies"] = old.get("strategies", {})
-        out["resumed_from"] = {"command": old.get("command"), "started": old.get("started"),
-                               "updated": old.get("updated")}
+        out["resumed_from"] = {
+            "command": old.get("command"),
+            "started": old.get("started"),
+            "updated": old.get("updated"),
+        }
         out["commands"] = old.get("commands", [old.get("command")]) + [out["command"]]
         out["seeds"] = sorted(set(old.get("seeds", [])) | set(seeds))
         # a stop or error is retried: keep the old record apart
@@ -227,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed_name, query_name in runs:
         key = run_key(seed_name, query_name)
         entry = out["strategies"].setdefault(
-            key, {"seed_strategy": seed_name, "query_strategy": query_name, "per_seed": {}})
+            key, {"seed_strategy": seed_name, "query_strategy": query_name, "per_seed": {}}
+        )
         for seed in seeds:
             if entry["per_seed"].get(str(seed), {}).get("complete"):
                 print(f"{key} seed {seed}: complete in {args.json}, kept", flush=True)
@@ -236,13 +270,17 @@ def main(argv: list[str] | None = None) -> int:
             accs: list[float] = []
             last = [time.perf_counter()]
 
-            def progress(r: int, acc: float, n_lab: int, times=times, accs=accs, last=last, key=key,
-                         seed=seed) -> None:  # this iteration's lists, bound (called within the iteration)
+            def progress(
+                r: int, acc: float, n_lab: int, times=times, accs=accs, last=last, key=key, seed=seed
+            ) -> None:  # this iteration's lists, bound (called within the iteration)
                 now = time.perf_counter()
                 times.append(now - last[0])
                 accs.append(acc)
-                print(f"[{time.perf_counter() - t_all:7.0f}s] {key} seed {seed} round {r}: {n_lab} labels, "
-                      f"acc {acc:.4f} ({times[-1]:.1f} s)", flush=True)
+                print(
+                    f"[{time.perf_counter() - t_all:7.0f}s] {key} seed {seed} round {r}: {n_lab} labels, "
+                    f"acc {acc:.4f} ({times[-1]:.1f} s)",
+                    flush=True,
+                )
                 # round 0 (seed pool) may legitimately cost more; judge query rounds
                 if r > 0 and times[-1] > args.max_round_seconds:
                     raise RoundTooSlow(f"round {r} took {times[-1]:.1f} s > {args.max_round_seconds:.0f} s")
@@ -251,17 +289,30 @@ def main(argv: list[str] | None = None) -> int:
 
             signal.alarm(0)  # the seed round (k-means on the whole pool for centroid) is not limited
             try:
-                res = run_simulation(x, y, xt, yt, n_classes=n_classes, seed_strategy=seed_strats[seed_name],
-                                     query_strategy=query_name, budget_per_round=per_round,
-                                     rounds=args.rounds - 1, seed=seed, progress=progress)
+                res = run_simulation(
+                    x,
+                    y,
+                    xt,
+                    yt,
+                    n_classes=n_classes,
+                    seed_strategy=seed_strats[seed_name],
+                    query_strategy=query_name,
+                    budget_per_round=per_round,
+                    rounds=args.rounds - 1,
+                    seed=seed,
+                    progress=progress,
+                )
             except RoundTooSlow as exc:
                 signal.alarm(0)
                 elapsed = time.perf_counter() - last[0]
                 out["stopped"][key] = {
-                    "seed": seed, "reason": str(exc), "rounds_done": len(accs),
+                    "seed": seed,
+                    "reason": str(exc),
+                    "rounds_done": len(accs),
                     "round_seconds": [round(t, 2) for t in times],
-                    "seconds_in_stopped_round": round(times[-1] if times and str(exc).startswith("round")
-                                                      else elapsed, 1),
+                    "seconds_in_stopped_round": round(
+                        times[-1] if times and str(exc).startswith("round") else elapsed, 1
+                    ),
                     "accuracy_so_far": [round(a, 5) for a in accs],
                 }
                 print(f"STOPPED {key} seed {seed}: {exc}", flush=True)
@@ -285,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
     out["total_seconds"] = round(time.perf_counter() - t_all, 1)
     dump()
-    summary = {k: {"auc": v.get("auc"), "first": (v.get("mean") or [None])[0], "last": (v.get("mean") or [None])[-1]}
-               for k, v in out["strategies"].items()}
+    summary = {
+        k: {"auc": v.get("auc"), "first": (v.get("mean") or [None])[0], "last": (v.get("mean") or [None])[-1]}
+        for k, v in out["strategies"].items()
+    }
     print(json.dumps({"summary": summary, "stopped": out["stopped"], "errors": out["errors"]}, indent=1))
     return 0
 

@@ -84,7 +84,9 @@ class StoreWriter:
         except ImportError:
             FLUSH_ROWS = 8192
         self.flush_rows = FLUSH_ROWS
-        self.name = f"al_core.catalogue.store.Store.write_embeddings (temporary store), buffered {FLUSH_ROWS} rows per write"
+        self.name = (
+            f"al_core.catalogue.store.Store.write_embeddings (temporary store), buffered {FLUSH_ROWS} rows per write"
+        )
 
         self.store = Store(os.path.join(directory, "warehouse.duckdb"))
         self.config_id = config_id

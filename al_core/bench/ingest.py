@@ -39,8 +39,15 @@ def _ids_sql(n: int) -> str:
 def _config(work: Path):
     from al_core.config import from_dict
 
-    return from_dict({"classes": list(CLASSES), "paths": {"data_dir": "data", "inbox": "data/inbox"},
-                      "store": {"lock_timeout_s": 60}}, base_dir=work, source_file=str(work / "al.yaml"))
+    return from_dict(
+        {
+            "classes": list(CLASSES),
+            "paths": {"data_dir": "data", "inbox": "data/inbox"},
+            "store": {"lock_timeout_s": 60},
+        },
+        base_dir=work,
+        source_file=str(work / "al.yaml"),
+    )
 
 
 def _vmhwm_mb() -> float:
@@ -65,15 +72,20 @@ def prepare(work: Path, n_pool: int, n_files: int, rows: int, big_rows: int) -> 
                         now()::TIMESTAMP, now()::TIMESTAMP, 0, '/pool' FROM ({_ids_sql(n_pool)})""")
     pool_s = time.perf_counter() - t
     with store.connect(read_only=True, view=False) as con:
-        ids = [r[0] for r in con.execute(f"SELECT image_id FROM ({_ids_sql(max(n_files * rows, big_rows))}) "
-                                         "ORDER BY i").fetchall()]
+        ids = [
+            r[0]
+            for r in con.execute(
+                f"SELECT image_id FROM ({_ids_sql(max(n_files * rows, big_rows))}) ORDER BY i"
+            ).fetchall()
+        ]
     burst = work / "inbox-burst"
     burst.mkdir(parents=True)
     t0 = time.time() - 3600
     for k in range(n_files):
-        part = ids[k * rows:(k + 1) * rows]
-        text = "image_id,label,annotator\n" + "".join(f"{iid},{CLASSES[(k + j) % 10]},a{k % 7}\n"
-                                                    for j, iid in enumerate(part))
+        part = ids[k * rows : (k + 1) * rows]
+        text = "image_id,label,annotator\n" + "".join(
+            f"{iid},{CLASSES[(k + j) % 10]},a{k % 7}\n" for j, iid in enumerate(part)
+        )
         p = burst / f"labels-{k:05d}.csv"
         p.write_text(text)
         os.utime(p, (t0 + k, t0 + k))
@@ -86,8 +98,11 @@ def prepare(work: Path, n_pool: int, n_files: int, rows: int, big_rows: int) -> 
             label = CLASSES[(k + jj + 1) % 10] if k < n_files else CLASSES[j % 10]
             f.write(f"{iid},{label},bulk\n")
     os.utime(big / "big.csv", (t0, t0))
-    return {"pool_insert_s": round(pool_s, 2), "burst_bytes": sum(p.stat().st_size for p in burst.iterdir()),
-            "big_bytes": (big / "big.csv").stat().st_size}
+    return {
+        "pool_insert_s": round(pool_s, 2),
+        "burst_bytes": sum(p.stat().st_size for p in burst.iterdir()),
+        "big_bytes": (big / "big.csv").stat().st_size,
+    }
 
 
 def child(work: Path, scenario: str) -> dict:
@@ -119,16 +134,21 @@ def child(work: Path, scenario: str) -> dict:
         t = time.perf_counter()
         rep = ingest_label_files(store, cfg, list_inbox(cfg.inbox, 0), round_=1, classes=CLASSES)
         stored = store.fetch("SELECT count(*) FROM labels")[0][0] - before
-        out = {"files": len(rep.files), "accepted": rep.counts.get("accepted", 0),
-               "labels_applied": sum(f.n_applied for f in rep.files), "labels_stored": stored}
+        out = {
+            "files": len(rep.files),
+            "accepted": rep.counts.get("accepted", 0),
+            "labels_applied": sum(f.n_applied for f in rep.files),
+            "labels_stored": stored,
+        }
     out["seconds"] = round(time.perf_counter() - t, 2)
     out["peak_rss_mb"] = round(_vmhwm_mb(), 1)
     return out
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="al bench ingest", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="al bench ingest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--files", type=int, default=1000, help="label files in the burst")
     ap.add_argument("--rows", type=int, default=10, help="rows per burst file")
     ap.add_argument("--big-rows", type=int, default=1_000_000, help="rows of the large file")
@@ -150,8 +170,11 @@ def main(argv: list[str]) -> int:
         res.update(prepare(work, args.pool, args.files, args.rows, args.big_rows))
         res["prepare_s"] = round(time.perf_counter() - t, 1)
         for scenario in ("sensor_burst", "ingest_burst", "sensor_big", "ingest_big"):
-            proc = subprocess.run([sys.executable, "-m", "al_core.bench.ingest", "--child", scenario,
-                                   "--workdir", str(work)], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "al_core.bench.ingest", "--child", scenario, "--workdir", str(work)],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 print(proc.stderr[-4000:], file=sys.stderr)
                 return 1
@@ -159,8 +182,11 @@ def main(argv: list[str]) -> int:
             print(f"{scenario}: {res[scenario]}", file=sys.stderr, flush=True)
         delivered = args.files * args.rows + args.big_rows  # every row a new label (the big file relabels)
         stored = res["ingest_burst"]["labels_stored"] + res["ingest_big"]["labels_stored"]
-        res.update(labels_delivered=delivered, labels_stored=stored,
-                   db_mb=round((work / "data" / "warehouse.duckdb").stat().st_size / 2**20, 1))
+        res.update(
+            labels_delivered=delivered,
+            labels_stored=stored,
+            db_mb=round((work / "data" / "warehouse.duckdb").stat().st_size / 2**20, 1),
+        )
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

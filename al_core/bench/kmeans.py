@@ -87,6 +87,7 @@ def _benchmark(n: int, dim: int, k: int, seed: int, n_refs: int, all_faiss: bool
             fk.train(x)
             d2, _ = fk.index.search(x, 1)
             return float(d2.astype(np.float64).sum()), 100
+
         return run
 
     record(f"al_core.learn.kmeans (torch, k-means++, trains on {train_size(n, k)} points)", ours)

@@ -84,12 +84,19 @@ def child(reader: str, path: str, n: int) -> dict:
     digest = hashlib.sha256()
     for r in parsed.rows:
         digest.update(f"{r.line},{r.image_id},{r.label},{r.is_skip}\n".encode())
-    return {"reader": reader, "polars_path": answers == [n] if reader == "polars" else answers == [],
-            "ok": parsed.ok, "rows": len(parsed.rows), "n_errors": parsed.n_errors,
-            "seconds": round(seconds, 3), "import_s": round(import_s, 3),
-            "cpu_s": round(ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime, 3),
-            "peak_mb": round(peak, 1), "peak_above_start_mb": round(peak - before, 1),
-            "rows_sha256": digest.hexdigest()}
+    return {
+        "reader": reader,
+        "polars_path": answers == [n] if reader == "polars" else answers == [],
+        "ok": parsed.ok,
+        "rows": len(parsed.rows),
+        "n_errors": parsed.n_errors,
+        "seconds": round(seconds, 3),
+        "import_s": round(import_s, 3),
+        "cpu_s": round(ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime, 3),
+        "peak_mb": round(peak, 1),
+        "peak_above_start_mb": round(peak - before, 1),
+        "rows_sha256": digest.hexdigest(),
+    }
 
 
 def _loadavg() -> list[float]:
@@ -98,8 +105,9 @@ def _loadavg() -> list[float]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="al bench labels_csv", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="al bench labels_csv", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the label file")
     ap.add_argument("--repeat", type=int, default=3, help="runs per reader (alternating)")
     ap.add_argument("--workdir", help="keep the file here (default: a temporary folder, removed)")
@@ -112,8 +120,12 @@ def main(argv: list[str]) -> int:
         return 0
     from al_core.labels.csv_polars import POLARS_CSV_MIN_BYTES
 
-    res: dict = {"rows": args.rows, "loadavg_start": _loadavg(), "cpus": os.cpu_count(),
-                 "polars_csv_min_bytes": POLARS_CSV_MIN_BYTES}
+    res: dict = {
+        "rows": args.rows,
+        "loadavg_start": _loadavg(),
+        "cpus": os.cpu_count(),
+        "polars_csv_min_bytes": POLARS_CSV_MIN_BYTES,
+    }
     work = Path(args.workdir or tempfile.mkdtemp(prefix="al-bench-labels-csv-"))
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"labels-{args.rows}.csv"
@@ -124,8 +136,11 @@ def main(argv: list[str]) -> int:
         res["make_s"] = round(time.perf_counter() - t, 1)
         for k in range(args.repeat):
             for reader in READERS if k % 2 == 0 else READERS[::-1]:
-                proc = subprocess.run([sys.executable, "-m", "al_core.bench.labels_csv", "--child", reader,
-                                       str(path), str(args.rows)], capture_output=True, text=True)
+                proc = subprocess.run(
+                    [sys.executable, "-m", "al_core.bench.labels_csv", "--child", reader, str(path), str(args.rows)],
+                    capture_output=True,
+                    text=True,
+                )
                 if proc.returncode != 0:
                     print(proc.stderr[-4000:], file=sys.stderr)
                     return 1
@@ -138,8 +153,10 @@ def main(argv: list[str]) -> int:
     res["loadavg_end"] = _loadavg()
     for reader in READERS:
         mine = [r for r in runs if r["reader"] == reader]
-        res[reader] = {key: statistics.median(r[key] for r in mine)
-                       for key in ("seconds", "cpu_s", "import_s", "peak_mb", "peak_above_start_mb")}
+        res[reader] = {
+            key: statistics.median(r[key] for r in mine)
+            for key in ("seconds", "cpu_s", "import_s", "peak_mb", "peak_above_start_mb")
+        }
         res[reader]["seconds_all"] = [r["seconds"] for r in mine]
     res["speedup_wall"] = round(res["reference"]["seconds"] / res["polars"]["seconds"], 2)
     res["speedup_cpu"] = round(res["reference"]["cpu_s"] / res["polars"]["cpu_s"], 2)

@@ -52,19 +52,26 @@ def _cases(a: np.ndarray, b: np.ndarray) -> dict:
         def run():
             with torch_threads(threads):
                 torch.mm(at, bt)
+
         return run
 
     def numpy_on(threads: int):
         def run():
             with threadpool_limits(threads):
                 a @ b
+
         return run
 
     def workers():
         map_blocks(lambda _, s: torch.mm(at[s : s + half], bt), [0, half])
 
-    return {"torch_1": torch_on(1), "torch_2": torch_on(2), "numpy_1": numpy_on(1), "numpy_2": numpy_on(2),
-            "torch_2_workers": workers}
+    return {
+        "torch_1": torch_on(1),
+        "torch_2": torch_on(2),
+        "numpy_1": numpy_on(1),
+        "numpy_2": numpy_on(2),
+        "torch_2_workers": workers,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {
         "command": "al bench matmul " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
-                    "torch": torch.__version__, "numpy": np.__version__},
+        "machine": {
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": os.getloadavg(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
         "shapes": [],
     }
     for m, k, n, what in SHAPES:
@@ -94,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         load = _loadavg()
         names = list(cases)
         for rep in range(args.repeats):
-            for c in (names if rep % 2 == 0 else names[::-1]):
+            for c in names if rep % 2 == 0 else names[::-1]:
                 cases[c]()  # warm
                 t0 = time.perf_counter()
                 cases[c]()
@@ -105,18 +117,24 @@ def main(argv: list[str] | None = None) -> int:
         with torch_threads(2):
             two = torch.mm(at, bt)
         sub = torch.mm(at[: m // 3], bt)
-        entry = {"shape": [m, k, n], "what": what, "load_1m_before": load,
-                 "gflops": {c: round(flop / float(np.median(v)) / 1e9, 1) for c, v in times.items()},
-                 "torch_same_bytes_1_and_2_threads": bool(torch.equal(one, two)),
-                 "torch_same_bytes_for_a_sub_block": bool(torch.equal(one[: m // 3], sub))}
+        entry = {
+            "shape": [m, k, n],
+            "what": what,
+            "load_1m_before": load,
+            "gflops": {c: round(flop / float(np.median(v)) / 1e9, 1) for c, v in times.items()},
+            "torch_same_bytes_1_and_2_threads": bool(torch.equal(one, two)),
+            "torch_same_bytes_for_a_sub_block": bool(torch.equal(one[: m // 3], sub)),
+        }
         out["shapes"].append(entry)
         print(f"{m}x{k}x{n} ({what}): {entry['gflops']} load {load}", file=sys.stderr, flush=True)
     x = rng.standard_normal((16384, 768), dtype=np.float32)
     xt = torch.from_numpy(x)
     norms: dict[str, list[float]] = {"torch_einsum": [], "numpy_einsum": [], "torch_vector_norm": []}
-    fns = {"torch_einsum": lambda: torch.einsum("ij,ij->i", xt, xt),
-           "numpy_einsum": lambda: np.einsum("ij,ij->i", x, x),
-           "torch_vector_norm": lambda: torch.linalg.vector_norm(xt, dim=1)}
+    fns = {
+        "torch_einsum": lambda: torch.einsum("ij,ij->i", xt, xt),
+        "numpy_einsum": lambda: np.einsum("ij,ij->i", x, x),
+        "torch_vector_norm": lambda: torch.linalg.vector_norm(xt, dim=1),
+    }
     with torch_threads(1):
         for _ in range(args.repeats):
             for c, f in fns.items():

@@ -63,10 +63,16 @@ def run_child(args: argparse.Namespace) -> int:
     pairs = find_near_duplicates(features, args.threshold, method=args.child, seed=args.seed)
     seconds = time.perf_counter() - t0
     np.save(args.result + ".pairs.npy", np.stack([pairs.i, pairs.j], axis=1))
-    out = {"status": "ok", "seconds": round(seconds, 2), "peak_rss_mb": round((_vm_kb("VmHWM") or 0) / 1024, 1),
-           "rss_before_mb": round(rss_before, 1),
-           "n_pairs": len(pairs), "n_cells": pairs.n_cells, "load_1m_before": round(load_before, 2),
-           "load_1m_after": round(os.getloadavg()[0], 2)}
+    out = {
+        "status": "ok",
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round((_vm_kb("VmHWM") or 0) / 1024, 1),
+        "rss_before_mb": round(rss_before, 1),
+        "n_pairs": len(pairs),
+        "n_cells": pairs.n_cells,
+        "load_1m_before": round(load_before, 2),
+        "load_1m_after": round(os.getloadavg()[0], 2),
+    }
     with open(args.result, "w") as fh:
         json.dump(out, fh)
     return 0
@@ -74,8 +80,21 @@ def run_child(args: argparse.Namespace) -> int:
 
 def _run(method: str, features: str, args, workdir: str) -> tuple[dict, np.ndarray | None]:
     result = os.path.join(workdir, f"{method}.json")
-    cmd = [sys.executable, "-m", "al_core.bench.near_duplicates", "--child", method, "--features", features,
-           "--threshold", str(args.threshold), "--seed", str(args.seed), "--result", result]
+    cmd = [
+        sys.executable,
+        "-m",
+        "al_core.bench.near_duplicates",
+        "--child",
+        method,
+        "--features",
+        features,
+        "--threshold",
+        str(args.threshold),
+        "--seed",
+        str(args.seed),
+        "--result",
+        result,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0 or not os.path.exists(result):
@@ -137,10 +156,17 @@ def _measure(args, workdir: str) -> int:
         planted = _plant(path, args.planted, args.noise, args.seed)
         n, d, source = args.n, args.dim, f"synthetic: {args.classes} clusters, {args.planted} planted pairs"
         print(f"wrote {n} x {d} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-    out = {"n": n, "dim": d, "threshold": args.threshold, "source": source, "features_mb": round(n * d * 4 / 2**20),
-           "noise": None if args.features else args.noise, "methods": {},
-           "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
-           "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    out = {
+        "n": n,
+        "dim": d,
+        "threshold": args.threshold,
+        "source": source,
+        "features_mb": round(n * d * 4 / 2**20),
+        "noise": None if args.features else args.noise,
+        "methods": {},
+        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
     found = {}
     for method in args.methods.split(","):
         r, pairs = _run(method, path, args, workdir)

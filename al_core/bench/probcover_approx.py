@@ -79,10 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--exact", action="store_true", help="also run the exact method (N^2 D work; its graph in memory)")
     ap.add_argument("--purity-rows", type=int, default=4096, help="rows of the independent purity check")
-    ap.add_argument("--graph-sample-rows", type=int, default=None,
-                    help="graph_sample_rows of the approximation (default: PROBCOVER_SAMPLE_ROWS)")
-    ap.add_argument("--purity-sample-rows", type=int, default=None,
-                    help="purity_sample_rows of the approximation (default: PURITY_SAMPLE_ROWS)")
+    ap.add_argument(
+        "--graph-sample-rows",
+        type=int,
+        default=None,
+        help="graph_sample_rows of the approximation (default: PROBCOVER_SAMPLE_ROWS)",
+    )
+    ap.add_argument(
+        "--purity-sample-rows",
+        type=int,
+        default=None,
+        help="purity_sample_rows of the approximation (default: PURITY_SAMPLE_ROWS)",
+    )
     ap.add_argument("--workdir", default=None, help="where the .npy goes (kept; reused when its shape matches)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -127,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": "al bench probcover_approx " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-        "n": args.n, "dim": args.dim, "classes": args.classes, "budget": args.budget, "labeled": args.labeled,
+        "n": args.n,
+        "dim": args.dim,
+        "classes": args.classes,
+        "budget": args.budget,
+        "labeled": args.labeled,
         **samples,
         "runs": {},
     }
@@ -143,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         info["purity_evaluated"] = [[d, round(p, 5)] for d, p in s.last_info_.get("purity_evaluated", [])]
         out["runs"][name] = {"seconds": round(secs, 1), **info, "gain_sum": float(np.sum(res.scores))}
         print(f"{name}: {secs:.1f} s, delta {info['delta']}, edges {info['edges']}", file=sys.stderr, flush=True)
-    picks["random"] = get_strategy("random").select(features, labeled, labels, args.budget, n_classes=args.classes,
-                                                    seed=args.seed).indices
+    picks["random"] = (
+        get_strategy("random")
+        .select(features, labeled, labels, args.budget, n_classes=args.classes, seed=args.seed)
+        .indices
+    )
     delta = out["runs"]["exact" if args.exact else "approximate"]["delta"]
     out["coverage_delta"] = delta
     cov = {}
@@ -155,13 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.exact:
         gain_exact = cov["exact"] - cov["random"]
         out["approx_share_of_exact_gain_over_random"] = (
-            round((cov["approximate"] - cov["random"]) / gain_exact, 4) if gain_exact > 0 else None)
+            round((cov["approximate"] - cov["random"]) / gain_exact, 4) if gain_exact > 0 else None
+        )
         out["approx_coverage_over_exact"] = round(cov["approximate"] / cov["exact"], 5)
         out["picks_in_common_with_exact"] = int(np.intersect1d(picks["approximate"], picks["exact"]).shape[0])
         out["delta_equal"] = out["runs"]["approximate"]["delta"] == out["runs"]["exact"]["delta"]
     t0 = time.perf_counter()
     out["independent_purity_at_approx_delta"] = independent_purity(
-        features, args.classes, args.seed, out["runs"]["approximate"]["delta"], args.purity_rows)
+        features, args.classes, args.seed, out["runs"]["approximate"]["delta"], args.purity_rows
+    )
     out["independent_purity_seconds"] = round(time.perf_counter() - t0, 1)
     out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
     emit(out, args.json)

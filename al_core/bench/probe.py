@@ -55,9 +55,20 @@ def clustered(n: int, dim: int, classes: int, seed: int):
     return x, ids
 
 
-def reference_fit(x, labels, n_classes: int, *, seed: int = 0, dropout: float = 0.75, lr: float = 1e-2,
-                  weight_decay: float = 1e-2, batch_size: int = 4096, max_epochs: int = 400, patience: int = 20,
-                  min_delta: float = 1e-3) -> int:
+def reference_fit(
+    x,
+    labels,
+    n_classes: int,
+    *,
+    seed: int = 0,
+    dropout: float = 0.75,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-2,
+    batch_size: int = 4096,
+    max_epochs: int = 400,
+    patience: int = 20,
+    min_delta: float = 1e-3,
+) -> int:
     """The specification's probe trained the plain torch way (module docstring), on one torch
     thread; returns the number of epochs run."""
     import math
@@ -132,9 +143,14 @@ def _child(args: argparse.Namespace) -> int:
         fit()
         warm.append(time.perf_counter() - t)
     med = float(np.median(warm)) if warm else float("nan")
-    out = {"import_seconds": round(import_s, 3), "first_fit_seconds": round(first, 3),
-           "warm_seconds": round(med, 4), "warm_all": [round(w, 4) for w in warm], "epochs": int(epochs),
-           "ms_per_epoch": round(1000 * med / epochs, 2)}
+    out = {
+        "import_seconds": round(import_s, 3),
+        "first_fit_seconds": round(first, 3),
+        "warm_seconds": round(med, 4),
+        "warm_all": [round(w, 4) for w in warm],
+        "epochs": int(epochs),
+        "ms_per_epoch": round(1000 * med / epochs, 2),
+    }
     with open(args.result, "w") as fh:
         json.dump(out, fh)
     return 0
@@ -143,8 +159,25 @@ def _child(args: argparse.Namespace) -> int:
 def _run(side: str, size: tuple[int, int, int], args: argparse.Namespace, workdir: str) -> dict:
     n, d, k = size
     result = os.path.join(workdir, f"{side}.json")
-    cmd = [sys.executable, "-m", "al_core.bench.probe", "--child", side, "--n", str(n), "--dim", str(d),
-           "--classes", str(k), "--warm", str(args.warm), "--seed", str(args.seed), "--result", result]
+    cmd = [
+        sys.executable,
+        "-m",
+        "al_core.bench.probe",
+        "--child",
+        side,
+        "--n",
+        str(n),
+        "--dim",
+        str(d),
+        "--classes",
+        str(k),
+        "--warm",
+        str(args.warm),
+        "--seed",
+        str(args.seed),
+        "--result",
+        result,
+    ]
     before = loadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -171,8 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     ap = argparse.ArgumentParser(prog="al bench probe", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="200x768x100,1000x768x100,2000x768x100,8000x768x100,1000x1280x10",
-                    help="comma list of NxDxK (labelled rows x feature dimension x classes)")
+    ap.add_argument(
+        "--sizes",
+        default="200x768x100,1000x768x100,2000x768x100,8000x768x100,1000x1280x10",
+        help="comma list of NxDxK (labelled rows x feature dimension x classes)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per side and size")
     ap.add_argument("--warm", type=int, default=3, help="fits after the first one, per process")
     ap.add_argument("--sides", default=",".join(SIDES))
@@ -207,16 +243,23 @@ def main(argv: list[str] | None = None) -> int:
                 for side in order:
                     r = _run(side, size, args, workdir)
                     entry[side].append(r)
-                    print(f"{key} {side} #{rep}: first {r.get('first_fit_seconds')} s, warm {r.get('warm_seconds')}"
-                          f" s, {r.get('epochs')} epochs, import {r.get('import_seconds')} s, load "
-                          f"{r.get('load_1m_before')}", file=sys.stderr, flush=True)
+                    print(
+                        f"{key} {side} #{rep}: first {r.get('first_fit_seconds')} s, warm {r.get('warm_seconds')}"
+                        f" s, {r.get('epochs')} epochs, import {r.get('import_seconds')} s, load "
+                        f"{r.get('load_1m_before')}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if len(sides) == 2:
+
                 def med(side: str, field: str, entry: dict = entry) -> float:
                     vals = [r[field] for r in entry[side] if r.get("status") == "ok"]
                     return float(np.median(vals)) if vals else float("nan")
 
-                entry["ratio"] = {f: round(med("reference", f) / med("al_core", f), 2)
-                                  for f in ("first_fit_seconds", "warm_seconds", "ms_per_epoch", "import_seconds")}
+                entry["ratio"] = {
+                    f: round(med("reference", f) / med("al_core", f), 2)
+                    for f in ("first_fit_seconds", "warm_seconds", "ms_per_epoch", "import_seconds")
+                }
     out["machine"]["loadavg_at_end"] = loadavg()
     emit(out, args.json)
     return 0

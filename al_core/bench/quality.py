@@ -49,15 +49,24 @@ from al_core.learn.simulate import round_seed, study_seeds
 
 def _load(path: str):
     z = np.load(path)
-    return (np.asarray(z["train_features"], np.float32), np.asarray(z["train_targets"], np.int64),
-            np.asarray(z["test_features"], np.float32), np.asarray(z["test_targets"], np.int64),
-            [str(c) for c in z["class_names"]])
+    return (
+        np.asarray(z["train_features"], np.float32),
+        np.asarray(z["train_targets"], np.int64),
+        np.asarray(z["test_features"], np.float32),
+        np.asarray(z["test_targets"], np.int64),
+        [str(c) for c in z["class_names"]],
+    )
 
 
 def _header(args, kind: str) -> dict:
-    return {"kind": kind, "features": os.path.abspath(args.features), "seeds": study_seeds(args.seeds),
-            "machine": {"host": platform.node(), "cpus": os.cpu_count(), "load_1m_at_start": os.getloadavg()[0]},
-            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "runs": {}}
+    return {
+        "kind": kind,
+        "features": os.path.abspath(args.features),
+        "seeds": study_seeds(args.seeds),
+        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "load_1m_at_start": os.getloadavg()[0]},
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "runs": {},
+    }
 
 
 def _dump(out: dict, path: str | None) -> None:
@@ -75,8 +84,11 @@ def _log(msg: str) -> None:
 
 def _summary(per_seed: list[list[float]]) -> dict:
     a = np.asarray(per_seed, dtype=np.float64)
-    return {"mean": a.mean(axis=0).round(5).tolist(), "std": a.std(axis=0).round(5).tolist(),
-            "per_seed": a.round(5).tolist()}
+    return {
+        "mean": a.mean(axis=0).round(5).tolist(),
+        "std": a.std(axis=0).round(5).tolist(),
+        "per_seed": a.round(5).tolist(),
+    }
 
 
 # ----------------------------------------------------------------------------- noise
@@ -102,30 +114,54 @@ def noise(args) -> dict:
                 top = set(q.order[:k].tolist())
                 issues = set(np.flatnonzero(q.is_issue).tolist())
                 rand = set(rng.choice(size, size=k, replace=False).tolist())
-                rows.append({"seed": seed, "k": k, "seconds": round(time.perf_counter() - t, 2),
-                             "topk_precision": len(top & flipped) / k,
-                             "issues": len(issues), "issues_precision": len(issues & flipped) / max(1, len(issues)),
-                             "issues_recall": len(issues & flipped) / k,
-                             "random_precision": len(rand & flipped) / k,
-                             "oof_accuracy_vs_true": float(np.mean(q.suggested == y[idx]))})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "k": k,
+                        "seconds": round(time.perf_counter() - t, 2),
+                        "topk_precision": len(top & flipped) / k,
+                        "issues": len(issues),
+                        "issues_precision": len(issues & flipped) / max(1, len(issues)),
+                        "issues_recall": len(issues & flipped) / k,
+                        "random_precision": len(rand & flipped) / k,
+                        "oof_accuracy_vs_true": float(np.mean(q.suggested == y[idx])),
+                    }
+                )
                 _log(f"noise {size} labels, {rate:.0%} flipped, seed {seed}: top-k {rows[-1]['topk_precision']:.3f}")
-            keys = ("topk_precision", "issues", "issues_precision", "issues_recall", "random_precision",
-                    "oof_accuracy_vs_true", "seconds")
-            out["runs"][f"{size}@{rate:g}"] = {"size": size, "rate": rate, "k": rows[0]["k"], "per_seed": rows,
-                                               **{f"mean_{c}": float(np.mean([r[c] for r in rows])) for c in keys},
-                                               **{f"std_{c}": float(np.std([r[c] for r in rows])) for c in keys}}
+            keys = (
+                "topk_precision",
+                "issues",
+                "issues_precision",
+                "issues_recall",
+                "random_precision",
+                "oof_accuracy_vs_true",
+                "seconds",
+            )
+            out["runs"][f"{size}@{rate:g}"] = {
+                "size": size,
+                "rate": rate,
+                "k": rows[0]["k"],
+                "per_seed": rows,
+                **{f"mean_{c}": float(np.mean([r[c] for r in rows])) for c in keys},
+                **{f"std_{c}": float(np.std([r[c] for r in rows])) for c in keys},
+            }
             _dump(out, args.json)
     return out
 
 
 def noise_table(out: dict) -> str:
-    lines = ["| labels | flipped | k | top-k precision = recall | cleanlab issues: flagged, precision, recall | "
-             "random flagging: precision = recall | seconds |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| labels | flipped | k | top-k precision = recall | cleanlab issues: flagged, precision, recall | "
+        "random flagging: precision = recall | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in out["runs"].values():
-        lines.append(f"| {r['size']} | {r['rate']:.0%} | {r['k']} | {r['mean_topk_precision']:.3f} ± "
-                     f"{r['std_topk_precision']:.3f} | {r['mean_issues']:.0f}, {r['mean_issues_precision']:.3f}, "
-                     f"{r['mean_issues_recall']:.3f} | {r['mean_random_precision']:.3f} (expected {r['rate']:.2f}) | "
-                     f"{r['mean_seconds']:.1f} |")
+        lines.append(
+            f"| {r['size']} | {r['rate']:.0%} | {r['k']} | {r['mean_topk_precision']:.3f} ± "
+            f"{r['std_topk_precision']:.3f} | {r['mean_issues']:.0f}, {r['mean_issues_precision']:.3f}, "
+            f"{r['mean_issues_recall']:.3f} | {r['mean_random_precision']:.3f} (expected {r['rate']:.2f}) | "
+            f"{r['mean_seconds']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -147,8 +183,9 @@ def _seed_pool(cache: dict, key, x, k_cls: int, budget: int, seed: int) -> np.nd
     if key not in cache:
         t = time.perf_counter()
         empty = np.empty(0, np.int64)
-        cache[key] = get_strategy("centroid").select(x, empty, empty, budget, n_classes=k_cls,
-                                                     seed=round_seed(seed, 0)).indices
+        cache[key] = (
+            get_strategy("centroid").select(x, empty, empty, budget, n_classes=k_cls, seed=round_seed(seed, 0)).indices
+        )
         _log(f"seed pool {key}: {time.perf_counter() - t:.0f} s")
     return cache[key]
 
@@ -177,8 +214,9 @@ def balance(args) -> dict:
                 for r in range(args.rounds):
                     rseed = round_seed(seed, r)
                     if r > 0:
-                        picks = strategy.select(x, labeled, y[labeled], k_cls, n_classes=k_cls, seed=rseed,
-                                                probe=probe).indices
+                        picks = strategy.select(
+                            x, labeled, y[labeled], k_cls, n_classes=k_cls, seed=rseed, probe=probe
+                        ).indices
                         labeled = np.concatenate([labeled, picks])
                     probe = Probe(k_cls, seed=rseed).fit(x[labeled], y[labeled])
                     pred = probe.predict(tx)
@@ -189,10 +227,16 @@ def balance(args) -> dict:
                 bacc.append(run_b)
                 acc.append(run_a)
                 minority.append(run_m)
-                out["runs"][key] = {"ratio": ratio, "class_balance": flag, "pool_size": int(len(rows)),
-                                    "labels_per_round": [k_cls * (r + 1) for r in range(args.rounds)],
-                                    "balanced_accuracy": _summary(bacc), "accuracy": _summary(acc),
-                                    "labels_of_smaller_half": _summary(minority), "seeds_done": len(bacc)}
+                out["runs"][key] = {
+                    "ratio": ratio,
+                    "class_balance": flag,
+                    "pool_size": int(len(rows)),
+                    "labels_per_round": [k_cls * (r + 1) for r in range(args.rounds)],
+                    "balanced_accuracy": _summary(bacc),
+                    "accuracy": _summary(acc),
+                    "labels_of_smaller_half": _summary(minority),
+                    "seeds_done": len(bacc),
+                }
                 _dump(out, args.json)
     return out
 
@@ -201,13 +245,17 @@ def balance_table(out: dict, rounds_shown=(1, 5, 10, 15, 20)) -> str:
     first = next(iter(out["runs"].values()))
     rounds_shown = [r for r in rounds_shown if r <= len(first["labels_per_round"])]
     head = " | ".join(f"{first['labels_per_round'][r - 1]} labels" for r in rounds_shown)
-    lines = [f"| pool | class_balance | {head} | labels of the 5 smallest classes (last round) |",
-             "| --- | --- | " + " | ".join("---" for _ in rounds_shown) + " | --- |"]
+    lines = [
+        f"| pool | class_balance | {head} | labels of the 5 smallest classes (last round) |",
+        "| --- | --- | " + " | ".join("---" for _ in rounds_shown) + " | --- |",
+    ]
     for r in out["runs"].values():
         m, s = r["balanced_accuracy"]["mean"], r["balanced_accuracy"]["std"]
         cells = " | ".join(f"{m[i - 1]:.4f} ± {s[i - 1]:.4f}" for i in rounds_shown if i <= len(m))
-        lines.append(f"| ratio {r['ratio']:g} ({r['pool_size']} images) | {'on' if r['class_balance'] else 'off'} | "
-                     f"{cells} | {r['labels_of_smaller_half']['mean'][-1]:.1f} |")
+        lines.append(
+            f"| ratio {r['ratio']:g} ({r['pool_size']} images) | {'on' if r['class_balance'] else 'off'} | "
+            f"{cells} | {r['labels_of_smaller_half']['mean'][-1]:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -225,8 +273,12 @@ def relabel(args) -> dict:
 
     x, y, tx, ty, classes = _load(args.features)
     k_cls = len(classes)
-    out = _header(args, "relabel") | {"rounds": args.rounds, "budget_per_round": k_cls, "noise": args.noise,
-                                      "relabel_max_per_image": RELABEL_MAX_PER_IMAGE}
+    out = _header(args, "relabel") | {
+        "rounds": args.rounds,
+        "budget_per_round": k_cls,
+        "noise": args.noise,
+        "relabel_max_per_image": RELABEL_MAX_PER_IMAGE,
+    }
     cache: dict = {}
     for frac in [float(f) for f in args.fractions.split(",")]:
         key = f"relabel_fraction {frac:g}"
@@ -251,23 +303,31 @@ def relabel(args) -> dict:
                         again = order[asked[order] < RELABEL_MAX_PER_IMAGE][:n_rel]
                         asked[again] += 1
                         current[again] = _answer(rng, y, again, args.noise, k_cls)
-                    new = strategy.select(x, labeled, current[labeled], k_cls - len(again), n_classes=k_cls,
-                                          seed=rseed, probe=probe).indices
+                    new = strategy.select(
+                        x, labeled, current[labeled], k_cls - len(again), n_classes=k_cls, seed=rseed, probe=probe
+                    ).indices
                     current[new] = _answer(rng, y, new, args.noise, k_cls)
                     labeled = np.concatenate([labeled, new])
                 probe = Probe(k_cls, seed=rseed).fit(x[labeled], current[labeled])
                 run_a.append(float(np.mean(probe.predict(tx) == ty)))
                 run_w.append(int(np.sum(current[labeled] != y[labeled])))
                 run_r.append(int(asked.sum()))
-            _log(f"{key}, seed {seed}: accuracy {run_a[-1]:.4f}, {run_w[-1]} wrong of {len(labeled)} labels, "
-                 f"{run_r[-1]} relabelled")
+            _log(
+                f"{key}, seed {seed}: accuracy {run_a[-1]:.4f}, {run_w[-1]} wrong of {len(labeled)} labels, "
+                f"{run_r[-1]} relabelled"
+            )
             acc.append(run_a)
             wrong.append(run_w)
             relabelled.append(run_r)
-            out["runs"][key] = {"relabel_fraction": frac, "relabel_per_round": n_rel,
-                                "answers_per_round": [k_cls * (r + 1) for r in range(args.rounds)],
-                                "accuracy": _summary(acc), "wrong_training_labels": _summary(wrong),
-                                "relabelled": _summary(relabelled), "seeds_done": len(acc)}
+            out["runs"][key] = {
+                "relabel_fraction": frac,
+                "relabel_per_round": n_rel,
+                "answers_per_round": [k_cls * (r + 1) for r in range(args.rounds)],
+                "accuracy": _summary(acc),
+                "wrong_training_labels": _summary(wrong),
+                "relabelled": _summary(relabelled),
+                "seeds_done": len(acc),
+            }
             _dump(out, args.json)
     return out
 
@@ -276,13 +336,17 @@ def relabel_table(out: dict, rounds_shown=(1, 5, 10, 15, 20)) -> str:
     first = next(iter(out["runs"].values()))
     rounds_shown = [r for r in rounds_shown if r <= len(first["answers_per_round"])]
     head = " | ".join(f"{first['answers_per_round'][r - 1]} answers" for r in rounds_shown)
-    lines = [f"| relabel_fraction | {head} | wrong training labels (last round) | images labelled again |",
-             "| --- | " + " | ".join("---" for _ in rounds_shown) + " | --- | --- |"]
+    lines = [
+        f"| relabel_fraction | {head} | wrong training labels (last round) | images labelled again |",
+        "| --- | " + " | ".join("---" for _ in rounds_shown) + " | --- | --- |",
+    ]
     for r in out["runs"].values():
         m, s = r["accuracy"]["mean"], r["accuracy"]["std"]
         cells = " | ".join(f"{m[i - 1]:.4f} ± {s[i - 1]:.4f}" for i in rounds_shown if i <= len(m))
-        lines.append(f"| {r['relabel_fraction']:g} | {cells} | {r['wrong_training_labels']['mean'][-1]:.1f} | "
-                     f"{r['relabelled']['mean'][-1]:.1f} |")
+        lines.append(
+            f"| {r['relabel_fraction']:g} | {cells} | {r['wrong_training_labels']['mean'][-1]:.1f} | "
+            f"{r['relabelled']['mean'][-1]:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -310,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             print(KINDS[out["kind"]][1](out) + "\n")
         return 0
     if not os.path.exists(args.features):
-        print(f"al bench quality: no features file {args.features} (al bench cifar_features writes it)",
-              file=sys.stderr)
+        print(
+            f"al bench quality: no features file {args.features} (al bench cifar_features writes it)", file=sys.stderr
+        )
         return 2
     run, table = KINDS[args.kind]
     out = run(args)

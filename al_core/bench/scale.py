@@ -1,21 +1,21 @@
 """`al bench scale select|embed ...`: how far one machine goes, and the plan beyond it.
 
-    al bench scale select --n 1000000 --dim 768 --json OUT
-        N synthetic vectors (K clustered classes) written through the store as
-        sharded part files (16 parts per 131,072-row write, as workers write
-        them) and as one .npy in the same row order; a probe trained on 1,000
-        labels; then, each in a fresh child process (time and VmHWM of that
-        process alone): dropquery and margin (al_core.learn.strategies.get_strategy)
-        on the matrix read from the .npy, from the sharded store
-        (Store.load_embeddings), on a sub-sampled pool (some shards only:
-        al_core.bench._scale_select.load_shards), and sharded candidate generation with
-        one global diversity step (al_core.bench._scale_select.sharded_*). Agreement of
-        each against the full selection is computed at the end.
+al bench scale select --n 1000000 --dim 768 --json OUT
+    N synthetic vectors (K clustered classes) written through the store as
+    sharded part files (16 parts per 131,072-row write, as workers write
+    them) and as one .npy in the same row order; a probe trained on 1,000
+    labels; then, each in a fresh child process (time and VmHWM of that
+    process alone): dropquery and margin (al_core.learn.strategies.get_strategy)
+    on the matrix read from the .npy, from the sharded store
+    (Store.load_embeddings), on a sub-sampled pool (some shards only:
+    al_core.bench._scale_select.load_shards), and sharded candidate generation with
+    one global diversity step (al_core.bench._scale_select.sharded_*). Agreement of
+    each against the full selection is computed at the end.
 
-    al bench scale embed --images 2000 --image-size 128 --workers 1 2 --json OUT
-        embed_shards_dask_job with 1 and with 2 Dask workers on 127.0.0.1 (same
-        images, one run each); runs al_assets.tools.bench_scale in a child process
-        (it drives Dagster, which al_core never imports).
+al bench scale embed --images 2000 --image-size 128 --workers 1 2 --json OUT
+    embed_shards_dask_job with 1 and with 2 Dask workers on 127.0.0.1 (same
+    images, one run each); runs al_assets.tools.bench_scale in a child process
+    (it drives Dagster, which al_core never imports).
 """
 
 import argparse
@@ -124,8 +124,9 @@ def _child(args: dict) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def make_data(work: Path, n: int, d: int, k: int, n_labels: int, seed: int, spread: float, modes: int = 8,
-              mode_scale: float = 0.5) -> dict:
+def make_data(
+    work: Path, n: int, d: int, k: int, n_labels: int, seed: int, spread: float, modes: int = 8, mode_scale: float = 0.5
+) -> dict:
     """The sharded store and the .npy (same rows, ascending image id), labels, and the probe.
 
     Each of the k classes is a mixture of ``modes`` Gaussian modes (centre: the class
@@ -142,8 +143,9 @@ def make_data(work: Path, n: int, d: int, k: int, n_labels: int, seed: int, spre
     rank[order] = np.arange(n)
     np.save(work / "ids.npy", ids[order].astype("U64"))  # fixed-width strings: no pickle
     centers = rng.standard_normal((k, d)).astype(np.float32) * spread
-    mode_centers = (np.repeat(centers, modes, axis=0)
-                    + rng.standard_normal((k * modes, d)).astype(np.float32) * mode_scale)
+    mode_centers = (
+        np.repeat(centers, modes, axis=0) + rng.standard_normal((k * modes, d)).astype(np.float32) * mode_scale
+    )
     mode = rng.integers(0, k * modes, n)
     y = mode // modes
     y_sorted = np.empty(n, dtype=np.int64)
@@ -167,9 +169,12 @@ def make_data(work: Path, n: int, d: int, k: int, n_labels: int, seed: int, spre
     np.save(work / "labels.npy", y_sorted[labeled])
     np.save(work / "y.npy", y_sorted)
     n_parts = store.fetch("SELECT count(*) FROM embedding_parts")[0][0]
-    return {"seconds": time.perf_counter() - t0, "parts": int(n_parts),
-            "store_bytes": sum(p.stat().st_size for p in store.vectors_dir.rglob("*.parquet")),
-            "npy_bytes": (work / "x.npy").stat().st_size}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "parts": int(n_parts),
+        "store_bytes": sum(p.stat().st_size for p in store.vectors_dir.rglob("*.parquet")),
+        "npy_bytes": (work / "x.npy").stat().st_size,
+    }
 
 
 def _coverage(z_cand: np.ndarray, z_sel: np.ndarray) -> tuple[float, float]:
@@ -188,8 +193,8 @@ def agreement(work: Path, budget: int, sub_fraction: float, seed: int) -> dict:
 
     x = np.load(work / "x.npy", mmap_mode="r")
     probe = Probe.load(work / "probe.safetensors")
-    sel = {p.stem[len("sel-"):]: np.load(p) for p in work.glob("sel-*.npy")}
-    cand = {p.stem[len("cand-"):]: np.load(p) for p in work.glob("cand-*.npy")}
+    sel = {p.stem[len("sel-") :]: np.load(p) for p in work.glob("sel-*.npy")}
+    cand = {p.stem[len("cand-") :]: np.load(p) for p in work.glob("cand-*.npy")}
     out: dict = {}
     y = np.load(work / "y.npy")
     rows = np.sort(np.random.default_rng(seed + 7).choice(len(y), min(20000, len(y)), replace=False))
@@ -209,11 +214,13 @@ def agreement(work: Path, budget: int, sub_fraction: float, seed: int) -> dict:
     for name in ("subsample-margin", "sharded-margin"):
         if name in sel:
             pct = np.searchsorted(pool_m, margins[sel[name]], side="left") / len(pool_m) * 100
-            m[name] = {"overlap_with_full": overlap(sel[name], full),
-                       "expected_overlap_if_uniform": sub_fraction if name.startswith("sub") else 1.0,
-                       "pick_rank_percentile_median": float(np.median(pct)),
-                       "pick_rank_percentile_max": float(pct.max()),
-                       "mean_margin": float(margins[sel[name]].mean())}
+            m[name] = {
+                "overlap_with_full": overlap(sel[name], full),
+                "expected_overlap_if_uniform": sub_fraction if name.startswith("sub") else 1.0,
+                "pick_rank_percentile_median": float(np.median(pct)),
+                "pick_rank_percentile_max": float(pct.max()),
+                "mean_margin": float(margins[sel[name]].mean()),
+            }
     m["full_pick_rank_percentile_max"] = float((np.searchsorted(pool_m, margins[full]) / len(pool_m) * 100).max())
     m["full_mean_margin"] = float(margins[full].mean())
     out["margin"] = m
@@ -234,11 +241,16 @@ def agreement(work: Path, budget: int, sub_fraction: float, seed: int) -> dict:
     rand = np.sort(rng.choice(c_full, budget, replace=False))
     cov_rand = _coverage(z, zs(rand))
     ids_sorted = np.load(work / "ids.npy")
-    d = {"store_equals_npy": bool(np.array_equal(np.sort(sel["store-dropquery"]), np.sort(full))),
-         "n_candidates_full": int(len(c_full)),
-         "coverage_full": {"mean": cov_full[0], "max": cov_full[1]},
-         "coverage_random_candidates": {"mean": cov_rand[0], "max": cov_rand[1],
-                                        "ratio_mean": cov_rand[0] / cov_full[0]}}
+    d = {
+        "store_equals_npy": bool(np.array_equal(np.sort(sel["store-dropquery"]), np.sort(full))),
+        "n_candidates_full": int(len(c_full)),
+        "coverage_full": {"mean": cov_full[0], "max": cov_full[1]},
+        "coverage_random_candidates": {
+            "mean": cov_rand[0],
+            "max": cov_rand[1],
+            "ratio_mean": cov_rand[0] / cov_full[0],
+        },
+    }
     for name in ("npy-dropquery-seed1", "subsample-dropquery", "sharded-dropquery"):
         if name not in sel:
             continue
@@ -250,14 +262,18 @@ def agreement(work: Path, budget: int, sub_fraction: float, seed: int) -> dict:
             ref = c_full
         inter = len(set(c.tolist()) & set(ref.tolist()))
         cov = _coverage(z, zs(sel[name]))
-        d[name] = {"n_candidates": int(len(c)), "n_full_candidates_in_its_pool": int(len(ref)),
-                   "candidate_jaccard": inter / len(set(c.tolist()) | set(ref.tolist())),
-                   "candidate_recall": inter / max(1, len(ref)),
-                   "overlap_with_full": overlap(sel[name], full),
-                   "coverage": {"mean": cov[0], "max": cov[1]},
-                   "coverage_ratio_mean": cov[0] / cov_full[0], "coverage_ratio_max": cov[1] / cov_full[1],
-                   # share of the diversity step's gain over B random candidates that is kept
-                   "diversity_gain_kept": (cov_rand[0] - cov[0]) / (cov_rand[0] - cov_full[0])}
+        d[name] = {
+            "n_candidates": int(len(c)),
+            "n_full_candidates_in_its_pool": int(len(ref)),
+            "candidate_jaccard": inter / len(set(c.tolist()) | set(ref.tolist())),
+            "candidate_recall": inter / max(1, len(ref)),
+            "overlap_with_full": overlap(sel[name], full),
+            "coverage": {"mean": cov[0], "max": cov[1]},
+            "coverage_ratio_mean": cov[0] / cov_full[0],
+            "coverage_ratio_max": cov[1] / cov_full[1],
+            # share of the diversity step's gain over B random candidates that is kept
+            "diversity_gain_kept": (cov_rand[0] - cov[0]) / (cov_rand[0] - cov_full[0]),
+        }
     out["dropquery"] = d
     return out
 
@@ -288,14 +304,25 @@ def select_main(argv: list[str]) -> int:
 
     sub = [s for s in args.sub_shards.split(",") if s]
     sub_fraction = len(sub) / 16**SHARD_HEX_DIGITS
-    result = {"n": args.n, "dim": args.dim, "classes": args.classes, "labels": args.labels, "budget": args.budget,
-              "spread": args.spread, "modes": args.modes, "mode_scale": args.mode_scale,
-              "sub_shards": sub, "sub_fraction": sub_fraction, "cpus": os.cpu_count(),
-              "loadavg_start": os.getloadavg()}
+    result = {
+        "n": args.n,
+        "dim": args.dim,
+        "classes": args.classes,
+        "labels": args.labels,
+        "budget": args.budget,
+        "spread": args.spread,
+        "modes": args.modes,
+        "mode_scale": args.mode_scale,
+        "sub_shards": sub,
+        "sub_fraction": sub_fraction,
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+    }
     try:
         if not (work / "probe.safetensors").exists():
-            result["data"] = make_data(work, args.n, args.dim, args.classes, args.labels, args.seed, args.spread,
-                                       args.modes, args.mode_scale)
+            result["data"] = make_data(
+                work, args.n, args.dim, args.classes, args.labels, args.seed, args.spread, args.modes, args.mode_scale
+            )
             print(json.dumps({"data": result["data"]}), file=sys.stderr, flush=True)
         runs = []
         for mode in ("npy", "store", "npy-mmap", "subsample", "sharded"):
@@ -303,14 +330,35 @@ def select_main(argv: list[str]) -> int:
                 name = f"{mode}-{strategy}"
                 if name in args.skip.split(",") or mode in args.skip.split(","):
                     continue
-                r = _child({"mode": mode, "strategy": strategy, "dir": str(work), "config": CONFIG,
-                            "budget": args.budget, "k": args.classes, "seed": args.seed, "shards": sub})
+                r = _child(
+                    {
+                        "mode": mode,
+                        "strategy": strategy,
+                        "dir": str(work),
+                        "config": CONFIG,
+                        "budget": args.budget,
+                        "k": args.classes,
+                        "seed": args.seed,
+                        "shards": sub,
+                    }
+                )
                 runs.append(r)
                 print(json.dumps(r), file=sys.stderr, flush=True)
         if "seed" not in args.skip.split(","):
             # the noise floor: the full dropquery with another seed (other dropout masks, k-means start)
-            r = _child({"mode": "npy", "strategy": "dropquery", "dir": str(work), "config": CONFIG, "suffix": "-seed1",
-                        "budget": args.budget, "k": args.classes, "seed": args.seed + 1, "shards": sub})
+            r = _child(
+                {
+                    "mode": "npy",
+                    "strategy": "dropquery",
+                    "dir": str(work),
+                    "config": CONFIG,
+                    "suffix": "-seed1",
+                    "budget": args.budget,
+                    "k": args.classes,
+                    "seed": args.seed + 1,
+                    "shards": sub,
+                }
+            )
             runs.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
         result["runs"] = runs

@@ -49,8 +49,21 @@ HARD_CENTRE_SCALE = 0.15
 DATA_SETS = {"easy": 1.0, "hard": HARD_CENTRE_SCALE}
 
 # Strategies with a goal first, so that a stopped run keeps those.
-ORDER = ("dropquery", "margin", "entropy", "least_confidence", "coreset", "badge", "typiclust",
-         "random", "centroid", "bald", "power_bald", "alfa_mix", "probcover")
+ORDER = (
+    "dropquery",
+    "margin",
+    "entropy",
+    "least_confidence",
+    "coreset",
+    "badge",
+    "typiclust",
+    "random",
+    "centroid",
+    "bald",
+    "power_bald",
+    "alfa_mix",
+    "probcover",
+)
 
 
 def _vm_kb(field: str, pid: int | str = "self") -> int | None:
@@ -64,8 +77,9 @@ def _vm_kb(field: str, pid: int | str = "self") -> int | None:
     return None
 
 
-def write_features(path: str, n: int, dim: int, classes: int, seed: int, chunk: int = 100_000,
-                   centre_scale: float = 1.0) -> np.ndarray:
+def write_features(
+    path: str, n: int, dim: int, classes: int, seed: int, chunk: int = 100_000, centre_scale: float = 1.0
+) -> np.ndarray:
     """Write N x D float32 clustered features to ``path`` (.npy); return the cluster id of each row.
 
     Cluster centres are standard normal times ``centre_scale``; each cluster's spread is
@@ -105,12 +119,14 @@ def run_child(args: argparse.Namespace) -> int:
     before = _floors.measure(features, n_cols)
     with _floors.record_kmeans() as kmeans_calls:
         t0 = time.perf_counter()
-        res = strategy.select(features, labeled, labels, args.budget, n_classes=args.classes, seed=args.seed,
-                              probe=probe)
+        res = strategy.select(
+            features, labeled, labels, args.budget, n_classes=args.classes, seed=args.seed, probe=probe
+        )
         out["seconds"] = round(time.perf_counter() - t0, 3)
     after = _floors.measure(features, n_cols)
-    sizes = _floors.Sizes(int(features.shape[0]), int(features.shape[1]), args.classes, args.budget,
-                          int(labeled.shape[0]))
+    sizes = _floors.Sizes(
+        int(features.shape[0]), int(features.shape[1]), args.classes, args.budget, int(labeled.shape[0])
+    )
     work = _floors.dense_work(args.child, sizes, kmeans_calls)
     out.update(_floors.floor(work, before, after))
     out["seconds_per_floor"] = round(out["seconds"] / out["floor_seconds"], 2) if out.get("floor_seconds") else None
@@ -125,9 +141,25 @@ def run_child(args: argparse.Namespace) -> int:
 
 def run_one(name: str, features: str, meta: str, args: argparse.Namespace, workdir: str) -> dict:
     result = os.path.join(workdir, f"{name}.json")
-    cmd = [sys.executable, "-m", "al_core.bench.select", "--child", name, "--features", features, "--meta", meta,
-           "--classes", str(args.classes), "--budget", str(args.budget), "--seed", str(args.seed),
-           "--result", result]
+    cmd = [
+        sys.executable,
+        "-m",
+        "al_core.bench.select",
+        "--child",
+        name,
+        "--features",
+        features,
+        "--meta",
+        meta,
+        "--classes",
+        str(args.classes),
+        "--budget",
+        str(args.budget),
+        "--seed",
+        str(args.seed),
+        "--result",
+        result,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     polled_kb = 0
@@ -142,11 +174,20 @@ def run_one(name: str, features: str, meta: str, args: argparse.Namespace, workd
     output = proc.communicate()[0] or ""
     wall = time.perf_counter() - t0
     if status == "timeout":
-        return {"status": "timeout", "seconds": None, "timeout_s": args.timeout,
-                "peak_rss_mb_at_stop": round(polled_kb / 1024, 1), "wall_seconds": round(wall, 1)}
+        return {
+            "status": "timeout",
+            "seconds": None,
+            "timeout_s": args.timeout,
+            "peak_rss_mb_at_stop": round(polled_kb / 1024, 1),
+            "wall_seconds": round(wall, 1),
+        }
     if proc.returncode != 0 or not os.path.exists(result):
-        return {"status": "error", "returncode": proc.returncode, "output_tail": output[-2000:],
-                "peak_rss_mb_polled": round(polled_kb / 1024, 1)}
+        return {
+            "status": "error",
+            "returncode": proc.returncode,
+            "output_tail": output[-2000:],
+            "peak_rss_mb_polled": round(polled_kb / 1024, 1),
+        }
     with open(result) as fh:
         out = json.load(fh)
     out["wall_seconds"] = round(wall, 1)
@@ -207,8 +248,13 @@ def main(argv: list[str] | None = None) -> int:
             "command": "al bench select " + " ".join(argv if argv is not None else sys.argv[1:]),
             "date": _dt.datetime.now().isoformat(timespec="seconds"),
             "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-            "n": args.n, "dim": args.dim, "classes": args.classes, "budget": args.budget,
-            "labeled": args.labeled, "seed": args.seed, "timeout_s": args.timeout,
+            "n": args.n,
+            "dim": args.dim,
+            "classes": args.classes,
+            "budget": args.budget,
+            "labeled": args.labeled,
+            "seed": args.seed,
+            "timeout_s": args.timeout,
             "feature_matrix_mb": round(matrix_mb, 1),
             "memory_goal_mb": round(2 * matrix_mb + 1024, 1),
             "data": {d: {"centre_scale": DATA_SETS[d]} for d in data_sets},
@@ -238,10 +284,13 @@ def main(argv: list[str] | None = None) -> int:
                 r = run_one(name, features, meta, args, workdir)
                 r["load_avg_1m"] = round(os.getloadavg()[0], 2)
                 results[name] = r
-                print(f"{data} {name}: {r.get('status')} {r.get('seconds')} s, floor {r.get('floor_seconds')} s "
-                      f"(x{r.get('seconds_per_floor')}), peak "
-                      f"{r.get('peak_rss_mb', r.get('peak_rss_mb_at_stop'))} MB, load {r['load_avg_1m']}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{data} {name}: {r.get('status')} {r.get('seconds')} s, floor {r.get('floor_seconds')} s "
+                    f"(x{r.get('seconds_per_floor')}), peak "
+                    f"{r.get('peak_rss_mb', r.get('peak_rss_mb_at_stop'))} MB, load {r['load_avg_1m']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 dump()
             os.remove(features)
         out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")

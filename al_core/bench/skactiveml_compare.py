@@ -131,20 +131,41 @@ def _run(side: str, name: str, data: str, args: argparse.Namespace, workdir: str
     result = os.path.join(workdir, f"{side}-{name}.json")
     if os.path.exists(result):
         os.remove(result)
-    cmd = [sys.executable, "-m", "al_core.bench.skactiveml_compare", "--child-side", side, "--child-name", name,
-           "--data", data, "--budget", str(args.budget), "--seed", str(args.seed), "--result", result]
+    cmd = [
+        sys.executable,
+        "-m",
+        "al_core.bench.skactiveml_compare",
+        "--child-side",
+        side,
+        "--child-name",
+        name,
+        "--data",
+        data,
+        "--budget",
+        str(args.budget),
+        "--seed",
+        str(args.seed),
+        "--result",
+        result,
+    ]
     load = _loadavg()
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
-                              preexec_fn=_limit_memory(args.memory_limit_gb))
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=args.timeout, preexec_fn=_limit_memory(args.memory_limit_gb)
+        )
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "seconds": None, "timeout_s": args.timeout, "load_1m_before": load}
     tail = (proc.stdout + proc.stderr)[-1500:]
     if proc.returncode != 0 or not os.path.exists(result):
         oom = "MemoryError" in tail or "Unable to allocate" in tail or "std::bad_alloc" in tail
-        return {"status": "out_of_memory" if oom else "error", "returncode": proc.returncode, "output_tail": tail,
-                "load_1m_before": load, "memory_limit_gb": args.memory_limit_gb}
+        return {
+            "status": "out_of_memory" if oom else "error",
+            "returncode": proc.returncode,
+            "output_tail": tail,
+            "load_1m_before": load,
+            "memory_limit_gb": args.memory_limit_gb,
+        }
     with open(result) as fh:
         out = json.load(fh)
     out.update(status="ok", wall_seconds=round(time.perf_counter() - t0, 1), load_1m_before=load)
@@ -215,9 +236,16 @@ def main(argv: list[str] | None = None) -> int:
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "skactiveml_version": skactiveml.__version__,
-        "data": described, "n": int(x.shape[0]), "dim": int(x.shape[1]), "classes": k,
-        "labeled": sizes, "budget": args.budget, "seed": args.seed, "repeats": args.repeats,
-        "memory_limit_gb": args.memory_limit_gb, "pairs": {},
+        "data": described,
+        "n": int(x.shape[0]),
+        "dim": int(x.shape[1]),
+        "classes": k,
+        "labeled": sizes,
+        "budget": args.budget,
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "memory_limit_gb": args.memory_limit_gb,
+        "pairs": {},
     }
 
     def dump() -> None:
@@ -234,16 +262,22 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             runs: dict[str, list[dict]] = {s: [] for s in SIDES}
             for rep in range(args.repeats):
-                for side in (SIDES if rep % 2 == 0 else SIDES[::-1]):
+                for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
                     r = _run(side, name, data, args, args.workdir)
                     runs[side].append(r)
-                    print(f"{name}@{n_lab} {side} #{rep}: {r.get('status')} {r.get('seconds')} s "
-                          f"(import {r.get('import_seconds')} s), load {r['load_1m_before']}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"{name}@{n_lab} {side} #{rep}: {r.get('status')} {r.get('seconds')} s "
+                        f"(import {r.get('import_seconds')} s), load {r['load_1m_before']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             ours, theirs = _median(runs["al_core"], "seconds"), _median(runs["skactiveml"], "seconds")
             out["pairs"][f"{name}@{n_lab}"] = {
-                "strategy": name, "labeled": n_lab, "skactiveml_class": PAIRS[name],
-                "al_core_seconds": ours, "skactiveml_seconds": theirs,
+                "strategy": name,
+                "labeled": n_lab,
+                "skactiveml_class": PAIRS[name],
+                "al_core_seconds": ours,
+                "skactiveml_seconds": theirs,
                 "ratio": round(theirs / ours, 2) if ours and theirs else None,
                 "al_core_import_seconds": _median(runs["al_core"], "import_seconds"),
                 "skactiveml_import_seconds": _median(runs["skactiveml"], "import_seconds"),
@@ -255,8 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     out["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
     out["machine"]["loadavg_at_end"] = os.getloadavg()
     dump()
-    print(json.dumps({k2: {f: v[f] for f in ("al_core_seconds", "skactiveml_seconds", "ratio", "statuses")}
-                      for k2, v in out["pairs"].items()}, indent=1))
+    print(
+        json.dumps(
+            {
+                k2: {f: v[f] for f in ("al_core_seconds", "skactiveml_seconds", "ratio", "statuses")}
+                for k2, v in out["pairs"].items()
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -43,8 +43,9 @@ print(json.dumps({"times": times, "peak_rss_mb": hwm / 1024, "shape": shape}))
 
 
 def _child(kind: str, db: str, npy: str, reps: int) -> dict:
-    r = subprocess.run([sys.executable, "-c", _CHILD, kind, db, npy, str(reps)], capture_output=True, text=True,
-                       check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", _CHILD, kind, db, npy, str(reps)], capture_output=True, text=True, check=False
+    )
     if r.returncode != 0:
         raise RuntimeError(r.stderr)
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -66,8 +67,7 @@ def main(argv: list[str]) -> int:
         db = os.path.join(work, "warehouse.duckdb")
         npy = os.path.join(work, "vectors.npy")
         for old in (db, db + ".wal", os.path.join(work, "vectors")):  # a re-run starts from an empty store
-            shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else (
-                os.path.exists(old) and os.remove(old))
+            shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else (os.path.exists(old) and os.remove(old))
         store = Store(db)
         store.register_embedding_config("bench", {"backbone": "synthetic", "dim": args.dim})
         rng = np.random.default_rng(0)
@@ -92,11 +92,16 @@ def main(argv: list[str]) -> int:
         nf = _child("npy", db, npy, 3)
         array_mb = args.n * args.dim * 4 / 2**20
         res = {
-            "n": args.n, "dim": args.dim, "array_mb": round(array_mb, 1),
+            "n": args.n,
+            "dim": args.dim,
+            "array_mb": round(array_mb, 1),
             "store_write_s": round(write_s, 2),
-            "store_load_s": round(float(np.median(st["times"])), 3), "store_load_times": [round(x, 3) for x in st["times"]],
-            "npy_load_s": round(float(np.median(nf["times"])), 3), "npy_load_times": [round(x, 3) for x in nf["times"]],
-            "peak_rss_mb": round(st["peak_rss_mb"], 1), "npy_peak_rss_mb": round(nf["peak_rss_mb"], 1),
+            "store_load_s": round(float(np.median(st["times"])), 3),
+            "store_load_times": [round(x, 3) for x in st["times"]],
+            "npy_load_s": round(float(np.median(nf["times"])), 3),
+            "npy_load_times": [round(x, 3) for x in nf["times"]],
+            "peak_rss_mb": round(st["peak_rss_mb"], 1),
+            "npy_peak_rss_mb": round(nf["peak_rss_mb"], 1),
         }
         res["ratio_store_to_npy"] = round(res["store_load_s"] / res["npy_load_s"], 2)
         res["peak_rss_to_array"] = round(res["peak_rss_mb"] / array_mb, 2)

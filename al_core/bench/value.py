@@ -68,9 +68,12 @@ def read_doc_table(path: str) -> dict:
         pairs = [_CELL.match(c) for c in cells[2:-1]]
         if not all(pairs):
             continue
-        out[cells[0]] = {"seeds": [int(s) for s in cells[1].split(",")], "n": sizes,
-                         "mean": [float(m.group(1)) / 100 for m in pairs],
-                         "std": [float(m.group(2)) / 100 for m in pairs]}
+        out[cells[0]] = {
+            "seeds": [int(s) for s in cells[1].split(",")],
+            "n": sizes,
+            "mean": [float(m.group(1)) / 100 for m in pairs],
+            "std": [float(m.group(2)) / 100 for m in pairs],
+        }
     if not out:
         raise SystemExit(f"{path}: no learning-curve table found under '## Learning curves on CIFAR-10'")
     return out
@@ -90,17 +93,33 @@ def backtest_curve(n, y, sigma, fits, project_round) -> list[dict]:
             continue
         pred = float(fit.predict(target_n))
         lo, hi = (float(v[0]) for v in fit.band(target_n))
-        rows.append({"fitted_rounds": k, "status": "fitted", "a": fit.a, "b": fit.b, "c": fit.c,
-                     "projected": pred, "low": lo, "high": hi, "measured": float(measured),
-                     "error": pred - float(measured), "covered": bool(lo <= measured <= hi)})
+        rows.append(
+            {
+                "fitted_rounds": k,
+                "status": "fitted",
+                "a": fit.a,
+                "b": fit.b,
+                "c": fit.c,
+                "projected": pred,
+                "low": lo,
+                "high": hi,
+                "measured": float(measured),
+                "error": pred - float(measured),
+                "covered": bool(lo <= measured <= hi),
+            }
+        )
     return rows
 
 
 def backtest(args) -> dict:
     from al_core.value.intervals import wilson_interval
 
-    out = {"command": "al bench value backtest " + " ".join(args.argv), "fits": args.fits,
-           "project_round": args.project, "runs": {}}
+    out = {
+        "command": "al bench value backtest " + " ".join(args.argv),
+        "fits": args.fits,
+        "project_round": args.project,
+        "runs": {},
+    }
     if args.from_json:
         data = _load(args.from_json)
         for key, entry in data["runs"].items():
@@ -116,7 +135,7 @@ def backtest(args) -> dict:
     table = read_doc_table(args.doc)
     for key, c in table.items():
         m, sd, k = np.asarray(c["mean"]), np.asarray(c["std"]), len(c["seeds"])
-        sigma = np.sqrt(sd ** 2 / k + m * (1 - m) / args.n_test)
+        sigma = np.sqrt(sd**2 / k + m * (1 - m) / args.n_test)
         out["runs"][key] = {"seeds": c["seeds"], "rows": backtest_curve(c["n"], m, sigma, args.fits, args.project)}
     out["source"] = args.doc
     out["sigma"] = "sqrt(std^2 / seeds + p (1 - p) / n_test) per point"
@@ -135,12 +154,19 @@ def stop(args) -> dict:
     yt = np.asarray(data["test_targets"], dtype=np.int64)
     n_classes = int(len(data["class_names"])) if "class_names" in data.files else int(y.max() + 1)
     runs = [tuple(reversed(r.split("@"))) if "@" in r else ("centroid", r) for r in args.runs.split(",")]
-    out = {"command": "al bench value stop " + " ".join(args.argv),
-           "started": _dt.datetime.now().isoformat(timespec="seconds"),
-           "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-           "features": args.features, "n_pool": int(x.shape[0]), "n_test": int(xt.shape[0]),
-           "stop_set_size": STOP_SET_SIZE, "thresholds": args.thresholds, "window": args.window,
-           "n_labeled": [n_classes * (r + 1) for r in range(args.rounds)], "runs": {}}
+    out = {
+        "command": "al bench value stop " + " ".join(args.argv),
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
+        "features": args.features,
+        "n_pool": int(x.shape[0]),
+        "n_test": int(xt.shape[0]),
+        "stop_set_size": STOP_SET_SIZE,
+        "thresholds": args.thresholds,
+        "window": args.window,
+        "n_labeled": [n_classes * (r + 1) for r in range(args.rounds)],
+        "runs": {},
+    }
     if args.json and os.path.exists(args.json) and args.resume:
         out["runs"] = _load(args.json).get("runs", {})
     seed_strats = {name: cached_seed_strategy(name) for name in {r[0] for r in runs}}
@@ -155,21 +181,41 @@ def stop(args) -> dict:
             stop_idx = np.sort(rng.choice(x.shape[0], size=STOP_SET_SIZE, replace=False))
             preds: list[np.ndarray] = []
             t0 = time.perf_counter()
-            res = run_simulation(x, y, xt, yt, n_classes=n_classes, seed_strategy=seed_strats[seed_name],
-                                 query_strategy=query, budget_per_round=n_classes, rounds=args.rounds - 1, seed=seed,
-                                 on_probe=lambda r, probe, lab, p=preds, i=stop_idx: p.append(probe.predict(x[i])))
+            res = run_simulation(
+                x,
+                y,
+                xt,
+                yt,
+                n_classes=n_classes,
+                seed_strategy=seed_strats[seed_name],
+                query_strategy=query,
+                budget_per_round=n_classes,
+                rounds=args.rounds - 1,
+                seed=seed,
+                on_probe=lambda r, probe, lab, p=preds, i=stop_idx: p.append(probe.predict(x[i])),
+            )
             kappas = [None] + [kappa(a, b) for a, b in zip(preds[:-1], preds[1:], strict=True)]
             acc = [float(a) for a in res.accuracy]
             fired = {}
             for t in args.thresholds:
                 i = first_firing(kappas, t, args.window)
-                fired[str(t)] = None if i is None else {"round": i + 1, "labels": out["n_labeled"][i],
-                                                        "accuracy": acc[i], "last_accuracy": acc[-1]}
-            entry["per_seed"][str(seed)] = {"accuracy": [round(a, 5) for a in acc],
-                                            "kappa": [None if k is None else round(k, 5) for k in kappas],
-                                            "fired": fired, "seconds": round(time.perf_counter() - t0, 1)}
-            print(f"{key} seed {seed}: last acc {acc[-1]:.4f}, kappa {kappas[-1]:.4f}, fired {fired} "
-                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+                fired[str(t)] = (
+                    None
+                    if i is None
+                    else {"round": i + 1, "labels": out["n_labeled"][i], "accuracy": acc[i], "last_accuracy": acc[-1]}
+                )
+            entry["per_seed"][str(seed)] = {
+                "accuracy": [round(a, 5) for a in acc],
+                "kappa": [None if k is None else round(k, 5) for k in kappas],
+                "fired": fired,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            print(
+                f"{key} seed {seed}: last acc {acc[-1]:.4f}, kappa {kappas[-1]:.4f}, fired {fired} "
+                f"({time.perf_counter() - t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
             out["updated"] = _dt.datetime.now().isoformat(timespec="seconds")
             if args.json:
                 tmp = args.json + ".tmp"
@@ -189,9 +235,11 @@ def table(paths: list[str], backtest_path: str | None, thresholds: list[float] |
     for path in paths:
         data = _load(path)
         ts = thresholds or data["thresholds"]
-        lines.append("| query @ seed pool | seeds | kappa at rounds 5 / 10 / 15 / 20 (/ 50 / 100) (mean) | "
-                     + " | ".join(f"fires (kappa >= {t:g} x {data['window']}): round, accuracy vs the last round"
-                                  for t in ts) + " |")
+        lines.append(
+            "| query @ seed pool | seeds | kappa at rounds 5 / 10 / 15 / 20 (/ 50 / 100) (mean) | "
+            + " | ".join(f"fires (kappa >= {t:g} x {data['window']}): round, accuracy vs the last round" for t in ts)
+            + " |"
+        )
         lines.append("| --- | --- | --- | " + " | ".join("---" for _ in ts) + " |")
         for key, e in data["runs"].items():
             per = e["per_seed"]
@@ -202,8 +250,11 @@ def table(paths: list[str], backtest_path: str | None, thresholds: list[float] |
                 f = []
                 for r in per.values():
                     i = first_firing(r["kappa"], t, data["window"])
-                    f.append(None if i is None else {"round": i + 1, "accuracy": r["accuracy"][i],
-                                                     "last_accuracy": r["accuracy"][-1]})
+                    f.append(
+                        None
+                        if i is None
+                        else {"round": i + 1, "accuracy": r["accuracy"][i], "last_accuracy": r["accuracy"][-1]}
+                    )
                 done = [v for v in f if v is not None]
                 if not done:
                     cells.append(f"never in {ks.shape[1]} rounds (0 of {len(f)} seeds)")
@@ -217,24 +268,34 @@ def table(paths: list[str], backtest_path: str | None, thresholds: list[float] |
         bt = _load(backtest_path)
         fits = bt["fits"]
         if any(e.get("rows") for e in bt["runs"].values()):
-            lines.append("| query @ seed pool | measured at round 20 | "
-                         + " | ".join(f"fitted on {k} rounds: projected (95 % band), error" for k in fits) + " |")
+            lines.append(
+                "| query @ seed pool | measured at round 20 | "
+                + " | ".join(f"fitted on {k} rounds: projected (95 % band), error" for k in fits)
+                + " |"
+            )
             lines.append("| --- | ---: | " + " | ".join("---" for _ in fits) + " |")
         for key, e in bt["runs"].items():
             rows = {r["fitted_rounds"]: r for r in e.get("rows", [])}
             if not rows:
                 continue
             measured = next((r["measured"] for r in rows.values() if r["status"] == "fitted"), None)
-            cells = [rows[k]["status"] if rows[k]["status"] != "fitted" else
-                     f"{100 * rows[k]['projected']:.1f} ({100 * rows[k]['low']:.1f} – {100 * rows[k]['high']:.1f}"
-                     f"{'' if rows[k]['covered'] else ', misses'}), {100 * rows[k]['error']:+.1f}" for k in fits]
-            lines.append(f"| {key} | {'–' if measured is None else format(100 * measured, '.1f')} | "
-                         + " | ".join(cells) + " |")
+            cells = [
+                rows[k]["status"]
+                if rows[k]["status"] != "fitted"
+                else f"{100 * rows[k]['projected']:.1f} ({100 * rows[k]['low']:.1f} – {100 * rows[k]['high']:.1f}"
+                f"{'' if rows[k]['covered'] else ', misses'}), {100 * rows[k]['error']:+.1f}"
+                for k in fits
+            ]
+            lines.append(
+                f"| {key} | {'–' if measured is None else format(100 * measured, '.1f')} | " + " | ".join(cells) + " |"
+            )
         if any(e.get("per_seed") for e in bt["runs"].values()):
             if lines and lines[-1]:
                 lines.append("")
-            lines.append("| query @ seed pool (per seed) | fitted on rounds | projected round 20 (mean) | "
-                         "measured (mean) | error, mean ± sd (points) | band covers the measured |")
+            lines.append(
+                "| query @ seed pool (per seed) | fitted on rounds | projected round 20 (mean) | "
+                "measured (mean) | error, mean ± sd (points) | band covers the measured |"
+            )
             lines.append("| --- | ---: | ---: | ---: | ---: | --- |")
         for key, e in bt["runs"].items():
             per = e.get("per_seed", {})
@@ -245,21 +306,40 @@ def table(paths: list[str], backtest_path: str | None, thresholds: list[float] |
                     lines.append(f"| {key} | {k} | {rows[0]['status']} | | | |")
                     continue
                 err = np.array([100 * r["error"] for r in fitted])
-                lines.append(f"| {key} ({len(fitted)} seeds) | {k} | "
-                             f"{np.mean([100 * r['projected'] for r in fitted]):.1f} | "
-                             f"{np.mean([100 * r['measured'] for r in fitted]):.1f} | "
-                             f"{err.mean():+.1f} ± {err.std():.1f} | "
-                             f"{sum(r['covered'] for r in fitted)} of {len(fitted)} |")
-        errs = {k: [abs(r["error"]) for e in bt["runs"].values()
-                    for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
-                    if r["status"] == "fitted" and r["fitted_rounds"] == k] for k in bt["fits"]}
-        cover = {k: [r["covered"] for e in bt["runs"].values()
-                     for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
-                     if r["status"] == "fitted" and r["fitted_rounds"] == k] for k in bt["fits"]}
+                lines.append(
+                    f"| {key} ({len(fitted)} seeds) | {k} | "
+                    f"{np.mean([100 * r['projected'] for r in fitted]):.1f} | "
+                    f"{np.mean([100 * r['measured'] for r in fitted]):.1f} | "
+                    f"{err.mean():+.1f} ± {err.std():.1f} | "
+                    f"{sum(r['covered'] for r in fitted)} of {len(fitted)} |"
+                )
+        errs = {
+            k: [
+                abs(r["error"])
+                for e in bt["runs"].values()
+                for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
+                if r["status"] == "fitted" and r["fitted_rounds"] == k
+            ]
+            for k in bt["fits"]
+        }
+        cover = {
+            k: [
+                r["covered"]
+                for e in bt["runs"].values()
+                for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
+                if r["status"] == "fitted" and r["fitted_rounds"] == k
+            ]
+            for k in bt["fits"]
+        }
         lines.append("")
-        lines.append("Mean absolute error (points): " + ", ".join(
-            f"fitted on {k} rounds {100 * np.mean(v):.2f} (band covers {sum(cover[k])} of {len(cover[k])})"
-            for k, v in errs.items() if v))
+        lines.append(
+            "Mean absolute error (points): "
+            + ", ".join(
+                f"fitted on {k} rounds {100 * np.mean(v):.2f} (band covers {sum(cover[k])} of {len(cover[k])})"
+                for k, v in errs.items()
+                if v
+            )
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -56,7 +56,9 @@ def committed_parts(con, config_id: str) -> list[PartRow]:
     """The committed parts of a config, by shard then part id (the order of the rows they hold)."""
     rows = con.execute(
         "SELECT part_id, config_id, shard, rel_path, n_rows, dim, sha256, bytes FROM embedding_parts "
-        "WHERE config_id = ? ORDER BY shard, part_id", [config_id]).fetchall()
+        "WHERE config_id = ? ORDER BY shard, part_id",
+        [config_id],
+    ).fetchall()
     return [PartRow(p, c, s, r, int(n), int(d), h, int(b)) for p, c, s, r, n, d, h, b in rows]
 
 
@@ -64,7 +66,8 @@ def all_parts(con) -> list[PartRow]:
     """Every committed part of every config, by config, shard and part id (what ``al verify`` checks)."""
     rows = con.execute(
         "SELECT part_id, config_id, shard, rel_path, n_rows, dim, sha256, bytes FROM embedding_parts "
-        "ORDER BY config_id, shard, part_id").fetchall()
+        "ORDER BY config_id, shard, part_id"
+    ).fetchall()
     return [PartRow(p, c, s, r, int(n), int(d), h, int(b)) for p, c, s, r, n, d, h, b in rows]
 
 
@@ -84,8 +87,9 @@ def committed_part_ids(con, config_id: str | None = None) -> set[str]:
     """Ids of the committed parts (of one config, or of all)."""
     if config_id is None:
         return {r[0] for r in con.execute("SELECT part_id FROM embedding_parts").fetchall()}
-    return {r[0] for r in con.execute("SELECT part_id FROM embedding_parts WHERE config_id = ?",
-                                      [config_id]).fetchall()}
+    return {
+        r[0] for r in con.execute("SELECT part_id FROM embedding_parts WHERE config_id = ?", [config_id]).fetchall()
+    }
 
 
 def committed_rel_paths(con) -> set[str]:
@@ -95,8 +99,9 @@ def committed_rel_paths(con) -> set[str]:
 
 def embedded_ids(con, config_id: str) -> set[str]:
     """Ids of the images that have a committed vector for the config."""
-    return {r[0] for r in con.execute("SELECT image_id FROM embedding_index WHERE config_id = ?",
-                                      [config_id]).fetchall()}
+    return {
+        r[0] for r in con.execute("SELECT image_id FROM embedding_index WHERE config_id = ?", [config_id]).fetchall()
+    }
 
 
 def count_vectors(con, config_id: str) -> int:
@@ -113,25 +118,47 @@ def insert_parts(con, records: Sequence[dict], run_id: str | None, created_at) -
         """INSERT INTO embedding_parts
                (part_id, config_id, shard, rel_path, n_rows, dim, sha256, bytes, run_id, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [[p["part_id"], p["config_id"], p["shard"], p["rel_path"], p["n_rows"], p["dim"], p["sha256"], p["bytes"],
-          run_id, created_at] for p in records])
-    index = pa.table({
-        "config_id": pa.array([p["config_id"] for p in records for _ in range(p["n_rows"])], pa.string()),
-        "image_id": pa.array([i for p in records for i in p["image_ids"]], pa.string()),
-        "part_id": pa.array([p["part_id"] for p in records for _ in range(p["n_rows"])], pa.string()),
-    })
+        [
+            [
+                p["part_id"],
+                p["config_id"],
+                p["shard"],
+                p["rel_path"],
+                p["n_rows"],
+                p["dim"],
+                p["sha256"],
+                p["bytes"],
+                run_id,
+                created_at,
+            ]
+            for p in records
+        ],
+    )
+    index = pa.table(
+        {
+            "config_id": pa.array([p["config_id"] for p in records for _ in range(p["n_rows"])], pa.string()),
+            "image_id": pa.array([i for p in records for i in p["image_ids"]], pa.string()),
+            "part_id": pa.array([p["part_id"] for p in records for _ in range(p["n_rows"])], pa.string()),
+        }
+    )
     con.register("_index_rows", index)
     try:
-        con.execute("INSERT INTO embedding_index (config_id, image_id, part_id) "
-                    "SELECT config_id, image_id, part_id FROM _index_rows")
+        con.execute(
+            "INSERT INTO embedding_index (config_id, image_id, part_id) "
+            "SELECT config_id, image_id, part_id FROM _index_rows"
+        )
     finally:
         con.unregister("_index_rows")
 
 
 def parts_signature(con, config_id: str) -> tuple:
     """(number of parts, rows over all parts, highest part id) of a config: it changes whenever a part is committed."""
-    return tuple(con.execute("SELECT count(*), coalesce(sum(n_rows), 0), max(part_id) FROM embedding_parts "
-                             "WHERE config_id = ?", [config_id]).fetchone())
+    return tuple(
+        con.execute(
+            "SELECT count(*), coalesce(sum(n_rows), 0), max(part_id) FROM embedding_parts WHERE config_id = ?",
+            [config_id],
+        ).fetchone()
+    )
 
 
 def coverage_gaps(con, source: str, config_id: str) -> tuple[int, int]:
@@ -143,7 +170,8 @@ def coverage_gaps(con, source: str, config_id: str) -> tuple[int, int]:
            SELECT (SELECT count(*) FROM ok WHERE image_id NOT IN (SELECT image_id FROM idx)
                                         AND image_id NOT IN (SELECT image_id FROM failed)),
                   (SELECT count(*) - count(DISTINCT image_id) FROM idx)""",
-        [source, config_id, config_id]).fetchone()
+        [source, config_id, config_id],
+    ).fetchone()
     return int(missing), int(dup)
 
 
@@ -154,12 +182,17 @@ def indexed_pairs(con, config_ids: Sequence[str], image_ids: Sequence[str]) -> s
     """
     import pyarrow as pa
 
-    con.register("_candidates", pa.table({"config_id": pa.array(list(config_ids), pa.string()),
-                                          "image_id": pa.array(list(image_ids), pa.string())}))
+    con.register(
+        "_candidates",
+        pa.table(
+            {"config_id": pa.array(list(config_ids), pa.string()), "image_id": pa.array(list(image_ids), pa.string())}
+        ),
+    )
     try:
         rows = con.execute(
             "SELECT c.config_id, c.image_id FROM _candidates c JOIN embedding_index e "
-            "ON e.config_id = c.config_id AND e.image_id = c.image_id").fetchall()
+            "ON e.config_id = c.config_id AND e.image_id = c.image_id"
+        ).fetchall()
     finally:
         con.unregister("_candidates")
     return {(c, i) for c, i in rows}
@@ -170,23 +203,47 @@ def insert_failures(con, config_id: str, failures: Iterable[tuple[str, str | Non
     """One ``embedding_failures`` row per (image_id, path, error)."""
     rows = [[config_id, image_id, path, error, failed_at] for image_id, path, error in failures]
     if rows:
-        con.executemany("INSERT INTO embedding_failures (config_id, image_id, path, error, failed_at) "
-                        "VALUES (?, ?, ?, ?, ?)", rows)
+        con.executemany(
+            "INSERT INTO embedding_failures (config_id, image_id, path, error, failed_at) VALUES (?, ?, ?, ?, ?)", rows
+        )
 
 
-def insert_run(con, *, run_id: str, config_id: str, started_at, finished_at, n_images: int, n_failed: int,
-               images_per_s: float, device: str | None, library_versions: dict) -> None:
+def insert_run(
+    con,
+    *,
+    run_id: str,
+    config_id: str,
+    started_at,
+    finished_at,
+    n_images: int,
+    n_failed: int,
+    images_per_s: float,
+    device: str | None,
+    library_versions: dict,
+) -> None:
     con.execute(
         """INSERT INTO embedding_runs (run_id, config_id, started_at, finished_at, n_images, n_failed,
                                        images_per_s, device, library_versions)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [run_id, config_id, started_at, finished_at, n_images, n_failed, images_per_s, device,
-         json.dumps(library_versions, sort_keys=True)])
+        [
+            run_id,
+            config_id,
+            started_at,
+            finished_at,
+            n_images,
+            n_failed,
+            images_per_s,
+            device,
+            json.dumps(library_versions, sort_keys=True),
+        ],
+    )
 
 
 # ---------------------------------------------------------------------------- the embeddings view
-EMPTY_VIEW = ("SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS config_id, NULL::VARCHAR AS shard, "
-              "NULL::BIGINT AS dim, NULL::BLOB AS vector WHERE false")
+EMPTY_VIEW = (
+    "SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS config_id, NULL::VARCHAR AS shard, "
+    "NULL::BIGINT AS dim, NULL::BLOB AS vector WHERE false"
+)
 
 
 def _quote(text: str) -> str:
@@ -195,12 +252,15 @@ def _quote(text: str) -> str:
 
 def _failing_view(message: str) -> str:
     """A view body with the view's columns that raises ``message`` whenever it is read."""
-    return ("SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS config_id, NULL::VARCHAR AS shard, "
-            f"NULL::BIGINT AS dim, NULL::BLOB AS vector FROM range(1) WHERE error({_quote(message)}) IS NULL")
+    return (
+        "SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS config_id, NULL::VARCHAR AS shard, "
+        f"NULL::BIGINT AS dim, NULL::BLOB AS vector FROM range(1) WHERE error({_quote(message)}) IS NULL"
+    )
 
 
-def create_view(con, uri_of: Callable[[str], str], *, temp: bool = False,
-                footer_problem: Callable[[str], str | None] | None = None) -> None:
+def create_view(
+    con, uri_of: Callable[[str], str], *, temp: bool = False, footer_problem: Callable[[str], str | None] | None = None
+) -> None:
     """(Re-)create the ``embeddings`` view (image_id, config_id, shard, dim, vector) over the committed parts.
 
     ``uri_of`` turns a part's relative path into what DuckDB opens (an absolute
@@ -217,9 +277,11 @@ def create_view(con, uri_of: Callable[[str], str], *, temp: bool = False,
     from al_core.catalogue.errors import PartDamaged
     from al_core.catalogue.schema import table_names
 
-    parts = con.execute(
-        "SELECT config_id, rel_path FROM embedding_parts ORDER BY config_id, shard, part_id"
-    ).fetchall() if "embedding_parts" in table_names(con) else []
+    parts = (
+        con.execute("SELECT config_id, rel_path FROM embedding_parts ORDER BY config_id, shard, part_id").fetchall()
+        if "embedding_parts" in table_names(con)
+        else []
+    )
     by_config: dict[str, list[str]] = {}
     first: dict[str, str] = {}
     for config_id, rel in parts:
@@ -233,7 +295,8 @@ def create_view(con, uri_of: Callable[[str], str], *, temp: bool = False,
             continue
         selects.append(
             f"SELECT image_id, {_quote(config_id)} AS config_id, left(image_id, {SHARD_HEX_DIGITS}) AS shard, "
-            f"octet_length(vector) // 4 AS dim, vector FROM read_parquet([{', '.join(_quote(p) for p in paths)}])")
+            f"octet_length(vector) // 4 AS dim, vector FROM read_parquet([{', '.join(_quote(p) for p in paths)}])"
+        )
     body = " UNION ALL ".join(selects) or EMPTY_VIEW
     create = f"CREATE OR REPLACE {'TEMP VIEW' if temp else 'VIEW'} embeddings AS "
     try:

@@ -23,8 +23,10 @@ class PartDamaged(StoreError):
     """
 
     def __init__(self, path: str, reason: str, rel_path: str | None = None):
-        super().__init__(f"vector part {path} is damaged ({reason}): run `{REPAIR_COMMAND}` to drop it, "
-                         "then `al ingest` embeds its images again")
+        super().__init__(
+            f"vector part {path} is damaged ({reason}): run `{REPAIR_COMMAND}` to drop it, "
+            "then `al ingest` embeds its images again"
+        )
         self.path, self.reason, self.rel_path = path, reason, rel_path
 
 

@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 # the columns of one scanned path, as record_paths takes them
-PATH_COLUMNS = ("path", "image_id", "size_bytes", "mtime_ns", "status", "error", "width", "height", "format",
-                "fs_path")
+PATH_COLUMNS = ("path", "image_id", "size_bytes", "mtime_ns", "status", "error", "width", "height", "format", "fs_path")
 SCAN_COUNTS = ("n_files", "n_new", "n_changed", "n_unchanged", "n_missing", "n_corrupt", "n_ok", "seconds")
 
 
@@ -45,23 +44,28 @@ def ok_image_files(con, source: str | None = None) -> list[tuple[str, str, str, 
     """(image_id, stored path, the path that opens its file, its source) for every image with an ok path (of
     ``source``, or of all), by image_id: the path with the smallest stored name; for a name that is not UTF-8
     the opening path is ``os.fsdecode`` of its bytes (``fs_path``)."""
-    sql = ("SELECT image_id, min(path), arg_min(fs_path, path), arg_min(source, path) FROM image_paths "
-           "WHERE status = 'ok'")
+    sql = (
+        "SELECT image_id, min(path), arg_min(fs_path, path), arg_min(source, path) FROM image_paths WHERE status = 'ok'"
+    )
     params: list = []
     if source:
         sql += " AND source = ?"
         params.append(os.path.abspath(source))
     sql += " GROUP BY image_id ORDER BY image_id"
-    return [(iid, path, os.fsdecode(bytes(raw)) if raw is not None else path, src)
-            for iid, path, raw, src in con.execute(sql, params).fetchall()]
+    return [
+        (iid, path, os.fsdecode(bytes(raw)) if raw is not None else path, src)
+        for iid, path, raw, src in con.execute(sql, params).fetchall()
+    ]
 
 
 def mark_changed(con, paths: Sequence[str], error: str) -> None:
     """Paths whose bytes no longer match their image id (found while embedding): status 'corrupt' with
     ``error`` (which starts with a retried error, so the next scan hashes them again)."""
     if paths:
-        con.execute("UPDATE image_paths SET status = 'corrupt', error = ? WHERE path IN (SELECT unnest(?))",
-                    [error, list(paths)])
+        con.execute(
+            "UPDATE image_paths SET status = 'corrupt', error = ? WHERE path IN (SELECT unnest(?))",
+            [error, list(paths)],
+        )
 
 
 def ground_truth_classes(con) -> tuple[str, ...]:
@@ -72,10 +76,16 @@ def ground_truth_classes(con) -> tuple[str, ...]:
 def ok_path_of(con, image_ids=None) -> dict[str, str]:
     """image_id -> its first readable path (min over 'ok' paths); of ``image_ids`` only, when given."""
     if image_ids is None:
-        return dict(con.execute(
-            "SELECT image_id, min(path) FROM image_paths WHERE status = 'ok' GROUP BY 1").fetchall())
-    return dict(con.execute("SELECT image_id, min(path) FROM image_paths WHERE status = 'ok' "
-                            "AND image_id IN (SELECT unnest(?)) GROUP BY 1", [list(image_ids)]).fetchall())
+        return dict(
+            con.execute("SELECT image_id, min(path) FROM image_paths WHERE status = 'ok' GROUP BY 1").fetchall()
+        )
+    return dict(
+        con.execute(
+            "SELECT image_id, min(path) FROM image_paths WHERE status = 'ok' "
+            "AND image_id IN (SELECT unnest(?)) GROUP BY 1",
+            [list(image_ids)],
+        ).fetchall()
+    )
 
 
 def known_images_with_ground_truth(con) -> list[tuple[str, str | None]]:
@@ -88,22 +98,28 @@ def known_images_with_ground_truth(con) -> list[tuple[str, str | None]]:
 
 def ground_truth_of(con, image_ids) -> dict[str, str]:
     """image_id -> a ground-truth class, for those of ``image_ids`` that have one."""
-    return dict(con.execute("SELECT image_id, any_value(class_name) FROM ground_truth "
-                            "WHERE image_id IN (SELECT unnest(?)) GROUP BY 1", [list(image_ids)]).fetchall())
+    return dict(
+        con.execute(
+            "SELECT image_id, any_value(class_name) FROM ground_truth WHERE image_id IN (SELECT unnest(?)) GROUP BY 1",
+            [list(image_ids)],
+        ).fetchall()
+    )
 
 
 def path_status_counts(con, source: str) -> dict[str, int]:
     """status -> number of paths of ``source`` (an image root or manifest)."""
-    rows = con.execute("SELECT status, count(*) FROM image_paths WHERE source = ? GROUP BY status ORDER BY status",
-                       [source]).fetchall()
+    rows = con.execute(
+        "SELECT status, count(*) FROM image_paths WHERE source = ? GROUP BY status ORDER BY status", [source]
+    ).fetchall()
     return {s: int(n) for s, n in rows}
 
 
 # ---------------------------------------------------------------------------- one scan
 def known_paths(con, source: str) -> dict[str, KnownPath]:
     """Every path an earlier scan of ``source`` recorded."""
-    rows = con.execute("SELECT path, size_bytes, mtime_ns, image_id, status, error FROM image_paths "
-                       "WHERE source = ?", [source]).fetchall()
+    rows = con.execute(
+        "SELECT path, size_bytes, mtime_ns, image_id, status, error FROM image_paths WHERE source = ?", [source]
+    ).fetchall()
     return {r[0]: KnownPath(*r[1:]) for r in rows}
 
 
@@ -112,8 +128,10 @@ def next_scan_id(con) -> int:
 
 
 def start_scan(con, scan_id: int, source: str, source_kind: str, started_at) -> None:
-    con.execute("INSERT INTO scans (scan_id, source, source_kind, started_at) VALUES (?, ?, ?, ?)",
-                [scan_id, source, source_kind, started_at])
+    con.execute(
+        "INSERT INTO scans (scan_id, source, source_kind, started_at) VALUES (?, ?, ?, ?)",
+        [scan_id, source, source_kind, started_at],
+    )
 
 
 def record_paths(con, columns: Mapping[str, Sequence], *, seen_at, scan_id: int, source: str) -> None:
@@ -121,8 +139,13 @@ def record_paths(con, columns: Mapping[str, Sequence], *, seen_at, scan_id: int,
     the images first seen (their ok paths) to ``images``."""
     import pyarrow as pa
 
-    types = {"size_bytes": pa.int64(), "mtime_ns": pa.int64(), "width": pa.int32(), "height": pa.int32(),
-             "fs_path": pa.binary()}
+    types = {
+        "size_bytes": pa.int64(),
+        "mtime_ns": pa.int64(),
+        "width": pa.int32(),
+        "height": pa.int32(),
+        "fs_path": pa.binary(),
+    }
     table = pa.table({c: pa.array(list(columns[c]), types.get(c, pa.string())) for c in PATH_COLUMNS})
     con.register("_scanned", table)
     try:
@@ -130,7 +153,9 @@ def record_paths(con, columns: Mapping[str, Sequence], *, seen_at, scan_id: int,
             """INSERT INTO images (image_id, size_bytes, width, height, format, first_seen, first_scan_id)
                SELECT image_id, any_value(size_bytes), any_value(width), any_value(height), any_value(format), ?, ?
                FROM _scanned WHERE status = 'ok' GROUP BY image_id
-               ON CONFLICT DO NOTHING""", [seen_at, scan_id])
+               ON CONFLICT DO NOTHING""",
+            [seen_at, scan_id],
+        )
         con.execute(
             """INSERT INTO image_paths (path, image_id, size_bytes, mtime_ns, status, error, first_seen, last_seen,
                                         last_scan_id, source, fs_path)
@@ -139,7 +164,9 @@ def record_paths(con, columns: Mapping[str, Sequence], *, seen_at, scan_id: int,
                  mtime_ns = excluded.mtime_ns, status = excluded.status, error = excluded.error,
                  fs_path = excluded.fs_path,
                  last_seen = excluded.last_seen, last_scan_id = excluded.last_scan_id,
-                 source = excluded.source""", [seen_at, seen_at, scan_id, source])
+                 source = excluded.source""",
+            [seen_at, seen_at, scan_id, source],
+        )
     finally:
         con.unregister("_scanned")
 
@@ -150,8 +177,10 @@ def touch_paths(con, paths: Sequence[str], *, seen_at, scan_id: int) -> None:
 
     con.register("_same", pa.table({"path": pa.array(list(paths), pa.string())}))
     try:
-        con.execute("UPDATE image_paths SET last_seen = ?, last_scan_id = ? FROM _same "
-                    "WHERE image_paths.path = _same.path", [seen_at, scan_id])
+        con.execute(
+            "UPDATE image_paths SET last_seen = ?, last_scan_id = ? FROM _same WHERE image_paths.path = _same.path",
+            [seen_at, scan_id],
+        )
     finally:
         con.unregister("_same")
 
@@ -162,8 +191,11 @@ def mark_missing(con, paths: Sequence[str], *, scan_id: int) -> None:
 
     con.register("_gone", pa.table({"path": pa.array(list(paths), pa.string())}))
     try:
-        con.execute("UPDATE image_paths SET status = 'missing', error = 'not found at scan ' || ?, "
-                    "last_scan_id = ? FROM _gone WHERE image_paths.path = _gone.path", [str(scan_id), scan_id])
+        con.execute(
+            "UPDATE image_paths SET status = 'missing', error = 'not found at scan ' || ?, "
+            "last_scan_id = ? FROM _gone WHERE image_paths.path = _gone.path",
+            [str(scan_id), scan_id],
+        )
     finally:
         con.unregister("_gone")
 
@@ -172,14 +204,23 @@ def upsert_ground_truth(con, rows: Sequence[tuple[str, str, str]], source_kind: 
     """(image_id, path, class_name) rows from folder names or a manifest column (``source_kind``)."""
     import pyarrow as pa
 
-    con.register("_truth", pa.table({
-        "image_id": pa.array([r[0] for r in rows], pa.string()), "path": pa.array([r[1] for r in rows], pa.string()),
-        "class_name": pa.array([r[2] for r in rows], pa.string())}))
+    con.register(
+        "_truth",
+        pa.table(
+            {
+                "image_id": pa.array([r[0] for r in rows], pa.string()),
+                "path": pa.array([r[1] for r in rows], pa.string()),
+                "class_name": pa.array([r[2] for r in rows], pa.string()),
+            }
+        ),
+    )
     try:
         con.execute(
             """INSERT INTO ground_truth (image_id, path, class_name, source)
                SELECT image_id, path, class_name, ? FROM _truth
-               ON CONFLICT (image_id, path) DO UPDATE SET class_name = excluded.class_name""", [source_kind])
+               ON CONFLICT (image_id, path) DO UPDATE SET class_name = excluded.class_name""",
+            [source_kind],
+        )
     finally:
         con.unregister("_truth")
 
@@ -188,7 +229,9 @@ def source_counts(con, source: str) -> tuple[int, int, int]:
     """(ok paths, corrupt paths, distinct ok images) of a scanned source."""
     n_ok, n_corrupt, n_images = con.execute(
         "SELECT count(*) FILTER (status = 'ok'), count(*) FILTER (status = 'corrupt'), "
-        "count(DISTINCT image_id) FILTER (status = 'ok') FROM image_paths WHERE source = ?", [source]).fetchone()
+        "count(DISTINCT image_id) FILTER (status = 'ok') FROM image_paths WHERE source = ?",
+        [source],
+    ).fetchone()
     return int(n_ok), int(n_corrupt), int(n_images)
 
 
@@ -196,4 +239,5 @@ def finish_scan(con, scan_id: int, finished_at, counts: Mapping[str, float]) -> 
     """Close a scan's row with its counts (SCAN_COUNTS)."""
     con.execute(
         f"UPDATE scans SET finished_at = ?, {', '.join(f'{c} = ?' for c in SCAN_COUNTS)} WHERE scan_id = ?",
-        [finished_at, *(counts[c] for c in SCAN_COUNTS), scan_id])
+        [finished_at, *(counts[c] for c in SCAN_COUNTS), scan_id],
+    )

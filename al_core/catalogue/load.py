@@ -86,8 +86,7 @@ def _read_ids(loc: VectorsLocation, parts: Sequence[E.PartRow]) -> list[np.ndarr
             except FileNotFoundError:
                 raise PartDamaged(loc.uri(p.rel_path), "the file is missing", p.rel_path) from None
             if size != p.n_bytes:
-                raise PartDamaged(loc.uri(p.rel_path), f"{size} bytes, the catalogue recorded {p.n_bytes}",
-                                  p.rel_path)
+                raise PartDamaged(loc.uri(p.rel_path), f"{size} bytes, the catalogue recorded {p.n_bytes}", p.rel_path)
         ids = read_part_ids(loc, p.rel_path)
         if len(ids) != p.n_rows:
             raise PartDamaged(loc.uri(p.rel_path), f"{len(ids)} rows, the catalogue recorded {p.n_rows}", p.rel_path)
@@ -97,8 +96,9 @@ def _read_ids(loc: VectorsLocation, parts: Sequence[E.PartRow]) -> list[np.ndarr
         return list(pool.map(read, parts))
 
 
-def _row_positions(parts: Sequence[E.PartRow], offsets: np.ndarray,
-                   part_ids: list[np.ndarray]) -> tuple[np.ndarray, list]:
+def _row_positions(
+    parts: Sequence[E.PartRow], offsets: np.ndarray, part_ids: list[np.ndarray]
+) -> tuple[np.ndarray, list]:
     """(sorted ids of all rows, per part: its first row (int) or one row per vector (index array))."""
     ids = np.empty(int(offsets[-1]), dtype=object)
     rows: list = [int(offsets[i]) for i in range(len(parts))]
@@ -108,16 +108,16 @@ def _row_positions(parts: Sequence[E.PartRow], offsets: np.ndarray,
     for members in by_shard.values():
         start = int(offsets[members[0]])
         if len(members) == 1:
-            ids[start:start + parts[members[0]].n_rows] = part_ids[members[0]]
+            ids[start : start + parts[members[0]].n_rows] = part_ids[members[0]]
             continue
         merged = np.concatenate([part_ids[i] for i in members])
         order = np.argsort(merged.astype(str), kind="stable")
-        ids[start:start + len(merged)] = merged[order]
+        ids[start : start + len(merged)] = merged[order]
         position = np.empty(len(merged), dtype=np.int64)
         position[order] = np.arange(start, start + len(merged))
         k = 0
         for i in members:
-            rows[i] = position[k:k + parts[i].n_rows]
+            rows[i] = position[k : k + parts[i].n_rows]
             k += parts[i].n_rows
     return ids, rows
 

@@ -68,7 +68,7 @@ def part_rel(config_id: str, shard: str, part_id: str) -> str:
 
 def part_id_of(rel: str) -> str:
     """The part id in a part's (or its manifest's) relative path."""
-    return rel.rsplit("/", 1)[-1].split(".", 1)[0][len("part-"):]
+    return rel.rsplit("/", 1)[-1].split(".", 1)[0][len("part-") :]
 
 
 def manifest_rel(rel: str) -> str:
@@ -108,13 +108,18 @@ def _write_parquet(table, where) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(
-        table, where, compression="none", use_dictionary=False, write_statistics=False,
-        row_group_size=PART_ROW_GROUP, data_page_version="2.0", data_page_size=DATA_PAGE_BYTES,
+        table,
+        where,
+        compression="none",
+        use_dictionary=False,
+        write_statistics=False,
+        row_group_size=PART_ROW_GROUP,
+        data_page_version="2.0",
+        data_page_size=DATA_PAGE_BYTES,
     )
 
 
-def write_part(loc: VectorsLocation, config_id: str, shard: str, image_ids: Sequence[str],
-               vectors: np.ndarray) -> dict:
+def write_part(loc: VectorsLocation, config_id: str, shard: str, image_ids: Sequence[str], vectors: np.ndarray) -> dict:
     """Write one part file (any process may); returns its catalogue record.
 
     Local folders: pyarrow writes to a name from ``al_core.files.atomic.atomic_path``
@@ -146,8 +151,15 @@ def write_part(loc: VectorsLocation, config_id: str, shard: str, image_ids: Sequ
         digest, size = hashlib.sha256(data).hexdigest(), len(data)
         loc.put_bytes(rel, data)
     return {
-        "part_id": part_id, "config_id": config_id, "shard": shard, "rel_path": rel,
-        "n_rows": int(n), "dim": int(d), "sha256": digest, "bytes": int(size), "image_ids": ids_sorted,
+        "part_id": part_id,
+        "config_id": config_id,
+        "shard": shard,
+        "rel_path": rel,
+        "n_rows": int(n),
+        "dim": int(d),
+        "sha256": digest,
+        "bytes": int(size),
+        "image_ids": ids_sorted,
     }
 
 
@@ -164,8 +176,9 @@ def reading(loc: VectorsLocation, rel: str) -> Iterator[None]:
     except FileNotFoundError:
         raise PartDamaged(loc.uri(rel), "the file is missing", rel) from None
     except (pa.ArrowException, OSError, StoreError) as e:
-        raise PartDamaged(loc.uri(rel), f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                          rel) from None
+        raise PartDamaged(
+            loc.uri(rel), f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", rel
+        ) from None
 
 
 def read_part_ids(loc: VectorsLocation, rel: str) -> np.ndarray:
@@ -186,12 +199,13 @@ def _copy_vectors(column, out: np.ndarray, rows, rel: str) -> int:
         m = len(chunk)
         if chunk.type.byte_width != d * 4:
             raise StoreError(f"part {rel} holds {chunk.type.byte_width // 4}-d vectors, the catalogue says {d}")
-        block = np.frombuffer(chunk.buffers()[1], dtype=VECTOR_DTYPE, count=m * d,
-                              offset=chunk.offset * d * 4).reshape(m, d)
+        block = np.frombuffer(chunk.buffers()[1], dtype=VECTOR_DTYPE, count=m * d, offset=chunk.offset * d * 4).reshape(
+            m, d
+        )
         if isinstance(rows, int | np.integer):
-            out[rows + k:rows + k + m] = block
+            out[rows + k : rows + k + m] = block
         else:
-            out[rows[k:k + m]] = block
+            out[rows[k : k + m]] = block
         k += m
     return k
 
@@ -238,8 +252,9 @@ def footer_problem(loc: VectorsLocation, rel: str) -> str | None:
     return None
 
 
-def check_part(loc: VectorsLocation, rel: str, *, sha256: str, n_bytes: int, n_rows: int | None = None,
-               dim: int | None = None) -> str | None:
+def check_part(
+    loc: VectorsLocation, rel: str, *, sha256: str, n_bytes: int, n_rows: int | None = None, dim: int | None = None
+) -> str | None:
     """What is wrong with a part against its record (None: nothing): missing, another size, another sha256,
     or (when ``n_rows``/``dim`` are given) a file that does not read back as that many ``dim``-d vectors."""
     from al_core.catalogue.vectors import sha256_of

@@ -13,8 +13,11 @@ def latest_probe_of_round(con, round_: int) -> dict | None:
         f"""SELECT p.probe_id, p.round, p.version, p.trigger, p.path, p.sha256, p.config_id, p.n_labels,
                    m.accuracy, m.balanced_accuracy, m.macro_f1, m.n_eval
             FROM probes p LEFT JOIN metrics m USING (probe_id)
-            WHERE p.round = ? ORDER BY {LATEST_PROBE_ORDER.replace('version', 'p.version')
-                                        .replace('trained_at', 'p.trained_at')} LIMIT 1""", [round_])
+            WHERE p.round = ? ORDER BY {
+            LATEST_PROBE_ORDER.replace("version", "p.version").replace("trained_at", "p.trained_at")
+        } LIMIT 1""",
+        [round_],
+    )
     row = cur.fetchone()
     if row is None:
         return None
@@ -25,16 +28,46 @@ def n_probes_of_round(con, round_: int) -> int:
     return int(con.execute("SELECT count(*) FROM probes WHERE round = ?", [round_]).fetchone()[0])
 
 
-def insert_probe(con, *, probe_id: str, round_: int, version: int, trigger: str, path: str, sha256: str,
-                 config_id: str, n_labels: int, n_classes: int, seed: int, train_seconds: float, trained_at,
-                 run_id: str | None, classes: Sequence[str] | None = None) -> None:
+def insert_probe(
+    con,
+    *,
+    probe_id: str,
+    round_: int,
+    version: int,
+    trigger: str,
+    path: str,
+    sha256: str,
+    config_id: str,
+    n_labels: int,
+    n_classes: int,
+    seed: int,
+    train_seconds: float,
+    trained_at,
+    run_id: str | None,
+    classes: Sequence[str] | None = None,
+) -> None:
     """Record a probe; ``classes``: the class list it was trained with (output k is classes[k]), kept as JSON."""
     con.execute(
         """INSERT INTO probes (probe_id, round, version, trigger, path, sha256, config_id, n_labels, n_classes, seed,
                                train_seconds, trained_at, run_id, classes)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [probe_id, round_, version, trigger, path, sha256, config_id, n_labels, n_classes, seed, train_seconds,
-         trained_at, run_id, None if classes is None else json.dumps(list(classes))])
+        [
+            probe_id,
+            round_,
+            version,
+            trigger,
+            path,
+            sha256,
+            config_id,
+            n_labels,
+            n_classes,
+            seed,
+            train_seconds,
+            trained_at,
+            run_id,
+            None if classes is None else json.dumps(list(classes)),
+        ],
+    )
 
 
 def probe_classes(con, probe_id: str) -> tuple[str, ...] | None:
@@ -51,8 +84,15 @@ def insert_probe_labels(con, probe_id: str, label_ids) -> None:
     import pyarrow as pa
 
     label_ids = list(label_ids)
-    con.register("_probe_labels", pa.table({"probe_id": pa.array([probe_id] * len(label_ids), pa.string()),
-                                            "label_id": pa.array(label_ids, pa.int64())}))
+    con.register(
+        "_probe_labels",
+        pa.table(
+            {
+                "probe_id": pa.array([probe_id] * len(label_ids), pa.string()),
+                "label_id": pa.array(label_ids, pa.int64()),
+            }
+        ),
+    )
     try:
         con.execute("INSERT INTO probe_labels (probe_id, label_id) SELECT probe_id, label_id FROM _probe_labels")
     finally:
@@ -64,17 +104,41 @@ def probe_file(con, probe_id: str) -> tuple[str, str] | None:
     return con.execute("SELECT path, sha256 FROM probes WHERE probe_id = ?", [probe_id]).fetchone()
 
 
-def put_metrics(con, *, probe_id: str, round_: int, accuracy: float | None, balanced_accuracy: float | None,
-                macro_f1: float | None, per_class_recall: str, confusion: str, n_labels: int, n_eval: int,
-                evaluated_at, per_class_n_eval: str | None = None) -> None:
+def put_metrics(
+    con,
+    *,
+    probe_id: str,
+    round_: int,
+    accuracy: float | None,
+    balanced_accuracy: float | None,
+    macro_f1: float | None,
+    per_class_recall: str,
+    confusion: str,
+    n_labels: int,
+    n_eval: int,
+    evaluated_at,
+    per_class_n_eval: str | None = None,
+) -> None:
     """A probe's metrics (``per_class_recall``, ``confusion`` and ``per_class_n_eval`` as JSON text); they replace
     earlier ones."""
     con.execute(
         """INSERT OR REPLACE INTO metrics (probe_id, round, accuracy, balanced_accuracy, macro_f1, per_class_recall,
                                            confusion, n_labels, n_eval, evaluated_at, per_class_n_eval)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [probe_id, round_, accuracy, balanced_accuracy, macro_f1, per_class_recall, confusion, n_labels, n_eval,
-         evaluated_at, per_class_n_eval])
+        [
+            probe_id,
+            round_,
+            accuracy,
+            balanced_accuracy,
+            macro_f1,
+            per_class_recall,
+            confusion,
+            n_labels,
+            n_eval,
+            evaluated_at,
+            per_class_n_eval,
+        ],
+    )
 
 
 def latest_probed_round(con) -> int | None:

@@ -17,9 +17,10 @@ _MAPPED = "coalesce(rl.label, l.label)"  # a labels row's label as read now: its
 def _mapped_answers_macro() -> str:
     """Version 4's ``answers_asof`` with each row's label read through ``relabelled_labels``."""
     sql = _ANSWERS_ASOF.replace("CREATE MACRO", "CREATE OR REPLACE MACRO", 1)
-    for old, new in (("l.image_id, l.label, l.is_skip", f"l.image_id, {_MAPPED} AS label, l.is_skip"),
-                     ("  LEFT JOIN win w ON", "  LEFT JOIN relabelled_labels rl ON rl.label_id = l.label_id\n"
-                                              "  LEFT JOIN win w ON")):
+    for old, new in (
+        ("l.image_id, l.label, l.is_skip", f"l.image_id, {_MAPPED} AS label, l.is_skip"),
+        ("  LEFT JOIN win w ON", "  LEFT JOIN relabelled_labels rl ON rl.label_id = l.label_id\n  LEFT JOIN win w ON"),
+    ):
         if sql.count(old) != 1:
             raise RuntimeError(f"schema version 8: the answers macro no longer holds {old!r}")
         sql = sql.replace(old, new)
@@ -63,7 +64,8 @@ def delivered_classes(con) -> set[str]:
     superset of ``labelled_classes``'s keys (one scan of the base tables, no policy)."""
     rows = con.execute(
         f"""SELECT DISTINCT {_MAPPED} FROM labels l LEFT JOIN relabelled_labels rl ON rl.label_id = l.label_id
-            WHERE NOT l.is_skip UNION SELECT DISTINCT label FROM eval_set WHERE label IS NOT NULL""").fetchall()
+            WHERE NOT l.is_skip UNION SELECT DISTINCT label FROM eval_set WHERE label IS NOT NULL"""
+    ).fetchall()
     return {r[0] for r in rows}
 
 
@@ -72,11 +74,13 @@ def labelled_classes(con) -> dict[str, tuple[int, int]]:
     labels use now (each annotator's current answer, skips and retracted deliveries left out; mappings applied)."""
     out: dict[str, list[int]] = {}
     for label, n in con.execute(
-            """SELECT label, count(DISTINCT image_id) FROM answers WHERE state = 'current' AND NOT is_skip
-               GROUP BY label""").fetchall():
+        """SELECT label, count(DISTINCT image_id) FROM answers WHERE state = 'current' AND NOT is_skip
+               GROUP BY label"""
+    ).fetchall():
         out.setdefault(label, [0, 0])[0] = int(n)
     for label, n in con.execute(
-            "SELECT label, count(*) FROM eval_set WHERE label IS NOT NULL GROUP BY label").fetchall():
+        "SELECT label, count(*) FROM eval_set WHERE label IS NOT NULL GROUP BY label"
+    ).fetchall():
         out.setdefault(label, [0, 0])[1] = int(n)
     return {c: (a, b) for c, (a, b) in out.items()}
 
@@ -89,19 +93,36 @@ def relabel_class(con, old: str, new: str, round_: int, at) -> dict:
     con.execute(
         f"""INSERT INTO relabelled_rows (relabel_id, label_id, eval_image_id, old, new)
             SELECT ?, l.label_id, NULL, ?, ? FROM labels l LEFT JOIN relabelled_labels rl ON rl.label_id = l.label_id
-            WHERE NOT l.is_skip AND {_MAPPED} = ?""", [relabel_id, old, new, old])
-    con.execute("""INSERT INTO relabelled_rows (relabel_id, label_id, eval_image_id, old, new)
-                   SELECT ?, NULL, image_id, label, ? FROM eval_set WHERE label = ?""", [relabel_id, new, old])
+            WHERE NOT l.is_skip AND {_MAPPED} = ?""",
+        [relabel_id, old, new, old],
+    )
+    con.execute(
+        """INSERT INTO relabelled_rows (relabel_id, label_id, eval_image_id, old, new)
+                   SELECT ?, NULL, image_id, label, ? FROM eval_set WHERE label = ?""",
+        [relabel_id, new, old],
+    )
     n_labels, n_eval = con.execute(
-        "SELECT count(label_id), count(eval_image_id) FROM relabelled_rows WHERE relabel_id = ?",
-        [relabel_id]).fetchone()
-    con.execute("""UPDATE eval_set SET label = ? WHERE image_id IN (
+        "SELECT count(label_id), count(eval_image_id) FROM relabelled_rows WHERE relabel_id = ?", [relabel_id]
+    ).fetchone()
+    con.execute(
+        """UPDATE eval_set SET label = ? WHERE image_id IN (
                      SELECT eval_image_id FROM relabelled_rows WHERE relabel_id = ? AND eval_image_id IS NOT NULL)""",
-                [new, relabel_id])
-    row = {"relabel_id": relabel_id, "old": old, "new": new, "round": int(round_), "n_labels": int(n_labels),
-           "n_eval": int(n_eval), "relabelled_at": at}
-    con.execute("""INSERT INTO class_relabels (relabel_id, old, new, round, n_labels, n_eval, relabelled_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""", list(row.values()))
+        [new, relabel_id],
+    )
+    row = {
+        "relabel_id": relabel_id,
+        "old": old,
+        "new": new,
+        "round": int(round_),
+        "n_labels": int(n_labels),
+        "n_eval": int(n_eval),
+        "relabelled_at": at,
+    }
+    con.execute(
+        """INSERT INTO class_relabels (relabel_id, old, new, round, n_labels, n_eval, relabelled_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        list(row.values()),
+    )
     return row
 
 
@@ -115,6 +136,8 @@ def relabels_of_image(con, image_id: str) -> list[dict]:
            FROM relabelled_rows r JOIN class_relabels c ON c.relabel_id = r.relabel_id
            LEFT JOIN labels l ON l.label_id = r.label_id
            WHERE l.image_id = ? OR r.eval_image_id = ?
-           GROUP BY ALL ORDER BY c.relabel_id""", [image_id, image_id])
+           GROUP BY ALL ORDER BY c.relabel_id""",
+        [image_id, image_id],
+    )
     cols = [c[0] for c in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

@@ -16,7 +16,8 @@ def newest_embedded_config_id(con) -> str | None:
     row = con.execute(
         """SELECT c.config_id FROM embedding_configs c
            WHERE EXISTS (SELECT 1 FROM embedding_index i WHERE i.config_id = c.config_id)
-           ORDER BY c.created_at DESC, c.config_id LIMIT 1""").fetchone()
+           ORDER BY c.created_at DESC, c.config_id LIMIT 1"""
+    ).fetchone()
     return row[0] if row else None
 
 
@@ -33,8 +34,9 @@ def latest_batch(con) -> tuple[int, str] | None:
 
 def batch_queries(con, round_: int) -> pl.DataFrame:
     """The images batch ``round_`` proposed: rank, image_id, path, score; by rank."""
-    return con.execute("SELECT rank, image_id, path, score FROM queries WHERE round = ? ORDER BY rank",
-                       [int(round_)]).pl()
+    return con.execute(
+        "SELECT rank, image_id, path, score FROM queries WHERE round = ? ORDER BY rank", [int(round_)]
+    ).pl()
 
 
 def project_counts(con) -> dict:
@@ -43,14 +45,24 @@ def project_counts(con) -> dict:
     eval_labelled."""
     images = con.execute("SELECT count(DISTINCT image_id) FROM image_paths WHERE status = 'ok'").fetchone()[0]
     rounds, open_, proposed = con.execute(
-        "SELECT count(*), count(*) FILTER (status = 'open'), coalesce(sum(budget), 0) FROM rounds").fetchone()
+        "SELECT count(*), count(*) FILTER (status = 'open'), coalesce(sum(budget), 0) FROM rounds"
+    ).fetchone()
     labels, skips, disputed = con.execute(
         """SELECT count(*) FILTER (status = 'labelled'), count(*) FILTER (status = 'skipped'),
-                  count(*) FILTER (status = 'disputed') FROM image_labels""").fetchone()
+                  count(*) FILTER (status = 'disputed') FROM image_labels"""
+    ).fetchone()
     eval_images, eval_labelled = con.execute("SELECT count(*), count(label) FROM eval_set").fetchone()
-    return {"images": int(images), "rounds": int(rounds), "open_rounds": int(open_), "proposed": int(proposed),
-            "labels": int(labels), "skips": int(skips), "disputed": int(disputed), "eval_images": int(eval_images),
-            "eval_labelled": int(eval_labelled)}
+    return {
+        "images": int(images),
+        "rounds": int(rounds),
+        "open_rounds": int(open_),
+        "proposed": int(proposed),
+        "labels": int(labels),
+        "skips": int(skips),
+        "disputed": int(disputed),
+        "eval_images": int(eval_images),
+        "eval_labelled": int(eval_labelled),
+    }
 
 
 def embedding_config_summary(con, config_id: str) -> dict | None:
@@ -58,11 +70,19 @@ def embedding_config_summary(con, config_id: str) -> dict | None:
     row = con.execute(
         """SELECT config_id, backbone, dim, dtype, preprocessing,
                   (SELECT count(*) FROM embedding_index i WHERE i.config_id = c.config_id)
-           FROM embedding_configs c WHERE config_id = ?""", [config_id]).fetchone()
+           FROM embedding_configs c WHERE config_id = ?""",
+        [config_id],
+    ).fetchone()
     if row is None:
         return None
-    return {"config_id": row[0], "backbone": row[1], "dim": int(row[2]), "dtype": row[3], "preprocessing": row[4],
-            "vectors": int(row[5])}
+    return {
+        "config_id": row[0],
+        "backbone": row[1],
+        "dim": int(row[2]),
+        "dtype": row[3],
+        "preprocessing": row[4],
+        "vectors": int(row[5]),
+    }
 
 
 def store_summary(con) -> dict:
@@ -73,14 +93,19 @@ def store_summary(con) -> dict:
         """SELECT c.config_id, c.backbone, c.dim,
                   (SELECT count(*) FROM embedding_index i WHERE i.config_id = c.config_id),
                   (SELECT count(*) FROM embedding_parts p WHERE p.config_id = c.config_id)
-           FROM embedding_configs c ORDER BY c.created_at""").fetchall()
+           FROM embedding_configs c ORDER BY c.created_at"""
+    ).fetchall()
     return {
         "schema_version": int(one("SELECT value FROM schema_info WHERE key = 'schema_version'")),
         "images": int(one("SELECT count(*) FROM images")),
-        "paths_by_status": {s: int(n) for s, n in con.execute(
-            "SELECT status, count(*) FROM image_paths GROUP BY 1 ORDER BY 1").fetchall()},
+        "paths_by_status": {
+            s: int(n)
+            for s, n in con.execute("SELECT status, count(*) FROM image_paths GROUP BY 1 ORDER BY 1").fetchall()
+        },
         "ground_truth_classes": int(one("SELECT count(DISTINCT class_name) FROM ground_truth")),
         "scans": int(one("SELECT count(*) FROM scans")),
-        "embedding_configs": [{"config_id": c, "backbone": b, "dim": int(d), "vectors": int(n), "parts": int(p)}
-                              for c, b, d, n, p in configs],
+        "embedding_configs": [
+            {"config_id": c, "backbone": b, "dim": int(d), "vectors": int(n), "parts": int(p)}
+            for c, b, d, n, p in configs
+        ],
     }

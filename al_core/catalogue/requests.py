@@ -6,14 +6,17 @@ REQUEST_KINDS = ("close_round", "retry_file")
 def add_request(con, request_id: str, kind: str, arg: str | None, created_at) -> None:
     if kind not in REQUEST_KINDS:
         raise ValueError(f"unknown request kind {kind!r}; one of {REQUEST_KINDS}")
-    con.execute("INSERT INTO requests (request_id, kind, arg, created_at) VALUES (?, ?, ?, ?)",
-                [request_id, kind, arg, created_at])
+    con.execute(
+        "INSERT INTO requests (request_id, kind, arg, created_at) VALUES (?, ?, ?, ?)",
+        [request_id, kind, arg, created_at],
+    )
 
 
 def open_requests(con) -> list[tuple[str, str, str | None]]:
     """(request_id, kind, arg) of every request not done yet, oldest first."""
     return con.execute(
-        "SELECT request_id, kind, arg FROM requests WHERE done_at IS NULL ORDER BY created_at").fetchall()
+        "SELECT request_id, kind, arg FROM requests WHERE done_at IS NULL ORDER BY created_at"
+    ).fetchall()
 
 
 def request_arg(con, request_id: str) -> str | None:

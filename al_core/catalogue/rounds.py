@@ -29,28 +29,59 @@ def round_exists(con, round_: int) -> bool:
 def round_record(con, round_: int) -> dict | None:
     """The ``rounds`` row of batch ``round_`` as a dict (kind, strategy, seed, budget, requested_budget, config_id,
     probe_id, status, select_seconds, run_id, note), or None."""
-    cur = con.execute("""SELECT kind, strategy, seed, budget, requested_budget, config_id, probe_id, status,
-                                select_seconds, run_id, note FROM rounds WHERE round = ?""", [round_])
+    cur = con.execute(
+        """SELECT kind, strategy, seed, budget, requested_budget, config_id, probe_id, status,
+                                select_seconds, run_id, note FROM rounds WHERE round = ?""",
+        [round_],
+    )
     row = cur.fetchone()
     return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
-def insert_round(con, *, round_: int, kind: str, strategy: str, seed: int, budget: int, requested_budget: int,
-                 config_id: str, probe_id: str | None, proposed_at, select_seconds: float, run_id: str | None,
-                 note: str | None) -> None:
+def insert_round(
+    con,
+    *,
+    round_: int,
+    kind: str,
+    strategy: str,
+    seed: int,
+    budget: int,
+    requested_budget: int,
+    config_id: str,
+    probe_id: str | None,
+    proposed_at,
+    select_seconds: float,
+    run_id: str | None,
+    note: str | None,
+) -> None:
     """Record batch ``round_`` as open."""
     con.execute(
         """INSERT INTO rounds (round, kind, strategy, seed, budget, requested_budget, config_id, probe_id, status,
                                proposed_at, select_seconds, run_id, note)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?)""",
-        [round_, kind, strategy, seed, budget, requested_budget, config_id, probe_id, proposed_at, select_seconds,
-         run_id, note])
+        [
+            round_,
+            kind,
+            strategy,
+            seed,
+            budget,
+            requested_budget,
+            config_id,
+            probe_id,
+            proposed_at,
+            select_seconds,
+            run_id,
+            note,
+        ],
+    )
 
 
 def close_round(con, round_: int, closed_by: str, closed_at) -> None:
     """Close batch ``round_`` if it is open (``closed_by``: 'answered' | 'manual'); a closed batch stays as it is."""
-    con.execute("UPDATE rounds SET status = 'closed', closed_at = ?, closed_by = ? WHERE round = ? AND status = 'open'",
-                [closed_at, closed_by, round_])
+    con.execute(
+        "UPDATE rounds SET status = 'closed', closed_at = ?, closed_by = ? WHERE round = ? AND status = 'open'",
+        [closed_at, closed_by, round_],
+    )
 
 
 def insert_queries(con, round_: int, strategy: str, batch: Sequence[tuple]) -> None:
@@ -64,8 +95,11 @@ def insert_queries(con, round_: int, strategy: str, batch: Sequence[tuple]) -> N
         iid, path, score, *rest = row
         row_strategy, predicted, predicted_score = (*rest, None, None, None)[:3]
         rows.append([round_, rank, iid, path, score, row_strategy or strategy, predicted, predicted_score])
-    con.executemany("""INSERT INTO queries (round, rank, image_id, path, score, strategy, predicted, predicted_score)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""", rows)
+    con.executemany(
+        """INSERT INTO queries (round, rank, image_id, path, score, strategy, predicted, predicted_score)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        rows,
+    )
 
 
 def batch_of_round(con, round_: int) -> list[tuple[str, str, float | None]]:
@@ -81,8 +115,11 @@ def round_probe_id(con, round_: int) -> str | None:
 
 def batch_rows(con, round_: int) -> list[tuple[str, str, float | None, str, str | None, float | None]]:
     """(image_id, path, score, strategy, predicted, predicted_score) of batch ``round_`` in rank order."""
-    return con.execute("""SELECT image_id, path, score, strategy, predicted, predicted_score FROM queries
-                          WHERE round = ? ORDER BY rank""", [round_]).fetchall()
+    return con.execute(
+        """SELECT image_id, path, score, strategy, predicted, predicted_score FROM queries
+                          WHERE round = ? ORDER BY rank""",
+        [round_],
+    ).fetchall()
 
 
 def proposed_image_ids(con) -> set[str]:
@@ -92,23 +129,31 @@ def proposed_image_ids(con) -> set[str]:
 
 def open_batch_image_ids(con) -> set[str]:
     """Every image of a batch still open (waiting for labels)."""
-    return {r[0] for r in con.execute(
-        "SELECT DISTINCT q.image_id FROM queries q JOIN rounds r ON r.round = q.round WHERE r.status = 'open'")
-        .fetchall()}
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT q.image_id FROM queries q JOIN rounds r ON r.round = q.round WHERE r.status = 'open'"
+        ).fetchall()
+    }
 
 
 def latest_proposals(con) -> dict[str, tuple[int, object]]:
     """image_id -> (round, proposed_at) of its latest batch: the batch a label ingested now answers."""
-    return {iid: (int(r), at) for iid, r, at in con.execute(
-        """SELECT q.image_id, max(q.round), arg_max(r.proposed_at, q.round) FROM queries q
-           JOIN rounds r ON r.round = q.round GROUP BY q.image_id""").fetchall()}
+    return {
+        iid: (int(r), at)
+        for iid, r, at in con.execute(
+            """SELECT q.image_id, max(q.round), arg_max(r.proposed_at, q.round) FROM queries q
+           JOIN rounds r ON r.round = q.round GROUP BY q.image_id"""
+        ).fetchall()
+    }
 
 
 def answered_count(con, round_: int) -> tuple[int, int]:
     """(answered, proposed) images of batch ``round_`` (the ``batch_answers`` view): an image is answered by an
     answer ingested after the batch was proposed, a skip or a disputed answer included."""
     n_prop, n_ans = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE answered) FROM batch_answers WHERE round = ?", [round_]).fetchone()
+        "SELECT count(*), count(*) FILTER (WHERE answered) FROM batch_answers WHERE round = ?", [round_]
+    ).fetchone()
     return int(n_ans), int(n_prop)
 
 
@@ -117,14 +162,25 @@ def batch_answer_summary(con, round_: int) -> dict:
     (image_id, path) in rank order."""
     n, answered, skipped = con.execute(
         """SELECT count(*), count(*) FILTER (WHERE answered), count(*) FILTER (WHERE skipped_only)
-           FROM batch_answers WHERE round = ?""", [round_]).fetchone()
+           FROM batch_answers WHERE round = ?""",
+        [round_],
+    ).fetchone()
     disputed = con.execute(
         """SELECT count(*) FROM queries q JOIN image_labels i ON i.image_id = q.image_id
-           WHERE q.round = ? AND i.status = 'disputed' AND i.label_round > q.round""", [round_]).fetchone()[0]
-    missing = con.execute("SELECT image_id, path FROM batch_answers WHERE round = ? AND NOT answered ORDER BY rank",
-                          [round_]).fetchall()
-    return {"round": round_, "proposed": int(n), "answered": int(answered), "skipped": int(skipped),
-            "disputed": int(disputed), "unanswered": [{"image_id": i, "path": p} for i, p in missing]}
+           WHERE q.round = ? AND i.status = 'disputed' AND i.label_round > q.round""",
+        [round_],
+    ).fetchone()[0]
+    missing = con.execute(
+        "SELECT image_id, path FROM batch_answers WHERE round = ? AND NOT answered ORDER BY rank", [round_]
+    ).fetchall()
+    return {
+        "round": round_,
+        "proposed": int(n),
+        "answered": int(answered),
+        "skipped": int(skipped),
+        "disputed": int(disputed),
+        "unanswered": [{"image_id": i, "path": p} for i, p in missing],
+    }
 
 
 def proposal_problems(con, round_: int, *, skipped_may_return: bool = False) -> dict:
@@ -151,10 +207,15 @@ def proposal_problems(con, round_: int, *, skipped_may_return: bool = False) -> 
                   (SELECT count(*) FROM q WHERE strategy <> ? AND image_id IN (SELECT image_id FROM earlier)),
                   (SELECT count(*) FROM q),
                   (SELECT budget FROM rounds WHERE round = ?)""",
-        [round_, round_, ADJUDICATION, ADJUDICATION, RELABEL, bool(skipped_may_return), round_, RELABEL,
-         round_]).fetchone()
-    return {"already_labelled_or_skipped": int(labelled), "in_eval_set": int(in_eval),
-            "proposed_before": int(earlier), "proposed": int(n), "recorded_budget": budget}
+        [round_, round_, ADJUDICATION, ADJUDICATION, RELABEL, bool(skipped_may_return), round_, RELABEL, round_],
+    ).fetchone()
+    return {
+        "already_labelled_or_skipped": int(labelled),
+        "in_eval_set": int(in_eval),
+        "proposed_before": int(earlier),
+        "proposed": int(n),
+        "recorded_budget": budget,
+    }
 
 
 def budget_used(con) -> tuple[int, int, int]:
@@ -162,8 +223,10 @@ def budget_used(con) -> tuple[int, int, int]:
     images of open batches still waiting for an answer). Every labels row counts (a relabel or a later
     retracted delivery was labelling work too)."""
     delivered, skips = con.execute(
-        "SELECT count(*) FILTER (WHERE NOT is_skip), count(*) FILTER (WHERE is_skip) FROM labels").fetchone()
+        "SELECT count(*) FILTER (WHERE NOT is_skip), count(*) FILTER (WHERE is_skip) FROM labels"
+    ).fetchone()
     waiting = con.execute(
         """SELECT count(*) FROM queries q JOIN rounds r ON r.round = q.round
-           WHERE r.status = 'open' AND q.image_id NOT IN (SELECT image_id FROM current_labels)""").fetchone()[0]
+           WHERE r.status = 'open' AND q.image_id NOT IN (SELECT image_id FROM current_labels)"""
+    ).fetchone()[0]
     return int(delivered), int(skips), int(waiting)

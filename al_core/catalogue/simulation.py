@@ -7,10 +7,14 @@ from __future__ import annotations
 def readable_images_with_truth(con) -> list[tuple[str, str | None, int]]:
     """(image_id, a ground-truth class or None, number of distinct ground-truth classes) of every image with
     a readable ('ok') path, ascending image_id."""
-    return [(iid, gt, int(n)) for iid, gt, n in con.execute(
-        """SELECT p.image_id, any_value(g.class_name), count(DISTINCT g.class_name)
+    return [
+        (iid, gt, int(n))
+        for iid, gt, n in con.execute(
+            """SELECT p.image_id, any_value(g.class_name), count(DISTINCT g.class_name)
            FROM (SELECT DISTINCT image_id FROM image_paths WHERE status = 'ok') p
-           LEFT JOIN ground_truth g USING (image_id) GROUP BY p.image_id ORDER BY p.image_id""").fetchall()]
+           LEFT JOIN ground_truth g USING (image_id) GROUP BY p.image_id ORDER BY p.image_id"""
+        ).fetchall()
+    ]
 
 
 def eval_set_labels(con) -> list[tuple[str, str | None]]:
@@ -30,5 +34,6 @@ def delivered_training_labels(con) -> list[tuple[str, str]]:
 
 def strategies_that_chose(con) -> list[tuple[str, int]]:
     """(strategy, number of images its batches proposed), the seed pool included, most first."""
-    return con.execute("SELECT strategy, count(DISTINCT image_id) FROM queries GROUP BY strategy "
-                       "ORDER BY 2 DESC, 1").fetchall()
+    return con.execute(
+        "SELECT strategy, count(DISTINCT image_id) FROM queries GROUP BY strategy ORDER BY 2 DESC, 1"
+    ).fetchall()

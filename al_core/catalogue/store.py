@@ -65,8 +65,18 @@ from al_core.files.atomic import TMP_SUFFIX
 from al_core.files.hashing import sha256_file  # noqa: F401  (re-exported: callers import it from here)
 
 __all__ = [
-    "APP_NAME", "DEFAULT_LOCK_TIMEOUT_S", "MIGRATIONS", "SCHEMA_VERSION", "SHARD_HEX_DIGITS", "Embeddings",
-    "SchemaVersionError", "Store", "StoreError", "StoreLockedError", "now", "shard_of",
+    "APP_NAME",
+    "DEFAULT_LOCK_TIMEOUT_S",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SHARD_HEX_DIGITS",
+    "Embeddings",
+    "SchemaVersionError",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "now",
+    "shard_of",
 ]
 
 DEFAULT_LOCK_TIMEOUT_S = 30.0
@@ -95,8 +105,13 @@ class Store:
         # vectors_dir may be an fsspec URL (file://, memory://, s3://): parts then go through
         # al_core.catalogue.vectors (pyarrow + fsspec, never DuckDB's httpfs; docs/scale-out.md)
         self.vectors_url = str(vectors_dir) if is_url(str(vectors_dir or "")) else None
-        self.vectors_dir = (Path(VectorsLocation(self.vectors_url).root) if self.vectors_url
-                            else Path(vectors_dir).absolute() if vectors_dir else self.db_path.parent / "vectors")
+        self.vectors_dir = (
+            Path(VectorsLocation(self.vectors_url).root)
+            if self.vectors_url
+            else Path(vectors_dir).absolute()
+            if vectors_dir
+            else self.db_path.parent / "vectors"
+        )
         self.lock_timeout_s = float(lock_timeout_s)
 
     @functools.cached_property
@@ -218,8 +233,10 @@ class Store:
             [str(target), APP_NAME, ts],
         )
         if target == 1:
-            con.execute("INSERT INTO schema_info (key, value) VALUES ('created_at', ?), ('database_id', ?)",
-                        [ts, uuid.uuid4().hex])
+            con.execute(
+                "INSERT INTO schema_info (key, value) VALUES ('created_at', ?), ('database_id', ?)",
+                [ts, uuid.uuid4().hex],
+            )
         self._create_embeddings_view(con)
 
     def _record_vectors_location(self, con) -> None:
@@ -238,8 +255,9 @@ class Store:
 
     # ------------------------------------------------------------------ embeddings
     def _create_embeddings_view(self, con, temp: bool = False) -> None:
-        E.create_view(con, self.vectors_loc.uri, temp=temp,
-                      footer_problem=lambda rel: footer_problem(self.vectors_loc, rel))
+        E.create_view(
+            con, self.vectors_loc.uri, temp=temp, footer_problem=lambda rel: footer_problem(self.vectors_loc, rel)
+        )
 
     def register_embedding_config(self, config_id: str, config: dict) -> None:
         with self.transaction() as con:
@@ -256,8 +274,14 @@ class Store:
         """
         return write_part(self.vectors_loc, config_id, shard, image_ids, vectors)
 
-    def commit_parts(self, parts: Sequence[dict], run_id: str | None = None,
-                     configs: Mapping[str, dict] | None = None, *, verify: bool = True) -> None:
+    def commit_parts(
+        self,
+        parts: Sequence[dict],
+        run_id: str | None = None,
+        configs: Mapping[str, dict] | None = None,
+        *,
+        verify: bool = True,
+    ) -> None:
         """Record written part files in the catalogue (and the embedding ``configs`` they were written
         with, when given), all in one transaction.
 
@@ -280,8 +304,9 @@ class Store:
                 E.insert_parts(con, parts, run_id, ts)
                 self._create_embeddings_view(con)
 
-    def write_embeddings(self, config_id: str, image_ids: Sequence[str], vectors: np.ndarray,
-                         run_id: str | None = None) -> list[dict]:
+    def write_embeddings(
+        self, config_id: str, image_ids: Sequence[str], vectors: np.ndarray, run_id: str | None = None
+    ) -> list[dict]:
         """Write vectors (grouped into one part per shard) and commit them in one transaction."""
         image_ids = list(image_ids)
         if len(image_ids) != len(vectors):
@@ -295,8 +320,10 @@ class Store:
         by_shard: dict[str, list[int]] = {}
         for i, iid in enumerate(image_ids):
             by_shard.setdefault(shard_of(iid), []).append(i)
-        parts = [self.write_part_file(config_id, shard, [image_ids[i] for i in by_shard[shard]],
-                                      vectors[by_shard[shard]]) for shard in sorted(by_shard)]
+        parts = [
+            self.write_part_file(config_id, shard, [image_ids[i] for i in by_shard[shard]], vectors[by_shard[shard]])
+            for shard in sorted(by_shard)
+        ]
         fault_point("embeddings.before_commit")  # part files written, not committed: invisible (tests)
         self.commit_parts(parts, run_id=run_id)
         return parts

@@ -13,8 +13,24 @@ import polars as pl
 
 from al_core.catalogue.probes import LATEST_PROBE_ORDER
 
-INTERVAL_COLUMNS = ("probe_id", "round", "metric", "value", "low", "high", "method", "n_eval", "resamples", "seed",
-                    "prev_probe_id", "gain", "gain_low", "gain_high", "n_paired", "computed_at")
+INTERVAL_COLUMNS = (
+    "probe_id",
+    "round",
+    "metric",
+    "value",
+    "low",
+    "high",
+    "method",
+    "n_eval",
+    "resamples",
+    "seed",
+    "prev_probe_id",
+    "gain",
+    "gain_low",
+    "gain_high",
+    "n_paired",
+    "computed_at",
+)
 COST_RATE_COLUMNS = ("annotator", "role", "currency", "per_label", "per_hour", "overhead")
 LABEL_TIME_COLUMNS = ("task_id", "annotated_at", "seconds", "seconds_source")
 
@@ -28,8 +44,10 @@ def stop_set_ids(con) -> list[str]:
 def put_stop_set(con, image_ids: Sequence[str], seed: int, drawn_at) -> None:
     """Record the stop set (once: an image already in it stays as it is)."""
     if image_ids:
-        con.executemany("INSERT INTO stop_set (image_id, seed, drawn_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                        [[iid, int(seed), drawn_at] for iid in image_ids])
+        con.executemany(
+            "INSERT INTO stop_set (image_id, seed, drawn_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            [[iid, int(seed), drawn_at] for iid in image_ids],
+        )
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -42,26 +60,44 @@ def put_predictions(con, probe_id: str, subset: str, rows: Sequence[tuple[str, s
     if not rows:
         return
     ids, labels, preds = zip(*rows, strict=True)
-    con.register("_preds", pa.table({"image_id": pa.array(ids, pa.string()), "label": pa.array(labels, pa.string()),
-                                     "predicted": pa.array(preds, pa.string())}))
+    con.register(
+        "_preds",
+        pa.table(
+            {
+                "image_id": pa.array(ids, pa.string()),
+                "label": pa.array(labels, pa.string()),
+                "predicted": pa.array(preds, pa.string()),
+            }
+        ),
+    )
     try:
-        con.execute("""INSERT INTO probe_predictions (probe_id, subset, image_id, label, predicted)
-                       SELECT ?, ?, image_id, label, predicted FROM _preds""", [probe_id, subset])
+        con.execute(
+            """INSERT INTO probe_predictions (probe_id, subset, image_id, label, predicted)
+                       SELECT ?, ?, image_id, label, predicted FROM _preds""",
+            [probe_id, subset],
+        )
     finally:
         con.unregister("_preds")
 
 
 def predictions(con, probe_id: str, subset: str) -> dict[str, tuple[str | None, str]]:
     """image_id -> (label, predicted) of a probe on ``subset``; empty when none were stored."""
-    return {iid: (lab, pred) for iid, lab, pred in con.execute(
-        "SELECT image_id, label, predicted FROM probe_predictions WHERE probe_id = ? AND subset = ?",
-        [probe_id, subset]).fetchall()}
+    return {
+        iid: (lab, pred)
+        for iid, lab, pred in con.execute(
+            "SELECT image_id, label, predicted FROM probe_predictions WHERE probe_id = ? AND subset = ?",
+            [probe_id, subset],
+        ).fetchall()
+    }
 
 
 def previous_round_probe(con, round_: int) -> str | None:
     """The latest probe (LATEST_PROBE_ORDER) of the highest round below ``round_`` that has a probe, or None."""
-    row = con.execute(f"""SELECT probe_id FROM probes WHERE round = (SELECT max(round) FROM probes WHERE round < ?)
-                          ORDER BY {LATEST_PROBE_ORDER} LIMIT 1""", [round_]).fetchone()
+    row = con.execute(
+        f"""SELECT probe_id FROM probes WHERE round = (SELECT max(round) FROM probes WHERE round < ?)
+                          ORDER BY {LATEST_PROBE_ORDER} LIMIT 1""",
+        [round_],
+    ).fetchone()
     return row[0] if row else None
 
 
@@ -71,14 +107,21 @@ def put_intervals(con, probe_id: str, rows: Iterable[dict]) -> None:
     rows = [[r[c] for c in INTERVAL_COLUMNS] for r in rows]
     con.execute("DELETE FROM probe_intervals WHERE probe_id = ?", [probe_id])
     if rows:
-        con.executemany(f"INSERT INTO probe_intervals ({', '.join(INTERVAL_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(INTERVAL_COLUMNS))})", rows)
+        con.executemany(
+            f"INSERT INTO probe_intervals ({', '.join(INTERVAL_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(INTERVAL_COLUMNS))})",
+            rows,
+        )
 
 
-def put_stability(con, *, probe_id: str, round_: int, prev_probe_id: str | None, kappa: float | None, n_stop: int,
-                  computed_at) -> None:
-    con.execute("""INSERT OR REPLACE INTO probe_stability (probe_id, round, prev_probe_id, kappa, n_stop, computed_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""", [probe_id, round_, prev_probe_id, kappa, n_stop, computed_at])
+def put_stability(
+    con, *, probe_id: str, round_: int, prev_probe_id: str | None, kappa: float | None, n_stop: int, computed_at
+) -> None:
+    con.execute(
+        """INSERT OR REPLACE INTO probe_stability (probe_id, round, prev_probe_id, kappa, n_stop, computed_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+        [probe_id, round_, prev_probe_id, kappa, n_stop, computed_at],
+    )
 
 
 def has_stability(con, probe_id: str) -> bool:
@@ -88,11 +131,15 @@ def has_stability(con, probe_id: str) -> bool:
 
 def kappa_by_round(con) -> dict[int, float | None]:
     """round -> the stop rule's kappa of the round's latest probe (rounds whose latest probe has one recorded)."""
-    return {int(r): k for r, k in con.execute(
-        f"""SELECT p.round, s.kappa FROM (
+    return {
+        int(r): k
+        for r, k in con.execute(
+            f"""SELECT p.round, s.kappa FROM (
               SELECT probe_id, round, row_number() OVER (PARTITION BY round ORDER BY {LATEST_PROBE_ORDER}) AS rn
               FROM probes) p JOIN probe_stability s ON s.probe_id = p.probe_id
-            WHERE p.rn = 1 ORDER BY p.round""").fetchall()}
+            WHERE p.rn = 1 ORDER BY p.round"""
+        ).fetchall()
+    }
 
 
 # ----------------------------------------------------------------------------- cost rates and label times
@@ -101,8 +148,11 @@ def put_cost_rates(con, rows: Iterable[Sequence], updated_at) -> None:
     rows = [[*r, updated_at] for r in rows]
     con.execute("DELETE FROM cost_rates")
     if rows:
-        con.executemany(f"INSERT INTO cost_rates ({', '.join(COST_RATE_COLUMNS)}, updated_at) "
-                        f"VALUES ({', '.join('?' * (len(COST_RATE_COLUMNS) + 1))})", rows)
+        con.executemany(
+            f"INSERT INTO cost_rates ({', '.join(COST_RATE_COLUMNS)}, updated_at) "
+            f"VALUES ({', '.join('?' * (len(COST_RATE_COLUMNS) + 1))})",
+            rows,
+        )
 
 
 # ----------------------------------------------------------------------------- the views
@@ -128,6 +178,7 @@ def cost_totals(con) -> dict:
                   count(*) FILTER (WHERE seconds_source = 'upper_bound'),
                   CASE WHEN (SELECT count(*) FROM cost_rates) > 0 THEN coalesce(sum(cost), 0) END,
                   (SELECT any_value(currency) FROM cost_rates)
-           FROM label_times""").fetchone()
+           FROM label_times"""
+    ).fetchone()
     keys = ("labels", "skips", "hours", "labels_untimed", "labels_upper_bound", "cost", "currency")
     return dict(zip(keys, row, strict=True))

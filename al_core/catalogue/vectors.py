@@ -86,7 +86,7 @@ class VectorsLocation:
         root = self.root.replace(os.sep, "/")
         if not p.startswith(root + "/"):
             raise ValueError(f"{path} is not under {self}")
-        return p[len(root) + 1:]
+        return p[len(root) + 1 :]
 
     # ---------------------------------------------------------------- io
     def exists(self, rel: str) -> bool:

@@ -60,8 +60,11 @@ def verify_parts(store) -> VerifyReport:
             rel = f.relative_to(store.vectors_dir).as_posix()
             if rel in known or rel.startswith(".") or "/." in rel:
                 continue
-            why = "waiting for the writer's commit (it has a manifest)" if pending_commit(f) else \
-                "not in the catalogue (a writer stopped before its commit)"
+            why = (
+                "waiting for the writer's commit (it has a manifest)"
+                if pending_commit(f)
+                else "not in the catalogue (a writer stopped before its commit)"
+            )
             report.problems.append(PartProblem(rel, "orphan", why))
     return report
 
@@ -88,5 +91,9 @@ def repair(store, report: VerifyReport, *, orphan_min_age_s: float) -> dict:
         else:
             loc.remove(p.rel_path)
     removed = store.gc_orphan_parts(orphan_min_age_s)
-    return {"parts_dropped": len(bad), "vectors_dropped": n_vectors, "moved_aside": moved,
-            "orphans_removed": len(removed)}
+    return {
+        "parts_dropped": len(bad),
+        "vectors_dropped": n_vectors,
+        "moved_aside": moved,
+        "orphans_removed": len(removed),
+    }

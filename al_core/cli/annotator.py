@@ -11,15 +11,20 @@ from al_core.loop.annotator import answer_round, pending_rounds, second_opinion
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="al simulate-annotator", description=ANNOTATOR_DOC,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="al simulate-annotator", description=ANNOTATOR_DOC, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_option(ap)
     ap.add_argument("--noise", type=float, default=0.0, help="share of wrong labels (default 0)")
     ap.add_argument("--skip", type=float, default=0.0, help="share of skip answers (default 0)")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to wait before delivering each answer")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--second-share", type=float, default=0.0,
-                    help="share of each batch a second annotator answers too (default 0: none)")
+    ap.add_argument(
+        "--second-share",
+        type=float,
+        default=0.0,
+        help="share of each batch a second annotator answers too (default 0: none)",
+    )
     ap.add_argument("--second-noise", type=float, default=0.0, help="share of the second annotator's wrong labels")
     ap.add_argument("--watch", action="store_true", help="keep answering new query sets until --timeout")
     ap.add_argument("--timeout", type=float, default=600.0, help="with --watch: stop after this many seconds")

@@ -41,16 +41,43 @@ def _when(v: str | None) -> str:
 
 
 def format_rounds(rows: list[dict]) -> str:
-    head = ["round", "kind", "labels", "skips", "disagree", "strategy", "seed", "budget", "probe", "accuracy",
-            "bal.acc", "proposed (UTC)", "evaluated (UTC)", "status"]
+    head = [
+        "round",
+        "kind",
+        "labels",
+        "skips",
+        "disagree",
+        "strategy",
+        "seed",
+        "budget",
+        "probe",
+        "accuracy",
+        "bal.acc",
+        "proposed (UTC)",
+        "evaluated (UTC)",
+        "status",
+    ]
     body = []
     for r in rows:
         probe = "-" if r["probe_id"] is None else f"v{r['probe_version']} ({r['probe_n_labels']})"
-        body.append([str(r["round"]), t(r["kind"] or "-"), str(r["labels_so_far"]), str(r["skips_so_far"]),
-                     str(r["disagreements_so_far"]), t(r["strategy"] or "-"), _num(r["seed"], "{}"),
-                     _num(r["budget"], "{}"), probe,
-                     _num(r["accuracy"]), _num(r["balanced_accuracy"]), _when(r["proposed_at"]),
-                     _when(r["evaluated_at"]), t(r["status"])])
+        body.append(
+            [
+                str(r["round"]),
+                t(r["kind"] or "-"),
+                str(r["labels_so_far"]),
+                str(r["skips_so_far"]),
+                str(r["disagreements_so_far"]),
+                t(r["strategy"] or "-"),
+                _num(r["seed"], "{}"),
+                _num(r["budget"], "{}"),
+                probe,
+                _num(r["accuracy"]),
+                _num(r["balanced_accuracy"]),
+                _when(r["proposed_at"]),
+                _when(r["evaluated_at"]),
+                t(r["status"]),
+            ]
+        )
     if not body:
         return "no rounds yet: the seed pool has not been proposed"
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
@@ -65,8 +92,10 @@ def format_lineage(d: dict) -> str:
     out = [f"image {t(d['image_id'])}"]
     img = d["image"]
     if img:
-        out.append(f"  ingested      {_when(img['first_seen'])} UTC (scan {t(img['first_scan_id'])}), "
-                   f"{t(img['format'] or '?')} {img['width']}x{img['height']}, {img['size_bytes']} bytes")
+        out.append(
+            f"  ingested      {_when(img['first_seen'])} UTC (scan {t(img['first_scan_id'])}), "
+            f"{t(img['format'] or '?')} {img['width']}x{img['height']}, {img['size_bytes']} bytes"
+        )
     else:
         out.append("  ingested      never decoded (no images row)")
     for p in d["paths"]:
@@ -75,44 +104,59 @@ def format_lineage(d: dict) -> str:
     if d["ground_truth"]:
         out.append(f"  ground truth  {t(', '.join(d['ground_truth']))} (folder/manifest; simulation only)")
     for e in d["embeddings"] or [None]:
-        out.append("  embedding     none" if e is None else
-                   f"  embedding     {t(e['config_id'])} ({t(e['backbone'])}, {e['dim']}-d) at "
-                   f"{_when(e['embedded_at'])}")
+        out.append(
+            "  embedding     none"
+            if e is None
+            else f"  embedding     {t(e['config_id'])} ({t(e['backbone'])}, {e['dim']}-d) at {_when(e['embedded_at'])}"
+        )
     if d["eval_set"]:
         ev = d["eval_set"]
-        out.append(f"  eval set      yes ({t(ev['source'])}), label {t(ev['label'] or '(not labelled yet)')}; "
-                   "never proposed, never trained on")
+        out.append(
+            f"  eval set      yes ({t(ev['source'])}), label {t(ev['label'] or '(not labelled yet)')}; "
+            "never proposed, never trained on"
+        )
     for q in d["proposals"] or [None]:
-        out.append("  proposed      never" if q is None else
-                   f"  proposed      round {q['round']} by {t(q['strategy'])}, rank {q['rank']}, score "
-                   f"{_num(q['score'], '{:.6g}')}, at {_when(q['proposed_at'])}"
-                   + (f"\n                why: {t(q['reason'])}" if q.get("reason") else ""))
+        out.append(
+            "  proposed      never"
+            if q is None
+            else f"  proposed      round {q['round']} by {t(q['strategy'])}, rank {q['rank']}, score "
+            f"{_num(q['score'], '{:.6g}')}, at {_when(q['proposed_at'])}"
+            + (f"\n                why: {t(q['reason'])}" if q.get("reason") else "")
+        )
     if not d["labels"]:
         out.append("  labels        none")
     for lab in d["labels"]:
-        ans = (f"answering batch {lab['proposed_round']} ({t(lab['proposed_strategy'])})"
-               if lab["proposed_round"] is not None else "for an image never proposed (flagged)")
+        ans = (
+            f"answering batch {lab['proposed_round']} ({t(lab['proposed_strategy'])})"
+            if lab["proposed_round"] is not None
+            else "for an image never proposed (flagged)"
+        )
         state = lab["state"] + (f" from round {lab['retracted_from_round']}" if lab["retracted"] else "")
         state += ", decides" if lab["decides"] else ""
         why = f" ({t(lab['superseded_because'])})" if lab["superseded_because"] else ""
-        out.append(f"  label #{lab['label_id']:<6} {t(repr(lab['label']))}{' (skip)' if lab['is_skip'] else ''} "
-                   f"[{state}]{why} round {lab['round']}, {ans}")
-        out.append(f"                 file {t(lab['file_name'])} sha256 {t(lab['file_sha256'])} "
-                   f"({t(lab['file_status'])})")
+        out.append(
+            f"  label #{lab['label_id']:<6} {t(repr(lab['label']))}{' (skip)' if lab['is_skip'] else ''} "
+            f"[{state}]{why} round {lab['round']}, {ans}"
+        )
+        out.append(
+            f"                 file {t(lab['file_name'])} sha256 {t(lab['file_sha256'])} ({t(lab['file_status'])})"
+        )
         who = t(lab["annotator"] or "-")
         ann = f", annotation {t(lab['annotation_id'])}" if lab["annotation_id"] else ""
         ann += f", task {t(lab['task_id'])}" if lab["task_id"] else ""
         line = f", line {lab['line']}" if lab["line"] is not None else ""
         at = f", annotated {_when(lab['annotated_at'])} UTC" if lab["annotated_at"] else ""
-        spent = (f", {lab['seconds']:.1f} s ({t(lab['seconds_source'])})" if lab["seconds"] is not None else "")
+        spent = f", {lab['seconds']:.1f} s ({t(lab['seconds_source'])})" if lab["seconds"] is not None else ""
         out.append(f"                 annotator {who}{ann}{line}{at}, received {_when(lab['received_at'])} UTC{spent}")
         if lab.get("note"):
             out.append(f"                 note {t(lab['note'])}")
     tr = d.get("training")
     if tr:
         label = t(tr["label"]) if tr["status"] == "labelled" else "-"
-        out.append(f"  training      {tr['status']}: {label} (policy {t(tr['policy'])}, {tr['n_answers']} counting "
-                   f"answer(s) by {tr['n_annotators']} annotator(s))")
+        out.append(
+            f"  training      {tr['status']}: {label} (policy {t(tr['policy'])}, {tr['n_answers']} counting "
+            f"answer(s) by {tr['n_annotators']} annotator(s))"
+        )
         for dis in tr["disagreements"]:
             votes = ", ".join(f"{t(a['annotator'] or 'unnamed')} {t(repr(a['label']))}" for a in dis["answers"])
             batch = f"batch {dis['answers_round']}" if dis["answers_round"] is not None else "no batch"
@@ -120,14 +164,18 @@ def format_lineage(d: dict) -> str:
     for r in d.get("relabels", []):
         rows = ", ".join(f"#{i}" for i in r["label_ids"] or [])
         what = "; ".join(x for x in (f"label {rows}" if rows else "", "evaluation label" if r["eval"] else "") if x)
-        out.append(f"  RELABEL       {t(repr(r['old']))} -> {t(repr(r['new']))} at {_when(r['relabelled_at'])} UTC "
-                   f"(`al labels relabel`, relabel {r['relabel_id']}): {what}; the delivered rows are kept")
+        out.append(
+            f"  RELABEL       {t(repr(r['old']))} -> {t(repr(r['new']))} at {_when(r['relabelled_at'])} UTC "
+            f"(`al labels relabel`, relabel {r['relabel_id']}): {what}; the delivered rows are kept"
+        )
     if not d["probes"]:
         out.append("  probes        none trained with this image")
     for p in d["probes"]:
-        out.append(f"  probe         {t(p['probe_id'])} round {p['round']} v{p['version']} ({t(p['trigger'])}), "
-                   f"{p['n_labels']} labels, accuracy {_num(p['accuracy'])}, balanced {_num(p['balanced_accuracy'])}"
-                   f", sha256 {short(p['sha256'])}..")
+        out.append(
+            f"  probe         {t(p['probe_id'])} round {p['round']} v{p['version']} ({t(p['trigger'])}), "
+            f"{p['n_labels']} labels, accuracy {_num(p['accuracy'])}, balanced {_num(p['balanced_accuracy'])}"
+            f", sha256 {short(p['sha256'])}.."
+        )
     return "\n".join(out)
 
 
@@ -163,10 +211,18 @@ def lineage_main(argv: list[str]) -> int:
 
 def export_main(argv: list[str]) -> int:
     ap = _parser("al export", "Write the current labels and the latest probe's predictions for every image.")
-    ap.add_argument("--out", metavar="PATH", default=None,
-                    help="output file (default: <data_dir>/exports/labels-<UTC timestamp>.csv or .parquet)")
-    ap.add_argument("--format", choices=["csv", "parquet"], default=None,
-                    help="file format (default: from the --out suffix, else csv)")
+    ap.add_argument(
+        "--out",
+        metavar="PATH",
+        default=None,
+        help="output file (default: <data_dir>/exports/labels-<UTC timestamp>.csv or .parquet)",
+    )
+    ap.add_argument(
+        "--format",
+        choices=["csv", "parquet"],
+        default=None,
+        help="file format (default: from the --out suffix, else csv)",
+    )
     args = ap.parse_args(argv)
 
     def body(cfg, store):
@@ -176,17 +232,23 @@ def export_main(argv: list[str]) -> int:
         out = Path(args.out) if args.out else cfg.data_dir / "exports" / f"labels-{_stamp()}.{fmt}"
         s = export(store, cfg, out, fmt)
         probe = f"probe {s['probe_id']}" if s["probe_id"] else "no probe yet (no predictions)"
-        print_safe(f"wrote {s['path']} ({s['format']}): {s['rows']} images, {s['labelled']} labelled, {s['skips']} "
-                   f"skipped, {s['predicted']} predicted by {probe}; {s['exact_duplicates']} images under several "
-                   "paths (columns n_paths, paths)")
+        print_safe(
+            f"wrote {s['path']} ({s['format']}): {s['rows']} images, {s['labelled']} labelled, {s['skips']} "
+            f"skipped, {s['predicted']} predicted by {probe}; {s['exact_duplicates']} images under several "
+            "paths (columns n_paths, paths)"
+        )
 
     return run_with_store("al export", args.config, body)
 
 
 def snapshot_main(argv: list[str]) -> int:
     ap = _parser("al snapshot", "Write a consistent read-only copy of the database for analysts.")
-    ap.add_argument("--out", metavar="PATH", default=None,
-                    help="snapshot file (default: <data_dir>/snapshots/warehouse-<UTC timestamp>.duckdb)")
+    ap.add_argument(
+        "--out",
+        metavar="PATH",
+        default=None,
+        help="snapshot file (default: <data_dir>/snapshots/warehouse-<UTC timestamp>.duckdb)",
+    )
     args = ap.parse_args(argv)
 
     def body(cfg, store):
@@ -195,8 +257,10 @@ def snapshot_main(argv: list[str]) -> int:
         out = Path(args.out) if args.out else cfg.data_dir / "snapshots" / f"warehouse-{_stamp()}.duckdb"
         s = snapshot(store, out)
         n = sum(s["tables"].values())
-        print_safe(f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, {len(s['tables'])} tables, {n} rows) in "
-                   f"{s['seconds']:.2f} s\nopen it with: duckdb -readonly {s['path']}")
+        print_safe(
+            f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, {len(s['tables'])} tables, {n} rows) in "
+            f"{s['seconds']:.2f} s\nopen it with: duckdb -readonly {s['path']}"
+        )
 
     return run_with_store("al snapshot", args.config, body)
 

@@ -55,8 +55,10 @@ def terminal_safe(text, *, keep_newlines: bool = False) -> str:
     s = "" if text is None else str(text)
     if s.isascii() and s.isprintable():
         return s
-    return "".join(ch if (ch == "\n" and keep_newlines) or unicodedata.category(ch) not in _ACTIVE_CATEGORIES
-                   else _escape(ch) for ch in s)
+    return "".join(
+        ch if (ch == "\n" and keep_newlines) or unicodedata.category(ch) not in _ACTIVE_CATEGORIES else _escape(ch)
+        for ch in s
+    )
 
 
 def print_safe(text, *, file=None, flush: bool = False) -> None:
@@ -70,8 +72,9 @@ def json_safe(obj, **kw) -> str:
     text = json.dumps(obj, ensure_ascii=False, **kw)
     if text.isascii():
         return text
-    return "".join(f"\\u{ord(ch):04x}" if ord(ch) > 0x7E and unicodedata.category(ch) in _ACTIVE_CATEGORIES
-                   else ch for ch in text)
+    return "".join(
+        f"\\u{ord(ch):04x}" if ord(ch) > 0x7E and unicodedata.category(ch) in _ACTIVE_CATEGORIES else ch for ch in text
+    )
 
 
 def fail(prog: str, message: str, status: Exit = Exit.FAILED) -> Exit:
@@ -82,10 +85,12 @@ def fail(prog: str, message: str, status: Exit = Exit.FAILED) -> Exit:
 
 def locked_message(store, cfg) -> str:
     where = cfg.source_file or "the defaults (no project file)"
-    return (f"the database {store.db_path} is locked by another process (a loop run writing?) and stayed "
-            f"locked for the whole retry window of {store.lock_timeout_s:g} s, the setting store.lock_timeout_s "
-            f"(from {where}). The command stopped there, nothing half-written; retry in a moment, or raise "
-            "store.lock_timeout_s.")
+    return (
+        f"the database {store.db_path} is locked by another process (a loop run writing?) and stayed "
+        f"locked for the whole retry window of {store.lock_timeout_s:g} s, the setting store.lock_timeout_s "
+        f"(from {where}). The command stopped there, nothing half-written; retry in a moment, or raise "
+        "store.lock_timeout_s."
+    )
 
 
 def announce_project(prog: str, cfg, config_path: str | None) -> None:
@@ -116,8 +121,14 @@ def load_project_or_fail(prog: str, config_path: str | None):
     return cfg, None
 
 
-def run_with_store(prog: str, config_path: str | None, body: Callable, *,
-                   usage_errors: tuple[type[BaseException], ...] = (), creates_database: bool = False) -> int:
+def run_with_store(
+    prog: str,
+    config_path: str | None,
+    body: Callable,
+    *,
+    usage_errors: tuple[type[BaseException], ...] = (),
+    creates_database: bool = False,
+) -> int:
     """Load the project file, open its store, return ``body(cfg, store)`` (None: Exit.OK).
 
     Failures become a message on stderr and a status (module docstring);

@@ -18,19 +18,28 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--no-embed", action="store_true", help="scan only")
     args = ap.parse_args(argv)
-    return run_with_store("al ingest", args.config, lambda cfg, store: _ingest(args, cfg, store),
-                          creates_database=True, usage_errors=(ImageRootError,))
+    return run_with_store(
+        "al ingest",
+        args.config,
+        lambda cfg, store: _ingest(args, cfg, store),
+        creates_database=True,
+        usage_errors=(ImageRootError,),
+    )
 
 
 def _ingest(args, cfg, store) -> None:
     setting, where = "--images", " (on the command line)"
     if not args.images and not args.manifest:
-        args.images, args.manifest = (str(cfg.image_root) if cfg.image_root else None), (
-            str(cfg.manifest) if cfg.manifest else None)
+        args.images, args.manifest = (
+            (str(cfg.image_root) if cfg.image_root else None),
+            (str(cfg.manifest) if cfg.manifest else None),
+        )
         setting, where = "images.root", f" (in {cfg.source_file or 'the defaults: no project file'})"
         if not args.images and not args.manifest:
-            raise ImageRootError(f"no images to scan: set images.root (or images.manifest) in "
-                                 f"{cfg.source_file or 'the project file (al init writes one)'}, or give --images")
+            raise ImageRootError(
+                f"no images to scan: set images.root (or images.manifest) in "
+                f"{cfg.source_file or 'the project file (al init writes one)'}, or give --images"
+            )
     args.backbone = args.backbone or cfg.backbone.name
     args.image_size = args.image_size or cfg.backbone.image_size
     args.weights = args.weights or cfg.backbone.weights_path
@@ -44,8 +53,10 @@ def _ingest(args, cfg, store) -> None:
         r = scan(store, manifest=args.manifest, ground_truth_from_folders=False, progress=log)
     else:
         r = scan(store, root=args.images, progress=log, root_setting=setting, root_where=where)
-    log(f"scan: {r.n_files} files, {r.n_new} new, {r.n_changed} changed, {r.n_unchanged} unchanged, "
-        f"{r.n_missing} missing, {r.n_corrupt} corrupt ({r.seconds:.1f} s)")
+    log(
+        f"scan: {r.n_files} files, {r.n_new} new, {r.n_changed} changed, {r.n_unchanged} unchanged, "
+        f"{r.n_missing} missing, {r.n_corrupt} corrupt ({r.seconds:.1f} s)"
+    )
     if not args.manifest:
         require_images(r, setting, where)  # recorded; a root with no usable image is an error, not a success
     if not args.no_embed:

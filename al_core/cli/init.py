@@ -52,8 +52,9 @@ def render(project: Path, images: Path | None, classes: list[str] | None) -> str
             root = str(rel) if str(rel) != "." else "."
         except ValueError:
             root = str(images.absolute())
-        text = re.sub(r"^  root: images( +)#", lambda m: f"  root: {_yaml_str(root)}{m.group(1)}#", text, count=1,
-                      flags=re.M)
+        text = re.sub(
+            r"^  root: images( +)#", lambda m: f"  root: {_yaml_str(root)}{m.group(1)}#", text, count=1, flags=re.M
+        )
     if classes:
         text = text.replace("\nclasses: null\n", "\nclasses: [" + ", ".join(_yaml_str(c) for c in classes) + "]\n", 1)
     return text
@@ -78,11 +79,13 @@ def main(argv: list[str]) -> int:
             return fail(PROG, f"--images {images}: no such folder", Exit.USAGE)
         n = _count_images(images)
         if n == 0:
-            return fail(PROG, f"--images {images}: no image files in it ({', '.join(sorted(IMAGE_EXTENSIONS))})",
-                        Exit.USAGE)
+            return fail(
+                PROG, f"--images {images}: no image files in it ({', '.join(sorted(IMAGE_EXTENSIONS))})", Exit.USAGE
+            )
         if classes is None and not _class_folders(images):
-            return fail(PROG, f"--images {images} holds {n} images in no class folders: give --classes a,b,c",
-                        Exit.USAGE)
+            return fail(
+                PROG, f"--images {images} holds {n} images in no class folders: give --classes a,b,c", Exit.USAGE
+            )
     text = render(p, images, classes)
     atomic_write_text(p, text)
     try:

@@ -63,8 +63,10 @@ def _project(args) -> tuple:
     try:
         if args.db and find_config_path(args.config) is None:
             cfg = from_dict({}, base_dir=Path(args.db).absolute().parent)
-            print_safe(f"al labels {args.command}: no project file; the defaults, with the classes of {args.db}",
-                  file=sys.stderr)
+            print_safe(
+                f"al labels {args.command}: no project file; the defaults, with the classes of {args.db}",
+                file=sys.stderr,
+            )
         else:
             cfg = load_config(args.config)
             announce_project(f"al labels {args.command}", cfg, args.config)
@@ -78,12 +80,18 @@ def _project(args) -> tuple:
 # -- check ---------------------------------------------------------------------------
 def _add_check(subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
-        "check", parents=[common], help="validate a label file without applying it",
+        "check",
+        parents=[common],
+        help="validate a label file without applying it",
         description="Validate a label file with the inbox sensor's parser against the project's classes and "
-                    "images, applying nothing. Exit 0: valid (a summary is printed); 1: rejected (the error "
-                    "report is printed); 2: the check could not run.")
-    p.add_argument("file", help="label file: CSV (image_id,label[,annotator,annotation_id,note,seconds]), JSON "
-                                "lines, or any Label Studio export (JSON, JSON_MIN, CSV, TSV, target-storage file)")
+        "images, applying nothing. Exit 0: valid (a summary is printed); 1: rejected (the error "
+        "report is printed); 2: the check could not run.",
+    )
+    p.add_argument(
+        "file",
+        help="label file: CSV (image_id,label[,annotator,annotation_id,note,seconds]), JSON "
+        "lines, or any Label Studio export (JSON, JSON_MIN, CSV, TSV, target-storage file)",
+    )
 
 
 def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
@@ -93,8 +101,11 @@ def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
     print_safe(f"  {s['rows']} labels: {labels}; skips: {s['skips']}", file=out)
     if s["annotators"] or s["rows_without_annotator"]:
         ann = ", ".join(f"{t(k)} {v}" for k, v in s["annotators"].items())
-        extra = f"{'; ' if ann else ''}{s['rows_without_annotator']} rows without annotator" if s[
-            "rows_without_annotator"] else ""
+        extra = (
+            f"{'; ' if ann else ''}{s['rows_without_annotator']} rows without annotator"
+            if s["rows_without_annotator"]
+            else ""
+        )
         print_safe(f"  annotators: {ann}{extra}", file=out)
     if s["n_duplicates"]:
         print_safe(f"  {s['n_duplicates']} repeated rows (same image, annotator and label) counted once", file=out)
@@ -103,8 +114,9 @@ def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
     if s["n_drafts"] or s["n_unanswered"]:
         print_safe(f"  {s['n_drafts']} drafts and {s['n_unanswered']} tasks without an answer: not answers", file=out)
     for d in parsed.decisions:
-        answers = ", ".join(f"#{t(a['annotation_id'])} {t(repr(a['label']))} by {t(a['annotator'] or 'unnamed')}"
-                            for a in d["answers"])
+        answers = ", ".join(
+            f"#{t(a['annotation_id'])} {t(repr(a['label']))} by {t(a['annotator'] or 'unnamed')}" for a in d["answers"]
+        )
         print_safe(f"  task {t(d['task_id'])}: {len(d['answers'])} answers kept, newest first: {answers}", file=out)
     for w in parsed.warnings:
         print_safe(f"  WARNING {t(str(w))}", file=out)
@@ -114,8 +126,11 @@ def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
 
 def _print_report(rep: dict, out) -> None:
     """The error report of a rejected file; every value from the file goes through ``terminal_safe``."""
-    print_safe(f"{t(rep['file'])}: REJECTED, {rep['n_errors']} error(s); nothing in it would be applied "
-               f"(format {rep['format']}, sha256 {rep['sha256'] or '-'})", file=out)
+    print_safe(
+        f"{t(rep['file'])}: REJECTED, {rep['n_errors']} error(s); nothing in it would be applied "
+        f"(format {rep['format']}, sha256 {rep['sha256'] or '-'})",
+        file=out,
+    )
     for e in rep["errors"]:
         print_safe(f"  {t(str(LabelError(**e)))}", file=out)
     if rep["n_omitted"]:
@@ -134,8 +149,12 @@ def cmd_check(args) -> int:
     if parsed.ok:
         s = parsed.summary()
         if args.json:
-            print_safe(json_safe({**s, "decisions": list(parsed.decisions),
-                                  "warnings": [w.as_dict() for w in parsed.warnings]}, indent=2))
+            print_safe(
+                json_safe(
+                    {**s, "decisions": list(parsed.decisions), "warnings": [w.as_dict() for w in parsed.warnings]},
+                    indent=2,
+                )
+            )
         else:
             _print_summary(s, parsed, sys.stdout)
         return Exit.OK
@@ -150,9 +169,12 @@ def cmd_check(args) -> int:
 # -- retract / retry ----------------------------------------------------------------
 def _add_retract(subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
-        "retract", parents=[common], help="withdraw a whole delivery (e.g. a bad annotator's)",
+        "retract",
+        parents=[common],
+        help="withdraw a whole delivery (e.g. a bad annotator's)",
         description="Withdraw every label of an accepted label file: they leave training from the next round on; "
-                    "the history stays (labels rows are never deleted).")
+        "the history stays (labels rows are never deleted).",
+    )
     p.add_argument("sha256", help="the file's sha256 (a unique prefix of at least 8 hex digits)")
     p.add_argument("--reason", default=None)
 
@@ -182,18 +204,26 @@ def cmd_retract(args) -> int:
     from al_core.loop import retract_file
 
     return _loop_command(
-        "al labels retract", args, lambda store, cfg: retract_file(store, cfg, args.sha256, args.reason),
-        lambda r, cfg: (f"retracted {t(r['file'])} ({short(r['sha256'])}): {r['labels_withdrawn']} labels leave "
-                        f"training from round {r['effective_round']} on"))
+        "al labels retract",
+        args,
+        lambda store, cfg: retract_file(store, cfg, args.sha256, args.reason),
+        lambda r, cfg: (
+            f"retracted {t(r['file'])} ({short(r['sha256'])}): {r['labels_withdrawn']} labels leave "
+            f"training from round {r['effective_round']} on"
+        ),
+    )
 
 
 def _add_retry(subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
-        "retry", parents=[common], help="ingest a file again whose run failed, or a rejected file",
+        "retry",
+        parents=[common],
+        help="ingest a file again whose run failed, or a rejected file",
         description="Ask the inbox sensor for a new run (a new run key) that ingests the file again. The file must "
-                    "still be in the inbox or inbox/eval/ (its run failed), or be a rejected delivery in "
-                    "inbox/rejected/: it is put back first, into the folder of its kind (an evaluation file into "
-                    "inbox/eval/), never over a file waiting there (then as NAME-1.csv).")
+        "still be in the inbox or inbox/eval/ (its run failed), or be a rejected delivery in "
+        "inbox/rejected/: it is put back first, into the folder of its kind (an evaluation file into "
+        "inbox/eval/), never over a file waiting there (then as NAME-1.csv).",
+    )
     p.add_argument("sha256", help="the file's sha256 (a prefix of at least 8 hex digits)")
 
 
@@ -201,19 +231,27 @@ def cmd_retry(args) -> int:
     from al_core.loop import request_retry
 
     return _loop_command(
-        "al labels retry", args, lambda store, cfg: request_retry(store, cfg, args.sha256),
-        lambda r, cfg: (f"requested a new ingestion of {t(r['file'])} (request {r['request_id']}); "
-                        f"the inbox sensor launches it within {cfg.sensor.interval_s} s"))
+        "al labels retry",
+        args,
+        lambda store, cfg: request_retry(store, cfg, args.sha256),
+        lambda r, cfg: (
+            f"requested a new ingestion of {t(r['file'])} (request {r['request_id']}); "
+            f"the inbox sensor launches it within {cfg.sensor.interval_s} s"
+        ),
+    )
 
 
 # -- relabel ------------------------------------------------------------------------
 def _add_relabel(subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
-        "relabel", parents=[common], help="map every label of a class to another (a class renamed or removed)",
+        "relabel",
+        parents=[common],
+        help="map every label of a class to another (a class renamed or removed)",
         description="Map every label of class OLD to class NEW (in the project file's classes), in one transaction: "
-                    "the mapping is recorded in the label history (no delivered label is rewritten; `al lineage` "
-                    "shows it) and the evaluation set's OLD labels become NEW. Use it after renaming or removing a "
-                    "class that has labels: the round runs again from then on.")
+        "the mapping is recorded in the label history (no delivered label is rewritten; `al lineage` "
+        "shows it) and the evaluation set's OLD labels become NEW. Use it after renaming or removing a "
+        "class that has labels: the round runs again from then on.",
+    )
     p.add_argument("old", help="the class the labels name now")
     p.add_argument("new", help="a class of the project file's classes")
 
@@ -222,10 +260,15 @@ def cmd_relabel(args) -> int:
     from al_core.loop.class_changes import relabel
 
     return _loop_command(
-        "al labels relabel", args, lambda store, cfg: relabel(store, cfg, args.old, args.new),
-        lambda r, cfg: (f"relabelled {t(repr(r['old']))} -> {t(repr(r['new']))}: {r['n_labels']} label(s) and "
-                        f"{r['n_eval']} evaluation label(s) mapped (relabel {r['relabel_id']}, recorded in the label "
-                        "history); the next round trains on them"))
+        "al labels relabel",
+        args,
+        lambda store, cfg: relabel(store, cfg, args.old, args.new),
+        lambda r, cfg: (
+            f"relabelled {t(repr(r['old']))} -> {t(repr(r['new']))}: {r['n_labels']} label(s) and "
+            f"{r['n_eval']} evaluation label(s) mapped (relabel {r['relabel_id']}, recorded in the label "
+            "history); the next round trains on them"
+        ),
+    )
 
 
 # -- suspects ------------------------------------------------------------------------
@@ -234,13 +277,17 @@ SUSPECTS_LISTED = 20  # rows `al labels suspects` prints by default
 
 def _add_suspects(subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
-        "suspects", parents=[common], help="list the suspected label errors of a round",
+        "suspects",
+        parents=[common],
+        help="list the suspected label errors of a round",
         description="The training labels that cleanlab flags as likely wrong, lowest label quality first: each scored "
-                    "against a probe that did not see it (out-of-fold). Columns: image, given label, the probe's "
-                    "suggestion, label quality (0..1), the suggestion's probability, annotations, one path.")
+        "against a probe that did not see it (out-of-fold). Columns: image, given label, the probe's "
+        "suggestion, label quality (0..1), the suggestion's probability, annotations, one path.",
+    )
     p.add_argument("--round", type=int, default=None, help="the round (default: the latest assessed)")
-    p.add_argument("--limit", type=int, default=SUSPECTS_LISTED, help=f"rows at most (default {SUSPECTS_LISTED}; "
-                                                                     "0: all)")
+    p.add_argument(
+        "--limit", type=int, default=SUSPECTS_LISTED, help=f"rows at most (default {SUSPECTS_LISTED}; 0: all)"
+    )
 
 
 def cmd_suspects(args) -> int:
@@ -269,12 +316,16 @@ def cmd_suspects(args) -> int:
         which = f"round {args.round}" if args.round is not None else "any round"
         print(f"no label-quality assessment of {which} yet (one follows each round's probe)")
         return Exit.OK
-    print_safe(f"round {run['round']}: {run['n_issues']} of {run['n_labels']} training labels flagged "
-               f"({t(run['method'])}, {run['n_folds']} folds, probe {t(run['probe_id'])})")
+    print_safe(
+        f"round {run['round']}: {run['n_issues']} of {run['n_labels']} training labels flagged "
+        f"({t(run['method'])}, {run['n_folds']} folds, probe {t(run['probe_id'])})"
+    )
     for r in rows:
         given, suggested = t(repr(r["given"])), t(repr(r["suggested"]))
-        print_safe(f"  {short(r['image_id'])}  given {given:<14} suggested {suggested:<14} quality {r['quality']:.3f}  "
-                   f"p {r['suggested_prob']:.2f}  {r['n_annotations']} ann.  {t(r['path'])}")
+        print_safe(
+            f"  {short(r['image_id'])}  given {given:<14} suggested {suggested:<14} quality {r['quality']:.3f}  "
+            f"p {r['suggested_prob']:.2f}  {r['n_annotations']} ann.  {t(r['path'])}"
+        )
     return Exit.OK
 
 

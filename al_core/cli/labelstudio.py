@@ -73,8 +73,10 @@ def _push(args) -> int:
     def action(cfg, store, client):
         r = push_batch(store, cfg, client)
         rounds = ", ".join(str(x) for x in r["rounds"])
-        print_safe(f"pushed batch {rounds} to Label Studio project {r['project_id']} ({r['title']!r}) at {r['url']}: "
-                   f"{r['imported']} task(s) imported, {r['already_there']} already there")
+        print_safe(
+            f"pushed batch {rounds} to Label Studio project {r['project_id']} ({r['title']!r}) at {r['url']}: "
+            f"{r['imported']} task(s) imported, {r['already_there']} already there"
+        )
         print_safe(f"  label at {r['url']}/projects/{r['project_id']}/data")
 
     return _connected("al labelstudio push", args, action)
@@ -86,11 +88,15 @@ def _pull(args) -> int:
     def action(cfg, store, client):
         r = pull_annotations(cfg, client, export_type=args.format)
         if r["file"] is None:
-            print_safe(f"nothing new in Label Studio project {r['project_id']} ({r['annotations']} annotation(s), "
-                       "all pulled before)")
+            print_safe(
+                f"nothing new in Label Studio project {r['project_id']} ({r['annotations']} annotation(s), "
+                "all pulled before)"
+            )
         else:
-            print_safe(f"pulled {r['new_or_updated']} new or updated annotation(s) of {r['annotations']} as "
-                       f"{r['format']} into {r['file']}; the inbox sensor ingests it")
+            print_safe(
+                f"pulled {r['new_or_updated']} new or updated annotation(s) of {r['annotations']} as "
+                f"{r['format']} into {r['file']}; the inbox sensor ingests it"
+            )
 
     return _connected("al labelstudio pull", args, action)
 
@@ -99,23 +105,37 @@ def build_parser() -> argparse.ArgumentParser:
     from al_core.config.schema import LABEL_STUDIO_EXPORT_FORMATS
     from al_core.labelstudio.server import HOST
 
-    ap = argparse.ArgumentParser(prog="al labelstudio", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="al labelstudio", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     serve = add_config_option(sub.add_parser("serve", help="run the project's own Label Studio until Ctrl-C"))
     serve.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     serve.add_argument("--host", default=HOST, help=f"address to bind (default {HOST})")
-    serve.add_argument("--allow-remote", action="store_true",
-                       help="allow a --host that is not a loopback address (anyone who reaches it can sign in)")
-    for name, help_ in (("push", "create or update the Label Studio project and import the open batch"),
-                        ("pull", "write new annotations into the inbox")):
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host that is not a loopback address (anyone who reaches it can sign in)",
+    )
+    for name, help_ in (
+        ("push", "create or update the Label Studio project and import the open batch"),
+        ("pull", "write new annotations into the inbox"),
+    ):
         p = add_config_option(sub.add_parser(name, help=help_))
-        p.add_argument("--url", default=None, help="a team's Label Studio (default: label_studio.url, else the "
-                                                   "project's own `al labelstudio serve`); token from "
-                                                   "$LABEL_STUDIO_API_KEY (label_studio.token_env)")
+        p.add_argument(
+            "--url",
+            default=None,
+            help="a team's Label Studio (default: label_studio.url, else the "
+            "project's own `al labelstudio serve`); token from "
+            "$LABEL_STUDIO_API_KEY (label_studio.token_env)",
+        )
         if name == "pull":
-            p.add_argument("--format", choices=LABEL_STUDIO_EXPORT_FORMATS, default=None,
-                           help="export format written into the inbox (default: label_studio.pull_format)")
+            p.add_argument(
+                "--format",
+                choices=LABEL_STUDIO_EXPORT_FORMATS,
+                default=None,
+                help="export format written into the inbox (default: label_studio.pull_format)",
+            )
     return ap
 
 

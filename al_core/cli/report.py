@@ -13,8 +13,9 @@ from al_core.cli.common import add_config_option, run_with_store
 
 def main(argv: list[str]) -> int:
     ap = add_config_option(argparse.ArgumentParser(prog="al report", description=__doc__.split("\n\n")[0]))
-    ap.add_argument("--out", metavar="PATH", default=None, help="where to write it (default: "
-                    "<data_dir>/reports/report.html)")
+    ap.add_argument(
+        "--out", metavar="PATH", default=None, help="where to write it (default: <data_dir>/reports/report.html)"
+    )
     args = ap.parse_args(argv)
 
     def body(cfg, store):

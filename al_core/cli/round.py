@@ -25,7 +25,9 @@ def main(argv: list[str]) -> int:
         req = request_close_round(store)
         if req is None:
             return fail("al round next", "no open batch to close", Exit.FAILED)
-        print(f"requested: close batch {req['round']} and start the next round (request {req['request_id']}); "
-              f"the inbox sensor launches it within {cfg.sensor.interval_s} s")
+        print(
+            f"requested: close batch {req['round']} and start the next round (request {req['request_id']}); "
+            f"the inbox sensor launches it within {cfg.sensor.interval_s} s"
+        )
 
     return run_with_store("al round next", args.config, body)

@@ -54,32 +54,45 @@ def format_table(result: dict) -> str:
         return ""
     labels = next(iter(strategies.values()))["labels_per_round"]
     w = max(10, *(len(s) for s in strategies)) + 2
-    lines = ["mean accuracy over seeds " + str(next(iter(strategies.values()))["seeds"]) + " by labelled images",
-             "strategy".ljust(w) + "".join(f"{n:>7}" for n in labels) + "     AUC"]
+    lines = [
+        "mean accuracy over seeds " + str(next(iter(strategies.values()))["seeds"]) + " by labelled images",
+        "strategy".ljust(w) + "".join(f"{n:>7}" for n in labels) + "     AUC",
+    ]
     for name, s in strategies.items():
-        lines.append(name.ljust(w) + "".join(f"{a:7.3f}" for a in s["accuracy_per_round"])
-                     + f"{s['area_under_curve']:8.3f}")
+        lines.append(
+            name.ljust(w) + "".join(f"{a:7.3f}" for a in s["accuracy_per_round"]) + f"{s['area_under_curve']:8.3f}"
+        )
     return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="al simulate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="al simulate",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n", 1)[0],
-        epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("--strategies", default=DEFAULT_STRATEGIES,
-                    help="comma-separated query strategies (default %(default)s)")
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    ap.add_argument(
+        "--strategies", default=DEFAULT_STRATEGIES, help="comma-separated query strategies (default %(default)s)"
+    )
     ap.add_argument("--seed-strategy", help="round-0 strategy (default: selection.seed_strategy of the project)")
     ap.add_argument("--rounds", type=int, default=10, help="query rounds after the seed round (default %(default)s)")
-    ap.add_argument("--seeds", type=int, default=3,
-                    help="how many seeds, the study's 1, 10, 100, ... (default %(default)s)")
+    ap.add_argument(
+        "--seeds", type=int, default=3, help="how many seeds, the study's 1, 10, 100, ... (default %(default)s)"
+    )
     ap.add_argument("--budget", type=int, help="images per round (default: the number of classes)")
-    ap.add_argument("--json", nargs="?", const="-", metavar="OUT",
-                    help="write the JSON to OUT (--json alone or --json -: print it on stdout)")
+    ap.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="OUT",
+        help="write the JSON to OUT (--json alone or --json -: print it on stdout)",
+    )
     ap.add_argument("--config", metavar="PATH", default=None, help=CONFIG_HELP)
     ap.add_argument("--config-id", help="embedding config (default: the most recent one that has vectors)")
-    ap.add_argument("--holdout", type=int,
-                    help="hold-out size when the eval_set table is empty (default evaluation.holdout)")
+    ap.add_argument(
+        "--holdout", type=int, help="hold-out size when the eval_set table is empty (default evaluation.holdout)"
+    )
     ap.add_argument("--out-dir", help="where the CSV and the plot go (default <data_dir>/reports/)")
     return ap
 
@@ -109,11 +122,19 @@ def _study_arguments(args, cfg, store) -> dict:
     for n in [seed_name, *names]:
         get_strategy(n)  # UnknownStrategyError names the known ones
     if seed_name not in seed_strategies():
-        raise SimulateError(f"--seed-strategy {seed_name!r} needs labels; "
-                            f"seed strategies: {', '.join(seed_strategies())}")
-    return {"classes": classes, "strategies": names, "seed_strategy": seed_name, "rounds": args.rounds,
-            "seeds": study_seeds(args.seeds), "budget": budget,
-            "config_id": args.config_id or latest_config_id(store), "holdout": args.holdout}
+        raise SimulateError(
+            f"--seed-strategy {seed_name!r} needs labels; seed strategies: {', '.join(seed_strategies())}"
+        )
+    return {
+        "classes": classes,
+        "strategies": names,
+        "seed_strategy": seed_name,
+        "rounds": args.rounds,
+        "seeds": study_seeds(args.seeds),
+        "budget": budget,
+        "config_id": args.config_id or latest_config_id(store),
+        "holdout": args.holdout,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

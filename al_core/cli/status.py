@@ -35,18 +35,27 @@ def print_quality(q: dict, file=None) -> None:
         print_safe(f"  {t(r['image_id'])}: " + ", ".join(t(p) for p in r["paths"]), file=file)
     nd = q["near_duplicates"]
     if nd:
-        print_safe(f"near-duplicates {nd['n_pairs']} pairs at cosine >= {nd['threshold']:g} ({t(nd['method'])}), "
-                   f"{len(q['replacements'])} batch picks replaced", file=file)
+        print_safe(
+            f"near-duplicates {nd['n_pairs']} pairs at cosine >= {nd['threshold']:g} ({t(nd['method'])}), "
+            f"{len(q['replacements'])} batch picks replaced",
+            file=file,
+        )
     s = q["suspects"]
     if s:
-        print_safe(f"suspects        round {s['round']}: {s['n_issues']} of {s['n_labels']} training labels flagged "
-                   "(`al labels suspects` lists them)", file=file)
+        print_safe(
+            f"suspects        round {s['round']}: {s['n_issues']} of {s['n_labels']} training labels flagged "
+            "(`al labels suspects` lists them)",
+            file=file,
+        )
     a = q["agreement"]
     if a["n_images_multi"]:
         fk = "-" if a["fleiss_kappa"] is None else f"{a['fleiss_kappa']:.3f}"
         ck = "-" if a["overall_kappa"] is None else f"{a['overall_kappa']:.3f}"
-        print_safe(f"agreement       {a['n_images_multi']} images with several answers: Fleiss' kappa {fk}, "
-                   f"Cohen's kappa (pairs) {ck}", file=file)
+        print_safe(
+            f"agreement       {a['n_images_multi']} images with several answers: Fleiss' kappa {fk}, "
+            f"Cohen's kappa (pairs) {ck}",
+            file=file,
+        )
     for w in q["warnings"]:
         print_safe(f"WARNING         {t(w)}", file=file)
 
@@ -54,25 +63,38 @@ def print_quality(q: dict, file=None) -> None:
 def print_summary(s: dict, file=None) -> None:
     """The summary as text; paths, statuses and names go through ``terminal_safe``."""
     print_safe(f"database        {t(s['database'])} (schema version {s['schema_version']})", file=file)
-    print_safe(f"images          {s['images']} distinct (sha256), paths: "
-               + ", ".join(f"{t(k)} {v}" for k, v in s["paths_by_status"].items()), file=file)
+    print_safe(
+        f"images          {s['images']} distinct (sha256), paths: "
+        + ", ".join(f"{t(k)} {v}" for k, v in s["paths_by_status"].items()),
+        file=file,
+    )
     print_safe(f"ground truth    {s['ground_truth_classes']} classes (simulation only)", file=file)
     for c in s["embedding_configs"]:
-        print_safe(f"embeddings      {t(c['backbone'])} [{t(c['config_id'])}]: {c['vectors']} vectors x {c['dim']} "
-                   f"in {c['parts']} part files", file=file)
+        print_safe(
+            f"embeddings      {t(c['backbone'])} [{t(c['config_id'])}]: {c['vectors']} vectors x {c['dim']} "
+            f"in {c['parts']} part files",
+            file=file,
+        )
     lab = s["labelling"]
-    print_safe(f"labels          policy {t(lab['policy'] or 'latest')}: {lab['skipped']} images skipped, "
-               f"{lab['disputed']} disputed ({lab['adjudication_queued']} queued for adjudication), "
-               f"{lab['disagreements']} with annotators disagreeing", file=file)
+    print_safe(
+        f"labels          policy {t(lab['policy'] or 'latest')}: {lab['skipped']} images skipped, "
+        f"{lab['disputed']} disputed ({lab['adjudication_queued']} queued for adjudication), "
+        f"{lab['disagreements']} with annotators disagreeing",
+        file=file,
+    )
     b = lab.get("batch")
     if b:
-        print_safe(f"open batch      {b['round']}: {b['answered']}/{b['proposed']} answered ({b['skipped']} skipped, "
-                   f"{b['disputed']} disputed)", file=file)
+        print_safe(
+            f"open batch      {b['round']}: {b['answered']}/{b['proposed']} answered ({b['skipped']} skipped, "
+            f"{b['disputed']} disputed)",
+            file=file,
+        )
         for m in b["unanswered"][:UNANSWERED_SHOWN]:
             print_safe(f"  no answer yet {t(m['image_id'])} {t(m['path'])}", file=file)
         if len(b["unanswered"]) > UNANSWERED_SHOWN:
-            print_safe(f"  ... and {len(b['unanswered']) - UNANSWERED_SHOWN} more (al status --json lists them)",
-                       file=file)
+            print_safe(
+                f"  ... and {len(b['unanswered']) - UNANSWERED_SHOWN} more (al status --json lists them)", file=file
+            )
 
 
 # ---------------------------------------------------------------- what the labels bought (al_core.value.summary)
@@ -92,8 +114,17 @@ def print_value(v: dict | None, file=None) -> None:
     if v is None:
         return
     print_safe("what the labels bought", file=file)
-    for key in ("metric_now", "labels_so_far", "annotator_time", "cost_so_far", "cost_per_point", "projection",
-                "stop_suggestion", "next_batch", "budget"):
+    for key in (
+        "metric_now",
+        "labels_so_far",
+        "annotator_time",
+        "cost_so_far",
+        "cost_per_point",
+        "projection",
+        "stop_suggestion",
+        "next_batch",
+        "budget",
+    ):
         print_safe(f"  {key.replace('_', ' '):<18}{t(v['lines'][key])}", file=file)
 
 

@@ -49,10 +49,28 @@ CONFIG_ENV = "AL_CONFIG"
 DEFAULT_CONFIG_NAME = "al.yaml"
 
 __all__ = [
-    "CONFIG_ENV", "DEFAULT_CONFIG_NAME", "DEFAULT_YAML", "BackboneConfig", "ConfigError", "EvaluationConfig",
-    "ImagesConfig", "LabelStudioConfig", "LabelsConfig", "PathsConfig", "ProjectConfig", "QualityConfig",
-    "ScheduleConfig", "SelectionConfig", "SensorConfig", "StoreConfig", "CostConfig", "TargetConfig",
-    "config_origin", "find_config_path", "from_dict", "load_config",
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_NAME",
+    "DEFAULT_YAML",
+    "BackboneConfig",
+    "ConfigError",
+    "EvaluationConfig",
+    "ImagesConfig",
+    "LabelStudioConfig",
+    "LabelsConfig",
+    "PathsConfig",
+    "ProjectConfig",
+    "QualityConfig",
+    "ScheduleConfig",
+    "SelectionConfig",
+    "SensorConfig",
+    "StoreConfig",
+    "CostConfig",
+    "TargetConfig",
+    "config_origin",
+    "find_config_path",
+    "from_dict",
+    "load_config",
 ]
 
 
@@ -161,14 +179,17 @@ def from_dict(data: dict, base_dir: str | os.PathLike = ".", source_file: str | 
     for key in data:
         if key not in known:
             raise ConfigError(f"unknown section {key!r}{did_you_mean(key, known)} (known: {', '.join(known)})")
-    sections = {("store_cfg" if name == "store" else name): build_section(cls, data.get(name), name)
-                for name, cls in SECTIONS.items()}
+    sections = {
+        ("store_cfg" if name == "store" else name): build_section(cls, data.get(name), name)
+        for name, cls in SECTIONS.items()
+    }
     classes = check_classes(data.get("classes"), sections["labels"].skip_label)
     name = data.get("name", ProjectConfig.name)
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise ConfigError(f"name: expected a project name without surrounding spaces, got {name!r}")
-    cfg = ProjectConfig(base_dir=str(Path(base_dir).absolute()), name=name, classes=classes, source_file=source_file,
-                        **sections)
+    cfg = ProjectConfig(
+        base_dir=str(Path(base_dir).absolute()), name=name, classes=classes, source_file=source_file, **sections
+    )
     _check_together(cfg)
     return cfg
 
@@ -181,28 +202,38 @@ def _check_together(cfg: ProjectConfig) -> None:
     """Settings that are valid alone but not together."""
     s = cfg.selection
     if s.total_budget < s.budget_per_round:
-        raise ConfigError(f"selection.total_budget ({s.total_budget}) must be at least selection.budget_per_round "
-                          f"({s.budget_per_round})")
+        raise ConfigError(
+            f"selection.total_budget ({s.total_budget}) must be at least selection.budget_per_round "
+            f"({s.budget_per_round})"
+        )
     if _nested(cfg.inbox, cfg.outbox):
-        raise ConfigError(f"paths.inbox ({cfg.inbox}) and paths.outbox ({cfg.outbox}) must be separate folders, "
-                          "neither inside the other: annotators' files and the tool's batches would mix")
+        raise ConfigError(
+            f"paths.inbox ({cfg.inbox}) and paths.outbox ({cfg.outbox}) must be separate folders, "
+            "neither inside the other: annotators' files and the tool's batches would mix"
+        )
     check_url_template(cfg.labels.image_url_template, IMAGE_URL_FIELDS, "labels.image_url_template")
     root, doc_root = cfg.image_root, cfg.document_root
     if cfg.label_studio.document_root and root is not None and doc_root != root and doc_root not in root.parents:
-        raise ConfigError(f"label_studio.document_root ({doc_root}) must contain images.root ({root}): task image "
-                          "paths are made relative to it")
+        raise ConfigError(
+            f"label_studio.document_root ({doc_root}) must contain images.root ({root}): task image "
+            "paths are made relative to it"
+        )
     if s.class_balance and s.query_strategy not in CLASS_BALANCE_STRATEGIES:
-        raise ConfigError(f"selection.class_balance applies to the diverse pick of "
-                          f"{', '.join(CLASS_BALANCE_STRATEGIES)}; query_strategy {s.query_strategy!r} has "
-                          "none: set class_balance: false")
+        raise ConfigError(
+            f"selection.class_balance applies to the diverse pick of "
+            f"{', '.join(CLASS_BALANCE_STRATEGIES)}; query_strategy {s.query_strategy!r} has "
+            "none: set class_balance: false"
+        )
     if cfg.schedule.retrain_cron is not None:
         check_cron(cfg.schedule.retrain_cron, "schedule.retrain_cron")
     roles = sorted({r for r, _ in cfg.cost.role_per_label} | {r for r, _ in cfg.cost.role_per_hour})
     for annotator, role in cfg.cost.annotator_roles:
         if role not in roles:
-            raise ConfigError(f"cost.annotator_roles.{annotator}: unknown role {role!r}{did_you_mean(role, roles)} "
-                              f"(roles are the names under cost.role_per_label and cost.role_per_hour: "
-                              f"{', '.join(roles) or 'none yet'})")
+            raise ConfigError(
+                f"cost.annotator_roles.{annotator}: unknown role {role!r}{did_you_mean(role, roles)} "
+                f"(roles are the names under cost.role_per_label and cost.role_per_hour: "
+                f"{', '.join(roles) or 'none yet'})"
+            )
     _check_label_studio(cfg)
 
 
@@ -214,15 +245,20 @@ def _check_label_studio(cfg: ProjectConfig) -> None:
     if ls.url is not None:
         parts = urllib.parse.urlsplit(ls.url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-            raise ConfigError(f"label_studio.url: expected the server's address such as http://host:8080, got "
-                              f"{ls.url!r}")
+            raise ConfigError(
+                f"label_studio.url: expected the server's address such as http://host:8080, got {ls.url!r}"
+            )
     if not _ENV_NAME.match(ls.token_env):
-        raise ConfigError(f"label_studio.token_env: expected the name of an environment variable (letters, digits, "
-                          f"_), got {ls.token_env!r}; the token itself never goes into the project file")
+        raise ConfigError(
+            f"label_studio.token_env: expected the name of an environment variable (letters, digits, "
+            f"_), got {ls.token_env!r}; the token itself never goes into the project file"
+        )
     if ls.target_storage and cfg.document_root not in cfg.inbox.parents:
-        raise ConfigError(f"label_studio.target_storage needs paths.inbox ({cfg.inbox}) under the document root "
-                          f"({cfg.document_root}): Label Studio writes only below it; move the inbox or set "
-                          "label_studio.document_root to a folder holding both")
+        raise ConfigError(
+            f"label_studio.target_storage needs paths.inbox ({cfg.inbox}) under the document root "
+            f"({cfg.document_root}): Label Studio writes only below it; move the inbox or set "
+            "label_studio.document_root to a folder holding both"
+        )
 
 
 def find_config_path(path: str | os.PathLike | None = None) -> Path | None:
@@ -242,8 +278,10 @@ def config_origin(path: str | os.PathLike | None = None) -> str:
     return f"${CONFIG_ENV}" if os.environ.get(CONFIG_ENV) else f"./{DEFAULT_CONFIG_NAME}"
 
 
-NO_PROJECT_FILE = (f"no project file: give --config PATH, set ${CONFIG_ENV}, or run in the project's folder "
-                   f"(./{DEFAULT_CONFIG_NAME}); `al init --images DIR --classes a,b,c` writes one")
+NO_PROJECT_FILE = (
+    f"no project file: give --config PATH, set ${CONFIG_ENV}, or run in the project's folder "
+    f"(./{DEFAULT_CONFIG_NAME}); `al init --images DIR --classes a,b,c` writes one"
+)
 
 
 def _yaml_error(p: Path, e: yaml.YAMLError) -> ConfigError:

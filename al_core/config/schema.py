@@ -176,10 +176,19 @@ class QualityConfig:
 
 # section name in the file -> its dataclass (the `store:` section is ProjectConfig.store_cfg)
 SECTIONS: dict[str, type] = {
-    "images": ImagesConfig, "backbone": BackboneConfig, "selection": SelectionConfig,
-    "evaluation": EvaluationConfig, "labels": LabelsConfig, "label_studio": LabelStudioConfig, "paths": PathsConfig,
-    "sensor": SensorConfig, "schedule": ScheduleConfig, "store": StoreConfig, "cost": CostConfig,
-    "target": TargetConfig, "quality": QualityConfig,
+    "images": ImagesConfig,
+    "backbone": BackboneConfig,
+    "selection": SelectionConfig,
+    "evaluation": EvaluationConfig,
+    "labels": LabelsConfig,
+    "label_studio": LabelStudioConfig,
+    "paths": PathsConfig,
+    "sensor": SensorConfig,
+    "schedule": ScheduleConfig,
+    "store": StoreConfig,
+    "cost": CostConfig,
+    "target": TargetConfig,
+    "quality": QualityConfig,
 }
 TOP_LEVEL_KEYS = ("name", "classes")
 DEMO_PROJECT_NAME = "demo"  # the name of the repository's own al.yaml (make demo): commands say so when they use it

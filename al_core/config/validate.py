@@ -48,13 +48,16 @@ def check_mapping(value, kind: type, where: str) -> tuple:
     if value is None:
         return ()
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping of names to {'numbers' if kind is float else 'names'}, "
-                          f"got {_describe(value)}")
+        raise ConfigError(
+            f"{where}: expected a mapping of names to {'numbers' if kind is float else 'names'}, got {_describe(value)}"
+        )
     out = []
     for k, v in value.items():
         if not isinstance(k, str) or not k.strip() or k != k.strip():
-            raise ConfigError(f"{where}: the name {_describe(k)} must be a non-empty string without surrounding "
-                              f"spaces (quote it: \"{k}\")")
+            raise ConfigError(
+                f"{where}: the name {_describe(k)} must be a non-empty string without surrounding "
+                f'spaces (quote it: "{k}")'
+            )
         if kind is float:
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"{where}.{k}: expected a positive finite number, got {_describe(v)}")
@@ -110,8 +113,10 @@ def _check_rules(value, rules: dict, where: str) -> None:
     if "choices" in rules:
         choices = rules["choices"]() if callable(rules["choices"]) else rules["choices"]
         if value not in choices:
-            raise ConfigError(f"{where}: unknown value {_describe(value)}{did_you_mean(value, choices)} "
-                              f"(known: {', '.join(map(str, choices))})")
+            raise ConfigError(
+                f"{where}: unknown value {_describe(value)}{did_you_mean(value, choices)} "
+                f"(known: {', '.join(map(str, choices))})"
+            )
 
 
 def build_section(cls, data, where: str):
@@ -158,8 +163,10 @@ def check_url_template(template: str, fields: tuple[str, ...], where: str) -> No
         if name is None:
             continue
         if name not in fields:
-            raise ConfigError(f"{where}: unknown field {{{name}}}{did_you_mean(name, fields)} "
-                              f"(known: {', '.join('{' + f + '}' for f in fields)})")
+            raise ConfigError(
+                f"{where}: unknown field {{{name}}}{did_you_mean(name, fields)} "
+                f"(known: {', '.join('{' + f + '}' for f in fields)})"
+            )
         if spec or conv:
             raise ConfigError(f"{where}: {{{name}}} takes no format spec or conversion")
 
@@ -169,8 +176,13 @@ _CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midni
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 # (name, lowest, highest, names for values starting at lowest)
-_CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, ()),
-                ("month", 1, 12, _MONTHS), ("day of week", 0, 7, _DAYS))
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _DAYS),
+)
 
 
 def _cron_value(text: str, lo: int, hi: int, names: tuple[str, ...]) -> int:
@@ -212,8 +224,10 @@ def check_cron(expr: str, where: str) -> None:
         return
     parts = expr.split()
     if len(parts) != 5:
-        raise ConfigError(f"{where}: {expr!r} is not a cron expression: expected 5 fields "
-                          "(minute hour day-of-month month day-of-week), e.g. \"0 3 * * *\"")
+        raise ConfigError(
+            f"{where}: {expr!r} is not a cron expression: expected 5 fields "
+            '(minute hour day-of-month month day-of-week), e.g. "0 3 * * *"'
+        )
     for part, (name, lo, hi, names) in zip(parts, _CRON_FIELDS, strict=True):
         try:
             for item in part.split(","):

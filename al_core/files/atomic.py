@@ -115,8 +115,14 @@ def _tmp_name(path: Path) -> str:
     return f"{_tmp_prefix(path)}{secrets.token_hex(TMP_RANDOM_BYTES)}{TMP_SUFFIX}"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = DEFAULT_MODE,
-                       replace: bool = True, within: str | os.PathLike | None = None) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike,
+    data: bytes,
+    *,
+    mode: int = DEFAULT_MODE,
+    replace: bool = True,
+    within: str | os.PathLike | None = None,
+) -> Path:
     """Write ``data`` to ``path`` atomically (steps 1-4 of the module docstring); returns ``path``.
 
     ``replace=False``: raise FileExistsError instead of replacing an existing file.
@@ -147,8 +153,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = DEFA
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8", mode: int = DEFAULT_MODE,
-                      replace: bool = True, within: str | os.PathLike | None = None) -> Path:
+def atomic_write_text(
+    path: str | os.PathLike,
+    text: str,
+    *,
+    encoding: str = "utf-8",
+    mode: int = DEFAULT_MODE,
+    replace: bool = True,
+    within: str | os.PathLike | None = None,
+) -> Path:
     """``atomic_write_bytes`` of ``text`` encoded (no newline translation: what is given is written)."""
     return atomic_write_bytes(path, text.encode(encoding), mode=mode, replace=replace, within=within)
 

@@ -7,7 +7,9 @@ import os
 HASH_CHUNK = 1 << 22  # 4 MiB read buffer
 
 # Shortened sha256 hex digests: one length per use, defined here only.
-SHORT_ID_CHARS = 16  # an image / file / probe hash shown to people (tables, messages): 64 bits, no collisions in practice
+SHORT_ID_CHARS = (
+    16  # an image / file / probe hash shown to people (tables, messages): 64 bits, no collisions in practice
+)
 FILE_PREFIX_CHARS = 12  # a label file's sha256 in its stored name in accepted/ or rejected/ (48 bits)
 RUN_KEY_DIGEST_CHARS = 20  # digest of the pending files inside a sensor run key (80 bits)
 DATABASE_ID_CHARS = 8  # the database id at the start of every run key (tells two projects' keys apart)

@@ -183,8 +183,9 @@ def _aside_name(name: str, kind: str, hidden: bool) -> str:
     return ("." if hidden else "") + fit_name(name, NAME_MAX_BYTES - 48) + f".refused-{kind.replace(' ', '-')}-{stamp}"
 
 
-def set_aside(path: str | os.PathLike, *, keep: Callable[[int], bool] = stat.S_ISREG,
-              hidden: bool = False) -> str | None:
+def set_aside(
+    path: str | os.PathLike, *, keep: Callable[[int], bool] = stat.S_ISREG, hidden: bool = False
+) -> str | None:
     """Rename the entry at ``path`` unless ``keep(st_mode)`` (default: a regular file) to
     ``[.]NAME.refused-KIND-STAMP`` in the same folder (kept, never followed, never replacing anything); returns
     the new name, or None when there was nothing to set aside."""

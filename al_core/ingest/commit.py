@@ -40,13 +40,20 @@ from al_core.ingest.shards import (
     write_manifest,
 )
 
-COMMIT_COUNTS = ("parts_committed", "parts_rewritten", "parts_dropped", "parts_missing", "rows_committed",
-                 "rows_duplicate")
+COMMIT_COUNTS = (
+    "parts_committed",
+    "parts_rewritten",
+    "parts_dropped",
+    "parts_missing",
+    "rows_committed",
+    "rows_duplicate",
+)
 
 
 # ---------------------------------------------------------------------------- commit_pending, in steps
-def commit_pending(store: Store, config_id: str | None = None, *, run_id: str | None = None,
-                   verify_sha256: bool = True) -> dict:
+def commit_pending(
+    store: Store, config_id: str | None = None, *, run_id: str | None = None, verify_sha256: bool = True
+) -> dict:
     """Commit every written-but-uncommitted part (of ``config_id``, or of every config) in one transaction.
 
     Returns counts (COMMIT_COUNTS): parts committed, rewritten, dropped
@@ -90,8 +97,9 @@ def _already_committed(store: Store, pending: list[dict]) -> set[tuple[str, str]
     if not store.db_path.exists():
         return set()
     with store.connect(read_only=True, view=False) as con:
-        return E.indexed_pairs(con, [m["config_id"] for m in pending for _ in m["image_ids"]],
-                               [i for m in pending for i in m["image_ids"]])
+        return E.indexed_pairs(
+            con, [m["config_id"] for m in pending for _ in m["image_ids"]], [i for m in pending for i in m["image_ids"]]
+        )
 
 
 def _intact(loc: VectorsLocation, m: dict, verify_sha256: bool) -> bool:
@@ -101,8 +109,9 @@ def _intact(loc: VectorsLocation, m: dict, verify_sha256: bool) -> bool:
     return not verify_sha256 or sha256_of(loc, m["rel_path"]) == m["sha256"]
 
 
-def _sort_out(loc: VectorsLocation, pending: list[dict], taken: set[tuple[str, str]], out: dict,
-              verify_sha256: bool) -> tuple[list[dict], list[dict]]:
+def _sort_out(
+    loc: VectorsLocation, pending: list[dict], taken: set[tuple[str, str]], out: dict, verify_sha256: bool
+) -> tuple[list[dict], list[dict]]:
     """(records to commit, manifests whose part goes): each part whole, rewritten, dropped or missing."""
     records, drop = [], []
     for m in pending:
@@ -138,8 +147,15 @@ def _rewrite_without_duplicates(loc: VectorsLocation, m: dict, keep: list[bool])
 
 
 # ---------------------------------------------------------------------------- the two callers
-def embed_into_catalogue(store: Store, backbone, *, source: str | None, run_id: str | None, batch_size: int = 64,
-                         progress: Callable[[str], None] | None = None) -> EmbeddingsSummary:
+def embed_into_catalogue(
+    store: Store,
+    backbone,
+    *,
+    source: str | None,
+    run_id: str | None,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> EmbeddingsSummary:
     """What the ``embeddings`` asset does: commit the part files shard workers wrote (one transaction),
     then embed what is still missing in this process."""
     committed = commit_pending(store, backbone.config_id, run_id=run_id)
@@ -168,24 +184,44 @@ def commit_planned_run(store: Store, plan: dict, run_id: str) -> EmbeddingsSumma
     workers = sorted({json.dumps(s["worker"], sort_keys=True) for s in summaries if s["n_embedded"]})
     n_images = sum(s["n_embedded"] for s in summaries)
     wall = (now() - started).total_seconds()
-    n_total = record_run(store, run_id=run_id, config_id=config_id, config=config, started_at=started,
-                         n_images=n_images, images_per_s=n_images / wall if wall > 0 else 0.0, failures=failures,
-                         device=f"sharded ({len({json.dumps(s.get('worker'), sort_keys=True) for s in summaries})} "
-                                f"workers) {config.get('device')}")
+    n_total = record_run(
+        store,
+        run_id=run_id,
+        config_id=config_id,
+        config=config,
+        started_at=started,
+        n_images=n_images,
+        images_per_s=n_images / wall if wall > 0 else 0.0,
+        failures=failures,
+        device=f"sharded ({len({json.dumps(s.get('worker'), sort_keys=True) for s in summaries})} "
+        f"workers) {config.get('device')}",
+    )
     remove_plan(store.vectors_loc, config_id, plan["plan_id"])
     return EmbeddingsSummary.of_run(
-        config_id, config, source=plan.get("source"), n_embedded=n_images,
-        n_skipped=n_total - committed["rows_committed"], n_failed=len(failures),
-        failures=[{"image_id": i, "error": e} for i, _, e in failures], n_total=n_total,
-        images_per_s=n_images / wall if wall > 0 else 0.0, seconds=wall, run_id=run_id,
-        sharded=_sharded_details(plan, summaries, committed, workers))
+        config_id,
+        config,
+        source=plan.get("source"),
+        n_embedded=n_images,
+        n_skipped=n_total - committed["rows_committed"],
+        n_failed=len(failures),
+        failures=[{"image_id": i, "error": e} for i, _, e in failures],
+        n_total=n_total,
+        images_per_s=n_images / wall if wall > 0 else 0.0,
+        seconds=wall,
+        run_id=run_id,
+        sharded=_sharded_details(plan, summaries, committed, workers),
+    )
 
 
 def _sharded_details(plan: dict, summaries: Sequence[dict], committed: dict, workers: list[str]) -> dict:
     return {
-        "plan_id": plan["plan_id"], "planned_by": plan.get("worker"), "committed_by": worker_identity(),
-        "commit": committed, "worker_seconds": sum(s.get("embed_seconds", 0.0) for s in summaries),
+        "plan_id": plan["plan_id"],
+        "planned_by": plan.get("worker"),
+        "committed_by": worker_identity(),
+        "commit": committed,
+        "worker_seconds": sum(s.get("embed_seconds", 0.0) for s in summaries),
         "workers": [json.loads(w) for w in workers],
-        "shards": {s["shard"]: {"n_embedded": s["n_embedded"], "worker": s["worker"]}
-                   for s in summaries if s["n_planned"]},
+        "shards": {
+            s["shard"]: {"n_embedded": s["n_embedded"], "worker": s["worker"]} for s in summaries if s["n_planned"]
+        },
     }

@@ -75,8 +75,10 @@ class ScannedFile(NamedTuple):
         data = read_image_bytes(self.path, self.root)
         digest = hashlib.sha256(data).hexdigest()
         if digest != self.sha256:
-            raise ValueError(f"{CHANGED_SINCE_SCAN}: its bytes now have sha256 {digest[:16]}..., not its image id "
-                             f"{self.sha256[:16]}...; nothing embedded, the next scan records it again")
+            raise ValueError(
+                f"{CHANGED_SINCE_SCAN}: its bytes now have sha256 {digest[:16]}..., not its image id "
+                f"{self.sha256[:16]}...; nothing embedded, the next scan records it again"
+            )
         return data
 
 
@@ -104,8 +106,7 @@ class Progress:
         left = self.seconds_left
         eta = f", about {_duration(left)} left" if left is not None and not self.done else ""
         return (
-            f"{state}: {count}, {self.failures} failures, "
-            f"{self.elapsed_s:.1f} s, {self.images_per_s:.1f} images/s{eta}"
+            f"{state}: {count}, {self.failures} failures, {self.elapsed_s:.1f} s, {self.images_per_s:.1f} images/s{eta}"
         )
 
 
@@ -312,6 +313,7 @@ class EmbedStream:
         pending: deque = deque()
         pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="al-embed-decode")
         try:
+
             def fill():
                 while len(pending) < self.prefetch:
                     chunk = next(chunks, None)

@@ -26,8 +26,9 @@ def inside(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def walk_images(root: str | os.PathLike, skipped: list[str] | None = None
-                ) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
+def walk_images(
+    root: str | os.PathLike, skipped: list[str] | None = None
+) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
     """Yield (absolute path, stat of what it leads to or None, problem or None) of every image file below root.
 
     Symbolic links are followed only where they lead inside the root (its real
@@ -65,8 +66,10 @@ def walk_images(root: str | os.PathLike, skipped: list[str] | None = None
                 if is_link and not inside(os.path.realpath(e.path), root_real):
                     if e.is_dir(follow_symlinks=True):
                         if skipped is not None:
-                            skipped.append(f"{printable_name(e.path)}: a symbolic link to a folder outside the "
-                                           "image root (not followed)")
+                            skipped.append(
+                                f"{printable_name(e.path)}: a symbolic link to a folder outside the "
+                                "image root (not followed)"
+                            )
                     elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
                         yield e.path, None, LINK_OUTSIDE
                     continue

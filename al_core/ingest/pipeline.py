@@ -60,15 +60,39 @@ class EmbeddingsSummary:
     sharded: Mapping | None = None  # a sharded run: plan, workers, commit counts per shard
 
     @classmethod
-    def of_run(cls, config_id: str, config: Mapping, *, source: str | None, n_embedded: int, n_skipped: int,
-               n_failed: int, failures: Iterable[dict], n_total: int, images_per_s: float, seconds: float,
-               run_id: str, sharded: Mapping | None = None) -> "EmbeddingsSummary":
+    def of_run(
+        cls,
+        config_id: str,
+        config: Mapping,
+        *,
+        source: str | None,
+        n_embedded: int,
+        n_skipped: int,
+        n_failed: int,
+        failures: Iterable[dict],
+        n_total: int,
+        images_per_s: float,
+        seconds: float,
+        run_id: str,
+        sharded: Mapping | None = None,
+    ) -> "EmbeddingsSummary":
         """The one way a run's summary is built. ``config``: the backbone's config with ``dim``."""
         return cls(
-            config_id=config_id, backbone=config["backbone"], dim=int(config["dim"]), dtype=config["dtype"],
-            device=str(config.get("device")), source=source, n_embedded=int(n_embedded), n_skipped=int(n_skipped),
-            n_failed=int(n_failed), failures=tuple(list(failures)[:FAILURES_KEPT]), n_total=int(n_total),
-            images_per_s=float(images_per_s), seconds=float(seconds), run_id=run_id, sharded=sharded,
+            config_id=config_id,
+            backbone=config["backbone"],
+            dim=int(config["dim"]),
+            dtype=config["dtype"],
+            device=str(config.get("device")),
+            source=source,
+            n_embedded=int(n_embedded),
+            n_skipped=int(n_skipped),
+            n_failed=int(n_failed),
+            failures=tuple(list(failures)[:FAILURES_KEPT]),
+            n_total=int(n_total),
+            images_per_s=float(images_per_s),
+            seconds=float(seconds),
+            run_id=run_id,
+            sharded=sharded,
         )
 
     def as_dict(self) -> dict:
@@ -115,8 +139,11 @@ def finite_rows(ids: list, vectors: np.ndarray) -> tuple[list, np.ndarray, list]
     ok = np.isfinite(vectors).all(axis=1)
     if ok.all():
         return ids, vectors, []
-    return [i for i, k in zip(ids, ok, strict=True) if k], vectors[ok], [i for i, k in zip(ids, ok, strict=True)
-                                                                           if not k]
+    return (
+        [i for i, k in zip(ids, ok, strict=True) if k],
+        vectors[ok],
+        [i for i, k in zip(ids, ok, strict=True) if not k],
+    )
 
 
 def scanned_items(todo: Iterable[tuple[str, str, str, str]]) -> list[tuple[str, "object"]]:
@@ -148,10 +175,18 @@ def embed_missing(
     items, todo = _todo(store, config_id, source, limit)
     run_id, started = uuid.uuid4().hex, now()
     if progress:
-        progress(f"embedding {len(todo)} images with {backbone.name} [{config_id}] "
-                 f"({len(items) - len(todo)} already embedded)")
-    stream = embed_images(scanned_items(todo), backbone, batch_size=batch_size, num_workers=num_workers,
-                          progress=(lambda p: progress(str(p))) if progress else None, total=len(todo))
+        progress(
+            f"embedding {len(todo)} images with {backbone.name} [{config_id}] "
+            f"({len(items) - len(todo)} already embedded)"
+        )
+    stream = embed_images(
+        scanned_items(todo),
+        backbone,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=(lambda p: progress(str(p))) if progress else None,
+        total=len(todo),
+    )
     path_of = {iid: path for iid, path, _, _ in todo}
     non_finite: list[str] = []
     n_embedded = 0
@@ -168,24 +203,44 @@ def embed_missing(
     failures += [(iid, path_of.get(iid), NON_FINITE) for iid in non_finite]
     _record_changed(store, failures)
     stats = stream.stats
-    n_total = record_run(store, run_id=run_id, config_id=config_id, config=config, started_at=started,
-                         n_images=n_embedded, images_per_s=stats.images_per_s, failures=failures,
-                         device=config.get("device"))
+    n_total = record_run(
+        store,
+        run_id=run_id,
+        config_id=config_id,
+        config=config,
+        started_at=started,
+        n_images=n_embedded,
+        images_per_s=stats.images_per_s,
+        failures=failures,
+        device=config.get("device"),
+    )
     collected = store.gc_orphan_parts(ORPHAN_MIN_AGE_S)
     if collected and progress:
         progress(f"collected {len(collected)} orphan part file(s) older than {ORPHAN_MIN_AGE_S:.0f} s")
     return EmbeddingsSummary.of_run(
-        config_id, config, source=source, n_embedded=n_embedded, n_skipped=len(items) - len(todo),
-        n_failed=len(failures), failures=[{"image_id": k, "error": e} for k, _, e in failures],
-        n_total=n_total, images_per_s=stats.images_per_s, seconds=time.perf_counter() - t0, run_id=run_id)
+        config_id,
+        config,
+        source=source,
+        n_embedded=n_embedded,
+        n_skipped=len(items) - len(todo),
+        n_failed=len(failures),
+        failures=[{"image_id": k, "error": e} for k, _, e in failures],
+        n_total=n_total,
+        images_per_s=stats.images_per_s,
+        seconds=time.perf_counter() - t0,
+        run_id=run_id,
+    )
 
 
 def _record_changed(store: Store, failures: list[tuple[str, str | None, str]]) -> None:
     """Paths whose bytes changed since the scan: recorded corrupt with the failure (the next scan hashes them)."""
     from al_core.ingest.embed import CHANGED_SINCE_SCAN
 
-    changed = [(path, error[error.index(CHANGED_SINCE_SCAN):]) for _, path, error in failures
-               if path and CHANGED_SINCE_SCAN in error]
+    changed = [
+        (path, error[error.index(CHANGED_SINCE_SCAN) :])
+        for _, path, error in failures
+        if path and CHANGED_SINCE_SCAN in error
+    ]
     if changed:
         with store.transaction() as con:
             for path, error in changed:
@@ -202,15 +257,34 @@ def _todo(store: Store, config_id: str, source: str | None, limit: int | None):
     return items, todo if limit is None else todo[:limit]
 
 
-def record_run(store: Store, *, run_id: str, config_id: str, config: Mapping, started_at, n_images: int,
-               images_per_s: float, failures: Iterable[tuple[str, str | None, str]], device: str | None) -> int:
+def record_run(
+    store: Store,
+    *,
+    run_id: str,
+    config_id: str,
+    config: Mapping,
+    started_at,
+    n_images: int,
+    images_per_s: float,
+    failures: Iterable[tuple[str, str | None, str]],
+    device: str | None,
+) -> int:
     """The embedding_runs row and the embedding_failures of a run, in one transaction; returns the
     config's vectors in the catalogue."""
     failures = list(failures)
     with store.transaction() as con:
         ts = now()
         E.insert_failures(con, config_id, failures, ts)
-        E.insert_run(con, run_id=run_id, config_id=config_id, started_at=started_at, finished_at=ts,
-                     n_images=int(n_images), n_failed=len(failures), images_per_s=float(images_per_s),
-                     device=device, library_versions=config.get("library_versions", {}))
+        E.insert_run(
+            con,
+            run_id=run_id,
+            config_id=config_id,
+            started_at=started_at,
+            finished_at=ts,
+            n_images=int(n_images),
+            n_failed=len(failures),
+            images_per_s=float(images_per_s),
+            device=device,
+            library_versions=config.get("library_versions", {}),
+        )
         return E.count_vectors(con, config_id)

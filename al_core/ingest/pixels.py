@@ -59,8 +59,9 @@ def to_rgb8(im):
     if mode == "I":
         a = np.asarray(im)
         if a.size and (a.min() < 0 or a.max() > UINT16_MAX):
-            raise UnsupportedImage(f"image mode I with samples {a.min()}..{a.max()}: only 0..65535 (16-bit) "
-                                   "has a defined 8-bit scale")
+            raise UnsupportedImage(
+                f"image mode I with samples {a.min()}..{a.max()}: only 0..65535 (16-bit) has a defined 8-bit scale"
+            )
         return _from_grey(_grey16(a))
     if mode == "F":
         a = np.asarray(im, dtype=np.float64)

@@ -37,8 +37,18 @@ from al_core.faults import fault_point
 from al_core.files.safe import UnsafeEntry, kind_of, printable_name
 from al_core.ingest.image_files import IMAGE_EXTENSIONS, LINK_OUTSIDE, read_image_bytes, walk_images
 
-__all__ = ["IMAGE_EXTENSIONS", "LINK_OUTSIDE", "ImageRootError", "ScanReport", "ok_images", "read_image_bytes",
-           "require_images", "scan", "scan_project", "walk_images"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LINK_OUTSIDE",
+    "ImageRootError",
+    "ScanReport",
+    "ok_images",
+    "read_image_bytes",
+    "require_images",
+    "scan",
+    "scan_project",
+    "walk_images",
+]
 
 # Decompression-bomb guard: a declared size above this is refused without decoding.
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default; ~256 MB of RGB at most per decoded image
@@ -105,8 +115,10 @@ def _hash_and_decode(p: _Probe) -> _Probe:
     n = len(data)
     p.image_id = hashlib.sha256(data).hexdigest()
     if n != p.size or after.st_size != p.size or after.st_mtime_ns != p.mtime_ns:  # changed while being read
-        p.status, p.error = "corrupt", (f"file changed while being read ({p.size} -> {n} bytes read, "
-                                        f"{after.st_size} now); rescan to record it")
+        p.status, p.error = (
+            "corrupt",
+            (f"file changed while being read ({p.size} -> {n} bytes read, {after.st_size} now); rescan to record it"),
+        )
         return p
     if n == 0:
         p.status, p.error = "corrupt", "empty file"
@@ -115,8 +127,9 @@ def _hash_and_decode(p: _Probe) -> _Probe:
         with Image.open(io.BytesIO(data)) as im:
             w, h_ = im.size
             if w * h_ > MAX_IMAGE_PIXELS:
-                raise ValueError(f"declared size {w}x{h_} exceeds MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} "
-                                 "(decompression bomb?)")
+                raise ValueError(
+                    f"declared size {w}x{h_} exceeds MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} (decompression bomb?)"
+                )
             p.width, p.height, p.fmt = w, h_, im.format
             im.load()  # full decode: catches truncated files
             to_rgb8(im)  # the pixels embedding will see: a mode without an 8-bit rendering is refused here
@@ -179,16 +192,22 @@ ROOT_SETTING = "images.root"  # the setting an image root comes from, named by e
 
 
 def _root_problem(setting: str, where: str, root_abs: str, problem: str) -> ImageRootError:
-    return ImageRootError(f"{setting}{where}: {printable_name(root_abs)} {problem}; put the images there (one "
-                          f"folder per class gives ground truth) or set {setting} to the folder that holds them")
+    return ImageRootError(
+        f"{setting}{where}: {printable_name(root_abs)} {problem}; put the images there (one "
+        f"folder per class gives ground truth) or set {setting} to the folder that holds them"
+    )
 
 
 def require_images(report: ScanReport, setting: str = ROOT_SETTING, where: str = "") -> ScanReport:
     """``report`` when its source has a usable image; ImageRootError (after the scan was recorded) otherwise."""
     if report.n_images == 0:
-        raise _root_problem(setting, where, report.source,
-                            f"holds {report.n_files} image file(s) and none is usable ({report.n_corrupt} corrupt, "
-                            f"{report.n_missing} missing; `al status` lists them)")
+        raise _root_problem(
+            setting,
+            where,
+            report.source,
+            f"holds {report.n_files} image file(s) and none is usable ({report.n_corrupt} corrupt, "
+            f"{report.n_missing} missing; `al status` lists them)",
+        )
     return report
 
 
@@ -212,13 +231,21 @@ def scan(
     if (root is None) == (manifest is None):
         raise ValueError("give exactly one of root or manifest")
     t0 = time.monotonic()
-    listing = (_list_root(root, ground_truth_from_folders, root_setting, root_where) if root is not None
-               else _list_manifest(manifest))
+    listing = (
+        _list_root(root, ground_truth_from_folders, root_setting, root_where)
+        if root is not None
+        else _list_manifest(manifest)
+    )
     with store.connect() as con:
         known = images.known_paths(con, listing.source)
         scan_id = images.next_scan_id(con)
-    report = ScanReport(scan_id=scan_id, source=listing.source, n_files=len(listing.entries),
-                        n_skipped=len(listing.skipped), skipped=listing.skipped[:SKIPPED_KEPT])
+    report = ScanReport(
+        scan_id=scan_id,
+        source=listing.source,
+        n_files=len(listing.entries),
+        n_skipped=len(listing.skipped),
+        skipped=listing.skipped[:SKIPPED_KEPT],
+    )
     if progress:
         for line in listing.skipped:
             progress(f"scan: skipped {line}")
@@ -235,15 +262,15 @@ def _list_root(root: str | os.PathLike, ground_truth_from_folders: bool, setting
     """Every image file below ``root``; ground truth from ``<root>/<class>/...`` folder names."""
     root_abs = os.path.abspath(root)
     if not os.path.exists(root_abs):
-        raise _root_problem(setting, where, root_abs,
-                            "is a dangling link" if os.path.lexists(root_abs) else "does not exist")
+        raise _root_problem(
+            setting, where, root_abs, "is a dangling link" if os.path.lexists(root_abs) else "does not exist"
+        )
     if not os.path.isdir(root_abs):
         raise _root_problem(setting, where, root_abs, f"is a {kind_of(os.stat(root_abs).st_mode)}, not a folder")
     skipped: list[str] = []
     entries = list(walk_images(root_abs, skipped))
     if not entries:
-        raise _root_problem(setting, where, root_abs,
-                            f"holds no image files ({' '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise _root_problem(setting, where, root_abs, f"holds no image files ({' '.join(sorted(IMAGE_EXTENSIONS))})")
     truth: dict[str, str] = {}
     if ground_truth_from_folders:
         for path, _, _ in entries:
@@ -269,8 +296,13 @@ def _list_manifest(manifest: str | os.PathLike) -> _Listing:
 
 def _unchanged(k: images.KnownPath | None, st: os.stat_result) -> bool:
     """Same size and mtime as last time, and not waiting for a retry (missing, or a transient error)."""
-    return (k is not None and k.size_bytes == st.st_size and k.mtime_ns == st.st_mtime_ns and k.status != "missing"
-            and not (k.status == "corrupt" and (k.error or "").startswith(TRANSIENT_ERRORS)))
+    return (
+        k is not None
+        and k.size_bytes == st.st_size
+        and k.mtime_ns == st.st_mtime_ns
+        and k.status != "missing"
+        and not (k.status == "corrupt" and (k.error or "").startswith(TRANSIENT_ERRORS))
+    )
 
 
 def _sort_listing(listing: _Listing, known: dict[str, images.KnownPath], report: ScanReport) -> _Sorted:
@@ -283,8 +315,9 @@ def _sort_listing(listing: _Listing, known: dict[str, images.KnownPath], report:
         if st is None:
             work.settled.append(_Probe(path, 0, 0, None, "corrupt", problem, fs_path=opener))
         elif not stat.S_ISREG(st.st_mode):
-            work.settled.append(_Probe(path, 0, 0, None, "corrupt", "not a regular file (FIFO, socket or device)",
-                                       fs_path=opener))
+            work.settled.append(
+                _Probe(path, 0, 0, None, "corrupt", "not a regular file (FIFO, socket or device)", fs_path=opener)
+            )
         elif _unchanged(known.get(path), st):
             work.unchanged.append(path)
         else:
@@ -311,16 +344,29 @@ def _probe_all(to_probe: list[_Probe], progress: Callable[[str], None] | None) -
 
 
 def _path_columns(probed: list[_Probe]) -> dict[str, list]:
-    return {"path": [p.path for p in probed], "image_id": [p.image_id for p in probed],
-            "size_bytes": [p.size for p in probed], "mtime_ns": [p.mtime_ns for p in probed],
-            "status": [p.status for p in probed], "error": [p.error for p in probed],
-            "width": [p.width for p in probed], "height": [p.height for p in probed],
-            "format": [p.fmt for p in probed],
-            "fs_path": [os.fsencode(p.fs_path) if p.fs_path else None for p in probed]}
+    return {
+        "path": [p.path for p in probed],
+        "image_id": [p.image_id for p in probed],
+        "size_bytes": [p.size for p in probed],
+        "mtime_ns": [p.mtime_ns for p in probed],
+        "status": [p.status for p in probed],
+        "error": [p.error for p in probed],
+        "width": [p.width for p in probed],
+        "height": [p.height for p in probed],
+        "format": [p.fmt for p in probed],
+        "fs_path": [os.fsencode(p.fs_path) if p.fs_path else None for p in probed],
+    }
 
 
-def _record(store: Store, listing: _Listing, report: ScanReport, probed: list[_Probe], unchanged: list[str],
-            gone: list[str], t0: float) -> None:
+def _record(
+    store: Store,
+    listing: _Listing,
+    report: ScanReport,
+    probed: list[_Probe],
+    unchanged: list[str],
+    gone: list[str],
+    t0: float,
+) -> None:
     """Write the whole scan in one transaction; fills the report's ok / corrupt / image counts."""
     ts, scan_id, source = now(), report.scan_id, listing.source
     with store.transaction() as con:
@@ -331,8 +377,11 @@ def _record(store: Store, listing: _Listing, report: ScanReport, probed: list[_P
             images.touch_paths(con, unchanged, seen_at=ts, scan_id=scan_id)
         if gone:
             images.mark_missing(con, gone, scan_id=scan_id)
-        truth = [(p.image_id, p.path, listing.truth[p.fs_path or p.path]) for p in probed
-                 if p.status == "ok" and (p.fs_path or p.path) in listing.truth]
+        truth = [
+            (p.image_id, p.path, listing.truth[p.fs_path or p.path])
+            for p in probed
+            if p.status == "ok" and (p.fs_path or p.path) in listing.truth
+        ]
         if truth:
             images.upsert_ground_truth(con, truth, listing.truth_source)
         report.n_ok, report.n_corrupt, report.n_images = images.source_counts(con, source)
@@ -347,9 +396,15 @@ def ok_images(store: Store, source: str | None = None) -> list[tuple[str, str]]:
         return images.ok_images(con, source)
 
 
-def scan_project(store: Store, cfg, *, image_root: str | os.PathLike | None = None,
-                 manifest: str | os.PathLike | None = None, ground_truth_from_folders: bool = True,
-                 progress: Callable[[str], None] | None = None) -> ScanReport:
+def scan_project(
+    store: Store,
+    cfg,
+    *,
+    image_root: str | os.PathLike | None = None,
+    manifest: str | os.PathLike | None = None,
+    ground_truth_from_folders: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> ScanReport:
     """Scan ``image_root`` or ``manifest`` when given, else the project's ``images.manifest`` /
     ``images.root``. A manifest's ground truth comes from its column, never from folder names. An image root
     that is missing, not a folder, or holds no usable image raises ImageRootError naming the setting."""
@@ -362,6 +417,12 @@ def scan_project(store: Store, cfg, *, image_root: str | os.PathLike | None = No
         return scan(store, manifest=manifest, ground_truth_from_folders=False, progress=progress)
     if image_root is None:
         raise ImageRootError("no images to scan: set images.root (or images.manifest) in the project file")
-    report = scan(store, root=image_root, ground_truth_from_folders=ground_truth_from_folders, progress=progress,
-                  root_setting=setting, root_where=where)
+    report = scan(
+        store,
+        root=image_root,
+        ground_truth_from_folders=ground_truth_from_folders,
+        progress=progress,
+        root_setting=setting,
+        root_where=where,
+    )
     return require_images(report, setting, where)

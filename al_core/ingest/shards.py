@@ -47,9 +47,25 @@ from al_core.catalogue.store import Store, now
 from al_core.catalogue.vectors import VectorsLocation
 from al_core.ingest.pipeline import FLUSH_ROWS, NON_FINITE, backbone_config, finite_rows, flushes
 
-__all__ = ["PLANS_DIR", "ShardError", "all_shards", "embed_planned_shard", "embed_shard", "embed_shard_of_catalogue",
-           "manifest_names", "plan_run", "plan_shards", "read_manifests", "read_plan", "remove_plan",
-           "shard_summary_rel", "worker_identity", "write_manifest", "write_plans", "written_ids"]
+__all__ = [
+    "PLANS_DIR",
+    "ShardError",
+    "all_shards",
+    "embed_planned_shard",
+    "embed_shard",
+    "embed_shard_of_catalogue",
+    "manifest_names",
+    "plan_run",
+    "plan_shards",
+    "read_manifests",
+    "read_plan",
+    "remove_plan",
+    "shard_summary_rel",
+    "worker_identity",
+    "write_manifest",
+    "write_plans",
+    "written_ids",
+]
 
 PLANS_DIR = "_plans"
 
@@ -107,8 +123,9 @@ def worker_identity() -> dict:
 
 
 # ---------------------------------------------------------------------------- plan (reader)
-def plan_shards(store: Store, config_id: str, *, source: str | None = None,
-                shards: Sequence[str] | None = None) -> dict[str, list[tuple[str, str]]]:
+def plan_shards(
+    store: Store, config_id: str, *, source: str | None = None, shards: Sequence[str] | None = None
+) -> dict[str, list[tuple[str, str]]]:
     """(image_id, path) of every ok image without a vector for ``config_id``, per shard.
 
     Reads DuckDB read-only (and the manifests: written-but-uncommitted images
@@ -159,8 +176,12 @@ def plan_run(store: Store, backbone, *, source: str | None = None) -> dict:
     started = now()
     plans = plan_shards(store, backbone.config_id, source=source)
     files = write_plans(store.vectors_loc, backbone.config_id, plans)
-    return files | {"config": backbone_config(backbone), "source": source, "worker": worker_identity(),
-                    "started_at": started.isoformat()}
+    return files | {
+        "config": backbone_config(backbone),
+        "source": source,
+        "worker": worker_identity(),
+        "started_at": started.isoformat(),
+    }
 
 
 def read_plan(loc: VectorsLocation, rel: str | None) -> list[tuple[str, str]]:
@@ -205,14 +226,17 @@ def embed_shard(
     already = written_ids(loc, config_id, shard)
     todo = [(iid, path) for iid, path in items if iid not in already]
     if progress:
-        progress(f"shard {shard}: embedding {len(todo)} images ({len(items) - len(todo)} already written) "
-                 f"with {backbone.name} [{config_id}]")
+        progress(
+            f"shard {shard}: embedding {len(todo)} images ({len(items) - len(todo)} already written) "
+            f"with {backbone.name} [{config_id}]"
+        )
     from al_core.ingest.embed import ScannedFile
 
     parts: list[dict] = []
     non_finite: list[str] = []
-    stream = embed_images([(iid, ScannedFile(path, iid)) for iid, path in todo], backbone, batch_size=batch_size,
-                          num_workers=num_workers)
+    stream = embed_images(
+        [(iid, ScannedFile(path, iid)) for iid, path in todo], backbone, batch_size=batch_size, num_workers=num_workers
+    )
     for ids_all, vectors_all in flushes(stream, flush_rows):
         ids, vectors, bad = finite_rows(ids_all, vectors_all)  # a NaN or inf vector is a failure, never written
         non_finite += bad
@@ -244,21 +268,46 @@ def embed_shard(
     }
 
 
-def embed_shard_of_catalogue(store: Store, backbone, shard: str, *, source: str | None = None, batch_size: int = 64,
-                             progress: Callable[[str], None] | None = None) -> dict:
+def embed_shard_of_catalogue(
+    store: Store,
+    backbone,
+    shard: str,
+    *,
+    source: str | None = None,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """One shard on its own (a Dagster partition): plan it (DuckDB read-only), then embed_shard."""
     items = plan_shards(store, backbone.config_id, source=source, shards=[shard])[shard]
     return embed_shard(store.vectors_loc, backbone, shard, items, batch_size=batch_size, progress=progress)
 
 
 def _empty_shard_summary(plan: dict, shard: str, seconds: float) -> dict:
-    return {"shard": shard, "config_id": plan["config_id"], "n_planned": 0, "n_already_written": 0,
-            "n_embedded": 0, "n_failed": 0, "failures": [], "parts": [], "embed_seconds": 0.0,
-            "seconds": seconds, "images_per_s": 0.0, "worker": worker_identity()}
+    return {
+        "shard": shard,
+        "config_id": plan["config_id"],
+        "n_planned": 0,
+        "n_already_written": 0,
+        "n_embedded": 0,
+        "n_failed": 0,
+        "failures": [],
+        "parts": [],
+        "embed_seconds": 0.0,
+        "seconds": seconds,
+        "images_per_s": 0.0,
+        "worker": worker_identity(),
+    }
 
 
-def embed_planned_shard(loc: VectorsLocation, plan: dict, shard: str, load_backbone: Callable[[], object], *,
-                        batch_size: int = 64, progress: Callable[[str], None] | None = None) -> dict:
+def embed_planned_shard(
+    loc: VectorsLocation,
+    plan: dict,
+    shard: str,
+    load_backbone: Callable[[], object],
+    *,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """One shard step of a planned run (any worker, no DuckDB): embed the shard's work list and leave
     the step's summary beside the plan (shard_summary_rel) for the commit step; returns the summary.
 
@@ -270,8 +319,10 @@ def embed_planned_shard(loc: VectorsLocation, plan: dict, shard: str, load_backb
     if items:
         backbone = load_backbone()
         if backbone.config_id != plan["config_id"]:
-            raise ShardError(f"this worker's backbone config {backbone.config_id} is not the plan's "
-                             f"{plan['config_id']}: the workers must run the same project file")
+            raise ShardError(
+                f"this worker's backbone config {backbone.config_id} is not the plan's "
+                f"{plan['config_id']}: the workers must run the same project file"
+            )
         summary = embed_shard(loc, backbone, shard, items, batch_size=batch_size, progress=progress)
         summary.pop("config", None)
     else:

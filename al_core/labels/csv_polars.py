@@ -42,8 +42,11 @@ if TYPE_CHECKING:
 # for 1,000,000 rows: below ~170,000 rows (12 MB) it does not pay.
 POLARS_CSV_MIN_BYTES = 16 << 20  # 16 MiB, ~235,000 rows of image_id,label (71 bytes a row)
 # What str.strip() removes: every character whose str.isspace() is true (tests/test_labels_polars.py checks it).
-WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
-    "\u2028\u2029\u202f\u205f\u3000"
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
 _NUL, _LF, _CR, _QUOTE, _COMMA = 0, 10, 13, 34, 44
 
 
@@ -125,8 +128,16 @@ def read_csv_fast(f, h, rows: RowValidator, max_line_bytes: int, max_bytes: int)
         return None  # no valid header on line 1, no line after it, or a line with too many cells
     try:
         table = pl.read_csv(
-            data, has_header=True, new_columns=names, infer_schema=False, quote_char=None,
-            empty_string_is_null=False, raise_if_empty=False, comment_prefix=None, eol_char="\n", encoding="utf8",
+            data,
+            has_header=True,
+            new_columns=names,
+            infer_schema=False,
+            quote_char=None,
+            empty_string_is_null=False,
+            raise_if_empty=False,
+            comment_prefix=None,
+            eol_char="\n",
+            encoding="utf8",
         )
     except pl.exceptions.PolarsError:  # not expected after the checks above: the reference reader decides
         return None
@@ -134,8 +145,9 @@ def read_csv_fast(f, h, rows: RowValidator, max_line_bytes: int, max_bytes: int)
     if table.height != commas.size - 1:  # one row per line after the header, blank ones included
         return None
     labels = list(dict.fromkeys([*rows.class_list, rows.skip]))  # the skip label last, never a class
-    df = _validated(pl, table.with_row_index("line", offset=2).with_columns(pl.Series("commas", commas[1:])),
-                    names, labels)
+    df = _validated(
+        pl, table.with_row_index("line", offset=2).with_columns(pl.Series("commas", commas[1:])), names, labels
+    )
     del table
     if df is None:
         return None
@@ -154,9 +166,22 @@ def read_csv_fast(f, h, rows: RowValidator, max_line_bytes: int, max_bytes: int)
     del df  # polars' copy goes before the rows are built
     n = len(ids)
     sources = ["column" if v is not None else None for v in columns["seconds"]]
-    rows.rows.extend(map(LabelRow, columns["line"], ids, columns["label"], columns["is_skip"], columns["annotator"],
-                         columns["annotation_id"], columns["note"], repeat(None, n), repeat(None, n),
-                         columns["seconds"], sources))
+    rows.rows.extend(
+        map(
+            LabelRow,
+            columns["line"],
+            ids,
+            columns["label"],
+            columns["is_skip"],
+            columns["annotator"],
+            columns["annotation_id"],
+            columns["note"],
+            repeat(None, n),
+            repeat(None, n),
+            columns["seconds"],
+            sources,
+        )
+    )
     rows.n_duplicates += n_records - n
     return n_records
 
@@ -165,7 +190,7 @@ def _header(data: bytes) -> list[str] | None:
     """The column names of line 1 when it is a valid header (as ``csv_header`` decides), else None."""
     end = data.find(b"\n")
     first = data[: len(data) if end < 0 else end]
-    first = first[len(UTF8_BOM):] if first.startswith(UTF8_BOM) else first
+    first = first[len(UTF8_BOM) :] if first.startswith(UTF8_BOM) else first
     cells = first.decode("utf-8").rstrip("\r").split(",")
     if not "".join(cells).strip():
         return None  # blank lines before the header
@@ -184,18 +209,26 @@ def _validated(pl, df, names: list[str], labels: list[str]):
     """
     texts = [c for c in names if c not in ("image_id", "label", "seconds")]
     trimmed = [x for x in labels if x == x.strip()]  # a class named " cat" is never what a trimmed cell holds
-    checks = [(pl.col("commas") == len(names) - 1).all(), pl.col("image_id").str.contains(r"^[0-9a-f]{64}$").all(),
-              pl.col("label").is_in(trimmed).all()]
+    checks = [
+        (pl.col("commas") == len(names) - 1).all(),
+        pl.col("image_id").str.contains(r"^[0-9a-f]{64}$").all(),
+        pl.col("label").is_in(trimmed).all(),
+    ]
     checks += [(pl.col(c).str.len_chars() <= MAX_FIELD_CHARS).all() for c in texts]
     if "seconds" in names:  # empty, or SECONDS_RE and finite (what RowValidator.seconds_text accepts)
         sec = pl.col("seconds").str.strip_chars(WHITESPACE)
-        checks.append(((sec == "") | (sec.str.contains(f"^(?:{SECONDS_RE.pattern})$")
-                                      & sec.cast(pl.Float64, strict=False).is_finite())).all())
+        checks.append(
+            (
+                (sec == "")
+                | (sec.str.contains(f"^(?:{SECONDS_RE.pattern})$") & sec.cast(pl.Float64, strict=False).is_finite())
+            ).all()
+        )
     df = df.with_columns(pl.col(texts).str.strip_chars(WHITESPACE))
     if all(df.select(checks).row(0)):
         return df
-    df = (df.with_columns(pl.col(names).str.strip_chars(WHITESPACE))
-          .filter(pl.any_horizontal(pl.col(names) != "")))  # blank lines (only commas and whitespace) are skipped
+    df = df.with_columns(pl.col(names).str.strip_chars(WHITESPACE)).filter(
+        pl.any_horizontal(pl.col(names) != "")
+    )  # blank lines (only commas and whitespace) are skipped
     if df.height == 0 or not all(df.select(checks).row(0)):
         return None
     return df
@@ -208,9 +241,15 @@ def _columns(pl, df, names: list[str], labels: list[str], rows: RowValidator) ->
     skip_code = len(labels) - 1
     out = {"line": df["line"].to_list(), "label": [canon[k] for k in codes], "is_skip": [k == skip_code for k in codes]}
     for c in ("annotator", "annotation_id", "note"):
-        out[c] = (df.select(pl.when(pl.col(c) != "").then(pl.col(c))).to_series().to_list() if c in names
-                  else [None] * df.height)
+        out[c] = (
+            df.select(pl.when(pl.col(c) != "").then(pl.col(c))).to_series().to_list()
+            if c in names
+            else [None] * df.height
+        )
     out["annotator"] = [None if v is None else rows.annotators.setdefault(v, v) for v in out["annotator"]]
-    out["seconds"] = ([None if v == "" else float(v) for v in df["seconds"].str.strip_chars(WHITESPACE).to_list()]
-                      if "seconds" in names else [None] * df.height)
+    out["seconds"] = (
+        [None if v == "" else float(v) for v in df["seconds"].str.strip_chars(WHITESPACE).to_list()]
+        if "seconds" in names
+        else [None] * df.height
+    )
     return out

@@ -39,17 +39,25 @@ def parse_csv(reader: LineReader, rows: RowValidator, errs: ErrorCollector) -> i
             continue
         n_records += 1
         if len(cells) != len(header):
-            errs.add(line, None, f"expected {len(header)} cells ({', '.join(header)}), got {len(cells)}",
-                     ",".join(cells))
+            errs.add(
+                line, None, f"expected {len(header)} cells ({', '.join(header)}), got {len(cells)}", ",".join(cells)
+            )
             continue
         seconds = None
         if i_sec is not None:
             ok, seconds = rows.seconds_text(line, cells[i_sec])
             if not ok:
                 continue
-        rows.add(line, cells[i_id], cells[i_lab], cells[i_ann] if i_ann is not None else None,
-                 cells[i_aid] if i_aid is not None else None, cells[i_note] if i_note is not None else None,
-                 seconds=seconds, seconds_source=None if seconds is None else "column")
+        rows.add(
+            line,
+            cells[i_id],
+            cells[i_lab],
+            cells[i_ann] if i_ann is not None else None,
+            cells[i_aid] if i_aid is not None else None,
+            cells[i_note] if i_note is not None else None,
+            seconds=seconds,
+            seconds_source=None if seconds is None else "column",
+        )
     return n_records
 
 
@@ -69,8 +77,12 @@ def csv_header(line: int, cells: list[str], errs: ErrorCollector) -> dict[str, i
         hint = ""
         if any(d in n for n in unknown for d in ";\t|"):
             hint = " (the delimiter must be a comma)"
-        errs.add(line, "header", f"unknown column(s) {', '.join(map(repr, unknown))}{hint}; "
-                 f"allowed: {', '.join(CSV_COLUMNS)}", ",".join(cells))
+        errs.add(
+            line,
+            "header",
+            f"unknown column(s) {', '.join(map(repr, unknown))}{hint}; allowed: {', '.join(CSV_COLUMNS)}",
+            ",".join(cells),
+        )
         bad = True
     missing = [n for n in CSV_REQUIRED if n not in names]
     if missing and not unknown:
@@ -79,4 +91,3 @@ def csv_header(line: int, cells: list[str], errs: ErrorCollector) -> dict[str, i
     elif missing:
         bad = True
     return None if bad else {n: i for i, n in enumerate(names)}
-

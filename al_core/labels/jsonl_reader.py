@@ -47,6 +47,14 @@ def parse_jsonl(reader: LineReader, rows: RowValidator, errs: ErrorCollector) ->
         ok, seconds = rows.seconds_number(line, obj.get("seconds"))
         if not ok or any(v is BAD for v in vals.values()):
             continue
-        rows.add(line, vals["image_id"], vals["label"], vals["annotator"], vals["annotation_id"], vals["note"],
-                 seconds=seconds, seconds_source=None if seconds is None else "column")
+        rows.add(
+            line,
+            vals["image_id"],
+            vals["label"],
+            vals["annotator"],
+            vals["annotation_id"],
+            vals["note"],
+            seconds=seconds,
+            seconds_source=None if seconds is None else "column",
+        )
     return n_records

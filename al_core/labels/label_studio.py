@@ -39,9 +39,11 @@ def label_studio_config(classes: Sequence[str], skip_label: str) -> str:
     ``required="true"`` makes Label Studio's editor refuse a Submit without a choice (its API does not check it:
     the readers ignore such an empty annotation with a warning)."""
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in [*classes, skip_label])
-    return (f"<View>\n  <Image name=\"{IMAGE_NAME}\" value=\"${IMAGE_NAME}\"/>\n"
-            f"  <Choices name=\"{CHOICES_NAME}\" toName=\"{IMAGE_NAME}\" choice=\"single\" showInline=\"true\" "
-            f"required=\"true\">\n{choices}\n  </Choices>\n</View>\n")
+    return (
+        f'<View>\n  <Image name="{IMAGE_NAME}" value="${IMAGE_NAME}"/>\n'
+        f'  <Choices name="{CHOICES_NAME}" toName="{IMAGE_NAME}" choice="single" showInline="true" '
+        f'required="true">\n{choices}\n  </Choices>\n</View>\n'
+    )
 
 
 def task_key(round_: int, image_id: str) -> str:
@@ -66,25 +68,45 @@ def url_fields(path: str, image_id: str, document_root: str | os.PathLike | None
     local-files URL; tests/test_labels.py checks they agree).
     """
     p = Path(path).absolute()
-    root = (Path(document_root).absolute() if document_root is not None and under_root(path, document_root)
-            else Path(p.anchor or "/"))
+    root = (
+        Path(document_root).absolute()
+        if document_root is not None and under_root(path, document_root)
+        else Path(p.anchor or "/")
+    )
     rel = p.relative_to(root).as_posix()
-    return {"path": path, "image_id": image_id, "name": os.path.basename(path), "relpath": rel,
-            "url_path": quote(rel, safe="/")}
+    return {
+        "path": path,
+        "image_id": image_id,
+        "name": os.path.basename(path),
+        "relpath": rel,
+        "url_path": quote(rel, safe="/"),
+    }
 
 
 def prediction(label: str, score: float | None, model_version: str) -> dict:
     """A Label Studio prediction: ``label`` as the choice, ``score`` its probability, made by ``model_version``."""
-    return {"model_version": model_version, "score": score,
-            "result": [{"from_name": CHOICES_NAME, "to_name": IMAGE_NAME, "type": "choices",
-                        "value": {"choices": [label]}}]}
+    return {
+        "model_version": model_version,
+        "score": score,
+        "result": [
+            {"from_name": CHOICES_NAME, "to_name": IMAGE_NAME, "type": "choices", "value": {"choices": [label]}}
+        ],
+    }
 
 
-def label_studio_tasks(round_: int, strategy: str, ids: Sequence[str], scores: Sequence[float],
-                       paths: Mapping[str, str], url_template: str, *,
-                       document_root: str | os.PathLike | None = None, strategies: Sequence[str] | None = None,
-                       predictions: Mapping[str, tuple[str, float | None]] | None = None,
-                       model_version: str | None = None) -> list[dict]:
+def label_studio_tasks(
+    round_: int,
+    strategy: str,
+    ids: Sequence[str],
+    scores: Sequence[float],
+    paths: Mapping[str, str],
+    url_template: str,
+    *,
+    document_root: str | os.PathLike | None = None,
+    strategies: Sequence[str] | None = None,
+    predictions: Mapping[str, tuple[str, float | None]] | None = None,
+    model_version: str | None = None,
+) -> list[dict]:
     """The import tasks of batch ``round_``, in rank order (rank 1 first); the module docstring says what each holds.
 
     ``strategies`` names each row's strategy (default ``strategy``); ``predictions`` maps an image id to the
@@ -95,10 +117,16 @@ def label_studio_tasks(round_: int, strategy: str, ids: Sequence[str], scores: S
     tasks = []
     for rank, (iid, sc) in enumerate(zip(ids, scores, strict=True), 1):
         fields = url_fields(paths[iid], iid, document_root)
-        data = {IMAGE_NAME: url_template.format(**fields), "image_id": iid, "path": fields["relpath"],
-                "round": round_, "rank": rank, "score": None if sc is None or math.isnan(sc) else float(sc),
-                "strategy": strategies[rank - 1] if strategies is not None else strategy,
-                "task_key": task_key(round_, iid)}
+        data = {
+            IMAGE_NAME: url_template.format(**fields),
+            "image_id": iid,
+            "path": fields["relpath"],
+            "round": round_,
+            "rank": rank,
+            "score": None if sc is None or math.isnan(sc) else float(sc),
+            "strategy": strategies[rank - 1] if strategies is not None else strategy,
+            "task_key": task_key(round_, iid),
+        }
         task: dict = {"data": data}
         pred = (predictions or {}).get(iid)
         if pred is not None and model_version:

@@ -12,8 +12,16 @@ READ_CHUNK = 1 << 20  # 1 MiB: piece size when hashing a refused file or skippin
 
 # The formats parse_label_file reads (ParsedLabels.format, label_files.format): the project's own CSV and JSON
 # lines, and every export Label Studio 1.23 writes (docs/labelling-loop.md, "Formats").
-FORMATS = ("csv", "jsonl", "label_studio", "label_studio_min", "label_studio_csv", "label_studio_tsv",
-           "label_studio_task", "label_studio_annotation")
+FORMATS = (
+    "csv",
+    "jsonl",
+    "label_studio",
+    "label_studio_min",
+    "label_studio_csv",
+    "label_studio_tsv",
+    "label_studio_task",
+    "label_studio_annotation",
+)
 CSV_COLUMNS = ("image_id", "label", "annotator", "annotation_id", "note", "seconds")
 CSV_REQUIRED = ("image_id", "label")
 JSONL_KEYS = CSV_COLUMNS

@@ -90,14 +90,19 @@ class _Rows:
         errs, rows = self.errs, self.rows
         before = errs.count
         tid = _int_id(get("id"), line, "id", errs, text=text)
-        aid = _int_id(get("annotation_id"), line, "annotation_id", errs, text=text,
-                      task_id=None if tid is BAD else tid)
+        aid = _int_id(get("annotation_id"), line, "annotation_id", errs, text=text, task_id=None if tid is BAD else tid)
         ids = {"task_id": None if tid is BAD else tid, "annotation_id": None if aid is BAD else aid}
         iid = get("image_id")
         if iid is None or (not text and not isinstance(iid, str)):
-            errs.add(line, "image_id", "missing 'image_id': the task was not imported from al-pipeline's outbox"
-                     if iid is None else f"image_id must be a string, got {json_type(iid)} (not converted)", iid,
-                     **ids)
+            errs.add(
+                line,
+                "image_id",
+                "missing 'image_id': the task was not imported from al-pipeline's outbox"
+                if iid is None
+                else f"image_id must be a string, got {json_type(iid)} (not converted)",
+                iid,
+                **ids,
+            )
         label = _choice(get(CHOICES_NAME), line, errs, text=text, **ids)
         who = get("annotator")
         if text:
@@ -114,8 +119,11 @@ class _Rows:
             except (TypeError, ValueError) as e:
                 errs.add(line, key, f"{key} {e}", v, **ids)
         lead = get("lead_time")
-        ok_s, seconds = (rows.seconds_text(line, lead, "lead_time", **ids) if text
-                         else rows.seconds_number(line, lead, "lead_time", **ids))
+        ok_s, seconds = (
+            rows.seconds_text(line, lead, "lead_time", **ids)
+            if text
+            else rows.seconds_number(line, lead, "lead_time", **ids)
+        )
         if errs.count > before or not ok_s:
             return
         if aid is None and label is None:
@@ -125,11 +133,29 @@ class _Rows:
             warn_empty(errs, self.st, line, CHOICES_NAME, **ids)
             return
         when = times["updated_at"] or times["created_at"]
-        if rows.add(line, iid, label, who, aid, None, task_id=tid, annotated_at=when, seconds=seconds,
-                    seconds_source=None if seconds is None else "lead_time", fields={"label": CHOICES_NAME}):
+        if rows.add(
+            line,
+            iid,
+            label,
+            who,
+            aid,
+            None,
+            task_id=tid,
+            annotated_at=when,
+            seconds=seconds,
+            seconds_source=None if seconds is None else "lead_time",
+            fields={"label": CHOICES_NAME},
+        ):
             task = self.by_task.setdefault(tid, {"image_id": iid.strip(), "line": line, "answers": []})
-            task["answers"].append({"annotation_id": aid, "label": label.strip(), "annotator": who,
-                                    "time": when.isoformat() if when else None, "cancelled": False})
+            task["answers"].append(
+                {
+                    "annotation_id": aid,
+                    "label": label.strip(),
+                    "annotator": who,
+                    "time": when.isoformat() if when else None,
+                    "cancelled": False,
+                }
+            )
 
     def finish(self) -> None:
         """A ``decisions`` entry for every task with several answers (Label Studio writes the newest first)."""
@@ -145,13 +171,17 @@ def parse_ls_array(text: str, rows: RowValidator, errs: ErrorCollector, st: Read
     flat = _Rows(rows, errs, st)
 
     def on_item(item, i: int, line: int) -> None:
-        if st.format == "label_studio" and i == 0 and isinstance(item, dict) and "annotation_id" in item \
-                and "annotations" not in item:
+        if (
+            st.format == "label_studio"
+            and i == 0
+            and isinstance(item, dict)
+            and "annotation_id" in item
+            and "annotations" not in item
+        ):
             st.format = "label_studio_min"
         if st.format == "label_studio_min":
             if not isinstance(item, dict):
-                errs.add(line, None, f"row #{i + 1}: a JSON_MIN row must be a JSON object, got {json_type(item)}",
-                         item)
+                errs.add(line, None, f"row #{i + 1}: a JSON_MIN row must be a JSON object, got {json_type(item)}", item)
                 return
             flat.add(item.get, line, text=False)
         else:
@@ -161,8 +191,7 @@ def parse_ls_array(text: str, rows: RowValidator, errs: ErrorCollector, st: Read
     flat.finish()
 
 
-def parse_ls_table(reader: LineReader, delimiter: str, rows: RowValidator, errs: ErrorCollector,
-                   st: ReadStats) -> None:
+def parse_ls_table(reader: LineReader, delimiter: str, rows: RowValidator, errs: ErrorCollector, st: ReadStats) -> None:
     """Label Studio's CSV or TSV export (``delimiter`` from ls_table_delimiter)."""
     st.format = TABLE_FORMATS[delimiter]
     flat = _Rows(rows, errs, st)
@@ -185,8 +214,13 @@ def parse_ls_table(reader: LineReader, delimiter: str, rows: RowValidator, errs:
         if header is None:
             header = {c.strip(): i for i, c in enumerate(cells)}
             if "image_id" not in header:
-                errs.add(line, "header", "a Label Studio export without an image_id column: its tasks were not "
-                         "imported from al-pipeline's outbox (round-NNNN.label-studio.json)", delimiter.join(cells))
+                errs.add(
+                    line,
+                    "header",
+                    "a Label Studio export without an image_id column: its tasks were not "
+                    "imported from al-pipeline's outbox (round-NNNN.label-studio.json)",
+                    delimiter.join(cells),
+                )
                 return
             continue
         st.n_records += 1

@@ -68,8 +68,7 @@ def ls_annotator(v, line: int, field: str, errs: ErrorCollector, st: ReadStats, 
             return email
         if uid is not None:
             return uid
-    errs.add(line, field, f"completed_by must be a user id, an email or a user object, got {json_type(v)}", v,
-             **ids)
+    errs.add(line, field, f"completed_by must be a user id, an email or a user object, got {json_type(v)}", v, **ids)
     return BAD
 
 
@@ -89,8 +88,7 @@ def _ls_result(result, line: int, field: str, errs: ErrorCollector, **ids):
         elif kind == "textarea":
             texts.append((k, item))
     if len(choices) > 1:
-        errs.add(line, field, f"{len(choices)} 'choices' results: one single-choice classification is expected",
-                 **ids)
+        errs.add(line, field, f"{len(choices)} 'choices' results: one single-choice classification is expected", **ids)
         return BAD
     if not choices:
         return EMPTY
@@ -105,8 +103,13 @@ def _ls_result(result, line: int, field: str, errs: ErrorCollector, **ids):
         return BAD
     label = got[0]
     if not isinstance(label, str):
-        errs.add(line, f"{field}[{k}].value.choices", f"a label must be a string, got {json_type(label)} "
-                 "(not converted)", label, **ids)
+        errs.add(
+            line,
+            f"{field}[{k}].value.choices",
+            f"a label must be a string, got {json_type(label)} (not converted)",
+            label,
+            **ids,
+        )
         return BAD
     note_parts = []
     for k, item in texts:
@@ -123,12 +126,18 @@ def _ls_result(result, line: int, field: str, errs: ErrorCollector, **ids):
 def warn_empty(errs: ErrorCollector, st: ReadStats, line: int, field: str, **ids) -> None:
     """The warning of an annotation submitted without a choice (ignored; the rest of the file is applied)."""
     st.n_empty += 1
-    errs.warn(line, field, "empty annotation (submitted without a choice): ignored; required=\"true\" on the "
-              "labelling config's <Choices> makes Label Studio's editor refuse it", **ids)
+    errs.warn(
+        line,
+        field,
+        'empty annotation (submitted without a choice): ignored; required="true" on the '
+        "labelling config's <Choices> makes Label Studio's editor refuse it",
+        **ids,
+    )
 
 
-def _read_annotation(ann, j: int, line: int, name: str, tid, rows: RowValidator, errs: ErrorCollector,
-                     st: ReadStats) -> dict | None:
+def _read_annotation(
+    ann, j: int, line: int, name: str, tid, rows: RowValidator, errs: ErrorCollector, st: ReadStats
+) -> dict | None:
     """One annotation of a task as an answer (a dict), or None (an error, or an empty annotation's warning)."""
     f = f"annotations[{j}]"
     if not isinstance(ann, dict):
@@ -137,8 +146,9 @@ def _read_annotation(ann, j: int, line: int, name: str, tid, rows: RowValidator,
     aid = ann.get("id")
     ids = {"task_id": tid, "annotation_id": aid}
     if not isinstance(aid, int) or isinstance(aid, bool):
-        errs.add(line, f + ".id", f"{name}: an annotation id must be an integer, got {json_type(aid)}", aid,
-                 task_id=tid)
+        errs.add(
+            line, f + ".id", f"{name}: an annotation id must be an integer, got {json_type(aid)}", aid, task_id=tid
+        )
         return None
     wc = ann.get("was_cancelled", False)
     wc = False if wc is None else wc
@@ -167,8 +177,16 @@ def _read_annotation(ann, j: int, line: int, name: str, tid, rows: RowValidator,
             warn_empty(errs, st, line, f + ".result", **ids)
             return None
         label, note = res
-    return {"id": aid, "when": times["updated_at"] or times["created_at"], "label": label, "annotator": annotator,
-            "note": note, "seconds": seconds, "field": f, "cancelled": wc}
+    return {
+        "id": aid,
+        "when": times["updated_at"] or times["created_at"],
+        "label": label,
+        "annotator": annotator,
+        "note": note,
+        "seconds": seconds,
+        "field": f,
+        "cancelled": wc,
+    }
 
 
 def read_task(task, idx: int, line: int, rows: RowValidator, errs: ErrorCollector, st: ReadStats) -> None:
@@ -191,12 +209,12 @@ def read_task(task, idx: int, line: int, rows: RowValidator, errs: ErrorCollecto
         st.n_drafts += len(drafts)
     anns = task.get("annotations", BAD)
     if anns is BAD:
-        errs.add(line, "annotations", f"{name}: no 'annotations' list: not a task of Label Studio's JSON export",
-                 task_id=tid)
+        errs.add(
+            line, "annotations", f"{name}: no 'annotations' list: not a task of Label Studio's JSON export", task_id=tid
+        )
         return
     if not isinstance(anns, list):
-        errs.add(line, "annotations", f"{name}: 'annotations' must be a list, got {json_type(anns)}", anns,
-                 task_id=tid)
+        errs.add(line, "annotations", f"{name}: 'annotations' must be a list, got {json_type(anns)}", anns, task_id=tid)
         return
     answers = [a for j, ann in enumerate(anns) if (a := _read_annotation(ann, j, line, name, tid, rows, errs, st))]
     ids = [a["id"] for a in answers]
@@ -210,19 +228,45 @@ def read_task(task, idx: int, line: int, rows: RowValidator, errs: ErrorCollecto
     tid_text = None if tid is None else str(tid)
     for a in answers:
         wf = a["field"]
-        rows.add(line, iid, a["label"], a["annotator"], str(a["id"]), a["note"],
-                 fields={"image_id": "data.image_id", "label": wf + ".result", "annotator": wf + ".completed_by",
-                         "annotation_id": wf + ".id", "note": wf + ".result"},
-                 task_id=tid_text, annotated_at=a["when"], seconds=a["seconds"],
-                 seconds_source=None if a["seconds"] is None else "lead_time")
+        rows.add(
+            line,
+            iid,
+            a["label"],
+            a["annotator"],
+            str(a["id"]),
+            a["note"],
+            fields={
+                "image_id": "data.image_id",
+                "label": wf + ".result",
+                "annotator": wf + ".completed_by",
+                "annotation_id": wf + ".id",
+                "note": wf + ".result",
+            },
+            task_id=tid_text,
+            annotated_at=a["when"],
+            seconds=a["seconds"],
+            seconds_source=None if a["seconds"] is None else "lead_time",
+        )
     if len(answers) > 1:
         iso = lambda t: t.isoformat() if t else None
-        st.decisions.append({
-            "task_id": tid, "image_id": iid.strip(), "line": line, "rule": ANSWER_RULE,
-            "answers": [{"annotation_id": str(a["id"]), "label": a["label"].strip(), "annotator": a["annotator"],
-                         "time": iso(a["when"]), "cancelled": a["cancelled"]}
-                        for a in sorted(answers, key=lambda a: (a["when"] or _OLDEST, a["id"]), reverse=True)],
-        })
+        st.decisions.append(
+            {
+                "task_id": tid,
+                "image_id": iid.strip(),
+                "line": line,
+                "rule": ANSWER_RULE,
+                "answers": [
+                    {
+                        "annotation_id": str(a["id"]),
+                        "label": a["label"].strip(),
+                        "annotator": a["annotator"],
+                        "time": iso(a["when"]),
+                        "cancelled": a["cancelled"],
+                    }
+                    for a in sorted(answers, key=lambda a: (a["when"] or _OLDEST, a["id"]), reverse=True)
+                ],
+            }
+        )
 
 
 def parse_ls_tasks(text: str, rows: RowValidator, errs: ErrorCollector, st: ReadStats) -> None:
@@ -246,15 +290,24 @@ def parse_ls_object(text: str, rows: RowValidator, errs: ErrorCollector, st: Rea
         st.format = "label_studio_annotation"
         task = doc["task"]
         if not isinstance(task, dict):
-            errs.add(1, "task", f"the annotation's 'task' must be an object, got {json_type(task)}", task,
-                     annotation_id=doc.get("id"))
+            errs.add(
+                1,
+                "task",
+                f"the annotation's 'task' must be an object, got {json_type(task)}",
+                task,
+                annotation_id=doc.get("id"),
+            )
             return
         ann = {k: v for k, v in doc.items() if k != "task"}
         read_task({"id": task.get("id"), "data": task.get("data"), "annotations": [ann]}, 0, 1, rows, errs, st)
     else:
-        errs.add(1, None, "a JSON object that is neither a Label Studio task (with 'annotations') nor one of its "
-                 "annotations (with 'result' and 'task'), as a target storage writes them; JSON lines hold one "
-                 "object per line")
+        errs.add(
+            1,
+            None,
+            "a JSON object that is neither a Label Studio task (with 'annotations') nor one of its "
+            "annotations (with 'result' and 'task'), as a target storage writes them; JSON lines hold one "
+            "object per line",
+        )
 
 
 def is_ls_object(obj) -> bool:

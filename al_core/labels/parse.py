@@ -31,7 +31,7 @@ def detect_format(head: bytes) -> str | None:
     - anything else: ``csv``, or ``label_studio_csv`` / ``label_studio_tsv`` when the first line names Label
       Studio's export columns (ls_rows.LS_SIGNATURE).
     """
-    body = head[len(UTF8_BOM):] if head.startswith(UTF8_BOM) else head
+    body = head[len(UTF8_BOM) :] if head.startswith(UTF8_BOM) else head
     stripped = body.lstrip(b" \t\r\n")
     first = stripped[:1]
     if not first:
@@ -98,8 +98,12 @@ def _read_file(f, read: ReadStats, rows: RowValidator, errs: ErrorCollector, max
     h = hashlib.sha256()
     size = os.fstat(f.fileno()).st_size
     if size > max_bytes:
-        errs.add(None, None, f"the file is {size} bytes; the limit is {max_bytes} bytes (MAX_FILE_BYTES): "
-                 "split it into several deliveries")
+        errs.add(
+            None,
+            None,
+            f"the file is {size} bytes; the limit is {max_bytes} bytes (MAX_FILE_BYTES): "
+            "split it into several deliveries",
+        )
         hash_rest(f, h)
         return h
     head = f.read(min(READ_CHUNK, max(size, 1)))
@@ -138,18 +142,31 @@ def _read_file(f, read: ReadStats, rows: RowValidator, errs: ErrorCollector, max
 
 def _result(path: str, sha: str, read: ReadStats, rows: RowValidator, errs: ErrorCollector) -> ParsedLabels:
     if not errs.count and not rows.rows and not errs.warnings and not read.n_drafts and not read.n_unanswered:
-        why = "nothing but a header or blank lines" if not read.format or not read.format.startswith(
-            "label_studio") else "no task"
+        why = (
+            "nothing but a header or blank lines"
+            if not read.format or not read.format.startswith("label_studio")
+            else "no task"
+        )
         errs.add(None, None, f"no data rows ({why})")
     users = dict(read.users)
     out = rows.rows
     if users and not errs.count:  # a Label Studio user id the file also names with an email: the email
         out = [dataclasses.replace(r, annotator=users[r.annotator]) if r.annotator in users else r for r in out]
     return ParsedLabels(
-        path=path, sha256=sha, format=read.format,
+        path=path,
+        sha256=sha,
+        format=read.format,
         rows=() if errs.count else tuple(out),
-        errors=tuple(errs.items), n_cancelled=read.n_cancelled, decisions=tuple(read.decisions),
-        n_records=read.n_records, n_duplicates=rows.n_duplicates, errors_dropped=errs.dropped,
-        warnings=tuple(errs.warnings), warnings_dropped=errs.warnings_dropped, n_empty=read.n_empty,
-        n_drafts=read.n_drafts, n_unanswered=read.n_unanswered, users=users,
+        errors=tuple(errs.items),
+        n_cancelled=read.n_cancelled,
+        decisions=tuple(read.decisions),
+        n_records=read.n_records,
+        n_duplicates=rows.n_duplicates,
+        errors_dropped=errs.dropped,
+        warnings=tuple(errs.warnings),
+        warnings_dropped=errs.warnings_dropped,
+        n_empty=read.n_empty,
+        n_drafts=read.n_drafts,
+        n_unanswered=read.n_unanswered,
+        users=users,
     )

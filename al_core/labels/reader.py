@@ -62,7 +62,7 @@ class LineReader:
                 return
             n = self.line_no
             if n == 1 and raw.startswith(UTF8_BOM):
-                raw = raw[len(UTF8_BOM):]
+                raw = raw[len(UTF8_BOM) :]
                 start += len(UTF8_BOM)
             if len(raw) > max_line and not raw.endswith(b"\n"):
                 total = len(raw)
@@ -84,13 +84,17 @@ class LineReader:
                 continue
             i = raw.find(b"\x00")
             if i >= 0:
-                self.errs.add(n, None, f"NUL byte at byte offset {start + i}", raw[max(0, i - 20): i + 20])
+                self.errs.add(n, None, f"NUL byte at byte offset {start + i}", raw[max(0, i - 20) : i + 20])
                 continue
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                self.errs.add(n, None, f"invalid UTF-8 at byte offset {start + e.start} ({e.reason})",
-                              raw[max(0, e.start - 20): e.start + 20])
+                self.errs.add(
+                    n,
+                    None,
+                    f"invalid UTF-8 at byte offset {start + e.start} ({e.reason})",
+                    raw[max(0, e.start - 20) : e.start + 20],
+                )
                 continue
             if self.first_since_mark is None:
                 self.first_since_mark = n
@@ -106,8 +110,12 @@ def read_document(f, h, errs: ErrorCollector, size: int, max_bytes: int) -> str 
     """
     cap = min(max_bytes, MAX_JSON_DOCUMENT_BYTES)
     if size > cap:
-        errs.add(None, None, f"a Label Studio export is read whole; this one is {size} bytes, the limit is "
-                 f"{cap} bytes (MAX_JSON_DOCUMENT_BYTES): export fewer tasks per file")
+        errs.add(
+            None,
+            None,
+            f"a Label Studio export is read whole; this one is {size} bytes, the limit is "
+            f"{cap} bytes (MAX_JSON_DOCUMENT_BYTES): export fewer tasks per file",
+        )
         hash_rest(f, h)
         return None
     raw = f.read(cap + 1)
@@ -119,12 +127,16 @@ def read_document(f, h, errs: ErrorCollector, size: int, max_bytes: int) -> str 
     bom = len(UTF8_BOM) if raw.startswith(UTF8_BOM) else 0
     i = raw.find(b"\x00")
     if i >= 0:
-        errs.add(raw.count(b"\n", 0, i) + 1, None, f"NUL byte at byte offset {i}", raw[max(0, i - 20): i + 20])
+        errs.add(raw.count(b"\n", 0, i) + 1, None, f"NUL byte at byte offset {i}", raw[max(0, i - 20) : i + 20])
         return None
     try:
         return raw[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
         off = bom + e.start
-        errs.add(raw.count(b"\n", 0, off) + 1, None, f"invalid UTF-8 at byte offset {off} ({e.reason})",
-                 raw[max(0, off - 20): off + 20])
+        errs.add(
+            raw.count(b"\n", 0, off) + 1,
+            None,
+            f"invalid UTF-8 at byte offset {off} ({e.reason})",
+            raw[max(0, off - 20) : off + 20],
+        )
         return None

@@ -32,8 +32,13 @@ def error_report(parsed: ParsedLabels, max_errors: int = MAX_REPORT_ERRORS) -> d
     }
 
 
-def write_error_report(parsed: ParsedLabels, dest: str | os.PathLike, max_errors: int = MAX_REPORT_ERRORS, *,
-                       within: str | os.PathLike | None = None) -> Path:
+def write_error_report(
+    parsed: ParsedLabels,
+    dest: str | os.PathLike,
+    max_errors: int = MAX_REPORT_ERRORS,
+    *,
+    within: str | os.PathLike | None = None,
+) -> Path:
     """Write the error report as JSON to ``dest`` atomically (``al_core.files.atomic``; ``within``: no folder below
     it may be a link); returns ``dest``."""
     text = json.dumps(error_report(parsed, max_errors), indent=2, ensure_ascii=False) + "\n"

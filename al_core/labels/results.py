@@ -45,8 +45,14 @@ class LabelError:
     annotation_id: str | None = None  # Label Studio annotation id, when the problem is in one
 
     def as_dict(self) -> dict:
-        return {"line": self.line, "field": self.field, "message": self.message, "value_preview": self.value_preview,
-                "task_id": self.task_id, "annotation_id": self.annotation_id}
+        return {
+            "line": self.line,
+            "field": self.field,
+            "message": self.message,
+            "value_preview": self.value_preview,
+            "task_id": self.task_id,
+            "annotation_id": self.annotation_id,
+        }
 
     @property
     def where(self) -> str:
@@ -89,8 +95,11 @@ class ParsedLabels:
     def ok(self) -> bool:
         """No error, and something was read: an answer, or Label Studio tasks whose answers were all ignored
         (empty, drafts) and said so."""
-        return (not self.errors and not self.errors_dropped
-                and (len(self.rows) > 0 or bool(self.warnings) or self.n_drafts > 0 or self.n_unanswered > 0))
+        return (
+            not self.errors
+            and not self.errors_dropped
+            and (len(self.rows) > 0 or bool(self.warnings) or self.n_drafts > 0 or self.n_unanswered > 0)
+        )
 
     @property
     def n_errors(self) -> int:
@@ -165,16 +174,18 @@ class ErrorCollector:
         self.warnings: list[LabelError] = []
         self.warnings_dropped = 0
 
-    def add(self, line: int | None, field: str | None, message: str, value=None, *, task_id=None,
-            annotation_id=None) -> None:
+    def add(
+        self, line: int | None, field: str | None, message: str, value=None, *, task_id=None, annotation_id=None
+    ) -> None:
         """An error: the file is rejected."""
         if len(self.items) < MAX_ERRORS_KEPT:
             self.items.append(LabelError(line, field, message, preview(value), _id(task_id), _id(annotation_id)))
         else:
             self.dropped += 1
 
-    def warn(self, line: int | None, field: str | None, message: str, value=None, *, task_id=None,
-             annotation_id=None) -> None:
+    def warn(
+        self, line: int | None, field: str | None, message: str, value=None, *, task_id=None, annotation_id=None
+    ) -> None:
         """A warning: reported with the file, which is applied all the same."""
         if len(self.warnings) < MAX_ERRORS_KEPT:
             self.warnings.append(LabelError(line, field, message, preview(value), _id(task_id), _id(annotation_id)))

@@ -103,8 +103,7 @@ class RowValidator:
             return False, None
         v = value.strip()
         if len(v) > MAX_FIELD_CHARS:
-            self.errs.add(line, field, f"{field} is {len(v)} characters long; the limit is {MAX_FIELD_CHARS}", v,
-                          **ids)
+            self.errs.add(line, field, f"{field} is {len(v)} characters long; the limit is {MAX_FIELD_CHARS}", v, **ids)
             return False, None
         return True, (v or None)
 
@@ -129,10 +128,21 @@ class RowValidator:
             return False, None
         return True, float(value)
 
-    def add(self, line: int, image_id: str, label: str, annotator: str | None = None,
-            annotation_id: str | None = None, note: str | None = None, fields: dict[str, str] | None = None, *,
-            task_id: str | None = None, annotated_at=None, seconds: float | None = None,
-            seconds_source: str | None = None) -> bool:
+    def add(
+        self,
+        line: int,
+        image_id: str,
+        label: str,
+        annotator: str | None = None,
+        annotation_id: str | None = None,
+        note: str | None = None,
+        fields: dict[str, str] | None = None,
+        *,
+        task_id: str | None = None,
+        annotated_at=None,
+        seconds: float | None = None,
+        seconds_source: str | None = None,
+    ) -> bool:
         """Validate one row and keep it (once per image, annotator and label). ``fields`` renames fields in
         error reports."""
         iid = image_id.strip()
@@ -140,7 +150,8 @@ class RowValidator:
         # Fast path (the common case): a known id, a class (or skip) label, short clean texts.
         if (
             not self.json_text
-            and ID_RE.fullmatch(iid) and iid in self.known
+            and ID_RE.fullmatch(iid)
+            and iid in self.known
             and (lab in self.classes or lab == self.skip)
             and (annotator is None or len(annotator) <= MAX_FIELD_CHARS)
             and (annotation_id is None or len(annotation_id) <= MAX_FIELD_CHARS)
@@ -172,14 +183,31 @@ class RowValidator:
                 self.n_duplicates += 1
                 return True
             who = f"annotator {annotator!r}" if annotator is not None else "an unnamed annotator"
-            self.errs.warn(line, fields.get("label", "label") if fields else "label",
-                           f"image {iid}: {who} answered {lab!r} here and {prev.label!r} at {_where(prev)}: both are "
-                           "kept, and only their later answer counts (by annotation time, else by position in the "
-                           "file)", label, task_id=task_id, annotation_id=annotation_id)
+            self.errs.warn(
+                line,
+                fields.get("label", "label") if fields else "label",
+                f"image {iid}: {who} answered {lab!r} here and {prev.label!r} at {_where(prev)}: both are "
+                "kept, and only their later answer counts (by annotation time, else by position in the "
+                "file)",
+                label,
+                task_id=task_id,
+                annotation_id=annotation_id,
+            )
         if annotator is not None:  # a file has few annotators: one string object each
             annotator = self.annotators.setdefault(annotator, annotator)
-        row = LabelRow(line, iid, lab, lab == self.skip, annotator, annotation_id, note, task_id, annotated_at,
-                       seconds, seconds_source)
+        row = LabelRow(
+            line,
+            iid,
+            lab,
+            lab == self.skip,
+            annotator,
+            annotation_id,
+            note,
+            task_id,
+            annotated_at,
+            seconds,
+            seconds_source,
+        )
         self.rows.append(row)
         self.seen[key] = row
         return True

@@ -108,7 +108,7 @@ def walk_array(text: str, errs: ErrorCollector, what: str, on_item) -> int:
         return line
 
     pos = JSON_WS.match(text).end()
-    if text[pos: pos + 1] != "[":  # pragma: no cover - format detection guarantees it
+    if text[pos : pos + 1] != "[":  # pragma: no cover - format detection guarantees it
         errs.add(1, None, "a Label Studio export must be a JSON array")
         return 0
     pos += 1
@@ -122,15 +122,20 @@ def walk_array(text: str, errs: ErrorCollector, what: str, on_item) -> int:
             pos += 1
             rest = JSON_WS.match(text, pos).end()
             if rest < len(text):
-                errs.add(line_at(rest), None, "malformed JSON: extra data after the array",
-                         text[rest: rest + PREVIEW_CHARS])
+                errs.add(
+                    line_at(rest), None, "malformed JSON: extra data after the array", text[rest : rest + PREVIEW_CHARS]
+                )
             break
         start_line = line_at(pos)
         try:
             item, end = DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            errs.add(e.lineno, None, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
-                     text[e.pos: e.pos + PREVIEW_CHARS])
+            errs.add(
+                e.lineno,
+                None,
+                f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
+                text[e.pos : e.pos + PREVIEW_CHARS],
+            )
             break
         except RecursionError:
             errs.add(start_line, None, f"{what} #{n + 1}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
@@ -145,21 +150,25 @@ def walk_array(text: str, errs: ErrorCollector, what: str, on_item) -> int:
             on_item(item, n - 1, start_line)
         del item
         pos = JSON_WS.match(text, end).end()
-        if text[pos: pos + 1] == ",":
+        if text[pos : pos + 1] == ",":
             pos += 1
             expect_value = True
             nxt = JSON_WS.match(text, pos).end()
-            if text[nxt: nxt + 1] == "]":
+            if text[nxt : nxt + 1] == "]":
                 errs.add(line_at(nxt), None, "malformed JSON: trailing comma before ']'")
                 break
-        elif text[pos: pos + 1] == "]":
+        elif text[pos : pos + 1] == "]":
             expect_value = False
         elif pos >= len(text):
             errs.add(line_at(pos), None, "malformed JSON: the array is not closed (missing ']')")
             break
         else:
-            errs.add(line_at(pos), None, f"malformed JSON: expected ',' or ']' after a {what}",
-                     text[pos: pos + PREVIEW_CHARS])
+            errs.add(
+                line_at(pos),
+                None,
+                f"malformed JSON: expected ',' or ']' after a {what}",
+                text[pos : pos + PREVIEW_CHARS],
+            )
             break
     return n
 
@@ -169,8 +178,12 @@ def decode_document(text: str, errs: ErrorCollector):
     try:
         value = DECODER.decode(text)
     except json.JSONDecodeError as e:
-        errs.add(e.lineno, None, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
-                 text[e.pos: e.pos + PREVIEW_CHARS])
+        errs.add(
+            e.lineno,
+            None,
+            f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
+            text[e.pos : e.pos + PREVIEW_CHARS],
+        )
         return BAD
     except RecursionError:
         errs.add(None, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")

@@ -106,7 +106,7 @@ class LabelStudioClient:
 
     def get_bytes(self, path_or_url: str) -> bytes:
         """The bytes behind a server path such as a task's ``/data/local-files/?d=...`` image URL."""
-        path = path_or_url[len(self.url):] if path_or_url.startswith(self.url) else path_or_url
+        path = path_or_url[len(self.url) :] if path_or_url.startswith(self.url) else path_or_url
         content, _ = self.request("GET", path, raw=True)
         return content
 
@@ -126,8 +126,10 @@ class LabelStudioClient:
         found = self.find_project(title)
         body = {"title": title, "label_config": label_config, **fields}
         if found:
-            same = {k: (found.get(k) or "").strip() == v.strip() if k == "label_config" else found.get(k) == v
-                    for k, v in body.items()}  # Label Studio keeps the config without its final newline
+            same = {
+                k: (found.get(k) or "").strip() == v.strip() if k == "label_config" else found.get(k) == v
+                for k, v in body.items()
+            }  # Label Studio keeps the config without its final newline
             if all(same.values()):
                 return found
             return self.request("PATCH", f"/api/projects/{found['id']}", body)
@@ -149,16 +151,31 @@ class LabelStudioClient:
 
         Label Studio serves ``/data/local-files/?d=...`` only for files under such a storage's path.
         """
-        return self.request("POST", "/api/storages/localfiles", {
-            "project": project_id, "path": str(path), "title": title, "use_blob_urls": True,
-        })
+        return self.request(
+            "POST",
+            "/api/storages/localfiles",
+            {
+                "project": project_id,
+                "path": str(path),
+                "title": title,
+                "use_blob_urls": True,
+            },
+        )
 
-    def add_local_files_target(self, project_id: int, path: str, *, title: str = "inbox",
-                               can_delete_objects: bool = False) -> dict:
+    def add_local_files_target(
+        self, project_id: int, path: str, *, title: str = "inbox", can_delete_objects: bool = False
+    ) -> dict:
         """A Local Files target storage writing into ``path`` (under the document root) on every Submit/Update."""
-        return self.request("POST", "/api/storages/export/localfiles", {
-            "project": project_id, "path": str(path), "title": title, "can_delete_objects": can_delete_objects,
-        })
+        return self.request(
+            "POST",
+            "/api/storages/export/localfiles",
+            {
+                "project": project_id,
+                "path": str(path),
+                "title": title,
+                "can_delete_objects": can_delete_objects,
+            },
+        )
 
     def local_files_sources(self, project_id: int) -> list[dict]:
         return self.request("GET", "/api/storages/localfiles", params={"project": project_id})
@@ -179,8 +196,9 @@ class LabelStudioClient:
     def tasks(self, project_id: int) -> list[dict]:
         out, page = [], 1
         while True:
-            answer = self.request("GET", "/api/tasks", params={"project": project_id, "page": page,
-                                                              "page_size": TASK_PAGE_SIZE})
+            answer = self.request(
+                "GET", "/api/tasks", params={"project": project_id, "page": page, "page_size": TASK_PAGE_SIZE}
+            )
             out += answer["tasks"]
             if len(out) >= answer["total"] or not answer["tasks"]:
                 return out
@@ -190,8 +208,9 @@ class LabelStudioClient:
         return self.request("GET", f"/api/tasks/{task_id}/")
 
     # -- annotations ------------------------------------------------------------------------------------------------
-    def annotate(self, task_id: int, result: list[dict], *, was_cancelled: bool = False,
-                 lead_time: float | None = None, **fields) -> dict:
+    def annotate(
+        self, task_id: int, result: list[dict], *, was_cancelled: bool = False, lead_time: float | None = None, **fields
+    ) -> dict:
         """Submit (or, with ``was_cancelled``, skip) a task as this client's user."""
         body = {"result": result, "was_cancelled": was_cancelled, **fields}
         if lead_time is not None:
@@ -229,8 +248,9 @@ class LabelStudioClient:
         match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
         if not match:
             raise LabelStudioAPIError("GET", "/user/signup/", 200, "no CSRF token in the sign-up page")
-        form = urllib.parse.urlencode({"csrfmiddlewaretoken": match.group(1), "email": email,
-                                       "password": password}).encode()
+        form = urllib.parse.urlencode(
+            {"csrfmiddlewaretoken": match.group(1), "email": email, "password": password}
+        ).encode()
         req = urllib.request.Request(signup, data=form, method="POST", headers={"Referer": signup})
         with opener.open(req, timeout=self.timeout_s) as r:
             r.read()
@@ -238,8 +258,9 @@ class LabelStudioClient:
             with opener.open(self.url + "/api/current-user/token", timeout=self.timeout_s) as r:
                 token = json.loads(r.read())["token"]
         except urllib.error.HTTPError as e:
-            raise LabelStudioAPIError("POST", "/user/signup/", e.code,
-                                      f"sign-up of {email} did not log in (weak password or taken email?)") from None
+            raise LabelStudioAPIError(
+                "POST", "/user/signup/", e.code, f"sign-up of {email} did not log in (weak password or taken email?)"
+            ) from None
         return LabelStudioClient(self.url, token, timeout_s=self.timeout_s)
 
     # -- exports ----------------------------------------------------------------------------------------------------
@@ -250,8 +271,11 @@ class LabelStudioClient:
         """The project's export in one of EXPORT_FORMATS; only tasks with annotations unless download_all_tasks."""
         if export_type not in EXPORT_FORMATS:
             raise ValueError(f"export_type must be one of {', '.join(EXPORT_FORMATS)}, not {export_type!r}")
-        params = {"exportType": export_type, "download_all_tasks": str(download_all_tasks).lower(),
-                  "download_resources": "false"}
+        params = {
+            "exportType": export_type,
+            "download_all_tasks": str(download_all_tasks).lower(),
+            "download_resources": "false",
+        }
         content, headers = self.request("GET", f"/api/projects/{project_id}/export", params=params, raw=True)
         disposition = headers.get("Content-Disposition", "")
         match = re.search(r'filename="?([^";]+)"?', disposition)

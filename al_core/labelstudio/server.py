@@ -58,9 +58,21 @@ URL_FILE = "label-studio.url"  # its URL while it runs: `al labelstudio push|pul
 
 # Inherited variables Label Studio would read instead of our settings (it reads NAME, LABEL_STUDIO_NAME and
 # HEARTEX_NAME): a shell's USERNAME, HOST or PORT must not become the account, the URL prefix or the port.
-_SHADOWING = ("HOST", "PORT", "USERNAME", "PASSWORD", "USER_TOKEN", "DATABASE_NAME", "DJANGO_DB", "BASE_DATA_DIR",
-              "LOCAL_FILES_SERVING_ENABLED", "LOCAL_FILES_DOCUMENT_ROOT", "DISABLE_SIGNUP_WITHOUT_LINK",
-              "FUTURE_SAVE_TASK_TO_STORAGE", "FUTURE_SAVE_TASK_TO_STORAGE_JSON_EXT")
+_SHADOWING = (
+    "HOST",
+    "PORT",
+    "USERNAME",
+    "PASSWORD",
+    "USER_TOKEN",
+    "DATABASE_NAME",
+    "DJANGO_DB",
+    "BASE_DATA_DIR",
+    "LOCAL_FILES_SERVING_ENABLED",
+    "LOCAL_FILES_DOCUMENT_ROOT",
+    "DISABLE_SIGNUP_WITHOUT_LINK",
+    "FUTURE_SAVE_TASK_TO_STORAGE",
+    "FUTURE_SAVE_TASK_TO_STORAGE_JSON_EXT",
+)
 
 
 class LabelStudioError(RuntimeError):
@@ -140,8 +152,9 @@ def load_or_create_account(data_dir: Path, email: str = DEFAULT_EMAIL) -> Accoun
 
 def server_env(data_dir: Path, document_root: Path, *, task_files: bool = True, extra: dict | None = None) -> dict:
     """The process environment of the server (see the module docstring)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LABEL_STUDIO_", "HEARTEX_")) and k not in _SHADOWING}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "HEARTEX_")) and k not in _SHADOWING
+    }
     env.update(
         LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
         LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
@@ -161,14 +174,27 @@ def server_env(data_dir: Path, document_root: Path, *, task_files: bool = True, 
 class LabelStudioServer:
     """A running Label Studio on 127.0.0.1 (see the module docstring)."""
 
-    def __init__(self, data_dir: str | Path, image_root: str | Path, *, port: int | None = None,
-                 email: str = DEFAULT_EMAIL, task_files: bool = True, document_root: str | Path | None = None,
-                 executable: str | Path | None = None, extra_env: dict | None = None,
-                 start_timeout_s: float = START_TIMEOUT_S, host: str = HOST, allow_remote: bool = False):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        image_root: str | Path,
+        *,
+        port: int | None = None,
+        email: str = DEFAULT_EMAIL,
+        task_files: bool = True,
+        document_root: str | Path | None = None,
+        executable: str | Path | None = None,
+        extra_env: dict | None = None,
+        start_timeout_s: float = START_TIMEOUT_S,
+        host: str = HOST,
+        allow_remote: bool = False,
+    ):
         if not is_loopback(host) and not allow_remote:
-            raise LabelStudioError(f"refusing to bind Label Studio to {host}, which is not a loopback address: "
-                                   "anyone who can reach it could sign in or read the images; pass --allow-remote "
-                                   "(allow_remote=True) if that is what you want")
+            raise LabelStudioError(
+                f"refusing to bind Label Studio to {host}, which is not a loopback address: "
+                "anyone who can reach it could sign in or read the images; pass --allow-remote "
+                "(allow_remote=True) if that is what you want"
+            )
         self.host = host
         self.data_dir = Path(data_dir).absolute()
         self.image_root = Path(image_root).absolute()
@@ -176,8 +202,10 @@ class LabelStudioServer:
         # it too; pass a common ancestor of both when the inbox is elsewhere.
         self.document_root = Path(document_root).absolute() if document_root else document_root_for(self.image_root)
         if self.document_root not in self.image_root.parents:
-            raise LabelStudioError(f"the document root {self.document_root} must be a parent folder of the images "
-                                   f"{self.image_root} (Label Studio refuses a storage equal to the root)")
+            raise LabelStudioError(
+                f"the document root {self.document_root} must be a parent folder of the images "
+                f"{self.image_root} (Label Studio refuses a storage equal to the root)"
+            )
         self.task_files = task_files
         # the address this process probes it at (a bind to every interface answers on loopback too)
         probe = HOST if _is_unspecified(host) else host
@@ -200,8 +228,20 @@ class LabelStudioServer:
 
     def command(self) -> list[str]:
         """The command line (the account goes in the environment, out of `ps`)."""
-        return [str(self.executable), "start", "--no-browser", "--internal-host", self.host, "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--enable-legacy-api-token", "--log-level", "WARNING"]
+        return [
+            str(self.executable),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--enable-legacy-api-token",
+            "--log-level",
+            "WARNING",
+        ]
 
     def running_pid(self) -> int | None:
         """The process group of a Label Studio already running on this data folder (its pid file), if any."""
@@ -220,16 +260,25 @@ class LabelStudioServer:
             raise LabelStudioError(f"image root {self.image_root} is not a folder")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if (pid := self.running_pid()) is not None:
-            raise LabelStudioError(f"a Label Studio already runs on {self.data_dir} (process group {pid}): "
-                                   f"stop it first (kill -TERM -- -{pid})")
+            raise LabelStudioError(
+                f"a Label Studio already runs on {self.data_dir} (process group {pid}): "
+                f"stop it first (kill -TERM -- -{pid})"
+            )
         self.account = a = load_or_create_account(self.data_dir, self.email)
         env = server_env(self.data_dir, self.document_root, task_files=self.task_files, extra=self.extra_env)
         # the first account (created on the first start, kept after): Label Studio reads these as --username etc.
         env.update(LABEL_STUDIO_USERNAME=a.email, LABEL_STUDIO_PASSWORD=a.password, LABEL_STUDIO_USER_TOKEN=a.token)
         t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=self.data_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             self._wait_until_ready()
         except BaseException:
@@ -245,8 +294,10 @@ class LabelStudioServer:
         last = "no answer"
         while time.monotonic() < deadline:
             if not self.alive():
-                raise LabelStudioError(f"Label Studio exited with {self.proc.returncode} while starting; "
-                                       f"log {self.log_path}:\n{self.log_tail()}")
+                raise LabelStudioError(
+                    f"Label Studio exited with {self.proc.returncode} while starting; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
                     if r.status == 200:
@@ -255,27 +306,33 @@ class LabelStudioServer:
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 last = str(e)
             time.sleep(POLL_S)
-        raise LabelStudioError(f"Label Studio did not answer on {self.url} within {self.start_timeout_s:.0f} s "
-                               f"({last}); log {self.log_path}:\n{self.log_tail()}")
+        raise LabelStudioError(
+            f"Label Studio did not answer on {self.url} within {self.start_timeout_s:.0f} s "
+            f"({last}); log {self.log_path}:\n{self.log_tail()}"
+        )
 
     def _check_token(self) -> None:
-        req = urllib.request.Request(self.url + "/api/current-user/whoami",
-                                     headers={"Authorization": f"Token {self.account.token}"})
+        req = urllib.request.Request(
+            self.url + "/api/current-user/whoami", headers={"Authorization": f"Token {self.account.token}"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 who = json.loads(r.read())
         except urllib.error.HTTPError as e:
             raise LabelStudioError(
                 f"Label Studio at {self.url} refused the token of {self.data_dir / ACCOUNT_FILE} (HTTP {e.code}): "
-                "the database was made with another account; move the folder away to start afresh") from None
+                "the database was made with another account; move the folder away to start afresh"
+            ) from None
         if who.get("email") != self.account.email:
             raise LabelStudioError(f"the token of {self.data_dir / ACCOUNT_FILE} belongs to {who.get('email')}")
 
     def describe(self) -> str:
         a = self.account
-        return (f"Label Studio {self.url} (bound to {self.host}; data {self.data_dir})\n"
-                f"  log in as {a.email} / {a.password}   API token {a.token}\n"
-                f"  local files: document root {self.document_root}, images {self.image_root}")
+        return (
+            f"Label Studio {self.url} (bound to {self.host}; data {self.data_dir})\n"
+            f"  log in as {a.email} / {a.password}   API token {a.token}\n"
+            f"  local files: document root {self.document_root}, images {self.image_root}"
+        )
 
     def stop(self) -> None:
         """Stop the whole process group: SIGTERM, then SIGKILL after STOP_TIMEOUT_S."""

@@ -296,8 +296,9 @@ def _final_assign(points: Points, centers: torch.Tensor) -> tuple[np.ndarray, np
     return labels, d2
 
 
-def _exact_where_needed(points: Points, centers: torch.Tensor, labels: np.ndarray, d2: np.ndarray,
-                        bound: np.ndarray) -> None:
+def _exact_where_needed(
+    points: Points, centers: torch.Tensor, labels: np.ndarray, d2: np.ndarray, bound: np.ndarray
+) -> None:
     """Replace ``d2`` by the exact squared distance (in place) for the points of
     :func:`_final_assign`'s docstring, block by block."""
     k = centers.shape[0]

@@ -57,8 +57,15 @@ class Points:
     before the normalisation.
     """
 
-    def __init__(self, features: np.ndarray, rows: np.ndarray | None = None, *, normalize: bool = False,
-                 shift: np.ndarray | None = None, scale: np.ndarray | None = None):
+    def __init__(
+        self,
+        features: np.ndarray,
+        rows: np.ndarray | None = None,
+        *,
+        normalize: bool = False,
+        shift: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+    ):
         if features.ndim != 2:
             raise ValueError(f"features must be a 2-D array, got shape {features.shape}")
         self.features = features
@@ -118,8 +125,9 @@ class Points:
         elif self._torch_gather:
             block = np.empty((m, self.dim), dtype=np.float32) if out is None else out[:m]
             # torch's row gather: about 3x numpy's take here (0.8 against 2.5 ms per 4096 x 768)
-            torch.index_select(as_tensor(self.features), 0, torch.from_numpy(self.rows[start:stop]),
-                               out=torch.from_numpy(block))
+            torch.index_select(
+                as_tensor(self.features), 0, torch.from_numpy(self.rows[start:stop]), out=torch.from_numpy(block)
+            )
         else:
             block = np.asarray(self.features[self.rows[start:stop]], dtype=np.float32)  # fancy indexing: a copy
             if out is not None:

@@ -76,9 +76,7 @@ class ProbeError(ValueError):
 def _check_labels(labels: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
     """``labels`` as int64, one per row, in [0, n_classes); ProbeError otherwise."""
     if labels.ndim != 1 or labels.shape[0] != n_rows:
-        raise ProbeError(
-            f"labels must be 1-D with one label per feature row: {labels.shape} labels for {n_rows} rows"
-        )
+        raise ProbeError(f"labels must be 1-D with one label per feature row: {labels.shape} labels for {n_rows} rows")
     if labels.shape[0] < 2:
         raise ProbeError(f"the probe needs at least 2 labelled points to train, got {labels.shape[0]}")
     if labels.size and not np.issubdtype(labels.dtype, np.integer) and not np.all(np.equal(np.mod(labels, 1), 0)):
@@ -180,9 +178,18 @@ class Probe(Params):
         lin: nn.Linear = model[2]
         init = ProbeState(lin.weight.detach(), lin.bias.detach(), bn.running_mean, bn.running_var)
         res = fit_linear_probe(
-            x, labels, init, n_classes=int(self.n_classes), seed=int(self.seed), dropout=float(self.dropout),
-            lr=float(self.lr), weight_decay=float(self.weight_decay), batch_size=int(self.batch_size),
-            max_epochs=int(self.max_epochs), patience=int(self.patience), min_delta=float(self.min_delta),
+            x,
+            labels,
+            init,
+            n_classes=int(self.n_classes),
+            seed=int(self.seed),
+            dropout=float(self.dropout),
+            lr=float(self.lr),
+            weight_decay=float(self.weight_decay),
+            batch_size=int(self.batch_size),
+            max_epochs=int(self.max_epochs),
+            patience=int(self.patience),
+            min_delta=float(self.min_delta),
         )
         with torch.no_grad():
             lin.weight.copy_(res.state.weight)

@@ -78,8 +78,9 @@ class DropoutLinear:
             out.append(logits.mul_(scale).add_(self.bias))
         return out
 
-    def map_logits(self, features: np.ndarray, n_passes: int, seed: int, fn: BlockFn, workers: int | None,
-                   clean: bool = False) -> None:
+    def map_logits(
+        self, features: np.ndarray, n_passes: int, seed: int, fn: BlockFn, workers: int | None, clean: bool = False
+    ) -> None:
         """``fn(start, logits_per_pass)`` for every block of DROPOUT_BLOCK_ROWS rows, on
         ``workers`` threads (default DROPOUT_WORKERS); ``fn`` must only write its own rows.
         ``clean``: the list starts with the block's logits without dropout (read from the

@@ -86,8 +86,13 @@ class ProbeState:
         self.num_batches_tracked = other.num_batches_tracked
 
     def clone(self) -> ProbeState:
-        return ProbeState(self.weight.clone(), self.bias.clone(), self.running_mean.clone(),
-                          self.running_var.clone(), self.num_batches_tracked)
+        return ProbeState(
+            self.weight.clone(),
+            self.bias.clone(),
+            self.running_mean.clone(),
+            self.running_var.clone(),
+            self.num_batches_tracked,
+        )
 
 
 @dataclass
@@ -197,8 +202,18 @@ def fit_linear_probe(
     return TrainResult(best, len(history), best_loss, history)
 
 
-def _step(xb: np.ndarray, yb: torch.Tensor, rows: int, state: ProbeState, opt: _AdamW, buf: _Batch,
-          bits: np.random.SFC64, keep_below: int, s: float, n_classes: int) -> float:
+def _step(
+    xb: np.ndarray,
+    yb: torch.Tensor,
+    rows: int,
+    state: ProbeState,
+    opt: _AdamW,
+    buf: _Batch,
+    bits: np.random.SFC64,
+    keep_below: int,
+    s: float,
+    n_classes: int,
+) -> float:
     """One training step on a batch (module docstring); returns the batch's mean loss."""
     d = xb.shape[1]
     n_bytes = rows * d

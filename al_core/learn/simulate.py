@@ -161,7 +161,7 @@ STUDY_SEED_BASE = 10  # the study's seeds are 1, 10, 100, ... (powers of this ba
 
 def study_seeds(n: int) -> list[int]:
     """The study's seeds: 1, 10, 100, ... (n of them)."""
-    return [STUDY_SEED_BASE ** i for i in range(n)]
+    return [STUDY_SEED_BASE**i for i in range(n)]
 
 
 def area_under_curve(labels: Sequence[float], accuracy: Sequence[float]) -> float:
@@ -206,9 +206,18 @@ def compare_strategies(
         labels_per_round: list[int] = []
         for seed in seeds:
             res = run_simulation(
-                features, targets, test_features, test_targets, n_classes=n_classes, seed_strategy=seed_strategy,
-                query_strategy=name, budget_per_round=budget_per_round, rounds=rounds, seed=seed,
-                progress=None if progress is None else functools.partial(progress, name, seed))
+                features,
+                targets,
+                test_features,
+                test_targets,
+                n_classes=n_classes,
+                seed_strategy=seed_strategy,
+                query_strategy=name,
+                budget_per_round=budget_per_round,
+                rounds=rounds,
+                seed=seed,
+                progress=None if progress is None else functools.partial(progress, name, seed),
+            )
             accs.append([float(a) for a in res.accuracy])
             labels_per_round = [int(n) for n in res.n_labeled]
             if finished is not None:

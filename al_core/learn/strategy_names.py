@@ -32,6 +32,7 @@ def strategy_names() -> tuple[str, ...]:
 def seed_strategy_names() -> tuple[str, ...]:
     return tuple(n for n, needs in STRATEGY_NEEDS_LABELS.items() if not needs)
 
+
 # strategies with a `class_balance` parameter (selection.class_balance: quotas at their diverse pick); held equal to
 # the registry by tests/test_quality.py
 CLASS_BALANCE_STRATEGIES: tuple[str, ...] = ("dropquery",)

@@ -31,8 +31,15 @@ import importlib
 
 _EXPORTS = {
     "errors": ("LoopError", "ValidationUnavailable"),
-    "inbox": ("list_inbox", "survey_inbox", "look_at_inbox", "validation_inputs", "InboxView",
-              "InboxSurvey", "Refused"),
+    "inbox": (
+        "list_inbox",
+        "survey_inbox",
+        "look_at_inbox",
+        "validation_inputs",
+        "InboxView",
+        "InboxSurvey",
+        "Refused",
+    ),
     "state": ("LoopState", "loop_state", "answered", "pending_work", "stop_reason"),
     "pool": ("Pool", "load_pool", "load_project_pool"),
     "holdout": ("stratified_holdout", "ensure_eval_set"),

@@ -53,8 +53,15 @@ def delivery_name(annotator: str, round_: int) -> str:
     return f"{annotator}-{outbox.batch_stem(round_)}.csv"
 
 
-def answer_round(cfg: ProjectConfig, round_: int, *, noise: float = 0.0, skip: float = 0.0, seed: int = 0,
-                 annotator: str = "simulated") -> Path:
+def answer_round(
+    cfg: ProjectConfig,
+    round_: int,
+    *,
+    noise: float = 0.0,
+    skip: float = 0.0,
+    seed: int = 0,
+    annotator: str = "simulated",
+) -> Path:
     """Write the label file answering batch ``round_``; returns its inbox path."""
     ids = outbox.read_batch_ids(cfg.outbox, round_)
     store = open_store(cfg)
@@ -81,8 +88,9 @@ def answer_round(cfg: ProjectConfig, round_: int, *, noise: float = 0.0, skip: f
 SECOND_ANNOTATOR = "simulated-2"  # the second annotator's name in its label files
 
 
-def second_opinion(cfg: ProjectConfig, round_: int, *, share: float, noise: float, seed: int = 0,
-                   annotator: str = SECOND_ANNOTATOR) -> Path | None:
+def second_opinion(
+    cfg: ProjectConfig, round_: int, *, share: float, noise: float, seed: int = 0, annotator: str = SECOND_ANNOTATOR
+) -> Path | None:
     """A second annotator's label file for a seeded ``share`` of batch ``round_``, wrong with probability
     ``noise``; None when the share picks no image. Does not mark the batch answered."""
     ids = outbox.read_batch_ids(cfg.outbox, round_)

@@ -56,9 +56,14 @@ class Batch:
 
     def summary(self, pool: Pool) -> dict:
         iid = lambda r: None if r is None else str(pool.image_ids[r])
-        return {"relabel": self.n_relabel, "near_duplicate_pairs": self.near_duplicates.get("n_pairs", 0),
-                "near_duplicates_replaced": [{**r, "dropped": iid(r["dropped"]), "twin": iid(r["twin"]),
-                                              "replacement": iid(r["replacement"])} for r in self.replacements]}
+        return {
+            "relabel": self.n_relabel,
+            "near_duplicate_pairs": self.near_duplicates.get("n_pairs", 0),
+            "near_duplicates_replaced": [
+                {**r, "dropped": iid(r["dropped"]), "twin": iid(r["twin"]), "replacement": iid(r["replacement"])}
+                for r in self.replacements
+            ],
+        }
 
 
 def strategy_params(cfg: ProjectConfig, kind: str) -> dict:
@@ -72,11 +77,13 @@ def n_relabel(cfg: ProjectConfig, budget: int) -> int:
 
 
 def _relabel_reason(r: dict) -> str:
-    why = (f"ActiveLab score {r['relabel_score']:.3f}" if r["relabel_score"] is not None
-           else f"label quality {r['quality']:.3f}")
+    why = (
+        f"ActiveLab score {r['relabel_score']:.3f}"
+        if r["relabel_score"] is not None
+        else f"label quality {r['quality']:.3f}"
+    )
     flag = "; cleanlab flags it" if r["is_issue"] else ""
-    return (f"label again: {why} (labelled {r['given']!r}, the out-of-fold probe suggests {r['suggested']!r}"
-            f"{flag})")
+    return f"label again: {why} (labelled {r['given']!r}, the out-of-fold probe suggests {r['suggested']!r}{flag})"
 
 
 def relabel_rows(store, pool: Pool, probe_id: str | None, n: int) -> list[tuple[int, float, str]]:
@@ -91,8 +98,12 @@ def relabel_rows(store, pool: Pool, probe_id: str | None, n: int) -> list[tuple[
     out = []
     for r in ranking:
         row = pool.index.get(r["image_id"])
-        if row is None or row not in training or asked.get(r["image_id"], 0) >= RELABEL_MAX_PER_IMAGE \
-                or r["image_id"] in waiting:
+        if (
+            row is None
+            or row not in training
+            or asked.get(r["image_id"], 0) >= RELABEL_MAX_PER_IMAGE
+            or r["image_id"] in waiting
+        ):
             continue
         score = r["relabel_score"] if r["relabel_score"] is not None else r["quality"]
         out.append((row, float(score), _relabel_reason(r)))
@@ -115,8 +126,9 @@ def _near_duplicates(store, cfg: ProjectConfig, config_id: str, image_ids, featu
     if fresh:
         keep = [(index[a], index[b], c) for a, b, c in stored if a in index and b in index]
         i, j, c = (np.asarray(x) for x in zip(*keep, strict=True)) if keep else (np.empty(0, np.int64),) * 3
-        pairs = NearDuplicates(i.astype(np.int64), j.astype(np.int64), c.astype(np.float32), len(image_ids),
-                               threshold, run["method"])
+        pairs = NearDuplicates(
+            i.astype(np.int64), j.astype(np.int64), c.astype(np.float32), len(image_ids), threshold, run["method"]
+        )
         return pairs, {"n_pairs": len(pairs), "method": run["method"], "computed": False}
     t = time.perf_counter()
     try:
@@ -126,9 +138,21 @@ def _near_duplicates(store, cfg: ProjectConfig, config_id: str, image_ids, featu
     seconds = time.perf_counter() - t
     with store.transaction() as con:
         quality_q.put_near_duplicates(
-            con, {"config_id": config_id, "parts_signature": sig, "threshold": threshold, "method": pairs.method,
-                  "n_images": pairs.n_rows, "n_pairs": len(pairs), "seconds": seconds, "computed_at": now()},
-            [str(image_ids[a]) for a in pairs.i], [str(image_ids[b]) for b in pairs.j], pairs.cosine)
+            con,
+            {
+                "config_id": config_id,
+                "parts_signature": sig,
+                "threshold": threshold,
+                "method": pairs.method,
+                "n_images": pairs.n_rows,
+                "n_pairs": len(pairs),
+                "seconds": seconds,
+                "computed_at": now(),
+            },
+            [str(image_ids[a]) for a in pairs.i],
+            [str(image_ids[b]) for b in pairs.j],
+            pairs.cosine,
+        )
     return pairs, {"n_pairs": len(pairs), "method": pairs.method, "computed": True, "seconds": round(seconds, 3)}
 
 
@@ -149,8 +173,19 @@ def near_duplicate_twins(store, cfg: ProjectConfig, pool: Pool):
     return (twin_matrix(pairs) if len(pairs) else None), summary
 
 
-def select_batch(store, cfg: ProjectConfig, pool: Pool, strategy, *, name: str, kind: str, budget: int, seed: int,
-                 probe=None, probe_id: str | None = None) -> Batch:
+def select_batch(
+    store,
+    cfg: ProjectConfig,
+    pool: Pool,
+    strategy,
+    *,
+    name: str,
+    kind: str,
+    budget: int,
+    seed: int,
+    probe=None,
+    probe_id: str | None = None,
+) -> Batch:
     """The batch of ``budget`` rows (fewer only when the candidates run out): relabelling share, the strategy's
     picks, the near-duplicate rule (module docstring)."""
     from al_core.quality.duplicates import replace_near_duplicates
@@ -160,8 +195,16 @@ def select_batch(store, cfg: ProjectConfig, pool: Pool, strategy, *, name: str, 
     labeled, labels = (pool.labeled, pool.labels) if kind == "query" else (empty, empty)
 
     def pick(candidates: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        res = strategy.select(pool.features, labeled, labels, count, n_classes=len(pool.classes), seed=seed,
-                              probe=probe, candidates=candidates)
+        res = strategy.select(
+            pool.features,
+            labeled,
+            labels,
+            count,
+            n_classes=len(pool.classes),
+            seed=seed,
+            probe=probe,
+            candidates=candidates,
+        )
         return res.indices, res.scores
 
     n_new = budget - len(relabel)
@@ -176,15 +219,27 @@ def select_batch(store, cfg: ProjectConfig, pool: Pool, strategy, *, name: str, 
         if rep["replacement"] is not None:
             reasons[rep["replacement"]] = (
                 f"replaces {short(str(pool.image_ids[rep['dropped']]))}, a near-duplicate (cosine "
-                f"{rep['cosine']:.4f}) of {short(str(pool.image_ids[rep['twin']]))} earlier in the batch")
-    return Batch(picked.indices.tolist(), picked.scores.tolist(),
-                 [RELABEL if r in again else name for r in picked.indices.tolist()], reasons, picked.replacements, nd)
+                f"{rep['cosine']:.4f}) of {short(str(pool.image_ids[rep['twin']]))} earlier in the batch"
+            )
+    return Batch(
+        picked.indices.tolist(),
+        picked.scores.tolist(),
+        [RELABEL if r in again else name for r in picked.indices.tolist()],
+        reasons,
+        picked.replacements,
+        nd,
+    )
 
 
 def record(con, round_: int, batch: Batch, pool: Pool) -> None:
     """Write what the rules did to batch ``round_`` (inside the proposal's transaction)."""
     iid = lambda r: None if r is None else str(pool.image_ids[r])
     quality_q.put_batch_rules(
-        con, round_, [(iid(r["dropped"]), iid(r["twin"]), float(r["cosine"]), iid(r["replacement"]), r["how"])
-                      for r in batch.replacements],
-        [(iid(r), why) for r, why in batch.reasons.items()])
+        con,
+        round_,
+        [
+            (iid(r["dropped"]), iid(r["twin"]), float(r["cosine"]), iid(r["replacement"]), r["how"])
+            for r in batch.replacements
+        ],
+        [(iid(r), why) for r, why in batch.reasons.items()],
+    )

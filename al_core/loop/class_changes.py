@@ -45,7 +45,8 @@ def check_labelled_classes(store, classes: Sequence[str]) -> None:
     more = f" (and {', '.join(repr(c) for c in missing[1:])})" if len(missing) > 1 else ""
     raise ClassListChanged(
         f"class {old!r}{more} has labels ({_counts(*used[old])}) but is no longer in the project file's `classes` "
-        f"({', '.join(classes)}): put it back, or map its labels with `al labels relabel {old} {new}`")
+        f"({', '.join(classes)}): put it back, or map its labels with `al labels relabel {old} {new}`"
+    )
 
 
 def relabel(store, cfg, old: str, new: str) -> dict:
@@ -59,14 +60,18 @@ def relabel(store, cfg, old: str, new: str) -> dict:
     except ConfigError as e:
         raise LoopError(str(e)) from e
     if new not in classes:
-        raise LoopError(f"{new!r} is not in the project file's `classes` ({', '.join(classes)}): add it there "
-                        "first, or map to one of them")
+        raise LoopError(
+            f"{new!r} is not in the project file's `classes` ({', '.join(classes)}): add it there "
+            "first, or map to one of them"
+        )
     if old == new:
         raise LoopError(f"{old!r} -> {new!r} maps a class to itself: nothing to do")
     with store.transaction() as con:
         used = relabels_q.labelled_classes(con)
         if old not in used:
-            raise LoopError(f"no label uses class {old!r} (classes with labels: {', '.join(sorted(used)) or 'none'}): "
-                            "nothing to map")
+            raise LoopError(
+                f"no label uses class {old!r} (classes with labels: {', '.join(sorted(used)) or 'none'}): "
+                "nothing to map"
+            )
         last_round, _ = rounds_q.last_round_and_spent(con)
         return relabels_q.relabel_class(con, old, new, last_round if last_round is not None else 0, now())

@@ -102,8 +102,9 @@ def refusal_report(r: Refused, reason: str):
     return ParsedLabels(r.name, "", None, (), (LabelError(None, None, reason),), 0, ())
 
 
-def read_and_validate(store, cfg: ProjectConfig, files: Sequence, validate: Callable,
-                      log: Log) -> tuple[list[Delivery], list[Refused]]:
+def read_and_validate(
+    store, cfg: ProjectConfig, files: Sequence, validate: Callable, log: Log
+) -> tuple[list[Delivery], list[Refused]]:
     """(deliveries, refused entries) of ``files`` (module docstring). Bytes already ingested are not parsed."""
     from al_core.labels import MAX_FILE_BYTES
 
@@ -131,8 +132,15 @@ def read_and_validate(store, cfg: ProjectConfig, files: Sequence, validate: Call
             log(f"{name}: cannot be read now ({e.strerror or e}); left in the inbox for the next run")
             continue
         if size > MAX_FILE_BYTES:  # never read: hashing 16 GiB costs minutes, and it would be rejected anyway
-            refused.append(Refused(path, name, f"{size} bytes, over the {MAX_FILE_BYTES}-byte limit (MAX_FILE_BYTES):"
-                                               " not read; split it into several deliveries", name))
+            refused.append(
+                Refused(
+                    path,
+                    name,
+                    f"{size} bytes, over the {MAX_FILE_BYTES}-byte limit (MAX_FILE_BYTES):"
+                    " not read; split it into several deliveries",
+                    name,
+                )
+            )
             continue
         parsed = None
         if sha not in ingested:
@@ -151,8 +159,13 @@ def committed_not_moved(hist: list, d: Delivery) -> str | None:
 
     ``hist``: (status, stored_path, original_name, is_eval) of the deliveries of these bytes, oldest first."""
     for status, stored, original, is_eval in hist:
-        if (status in ("accepted", "rejected") and stored and original == d.name and is_eval == d.is_eval
-                and (not os.path.lexists(stored) or _same_entry(stored, d.path))):
+        if (
+            status in ("accepted", "rejected")
+            and stored
+            and original == d.name
+            and is_eval == d.is_eval
+            and (not os.path.lexists(stored) or _same_entry(stored, d.path))
+        ):
             return stored
     return None
 
@@ -175,8 +188,10 @@ def safe_folders(cfg: ProjectConfig, log: Log) -> None:
     for name, create in ((ACCEPTED_FOLDER, True), (REJECTED_FOLDER, True), (EVAL_FOLDER, False)):
         _, aside = ensure_dir(cfg.inbox, name, create=create)
         if aside:
-            log(f"inbox/{name} was not a folder (a link planted there?): set aside as inbox/{printable_name(aside)}, "
-                "never followed" + ("; a new folder made" if create else ""))
+            log(
+                f"inbox/{name} was not a folder (a link planted there?): set aside as inbox/{printable_name(aside)}, "
+                "never followed" + ("; a new folder made" if create else "")
+            )
 
 
 def move_refused(refused: Sequence[Refused], cfg: ProjectConfig, taken: set, warn: Log) -> list[tuple[Refused, Path]]:
@@ -191,8 +206,10 @@ def move_refused(refused: Sequence[Refused], cfg: ProjectConfig, taken: set, war
         try:
             out.append((r, move_no_replace(r.path, dest, root=cfg.inbox)))
         except OSError as e:
-            warn(f"{r.name}: refused ({r.reason}) but cannot be moved into {REJECTED_FOLDER}/ now ({e}); left where "
-                 "it is")
+            warn(
+                f"{r.name}: refused ({r.reason}) but cannot be moved into {REJECTED_FOLDER}/ now ({e}); left where "
+                "it is"
+            )
     return out
 
 
@@ -205,12 +222,13 @@ def write_error_reports(reports: Sequence[tuple[object, Path]], cfg: ProjectConf
         try:
             write_error_report(parsed, dest, within=cfg.inbox)
         except OSError as e:
-            warn(f"{printable_name(dest.name)}: the error report cannot be written now ({e}); the rejection and its "
-                 "reason are recorded in label_files")
+            warn(
+                f"{printable_name(dest.name)}: the error report cannot be written now ({e}); the rejection and its "
+                "reason are recorded in label_files"
+            )
 
 
-def move_files(store, moves: Sequence[tuple[Path, Path, str | None]], cfg: ProjectConfig, log: Log,
-               warn: Log) -> None:
+def move_files(store, moves: Sequence[tuple[Path, Path, str | None]], cfg: ProjectConfig, log: Log, warn: Log) -> None:
     """Move every (source, destination, file_id) to its place, never replacing a file, never following a link.
 
     A file whose chosen name was taken meanwhile goes under the next free one
@@ -226,8 +244,10 @@ def move_files(store, moves: Sequence[tuple[Path, Path, str | None]], cfg: Proje
         try:
             final = move_no_replace(src, dst, root=cfg.inbox)
         except OSError as e:
-            warn(f"{printable_name(src.name)}: committed, but cannot be moved to {dst.parent.name}/ now "
-                 f"({e.strerror or e}); it stays in the inbox and a later run moves it")
+            warn(
+                f"{printable_name(src.name)}: committed, but cannot be moved to {dst.parent.name}/ now "
+                f"({e.strerror or e}); it stays in the inbox and a later run moves it"
+            )
             continue
         if final != dst:
             renamed.append((file_id, final, dst))

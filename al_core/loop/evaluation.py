@@ -23,8 +23,10 @@ def recall_text(recall: float | None, n_eval: int | None) -> str:
 def per_class_summary(m: dict) -> dict[str, str]:
     """class -> "0.812 on 16 evaluation images" | "n/a (no evaluation image)" for an ``evaluate`` result."""
     counts = m.get("per_class_n_eval") or {}
-    return {c: (recall_text(r, counts.get(c)) + (f" on {counts[c]} evaluation images" if counts.get(c) else ""))
-            for c, r in (m.get("per_class_recall") or {}).items()}
+    return {
+        c: (recall_text(r, counts.get(c)) + (f" on {counts[c]} evaluation images" if counts.get(c) else ""))
+        for c, r in (m.get("per_class_recall") or {}).items()
+    }
 
 
 def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id: str) -> dict:
@@ -58,18 +60,28 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
             accuracy=m.accuracy,
             balanced_accuracy=m.balanced_accuracy,
             macro_f1=m.macro_f1,
-            per_class_recall={c: float(r) if per_class_n[c] else None
-                              for c, r in zip(pool.classes, m.per_class_recall, strict=True)},
+            per_class_recall={
+                c: float(r) if per_class_n[c] else None for c, r in zip(pool.classes, m.per_class_recall, strict=True)
+            },
             confusion=m.confusion.tolist(),
         )
     value = prepare_value(store, cfg, round_, pool, probe, probe_id, rows, pred if rows else [])
     with store.transaction() as con:
         value.write(con)
-        probes_q.put_metrics(con, probe_id=probe_id, round_=round_, accuracy=out["accuracy"],
-                             balanced_accuracy=out["balanced_accuracy"], macro_f1=out["macro_f1"],
-                             per_class_recall=json.dumps(out["per_class_recall"]),
-                             confusion=json.dumps(out["confusion"]), n_labels=out["n_labels"], n_eval=out["n_eval"],
-                             evaluated_at=now(), per_class_n_eval=json.dumps(per_class_n))
+        probes_q.put_metrics(
+            con,
+            probe_id=probe_id,
+            round_=round_,
+            accuracy=out["accuracy"],
+            balanced_accuracy=out["balanced_accuracy"],
+            macro_f1=out["macro_f1"],
+            per_class_recall=json.dumps(out["per_class_recall"]),
+            confusion=json.dumps(out["confusion"]),
+            n_labels=out["n_labels"],
+            n_eval=out["n_eval"],
+            evaluated_at=now(),
+            per_class_n_eval=json.dumps(per_class_n),
+        )
     return out
 
 

@@ -63,8 +63,11 @@ class InboxSurvey:
     def describe(self) -> str:
         """The entries that are not ready, in words (empty when there are none)."""
         parts = []
-        for what, items in (("refused", [(r.name, r.reason) for r in self.refused]), ("waiting", self.waiting),
-                            ("ignored", self.ignored)):
+        for what, items in (
+            ("refused", [(r.name, r.reason) for r in self.refused]),
+            ("waiting", self.waiting),
+            ("ignored", self.ignored),
+        ):
             if items:
                 shown = "; ".join(f"{n} ({why})" for n, why in items[:SHOWN_ENTRIES])
                 more = f"; and {len(items) - SHOWN_ENTRIES} more" if len(items) > SHOWN_ENTRIES else ""
@@ -94,14 +97,25 @@ def _look(folder: Path, rel: str, survey: InboxSurvey, settle_s: float, t: float
         kind = kind_of(st.st_mode)
         if top and name in PROJECT_FOLDERS:
             if kind != "folder":
-                survey.ignored.append((shown, f"a {kind} where the inbox's {name}/ folder belongs: never followed; "
-                                              "the next round run sets it aside"))
+                survey.ignored.append(
+                    (
+                        shown,
+                        f"a {kind} where the inbox's {name}/ folder belongs: never followed; "
+                        "the next round run sets it aside",
+                    )
+                )
             continue
         low = name.lower()
         if not is_utf8_name(name):
             if _label_name(low) or kind == "regular file":
-                survey.refused.append(Refused(Path(e.path), shown, "its name is not valid UTF-8: rename it and "
-                                              "deliver it again", f"{shown}:{st.st_ino}"))
+                survey.refused.append(
+                    Refused(
+                        Path(e.path),
+                        shown,
+                        "its name is not valid UTF-8: rename it and deliver it again",
+                        f"{shown}:{st.st_ino}",
+                    )
+                )
             else:
                 survey.ignored.append((shown, f"a {kind} with a name that is not UTF-8"))
             continue
@@ -112,13 +126,21 @@ def _look(folder: Path, rel: str, survey: InboxSurvey, settle_s: float, t: float
             survey.ignored.append((shown, f"a {kind}, not a label file ({', '.join(INBOX_SUFFIXES)})"))
             continue
         if kind != "regular file":
-            survey.refused.append(Refused(Path(e.path), shown, f"a {kind} with a label-file name: never followed "
-                                          "or read", f"{shown}:{st.st_ino}"))
+            survey.refused.append(
+                Refused(
+                    Path(e.path),
+                    shown,
+                    f"a {kind} with a label-file name: never followed or read",
+                    f"{shown}:{st.st_ino}",
+                )
+            )
             continue
         mtime_ns = st.st_mtime_ns
         if st.st_mtime > t + FUTURE_MTIME_TOLERANCE_S:
-            survey.notes.append(f"{shown}: modification time {_dt.datetime.fromtimestamp(st.st_mtime, _dt.UTC)} "
-                                "is in the future; its change time settles and orders it")
+            survey.notes.append(
+                f"{shown}: modification time {_dt.datetime.fromtimestamp(st.st_mtime, _dt.UTC)} "
+                "is in the future; its change time settles and orders it"
+            )
             mtime_ns = min(st.st_ctime_ns, int(t * 1e9))
         if t - mtime_ns / 1e9 < settle_s:
             survey.waiting.append((shown, f"modified less than {settle_s:g} s ago: still being written?"))
@@ -238,12 +260,27 @@ def _pending(paths: list[Path], survey: InboxSurvey, validate) -> list[PendingFi
         size, mtime_ns, ino = survey.sizes.get(p, (0, 0, 0))
         identity = f"{size}:{mtime_ns}:{ino}"
         if size > MAX_FILE_BYTES:
-            out.append(PendingFile(p, "", None, identity, f"{size} bytes, over the {MAX_FILE_BYTES}-byte limit "
-                                                          "(MAX_FILE_BYTES): the run rejects it unread"))
+            out.append(
+                PendingFile(
+                    p,
+                    "",
+                    None,
+                    identity,
+                    f"{size} bytes, over the {MAX_FILE_BYTES}-byte limit (MAX_FILE_BYTES): the run rejects it unread",
+                )
+            )
         elif size > budget:
-            out.append(PendingFile(p, "", None, identity, f"not validated at this tick (over the tick's "
-                                                          f"{SENSOR_READ_BUDGET_BYTES}-byte read budget); the run "
-                                                          "validates it"))
+            out.append(
+                PendingFile(
+                    p,
+                    "",
+                    None,
+                    identity,
+                    f"not validated at this tick (over the tick's "
+                    f"{SENSOR_READ_BUDGET_BYTES}-byte read budget); the run "
+                    "validates it",
+                )
+            )
         else:
             budget -= size
             parsed = validate(p)
@@ -263,12 +300,18 @@ def look_at_inbox(store, cfg: ProjectConfig) -> InboxView:
             database_id=(info.database_id(con) or "db")[:DATABASE_ID_CHARS],
             n_label_files=labels_q.count_label_files(con),
             requests=requests_q.open_requests(con),
-            pending=pending_work(con, cfg))
+            pending=pending_work(con, cfg),
+        )
     if view.state.last_round is None:
         return view
     view.survey = survey_inbox(cfg.inbox, cfg.sensor.settle_s)
     if view.survey.ready:
         classes, known = validation_inputs(cfg, store)
-        view.files = _pending(view.survey.ready, view.survey, lambda p: parse_label_file(
-            p, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label, root=cfg.inbox))
+        view.files = _pending(
+            view.survey.ready,
+            view.survey,
+            lambda p: parse_label_file(
+                p, classes=classes, known_image_ids=known, skip_label=cfg.labels.skip_label, root=cfg.inbox
+            ),
+        )
     return view

@@ -105,10 +105,19 @@ class IngestReport:
         return c
 
     def as_dict(self) -> dict:
-        return {"round": self.round, "files": [asdict(f) for f in self.files], "counts": self.counts,
-                "answered": self.answered, "proposed": self.proposed, "open_round": self.open_round,
-                "ready": self.ready, "labels_applied": sum(f.n_applied for f in self.files if not f.is_eval),
-                "requested_round": self.requested_round, "resumed": self.resumed, "labelling": self.labelling}
+        return {
+            "round": self.round,
+            "files": [asdict(f) for f in self.files],
+            "counts": self.counts,
+            "answered": self.answered,
+            "proposed": self.proposed,
+            "open_round": self.open_round,
+            "ready": self.ready,
+            "labels_applied": sum(f.n_applied for f in self.files if not f.is_eval),
+            "requested_round": self.requested_round,
+            "resumed": self.resumed,
+            "labelling": self.labelling,
+        }
 
 
 # ----------------------------------------------------------------------------- the steps' records
@@ -138,12 +147,43 @@ class _Plan:
     error_reports: list[tuple[object, Path]] = field(default_factory=list)
     taken: set = field(default_factory=set)  # destinations chosen in this plan
 
-    def record(self, d: Delivery, file_id: str, dest: Path, status: str, reason: str | None, *, fmt=None,
-               n_rows=0, n_applied=0, n_unproposed=0, n_skips=0, n_warnings=0, move: bool = True) -> None:
+    def record(
+        self,
+        d: Delivery,
+        file_id: str,
+        dest: Path,
+        status: str,
+        reason: str | None,
+        *,
+        fmt=None,
+        n_rows=0,
+        n_applied=0,
+        n_unproposed=0,
+        n_skips=0,
+        n_warnings=0,
+        move: bool = True,
+    ) -> None:
         """A label_files row for delivery ``d``, and (``move``) its move to ``dest`` after the commit."""
-        self.records.append(LabelFileRecord(file_id, d.sha256, d.name, str(dest), fmt, status, reason, n_rows,
-                                            n_applied, n_unproposed, n_skips, d.is_eval, self.received_at,
-                                            self.label_round, self.run_id, n_warnings))
+        self.records.append(
+            LabelFileRecord(
+                file_id,
+                d.sha256,
+                d.name,
+                str(dest),
+                fmt,
+                status,
+                reason,
+                n_rows,
+                n_applied,
+                n_unproposed,
+                n_skips,
+                d.is_eval,
+                self.received_at,
+                self.label_round,
+                self.run_id,
+                n_warnings,
+            )
+        )
         if move:
             self.moves.append((d.path, dest, file_id))
 
@@ -158,14 +198,17 @@ def _label_round(con, cfg: ProjectConfig, round_: int, report: IngestReport, log
     label_round = max(round_, loop_state(con, cfg).label_round)
     if label_round != round_:
         report.requested_round = round_
-        log(f"this run was requested for round {round_}, but the loop is at round {label_round} now "
-            f"(an earlier run went on): labels are recorded in round {label_round}, nothing else is done")
+        log(
+            f"this run was requested for round {round_}, but the loop is at round {label_round} now "
+            f"(an earlier run went on): labels are recorded in round {label_round}, nothing else is done"
+        )
     report.round = label_round
     return label_round
 
 
-def _decide(d: Delivery, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, validate: Callable,
-            log: Log) -> FileOutcome | None:
+def _decide(
+    d: Delivery, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, validate: Callable, log: Log
+) -> FileOutcome | None:
     """What delivery ``d`` changes, added to ``plan``; None when the file is gone."""
     if not os.path.lexists(d.path):
         log(f"{d.name}: gone (moved by another run meanwhile); nothing applied")
@@ -174,8 +217,14 @@ def _decide(d: Delivery, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, valid
     stored = committed_not_moved(hist, d)
     if stored is not None:
         plan.moves.append((d.path, Path(stored), None))
-        return FileOutcome(d.name, d.sha256, "already_committed",
-                           "rows were committed before a crash; file moved now", stored_path=stored, is_eval=d.is_eval)
+        return FileOutcome(
+            d.name,
+            d.sha256,
+            "already_committed",
+            "rows were committed before a crash; file moved now",
+            stored_path=stored,
+            is_eval=d.is_eval,
+        )
     if any(h[0] in INGESTED_STATUSES for h in hist):
         return _as_duplicate(d, hist, ledger, plan, cfg, log)
     parsed = d.parsed if d.parsed is not None else validate(d.path)  # (bytes ingested outside, gone since: cannot be)
@@ -184,8 +233,7 @@ def _decide(d: Delivery, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, valid
     return _as_accepted(d, parsed, ledger, plan, cfg, log)
 
 
-def _as_duplicate(d: Delivery, hist: list, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig,
-                  log: Log) -> FileOutcome:
+def _as_duplicate(d: Delivery, hist: list, ledger: _Ledger, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
     dest = plan.dest(cfg.inbox / ACCEPTED_FOLDER, d.path.name, d.sha256)
     first = next(h for h in hist if h[0] in ("accepted", "retracted"))
     reason = f"same bytes as {first[2]!r}, already ingested"
@@ -198,13 +246,13 @@ def _as_duplicate(d: Delivery, hist: list, ledger: _Ledger, plan: _Plan, cfg: Pr
 def _as_rejected(d: Delivery, parsed, plan: _Plan, cfg: ProjectConfig, log: Log) -> FileOutcome:
     dest = plan.dest(cfg.inbox / REJECTED_FOLDER, d.path.name, d.sha256)
     errs = parsed.errors or ()
-    reason = f"{parsed.n_errors} error(s); first: " + (f"{errs[0].where}: {errs[0].message}" if errs else
-                                                      "no label rows")
+    reason = f"{parsed.n_errors} error(s); first: " + (
+        f"{errs[0].where}: {errs[0].message}" if errs else "no label rows"
+    )
     plan.record(d, uuid.uuid4().hex, dest, "rejected", reason, fmt=parsed.format, n_rows=parsed.n_records)
     plan.error_reports.append((parsed, dest.with_name(dest.name + ERROR_REPORT_SUFFIX)))
     log(f"{d.name}: REJECTED, nothing applied: {reason}")
-    return FileOutcome(d.name, d.sha256, "rejected", reason, parsed.n_records, stored_path=str(dest),
-                       is_eval=d.is_eval)
+    return FileOutcome(d.name, d.sha256, "rejected", reason, parsed.n_records, stored_path=str(dest), is_eval=d.is_eval)
 
 
 def _as_refused(r: Refused, stored: Path, plan: _Plan, log: Log) -> FileOutcome:
@@ -228,17 +276,42 @@ def _as_accepted(d: Delivery, parsed, ledger: _Ledger, plan: _Plan, cfg: Project
         added = label_history.add_answers(parsed, d.sha256, file_id, ledger.answers, plan.columns, plan.received_at)
     warnings = label_history.warnings_of(parsed)
     reason = f"{parsed.n_warnings} warning(s); first: {warnings[0]}" if warnings else None
-    plan.record(d, file_id, dest, "accepted", reason, fmt=parsed.format, n_rows=len(parsed.rows),
-                n_applied=added.applied, n_unproposed=added.unproposed, n_skips=added.skips,
-                n_warnings=parsed.n_warnings)
+    plan.record(
+        d,
+        file_id,
+        dest,
+        "accepted",
+        reason,
+        fmt=parsed.format,
+        n_rows=len(parsed.rows),
+        n_applied=added.applied,
+        n_unproposed=added.unproposed,
+        n_skips=added.skips,
+        n_warnings=parsed.n_warnings,
+    )
     if parsed.n_warnings:
         plan.error_reports.append((parsed, dest.with_name(dest.name + WARNING_REPORT_SUFFIX)))
     ledger.history.setdefault(d.sha256, []).append(("accepted", str(dest), d.name, d.is_eval))
-    log(f"{d.name}: accepted, {added.applied} labels applied ({added.unproposed} for images never proposed, "
+    log(
+        f"{d.name}: accepted, {added.applied} labels applied ({added.unproposed} for images never proposed, "
         f"{added.skips} skips, {added.repeats} already in the history)"
-        + (f"; {parsed.n_warnings} warning(s), first: {warnings[0]}" if warnings else ""))
-    return FileOutcome(d.name, d.sha256, "accepted", reason, len(parsed.rows), added.applied, added.unproposed,
-                       added.skips, str(dest), d.is_eval, added.repeats, parsed.n_warnings, warnings)
+        + (f"; {parsed.n_warnings} warning(s), first: {warnings[0]}" if warnings else "")
+    )
+    return FileOutcome(
+        d.name,
+        d.sha256,
+        "accepted",
+        reason,
+        len(parsed.rows),
+        added.applied,
+        added.unproposed,
+        added.skips,
+        str(dest),
+        d.is_eval,
+        added.repeats,
+        parsed.n_warnings,
+        warnings,
+    )
 
 
 def _apply_eval(parsed, plan: _Plan) -> int:
@@ -280,10 +353,18 @@ def _readiness(store, cfg: ProjectConfig, report: IngestReport, log: Log) -> Non
         report.ready = report.resumed = False  # a stale run does nothing more; a run for the current round will
 
 
-def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathLike], *, round_: int,
-                       classes: Sequence[str] | None = None, run_id: str | None = None,
-                       log: Log | None = None, refused: Sequence[Refused] = (),
-                       warn: Log | None = None) -> IngestReport:
+def ingest_label_files(
+    store,
+    cfg: ProjectConfig,
+    files: Sequence[str | os.PathLike],
+    *,
+    round_: int,
+    classes: Sequence[str] | None = None,
+    run_id: str | None = None,
+    log: Log | None = None,
+    refused: Sequence[Refused] = (),
+    warn: Log | None = None,
+) -> IngestReport:
     """Validate and apply label files in one transaction, then move them to accepted/ or rejected/.
 
     A file with any error is rejected whole (nothing applied) with a
@@ -318,8 +399,13 @@ def ingest_label_files(store, cfg: ProjectConfig, files: Sequence[str | os.PathL
     log = log or (lambda m: None)
     warn = warn or log
     project_classes, known = validation_inputs(cfg, store)
-    validate = functools.partial(parse_label_file, classes=project_classes if classes is None else classes,
-                                 known_image_ids=known, skip_label=cfg.labels.skip_label, root=cfg.inbox)
+    validate = functools.partial(
+        parse_label_file,
+        classes=project_classes if classes is None else classes,
+        known_image_ids=known,
+        skip_label=cfg.labels.skip_label,
+        root=cfg.inbox,
+    )
     safe_folders(cfg, warn)
     deliveries, unread = read_and_validate(store, cfg, files, validate, log)
     unread += [r for r in refused if r.path not in {u.path for u in unread}]
@@ -357,9 +443,18 @@ class RoundLabels:
         return self.report.as_dict() | {"force_close": self.force_close}
 
 
-def ingest_round_labels(store, cfg: ProjectConfig, round_: int, files: Sequence[str | os.PathLike], *,
-                        force_close: bool = False, request_id: str | None = None, run_id: str | None = None,
-                        log: Log | None = None, warn: Log | None = None) -> RoundLabels:
+def ingest_round_labels(
+    store,
+    cfg: ProjectConfig,
+    round_: int,
+    files: Sequence[str | os.PathLike],
+    *,
+    force_close: bool = False,
+    request_id: str | None = None,
+    run_id: str | None = None,
+    log: Log | None = None,
+    warn: Log | None = None,
+) -> RoundLabels:
     """The ``round_labels`` step of round ``round_`` >= 1: repair the outbox, ingest ``files``, serve a CLI request.
 
     ``force_close`` (a ``close_round`` request) holds only for a run of the

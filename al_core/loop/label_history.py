@@ -59,8 +59,9 @@ class AnswerLedger:
         current = {}
         for iid, annotator, window, label, received_at, at in labels_q.current_answers(con):
             current[(iid, annotator, int(window))] = (label, _order(received_at, at))
-        return cls(current, labels_q.dated_answer_keys(con), rounds_q.latest_proposals(con),
-                   labels_q.annotator_emails(con))
+        return cls(
+            current, labels_q.dated_answer_keys(con), rounds_q.latest_proposals(con), labels_q.annotator_emails(con)
+        )
 
     def annotator(self, annotator: str | None, fmt: str | None) -> str | None:
         if annotator is not None and (fmt or "").startswith("label_studio"):
@@ -97,8 +98,22 @@ def add_answers(parsed, sha: str, file_id: str, ledger: AnswerLedger, columns: d
         if seconds is None and proposed_at is not None:
             seconds, source = max(0.0, (received_at - proposed_at).total_seconds()), "upper_bound"
             bounded.setdefault(window, []).append(len(columns["seconds"]))
-        values = (row.image_id, row.label, row.is_skip, window != NO_WINDOW, sha, file_id, row.annotation_id,
-                  annotator, row.line, row.note, row.task_id, at, seconds, source)
+        values = (
+            row.image_id,
+            row.label,
+            row.is_skip,
+            window != NO_WINDOW,
+            sha,
+            file_id,
+            row.annotation_id,
+            annotator,
+            row.line,
+            row.note,
+            row.task_id,
+            at,
+            seconds,
+            source,
+        )
         for c, v in zip(LABEL_ROW_COLUMNS, values, strict=True):
             columns[c].append(v)
         order = _order(received_at, at)

@@ -54,7 +54,7 @@ def _predict_candidates(probe, pool: Pool) -> np.ndarray:
     cand = pool.candidates
     out = np.empty(len(cand), np.int64)
     for s in range(0, len(cand), PREDICT_BLOCK_ROWS):
-        out[s:s + PREDICT_BLOCK_ROWS] = probe.predict(pool.features[cand[s:s + PREDICT_BLOCK_ROWS]])
+        out[s : s + PREDICT_BLOCK_ROWS] = probe.predict(pool.features[cand[s : s + PREDICT_BLOCK_ROWS]])
     return out
 
 
@@ -85,22 +85,54 @@ def assess(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id: 
         ar = np.arange(len(q.labels))
         given_p, sugg_p = q.pred_probs[ar, q.labels], q.pred_probs[ar, q.suggested]
         for i, row in enumerate(pool.labeled):
-            rows.append((probe_id, round_, str(pool.image_ids[row]), int(pool.label_ids[i]), classes[q.labels[i]],
-                         classes[q.suggested[i]], float(q.quality[i]), float(given_p[i]), float(sugg_p[i]),
-                         bool(q.is_issue[i]), int(rank[i]), None if relabel is None else float(relabel[i]),
-                         None if cons is None else classes[cons["consensus_label"][i]],
-                         None if cons is None else float(cons["consensus_quality"][i]), int(n_ann[i])))
+            rows.append(
+                (
+                    probe_id,
+                    round_,
+                    str(pool.image_ids[row]),
+                    int(pool.label_ids[i]),
+                    classes[q.labels[i]],
+                    classes[q.suggested[i]],
+                    float(q.quality[i]),
+                    float(given_p[i]),
+                    float(sugg_p[i]),
+                    bool(q.is_issue[i]),
+                    int(rank[i]),
+                    None if relabel is None else float(relabel[i]),
+                    None if cons is None else classes[cons["consensus_label"][i]],
+                    None if cons is None else float(cons["consensus_quality"][i]),
+                    int(n_ann[i]),
+                )
+            )
     seconds = time.perf_counter() - t
-    run = {"probe_id": probe_id, "round": round_, "n_labels": len(pool.labeled), "n_folds": n_folds, "seed": seed,
-           "method": method, "n_issues": n_issues, "label_counts": json.dumps(balance.as_dict()["label_counts"]),
-           "predicted_share": json.dumps(balance.as_dict()["predicted_share"]),
-           "balance_warnings": json.dumps(list(balance.warnings)), "seconds": seconds, "computed_at": now()}
+    run = {
+        "probe_id": probe_id,
+        "round": round_,
+        "n_labels": len(pool.labeled),
+        "n_folds": n_folds,
+        "seed": seed,
+        "method": method,
+        "n_issues": n_issues,
+        "label_counts": json.dumps(balance.as_dict()["label_counts"]),
+        "predicted_share": json.dumps(balance.as_dict()["predicted_share"]),
+        "balance_warnings": json.dumps(list(balance.warnings)),
+        "seconds": seconds,
+        "computed_at": now(),
+    }
     with store.transaction() as con:
         quality_q.put_label_quality(con, run, rows)
     by_rank = sorted((r for r in rows if r[9]), key=lambda r: r[10])[:SUSPECTS_SHOWN]
-    return {"round": round_, "probe_id": probe_id, "n_labels": len(pool.labeled), "n_folds": n_folds,
-            "method": method, "n_issues": n_issues, "seconds": round(seconds, 3), **balance.as_dict(),
-            "suspects": [{"image_id": r[2], "given": r[4], "suggested": r[5], "quality": r[6]} for r in by_rank]}
+    return {
+        "round": round_,
+        "probe_id": probe_id,
+        "n_labels": len(pool.labeled),
+        "n_folds": n_folds,
+        "method": method,
+        "n_issues": n_issues,
+        "seconds": round(seconds, 3),
+        **balance.as_dict(),
+        "suspects": [{"image_id": r[2], "given": r[4], "suggested": r[5], "quality": r[6]} for r in by_rank],
+    }
 
 
 def assess_round(store, cfg: ProjectConfig, round_: int, config_id: str, probe_id: str) -> dict:

@@ -62,30 +62,38 @@ def connect(cfg: ProjectConfig, url: str | None = None, token: str | None = None
     if url:
         token = token or os.environ.get(env)
         if not token:
-            raise LabelStudioUserError(f"no API token for {url}: put the token of your Label Studio account (Account & "
-                                       f"Settings) into the environment variable {env}")
+            raise LabelStudioUserError(
+                f"no API token for {url}: put the token of your Label Studio account (Account & "
+                f"Settings) into the environment variable {env}"
+            )
         where = f"the token in ${env}"
     else:
         folder = local_server_dir(cfg)
         url = running_url(folder)
         if url is None:
-            raise LabelStudioUserError("no Label Studio to talk to: start the project's own with `al labelstudio "
-                                       f"serve`, or give a team server's address with --url (token in ${env})")
+            raise LabelStudioUserError(
+                "no Label Studio to talk to: start the project's own with `al labelstudio "
+                f"serve`, or give a team server's address with --url (token in ${env})"
+            )
         token = token or json.loads((folder / ACCOUNT_FILE).read_text())["token"]
         where = f"the token of {folder / ACCOUNT_FILE}"
     client = LabelStudioClient(url, token)
     try:
         client.whoami()
     except LabelStudioUnreachable as e:
-        raise LabelStudioUserError(f"cannot reach Label Studio at {url} ({e.reason}): start it (`al labelstudio "
-                                   "serve` for the project's own) or correct --url / label_studio.url") from None
+        raise LabelStudioUserError(
+            f"cannot reach Label Studio at {url} ({e.reason}): start it (`al labelstudio "
+            "serve` for the project's own) or correct --url / label_studio.url"
+        ) from None
     except LabelStudioAPIError as e:
         if e.status in AUTH_STATUSES:
             raise LabelStudioUserError(
                 f"Label Studio at {url} refused {where} (HTTP {e.status}): use the token shown under Account & "
-                f"Settings, with legacy API tokens enabled for the organisation") from None
-        raise LabelStudioUserError(f"Label Studio at {url} answered HTTP {e.status} to the token check: is it a "
-                                   "Label Studio server?") from None
+                f"Settings, with legacy API tokens enabled for the organisation"
+            ) from None
+        raise LabelStudioUserError(
+            f"Label Studio at {url} answered HTTP {e.status} to the token check: is it a Label Studio server?"
+        ) from None
     return client
 
 
@@ -103,10 +111,13 @@ def _batch_tasks(store, cfg: ProjectConfig) -> tuple[list[int], list[dict]]:
     with store.connect(read_only=True, view=False) as con:
         rounds = [r for r, _ in rounds_q.open_batches(con)]
     if not rounds:
-        raise LabelStudioUserError("no open batch to push: the loop proposes one (`make demo`, or the inbox sensor's "
-                                   "next round run); `al status` shows where the loop stands")
+        raise LabelStudioUserError(
+            "no open batch to push: the loop proposes one (`make demo`, or the inbox sensor's "
+            "next round run); `al status` shows where the loop stands"
+        )
     if any(not is_regular_file(batch_tasks_json(cfg.outbox, r)) for r in rounds) or not is_regular_file(
-            cfg.outbox / LABEL_STUDIO_CONFIG):
+        cfg.outbox / LABEL_STUDIO_CONFIG
+    ):
         repair_outbox(store, cfg, cfg.class_names(store))
     tasks = [t for r in rounds for t in _read_outbox_json(batch_tasks_json(cfg.outbox, r))]
     return rounds, tasks
@@ -143,8 +154,16 @@ def push_batch(store, cfg: ProjectConfig, client: LabelStudioClient) -> dict:
         ids = client.import_tasks(project["id"], new) if new else []
     except LabelStudioAPIError as e:
         raise LabelStudioUserError(f"Label Studio refused the push: {e}") from None
-    return {"url": client.url, "project_id": project["id"], "title": project_title(cfg), "rounds": rounds,
-            "tasks": len(tasks), "imported": len(ids), "already_there": len(tasks) - len(ids), **storages}
+    return {
+        "url": client.url,
+        "project_id": project["id"],
+        "title": project_title(cfg),
+        "rounds": rounds,
+        "tasks": len(tasks),
+        "imported": len(ids),
+        "already_there": len(tasks) - len(ids),
+        **storages,
+    }
 
 
 # -- pull ------------------------------------------------------------------------------------------------------------
@@ -165,23 +184,36 @@ def _user_objects(client: LabelStudioClient) -> dict[int, dict]:
     return {u["id"]: {k: u.get(k) for k in ("id", "email", "first_name", "last_name")} for u in client.users()}
 
 
-def pull_annotations(cfg: ProjectConfig, client: LabelStudioClient, *, export_type: str | None = None,
-                     now: Callable[[], _dt.datetime] = lambda: _dt.datetime.now(_dt.UTC)) -> dict:
+def pull_annotations(
+    cfg: ProjectConfig,
+    client: LabelStudioClient,
+    *,
+    export_type: str | None = None,
+    now: Callable[[], _dt.datetime] = lambda: _dt.datetime.now(_dt.UTC),
+) -> dict:
     """Write the project's new annotations into the inbox (the module docstring); what was written."""
     fmt = export_type or cfg.label_studio.pull_format
     title = project_title(cfg)
     try:
         project = client.find_project(title)
         if project is None:
-            raise LabelStudioUserError(f"Label Studio at {client.url} has no project titled {title!r}: push a batch "
-                                       "first (`al labelstudio push`)")
+            raise LabelStudioUserError(
+                f"Label Studio at {client.url} has no project titled {title!r}: push a batch "
+                "first (`al labelstudio push`)"
+            )
         tasks = json.loads(client.export(project["id"], "JSON").content)
         state = _read_state(cfg)
         seen = state.get(_state_key(client, project["id"]), {})
         current = {str(a["id"]): a.get("updated_at") or a.get("created_at") for t in tasks for a in t["annotations"]}
         fresh = [t for t in tasks if any(seen.get(str(a["id"])) != current[str(a["id"])] for a in t["annotations"])]
-        out = {"url": client.url, "project_id": project["id"], "format": fmt, "annotations": len(current),
-               "new_or_updated": sum(seen.get(k) != v for k, v in current.items()), "file": None}
+        out = {
+            "url": client.url,
+            "project_id": project["id"],
+            "format": fmt,
+            "annotations": len(current),
+            "new_or_updated": sum(seen.get(k) != v for k, v in current.items()),
+            "file": None,
+        }
         if not fresh:
             return out
         if fmt == "JSON":
@@ -218,8 +250,10 @@ def push_if_configured(store, cfg: ProjectConfig) -> tuple[bool, str] | None:
         r = push_batch(store, cfg, connect(cfg))
     except (LabelStudioUserError, OSError, ValueError) as e:
         return False, f"label_studio.push_on_proposal: not pushed ({e}); push it later with `al labelstudio push`"
-    return True, (f"pushed batch {', '.join(map(str, r['rounds']))} to Label Studio project {r['project_id']} at "
-                  f"{r['url']}: {r['imported']} task(s) imported, {r['already_there']} already there")
+    return True, (
+        f"pushed batch {', '.join(map(str, r['rounds']))} to Label Studio project {r['project_id']} at "
+        f"{r['url']}: {r['imported']} task(s) imported, {r['already_there']} already there"
+    )
 
 
 def pull_if_configured(cfg: ProjectConfig) -> tuple[bool, str] | None:

@@ -68,8 +68,11 @@ def batches_in(outbox: Path) -> list[int]:
     """Rounds whose batch CSV is in ``outbox`` (a regular file), ascending."""
     if not outbox.is_dir():
         return []
-    return sorted(int(m.group(1)) for name in os.listdir(outbox)
-                  if (m := BATCH_CSV.match(name)) and is_regular_file(outbox / name))
+    return sorted(
+        int(m.group(1))
+        for name in os.listdir(outbox)
+        if (m := BATCH_CSV.match(name)) and is_regular_file(outbox / name)
+    )
 
 
 def read_batch_ids(outbox: Path, round_: int) -> list[str]:
@@ -104,9 +107,19 @@ def _score(s: float | None) -> float | None:
 
 # ----------------------------------------------------------------------------- Label Studio
 # ----------------------------------------------------------------------------- writing
-def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str], scores: list[float],
-                 paths: dict, classes: Sequence[str], *, strategies: Sequence[str] | None = None,
-                 predictions: dict | None = None, model_version: str | None = None) -> list[str]:
+def write_outbox(
+    cfg: ProjectConfig,
+    round_: int,
+    strategy: str,
+    ids: list[str],
+    scores: list[float],
+    paths: dict,
+    classes: Sequence[str],
+    *,
+    strategies: Sequence[str] | None = None,
+    predictions: dict | None = None,
+    model_version: str | None = None,
+) -> list[str]:
     """round-NNNN.csv, round-NNNN.label-studio.json and label-studio-config.xml, each written atomically.
 
     ``strategies``: each row's strategy (default ``strategy``; ``relabel`` for an image to label again, its task
@@ -119,18 +132,28 @@ def write_outbox(cfg: ProjectConfig, round_: int, strategy: str, ids: list[str],
     for p in (csv_path, ls_path, xml_path):
         set_aside(p)
     strategies = list(strategies) if strategies is not None else [strategy] * len(ids)
-    tasks = label_studio_tasks(round_, strategy, ids, scores, paths, cfg.labels.image_url_template,
-                               document_root=cfg.document_root, strategies=strategies,
-                               predictions={k: v for k, v in (predictions or {}).items() if v[0] is not None},
-                               model_version=model_version if cfg.label_studio.prelabels else None)
+    tasks = label_studio_tasks(
+        round_,
+        strategy,
+        ids,
+        scores,
+        paths,
+        cfg.labels.image_url_template,
+        document_root=cfg.document_root,
+        strategies=strategies,
+        predictions={k: v for k, v in (predictions or {}).items() if v[0] is not None},
+        model_version=model_version if cfg.label_studio.prelabels else None,
+    )
     for task, st in zip(tasks, strategies, strict=True):
         if st == RELABEL:
             task["data"]["relabel"] = True
     atomic_write_text(ls_path, json.dumps(tasks, indent=1) + "\n")
     atomic_write_text(xml_path, label_studio_config(classes, cfg.labels.skip_label))
     fault_point("outbox.before_csv")
-    rows = [[iid, paths[iid], rank, "" if _score(sc) is None else repr(sc), st]
-            for rank, (iid, sc, st) in enumerate(zip(ids, scores, strategies, strict=True), 1)]
+    rows = [
+        [iid, paths[iid], rank, "" if _score(sc) is None else repr(sc), st]
+        for rank, (iid, sc, st) in enumerate(zip(ids, scores, strategies, strict=True), 1)
+    ]
     atomic_write_text(csv_path, _csv_text(BATCH_CSV_HEADER, rows))
     return [str(csv_path), str(ls_path), str(xml_path)]
 
@@ -147,14 +170,24 @@ def repair_outbox(store, cfg: ProjectConfig, classes: Sequence[str]) -> list[str
     for r, strategy in todo:
         rows, probe_id = batches[r]
         scores = [float("nan") if q[2] is None else float(q[2]) for q in rows]
-        written += write_outbox(cfg, r, strategy, [q[0] for q in rows], scores, {q[0]: q[1] for q in rows},
-                                classes, strategies=[q[3] for q in rows],
-                                predictions={q[0]: (q[4], q[5]) for q in rows}, model_version=probe_id)[:1]
+        written += write_outbox(
+            cfg,
+            r,
+            strategy,
+            [q[0] for q in rows],
+            scores,
+            {q[0]: q[1] for q in rows},
+            classes,
+            strategies=[q[3] for q in rows],
+            predictions={q[0]: (q[4], q[5]) for q in rows},
+            model_version=probe_id,
+        )[:1]
     return written
 
 
 def write_eval_holdout(cfg: ProjectConfig, chosen: Sequence[str], paths: dict) -> Path:
     """eval-holdout.csv: ``image_id,path`` of the held-out images for the annotators to label."""
     set_aside(cfg.outbox / EVAL_HOLDOUT_CSV)
-    return atomic_write_text(cfg.outbox / EVAL_HOLDOUT_CSV,
-                             _csv_text(("image_id", "path"), [[iid, paths.get(iid, "")] for iid in chosen]))
+    return atomic_write_text(
+        cfg.outbox / EVAL_HOLDOUT_CSV, _csv_text(("image_id", "path"), [[iid, paths.get(iid, "")] for iid in chosen])
+    )

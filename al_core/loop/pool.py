@@ -83,12 +83,28 @@ def load_pool(store, cfg: ProjectConfig, config_id: str, classes: Sequence[str])
     answered = {iid for iid, status in statuses.items() if status != may_return}
     pending -= answered
     excluded = answered | eval_ids | pending
-    cand = np.fromiter((i for i, iid in enumerate(emb.image_ids) if iid not in excluded and iid in ok_ids),
-                       dtype=np.int64)
+    cand = np.fromiter(
+        (i for i, iid in enumerate(emb.image_ids) if iid not in excluded and iid in ok_ids), dtype=np.int64
+    )
     by_status = {s: sum(1 for v in statuses.values() if v == s) for s in ("labelled", "skipped", "disputed")}
-    return Pool(config_id, emb.image_ids, emb.features, index, tuple(classes), labeled, labels, label_ids, cand,
-                {"labelled_or_skipped": len(answered), **by_status, "eval_set": len(eval_ids),
-                 "pending": len(pending), "not_ok": int(sum(1 for iid in emb.image_ids if iid not in ok_ids))})
+    return Pool(
+        config_id,
+        emb.image_ids,
+        emb.features,
+        index,
+        tuple(classes),
+        labeled,
+        labels,
+        label_ids,
+        cand,
+        {
+            "labelled_or_skipped": len(answered),
+            **by_status,
+            "eval_set": len(eval_ids),
+            "pending": len(pending),
+            "not_ok": int(sum(1 for iid in emb.image_ids if iid not in ok_ids)),
+        },
+    )
 
 
 def load_project_pool(store, cfg: ProjectConfig, config_id: str) -> Pool:

@@ -70,8 +70,10 @@ def _budget(cfg: ProjectConfig, spent: int, n_candidates: int) -> tuple[int, int
     budget = min(requested, left, n_candidates)
     note = None
     if 0 < budget < requested:
-        note = (f"budget clamped from {requested} to {budget} "
-                f"({'total budget' if left < requested else 'candidates'} ran out)")
+        note = (
+            f"budget clamped from {requested} to {budget} "
+            f"({'total budget' if left < requested else 'candidates'} ran out)"
+        )
     return budget, requested, note
 
 
@@ -105,12 +107,22 @@ def _url_warnings(cfg: ProjectConfig, ids: list[str], paths: dict) -> list[str]:
     outside = sum(1 for iid in ids if not under_root(paths[iid], root))
     if not outside:
         return []
-    return [f"{outside} image(s) outside label_studio.document_root {root}: their Label Studio task URLs are "
-            "relative to / (set label_studio.document_root to a folder that holds every image)"]
+    return [
+        f"{outside} image(s) outside label_studio.document_root {root}: their Label Studio task URLs are "
+        "relative to / (set label_studio.document_root to a folder that holds every image)"
+    ]
 
 
-def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, probe_id: str | None = None,
-            run_id: str | None = None) -> Proposal | None:
+def propose(
+    store,
+    cfg: ProjectConfig,
+    round_: int,
+    pool: Pool,
+    *,
+    probe=None,
+    probe_id: str | None = None,
+    run_id: str | None = None,
+) -> Proposal | None:
     """Select batch ``round_`` and write it to the database and the outbox. None when the budget is spent.
 
     A query batch starts with the images queued for adjudication (strategy ``adjudication``, no score); the
@@ -138,8 +150,17 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
     batch = None
     if budget > len(adjudicate):  # the rest: relabelling share, the strategy's picks, the near-duplicate rule
         batch = batch_rules.select_batch(
-            store, cfg, pool, get_strategy(name, **batch_rules.strategy_params(cfg, kind)), name=name, kind=kind,
-            budget=budget - len(adjudicate), seed=seed, probe=probe, probe_id=probe_id)
+            store,
+            cfg,
+            pool,
+            get_strategy(name, **batch_rules.strategy_params(cfg, kind)),
+            name=name,
+            kind=kind,
+            budget=budget - len(adjudicate),
+            seed=seed,
+            probe=probe,
+            probe_id=probe_id,
+        )
         rows += [int(r) for r in batch.rows]
         scores += [float(s) for s in batch.scores]
         strategies += list(batch.strategies)
@@ -153,23 +174,67 @@ def propose(store, cfg: ProjectConfig, round_: int, pool: Pool, *, probe=None, p
         paths = images.ok_path_of(con, ids)
     warnings = _url_warnings(cfg, ids, paths)
     with store.transaction() as con:
-        rounds_q.insert_round(con, round_=round_, kind=kind, strategy=name, seed=seed, budget=budget,
-                              requested_budget=requested, config_id=pool.config_id, probe_id=probe_id,
-                              proposed_at=now(), select_seconds=select_s, run_id=run_id, note=note)
-        rounds_q.insert_queries(con, round_, name, [
-            (iid, paths[iid], None if np.isnan(sc) else sc, st, *pre)
-            for iid, sc, st, pre in zip(ids, scores, strategies, prelabels, strict=True)])
+        rounds_q.insert_round(
+            con,
+            round_=round_,
+            kind=kind,
+            strategy=name,
+            seed=seed,
+            budget=budget,
+            requested_budget=requested,
+            config_id=pool.config_id,
+            probe_id=probe_id,
+            proposed_at=now(),
+            select_seconds=select_s,
+            run_id=run_id,
+            note=note,
+        )
+        rounds_q.insert_queries(
+            con,
+            round_,
+            name,
+            [
+                (iid, paths[iid], None if np.isnan(sc) else sc, st, *pre)
+                for iid, sc, st, pre in zip(ids, scores, strategies, prelabels, strict=True)
+            ],
+        )
         if batch is not None:
             batch_rules.record(con, round_, batch, pool)
         fault_point("query_set.after_insert")
-    files = outbox.write_outbox(cfg, round_, name, ids, scores, paths, cfg.class_names(store),  # today's classes
-                                strategies=strategies, predictions=dict(zip(ids, prelabels, strict=True)),
-                                model_version=probe_id)
-    return Proposal(round_, kind, name, seed, budget, requested, ids, scores, select_s, len(pool.candidates), note,
-                    files, config_id=pool.config_id, probe_id=probe_id, n_labelled=int(len(pool.labeled)),
-                    classes=tuple(pool.classes), n_adjudication=len(adjudicate), warnings=warnings,
-                    budget_left=max(0, cfg.selection.total_budget - spent - budget),
-                    batch_rules=batch.summary(pool) if batch is not None else None)
+    files = outbox.write_outbox(
+        cfg,
+        round_,
+        name,
+        ids,
+        scores,
+        paths,
+        cfg.class_names(store),  # today's classes
+        strategies=strategies,
+        predictions=dict(zip(ids, prelabels, strict=True)),
+        model_version=probe_id,
+    )
+    return Proposal(
+        round_,
+        kind,
+        name,
+        seed,
+        budget,
+        requested,
+        ids,
+        scores,
+        select_s,
+        len(pool.candidates),
+        note,
+        files,
+        config_id=pool.config_id,
+        probe_id=probe_id,
+        n_labelled=int(len(pool.labeled)),
+        classes=tuple(pool.classes),
+        n_adjudication=len(adjudicate),
+        warnings=warnings,
+        budget_left=max(0, cfg.selection.total_budget - spent - budget),
+        batch_rules=batch.summary(pool) if batch is not None else None,
+    )
 
 
 def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:
@@ -181,17 +246,34 @@ def committed_proposal(store, cfg: ProjectConfig, round_: int) -> Proposal:
     if rec is None:
         raise LoopError(f"batch {round_} is not recorded")
     outbox.repair_outbox(store, cfg, cfg.class_names(store))
-    files = [str(outbox.batch_csv(cfg.outbox, round_)), str(outbox.batch_tasks_json(cfg.outbox, round_)),
-             str(cfg.outbox / outbox.LABEL_STUDIO_CONFIG)]
+    files = [
+        str(outbox.batch_csv(cfg.outbox, round_)),
+        str(outbox.batch_tasks_json(cfg.outbox, round_)),
+        str(cfg.outbox / outbox.LABEL_STUDIO_CONFIG),
+    ]
     scores = [float("nan") if q[2] is None else float(q[2]) for q in batch]
     note = f"already proposed by run {rec['run_id'] or '?'}: nothing done again"
     from al_core.loop.train import probe_classes
 
     classes = probe_classes(store, cfg, rec["probe_id"]) if rec["probe_id"] else tuple(cfg.class_names(store))
-    return Proposal(round_, rec["kind"], rec["strategy"], int(rec["seed"]), int(rec["budget"]),
-                    int(rec["requested_budget"]), [q[0] for q in batch], scores, float(rec["select_seconds"] or 0.0),
-                    0, note, files, config_id=rec["config_id"], probe_id=rec["probe_id"], already_proposed=True,
-                    classes=classes)
+    return Proposal(
+        round_,
+        rec["kind"],
+        rec["strategy"],
+        int(rec["seed"]),
+        int(rec["budget"]),
+        int(rec["requested_budget"]),
+        [q[0] for q in batch],
+        scores,
+        float(rec["select_seconds"] or 0.0),
+        0,
+        note,
+        files,
+        config_id=rec["config_id"],
+        probe_id=rec["probe_id"],
+        already_proposed=True,
+        classes=classes,
+    )
 
 
 def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None = None) -> Proposal:
@@ -208,8 +290,9 @@ def propose_seed(store, cfg: ProjectConfig, config_id: str, run_id: str | None =
     return prop
 
 
-def propose_round(store, cfg: ProjectConfig, round_: int, config_id: str, probe_id: str,
-                  run_id: str | None = None) -> Proposal | None:
+def propose_round(
+    store, cfg: ProjectConfig, round_: int, config_id: str, probe_id: str, run_id: str | None = None
+) -> Proposal | None:
     """Round r >= 1 (the ``query_set`` step): propose batch r, scored by probe ``probe_id``. None when the budget
     is spent, no candidate is left, or (``selection.stop_when_stable``) the stop rule fired
     (al_core.loop.state.stop_reason says which). A batch r committed by an earlier run (this run is a retry of

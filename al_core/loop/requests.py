@@ -32,8 +32,10 @@ def close_round(store, round_: int, closed_by: str) -> None:
 def _sha_prefix(text: str) -> str:
     prefix = text.strip().lower()
     if len(prefix) < MIN_USER_PREFIX_CHARS or not set(prefix) <= HEX:
-        raise LoopError(f"give the file's sha256 (at least {MIN_USER_PREFIX_CHARS} hex digits; "
-                        "`al rounds`/the label_files table list them)")
+        raise LoopError(
+            f"give the file's sha256 (at least {MIN_USER_PREFIX_CHARS} hex digits; "
+            "`al rounds`/the label_files table list them)"
+        )
     return prefix
 
 
@@ -56,9 +58,11 @@ def retract_file(store, cfg: ProjectConfig, sha_prefix: str, reason: str | None 
     with store.transaction() as con:
         sha, name, _ = _find_file(con, prefix, ("accepted",))
         if labels_q.is_eval_delivery(con, sha):
-            raise LoopError(f"{name} ({short(sha)}) was delivered into inbox/{EVAL_FOLDER}/: its labels label the "
-                            "evaluation set, not training, so there is nothing to retract; deliver corrected "
-                            f"labels into inbox/{EVAL_FOLDER}/ (the newest label of an image wins)")
+            raise LoopError(
+                f"{name} ({short(sha)}) was delivered into inbox/{EVAL_FOLDER}/: its labels label the "
+                "evaluation set, not training, so there is nothing to retract; deliver corrected "
+                f"labels into inbox/{EVAL_FOLDER}/ (the newest label of an image wins)"
+            )
         st = loop_state(con, cfg)
         n = labels_q.n_labels_of_file(con, sha)
         labels_q.insert_retraction(con, sha, now(), reason, st.label_round)
@@ -111,8 +115,10 @@ def request_retry(store, cfg: ProjectConfig, sha_prefix: str) -> dict:
         with store.connect(read_only=True, view=False) as con:
             rejected = labels_q.rejected_files_by_prefix(con, prefix)
         if not rejected:
-            raise LoopError(f"no file with sha256 {prefix}... in {cfg.inbox}, its {EVAL_FOLDER}/ folder or among the "
-                            "recorded rejected deliveries")
+            raise LoopError(
+                f"no file with sha256 {prefix}... in {cfg.inbox}, its {EVAL_FOLDER}/ folder or among the "
+                "recorded rejected deliveries"
+            )
         stored, found = _put_back(cfg, prefix, rejected)
     rid = uuid.uuid4().hex
     with store.transaction() as con:

@@ -27,8 +27,9 @@ def loop_state(con, cfg: ProjectConfig) -> LoopState:
     last, proposed = rounds_q.last_round_and_spent(con)
     delivered, skips, waiting = rounds_q.budget_used(con)
     spent = delivered + waiting >= cfg.selection.total_budget
-    return LoopState(last, rounds_q.latest_open_round(con), proposed, spent, delivered, skips,
-                     stop_reason(con, cfg, spent))
+    return LoopState(
+        last, rounds_q.latest_open_round(con), proposed, spent, delivered, skips, stop_reason(con, cfg, spent)
+    )
 
 
 def stop_reason(con, cfg: ProjectConfig, budget_spent: bool | None = None) -> str | None:

@@ -38,8 +38,9 @@ class ProbeRecord:
         return asdict(self)
 
 
-def train_probe(store, cfg: ProjectConfig, round_: int, pool: Pool, *, trigger: str = "round",
-                run_id: str | None = None):
+def train_probe(
+    store, cfg: ProjectConfig, round_: int, pool: Pool, *, trigger: str = "round", run_id: str | None = None
+):
     """Train the probe on every current training label; save it (safetensors) and record it.
 
     Returns (probe, ProbeRecord). ``trigger``: 'round' | 'schedule' | 'manual'.
@@ -47,8 +48,9 @@ def train_probe(store, cfg: ProjectConfig, round_: int, pool: Pool, *, trigger: 
     from al_core.learn.probe import Probe
 
     if len(pool.labeled) < MIN_TRAINING_LABELS:
-        raise LoopError(f"round {round_}: {len(pool.labeled)} training label(s); the probe needs at least "
-                        f"{MIN_TRAINING_LABELS}")
+        raise LoopError(
+            f"round {round_}: {len(pool.labeled)} training label(s); the probe needs at least {MIN_TRAINING_LABELS}"
+        )
     t = time.perf_counter()
     probe = Probe(n_classes=len(pool.classes), seed=cfg.selection.seed + round_)
     probe.fit(pool.features[pool.labeled], pool.labels)
@@ -61,13 +63,37 @@ def train_probe(store, cfg: ProjectConfig, round_: int, pool: Pool, *, trigger: 
     path = cfg.probes_dir / f"probe-{probe_id}.safetensors"
     sha = probe.save(path, {CLASSES_METADATA_KEY: json.dumps(list(pool.classes))})
     with store.transaction() as con:
-        probes_q.insert_probe(con, probe_id=probe_id, round_=round_, version=version, trigger=trigger, path=str(path),
-                              sha256=sha, config_id=pool.config_id, n_labels=len(pool.labeled),
-                              n_classes=len(pool.classes), seed=cfg.selection.seed + round_, train_seconds=train_s,
-                              trained_at=now(), run_id=run_id, classes=pool.classes)
+        probes_q.insert_probe(
+            con,
+            probe_id=probe_id,
+            round_=round_,
+            version=version,
+            trigger=trigger,
+            path=str(path),
+            sha256=sha,
+            config_id=pool.config_id,
+            n_labels=len(pool.labeled),
+            n_classes=len(pool.classes),
+            seed=cfg.selection.seed + round_,
+            train_seconds=train_s,
+            trained_at=now(),
+            run_id=run_id,
+            classes=pool.classes,
+        )
         probes_q.insert_probe_labels(con, probe_id, pool.label_ids)
-    rec = ProbeRecord(probe_id, round_, version, trigger, str(path), sha, len(pool.labeled), train_s,
-                      int(getattr(probe, "n_epochs_", 0)), len(pool.classes), pool.config_id)
+    rec = ProbeRecord(
+        probe_id,
+        round_,
+        version,
+        trigger,
+        str(path),
+        sha,
+        len(pool.labeled),
+        train_s,
+        int(getattr(probe, "n_epochs_", 0)),
+        len(pool.classes),
+        pool.config_id,
+    )
     return probe, rec
 
 
@@ -94,9 +120,17 @@ def probe_classes(store, cfg: ProjectConfig, probe_id: str) -> tuple[str, ...]:
     return recorded if recorded is not None else tuple(cfg.class_names(store))
 
 
-def train_round_probe(store, cfg: ProjectConfig, round_: int, config_id: str, *, batch: Mapping | None = None,
-                      trigger: str = "round", run_id: str | None = None,
-                      log: Callable[[str], None] | None = None) -> ProbeRecord | None:
+def train_round_probe(
+    store,
+    cfg: ProjectConfig,
+    round_: int,
+    config_id: str,
+    *,
+    batch: Mapping | None = None,
+    trigger: str = "round",
+    run_id: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ProbeRecord | None:
     """The ``probe`` step: train probe ``round_`` on every label so far; None when the batch is not answered yet.
 
     On a round run (``trigger`` 'round'), ``batch`` is the ``round_labels`` value
@@ -109,7 +143,8 @@ def train_round_probe(store, cfg: ProjectConfig, round_: int, config_id: str, *,
         if not (batch.get("ready") or batch.get("force_close")):
             (log or (lambda m: None))(
                 f"batch {batch.get('open_round')} answered {batch.get('answered')}/{batch.get('proposed')}: below "
-                f"selection.answered_fraction={cfg.selection.answered_fraction}; waiting for more labels")
+                f"selection.answered_fraction={cfg.selection.answered_fraction}; waiting for more labels"
+            )
             return None
         if batch.get("open_round") is not None:
             close_round(store, batch["open_round"], "manual" if batch.get("force_close") else "answered")

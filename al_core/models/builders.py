@@ -238,16 +238,37 @@ def _openclip_load_state_dict(model, sd: dict, name: str) -> None:
 
 @register_backbone(
     _clip(
-        "openclip_vit_b16", "ViT-B-16", "laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
-        512, 149.6, _OPENAI_MEAN, _OPENAI_STD, _CLIP_PRE,
+        "openclip_vit_b16",
+        "ViT-B-16",
+        "laion2b_s34b_b88k",
+        "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+        512,
+        149.6,
+        _OPENAI_MEAN,
+        _OPENAI_STD,
+        _CLIP_PRE,
     ),
     _clip(
-        "openclip_vit_l14", "ViT-L-14", "laion2b_s32b_b82k", "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
-        768, 427.6, _HALF, _HALF, _CLIP_PRE_05,
+        "openclip_vit_l14",
+        "ViT-L-14",
+        "laion2b_s32b_b82k",
+        "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+        768,
+        427.6,
+        _HALF,
+        _HALF,
+        _CLIP_PRE_05,
     ),
     _clip(
-        "openclip_vit_bigg14", "ViT-bigG-14", "laion2b_s39b_b160k", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
-        1280, 2539.6, _OPENAI_MEAN, _OPENAI_STD, _CLIP_PRE,
+        "openclip_vit_bigg14",
+        "ViT-bigG-14",
+        "laion2b_s39b_b160k",
+        "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
+        1280,
+        2539.6,
+        _OPENAI_MEAN,
+        _OPENAI_STD,
+        _CLIP_PRE,
     ),
 )
 def build_openclip(spec, size, sd):

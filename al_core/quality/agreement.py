@@ -83,16 +83,24 @@ def agreement(votes: Sequence[tuple[str, str, str]], final: Mapping[str, str], c
         n = sum(c.values())
         if n < 2:
             continue
-        images.append({"image_id": iid, "votes": dict(sorted(c.items())), "n_votes": n,
-                       "agreement": sum(x * (x - 1) for x in c.values()) / (n * (n - 1)), "final": final.get(iid)})
+        images.append(
+            {
+                "image_id": iid,
+                "votes": dict(sorted(c.items())),
+                "n_votes": n,
+                "agreement": sum(x * (x - 1) for x in c.values()) / (n * (n - 1)),
+                "final": final.get(iid),
+            }
+        )
     annotators = sorted({who for v in by_image.values() for who in v})
     pairs = []
     for a, b in combinations(annotators, 2):
         common = sorted(iid for iid, v in by_image.items() if a in v and b in v)
         la, lb = [by_image[i][a] for i in common], [by_image[i][b] for i in common]
         per_class = {c: _kappa([x == c for x in la], [y == c for y in lb], labels=[False, True]) for c in classes}
-        pairs.append({"a": a, "b": b, "n_common": len(common), "kappa": _kappa(la, lb, labels=classes),
-                      "per_class": per_class})
+        pairs.append(
+            {"a": a, "b": b, "n_common": len(common), "kappa": _kappa(la, lb, labels=classes), "per_class": per_class}
+        )
     fk, fm, fn = _fleiss({i: c for i, c in counts.items()}, classes)
     per_ann = {}
     for who in annotators:
@@ -101,9 +109,17 @@ def agreement(votes: Sequence[tuple[str, str, str]], final: Mapping[str, str], c
         per_ann[who] = {"n": len(mine), "agreement_with_final": agree / len(mine) if mine else None}
     weighted = [(p["kappa"], p["n_common"]) for p in pairs if p["kappa"] is not None]
     overall = (sum(k * n for k, n in weighted) / sum(n for _, n in weighted)) if weighted else None
-    return {"n_images_multi": len(images), "annotators": annotators, "images": images, "pairs": pairs,
-            "fleiss_kappa": fk, "fleiss_m": fm, "fleiss_images": fn, "annotator_agreement": per_ann,
-            "overall_kappa": overall}
+    return {
+        "n_images_multi": len(images),
+        "annotators": annotators,
+        "images": images,
+        "pairs": pairs,
+        "fleiss_kappa": fk,
+        "fleiss_m": fm,
+        "fleiss_images": fn,
+        "annotator_agreement": per_ann,
+        "overall_kappa": overall,
+    }
 
 
 def vote_matrix(votes: Sequence[tuple[str, str, int]], image_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -128,20 +144,25 @@ def consensus(matrix: np.ndarray, pred_probs: np.ndarray) -> dict:
         warnings.simplefilter("ignore")
         r = get_label_quality_multiannotator(matrix, np.asarray(pred_probs, np.float64), verbose=False)
     lq = r["label_quality"]
-    return {"consensus_label": lq["consensus_label"].to_numpy().astype(np.int64),
-            "consensus_quality": lq["consensus_quality_score"].to_numpy().astype(np.float64),
-            "annotator_quality": {int(k): float(v) for k, v in r["annotator_stats"]["annotator_quality"].items()}}
+    return {
+        "consensus_label": lq["consensus_label"].to_numpy().astype(np.int64),
+        "consensus_quality": lq["consensus_quality_score"].to_numpy().astype(np.float64),
+        "annotator_quality": {int(k): float(v) for k, v in r["annotator_stats"]["annotator_quality"].items()},
+    }
 
 
-def active_learning_scores(matrix: np.ndarray, pred_probs: np.ndarray,
-                           pred_probs_unlabeled: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def active_learning_scores(
+    matrix: np.ndarray, pred_probs: np.ndarray, pred_probs_unlabeled: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """cleanlab's ActiveLab scores (``get_active_learning_scores``) of the labelled rows (N x M votes, out-of-fold
     ``pred_probs``) and of the unlabelled ones, on one scale: the lowest are the most worth a (new) label."""
     from cleanlab.multiannotator import get_active_learning_scores
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        a, b = get_active_learning_scores(matrix, np.asarray(pred_probs, np.float64),
-                                          None if pred_probs_unlabeled is None
-                                          else np.asarray(pred_probs_unlabeled, np.float64))
+        a, b = get_active_learning_scores(
+            matrix,
+            np.asarray(pred_probs, np.float64),
+            None if pred_probs_unlabeled is None else np.asarray(pred_probs_unlabeled, np.float64),
+        )
     return np.asarray(a, np.float64), np.asarray(b, np.float64)

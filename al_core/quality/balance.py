@@ -25,13 +25,17 @@ class ClassBalance:
     warnings: tuple[str, ...]
 
     def as_dict(self) -> dict:
-        return {"label_counts": dict(zip(self.classes, self.label_counts, strict=True)),
-                "predicted_share": dict(zip(self.classes, self.predicted_share, strict=True)),
-                "floor": self.floor, "warnings": list(self.warnings)}
+        return {
+            "label_counts": dict(zip(self.classes, self.label_counts, strict=True)),
+            "predicted_share": dict(zip(self.classes, self.predicted_share, strict=True)),
+            "floor": self.floor,
+            "warnings": list(self.warnings),
+        }
 
 
-def class_balance(classes: Sequence[str], labels: np.ndarray, pool_predictions: np.ndarray,
-                  floor: float) -> ClassBalance:
+def class_balance(
+    classes: Sequence[str], labels: np.ndarray, pool_predictions: np.ndarray, floor: float
+) -> ClassBalance:
     """``labels``: the training labels (class indices); ``pool_predictions``: the probe's class of every pool
     image (indices); ``floor``: the share of an even split under which a class is flagged."""
     k = len(classes)
@@ -43,10 +47,14 @@ def class_balance(classes: Sequence[str], labels: np.ndarray, pool_predictions: 
     warnings = []
     for c, name in enumerate(classes):
         if counts[c] == 0:
-            warnings.append(f"class {name!r} has no training label yet (the probe predicts it for "
-                            f"{share[c]:.1%} of the pool)")
+            warnings.append(
+                f"class {name!r} has no training label yet (the probe predicts it for {share[c]:.1%} of the pool)"
+            )
         elif counts[c] < floor * even:
-            warnings.append(f"class {name!r} has {counts[c]} of {n} training labels, under {floor:g} x an even "
-                            f"share ({even:.1f}); the probe predicts it for {share[c]:.1%} of the pool")
-    return ClassBalance(tuple(classes), tuple(int(x) for x in counts), tuple(float(x) for x in share), float(floor),
-                        tuple(warnings))
+            warnings.append(
+                f"class {name!r} has {counts[c]} of {n} training labels, under {floor:g} x an even "
+                f"share ({even:.1f}); the probe predicts it for {share[c]:.1%} of the pool"
+            )
+    return ClassBalance(
+        tuple(classes), tuple(int(x) for x in counts), tuple(float(x) for x in share), float(floor), tuple(warnings)
+    )

@@ -33,9 +33,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["CELL_ROWS", "EXACT_MAX_ROWS", "MAX_PAIRS_PER_IMAGE", "N_PROBE", "QUERY_BLOCK_ROWS", "RESELECTIONS",
-           "BatchPicks", "NearDuplicateOverflow", "NearDuplicates", "find_near_duplicates", "replace_near_duplicates",
-           "twin_matrix"]
+__all__ = [
+    "CELL_ROWS",
+    "EXACT_MAX_ROWS",
+    "MAX_PAIRS_PER_IMAGE",
+    "N_PROBE",
+    "QUERY_BLOCK_ROWS",
+    "RESELECTIONS",
+    "BatchPicks",
+    "NearDuplicateOverflow",
+    "NearDuplicates",
+    "find_near_duplicates",
+    "replace_near_duplicates",
+    "twin_matrix",
+]
 
 # Up to this many rows the exact method compares every pair: N^2 / 2 x D multiply-adds (50,000 x 768: 1.9e12;
 # measured on the 2-core build machine under load: 233 s at 100,000 x 768, so about 60 s here); above it, the
@@ -90,8 +101,8 @@ class NearDuplicates:
 def _inverse_norms(features: np.ndarray) -> np.ndarray:
     inv = np.empty(features.shape[0], dtype=np.float32)
     for s in range(0, features.shape[0], QUERY_BLOCK_ROWS):
-        b = np.asarray(features[s:s + QUERY_BLOCK_ROWS], dtype=np.float32)
-        inv[s:s + b.shape[0]] = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", b, b, dtype=np.float64)), _NORM_FLOOR)
+        b = np.asarray(features[s : s + QUERY_BLOCK_ROWS], dtype=np.float32)
+        inv[s : s + b.shape[0]] = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", b, b, dtype=np.float64)), _NORM_FLOOR)
     return inv
 
 
@@ -127,7 +138,8 @@ class _Collector:
     def overflow(self):
         raise NearDuplicateOverflow(
             f"more than {MAX_PAIRS_PER_IMAGE} near-duplicate pairs per image at cosine >= {self.threshold:g}: that "
-            "is no longer near-duplicates; raise quality.near_duplicate_cosine")
+            "is no longer near-duplicates; raise quality.near_duplicate_cosine"
+        )
 
     def result(self, n_rows: int, method: str, n_cells: int = 0) -> NearDuplicates:
         if not self.parts:
@@ -165,14 +177,15 @@ def _cells(features: np.ndarray, inv: np.ndarray, n_cells: int, seed: int) -> np
     rng = np.random.default_rng([int(seed), 0xCE11])
     m = min(n, PARTITION_TRAIN_PER_CELL * n_cells)
     sample = np.sort(rng.choice(n, size=m, replace=False))
-    centres = kmeans(_unit(features, inv, sample).numpy(), n_cells, seed=int(seed),
-                     max_iter=PARTITION_KMEANS_ITER).centroids
+    centres = kmeans(
+        _unit(features, inv, sample).numpy(), n_cells, seed=int(seed), max_iter=PARTITION_KMEANS_ITER
+    ).centroids
     centres = torch.from_numpy(centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), _NORM_FLOOR))
     probe = min(N_PROBE, n_cells)
     cells = np.empty((n, probe), dtype=np.int64)
     for s in range(0, n, QUERY_BLOCK_ROWS):
         q = _unit(features, inv, slice(s, s + QUERY_BLOCK_ROWS))
-        cells[s:s + q.shape[0]] = torch.topk(q @ centres.t(), probe, dim=1).indices.numpy()
+        cells[s : s + q.shape[0]] = torch.topk(q @ centres.t(), probe, dim=1).indices.numpy()
     return cells
 
 
@@ -186,21 +199,22 @@ def _partitioned(features: np.ndarray, inv: np.ndarray, out: _Collector, seed: i
     by_any = np.argsort(flat_cell, kind="stable")
     any_starts = np.searchsorted(flat_cell[by_any], np.arange(n_cells + 1))
     for c in range(n_cells):
-        members = by_primary[starts[c]:starts[c + 1]]
+        members = by_primary[starts[c] : starts[c + 1]]
         if members.size == 0:
             continue
-        queries = np.unique(by_any[any_starts[c]:any_starts[c + 1]] // cells.shape[1])
+        queries = np.unique(by_any[any_starts[c] : any_starts[c + 1]] // cells.shape[1])
         for m0 in range(0, members.size, QUERY_BLOCK_ROWS):
-            m_rows = members[m0:m0 + QUERY_BLOCK_ROWS]
+            m_rows = members[m0 : m0 + QUERY_BLOCK_ROWS]
             r = _unit(features, inv, m_rows)
             for q0 in range(0, queries.size, QUERY_BLOCK_ROWS):
-                q_rows = queries[q0:q0 + QUERY_BLOCK_ROWS]
+                q_rows = queries[q0 : q0 + QUERY_BLOCK_ROWS]
                 out.add(_unit(features, inv, q_rows) @ r.t(), q_rows, m_rows)
     return n_cells
 
 
-def find_near_duplicates(features: np.ndarray, threshold: float, *, method: str = "auto",
-                         seed: int = 0) -> NearDuplicates:
+def find_near_duplicates(
+    features: np.ndarray, threshold: float, *, method: str = "auto", seed: int = 0
+) -> NearDuplicates:
     """Every pair of rows of ``features`` (N x D) with cosine similarity >= ``threshold`` (module docstring).
 
     ``method``: 'exact', 'partitioned', or 'auto' (exact up to EXACT_MAX_ROWS rows). ``seed`` drives the
@@ -247,9 +261,16 @@ class BatchPicks:
     replacements: list[dict] = field(default_factory=list)  # {dropped, twin, cosine, replacement, how}
 
 
-def replace_near_duplicates(indices: np.ndarray, scores: np.ndarray, twins, candidates: np.ndarray,
-                            reselect: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], *,
-                            seed: int = 0, reselections: int = RESELECTIONS) -> BatchPicks:
+def replace_near_duplicates(
+    indices: np.ndarray,
+    scores: np.ndarray,
+    twins,
+    candidates: np.ndarray,
+    reselect: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    *,
+    seed: int = 0,
+    reselections: int = RESELECTIONS,
+) -> BatchPicks:
     """Apply the batch rule (module docstring) to the picks ``indices`` (rows, in selection order).
 
     ``twins``: :func:`twin_matrix` over the same rows (or None: nothing to do). ``candidates``: every row the
@@ -299,8 +320,9 @@ def replace_near_duplicates(indices: np.ndarray, scores: np.ndarray, twins, cand
             how = "uniform"
         attempt += 1
         taken |= set(np.asarray(new_rows).tolist())
-        queue = list(zip(np.asarray(new_rows, np.int64).tolist(), np.asarray(new_scores, np.float64).tolist(),
-                         strict=True))
+        queue = list(
+            zip(np.asarray(new_rows, np.int64).tolist(), np.asarray(new_scores, np.float64).tolist(), strict=True)
+        )
     for rec in pending:
         rec["replacement"], rec["how"] = None, "none left"
     replaced += pending

@@ -25,8 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CV_FOLDS", "MIN_LABELS", "LabelQuality", "assess_labels", "fold_splits", "out_of_fold_pred_probs",
-           "rank_labels"]
+__all__ = [
+    "CV_FOLDS",
+    "MIN_LABELS",
+    "LabelQuality",
+    "assess_labels",
+    "fold_splits",
+    "out_of_fold_pred_probs",
+    "rank_labels",
+]
 
 # Folds of the cross-validation: CV_FOLDS probe fits per assessment, each on (k-1)/k of the labels
 # (measured on the 2-core build machine under load: ~3 s a fit for 200 labels x 1280, so ~15 s a round).
@@ -61,9 +68,15 @@ def _default_probe(n_classes: int, seed: int):
     return Probe(n_classes, seed=seed)
 
 
-def out_of_fold_pred_probs(features: np.ndarray, labels: np.ndarray, n_classes: int, *, n_folds: int = CV_FOLDS,
-                           seed: int = 0, make_probe: Callable[[int, int], object] | None = None
-                           ) -> tuple[np.ndarray, int]:
+def out_of_fold_pred_probs(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    n_folds: int = CV_FOLDS,
+    seed: int = 0,
+    make_probe: Callable[[int, int], object] | None = None,
+) -> tuple[np.ndarray, int]:
     """(pred_probs, folds): L x K float64 probabilities, each row from a probe trained without that row.
 
     ``make_probe(n_classes, seed)`` builds the estimator of each fold (default: the standard probe), seeded
@@ -123,9 +136,17 @@ def rank_labels(labels: np.ndarray, pred_probs: np.ndarray, n_folds: int = 0) ->
     return LabelQuality(labels, pred_probs, quality, issue, pred_probs.argmax(axis=1).astype(np.int64), int(n_folds))
 
 
-def assess_labels(features: np.ndarray, labels: np.ndarray, n_classes: int, *, n_folds: int = CV_FOLDS,
-                  seed: int = 0, make_probe: Callable[[int, int], object] | None = None) -> LabelQuality:
+def assess_labels(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    n_folds: int = CV_FOLDS,
+    seed: int = 0,
+    make_probe: Callable[[int, int], object] | None = None,
+) -> LabelQuality:
     """Out-of-fold probabilities (:func:`out_of_fold_pred_probs`) and cleanlab's ranking (:func:`rank_labels`)."""
-    pred_probs, k = out_of_fold_pred_probs(features, labels, n_classes, n_folds=n_folds, seed=seed,
-                                           make_probe=make_probe)
+    pred_probs, k = out_of_fold_pred_probs(
+        features, labels, n_classes, n_folds=n_folds, seed=seed, make_probe=make_probe
+    )
     return rank_labels(labels, pred_probs, k)

@@ -49,15 +49,49 @@ from al_core.files.atomic import atomic_path
 from al_core.files.hashing import MIN_USER_PREFIX_CHARS, short
 
 EXPORT_FORMATS = ("csv", "parquet")
-EXPORT_COLUMNS = ("image_id", "path", "label", "label_source", "predicted", "confidence", "probe_id", "n_paths",
-                  "paths")
+EXPORT_COLUMNS = (
+    "image_id",
+    "path",
+    "label",
+    "label_source",
+    "predicted",
+    "confidence",
+    "probe_id",
+    "n_paths",
+    "paths",
+)
 IMAGE_ID_CHARS = 64  # an image id is a sha256 hex digest
 AMBIGUOUS_SHOWN = 5  # ids listed in the message for an ambiguous prefix
 SNAPSHOT_MODE = 0o444  # snapshots are read-only files
-ROUND_COLUMNS = ("round", "kind", "labels_so_far", "skips_so_far", "labels_ingested", "strategy", "seed", "budget",
-                 "requested_budget", "config_id", "probe_id", "probe_version", "probe_trigger", "probe_n_labels",
-                 "n_probes", "accuracy", "balanced_accuracy", "macro_f1", "n_eval", "proposed_at", "evaluated_at",
-                 "status", "closed_at", "closed_by", "note", "disputed_so_far", "disagreements_so_far")
+ROUND_COLUMNS = (
+    "round",
+    "kind",
+    "labels_so_far",
+    "skips_so_far",
+    "labels_ingested",
+    "strategy",
+    "seed",
+    "budget",
+    "requested_budget",
+    "config_id",
+    "probe_id",
+    "probe_version",
+    "probe_trigger",
+    "probe_n_labels",
+    "n_probes",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "n_eval",
+    "proposed_at",
+    "evaluated_at",
+    "status",
+    "closed_at",
+    "closed_by",
+    "note",
+    "disputed_so_far",
+    "disagreements_so_far",
+)
 SO_FAR_COLUMNS = ("labels_so_far", "skips_so_far", "disputed_so_far", "disagreements_so_far")
 ROUND_TIMES = ("proposed_at", "evaluated_at", "closed_at")
 
@@ -82,21 +116,29 @@ def _f(v):
 
 
 # ----------------------------------------------------------------------------- rounds
-def _round_frame(rounds: pl.DataFrame, probes: pl.DataFrame, labels: pl.DataFrame,
-                 so_far: pl.DataFrame) -> pl.DataFrame:
+def _round_frame(
+    rounds: pl.DataFrame, probes: pl.DataFrame, labels: pl.DataFrame, so_far: pl.DataFrame
+) -> pl.DataFrame:
     """The rounds table as one frame (ROUND_COLUMNS), one row per round with a batch, a probe or labels."""
-    numbers = (pl.concat([rounds["round"].cast(pl.Int64), probes["round"].cast(pl.Int64),
-                          labels["round"].cast(pl.Int64)]).unique().sort())
+    numbers = (
+        pl.concat([rounds["round"].cast(pl.Int64), probes["round"].cast(pl.Int64), labels["round"].cast(pl.Int64)])
+        .unique()
+        .sort()
+    )
     ingested = labels.group_by("round").agg(labels_ingested=pl.len().cast(pl.Int64))
     probes = probes.rename({"version": "probe_version", "trigger": "probe_trigger", "n_labels": "probe_n_labels"})
     with_round = lambda f: f.with_columns(pl.col("round").cast(pl.Int64))
     frame = pl.DataFrame({"round": numbers})
     for part in (rounds, so_far.with_columns(pl.col(SO_FAR_COLUMNS).cast(pl.Int64)), ingested, probes):
         frame = frame.join(with_round(part), on="round", how="left")
-    return frame.sort("round").with_columns(
-        pl.col(*SO_FAR_COLUMNS, "labels_ingested", "n_probes").fill_null(0),
-        pl.col("status").fill_null("not proposed"),
-    ).select(ROUND_COLUMNS)
+    return (
+        frame.sort("round")
+        .with_columns(
+            pl.col(*SO_FAR_COLUMNS, "labels_ingested", "n_probes").fill_null(0),
+            pl.col("status").fill_null("not proposed"),
+        )
+        .select(ROUND_COLUMNS)
+    )
 
 
 def rounds_table(store: Store) -> list[dict]:
@@ -127,8 +169,10 @@ def rounds_table(store: Store) -> list[dict]:
 def _check_image_prefix(image_id: str) -> str:
     p = (image_id or "").strip().lower()
     if not re.fullmatch(r"[0-9a-f]+", p):
-        raise AuditError(f"{image_id!r} is not an image id: image ids are sha256 hex digests "
-                         f"(give the whole id or a unique prefix of at least {MIN_USER_PREFIX_CHARS} hex characters)")
+        raise AuditError(
+            f"{image_id!r} is not an image id: image ids are sha256 hex digests "
+            f"(give the whole id or a unique prefix of at least {MIN_USER_PREFIX_CHARS} hex characters)"
+        )
     if len(p) < MIN_USER_PREFIX_CHARS:
         raise AuditError(f"image id prefix {p!r} is too short: give at least {MIN_USER_PREFIX_CHARS} hex characters")
     if len(p) > IMAGE_ID_CHARS:
@@ -153,11 +197,16 @@ def _read_lineage(con, iid: str) -> dict:
     """The catalogue rows about one image, as record lists (al_core.catalogue.audit, .labels)."""
     labels = Q.label_records(con, iid)
     return {
-        "training": labels_q.image_label(con, iid), "disagreements": labels_q.disagreements(con, iid),
+        "training": labels_q.image_label(con, iid),
+        "disagreements": labels_q.disagreements(con, iid),
         "relabels": relabels_q.relabels_of_image(con, iid),
-        "image": Q.image_record(con, iid), "paths": Q.image_path_records(con, iid),
-        "ground_truth": Q.ground_truth_classes(con, iid), "embeddings": Q.embedding_records(con, iid),
-        "eval_set": Q.eval_set_record(con, iid), "proposals": Q.proposal_records(con, iid), "labels": labels,
+        "image": Q.image_record(con, iid),
+        "paths": Q.image_path_records(con, iid),
+        "ground_truth": Q.ground_truth_classes(con, iid),
+        "embeddings": Q.embedding_records(con, iid),
+        "eval_set": Q.eval_set_record(con, iid),
+        "proposals": Q.proposal_records(con, iid),
+        "labels": labels,
         "retractions": Q.retraction_records(con, sorted({lab["file_sha256"] for lab in labels})),
         "trained": Q.trained_probe_records(con, iid),
     }
@@ -167,8 +216,10 @@ def _retractions_by_file(rets: list[dict]) -> dict[str, dict]:
     """file sha256 -> retracted_at (the first), retracted_from_round (the smallest), reasons."""
     out: dict[str, dict] = {}
     for r in rets:
-        e = out.setdefault(r["file_sha256"], {"retracted_at": r["retracted_at"],
-                                              "retracted_from_round": int(r["effective_round"]), "reasons": []})
+        e = out.setdefault(
+            r["file_sha256"],
+            {"retracted_at": r["retracted_at"], "retracted_from_round": int(r["effective_round"]), "reasons": []},
+        )
         e["retracted_from_round"] = min(e["retracted_from_round"], int(r["effective_round"]))
         if r["reason"]:
             e["reasons"].append(r["reason"])
@@ -181,10 +232,22 @@ def _probes_of_labels(trained: list[dict]) -> tuple[list[dict], dict[int, list[s
     probe_ids_of: dict[int, list[str]] = {}
     for t in trained:
         probe_ids_of.setdefault(t["label_id"], []).append(t["probe_id"])
-        p = probes.setdefault(t["probe_id"], {
-            "probe_id": t["probe_id"], "round": t["round"], "version": t["version"], "trigger": t["trigger"],
-            "sha256": t["sha256"], "path": t["path"], "trained_at": iso(t["trained_at"]), "n_labels": t["n_labels"],
-            "accuracy": _f(t["accuracy"]), "balanced_accuracy": _f(t["balanced_accuracy"]), "label_ids": []})
+        p = probes.setdefault(
+            t["probe_id"],
+            {
+                "probe_id": t["probe_id"],
+                "round": t["round"],
+                "version": t["version"],
+                "trigger": t["trigger"],
+                "sha256": t["sha256"],
+                "path": t["path"],
+                "trained_at": iso(t["trained_at"]),
+                "n_labels": t["n_labels"],
+                "accuracy": _f(t["accuracy"]),
+                "balanced_accuracy": _f(t["balanced_accuracy"]),
+                "label_ids": [],
+            },
+        )
         p["label_ids"].append(t["label_id"])
     return list(probes.values()), probe_ids_of
 
@@ -194,22 +257,39 @@ def _label_entry(lab: dict, state: str, proposals: list[dict], ret: dict | None,
     answered = [q for q in proposals if q["round"] < lab["round"]]
     pq = answered[-1] if answered else None
     return {
-        "task_id": lab["task_id"], "annotated_at": iso(lab["annotated_at"]), "seconds": _f(lab["seconds"]),
-        "seconds_source": lab["seconds_source"], "annotator_as_delivered": lab["annotator_as_delivered"],
-        "superseded_because": lab["superseded_because"], "decides": bool(lab["decides"]),
+        "task_id": lab["task_id"],
+        "annotated_at": iso(lab["annotated_at"]),
+        "seconds": _f(lab["seconds"]),
+        "seconds_source": lab["seconds_source"],
+        "annotator_as_delivered": lab["annotator_as_delivered"],
+        "superseded_because": lab["superseded_because"],
+        "decides": bool(lab["decides"]),
         "disagreement": bool(lab["disagreement"]),
-        "label_id": lab["label_id"], "label": lab["label"], "is_skip": bool(lab["is_skip"]),
-        "proposed": bool(lab["proposed"]), "round": lab["round"], "received_at": iso(lab["received_at"]),
-        "annotator": lab["annotator"], "annotation_id": lab["annotation_id"], "line": lab["line"],
-        "note": lab["note"], "file_id": lab["file_id"], "file_name": lab["file_name"],
-        "file_sha256": lab["file_sha256"], "file_status": lab["file_status"],
+        "label_id": lab["label_id"],
+        "label": lab["label"],
+        "is_skip": bool(lab["is_skip"]),
+        "proposed": bool(lab["proposed"]),
+        "round": lab["round"],
+        "received_at": iso(lab["received_at"]),
+        "annotator": lab["annotator"],
+        "annotation_id": lab["annotation_id"],
+        "line": lab["line"],
+        "note": lab["note"],
+        "file_id": lab["file_id"],
+        "file_name": lab["file_name"],
+        "file_sha256": lab["file_sha256"],
+        "file_status": lab["file_status"],
         "file_stored_path": lab["file_stored_path"],
-        "retracted": ret is not None, "retracted_at": iso(ret["retracted_at"]) if ret else None,
+        "retracted": ret is not None,
+        "retracted_at": iso(ret["retracted_at"]) if ret else None,
         "retracted_from_round": ret["retracted_from_round"] if ret else None,
         "retraction_reason": ("; ".join(ret["reasons"]) or None) if ret else None,
-        "state": state, "is_current": state == "current",
-        "proposed_round": pq["round"] if pq else None, "proposed_strategy": pq["strategy"] if pq else None,
-        "proposed_score": _f(pq["score"]) if pq else None, "proposed_rank": pq["rank"] if pq else None,
+        "state": state,
+        "is_current": state == "current",
+        "proposed_round": pq["round"] if pq else None,
+        "proposed_strategy": pq["strategy"] if pq else None,
+        "proposed_score": _f(pq["score"]) if pq else None,
+        "proposed_rank": pq["rank"] if pq else None,
         "probe_ids": probe_ids,
     }
 
@@ -231,8 +311,11 @@ def _training_entry(rows: dict) -> dict | None:
     if t is None:
         return None
     stamp = lambda answers: [{**a, "answered_at": iso(a["answered_at"])} for a in answers]
-    return {**t, "answers": stamp(t["answers"]),
-            "disagreements": [{**d, "answers": stamp(d["answers"])} for d in rows["disagreements"]]}
+    return {
+        **t,
+        "answers": stamp(t["answers"]),
+        "disagreements": [{**d, "answers": stamp(d["answers"])} for d in rows["disagreements"]],
+    }
 
 
 def _image_entry(img: dict | None) -> dict | None:
@@ -318,35 +401,50 @@ def _predictions(store: Store, cfg, probe: dict | None, config_id: str | None) -
     ids = [str(i) for i in emb.image_ids]
     if probe is None or not ids:
         return pl.DataFrame({"image_id": ids}, schema={"image_id": pl.String}).with_columns(
-            pl.lit(None, pl.String).alias("predicted"), pl.lit(None, pl.Float64).alias("confidence"),
-            pl.lit(None, pl.String).alias("probe_id"))
+            pl.lit(None, pl.String).alias("predicted"),
+            pl.lit(None, pl.Float64).alias("confidence"),
+            pl.lit(None, pl.String).alias("probe_id"),
+        )
     # the class list the probe was trained with (its output k is classes[k]), not today's: a class list edited
     # since then (reordered, renamed) relabels nothing; a probe recorded before the list was kept: the project's
     classes = json.loads(probe["classes"]) if probe.get("classes") else list(cfg.class_names(store))
     if len(classes) != int(probe["n_classes"]):
-        raise AuditError(f"probe {probe['probe_id']} has {probe['n_classes']} classes, the project has {len(classes)} "
-                         f"({', '.join(classes)}) and no class list is recorded for the probe: cannot name its "
-                         "predictions")
+        raise AuditError(
+            f"probe {probe['probe_id']} has {probe['n_classes']} classes, the project has {len(classes)} "
+            f"({', '.join(classes)}) and no class list is recorded for the probe: cannot name its "
+            "predictions"
+        )
     proba = load_probe(store, probe["probe_id"]).predict_proba(emb.features)
     k = proba.argmax(axis=1)
-    return pl.DataFrame({
-        "image_id": ids, "predicted": pl.Series(classes, dtype=pl.String).gather(k),
-        "confidence": proba[np.arange(len(k)), k].astype(np.float64),
-    }, schema={n: t for n, t in schema.items() if n != "probe_id"}).with_columns(
-        pl.lit(probe["probe_id"], pl.String).alias("probe_id"))
+    return pl.DataFrame(
+        {
+            "image_id": ids,
+            "predicted": pl.Series(classes, dtype=pl.String).gather(k),
+            "confidence": proba[np.arange(len(k)), k].astype(np.float64),
+        },
+        schema={n: t for n, t in schema.items() if n != "probe_id"},
+    ).with_columns(pl.lit(probe["probe_id"], pl.String).alias("probe_id"))
 
 
 def _export_table(predictions: pl.DataFrame, current: pl.DataFrame, paths: pl.DataFrame) -> pl.DataFrame:
     """The export rows (EXPORT_COLUMNS): every predicted row plus each labelled image without a vector, by id."""
     unembedded = current.select("image_id").join(predictions.select("image_id"), on="image_id", how="anti")
     rows = pl.concat([predictions, unembedded], how="diagonal")
-    return (rows.join(paths, on="image_id", how="left")
-            .join(current, on="image_id", how="left")
-            .with_columns(label_source=pl.when(pl.col("status") == "disputed").then(pl.lit("disputed"))
-                          .when(pl.col("label").is_null()).then(None)
-                          .when(pl.col("is_skip")).then(pl.lit("skip")).otherwise(pl.lit("human")))
-            .sort("image_id")
-            .select(EXPORT_COLUMNS))
+    return (
+        rows.join(paths, on="image_id", how="left")
+        .join(current, on="image_id", how="left")
+        .with_columns(
+            label_source=pl.when(pl.col("status") == "disputed")
+            .then(pl.lit("disputed"))
+            .when(pl.col("label").is_null())
+            .then(None)
+            .when(pl.col("is_skip"))
+            .then(pl.lit("skip"))
+            .otherwise(pl.lit("human"))
+        )
+        .sort("image_id")
+        .select(EXPORT_COLUMNS)
+    )
 
 
 def _write_table(table: pl.DataFrame, out: Path, fmt: str) -> None:
@@ -387,13 +485,18 @@ def export(store: Store, cfg, out_path: str | os.PathLike, fmt: str | None = Non
     table = _export_table(predictions, current, paths)
     _write_table(table, out, fmt)
     labelled = table.filter(pl.col("label").is_not_null())
-    return {"path": str(out), "format": fmt, "rows": table.height,
-            "labelled": int(labelled.filter(pl.col("label_source") == "human").height),
-            "skips": int(labelled.filter(pl.col("label_source") == "skip").height),
-            "predicted": int(table["predicted"].is_not_null().sum()),
-            "probe_id": probe["probe_id"] if probe else None, "config_id": config_id,
-            "exact_duplicates": int(table.filter(pl.col("n_paths") > 1).height),
-            "unembedded_labelled": table.height - predictions.height}
+    return {
+        "path": str(out),
+        "format": fmt,
+        "rows": table.height,
+        "labelled": int(labelled.filter(pl.col("label_source") == "human").height),
+        "skips": int(labelled.filter(pl.col("label_source") == "skip").height),
+        "predicted": int(table["predicted"].is_not_null().sum()),
+        "probe_id": probe["probe_id"] if probe else None,
+        "config_id": config_id,
+        "exact_duplicates": int(table.filter(pl.col("n_paths") > 1).height),
+        "unembedded_labelled": table.height - predictions.height,
+    }
 
 
 # ----------------------------------------------------------------------------- snapshot
@@ -431,11 +534,15 @@ def snapshot(store: Store, dest: str | os.PathLike, *, overwrite: bool = False) 
     try:
         with atomic_path(dest, mode=SNAPSHOT_MODE, replace=overwrite) as tmp:
             with store.connect(read_only=True, view=False) as con:
-                counts = Q.copy_database(con, str(tmp), snapshot_of=str(store.db_path),
-                                         snapshot_at=now().isoformat())
+                counts = Q.copy_database(con, str(tmp), snapshot_of=str(store.db_path), snapshot_at=now().isoformat())
             if tmp.with_name(tmp.name + ".wal").exists():
                 raise AuditError(f"snapshot {tmp} left a write-ahead log after its checkpoint; not published")
     except FileExistsError:
         raise exists from None
-    return {"path": str(dest), "bytes": dest.stat().st_size, "tables": counts,
-            "seconds": round(time.monotonic() - t0, 3), "source": str(store.db_path)}
+    return {
+        "path": str(dest),
+        "bytes": dest.stat().st_size,
+        "tables": counts,
+        "seconds": round(time.monotonic() - t0, 3),
+        "source": str(store.db_path),
+    }

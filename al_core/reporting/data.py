@@ -21,8 +21,22 @@ import polars as pl
 from al_core.catalogue import reports as Q
 from al_core.catalogue.audit import latest_probe_per_round, latest_round_config_id
 
-METRIC_COLUMNS = ("round", "version", "probe_id", "n_labels", "n_eval", "accuracy", "balanced_accuracy", "macro_f1",
-                  "per_class_recall", "confusion", "evaluated_at", "trigger", "classes", "per_class_n_eval")
+METRIC_COLUMNS = (
+    "round",
+    "version",
+    "probe_id",
+    "n_labels",
+    "n_eval",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "per_class_recall",
+    "confusion",
+    "evaluated_at",
+    "trigger",
+    "classes",
+    "per_class_n_eval",
+)
 
 
 def _json_or(s, default):
@@ -59,8 +73,12 @@ def latest_metrics(store) -> pl.DataFrame:
 def metrics_record(row: dict) -> dict:
     """A row of :func:`latest_metrics` with per_class_recall (dict), confusion (list of lists) and
     per_class_n_eval (dict; {} for metrics recorded before it was kept) parsed."""
-    return {**row, "per_class_recall": _json_or(row["per_class_recall"], {}),
-            "confusion": _json_or(row["confusion"], []), "per_class_n_eval": _json_or(row.get("per_class_n_eval"), {})}
+    return {
+        **row,
+        "per_class_recall": _json_or(row["per_class_recall"], {}),
+        "confusion": _json_or(row["confusion"], []),
+        "per_class_n_eval": _json_or(row.get("per_class_n_eval"), {}),
+    }
 
 
 def last_confusion(metrics: pl.DataFrame) -> dict | None:
@@ -175,8 +193,13 @@ def project_summary(store, cfg) -> dict:
         emb = Q.embedding_config_summary(con, cid) if cid else None
     return {
         "project": cfg.source_file or str(Path(cfg.base_dir) / "(default settings, no al.yaml)"),
-        "database": str(store.db_path), **counts, "embedding": emb, "classes": _class_names(cfg, store),
+        "database": str(store.db_path),
+        **counts,
+        "embedding": emb,
+        "classes": _class_names(cfg, store),
         "configured_backbone": cfg.backbone.name,
-        "seed_strategy": cfg.selection.seed_strategy, "query_strategy": cfg.selection.query_strategy,
-        "budget_per_round": cfg.selection.budget_per_round, "total_budget": cfg.selection.total_budget,
+        "seed_strategy": cfg.selection.seed_strategy,
+        "query_strategy": cfg.selection.query_strategy,
+        "budget_per_round": cfg.selection.budget_per_round,
+        "total_budget": cfg.selection.total_budget,
     }

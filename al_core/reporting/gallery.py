@@ -81,8 +81,9 @@ def gallery_png(items: list[tuple[str, str]], *, cols: int = 10, thumb: int = 64
         else:
             img.paste(t, (x0 + (tile_w - t.width) // 2, y0 + (thumb - t.height) // 2))
         for j, line in enumerate(str(caption).split("\n")):
-            draw.text((x0, y0 + thumb + 2 + j * line_h), _fit_text(draw, line, font, tile_w), fill=(20, 20, 20),
-                      font=font)
+            draw.text(
+                (x0, y0 + thumb + 2 + j * line_h), _fit_text(draw, line, font, tile_w), fill=(20, 20, 20), font=font
+            )
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

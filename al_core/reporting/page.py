@@ -41,9 +41,11 @@ def _img(png: bytes, alt: str) -> str:
 
 def _head() -> list[str]:
     return [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>al-pipeline report</title>", f"<style>{_CSS}{value_page.CSS}</style></head><body>",
+        "<title>al-pipeline report</title>",
+        f"<style>{_CSS}{value_page.CSS}</style></head><body>",
         "<h1>al-pipeline report</h1>",
         f'<p class="muted">Written {_e(_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))}; '
         "one self-contained file, works offline.</p>",
@@ -53,34 +55,52 @@ def _head() -> list[str]:
 def _summary_section(s: dict) -> list[str]:
     emb = s["embedding"]
     rows = [
-        ("project", s["project"]), ("database", s["database"]),
-        ("backbone", f"{emb['backbone']} ({emb['dim']}-d {emb['dtype']}, {emb['vectors']} vectors)" if emb
-         else f"{s['configured_backbone']} (nothing embedded yet)"),
+        ("project", s["project"]),
+        ("database", s["database"]),
+        (
+            "backbone",
+            f"{emb['backbone']} ({emb['dim']}-d {emb['dtype']}, {emb['vectors']} vectors)"
+            if emb
+            else f"{s['configured_backbone']} (nothing embedded yet)",
+        ),
         ("embedding config", f"{emb['config_id']}; preprocessing {emb['preprocessing']}" if emb else "–"),
         ("classes", f"{len(s['classes'])}: {', '.join(s['classes'])}" if s["classes"] else "–"),
         ("images", s["images"]),
         ("labels so far", f"{s['labels']} ({s['skips']} skipped)"),
-        ("rounds", f"{s['rounds']} proposed ({s['open_rounds']} open), {s['proposed']} images proposed; total "
-                   f"budget {s['total_budget']} labels delivered (skips not counted)"),
-        ("strategies", f"seed {s['seed_strategy']}, then {s['query_strategy']}, "
-                       f"{s['budget_per_round']} images per round"),
+        (
+            "rounds",
+            f"{s['rounds']} proposed ({s['open_rounds']} open), {s['proposed']} images proposed; total "
+            f"budget {s['total_budget']} labels delivered (skips not counted)",
+        ),
+        (
+            "strategies",
+            f"seed {s['seed_strategy']}, then {s['query_strategy']}, {s['budget_per_round']} images per round",
+        ),
         ("evaluation set", f"{s['eval_images']} images, {s['eval_labelled']} labelled"),
     ]
     return ["<h2>Summary</h2><dl>", *(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows), "</dl>"]
 
 
 def _curve_section(curves: dict, problems: list[str]) -> list[str]:
-    parts = ["<h2>Learning curve</h2>", _img(learning_curve_png(curves), "learning curve"),
-             '<p class="muted">The labelling loop\'s accuracy on its hold-out after each round, and every '
-             "<code>al simulate</code> run saved in the reports folder (mean over seeds, band: ± one standard "
-             "deviation; simulated annotators answer from the ground truth).</p>"]
+    parts = [
+        "<h2>Learning curve</h2>",
+        _img(learning_curve_png(curves), "learning curve"),
+        '<p class="muted">The labelling loop\'s accuracy on its hold-out after each round, and every '
+        "<code>al simulate</code> run saved in the reports folder (mean over seeds, band: ± one standard "
+        "deviation; simulated annotators answer from the ground truth).</p>",
+    ]
     shown = [(name, pts) for name, pts in ((n, clean_curve(p)) for n, p in curves.items()) if pts]
     if shown:
-        parts.append('<table><tr><th class="l">curve</th><th>points</th><th>labels</th>'
-                     "<th>first accuracy</th><th>last accuracy</th></tr>" + "".join(
-                         f'<tr><td class="l">{_e(name)}</td><td>{len(pts)}</td><td>{pts[0][0]:.0f}–{pts[-1][0]:.0f}'
-                         f"</td><td>{_fmt(pts[0][1])}</td><td>{_fmt(pts[-1][1])}</td></tr>" for name, pts in shown)
-                     + "</table>")
+        parts.append(
+            '<table><tr><th class="l">curve</th><th>points</th><th>labels</th>'
+            "<th>first accuracy</th><th>last accuracy</th></tr>"
+            + "".join(
+                f'<tr><td class="l">{_e(name)}</td><td>{len(pts)}</td><td>{pts[0][0]:.0f}–{pts[-1][0]:.0f}'
+                f"</td><td>{_fmt(pts[0][1])}</td><td>{_fmt(pts[-1][1])}</td></tr>"
+                for name, pts in shown
+            )
+            + "</table>"
+        )
     if problems:
         parts.append('<p class="muted">Skipped: ' + "; ".join(_e(p) for p in problems) + "</p>")
     return parts
@@ -88,12 +108,18 @@ def _curve_section(curves: dict, problems: list[str]) -> list[str]:
 
 def _rounds_section(rounds: pl.DataFrame, metrics: pl.DataFrame) -> list[str]:
     """One row per round with a batch or an evaluated probe: labels, metrics, strategy, budget, status."""
-    table = rounds.join(metrics.select("round", "n_labels", "accuracy", "balanced_accuracy", "macro_f1"),
-                        on="round", how="full", coalesce=True).sort("round")
+    table = rounds.join(
+        metrics.select("round", "n_labels", "accuracy", "balanced_accuracy", "macro_f1"),
+        on="round",
+        how="full",
+        coalesce=True,
+    ).sort("round")
     if table.is_empty():
         return ["<h2>Rounds</h2>", '<p class="muted">No round yet.</p>']
-    head = ("<tr><th>round</th><th>labels</th><th>accuracy</th><th>balanced accuracy</th><th>macro F1</th>"
-            '<th class="l">strategy (batch proposed)</th><th>proposed</th><th class="l">status</th></tr>')
+    head = (
+        "<tr><th>round</th><th>labels</th><th>accuracy</th><th>balanced accuracy</th><th>macro F1</th>"
+        '<th class="l">strategy (batch proposed)</th><th>proposed</th><th class="l">status</th></tr>'
+    )
     body = []
     for r in table.to_dicts():
         proposed = r["kind"] is not None  # a rounds row (kind is NOT NULL there)
@@ -102,27 +128,37 @@ def _rounds_section(rounds: pl.DataFrame, metrics: pl.DataFrame) -> list[str]:
             f"<tr><td>{r['round']}</td><td>{_e('–' if r['n_labels'] is None else r['n_labels'])}</td>"
             f"<td>{_fmt(r['accuracy'])}</td><td>{_fmt(r['balanced_accuracy'])}</td><td>{_fmt(r['macro_f1'])}</td>"
             f'<td class="l">{_e(strat)}</td><td>{_e(r["budget"] if proposed else "–")}</td>'
-            f'<td class="l">{_e(r["status"] if proposed else "–")}</td></tr>')
-    return ["<h2>Rounds</h2>", "<table>" + head + "".join(body) + "</table>"
-            '<p class="muted">Round r trains the probe on every label delivered for the batches before it '
-            "(labels: how many), evaluates it on the hold-out, then proposes batch r with the strategy shown.</p>"]
+            f'<td class="l">{_e(r["status"] if proposed else "–")}</td></tr>'
+        )
+    return [
+        "<h2>Rounds</h2>",
+        "<table>" + head + "".join(body) + "</table>"
+        '<p class="muted">Round r trains the probe on every label delivered for the batches before it '
+        "(labels: how many), evaluates it on the hold-out, then proposes batch r with the strategy shown.</p>",
+    ]
 
 
 def _confusion_section(last: dict | None, classes: list[str]) -> list[str]:
     parts = ["<h2>Confusion matrix</h2>"]
     if last is None:
         return [*parts, '<p class="muted">No evaluated round yet.</p>']
-    parts.append(f'<p class="muted">Round {last["round"]} (probe {_e(last["probe_id"])}, '
-                 f'{last["n_labels"]} labels, {last["n_eval"]} evaluation images).</p>')
+    parts.append(
+        f'<p class="muted">Round {last["round"]} (probe {_e(last["probe_id"])}, '
+        f"{last['n_labels']} labels, {last['n_eval']} evaluation images).</p>"
+    )
     parts.append(_img(confusion_png(last["confusion"], classes), "confusion matrix"))
     if isinstance(last["per_class_recall"], dict) and last["per_class_recall"]:
         counts = last.get("per_class_n_eval") or {}
-        parts.append('<table><tr><th class="l">class</th><th>evaluation images</th><th>recall</th></tr>' + "".join(
-            f'<tr><td class="l">{_e(c)}</td><td>{_e(str(counts.get(c, "–")))}</td>'
-            f"<td>{_e(recall_text(r, counts.get(c)))}</td></tr>" for c, r in last["per_class_recall"].items())
-            + "</table>")
+        parts.append(
+            '<table><tr><th class="l">class</th><th>evaluation images</th><th>recall</th></tr>'
+            + "".join(
+                f'<tr><td class="l">{_e(c)}</td><td>{_e(str(counts.get(c, "–")))}</td>'
+                f"<td>{_e(recall_text(r, counts.get(c)))}</td></tr>"
+                for c, r in last["per_class_recall"].items()
+            )
+            + "</table>"
+        )
     return parts
-
 
 
 def _gallery_section(rnd: int | None, strat: str | None, queries: list[dict]) -> list[str]:
@@ -130,14 +166,24 @@ def _gallery_section(rnd: int | None, strat: str | None, queries: list[dict]) ->
     if not queries:
         return [*parts, '<p class="muted">No images proposed yet.</p>']
     more = len(queries) - GALLERY_MAX_ITEMS
-    parts.append(f'<p class="muted">Batch {rnd}, {len(queries)} images proposed by {_e(strat)}, '
-                 "in rank order with their scores" + (f" (first {GALLERY_MAX_ITEMS} shown)" if more > 0 else "")
-                 + ".</p>")
-    parts.append(_img(gallery_png(gallery_items(queries, GALLERY_MAX_ITEMS), cols=10, thumb=72),
-                      "images proposed in the latest round"))
-    parts.append('<table><tr><th>rank</th><th>score</th><th class="l">image</th></tr>' + "".join(
-        f'<tr><td>{q["rank"]}</td><td>{_fmt(q["score"], 4)}</td><td class="l">{_e(q["path"])}</td></tr>'
-        for q in queries[:GALLERY_MAX_ITEMS]) + "</table>")
+    parts.append(
+        f'<p class="muted">Batch {rnd}, {len(queries)} images proposed by {_e(strat)}, '
+        "in rank order with their scores" + (f" (first {GALLERY_MAX_ITEMS} shown)" if more > 0 else "") + ".</p>"
+    )
+    parts.append(
+        _img(
+            gallery_png(gallery_items(queries, GALLERY_MAX_ITEMS), cols=10, thumb=72),
+            "images proposed in the latest round",
+        )
+    )
+    parts.append(
+        '<table><tr><th>rank</th><th>score</th><th class="l">image</th></tr>'
+        + "".join(
+            f'<tr><td>{q["rank"]}</td><td>{_fmt(q["score"], 4)}</td><td class="l">{_e(q["path"])}</td></tr>'
+            for q in queries[:GALLERY_MAX_ITEMS]
+        )
+        + "</table>"
+    )
     return parts
 
 

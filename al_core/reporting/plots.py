@@ -76,12 +76,26 @@ def learning_curve_png(
         xs = [p[0] for p in pts]
         ys = [p[1] for p in pts]
         simulated = str(name).startswith("simulated")
-        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.3 if simulated else 2.2, color=color,
-                linestyle="--" if simulated else "-", label=str(name))
+        ax.plot(
+            xs,
+            ys,
+            marker="o",
+            markersize=3,
+            linewidth=1.3 if simulated else 2.2,
+            color=color,
+            linestyle="--" if simulated else "-",
+            label=str(name),
+        )
         if any(p[2] is not None for p in pts):
             sd = [p[2] or 0.0 for p in pts]
-            ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)],
-                            color=color, alpha=0.15, linewidth=0)
+            ax.fill_between(
+                xs,
+                [y - s for y, s in zip(ys, sd)],
+                [y + s for y, s in zip(ys, sd)],
+                color=color,
+                alpha=0.15,
+                linewidth=0,
+            )
         drawn += 1
     from matplotlib.ticker import MaxNLocator
 
@@ -143,6 +157,13 @@ def confusion_png(
             for j in range(k):
                 c = int(m[i, j])
                 if c or i == j:
-                    ax.text(j, i, str(c), ha="center", va="center", fontsize=fs,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(c),
+                        ha="center",
+                        va="center",
+                        fontsize=fs,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     return _png(fig, dpi)

@@ -44,8 +44,11 @@ def _agreement(votes, final, classes, floor: float) -> dict:
     if a["n_images_multi"]:
         low = [(f"Cohen's kappa {p['a']} / {p['b']}", p["kappa"]) for p in a["pairs"] if p["kappa"] is not None]
         low.append(("Fleiss' kappa of the group", a["fleiss_kappa"]))
-        warnings += [f"agreement below quality.agreement_floor ({floor:g}): {name} = {k:.3f}"
-                     for name, k in low if k is not None and k < floor]
+        warnings += [
+            f"agreement below quality.agreement_floor ({floor:g}): {name} = {k:.3f}"
+            for name, k in low
+            if k is not None and k < floor
+        ]
     a["warnings"] = warnings
     a["images"] = sorted(a["images"], key=lambda im: (im["agreement"], im["image_id"]))
     return a
@@ -69,20 +72,42 @@ def quality_summary(store, cfg) -> dict:
         replaced = quality_q.batch_replacement_records(con)
     balance = None
     if run:
-        balance = {"round": run["round"], "label_counts": _json(run["label_counts"], {}),
-                   "predicted_share": _json(run["predicted_share"], {}),
-                   "warnings": _json(run["balance_warnings"], [])}
+        balance = {
+            "round": run["round"],
+            "label_counts": _json(run["label_counts"], {}),
+            "predicted_share": _json(run["predicted_share"], {}),
+            "warnings": _json(run["balance_warnings"], []),
+        }
     agreement = _agreement(votes, final, classes or sorted({v[2] for v in votes}), cfg.quality.agreement_floor)
     warnings = [*(balance["warnings"] if balance else []), *agreement["warnings"]]
     return {
-        "suspects": {"round": run["round"], "probe_id": run["probe_id"], "n_labels": run["n_labels"],
-                     "n_issues": run["n_issues"], "method": run["method"], "rows": suspects} if run else None,
-        "balance": balance, "agreement": agreement,
+        "suspects": {
+            "round": run["round"],
+            "probe_id": run["probe_id"],
+            "n_labels": run["n_labels"],
+            "n_issues": run["n_issues"],
+            "method": run["method"],
+            "rows": suspects,
+        }
+        if run
+        else None,
+        "balance": balance,
+        "agreement": agreement,
         "exact_duplicates": {"n_images": n_dup, "n_paths": n_dup_paths, "rows": dup_rows},
-        "near_duplicates": ({"config_id": cid, "n_pairs": nd["n_pairs"], "threshold": nd["threshold"],
-                             "method": nd["method"], "computed_at": nd["computed_at"], "rows": nd_rows}
-                            if nd else None),
-        "replacements": replaced, "warnings": warnings,
+        "near_duplicates": (
+            {
+                "config_id": cid,
+                "n_pairs": nd["n_pairs"],
+                "threshold": nd["threshold"],
+                "method": nd["method"],
+                "computed_at": nd["computed_at"],
+                "rows": nd_rows,
+            }
+            if nd
+            else None
+        ),
+        "replacements": replaced,
+        "warnings": warnings,
     }
 
 
@@ -96,29 +121,51 @@ def _f(v, digits: int = 3) -> str:
 
 
 def _table(head: list[str], rows: list[list], left: int = 1) -> str:
-    cell = lambda i, v, tag: f'<{tag}{" class=l" if i < left else ""}>{_e(v)}</{tag}>'
-    return ("<table><tr>" + "".join(cell(i, h, "th") for i, h in enumerate(head)) + "</tr>"
-            + "".join("<tr>" + "".join(cell(i, v, "td") for i, v in enumerate(r)) + "</tr>" for r in rows)
-            + "</table>")
+    cell = lambda i, v, tag: f"<{tag}{' class=l' if i < left else ''}>{_e(v)}</{tag}>"
+    return (
+        "<table><tr>"
+        + "".join(cell(i, h, "th") for i, h in enumerate(head))
+        + "</tr>"
+        + "".join("<tr>" + "".join(cell(i, v, "td") for i, v in enumerate(r)) + "</tr>" for r in rows)
+        + "</table>"
+    )
 
 
 def _suspects_section(s: dict | None) -> list[str]:
     parts = ["<h2>Suspected label errors</h2>"]
     if s is None:
         return [*parts, '<p class="muted">No round assessed yet (the assessment follows each round\'s probe).</p>']
-    parts.append(f'<p class="muted">Round {s["round"]}: {s["n_labels"]} training labels, each scored by a probe '
-                 f'that did not see it (out-of-fold, cross-validation) with cleanlab ({_e(s["method"])}); '
-                 f'{s["n_issues"]} flagged as likely wrong, lowest label quality first.</p>')
+    parts.append(
+        f'<p class="muted">Round {s["round"]}: {s["n_labels"]} training labels, each scored by a probe '
+        f"that did not see it (out-of-fold, cross-validation) with cleanlab ({_e(s['method'])}); "
+        f"{s['n_issues']} flagged as likely wrong, lowest label quality first.</p>"
+    )
     rows = s["rows"]
     if not rows:
         return [*parts, '<p class="muted">No label is flagged.</p>']
     items = [(r["path"] or "", f"{r['given']} → {r['suggested']}\nq {r['quality']:.3f}") for r in rows]
     parts.append(f'<img alt="suspected label errors" src="{png_data_uri(gallery_png(items, cols=8, thumb=72))}">')
-    parts.append(_table(["image", "given", "suggested", "label quality", "P(suggested)", "annotations"],
-                        [[short(r["image_id"]), r["given"], r["suggested"], _f(r["quality"]),
-                          _f(r["suggested_prob"]), r["n_annotations"]] for r in rows], left=3))
-    parts.append('<p class="muted">`al labels suspects` lists them; `selection.relabel_fraction` sends the '
-                 "worst back to the annotators.</p>")
+    parts.append(
+        _table(
+            ["image", "given", "suggested", "label quality", "P(suggested)", "annotations"],
+            [
+                [
+                    short(r["image_id"]),
+                    r["given"],
+                    r["suggested"],
+                    _f(r["quality"]),
+                    _f(r["suggested_prob"]),
+                    r["n_annotations"],
+                ]
+                for r in rows
+            ],
+            left=3,
+        )
+    )
+    parts.append(
+        '<p class="muted">`al labels suspects` lists them; `selection.relabel_fraction` sends the '
+        "worst back to the annotators.</p>"
+    )
     return parts
 
 
@@ -127,10 +174,16 @@ def _balance_section(b: dict | None) -> list[str]:
     if b is None:
         return [*parts, '<p class="muted">No round assessed yet.</p>']
     counts, share = b["label_counts"], b["predicted_share"]
-    parts.append(f'<p class="muted">Round {b["round"]}: training labels per class, and the share of the unlabelled '
-                 "pool the round's probe predicts as each class.</p>")
-    parts.append(_table(["class", "training labels", "predicted share of the pool"],
-                        [[c, n, f"{share.get(c, 0):.1%}"] for c, n in counts.items()]))
+    parts.append(
+        f'<p class="muted">Round {b["round"]}: training labels per class, and the share of the unlabelled '
+        "pool the round's probe predicts as each class.</p>"
+    )
+    parts.append(
+        _table(
+            ["class", "training labels", "predicted share of the pool"],
+            [[c, n, f"{share.get(c, 0):.1%}"] for c, n in counts.items()],
+        )
+    )
     parts += [f'<p class="warn">{_e(w)}</p>' for w in b["warnings"]]
     return parts
 
@@ -139,48 +192,86 @@ def _agreement_section(a: dict) -> list[str]:
     parts = ["<h2>Agreement between annotators</h2>"]
     if not a["n_images_multi"]:
         return [*parts, '<p class="muted">No image has answers from two annotators yet.</p>']
-    parts.append(f'<p class="muted">{a["n_images_multi"]} images with two or more annotators\' answers; '
-                 f'annotators: {_e(", ".join(a["annotators"]))}. Fleiss\' kappa {_f(a["fleiss_kappa"])} '
-                 f'({a["fleiss_images"]} images with {a["fleiss_m"]} answers each); Cohen\'s kappa over the pairs '
-                 f'(weighted by common images) {_f(a["overall_kappa"])}.</p>')
+    parts.append(
+        f'<p class="muted">{a["n_images_multi"]} images with two or more annotators\' answers; '
+        f"annotators: {_e(', '.join(a['annotators']))}. Fleiss' kappa {_f(a['fleiss_kappa'])} "
+        f"({a['fleiss_images']} images with {a['fleiss_m']} answers each); Cohen's kappa over the pairs "
+        f"(weighted by common images) {_f(a['overall_kappa'])}.</p>"
+    )
     parts += [f'<p class="warn">{_e(w)}</p>' for w in a["warnings"]]
     classes = list(next(iter(a["pairs"]), {}).get("per_class", {}))
-    parts.append(_table(["pair", "common images", "Cohen's kappa", *[f"κ {c}" for c in classes]],
-                        [[f"{p['a']} / {p['b']}", p["n_common"], _f(p["kappa"]),
-                          *[_f(p["per_class"][c]) for c in classes]] for p in a["pairs"]]))
-    parts.append(_table(["annotator", "answers", "agreement with the final label"],
-                        [[w, v["n"], _f(v["agreement_with_final"])] for w, v in a["annotator_agreement"].items()]))
+    parts.append(
+        _table(
+            ["pair", "common images", "Cohen's kappa", *[f"κ {c}" for c in classes]],
+            [
+                [f"{p['a']} / {p['b']}", p["n_common"], _f(p["kappa"]), *[_f(p["per_class"][c]) for c in classes]]
+                for p in a["pairs"]
+            ],
+        )
+    )
+    parts.append(
+        _table(
+            ["annotator", "answers", "agreement with the final label"],
+            [[w, v["n"], _f(v["agreement_with_final"])] for w, v in a["annotator_agreement"].items()],
+        )
+    )
     worst = [im for im in a["images"] if im["agreement"] < 1][:DISAGREEMENTS_SHOWN]
     if worst:
-        parts.append(_table(["image", "votes", "agreement", "final"],
-                            [[short(im["image_id"]), ", ".join(f"{k} {n}" for k, n in im["votes"].items()),
-                              _f(im["agreement"]), im["final"]] for im in worst], left=2))
+        parts.append(
+            _table(
+                ["image", "votes", "agreement", "final"],
+                [
+                    [
+                        short(im["image_id"]),
+                        ", ".join(f"{k} {n}" for k, n in im["votes"].items()),
+                        _f(im["agreement"]),
+                        im["final"],
+                    ]
+                    for im in worst
+                ],
+                left=2,
+            )
+        )
     return parts
 
 
 def _duplicates_section(s: dict) -> list[str]:
     parts = ["<h2>Duplicates</h2>"]
     ex = s["exact_duplicates"]
-    parts.append(f'<p class="muted">Exact duplicates (the same bytes under several paths, one image): '
-                 f'{ex["n_images"]} images, {ex["n_paths"]} paths.</p>')
+    parts.append(
+        f'<p class="muted">Exact duplicates (the same bytes under several paths, one image): '
+        f"{ex['n_images']} images, {ex['n_paths']} paths.</p>"
+    )
     if ex["rows"]:
-        parts.append(_table(["image", "paths"], [[short(r["image_id"]), " | ".join(r["paths"])] for r in ex["rows"]],
-                            left=2))
+        parts.append(
+            _table(["image", "paths"], [[short(r["image_id"]), " | ".join(r["paths"])] for r in ex["rows"]], left=2)
+        )
     nd = s["near_duplicates"]
     if nd is None:
         parts.append('<p class="muted">No near-duplicate pass yet (it runs before the first batch).</p>')
     else:
-        parts.append(f'<p class="muted">Near-duplicates (cosine similarity of the embeddings at least '
-                     f'{nd["threshold"]:g}, {_e(nd["method"])} search): {nd["n_pairs"]} pairs; a batch never holds '
-                     f"two of them ({len(s['replacements'])} picks replaced so far).</p>")
+        parts.append(
+            f'<p class="muted">Near-duplicates (cosine similarity of the embeddings at least '
+            f"{nd['threshold']:g}, {_e(nd['method'])} search): {nd['n_pairs']} pairs; a batch never holds "
+            f"two of them ({len(s['replacements'])} picks replaced so far).</p>"
+        )
         if nd["rows"]:
-            parts.append(_table(["cosine", "image", "twin"], [[_f(r["cosine"], 4), r["path"], r["twin_path"]]
-                                                             for r in nd["rows"]], left=0))
+            parts.append(
+                _table(
+                    ["cosine", "image", "twin"],
+                    [[_f(r["cosine"], 4), r["path"], r["twin_path"]] for r in nd["rows"]],
+                    left=0,
+                )
+            )
     return parts
 
 
 def quality_sections(store, cfg) -> list[str]:
     """The report's label-quality sections (HTML parts): suspects, class balance, agreement, duplicates."""
     s = quality_summary(store, cfg)
-    return [*_suspects_section(s["suspects"]), *_balance_section(s["balance"]), *_agreement_section(s["agreement"]),
-            *_duplicates_section(s)]
+    return [
+        *_suspects_section(s["suspects"]),
+        *_balance_section(s["balance"]),
+        *_agreement_section(s["agreement"]),
+        *_duplicates_section(s),
+    ]

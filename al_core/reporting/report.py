@@ -104,14 +104,18 @@ def metadata_images(store, cfg, keys=METADATA_IMAGES) -> dict[str, str]:
     if last is not None:
         classes = confusion_classes(last, cfg, store)
         title = f"Confusion, round {last['round']} (rows normalised; counts)"
-        md = _first_that_fits(_md(confusion_png(last["confusion"], classes, dpi=dpi, max_size_in=size, title=title),
-                                  "confusion matrix") for dpi, size in CONFUSION_SIZES)
+        md = _first_that_fits(
+            _md(confusion_png(last["confusion"], classes, dpi=dpi, max_size_in=size, title=title), "confusion matrix")
+            for dpi, size in CONFUSION_SIZES
+        )
         if md:
             out["confusion_matrix"] = md
     _, _, queries = latest_query_set(store) if "proposed_images" in keys else (None, None, None)
     if queries:
-        md = _first_that_fits(_md(gallery_png(gallery_items(queries, n), cols=10, thumb=thumb), "proposed images")
-                              for n, thumb in GALLERY_SIZES)
+        md = _first_that_fits(
+            _md(gallery_png(gallery_items(queries, n), cols=10, thumb=thumb), "proposed images")
+            for n, thumb in GALLERY_SIZES
+        )
         if md:
             out["proposed_images"] = md
     return out

@@ -107,8 +107,10 @@ def render(outbox: Path, title: str, intro: str, items: Sequence[ReviewItem], sc
         full = _href(outbox, it.path)
         name = os.path.basename(it.path)
         if thumb.exists():
-            cell = (f'<a href="{full}" target="_blank"><img src="{_href(outbox, thumb)}" alt="{e(name)}" '
-                    f'loading="lazy"></a>')
+            cell = (
+                f'<a href="{full}" target="_blank"><img src="{_href(outbox, thumb)}" alt="{e(name)}" '
+                f'loading="lazy"></a>'
+            )
         else:
             cell = f'<a href="{full}" class="missing">cannot be shown</a>'
         prob, prob_key = _num(it.probability, "{:.2f}")
@@ -118,18 +120,30 @@ def render(outbox: Path, title: str, intro: str, items: Sequence[ReviewItem], sc
             f'<td>{e(name)}<div class="small">{e(it.relative_path)}</div></td>'
             f'<td>{e(it.predicted or "-")}</td><td class="num" data-key="{prob_key}">{prob}</td>'
             f'<td class="num" data-key="{score_key}">{score}</td><td>{e(it.reason)}</td>'
-            f'<td class="small">{e(short(it.image_id))}</td></tr>')
-    head = ("<tr><th>rank</th><th>image</th><th>file</th><th>predicted</th><th>probability</th>"
-            "<th>score</th><th>why picked</th><th>image id</th></tr>")
-    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1><p>{e(intro)}</p>"
-            f"<p class=\"small\">Score: {e(score_meaning)}. Click a column heading to sort; click a thumbnail "
-            f"for the full image.</p><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
-            f"<script>{_SORT_JS}</script></body></html>\n")
+            f'<td class="small">{e(short(it.image_id))}</td></tr>'
+        )
+    head = (
+        "<tr><th>rank</th><th>image</th><th>file</th><th>predicted</th><th>probability</th>"
+        "<th>score</th><th>why picked</th><th>image id</th></tr>"
+    )
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{e(title)}</h1><p>{e(intro)}</p>"
+        f'<p class="small">Score: {e(score_meaning)}. Click a column heading to sort; click a thumbnail '
+        f"for the full image.</p><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<script>{_SORT_JS}</script></body></html>\n"
+    )
 
 
-def write_review_page(outbox: Path, stem: str, title: str, intro: str, items: Sequence[ReviewItem], *,
-                      score_meaning: str = "the strategy's score (higher: picked first)") -> Path:
+def write_review_page(
+    outbox: Path,
+    stem: str,
+    title: str,
+    intro: str,
+    items: Sequence[ReviewItem],
+    *,
+    score_meaning: str = "the strategy's score (higher: picked first)",
+) -> Path:
     """Thumbnails for ``items`` (once each) and ``<outbox>/<stem>.html``, written atomically; returns the page."""
     outbox = Path(outbox)
     for it in items:

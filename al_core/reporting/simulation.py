@@ -54,8 +54,9 @@ def latest_config_id(store) -> str:
     return config_id
 
 
-def _eval_pairs(cfg, rows: list, eval_rows: list, truth: dict, proposed: set, holdout: int | None,
-                oracle: str = ORACLE_GROUND_TRUTH):
+def _eval_pairs(
+    cfg, rows: list, eval_rows: list, truth: dict, proposed: set, holdout: int | None, oracle: str = ORACLE_GROUND_TRUTH
+):
     """(source, [(image_id, class or None)]): the eval_set table when it has rows (labels from it, else
     from the ground truth), else the loop's stratified hold-out of the images not proposed yet. With the
     delivered labels as the oracle every candidate was proposed: the hold-out is then taken from them, unless
@@ -73,14 +74,21 @@ def _eval_pairs(cfg, rows: list, eval_rows: list, truth: dict, proposed: set, ho
 
     n_hold = holdout_size(cfg, len(rows), len(set(truth.values()))) if holdout is None else int(holdout)
     if n_hold <= 0:
-        raise SimulateError("no evaluation set: the eval_set table is empty and evaluation.holdout is 0 "
-                            "(pass --holdout N)")
+        raise SimulateError(
+            "no evaluation set: the eval_set table is empty and evaluation.holdout is 0 (pass --holdout N)"
+        )
     candidates = [(iid, gt if n == 1 else None) for iid, gt, n in rows if iid not in proposed]
     return "holdout", stratified_holdout(candidates, n_hold, cfg.selection.seed)
 
 
-def load_data(store, cfg, classes: Sequence[str], config_id: str, holdout: int | None = None,
-              log: Callable[[str], None] = lambda m: None) -> dict:
+def load_data(
+    store,
+    cfg,
+    classes: Sequence[str],
+    config_id: str,
+    holdout: int | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict:
     """Pool and evaluation features and class indices from the store (read only).
 
     Keys: pool_ids, eval_ids, features (pool, N x D), targets (class indices),
@@ -107,8 +115,11 @@ def load_data(store, cfg, classes: Sequence[str], config_id: str, holdout: int |
     eval_source, eval_pairs = _eval_pairs(cfg, rows, eval_rows, truth, proposed, holdout, oracle["kind"])
     eval_ids_all = {iid for iid, _ in eval_pairs}
     eval_pairs = [(iid, lab) for iid, lab in eval_pairs if lab in cls_index and iid in embedded]
-    pool_pairs = [(iid, gt) for iid, gt in sorted(truth.items())
-                  if iid not in eval_ids_all and iid in embedded and gt in cls_index]
+    pool_pairs = [
+        (iid, gt)
+        for iid, gt in sorted(truth.items())
+        if iid not in eval_ids_all and iid in embedded and gt in cls_index
+    ]
     if not eval_pairs:
         raise SimulateError("the evaluation set has no image with a known class and a vector")
     if not pool_pairs:
@@ -116,18 +127,21 @@ def load_data(store, cfg, classes: Sequence[str], config_id: str, holdout: int |
     n_ambiguous = sum(1 for _, _, n in rows if n > 1)
     n_other = sum(1 for gt in truth.values() if gt not in cls_index)
     if n_ambiguous or n_other:
-        log(f"left out: {n_ambiguous} images with conflicting ground truth, "
-            f"{n_other} of classes outside the class list")
+        log(
+            f"left out: {n_ambiguous} images with conflicting ground truth, {n_other} of classes outside the class list"
+        )
     emb = store.load_embeddings(config_id)  # all rows once; the two subsets are copied out of it
     row = {iid: i for i, iid in enumerate(emb.image_ids)}
     take = lambda pairs: np.fromiter((row[iid] for iid, _ in pairs), dtype=np.int64, count=len(pairs))
     return {
-        "pool_ids": [iid for iid, _ in pool_pairs], "eval_ids": [iid for iid, _ in eval_pairs],
+        "pool_ids": [iid for iid, _ in pool_pairs],
+        "eval_ids": [iid for iid, _ in eval_pairs],
         "features": np.take(emb.features, take(pool_pairs), axis=0),
         "targets": np.array([cls_index[c] for _, c in pool_pairs], dtype=np.int64),
         "test_features": np.take(emb.features, take(eval_pairs), axis=0),
         "test_targets": np.array([cls_index[c] for _, c in eval_pairs], dtype=np.int64),
-        "eval_source": eval_source, "oracle": oracle,
+        "eval_source": eval_source,
+        "oracle": oracle,
     }
 
 
@@ -142,18 +156,35 @@ def _delivered_oracle(store, eval_rows: list) -> tuple[dict, list, dict]:
     if len(truth) < MIN_DELIVERED_LABELS:
         raise SimulateError(
             f"no ground truth in the store and only {len(truth)} labels delivered (at least {MIN_DELIVERED_LABELS} "
-            "needed to simulate on them): label a few rounds first, or give class folders under images.root")
+            "needed to simulate on them): label a few rounds first, or give class folders under images.root"
+        )
     by = ", ".join(f"{s} ({n})" for s, n in chose) or "no batch"
-    note = (f"no ground truth: the {len(truth)} labels delivered so far are the oracle, on the labelled subset "
-            f"only. That subset was chosen by the strategies of this project's batches ({by}), so the comparison "
-            "is optimistic for the strategy in use; it is a sanity check, not a measurement.")
-    return truth, [(iid, lab, 1) for iid, lab in sorted(truth.items())], {
-        "kind": ORACLE_DELIVERED, "n_labels": len(truth), "chosen_by": dict(chose), "note": note}
+    note = (
+        f"no ground truth: the {len(truth)} labels delivered so far are the oracle, on the labelled subset "
+        f"only. That subset was chosen by the strategies of this project's batches ({by}), so the comparison "
+        "is optimistic for the strategy in use; it is a sanity check, not a measurement."
+    )
+    return (
+        truth,
+        [(iid, lab, 1) for iid, lab in sorted(truth.items())],
+        {"kind": ORACLE_DELIVERED, "n_labels": len(truth), "chosen_by": dict(chose), "note": note},
+    )
 
 
-def run_study(store, cfg, *, classes: Sequence[str], strategies: Sequence[str], seed_strategy: str, rounds: int,
-              seeds: Sequence[int], budget: int, config_id: str, holdout: int | None = None,
-              log: Callable[[str], None] = lambda m: None) -> dict:
+def run_study(
+    store,
+    cfg,
+    *,
+    classes: Sequence[str],
+    strategies: Sequence[str],
+    seed_strategy: str,
+    rounds: int,
+    seeds: Sequence[int],
+    budget: int,
+    config_id: str,
+    holdout: int | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict:
     """Load the data, run every strategy and seed, and return the result (the JSON of `al simulate`).
 
     SimulateError when the pool is too small for ``rounds + 1`` rounds of ``budget``.
@@ -166,34 +197,60 @@ def run_study(store, cfg, *, classes: Sequence[str], strategies: Sequence[str], 
     n_pool, n_eval = len(data["pool_ids"]), len(data["eval_ids"])
     needed = (rounds + 1) * budget
     if needed > n_pool:
-        raise SimulateError(f"{rounds + 1} rounds of {budget} need {needed} pool images but the pool has "
-                            f"{n_pool}: lower --rounds or --budget")
-    log(f"pool {n_pool} images, evaluation {n_eval} ({data['eval_source']}), {len(classes)} classes, "
+        raise SimulateError(
+            f"{rounds + 1} rounds of {budget} need {needed} pool images but the pool has "
+            f"{n_pool}: lower --rounds or --budget"
+        )
+    log(
+        f"pool {n_pool} images, evaluation {n_eval} ({data['eval_source']}), {len(classes)} classes, "
         f"{data['features'].shape[1]}-d; {len(strategies)} strategies x {len(seeds)} seeds x {rounds + 1} rounds "
-        f"of {budget} (seed pool: {seed_strategy})")
+        f"of {budget} (seed pool: {seed_strategy})"
+    )
     clock = {"round": time.monotonic(), "run": time.monotonic(), "done": 0}
 
     def progress(name, seed, r, acc, n_lab):
         t = time.monotonic()
-        log(f"  [{name} seed {seed}] round {r}/{rounds}: {n_lab} labels, accuracy {acc:.3f} "
-            f"({t - clock['round']:.1f} s)")
+        log(
+            f"  [{name} seed {seed}] round {r}/{rounds}: {n_lab} labels, accuracy {acc:.3f} "
+            f"({t - clock['round']:.1f} s)"
+        )
         clock["round"] = t
 
     def finished(name, seed, res):
         t = time.monotonic()
         clock["done"] += 1
-        log(f"{name} seed {seed}: final accuracy {res.accuracy[-1]:.3f} in {t - clock['run']:.1f} s "
-            f"({clock['done']}/{len(strategies) * len(seeds)} runs, {t - t0:.0f} s so far)")
+        log(
+            f"{name} seed {seed}: final accuracy {res.accuracy[-1]:.3f} in {t - clock['run']:.1f} s "
+            f"({clock['done']}/{len(strategies) * len(seeds)} runs, {t - t0:.0f} s so far)"
+        )
         clock["run"] = clock["round"] = t
 
     per = compare_strategies(
-        data["features"], data["targets"], data["test_features"], data["test_targets"], n_classes=len(classes),
-        seed_strategy=seed_strategy, query_strategies=strategies, budget_per_round=budget, rounds=rounds,
-        seeds=seeds, progress=progress, finished=finished)
+        data["features"],
+        data["targets"],
+        data["test_features"],
+        data["test_targets"],
+        n_classes=len(classes),
+        seed_strategy=seed_strategy,
+        query_strategies=strategies,
+        budget_per_round=budget,
+        rounds=rounds,
+        seeds=seeds,
+        progress=progress,
+        finished=finished,
+    )
     return {
-        "strategies": per, "seed_strategy": seed_strategy, "n_pool": n_pool, "n_eval": n_eval, "budget": budget,
-        "rounds": rounds, "n_classes": len(classes), "classes": list(classes), "config_id": config_id,
-        "eval_source": data["eval_source"], "oracle": data["oracle"],
+        "strategies": per,
+        "seed_strategy": seed_strategy,
+        "n_pool": n_pool,
+        "n_eval": n_eval,
+        "budget": budget,
+        "rounds": rounds,
+        "n_classes": len(classes),
+        "classes": list(classes),
+        "config_id": config_id,
+        "eval_source": data["eval_source"],
+        "oracle": data["oracle"],
         "seed_rule": "the study's seeds 1, 10, 100, ...",
         "std": "population standard deviation over seeds",
         "area_under_curve": "mean accuracy over the label range (trapezoid area / label span)",
@@ -205,12 +262,17 @@ def run_study(store, cfg, *, classes: Sequence[str], strategies: Sequence[str], 
 
 def result_frame(result: dict) -> pl.DataFrame:
     """One row per strategy, seed and round (CSV_COLUMNS) of a :func:`run_study` result."""
-    rows = [(name, seed, r, n_lab, acc)
-            for name, s in result["strategies"].items()
-            for seed, accs in zip(s["seeds"], s["accuracy_per_seed"], strict=True)
-            for r, (n_lab, acc) in enumerate(zip(s["labels_per_round"], accs, strict=True))]
-    return pl.DataFrame(rows, schema={"strategy": pl.String, "seed": pl.Int64, "round": pl.Int64,
-                                      "labels": pl.Int64, "accuracy": pl.Float64}, orient="row")
+    rows = [
+        (name, seed, r, n_lab, acc)
+        for name, s in result["strategies"].items()
+        for seed, accs in zip(s["seeds"], s["accuracy_per_seed"], strict=True)
+        for r, (n_lab, acc) in enumerate(zip(s["labels_per_round"], accs, strict=True))
+    ]
+    return pl.DataFrame(
+        rows,
+        schema={"strategy": pl.String, "seed": pl.Int64, "round": pl.Int64, "labels": pl.Int64, "accuracy": pl.Float64},
+        orient="row",
+    )
 
 
 def write_outputs(result: dict, out_dir: Path, reports_dir: Path, json_out: str | None) -> dict:
@@ -225,11 +287,14 @@ def write_outputs(result: dict, out_dir: Path, reports_dir: Path, json_out: str 
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     csv = result_frame(result).write_csv(float_precision=CSV_ACCURACY_DECIMALS)  # small: strategies x seeds x rounds
     csv_path = atomic_write_unique(Path(out_dir) / f"simulate-{stamp}.csv", csv.encode("utf-8"))
-    curves = {name: list(zip(s["labels_per_round"], s["accuracy_per_round"], s["std_per_round"], strict=True))
-              for name, s in result["strategies"].items()}
+    curves = {
+        name: list(zip(s["labels_per_round"], s["accuracy_per_round"], s["std_per_round"], strict=True))
+        for name, s in result["strategies"].items()
+    }
     n_seeds = len(next(iter(result["strategies"].values()))["seeds"])
-    title = (f"al simulate: seed pool {result['seed_strategy']}, {result['budget']} per round, "
-             f"{n_seeds} seeds (mean ± std)")
+    title = (
+        f"al simulate: seed pool {result['seed_strategy']}, {result['budget']} per round, {n_seeds} seeds (mean ± std)"
+    )
     png_path = atomic_write_bytes(csv_path.with_suffix(".png"), learning_curve_png(curves, title=title))
     text = json.dumps(result, indent=2) + "\n"
     copy_path = atomic_write_unique(Path(reports_dir) / f"simulate-{stamp}.json", text.encode("utf-8"))

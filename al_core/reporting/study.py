@@ -51,9 +51,20 @@ def study_comparison(reports_dir: str | os.PathLike, target: float | None) -> di
         k = len(ranked)
         median = (ranked[k // 2] if k % 2 else (ranked[k // 2 - 1] + ranked[k // 2]) / 2) if k else math.inf
         median = median if math.isfinite(median) else None
-        out[name] = {"per_seed": per_seed, "seeds": list(s["seeds"]), "reached": len(reached),
-                     "median": median, "low": reached[0] if reached else None,
-                     "high": reached[-1] if len(reached) == len(per_seed) and reached else None,
-                     "max_labels": labels[-1]}
-    return {"file": str(path), "seed_strategy": data.get("seed_strategy"), "target": target, "strategies": out,
-            "n_pool": data.get("n_pool"), "n_eval": data.get("n_eval")}
+        out[name] = {
+            "per_seed": per_seed,
+            "seeds": list(s["seeds"]),
+            "reached": len(reached),
+            "median": median,
+            "low": reached[0] if reached else None,
+            "high": reached[-1] if len(reached) == len(per_seed) and reached else None,
+            "max_labels": labels[-1],
+        }
+    return {
+        "file": str(path),
+        "seed_strategy": data.get("seed_strategy"),
+        "target": target,
+        "strategies": out,
+        "n_pool": data.get("n_pool"),
+        "n_eval": data.get("n_eval"),
+    }

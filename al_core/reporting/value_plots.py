@@ -66,14 +66,23 @@ def value_curve_png(summary: dict, fit: CurveFit | str, *, figsize=(9.6, 3.6), d
         grid = np.linspace(n.min(), end, 60)
         g_lo, g_hi = fit.band(grid)
         g_y = fit.predict(grid)
-    for ax, xs, label in ((axes[0], n, "training labels"),
-                          (axes[1], np.array(costs, dtype=float) if priced else None, f"cost ({summary['currency']})")):
+    for ax, xs, label in (
+        (axes[0], n, "training labels"),
+        (axes[1], np.array(costs, dtype=float) if priced else None, f"cost ({summary['currency']})"),
+    ):
         ax.set_ylabel(f"{metric} (evaluation set)")
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
         if xs is None:
-            ax.text(0.5, 0.5, "no prices set (cost: in the project file)", ha="center", va="center",
-                    transform=ax.transAxes, color="0.4")
+            ax.text(
+                0.5,
+                0.5,
+                "no prices set (cost: in the project file)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="0.4",
+            )
             continue
         ax.fill_between(xs, lo, hi, color="C0", alpha=0.18, linewidth=0, label="95 % interval")
         ax.plot(xs, y, marker="o", markersize=3, color="C0", linewidth=2, label="measured")
@@ -83,8 +92,9 @@ def value_curve_png(summary: dict, fit: CurveFit | str, *, figsize=(9.6, 3.6), d
                 ax.fill_between(gx, g_lo, g_hi, color="C1", alpha=0.12, linewidth=0)
                 ax.plot(gx, g_y, linestyle="--", color="C1", linewidth=1.4, label="fitted and projected")
         if summary["target"] is not None:
-            ax.axhline(summary["target"], color="C3", linestyle=":", linewidth=1.2,
-                       label=f"target {summary['target']:g}")
+            ax.axhline(
+                summary["target"], color="C3", linestyle=":", linewidth=1.2, label=f"target {summary['target']:g}"
+            )
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{metric.capitalize()} against labels and against cost", fontsize=10)
     return _png(fig, dpi)
@@ -127,21 +137,28 @@ def value_curve_svg(summary: dict, fit: CurveFit | str, max_points: int = SVG_MA
     sx = lambda v: 1 + (vw - 14) * (v - x_min) / max(x_end - x_min, 1e-9)
     sy = lambda v: 1 + (vh - 2) * (y_max - v) / (y_max - y_min)
     pts = lambda xs, vs: " ".join(f"{sx(a):.0f},{sy(b):.0f}" for a, b in zip(xs, vs))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {vw} {vh}" width="{SVG_W}" height="{SVG_H}" '
-             'font-size="4">',
-             f'<polygon points="{pts(n, hi)} {pts(n[::-1], lo[::-1])}" fill="#9cf"/>',
-             f'<polyline points="{pts(n, y)}" fill="none" stroke="#17b" stroke-width=".8"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {vw} {vh}" width="{SVG_W}" height="{SVG_H}" '
+        'font-size="4">',
+        f'<polygon points="{pts(n, hi)} {pts(n[::-1], lo[::-1])}" fill="#9cf"/>',
+        f'<polyline points="{pts(n, y)}" fill="none" stroke="#17b" stroke-width=".8"/>',
+    ]
     if len(rows) == 1:  # one round: its interval as a bar (the band needs two)
         parts.append(f'<path d="M{sx(n[0]):.0f} {sy(lo[0]):.0f}V{sy(hi[0]):.0f}" stroke="#9cf" stroke-width="2"/>')
     if gx is not None:
-        parts.append(f'<polyline points="{pts(gx, gy)}" fill="none" stroke="#f80" stroke-width=".6" '
-                     'stroke-dasharray="2"/>')
+        parts.append(
+            f'<polyline points="{pts(gx, gy)}" fill="none" stroke="#f80" stroke-width=".6" stroke-dasharray="2"/>'
+        )
     if target:
         t = sy(target)
-        parts.append(f'<path d="M0 {t:.0f}H{vw - 13}" stroke="#d22" stroke-width=".4" stroke-dasharray="1"/>'
-                     f'<text x="{vw - 12}" y="{t + 1.5:.0f}" fill="#d22">{target:g}</text>')
-    parts.append(f'<circle cx="{sx(n[-1]):.0f}" cy="{sy(y[-1]):.0f}" r="1.2" fill="#17b"/>'
-                 f'<text x="{min(sx(n[-1]) + 1, vw - 12):.0f}" y="{max(4, sy(y[-1]) - 1):.0f}">{y[-1]:.2f}</text>')
+        parts.append(
+            f'<path d="M0 {t:.0f}H{vw - 13}" stroke="#d22" stroke-width=".4" stroke-dasharray="1"/>'
+            f'<text x="{vw - 12}" y="{t + 1.5:.0f}" fill="#d22">{target:g}</text>'
+        )
+    parts.append(
+        f'<circle cx="{sx(n[-1]):.0f}" cy="{sy(y[-1]):.0f}" r="1.2" fill="#17b"/>'
+        f'<text x="{min(sx(n[-1]) + 1, vw - 12):.0f}" y="{max(4, sy(y[-1]) - 1):.0f}">{y[-1]:.2f}</text>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 

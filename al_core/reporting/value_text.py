@@ -49,26 +49,40 @@ def lines(s: dict) -> dict[str, str]:
     stop_suggestion, next_batch, budget."""
     word, cur = metric_word(s), s["currency"]
     now = s["now"]
-    out = {"metric_now": "not measured yet" if now is None else
-           f"{word} {pct(now['value'])} (95 % interval {pct(now['low'])} to {pct(now['high'])}) on "
-           f"{now['n_eval']} evaluation images, round {now['round']}, {count(now['n'])} training labels"}
+    out = {
+        "metric_now": "not measured yet"
+        if now is None
+        else f"{word} {pct(now['value'])} (95 % interval {pct(now['low'])} to {pct(now['high'])}) on "
+        f"{now['n_eval']} evaluation images, round {now['round']}, {count(now['n'])} training labels"
+    }
     out["labels_so_far"] = f"{count(s['labels'])} delivered, {count(s['skips'])} skipped"
     time_note = " (partly an upper bound)" if s["labels_upper_bound"] else ""
     out["annotator_time"] = duration(s["hours"]) + time_note
     out["cost_so_far"] = money(s["cost"], cur) if s["priced"] else "no prices set (cost: in the project file)"
     c = s["cost_per_point"]
-    out["cost_per_point"] = ("not yet" if c is None else "no prices set" if not s["priced"] else
-                             f"no gain over the last {c['rounds']} rounds ({pts(c['gain'])})" if c["value"] is None
-                             else f"{money(c['value'], cur)} per point over the last {c['rounds']} rounds")
+    out["cost_per_point"] = (
+        "not yet"
+        if c is None
+        else "no prices set"
+        if not s["priced"]
+        else f"no gain over the last {c['rounds']} rounds ({pts(c['gain'])})"
+        if c["value"] is None
+        else f"{money(c['value'], cur)} per point over the last {c['rounds']} rounds"
+    )
     out["projection"] = projection_line(s)
     st = s["stop"]
-    out["stop_suggestion"] = (f"consider stopping (rule fired at round {st['fired_round']}): {st['reason']}"
-                              if st["stop"] else f"not yet: {st['reason']}")
+    out["stop_suggestion"] = (
+        f"consider stopping (rule fired at round {st['fired_round']}): {st['reason']}"
+        if st["stop"]
+        else f"not yet: {st['reason']}"
+    )
     b = s["next_batch"]
-    out["next_batch"] = (f"{b['labels']} labels" if b["gain"] is None else
-                         f"{b['labels']} labels: {pts(b['gain'])} projected ({pts(b['gain_low'])} to "
-                         f"{pts(b['gain_high'])})" + ("" if b["cost"] is None or not s["priced"] else
-                                                      f", about {money(b['cost'], cur)}"))
+    out["next_batch"] = (
+        f"{b['labels']} labels"
+        if b["gain"] is None
+        else f"{b['labels']} labels: {pts(b['gain'])} projected ({pts(b['gain_low'])} to "
+        f"{pts(b['gain_high'])})" + ("" if b["cost"] is None or not s["priced"] else f", about {money(b['cost'], cur)}")
+    )
     bud = s["budget"]
     out["budget"] = f"{count(bud['left'])} of {count(bud['total'])} labels left"
     return out
@@ -83,8 +97,9 @@ def projection_line(s: dict) -> str:
         extra = "" if p["hours"] is None else f", {duration(p['hours'])}"
         if p["cost"] is not None and s["priced"]:
             extra += f", {money(p['cost'], cur)}"
-        return (f"{head}: about {count(p['more'])} more labels ({count(p['more_low'])} to {upper(p['more_high'])})"
-                + extra)
+        return (
+            f"{head}: about {count(p['more'])} more labels ({count(p['more_low'])} to {upper(p['more_high'])})" + extra
+        )
     if p["status"] == "not reachable on this curve":
         return f"{head}: not reachable on this curve (it levels off at {pct(p['asymptote'])})"
     return f"{head}: {p['status']}"

@@ -17,12 +17,27 @@ def cost_rate_rows(cost) -> list[tuple]:
     per_label, per_hour = dict(cost.role_per_label), dict(cost.role_per_hour)
     rows = [(None, None, cost.currency, float(cost.per_label), float(cost.per_hour), float(cost.overhead))]
     for annotator, role in cost.annotator_roles:
-        rows.append((annotator, role, cost.currency, float(per_label.get(role, cost.per_label)),
-                     float(per_hour.get(role, cost.per_hour)), float(cost.overhead)))
+        rows.append(
+            (
+                annotator,
+                role,
+                cost.currency,
+                float(per_label.get(role, cost.per_label)),
+                float(per_hour.get(role, cost.per_hour)),
+                float(cost.overhead),
+            )
+        )
     return rows
 
 
 def has_prices(cost) -> bool:
     """Whether the cost model charges anything at all (all prices 0: the page says no prices are set)."""
-    return any(v > 0 for v in (cost.per_label, cost.per_hour, *dict(cost.role_per_label).values(),
-                               *dict(cost.role_per_hour).values()))
+    return any(
+        v > 0
+        for v in (
+            cost.per_label,
+            cost.per_hour,
+            *dict(cost.role_per_label).values(),
+            *dict(cost.role_per_hour).values(),
+        )
+    )

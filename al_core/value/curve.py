@@ -83,15 +83,30 @@ def _least_squares(n, y, s, p0):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
-            popt, pcov = curve_fit(curve, n, y, p0=p0, sigma=s, absolute_sigma=True, jac=_jacobian,
-                                   bounds=([0.0, 0.0, C_MIN], [1.0, np.inf, C_MAX]), maxfev=20000)
+            popt, pcov = curve_fit(
+                curve,
+                n,
+                y,
+                p0=p0,
+                sigma=s,
+                absolute_sigma=True,
+                jac=_jacobian,
+                bounds=([0.0, 0.0, C_MIN], [1.0, np.inf, C_MAX]),
+                maxfev=20000,
+            )
     except (RuntimeError, ValueError):
         return None
     return (popt, pcov) if np.all(np.isfinite(popt)) else None
 
 
-def fit_curve(n: Sequence[float], y: Sequence[float], sigma: Sequence[float] | None = None, *,
-              resamples: int = FIT_RESAMPLES, seed: int = 0) -> CurveFit | str:
+def fit_curve(
+    n: Sequence[float],
+    y: Sequence[float],
+    sigma: Sequence[float] | None = None,
+    *,
+    resamples: int = FIT_RESAMPLES,
+    seed: int = 0,
+) -> CurveFit | str:
     """The curve fitted to the points (labels ``n`` > 0, metric ``y``, its sigma), with its refits; or why
     not (NOT_ENOUGH, NO_FIT). Points with a missing value are left out; without ``sigma`` every point
     weighs the same (sigma 0.01)."""
@@ -113,11 +128,13 @@ def fit_curve(n: Sequence[float], y: Sequence[float], sigma: Sequence[float] | N
     dof = len(n) - 3
     scale = max(1.0, float(np.sqrt(np.sum(((y - fitted) / s) ** 2) / dof))) if dof > 0 else 1.0
     rng = np.random.default_rng(seed)
-    refits = [r[0] for r in (_least_squares(n, fitted + rng.normal(0.0, scale * s), s, popt)
-                             for _ in range(resamples)) if r is not None]
+    refits = [
+        r[0]
+        for r in (_least_squares(n, fitted + rng.normal(0.0, scale * s), s, popt) for _ in range(resamples))
+        if r is not None
+    ]
     params = np.asarray(refits, dtype=np.float64).reshape(-1, 3) if refits else np.asarray([popt], np.float64)
-    return CurveFit(float(popt[0]), float(popt[1]), float(popt[2]), np.asarray(pcov, dtype=np.float64), n, y, s,
-                    params)
+    return CurveFit(float(popt[0]), float(popt[1]), float(popt[2]), np.asarray(pcov, dtype=np.float64), n, y, s, params)
 
 
 def labels_for(target: float, a, b, c):
@@ -155,8 +172,9 @@ class Projection:
         return None if self.labels_high is None else max(0.0, self.labels_high - self.n_now)
 
 
-def project(fit: CurveFit | str, target: float, n_now: float, y_now: float | None = None, *,
-            confidence: float = 0.95) -> Projection:
+def project(
+    fit: CurveFit | str, target: float, n_now: float, y_now: float | None = None, *, confidence: float = 0.95
+) -> Projection:
     """The labels needed to reach ``target`` on the fitted curve (see :class:`Projection`).
 
     REACHED when the metric now (``y_now``) is already at or above the target. The interval is the
@@ -178,12 +196,20 @@ def project(fit: CurveFit | str, target: float, n_now: float, y_now: float | Non
     lo = float(ns[int(np.floor(q_lo * (len(ns) - 1)))])
     hi_v = ns[int(np.ceil(q_hi * (len(ns) - 1)))]
     hi = float(hi_v) if np.isfinite(hi_v) else None
-    return Projection(PROJECTED, target, n_now, labels=max(n_star, n_now), labels_low=max(lo, n_now),
-                      labels_high=None if hi is None else max(hi, n_now), asymptote=fit.a)
+    return Projection(
+        PROJECTED,
+        target,
+        n_now,
+        labels=max(n_star, n_now),
+        labels_low=max(lo, n_now),
+        labels_high=None if hi is None else max(hi, n_now),
+        asymptote=fit.a,
+    )
 
 
-def next_batch_gain(fit: CurveFit | str, n_now: float, batch: int, *,
-                    confidence: float = 0.95) -> tuple[float, float, float] | None:
+def next_batch_gain(
+    fit: CurveFit | str, n_now: float, batch: int, *, confidence: float = 0.95
+) -> tuple[float, float, float] | None:
     """The curve's gain from ``n_now`` to ``n_now + batch`` labels with its interval over the refits, or
     None without a fit."""
     if isinstance(fit, str) or batch <= 0:

@@ -70,9 +70,11 @@ def metrics_of(cm: np.ndarray) -> dict[str, np.ndarray]:
     denom = true + predicted
     f1 = np.divide(2 * diag, denom, out=np.zeros_like(diag), where=denom > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {"accuracy": diag.sum(axis=1) / n,
-                "balanced_accuracy": recall.sum(axis=1) / present.sum(axis=1),
-                "macro_f1": f1.sum(axis=1) / (denom > 0).sum(axis=1)}  # the classes labelled or predicted
+        return {
+            "accuracy": diag.sum(axis=1) / n,
+            "balanced_accuracy": recall.sum(axis=1) / present.sum(axis=1),
+            "macro_f1": f1.sum(axis=1) / (denom > 0).sum(axis=1),
+        }  # the classes labelled or predicted
 
 
 def _resample_blocks(n: int, n_classes: int, resamples: int, rng: np.random.Generator):
@@ -92,8 +94,14 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bootstrap_metrics(y: Sequence[int], preds: Sequence[Sequence[int]], n_classes: int, *,
-                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def bootstrap_metrics(
+    y: Sequence[int],
+    preds: Sequence[Sequence[int]],
+    n_classes: int,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> list[dict[str, np.ndarray]]:
     """Every metric of each prediction vector of ``preds`` on the same ``resamples`` resamples of the
     evaluation images (drawn with replacement from ``seed``): one dict of arrays per prediction vector."""
     y = np.asarray(y, dtype=np.int64)
@@ -109,8 +117,15 @@ def bootstrap_metrics(y: Sequence[int], preds: Sequence[Sequence[int]], n_classe
     return [{m: np.concatenate(v) for m, v in acc.items()} for acc in out]
 
 
-def metric_intervals(y: Sequence[int], pred: Sequence[int], n_classes: int, *, resamples: int = BOOTSTRAP_RESAMPLES,
-                     seed: int = 0, confidence: float = CONFIDENCE) -> dict[str, Interval]:
+def metric_intervals(
+    y: Sequence[int],
+    pred: Sequence[int],
+    n_classes: int,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> dict[str, Interval]:
     """The three metrics of one probe with their intervals: Wilson for accuracy, the bootstrap for the others."""
     y = np.asarray(y, dtype=np.int64)
     pred = np.asarray(pred, dtype=np.int64)
@@ -124,9 +139,16 @@ def metric_intervals(y: Sequence[int], pred: Sequence[int], n_classes: int, *, r
     return out
 
 
-def gain_intervals(y: Sequence[int], pred_before: Sequence[int], pred_after: Sequence[int], n_classes: int, *,
-                   resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-                   confidence: float = CONFIDENCE) -> dict[str, Interval]:
+def gain_intervals(
+    y: Sequence[int],
+    pred_before: Sequence[int],
+    pred_after: Sequence[int],
+    n_classes: int,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> dict[str, Interval]:
     """Each metric's gain from ``pred_before`` to ``pred_after`` (same images, same true labels ``y``) with a
     paired bootstrap interval: both prediction vectors are scored on every resample."""
     y = np.asarray(y, dtype=np.int64)

@@ -54,8 +54,15 @@ class ValueRecord:
         if self.new_stop_set:
             value_q.put_stop_set(con, self.new_stop_set, self.seed, ts)
         value_q.put_predictions(con, self.probe_id, "stop", self.stop_rows)
-        value_q.put_stability(con, probe_id=self.probe_id, round_=self.round, prev_probe_id=self.prev_probe_id,
-                              kappa=self.kappa, n_stop=self.n_stop, computed_at=ts)
+        value_q.put_stability(
+            con,
+            probe_id=self.probe_id,
+            round_=self.round,
+            prev_probe_id=self.prev_probe_id,
+            kappa=self.kappa,
+            n_stop=self.n_stop,
+            computed_at=ts,
+        )
         if self.eval_rows is not None:
             value_q.put_predictions(con, self.probe_id, "eval", self.eval_rows)
             value_q.put_intervals(con, self.probe_id, [{**r, "computed_at": ts} for r in self.intervals])
@@ -70,8 +77,16 @@ def _predict_names(pool, probe, image_ids: Sequence[str]) -> dict[str, str]:
     return {iid: pool.classes[int(k)] for (iid, _), k in zip(rows, pred, strict=True)}
 
 
-def prepare(store, cfg, round_: int, pool, probe, probe_id: str, eval_rows: Sequence[tuple[str, str]] | None = None,
-            pred: Sequence[int] | None = None) -> ValueRecord:
+def prepare(
+    store,
+    cfg,
+    round_: int,
+    pool,
+    probe,
+    probe_id: str,
+    eval_rows: Sequence[tuple[str, str]] | None = None,
+    pred: Sequence[int] | None = None,
+) -> ValueRecord:
     """The value record of probe ``probe_id`` (see the module docstring). ``eval_rows``: the (image_id, label)
     it was scored on and ``pred`` its class indices for them (None: stop set and kappa only)."""
     with store.connect(read_only=True, view=False) as con:
@@ -85,8 +100,9 @@ def prepare(store, cfg, round_: int, pool, probe, probe_id: str, eval_rows: Sequ
         new_stop = stop_ids = draw_stop_set([str(pool.image_ids[i]) for i in pool.candidates], cfg.selection.seed)
     stop_pred = _predict_names(pool, probe, stop_ids)
     k, n_stop = paired_kappa({iid: p for iid, (_, p) in prev_stop.items()}, stop_pred)
-    rec = ValueRecord(probe_id, round_, new_stop, [(iid, None, p) for iid, p in sorted(stop_pred.items())], prev,
-                      k, n_stop, seed)
+    rec = ValueRecord(
+        probe_id, round_, new_stop, [(iid, None, p) for iid, p in sorted(stop_pred.items())], prev, k, n_stop, seed
+    )
     if eval_rows is None:
         return rec
     rec.cost_rates = cost_rate_rows(cfg.cost)
@@ -104,12 +120,25 @@ def prepare(store, cfg, round_: int, pool, probe, probe_id: str, eval_rows: Sequ
         gains = gain_intervals(y[paired], p_before, p_now[paired], len(pool.classes), seed=seed)
     for m in METRICS:
         g = gains[m] if gains else None
-        rec.intervals.append({
-            "probe_id": probe_id, "round": round_, "metric": m, "value": iv[m].value, "low": iv[m].low,
-            "high": iv[m].high, "method": iv[m].method, "n_eval": len(eval_rows),
-            "resamples": None if iv[m].method == "wilson" else BOOTSTRAP_RESAMPLES, "seed": seed,
-            "prev_probe_id": prev, "gain": g.value if g else None, "gain_low": g.low if g else None,
-            "gain_high": g.high if g else None, "n_paired": len(paired) if gains else 0})
+        rec.intervals.append(
+            {
+                "probe_id": probe_id,
+                "round": round_,
+                "metric": m,
+                "value": iv[m].value,
+                "low": iv[m].low,
+                "high": iv[m].high,
+                "method": iv[m].method,
+                "n_eval": len(eval_rows),
+                "resamples": None if iv[m].method == "wilson" else BOOTSTRAP_RESAMPLES,
+                "seed": seed,
+                "prev_probe_id": prev,
+                "gain": g.value if g else None,
+                "gain_low": g.low if g else None,
+                "gain_high": g.high if g else None,
+                "n_paired": len(paired) if gains else 0,
+            }
+        )
     return rec
 
 

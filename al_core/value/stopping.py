@@ -99,12 +99,16 @@ def decide(kappa_by_round: Mapping[int, float | None], threshold: float, window:
     last = next((k for k in reversed(series) if k is not None), None)
     if i is not None:
         r = index_round[i]
-        reason = (f"the model's predictions have stopped changing: agreement (Cohen's kappa) between successive "
-                  f"rounds at or above {threshold:g} for {window} rounds in a row (since round {r - window + 1})")
+        reason = (
+            f"the model's predictions have stopped changing: agreement (Cohen's kappa) between successive "
+            f"rounds at or above {threshold:g} for {window} rounds in a row (since round {r - window + 1})"
+        )
         return StopDecision(True, r, threshold, window, last, stable, reason)
     if last is None:
         reason = "no two successive rounds to compare yet"
     else:
-        reason = (f"the model's predictions still change: agreement with the round before {last:.3f}; the rule "
-                  f"wants at least {threshold:g} for {window} rounds in a row ({stable} so far)")
+        reason = (
+            f"the model's predictions still change: agreement with the round before {last:.3f}; the rule "
+            f"wants at least {threshold:g} for {window} rounds in a row ({stable} so far)"
+        )
     return StopDecision(False, None, threshold, window, last, stable, reason)

@@ -44,8 +44,14 @@ def _cost_per_point(rows: list[dict]) -> dict | None:
     costs = [r["cost"] for r in rows[-w:]]
     cost = None if any(c is None for c in costs) else float(sum(costs))
     value = cost / (100 * gain) if cost is not None and gain > 0 else None
-    return {"rounds": w, "from_round": first["round"], "to_round": last["round"], "gain": gain, "cost": cost,
-            "value": value}
+    return {
+        "rounds": w,
+        "from_round": first["round"],
+        "to_round": last["round"],
+        "gain": gain,
+        "cost": cost,
+        "value": value,
+    }
 
 
 def _projection(cfg, fit, rows: list[dict], per_label_hours, per_label_cost) -> dict:
@@ -54,9 +60,17 @@ def _projection(cfg, fit, rows: list[dict], per_label_hours, per_label_cost) -> 
         return {"status": "no target set", "target": None}
     last = rows[-1] if rows else None
     p = project(fit, target, last["n"] if last else 0.0, last["value"] if last else None)
-    out = {"status": p.status, "target": target, "asymptote": _f(p.asymptote), "labels": _f(p.labels),
-           "labels_low": _f(p.labels_low), "labels_high": _f(p.labels_high), "more": _f(p.more),
-           "more_low": _f(p.more_low), "more_high": _f(p.more_high)}
+    out = {
+        "status": p.status,
+        "target": target,
+        "asymptote": _f(p.asymptote),
+        "labels": _f(p.labels),
+        "labels_low": _f(p.labels_low),
+        "labels_high": _f(p.labels_high),
+        "more": _f(p.more),
+        "more_low": _f(p.more_low),
+        "more_high": _f(p.more_high),
+    }
     for key, per in (("hours", per_label_hours), ("cost", per_label_cost)):
         for end in ("", "_low", "_high"):
             more = out["more" + end]
@@ -76,17 +90,39 @@ def value_summary(store, cfg) -> dict:
         totals = value_q.cost_totals(con)
         decision = stop_decision(con, cfg)
         delivered, skips, waiting = rounds_q.budget_used(con)
-        annotators = [{k: (_f(v) if isinstance(v, float) else v) for k, v in a.items()}
-                      for a in value_q.annotator_value(con).to_dicts()]
-    rows = [{"round": int(r["round"]), "n": float(r["probe_n_labels"]), "value": _f(r["value"]), "low": _f(r["low"]),
-             "high": _f(r["high"]), "gain": _f(r["gain"]), "gain_low": _f(r["gain_low"]),
-             "gain_high": _f(r["gain_high"]), "kappa": _f(r["kappa"]), "labels": int(r["labels"]),
-             "skips": int(r["skips"]), "hours": _f(r["hours"]), "cost": _f(r["cost"]),
-             "cost_per_point": _f(r["cost_per_point"]), "labels_total": int(r["labels_total"]),
-             "hours_total": _f(r["hours_total"]), "cost_total": _f(r["cost_total"]), "n_eval": int(r["n_eval"])}
-            for r in table.filter(pl.col("value").is_not_null()).to_dicts()]
-    fit = fit_curve([r["n"] for r in rows], [r["value"] for r in rows],
-                    sigma_of([r["low"] for r in rows], [r["high"] for r in rows]), seed=cfg.selection.seed)
+        annotators = [
+            {k: (_f(v) if isinstance(v, float) else v) for k, v in a.items()}
+            for a in value_q.annotator_value(con).to_dicts()
+        ]
+    rows = [
+        {
+            "round": int(r["round"]),
+            "n": float(r["probe_n_labels"]),
+            "value": _f(r["value"]),
+            "low": _f(r["low"]),
+            "high": _f(r["high"]),
+            "gain": _f(r["gain"]),
+            "gain_low": _f(r["gain_low"]),
+            "gain_high": _f(r["gain_high"]),
+            "kappa": _f(r["kappa"]),
+            "labels": int(r["labels"]),
+            "skips": int(r["skips"]),
+            "hours": _f(r["hours"]),
+            "cost": _f(r["cost"]),
+            "cost_per_point": _f(r["cost_per_point"]),
+            "labels_total": int(r["labels_total"]),
+            "hours_total": _f(r["hours_total"]),
+            "cost_total": _f(r["cost_total"]),
+            "n_eval": int(r["n_eval"]),
+        }
+        for r in table.filter(pl.col("value").is_not_null()).to_dicts()
+    ]
+    fit = fit_curve(
+        [r["n"] for r in rows],
+        [r["value"] for r in rows],
+        sigma_of([r["low"] for r in rows], [r["high"] for r in rows]),
+        seed=cfg.selection.seed,
+    )
     answered = totals["labels"] + totals["skips"]
     per_label_hours = _per(totals["hours"], totals["labels"]) if totals["labels_untimed"] < answered else None
     per_label_cost = _per(totals["cost"], totals["labels"])
@@ -94,24 +130,48 @@ def value_summary(store, cfg) -> dict:
     gain = next_batch_gain(fit, rows[-1]["n"], batch) if rows else None
     last = rows[-1] if rows else None
     return {
-        "metric": metric, "target": cfg.target.value,
+        "metric": metric,
+        "target": cfg.target.value,
         "now": None if last is None else {k: last[k] for k in ("round", "value", "low", "high", "n", "n_eval")},
-        "labels": int(totals["labels"]), "skips": int(totals["skips"]), "hours": _f(totals["hours"]),
-        "labels_untimed": int(totals["labels_untimed"]), "labels_upper_bound": int(totals["labels_upper_bound"]),
-        "cost": _f(totals["cost"]), "currency": totals["currency"] or cfg.cost.currency,
+        "labels": int(totals["labels"]),
+        "skips": int(totals["skips"]),
+        "hours": _f(totals["hours"]),
+        "labels_untimed": int(totals["labels_untimed"]),
+        "labels_upper_bound": int(totals["labels_upper_bound"]),
+        "cost": _f(totals["cost"]),
+        "currency": totals["currency"] or cfg.cost.currency,
         "priced": has_prices(cfg.cost),
         "cost_per_point": _cost_per_point(rows),
-        "curve": ({"status": fit} if isinstance(fit, str) else
-                  {"status": "fitted", "a": fit.a, "b": fit.b, "c": fit.c, "points": len(fit.n)}),
+        "curve": (
+            {"status": fit}
+            if isinstance(fit, str)
+            else {"status": "fitted", "a": fit.a, "b": fit.b, "c": fit.c, "points": len(fit.n)}
+        ),
         "projection": _projection(cfg, fit, rows, per_label_hours, per_label_cost),
-        "next_batch": {"labels": batch, "gain": None if gain is None else gain[0],
-                       "gain_low": None if gain is None else gain[1], "gain_high": None if gain is None else gain[2],
-                       "cost": None if per_label_cost is None else batch * per_label_cost},
-        "stop": {"stop": decision.stop, "fired_round": decision.fired_round, "reason": decision.reason,
-                 "last_kappa": _f(decision.last_kappa), "threshold": decision.threshold, "window": decision.window,
-                 "stable_rounds": decision.stable_rounds, "obeyed": cfg.selection.stop_when_stable},
-        "budget": {"total": cfg.selection.total_budget, "delivered": delivered, "skips": skips, "waiting": waiting,
-                   "left": max(0, cfg.selection.total_budget - delivered - waiting)},
+        "next_batch": {
+            "labels": batch,
+            "gain": None if gain is None else gain[0],
+            "gain_low": None if gain is None else gain[1],
+            "gain_high": None if gain is None else gain[2],
+            "cost": None if per_label_cost is None else batch * per_label_cost,
+        },
+        "stop": {
+            "stop": decision.stop,
+            "fired_round": decision.fired_round,
+            "reason": decision.reason,
+            "last_kappa": _f(decision.last_kappa),
+            "threshold": decision.threshold,
+            "window": decision.window,
+            "stable_rounds": decision.stable_rounds,
+            "obeyed": cfg.selection.stop_when_stable,
+        },
+        "budget": {
+            "total": cfg.selection.total_budget,
+            "delivered": delivered,
+            "skips": skips,
+            "waiting": waiting,
+            "left": max(0, cfg.selection.total_budget - delivered - waiting),
+        },
         "rounds": rows,
         "annotators": annotators,
         "_fit": fit,  # the CurveFit (or why none) for the plots; not JSON: dropped by :func:`public`

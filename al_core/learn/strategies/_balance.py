@@ -37,8 +37,9 @@ def class_quotas(labelled_counts: np.ndarray, available: np.ndarray, budget: int
     return quota
 
 
-def balanced_representatives(points: Points, k: int, seed: int, predicted: np.ndarray,
-                             labelled_counts: np.ndarray) -> np.ndarray:
+def balanced_representatives(
+    points: Points, k: int, seed: int, predicted: np.ndarray, labelled_counts: np.ndarray
+) -> np.ndarray:
     """Local positions of k representatives, one per k-means cluster, within per-predicted-class quotas.
 
     ``predicted``: the probe's class of every point; ``labelled_counts``: training labels per class (length K).
@@ -58,7 +59,7 @@ def balanced_representatives(points: Points, k: int, seed: int, predicted: np.nd
     chosen = np.full(k, -1, dtype=np.int64)
     taken = np.zeros(res.labels.shape[0], dtype=bool)
     for slot, c in enumerate(clusters):  # first pass: the nearest member of a class with quota left
-        members = by_cluster[starts[c]:starts[c + 1]]
+        members = by_cluster[starts[c] : starts[c + 1]]
         fits = members[quota[predicted[members]] > 0]
         if fits.size:
             chosen[slot] = fits[0]
@@ -67,7 +68,7 @@ def balanced_representatives(points: Points, k: int, seed: int, predicted: np.nd
     for slot, c in enumerate(clusters):  # second pass: clusters without such a member take their nearest one
         if chosen[slot] >= 0:
             continue
-        members = by_cluster[starts[c]:starts[c + 1]]
+        members = by_cluster[starts[c] : starts[c + 1]]
         free = members[~taken[members]]
         if free.size == 0:  # an empty cluster: the unchosen point farthest from its centroid
             order = np.lexsort((np.arange(taken.shape[0]), -res.sq_distances))

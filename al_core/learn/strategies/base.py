@@ -74,9 +74,7 @@ class SelectionResult:
     def __eq__(self, other) -> bool:
         if not isinstance(other, SelectionResult):
             return NotImplemented
-        return np.array_equal(self.indices, other.indices) and np.array_equal(
-            self.scores, other.scores, equal_nan=True
-        )
+        return np.array_equal(self.indices, other.indices) and np.array_equal(self.scores, other.scores, equal_nan=True)
 
     __hash__ = None  # arrays: not hashable
 

@@ -204,8 +204,10 @@ class PoolEmbeddings:
             w = torch.as_tensor(np.asarray(v, dtype=np.float32)).mul(self._inv_std)
         if self._centred is not None:
             ct, ot = as_tensor(self._centred), torch.from_numpy(out)
-            map_blocks(lambda _, s: torch.mv(ct[s : s + block_rows], w, out=ot[s : s + block_rows]),
-                       range(0, self.n, block_rows))
+            map_blocks(
+                lambda _, s: torch.mv(ct[s : s + block_rows], w, out=ot[s : s + block_rows]),
+                range(0, self.n, block_rows),
+            )
             return out
         everything = isinstance(self._sel, slice)
         if everything:

@@ -88,8 +88,13 @@ class DropQueryStrategy(Strategy):
             mean, inv_std = probe.embedding_normalization
             z = Points(ctx.features, ctx.pool[cand], normalize=True, shift=mean.numpy(), scale=inv_std.numpy())
             if self.class_balance:
-                pos = balanced_representatives(z, ctx.budget, ctx.seed, probe.predict(ctx.features[ctx.pool[cand]]),
-                                               np.bincount(ctx.labels, minlength=ctx.n_classes))
+                pos = balanced_representatives(
+                    z,
+                    ctx.budget,
+                    ctx.seed,
+                    probe.predict(ctx.features[ctx.pool[cand]]),
+                    np.bincount(ctx.labels, minlength=ctx.n_classes),
+                )
             else:
                 pos, _ = cluster_representatives(z, ctx.budget, ctx.seed)
             picked = cand[pos]

@@ -96,8 +96,11 @@ def graph_with_radius_search(
     the threshold the products are not kept (a wrong guess then costs a pass).
     """
     n = x.shape[0]
-    rows = np.arange(n) if n <= PURITY_GUESS_ROWS else np.sort(
-        derived_rng(seed, _STREAM_SAMPLE + 2).choice(n, size=PURITY_GUESS_ROWS, replace=False))
+    rows = (
+        np.arange(n)
+        if n <= PURITY_GUESS_ROWS
+        else np.sort(derived_rng(seed, _STREAM_SAMPLE + 2).choice(n, size=PURITY_GUESS_ROWS, replace=False))
+    )
     guess, guessed = search_delta(sample_nearest_other_label_sq_distances(Points(x), sorted_labels, rows), threshold)
     # every purity of the guessed path far (> GUESS_SURE_SE standard errors) from the
     # threshold: the exact search takes the same path; keep no products (4 B per edge)
@@ -268,7 +271,8 @@ class ProbCoverStrategy(Strategy):
         x = Points(ctx.features, order, normalize=True).materialize()
         if self.delta is None:
             graph, delta, evaluated, info = graph_with_radius_search(
-                x, pseudo[order], ctx.seed, float(self.purity_threshold))
+                x, pseudo[order], ctx.seed, float(self.purity_threshold)
+            )
             self.last_info_.update(info, purity_evaluated=evaluated)
         else:
             delta = float(self.delta)

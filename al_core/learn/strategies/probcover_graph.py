@@ -171,9 +171,7 @@ class RadiusGraph:
     def neighbours_of(self, rows: np.ndarray) -> np.ndarray:
         """Concatenated neighbour lists of ``rows`` (each row itself included)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return np.concatenate(
-            [_gather(self.up_ptr, self.up_idx, rows), _gather(self.lo_ptr, self.lo_idx, rows), rows]
-        )
+        return np.concatenate([_gather(self.up_ptr, self.up_idx, rows), _gather(self.lo_ptr, self.lo_idx, rows), rows])
 
 
 def _segment_sums(indptr: np.ndarray, values: np.ndarray) -> np.ndarray:

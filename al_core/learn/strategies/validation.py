@@ -86,7 +86,8 @@ def check_finite(features: np.ndarray) -> None:
                 really = suspect[~np.isfinite(block[suspect]).all(axis=1)]
                 if really.size:
                     raise InvalidFeaturesError(
-                        f"features contain NaN or infinite values (first at row {start + int(really[0])})")
+                        f"features contain NaN or infinite values (first at row {start + int(really[0])})"
+                    )
 
 
 def check_features(features) -> np.ndarray:
@@ -197,9 +198,7 @@ def check_probe(probe, n_classes: int, dim: int) -> None:
         raise InvalidParameterError(f"probe expects D={probe.dim_} features but features have D={dim}")
 
 
-def validate(
-    strategy, features, labeled, labels, budget, *, n_classes, seed, probe, candidates
-) -> SelectionContext:
+def validate(strategy, features, labeled, labels, budget, *, n_classes, seed, probe, candidates) -> SelectionContext:
     """Every input of ``strategy.select(...)`` through its validator, in this order; the call's context."""
     n_classes = check_int("n_classes", n_classes, minimum=1)
     seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
