@@ -16,7 +16,7 @@ UI_PORT ?= 3000
 help:
 	@echo "make demo   - install if needed, then run the main job on the sample images"
 	@echo "make test   - install if needed, then lint and run the whole test suite (CI runs this)"
-	@echo "make test-fast - lint and the pure-library tests (under 2 minutes): for daily work"
+	@echo "make test-fast - lint and the tests that need no daemon or server (a few minutes): for daily work"
 	@echo "make ui     - the Dagster UI on http://$(UI_HOST):$(UI_PORT) (other Host names refused)"
 	@echo "make labelstudio - install Label Studio into its own $(LS_VENV) (docs/label-studio.md)"
 
@@ -65,10 +65,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install instance chromium labelstudio
+test: lint instance chromium labelstudio
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-test-fast: install
+test-fast: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not slow"
 
 # the daemon and the Dagster UI; the UI refuses requests naming any host but its own address, localhost or

@@ -132,11 +132,16 @@ def visible_temporaries(folder: Path) -> list[str]:
 
 def assert_consistent(cfg, store, *, inbox_empty: bool = True) -> None:
     """The invariants every fault test checks after the restart."""
-    # each label exactly once: no file applies two rows to one image, and no row repeats the label its image
-    # already had (a re-applied label); every label row belongs to a recorded, ingested file
+    # each label exactly once: no file applies two rows to one image, and no annotator's row repeats the label that
+    # annotator's previous standing answer for the image already had (a re-applied label; a withdrawn delivery's
+    # rows stand no more, so answering again after a retraction is no repeat); every label row belongs to a
+    # recorded, ingested file
     assert store.fetch("SELECT file_sha256, image_id FROM labels GROUP BY ALL HAVING count(*) > 1") == []
-    assert store.fetch("""SELECT count(*) FROM (SELECT label = lag(label) OVER (PARTITION BY image_id ORDER BY label_id)
-                          AS again FROM labels) WHERE again""") == [(0,)]
+    assert store.fetch("""SELECT count(*) FROM (
+                            SELECT label = lag(label) OVER (PARTITION BY image_id, coalesce(annotator, '-')
+                                                            ORDER BY label_id) AS again
+                            FROM labels WHERE file_sha256 NOT IN (SELECT file_sha256 FROM retractions))
+                          WHERE again""") == [(0,)]
     assert store.fetch("""SELECT count(*) FROM labels l WHERE NOT EXISTS (SELECT 1 FROM label_files f
                           WHERE f.file_id = l.file_id AND f.status IN ('accepted', 'retracted'))""") == [(0,)]
     assert store.fetch("SELECT sha256 FROM label_files WHERE status = 'accepted' GROUP BY 1 HAVING count(*) > 1") == []

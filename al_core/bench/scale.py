@@ -74,7 +74,9 @@ if args["mode"] == "sharded":
         sel_ids, _ = scale_select.sharded_margin(store, args["config"], probe, args["budget"], exclude=excl)
         extra = {}
     else:
-        r = scale_select.sharded_dropquery(store, args["config"], probe, args["budget"], seed=args["seed"], exclude=excl)
+        r = scale_select.sharded_dropquery(
+            store, args["config"], probe, args["budget"], seed=args["seed"], exclude=excl
+        )
         sel_ids = r["ids"]
         extra = {"candidates": np.searchsorted(ids_all, r["candidate_ids"]), "threshold": r["threshold"]}
     sel = np.searchsorted(ids_all, sel_ids)

@@ -56,7 +56,7 @@ def read_doc_table(path: str) -> dict:
     "std": [...]}} (fractions, not %)."""
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
-    section = text.split("## Learning curves on CIFAR-10", 1)[1]
+    section = text.split("## Learning curves on CIFAR-10", 1)[1].split("\n## ", 1)[0]  # that section only
     lines = [ln for ln in section.splitlines() if ln.startswith("|")]
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     sizes = [int(c) for c in head[2:-1]]

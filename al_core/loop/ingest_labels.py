@@ -1,4 +1,6 @@
-"""Ingesting label files: validate them, apply them in one transaction, then move them out of the inbox.
+"""Ingesting label files (long: one delivery's four steps, read top-down in the order they run).
+
+Validate them, apply them in one transaction, then move them out of the inbox.
 
 ``ingest_label_files`` runs these steps (each a function below):
 

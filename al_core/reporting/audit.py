@@ -1,4 +1,4 @@
-"""Audit and export: rounds, per-image lineage, label export, database snapshots.
+"""Audit and export (long: four read-only answers built on the same frames): rounds, lineage, export, snapshots.
 
 Everything here reads the store through short read-only connections
 (``store.connect(read_only=True)``): DuckDB lets one process write, and a reader
