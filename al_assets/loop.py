@@ -299,7 +299,7 @@ def eval_metrics(
     context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
 ) -> dg.Output[dict]:
     """Accuracy, balanced accuracy, macro F1, per-class recall and confusion matrix of this round's probe."""
-    from al_core.loop.evaluation import METRIC_NAMES, evaluate_round
+    from al_core.loop.evaluation import METRIC_NAMES, evaluate_round, per_class_summary
 
     cfg, store = _project(project)
     with one_line_failures():
@@ -315,6 +315,7 @@ def eval_metrics(
             "status": text(m["status"]),
             **{k: _metric(m[k]) for k in METRIC_NAMES},
             "per_class_recall": dg.MetadataValue.json(m["per_class_recall"]),
+            "per_class": dg.MetadataValue.json(per_class_summary(m)),  # recall and evaluation images, "n/a" with none
         }
         | _value(store, cfg)
         | _pictures(store, cfg, ("confusion_matrix",)),

@@ -165,6 +165,20 @@ def test_progress_reports(tmp_path):
     assert len(reports) >= 4 and reports[-1].done and not reports[0].done
     assert reports[-1].images == 20 and reports[-1].images_per_s > 0
     assert "images/s" in str(reports[-1])
+    assert all(r.total == 20 for r in reports)  # a list: its length is the total
+    first = str(reports[0])
+    assert first.startswith(f"embedding: {reports[0].images}/20 images (") and " left" in first, first
+    assert str(reports[-1]).startswith("done: 20/20 images (100 %)") and " left" not in str(reports[-1])
+    assert reports[0].seconds_left == pytest.approx((20 - reports[0].images) / reports[0].images_per_s)
+
+
+def test_progress_line_gives_done_total_rate_and_time_left():
+    p = Progress(images=300, failures=0, elapsed_s=10.0, images_per_s=30.0, total=1200)
+    assert str(p) == "embedding: 300/1200 images (25 %), 0 failures, 10.0 s, 30.0 images/s, about 30 s left"
+    p = Progress(images=100, failures=0, elapsed_s=10.0, images_per_s=10.0, total=100_000)
+    assert str(p).endswith("about 2 h 46 min left")
+    unknown = Progress(images=5, failures=1, elapsed_s=1.0, images_per_s=5.0)
+    assert str(unknown) == "embedding: 5 images, 1 failures, 1.0 s, 5.0 images/s" and unknown.seconds_left is None
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -10,6 +10,7 @@ file, so that creating anything in it fails. docs/reliability.md has the table.
 import contextlib
 import csv
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -239,6 +240,16 @@ def test_reordered_and_renamed_classes_do_not_relabel_old_predictions(base_proje
     ((probe_id, path, classes_json),) = store.fetch("SELECT probe_id, path, classes FROM probes")
     meta = result.asset_materializations_for_node("query_set")[0].metadata
     assert meta["classes"].value == ", ".join(json.loads(classes_json))  # the query set says which list it used
+    per_class = result.asset_materializations_for_node("eval_metrics")[0].metadata["per_class"].value
+    ((n_eval, counts),) = store.fetch("SELECT n_eval, per_class_n_eval FROM metrics")
+    counts = json.loads(counts)
+    assert list(per_class) == json.loads(classes_json) and sum(counts.values()) == n_eval  # recall and its count
+    assert all(
+        re.fullmatch(rf"[01]\.\d{{3}} on {counts[c]} evaluation images", v)
+        if counts[c]
+        else v == "n/a (no evaluation image)"
+        for c, v in per_class.items()
+    ), per_class
     trained_with = json.loads(classes_json)
     assert trained_with == list(cfg.classes)
     assert json.loads(Probe.read_metadata(path)[CLASSES_METADATA_KEY]) == trained_with  # the file says it too

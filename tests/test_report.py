@@ -83,7 +83,9 @@ def add_rounds(store):
                 [pid, rnd, ver, f"/nowhere/{pid}.safetensors", n, rnd, ts],
             )
             con.execute(
-                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, 12, ?)",
+                "INSERT INTO metrics (probe_id, round, accuracy, balanced_accuracy, macro_f1, "
+                "per_class_recall, confusion, n_labels, n_eval, evaluated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 12, ?)",
                 [pid, rnd, acc, acc - 0.05, acc - 0.1, json.dumps(recall), json.dumps(conf), n, ts],
             )
 

@@ -1,7 +1,10 @@
 """`make demo`: real labelling rounds end to end on the sample images.
 
 1. The ingest job runs in this process (scan + embed the sample images with
-   efficientnet_lite0) against the instance in $DAGSTER_HOME.
+   efficientnet_lite0) against the instance in $DAGSTER_HOME. The terminal shows
+   the steps' own lines (progress with done/total, rate, time left), warnings
+   and errors; every Dagster event goes to data_dir/dagster-ingest.log
+   (al_assets.tools.quiet_logs), as the daemon's go to data_dir/dagster-daemon.log.
 2. The Dagster daemon starts in the background (bound to nothing: it serves no
    port). Its inbox sensor proposes the seed pool (centroid), then, for every
    label file, runs a round: ingest, train the probe, evaluate, propose the next
@@ -26,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from al_assets.tools.quiet_logs import quiet_job
 from al_core.catalogue import open_store
 from al_core.files.processes import stop_group
 
@@ -33,8 +37,9 @@ DEMO_ROUNDS = 6  # rounds after the seed pool; each adds budget_per_round labels
 SECOND_ANNOTATOR_SHARE = 0.4  # share of each batch a second annotator answers too (agreement in the report)
 SECOND_ANNOTATOR_NOISE = 0.25  # and how often that second annotator is wrong
 ROUND_TIMEOUT_S = 300  # a round that takes longer than this stops the demo with the daemon log's tail
-STATUS_EVERY_S = 10.0  # never a silent minute
+STATUS_EVERY_S = 30.0  # a "still waiting" line at most this often, and never a silent minute
 RUNS_SETTLE_TIMEOUT_S = 300  # the longest wait for runs still going before the daemon is stopped
+INGEST_LOG_NAME = "dagster-ingest.log"  # in data_dir: every event of the in-process ingest run, DEBUG included
 
 
 def _say(msg: str) -> None:
@@ -140,14 +145,17 @@ def main() -> int:
     _say(f"project file {cfg.source_file or '(built-in defaults)'}; images {cfg.image_root}; data {cfg.data_dir}")
     _reset(cfg)
 
+    ingest_log = cfg.data_dir / INGEST_LOG_NAME
     _say(
         "step 1/5: ingest_job (scan + embed the sample images with "
-        f"{cfg.backbone.name} at {cfg.backbone.image_size} px); progress every few seconds"
+        f"{cfg.backbone.name} at {cfg.backbone.image_size} px); progress every few seconds, "
+        f"every Dagster event in {ingest_log}"
     )
+    job, run_config = quiet_job(defs.resolve_job_def("ingest_job"), ingest_log, prefix="ingest")
     with dg.DagsterInstance.get() as instance:
-        res = defs.resolve_job_def("ingest_job").execute_in_process(instance=instance)
+        res = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
     if not res.success:
-        _say("the ingest job failed; see the log above")
+        _say(f"the ingest job failed; see the lines above and {ingest_log}")
         return 1
     emb = open_store(cfg).get_asset_output("embeddings", "")
     _say(f"embedded {emb['n_total']} images ({emb['images_per_s']:.0f} images/s), config {emb['config_id']}")

@@ -39,12 +39,13 @@ def latest_probe_per_round(con) -> pl.DataFrame:
     labels), trained_at, n_probes (probe versions of the round), accuracy,
     balanced_accuracy, macro_f1, per_class_recall, confusion (JSON text),
     n_eval, evaluated_at (metric columns null while the probe is not evaluated), classes (JSON text: the
-    probe's class list; null for a probe recorded before it was kept).
+    probe's class list; null for a probe recorded before it was kept), per_class_n_eval (JSON text: class ->
+    evaluation images; null for metrics recorded before schema version 8).
     """
     return con.execute(
         f"""SELECT p.round, p.probe_id, p.version, p.trigger, p.n_labels, p.trained_at, p.n_probes,
                    m.accuracy, m.balanced_accuracy, m.macro_f1, m.per_class_recall, m.confusion, m.n_eval,
-                   m.evaluated_at, p.classes
+                   m.evaluated_at, p.classes, m.per_class_n_eval
             FROM (SELECT *, count(*) OVER (PARTITION BY round) AS n_probes,
                          row_number() OVER (PARTITION BY round ORDER BY {LATEST_PROBE_ORDER}) AS rn
                   FROM probes) p

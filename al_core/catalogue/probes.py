@@ -117,12 +117,14 @@ def put_metrics(
     n_labels: int,
     n_eval: int,
     evaluated_at,
+    per_class_n_eval: str | None = None,
 ) -> None:
-    """A probe's metrics (``per_class_recall`` and ``confusion`` as JSON text); they replace earlier ones."""
+    """A probe's metrics (``per_class_recall``, ``confusion`` and ``per_class_n_eval`` as JSON text); they replace
+    earlier ones."""
     con.execute(
         """INSERT OR REPLACE INTO metrics (probe_id, round, accuracy, balanced_accuracy, macro_f1, per_class_recall,
-                                           confusion, n_labels, n_eval, evaluated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                           confusion, n_labels, n_eval, evaluated_at, per_class_n_eval)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             probe_id,
             round_,
@@ -134,6 +136,7 @@ def put_metrics(
             n_labels,
             n_eval,
             evaluated_at,
+            per_class_n_eval,
         ],
     )
 

@@ -8,9 +8,10 @@ columns of the audit views.
 """
 
 from al_core.catalogue.label_views import MIGRATION_4
+from al_core.catalogue.relabels import RELABEL_MIGRATION
 from al_core.catalogue.value_schema import VALUE_MIGRATION
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 APP_NAME = "al-pipeline"  # schema_info 'app': tells our databases from any other DuckDB file
 
 
@@ -340,6 +341,9 @@ MIGRATIONS: dict[int, list[str]] = {
     7: [
         "ALTER TABLE image_paths ADD COLUMN fs_path BLOB DEFAULT NULL",
     ],
+    # A class's labels mapped to another class (`al labels relabel OLD NEW`) without rewriting the history, and
+    # the evaluation images per class of each evaluation (al_core.catalogue.relabels).
+    8: RELABEL_MIGRATION,
 }
 
 

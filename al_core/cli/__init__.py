@@ -17,7 +17,7 @@ from al_core.cli.exit_codes import Exit
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "backbones": ("al_core.cli.backbones", "main", "list the registered backbones and whether their weights are here"),
     "ingest": ("al_core.cli.ingest", "main", "scan an image folder (or manifest) and embed the images into the store"),
-    "labels": ("al_core.cli.labels", "main", "check, retract or retry label files; list suspected label errors"),
+    "labels": ("al_core.cli.labels", "main", "check, retract or retry label files; relabel a class; list suspects"),
     "labelstudio": (
         "al_core.cli.labelstudio",
         "main",

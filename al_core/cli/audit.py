@@ -163,6 +163,13 @@ def format_lineage(d: dict) -> str:
             votes = ", ".join(f"{t(a['annotator'] or 'unnamed')} {t(repr(a['label']))}" for a in dis["answers"])
             batch = f"batch {dis['answers_round']}" if dis["answers_round"] is not None else "no batch"
             out.append(f"  DISAGREEMENT  {batch}, round {dis['label_round']}: {votes}; {t(dis['resolution'])}")
+    for r in d.get("relabels", []):
+        rows = ", ".join(f"#{i}" for i in r["label_ids"] or [])
+        what = "; ".join(x for x in (f"label {rows}" if rows else "", "evaluation label" if r["eval"] else "") if x)
+        out.append(
+            f"  RELABEL       {t(repr(r['old']))} -> {t(repr(r['new']))} at {_when(r['relabelled_at'])} UTC "
+            f"(`al labels relabel`, relabel {r['relabel_id']}): {what}; the delivered rows are kept"
+        )
     if not d["probes"]:
         out.append("  probes        none trained with this image")
     for p in d["probes"]:

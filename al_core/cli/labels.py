@@ -11,6 +11,9 @@
   one is put back into the folder of its kind, never over a waiting file). Exit.FAILED when the
   file cannot be found or retracted, Exit.LOCKED when the database stayed
   locked (al_core.cli.exit_codes).
+- ``al labels relabel OLD NEW``: map every label of class OLD to NEW (a class of
+  the project file), recorded in the label history (al_core.loop.class_changes).
+  Exit.FAILED for an OLD no label uses or a NEW not in the class list.
 - ``al labels suspects [--round R]``: the suspected label errors of the latest
   (or round R's) label-quality assessment, lowest label quality first
   (al_core.loop.label_quality). Exit.FAILED without a database.
@@ -238,6 +241,36 @@ def cmd_retry(args) -> int:
     )
 
 
+# -- relabel ------------------------------------------------------------------------
+def _add_relabel(subparsers, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "relabel",
+        parents=[common],
+        help="map every label of a class to another (a class renamed or removed)",
+        description="Map every label of class OLD to class NEW (in the project file's classes), in one transaction: "
+        "the mapping is recorded in the label history (no delivered label is rewritten; `al lineage` "
+        "shows it) and the evaluation set's OLD labels become NEW. Use it after renaming or removing a "
+        "class that has labels: the round runs again from then on.",
+    )
+    p.add_argument("old", help="the class the labels name now")
+    p.add_argument("new", help="a class of the project file's classes")
+
+
+def cmd_relabel(args) -> int:
+    from al_core.loop.class_changes import relabel
+
+    return _loop_command(
+        "al labels relabel",
+        args,
+        lambda store, cfg: relabel(store, cfg, args.old, args.new),
+        lambda r, cfg: (
+            f"relabelled {t(repr(r['old']))} -> {t(repr(r['new']))}: {r['n_labels']} label(s) and "
+            f"{r['n_eval']} evaluation label(s) mapped (relabel {r['relabel_id']}, recorded in the label "
+            "history); the next round trains on them"
+        ),
+    )
+
+
 # -- suspects ------------------------------------------------------------------------
 SUSPECTS_LISTED = 20  # rows `al labels suspects` prints by default
 
@@ -304,6 +337,7 @@ SUBCOMMANDS: dict[str, tuple[AddParser, RunCommand]] = {
     "check": (_add_check, cmd_check),
     "retract": (_add_retract, cmd_retract),
     "retry": (_add_retry, cmd_retry),
+    "relabel": (_add_relabel, cmd_relabel),
     "suspects": (_add_suspects, cmd_suspects),
 }
 

@@ -89,13 +89,35 @@ class Progress:
     elapsed_s: float
     images_per_s: float
     done: bool = False
+    total: int | None = None  # images to embed, when known: the line shows done/total and the time left
+
+    @property
+    def seconds_left(self) -> float | None:
+        """The time left at the rate so far (None without a total or a rate)."""
+        if self.total is None or self.images_per_s <= 0:
+            return None
+        return max(0, self.total - self.images - self.failures) / self.images_per_s
 
     def __str__(self) -> str:
         state = "done" if self.done else "embedding"
+        count = f"{self.images}/{self.total} images" if self.total is not None else f"{self.images} images"
+        if self.total:
+            count += f" ({100 * (self.images + self.failures) / self.total:.0f} %)"
+        left = self.seconds_left
+        eta = f", about {_duration(left)} left" if left is not None and not self.done else ""
         return (
-            f"{state}: {self.images} images, {self.failures} failures, "
-            f"{self.elapsed_s:.1f} s, {self.images_per_s:.1f} images/s"
+            f"{state}: {count}, {self.failures} failures, {self.elapsed_s:.1f} s, {self.images_per_s:.1f} images/s{eta}"
         )
+
+
+def _duration(seconds: float) -> str:
+    """'42 s', '3 min 5 s', '2 h 10 min'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 @dataclass
@@ -250,6 +272,7 @@ class EmbedStream:
         progress: Callable[[Progress], Any] | None,
         progress_interval_s: float,
         on_failure: Callable[[Failure], Any] | None,
+        total: int | None = None,
     ):
         if backend not in ("threads", "processes", "serial"):
             raise ValueError(f"backend must be threads, processes or serial, got {backend!r}")
@@ -263,6 +286,7 @@ class EmbedStream:
         self.prefetch = max(1, prefetch)
         self.progress = progress
         self.progress_interval_s = progress_interval_s
+        self.total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
         self.on_failure = on_failure
         self.failures: list[Failure] = []
         self.stats = EmbedStats(backend=self.backend, num_workers=self.num_workers)
@@ -364,14 +388,14 @@ class EmbedStream:
                 st.seconds = now - t0
                 if self.progress is not None and now - last >= self.progress_interval_s:
                     last = now
-                    self.progress(Progress(st.images, st.failures, st.seconds, st.images_per_s))
+                    self.progress(Progress(st.images, st.failures, st.seconds, st.images_per_s, total=self.total))
         finally:
             close = getattr(prepared, "close", None)
             if close is not None:
                 close()
             st.seconds = time.perf_counter() - t0
         if self.progress is not None:
-            self.progress(Progress(st.images, st.failures, st.seconds, st.images_per_s, done=True))
+            self.progress(Progress(st.images, st.failures, st.seconds, st.images_per_s, done=True, total=self.total))
 
 
 def embed_images(
@@ -385,6 +409,7 @@ def embed_images(
     progress: Callable[[Progress], Any] | None = None,
     progress_interval_s: float = 5.0,
     on_failure: Callable[[Failure], Any] | None = None,
+    total: int | None = None,
 ) -> EmbedStream:
     """Embed images in batches; iterate the result for ``(keys, vectors)`` batches.
 
@@ -395,6 +420,8 @@ def embed_images(
     backend: "threads" (default, measured fastest here), "processes" (torch DataLoader) or "serial".
     prefetch: decoded batches kept ready ahead of the model (default 2 x num_workers, at least 2).
     progress: called every ``progress_interval_s`` seconds and once at the end with a :class:`Progress`.
+    total: the number of items, for done/total and the time left in the progress lines (default: ``len`` of
+        ``paths_or_items`` when it has one).
     on_failure: called with each :class:`Failure` (they are also collected in ``stream.failures``).
     """
     if isinstance(backbone, str):
@@ -413,4 +440,5 @@ def embed_images(
         progress=progress,
         progress_interval_s=progress_interval_s,
         on_failure=on_failure,
+        total=total,
     )

@@ -185,6 +185,7 @@ def embed_missing(
         batch_size=batch_size,
         num_workers=num_workers,
         progress=(lambda p: progress(str(p))) if progress else None,
+        total=len(todo),
     )
     path_of = {iid: path for iid, path, _, _ in todo}
     non_finite: list[str] = []

@@ -2,7 +2,8 @@
 
 The same numbers as scikit-learn's ``accuracy_score``, ``balanced_accuracy_score``,
 ``recall_score(labels=range(K), average=None, zero_division=0)``,
-``f1_score(labels=range(K), average="macro", zero_division=0)`` and
+``f1_score(average="macro", zero_division=0)`` (its default labels: the classes labelled or predicted, so a class
+added to the list with no evaluation image and no prediction does not count as an F1 of 0) and
 ``confusion_matrix(labels=range(K))`` (tests/test_metrics.py holds them equal), computed with
 numpy: importing ``sklearn.metrics`` cost 2.0-2.3 s on the build machine, paid by every round
 run that evaluates a probe.
@@ -33,7 +34,7 @@ def confusion_matrix(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np
 class ClassificationMetrics:
     accuracy: float
     balanced_accuracy: float  # mean recall over the classes present in the labels
-    macro_f1: float  # mean F1 over all K classes (0 for a class never labelled nor predicted)
+    macro_f1: float  # mean F1 over the classes labelled or predicted (a class neither labelled nor predicted: no F1)
     per_class_recall: np.ndarray  # K floats (0 for a class with no labelled image)
     confusion: np.ndarray  # K x K int64
 
@@ -53,7 +54,7 @@ def classification_metrics(labels: np.ndarray, pred: np.ndarray, n_classes: int)
     return ClassificationMetrics(
         accuracy=float(tp.sum() / n),
         balanced_accuracy=float(recall[true > 0].mean()),
-        macro_f1=float(f1.mean()),
+        macro_f1=float(f1[(true > 0) | (predicted > 0)].mean()),
         per_class_recall=recall,
         confusion=cm,
     )

@@ -30,13 +30,12 @@ after a function it exports, so ``al_core.loop.propose`` is always the function.
 import importlib
 
 _EXPORTS = {
-    "errors": ("LoopError",),
+    "errors": ("LoopError", "ValidationUnavailable"),
     "inbox": (
         "list_inbox",
         "survey_inbox",
         "look_at_inbox",
         "validation_inputs",
-        "ValidationUnavailable",
         "InboxView",
         "InboxSurvey",
         "Refused",
@@ -51,6 +50,7 @@ _EXPORTS = {
     "evaluation": ("evaluate", "evaluate_round"),
     "label_quality": ("assess_round",),
     "batch_rules": ("Batch", "select_batch"),
+    "class_changes": ("ClassListChanged", "check_labelled_classes", "relabel"),
     "requests": ("close_round", "retract_file", "request_retry", "request_close_round"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

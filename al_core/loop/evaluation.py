@@ -15,11 +15,28 @@ METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1")  # each in [0, 1], 
 NOT_EVALUATED = "not evaluated: the evaluation set has no label yet"  # the metrics' status without a labelled image
 
 
+def recall_text(recall: float | None, n_eval: int | None) -> str:
+    """A class's recall as the report and the ``eval_metrics`` metadata show it: "n/a" for a class with no
+    evaluation image (a class added since, or none of its images held out), else three digits."""
+    return "n/a (no evaluation image)" if recall is None or n_eval == 0 else f"{recall:.3f}"
+
+
+def per_class_summary(m: dict) -> dict[str, str]:
+    """class -> "0.812 on 16 evaluation images" | "n/a (no evaluation image)" for an ``evaluate`` result."""
+    counts = m.get("per_class_n_eval") or {}
+    return {
+        c: (recall_text(r, counts.get(c)) + (f" on {counts[c]} evaluation images" if counts.get(c) else ""))
+        for c, r in (m.get("per_class_recall") or {}).items()
+    }
+
+
 def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id: str) -> dict:
     """Accuracy, balanced accuracy, macro F1, per-class recall and confusion matrix on the labelled eval set.
 
     Eval images without a vector in the pool or labelled with a class outside it are left out (``n_eval``
-    counts the rest). The metrics are recorded for ``probe_id`` (replacing earlier ones) and returned, in
+    counts the rest). ``per_class_n_eval`` gives each class's evaluation images; a class with none (a class
+    added to the list since) has recall None ("n/a"), and counts neither in balanced accuracy nor, unless the
+    probe predicts it, in macro F1. The metrics are recorded for ``probe_id`` (replacing earlier ones) and returned, in
     the same transaction as what al_core.value.record stores for the manager's page.
     """
     from al_core.learn.metrics import classification_metrics
@@ -30,6 +47,10 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
     rows = [(iid, lab) for iid, lab in rows if iid in pool.index and lab in cls_index]
     out = {"round": round_, "probe_id": probe_id, "n_labels": int(len(pool.labeled)), "n_eval": len(rows)}
     out["status"] = f"evaluated on {len(rows)} image(s)" if rows else NOT_EVALUATED
+    per_class_n = {c: 0 for c in pool.classes}
+    for _, lab in rows:
+        per_class_n[lab] += 1
+    out["per_class_n_eval"] = per_class_n
     if not rows:
         out.update(dict.fromkeys(METRIC_NAMES), per_class_recall={}, confusion=[])
     else:
@@ -41,7 +62,9 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
             accuracy=m.accuracy,
             balanced_accuracy=m.balanced_accuracy,
             macro_f1=m.macro_f1,
-            per_class_recall={c: float(r) for c, r in zip(pool.classes, m.per_class_recall, strict=True)},
+            per_class_recall={
+                c: float(r) if per_class_n[c] else None for c, r in zip(pool.classes, m.per_class_recall, strict=True)
+            },
             confusion=m.confusion.tolist(),
         )
     value = prepare_value(store, cfg, round_, pool, probe, probe_id, rows, pred if rows else [])
@@ -59,6 +82,7 @@ def evaluate(store, cfg: ProjectConfig, round_: int, pool: Pool, probe, probe_id
             n_labels=out["n_labels"],
             n_eval=out["n_eval"],
             evaluated_at=now(),
+            per_class_n_eval=json.dumps(per_class_n),
         )
     return out
 

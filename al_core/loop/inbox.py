@@ -19,7 +19,7 @@ from al_core.catalogue import requests as requests_q
 from al_core.config import ConfigError, ProjectConfig
 from al_core.files.hashing import DATABASE_ID_CHARS, RUN_KEY_DIGEST_CHARS
 from al_core.labels.names import ImageNames
-from al_core.loop.errors import LoopError
+from al_core.loop.errors import ValidationUnavailable
 from al_core.loop.outbox import image_names_root
 from al_core.loop.state import LoopState, loop_state, pending_work
 
@@ -188,25 +188,23 @@ def pending_files(cfg: ProjectConfig) -> list[Path]:
     return survey_inbox(cfg.inbox, cfg.sensor.settle_s).ready
 
 
-class ValidationUnavailable(LoopError):
-    """The inputs a label file is validated against cannot be read (no database yet, a locked or unreadable one,
-    no class list): nothing can be judged now."""
-
-
 def validation_inputs(cfg: ProjectConfig, store) -> tuple[tuple[str, ...], ImageNames]:
     """(classes, known images) a label file is validated against, with short read-only connections.
 
     The classes are the project's (``cfg.class_names(store)``); the known images
     are every image with a readable path (``catalogue.images.ok_image_paths``), named by sha256 id, by path
     relative to the image root (``image_names_root``) or by a unique file name (al_core.labels.names).
-    Raises ValidationUnavailable with the reason.
+    Raises ValidationUnavailable with the reason: ClassListChanged when labels
+    use a class the list no longer has (al_core.loop.class_changes).
     """
     from al_core.catalogue import StoreError
+    from al_core.loop.class_changes import check_labelled_classes
 
     try:
         with store.connect(read_only=True, view=False) as con:
             known = ImageNames(images.ok_image_paths(con), image_names_root(cfg))
         classes = cfg.class_names(store)
+        check_labelled_classes(store, classes)
     except (StoreError, ConfigError) as e:
         raise ValidationUnavailable(str(e)) from e
     return classes, known

@@ -108,5 +108,10 @@ def load_pool(store, cfg: ProjectConfig, config_id: str, classes: Sequence[str])
 
 
 def load_project_pool(store, cfg: ProjectConfig, config_id: str) -> Pool:
-    """``load_pool`` with the project's classes."""
-    return load_pool(store, cfg, config_id, cfg.class_names(store))
+    """``load_pool`` with the project's classes; ClassListChanged when labels use a class the list no longer has
+    (a probe trained on the list would silently drop them)."""
+    from al_core.loop.class_changes import check_labelled_classes
+
+    classes = cfg.class_names(store)
+    check_labelled_classes(store, classes)
+    return load_pool(store, cfg, config_id, classes)

@@ -43,6 +43,7 @@ from al_core.catalogue import audit as Q
 from al_core.catalogue import images as images_q
 from al_core.catalogue import labels as labels_q
 from al_core.catalogue import quality as quality_q
+from al_core.catalogue import relabels as relabels_q
 from al_core.catalogue.reports import newest_embedded_config_id
 from al_core.catalogue.store import Store, StoreError, now
 from al_core.files.atomic import atomic_path
@@ -212,6 +213,7 @@ def _read_lineage(con, iid: str) -> dict:
     return {
         "training": labels_q.image_label(con, iid),
         "disagreements": labels_q.disagreements(con, iid),
+        "relabels": relabels_q.relabels_of_image(con, iid),
         "image": Q.image_record(con, iid),
         "paths": Q.image_path_records(con, iid),
         "ground_truth": Q.ground_truth_classes(con, iid),
@@ -359,7 +361,8 @@ def lineage(store: Store, image_id: str, root: str | os.PathLike | None = None) 
     policy, the counting answers, and every disagreement of the image with
     its resolution; None when never answered), probes (every probe trained with
     one of its labels: probe_id, round, version, trigger, sha256, path,
-    trained_at, n_labels, accuracy, balanced_accuracy, label_ids).
+    trained_at, n_labels, accuracy, balanced_accuracy, label_ids), relabels (every `al labels relabel` that
+    mapped one of its labels: relabel_id, old, new, relabelled_at, label_ids, eval; a label reads as its new class).
     Raises AuditError for an unknown or ambiguous id.
     """
     with store.connect(read_only=True, view=False) as con:
@@ -379,6 +382,7 @@ def lineage(store: Store, image_id: str, root: str | os.PathLike | None = None) 
         "current_label": next((dict(lab) for lab in labels if lab["decides"]), None),
         "training": _training_entry(rows),
         "probes": probes,
+        "relabels": [{**r, "relabelled_at": iso(r["relabelled_at"])} for r in rows["relabels"]],
     }
 
 

@@ -35,6 +35,7 @@ METRIC_COLUMNS = (
     "evaluated_at",
     "trigger",
     "classes",
+    "per_class_n_eval",
 )
 
 
@@ -70,11 +71,13 @@ def latest_metrics(store) -> pl.DataFrame:
 
 
 def metrics_record(row: dict) -> dict:
-    """A row of :func:`latest_metrics` with per_class_recall (dict) and confusion (list of lists) parsed."""
+    """A row of :func:`latest_metrics` with per_class_recall (dict), confusion (list of lists) and
+    per_class_n_eval (dict; {} for metrics recorded before it was kept) parsed."""
     return {
         **row,
         "per_class_recall": _json_or(row["per_class_recall"], {}),
         "confusion": _json_or(row["confusion"], []),
+        "per_class_n_eval": _json_or(row.get("per_class_n_eval"), {}),
     }
 
 

@@ -11,6 +11,7 @@ import polars as pl
 
 from al_core.catalogue import labels as labels_q
 from al_core.loop.annotator import SIMULATED_ANNOTATORS
+from al_core.loop.evaluation import recall_text
 from al_core.reporting import data, value_page
 from al_core.reporting.gallery import gallery_items, gallery_png
 from al_core.reporting.plots import clean_curve, confusion_png, learning_curve_png, png_data_uri
@@ -167,10 +168,13 @@ def _confusion_section(last: dict | None, classes: list[str]) -> list[str]:
     )
     parts.append(_img(confusion_png(last["confusion"], classes), "confusion matrix"))
     if isinstance(last["per_class_recall"], dict) and last["per_class_recall"]:
+        counts = last.get("per_class_n_eval") or {}
         parts.append(
-            '<table><tr><th class="l">class</th><th>recall</th></tr>'
+            '<table><tr><th class="l">class</th><th>evaluation images</th><th>recall</th></tr>'
             + "".join(
-                f'<tr><td class="l">{_e(c)}</td><td>{_fmt(r)}</td></tr>' for c, r in last["per_class_recall"].items()
+                f'<tr><td class="l">{_e(c)}</td><td>{_e(str(counts.get(c, "–")))}</td>'
+                f"<td>{_e(recall_text(r, counts.get(c)))}</td></tr>"
+                for c, r in last["per_class_recall"].items()
             )
             + "</table>"
         )

@@ -58,7 +58,8 @@ def confusions(y: np.ndarray, pred: np.ndarray, n_classes: int, idx: np.ndarray 
 
 
 def metrics_of(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """accuracy, balanced_accuracy, macro_f1 of each confusion matrix of ``cm`` (B x K x K): arrays of B."""
+    """accuracy, balanced_accuracy, macro_f1 of each confusion matrix of ``cm`` (B x K x K): arrays of B, defined
+    as al_core.learn.metrics defines them (macro F1 over the classes labelled or predicted)."""
     cm = np.asarray(cm, dtype=np.float64)
     diag = np.einsum("bii->bi", cm)
     true = cm.sum(axis=2)
@@ -72,8 +73,8 @@ def metrics_of(cm: np.ndarray) -> dict[str, np.ndarray]:
         return {
             "accuracy": diag.sum(axis=1) / n,
             "balanced_accuracy": recall.sum(axis=1) / present.sum(axis=1),
-            "macro_f1": f1.mean(axis=1),
-        }
+            "macro_f1": f1.sum(axis=1) / (denom > 0).sum(axis=1),
+        }  # the classes labelled or predicted
 
 
 def _resample_blocks(n: int, n_classes: int, resamples: int, rng: np.random.Generator):
