@@ -378,3 +378,33 @@ def test_auto_holdout_follows_the_pool():
     assert auto_holdout_size(300, 10) == 50
     assert holdout_size(from_dict({}), 1200, 4) == 120
     assert holdout_size(from_dict({"evaluation": {"holdout": 37}}), 1200, 4) == 37
+
+
+def test_a_round_without_evaluation_labels_is_a_visible_warning(tmp_path):
+    """Issue 12, item 5: until the evaluation list is labelled, the round's metrics say "not evaluated" and the
+    round_is_evaluated check fails as a warning (the run itself succeeds), naming what to do."""
+    import yaml
+
+    from al_assets.definitions import build_defs
+
+    cfg_file = make_project(tmp_path)
+    conf = yaml.safe_load(cfg_file.read_text())
+    conf["evaluation"]["labels_from_ground_truth"] = False
+    cfg_file.write_text(yaml.safe_dump(conf))
+    cfg = load_config(cfg_file)
+    defs, instance = build_defs(cfg), dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("ingest_job").execute_in_process(instance=instance).success
+    store = open_store(cfg)
+    reqs = _requests(run_requests(defs, instance))
+    assert [r.job_name for r in reqs] == ["seed_job"] and execute(defs, instance, reqs[0]).success
+    assert (cfg.outbox / "eval-holdout.csv").exists() and (cfg.inbox / "eval").is_dir()
+    assert store.fetch("SELECT count(*) FROM eval_set WHERE label IS NOT NULL") == [(0,)]
+    answer_batch(cfg, store, 0)
+    reqs = _requests(run_requests(defs, instance))
+    res = execute(defs, instance, reqs[0])
+    assert res.success
+    check = next(c for c in res.get_asset_check_evaluations() if c.check_name == "round_is_evaluated")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description.startswith("not evaluated")
+    assert check.metadata["eval_images"].value == "0"
+    assert store.fetch("SELECT n_eval FROM metrics") == [(0,)]
