@@ -49,13 +49,18 @@ def _project(project: ProjectResource):
     return cfg, open_store(cfg)
 
 
-@dg.asset(
-    partitions_def=rounds_partitions,
-    group_name=LOOP_GROUP,
-    io_manager_key="store_io_manager",
-    kinds={"duckdb"},
-    tags={"al/writes": "true"},
-)
+def _round_asset(**kw):
+    """``dg.asset`` for a step of a round: one partition per round, its value in the catalogue, a writer of it
+    (``kinds`` defaults to duckdb); ``kw`` adds or overrides (output_required, op_tags, deps, kinds)."""
+    return dg.asset(
+        partitions_def=rounds_partitions,
+        group_name=LOOP_GROUP,
+        io_manager_key="store_io_manager",
+        **{"kinds": {"duckdb"}, "tags": {"al/writes": "true"}, **kw},
+    )
+
+
+@_round_asset()
 def seed_pool(context: dg.AssetExecutionContext, embeddings: dict, project: ProjectResource) -> dg.Output[dict]:
     """Batch 0: the first images to label, chosen by the seed strategy from unlabelled features."""
     from al_core.loop.proposal import propose_seed
@@ -162,13 +167,7 @@ def _table(prop, n: int = PROPOSED_ROWS_SHOWN) -> str:
     return "\n".join(rows)
 
 
-@dg.asset(
-    partitions_def=rounds_partitions,
-    group_name=LOOP_GROUP,
-    io_manager_key="store_io_manager",
-    kinds={"duckdb"},
-    tags={"al/writes": "true"},
-)
+@_round_asset()
 def round_labels(
     context: dg.AssetExecutionContext, config: RoundLabelsConfig, project: ProjectResource
 ) -> dg.Output[dict]:
@@ -240,14 +239,7 @@ def _labelling_metadata(state: dict) -> dict:
     }
 
 
-@dg.asset(
-    partitions_def=rounds_partitions,
-    group_name=LOOP_GROUP,
-    io_manager_key="store_io_manager",
-    kinds={"pytorch", "duckdb"},
-    output_required=False,
-    tags={"al/writes": "true"},
-)
+@_round_asset(kinds={"pytorch", "duckdb"}, output_required=False)
 def probe(context: dg.AssetExecutionContext, round_labels: dict, embeddings: dict, project: ProjectResource):
     """The linear probe trained on every label so far (safetensors file; path and sha256 recorded)."""
     from al_core.loop.train import train_round_probe
@@ -288,13 +280,7 @@ def _metric(v: float | None) -> dg.MetadataValue:
     return dg.MetadataValue.float(v if v is not None else float("nan"))
 
 
-@dg.asset(
-    partitions_def=rounds_partitions,
-    group_name=LOOP_GROUP,
-    io_manager_key="store_io_manager",
-    kinds={"duckdb"},
-    tags={"al/writes": "true"},
-)
+@_round_asset()
 def eval_metrics(
     context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
 ) -> dg.Output[dict]:
@@ -344,14 +330,7 @@ def _pictures(store, cfg, keys) -> dict:
 PROPOSE_FIRST = {"dagster/priority": "1"}
 
 
-@dg.asset(
-    partitions_def=rounds_partitions,
-    group_name=LOOP_GROUP,
-    io_manager_key="store_io_manager",
-    kinds={"duckdb"},
-    tags={"al/writes": "true"},
-    op_tags=PROPOSE_FIRST,
-)
+@_round_asset(op_tags=PROPOSE_FIRST)
 def label_quality(
     context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource
 ) -> dg.Output[dict]:
@@ -390,16 +369,7 @@ def _balance_table(q: dict) -> str:
     return "\n".join(out)
 
 
-@dg.asset(
-    partitions_def=rounds_partitions,
-    group_name=LOOP_GROUP,
-    io_manager_key="store_io_manager",
-    kinds={"duckdb"},
-    output_required=False,
-    tags={"al/writes": "true"},
-    op_tags=PROPOSE_FIRST,
-    deps=[label_quality],
-)
+@_round_asset(output_required=False, op_tags=PROPOSE_FIRST, deps=[label_quality])
 def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, project: ProjectResource):
     """The batch proposed in this round by the query strategy, scored by this round's probe."""
     from al_core.loop.proposal import propose_round
