@@ -179,8 +179,9 @@ def _add_retract(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default=None)
 
 
-def _loop_command(prog: str, args, action: Callable, describe: Callable) -> int:
-    """Run ``action(store, cfg)`` (a loop function), print ``describe(result, cfg)`` or the JSON result."""
+def _loop_command(prog: str, args, action: Callable, describe: Callable, **json_kw) -> int:
+    """Run ``action(store, cfg)`` (a loop function), print ``describe(result, cfg)`` or the JSON result
+    (``json_safe(result, **json_kw)``)."""
     from al_core.catalogue.store import StoreError, StoreLockedError
     from al_core.loop import LoopError
 
@@ -196,7 +197,7 @@ def _loop_command(prog: str, args, action: Callable, describe: Callable) -> int:
         return fail(prog, locked_message(store, cfg), Exit.LOCKED)
     except (LoopError, StoreError) as e:
         return fail(prog, str(e))
-    print_safe(json_safe(r) if args.json else describe(r, cfg))
+    print_safe(json_safe(r, **json_kw) if args.json else describe(r, cfg))
     return Exit.OK
 
 
@@ -292,41 +293,33 @@ def _add_suspects(subparsers, common: argparse.ArgumentParser) -> None:
 
 def cmd_suspects(args) -> int:
     from al_core.catalogue import quality as quality_q
-    from al_core.catalogue.store import StoreError, StoreLockedError
 
-    prog = "al labels suspects"
-    try:
-        cfg, store = _project(args)
-    except CheckUnavailable as e:
-        return fail(prog, str(e), Exit.USAGE)
-    if not store.db_path.exists():
-        return fail(prog, f"no database at {store.db_path} yet: run `al ingest` first")
-    try:
+    def read(store, cfg) -> dict:
         with store.connect(read_only=True, view=False) as con:
             run = quality_q.latest_quality_run(con, args.round)
             rows = quality_q.suspect_records(con, run["round"], args.limit or None) if run else []
-    except StoreLockedError:
-        return fail(prog, locked_message(store, cfg), Exit.LOCKED)
-    except StoreError as e:
-        return fail(prog, str(e))
-    if args.json:
-        print_safe(json_safe({"run": run, "suspects": rows}, indent=2, default=str))
-        return Exit.OK
+        return {"run": run, "suspects": rows}
+
+    describe = lambda r, cfg: _describe_suspects(r, args.round)
+    return _loop_command("al labels suspects", args, read, describe, indent=2, default=str)
+
+
+def _describe_suspects(r: dict, asked_round: int | None) -> str:
+    run = r["run"]
     if run is None:
-        which = f"round {args.round}" if args.round is not None else "any round"
-        print(f"no label-quality assessment of {which} yet (one follows each round's probe)")
-        return Exit.OK
-    print_safe(
+        which = f"round {asked_round}" if asked_round is not None else "any round"
+        return f"no label-quality assessment of {which} yet (one follows each round's probe)"
+    lines = [
         f"round {run['round']}: {run['n_issues']} of {run['n_labels']} training labels flagged "
         f"({t(run['method'])}, {run['n_folds']} folds, probe {t(run['probe_id'])})"
-    )
-    for r in rows:
-        given, suggested = t(repr(r["given"])), t(repr(r["suggested"]))
-        print_safe(
-            f"  {short(r['image_id'])}  given {given:<14} suggested {suggested:<14} quality {r['quality']:.3f}  "
-            f"p {r['suggested_prob']:.2f}  {r['n_annotations']} ann.  {t(r['path'])}"
+    ]
+    for x in r["suspects"]:
+        given, suggested = t(repr(x["given"])), t(repr(x["suggested"]))
+        lines.append(
+            f"  {short(x['image_id'])}  given {given:<14} suggested {suggested:<14} quality {x['quality']:.3f}  "
+            f"p {x['suggested_prob']:.2f}  {x['n_annotations']} ann.  {t(x['path'])}"
         )
-    return Exit.OK
+    return "\n".join(lines)
 
 
 # -- dispatch --------------------------------------------------------------------------
