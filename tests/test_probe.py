@@ -294,6 +294,31 @@ def test_fit_does_not_depend_on_torch_s_thread_setting(blobs):
     assert np.array_equal(fits[0].loss_history_, fits[1].loss_history_)
 
 
+@pytest.mark.parametrize("n, batch_size", [(300, 4096), (301, 128)])  # one batch; three shuffled batches
+def test_batches_prepared_ahead_give_the_same_bits_as_one_thread(blobs, n, batch_size):
+    """The worker thread that prepares the next batch (masks, dropout, statistics) changes no number: the fit
+    with it equals the fit without it bit for bit, early stopping included (a batch prepared ahead but never
+    trained on consumes nothing that is used)."""
+    from al_core.learn.probe_train import ProbeState, fit_linear_probe
+
+    x, y = blobs
+    x, y = np.ascontiguousarray(x[:n], dtype=np.float32), y[:n].astype(np.int64)
+    k, d = 4, x.shape[1]
+    g = torch.Generator().manual_seed(0)
+    init = ProbeState(torch.randn(k, d, generator=g), torch.zeros(k), torch.zeros(d), torch.ones(d))
+    kw = dict(n_classes=k, seed=7, dropout=0.75, lr=1e-2, weight_decay=1e-2, batch_size=batch_size)
+    for max_epochs, patience in ((30, 10**6), (400, 3)):  # all epochs run; stopped early
+        fits = [
+            fit_linear_probe(x, y, init, **kw, max_epochs=max_epochs, patience=patience, min_delta=1e-3, ahead=a)
+            for a in (False, True)
+        ]
+        assert fits[0].n_epochs == fits[1].n_epochs and (patience > 1000 or fits[0].n_epochs < max_epochs)
+        assert fits[0].history == fits[1].history
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            assert getattr(fits[0].state, name).numpy().tobytes() == getattr(fits[1].state, name).numpy().tobytes()
+        assert fits[0].state.num_batches_tracked == fits[1].state.num_batches_tracked
+
+
 def test_fit_imports_no_optimiser():
     """The first torch.optim.AdamW of a process imports torch._dynamo (seconds): the fit must not need it."""
     import subprocess

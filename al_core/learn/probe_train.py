@@ -33,13 +33,16 @@ rows, which do not depend on their order. Early stopping on the epoch's mean tra
 lowest loss.
 
 Products run on torch (MKL) on whatever threads the caller set (the probe: one, so that the
-result does not depend on the machine's thread count); the masks and the element-wise work
-on numpy, on the calling thread. The same inputs and seed give the same bytes.
+result does not depend on the machine's thread count). The masks and the element-wise work of a
+batch (dropout, mean, variance) need no parameter, so they run on numpy in one worker thread,
+one batch ahead of the products (``ahead``; the same numbers without it). The same inputs and
+seed give the same bytes.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,6 +140,73 @@ class _Batch:
         self.gathered = np.empty((rows, dim), dtype=np.float32) if gather else None
 
 
+@dataclass
+class _Prepared:
+    """A batch's dropout output, centred, and its statistics: all that does not depend on the parameters."""
+
+    u: np.ndarray  # rows x D: dropout output / s, minus its column mean (a view of a _Batch buffer)
+    mean_u: np.ndarray  # D
+    var_u: np.ndarray  # D, biased
+    labels: torch.Tensor  # rows
+    rows: int
+
+
+# Batches prepared ahead of the one being trained on. The preparation (mask bytes, dropout, mean, variance) needs
+# only the rows and the random stream, never the parameters, so a worker thread prepares batch i + 1 while the
+# caller's thread runs batch i's two products: two buffers of batch_size x D x 5 B (4,096 x 768 x 5 B = 16 MB each).
+_BUFFERS = 2
+
+
+def _prepare_batches(x, labels, bounds, rng, keep_below, bufs):
+    """Every epoch's batches in order, for as long as the caller asks (module docstring, "Per batch").
+
+    The stream is consumed as the sequential loop consumed it: per epoch the batch order (when there is more than
+    one batch), then each batch's mask bytes. Batch k is written into ``bufs[k % len(bufs)]``.
+    """
+    n, d = x.shape
+    bits = rng.bit_generator
+    xt_all = torch.from_numpy(x)
+    k = 0
+    while True:
+        order = rng.permutation(n) if len(bounds) > 1 else None
+        for start, stop in bounds:
+            buf = bufs[k % len(bufs)]
+            k += 1
+            rows = stop - start
+            if order is None:
+                xb, yb = x, labels
+            else:  # torch's row gather: about 3x numpy's take here
+                idx = torch.from_numpy(order[start:stop])
+                xb = buf.gathered[:rows]
+                torch.index_select(xt_all, 0, idx, out=torch.from_numpy(xb))
+                yb = labels[idx]
+            n_bytes = rows * d
+            raw = bits.random_raw(-(-n_bytes // 8)).view(np.uint8)[:n_bytes].reshape(rows, d)
+            mask = np.less(raw, keep_below, out=buf.mask[:rows])
+            u = np.multiply(xb, mask, out=buf.u[:rows])  # dropout output / s
+            mean_u = u.sum(axis=0, dtype=np.float32) / np.float32(rows)
+            u -= mean_u
+            var_u = np.einsum("ij,ij->j", u, u) / np.float32(rows)  # biased, of u
+            yield _Prepared(u, mean_u, var_u, yb, rows)
+
+
+class _Ahead:
+    """Runs ``next(batches)`` one call ahead on a worker thread (numpy and torch release the GIL meanwhile)."""
+
+    def __init__(self, batches):
+        self._batches = batches
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-batches")
+        self._next = self._pool.submit(next, batches)
+
+    def __next__(self) -> _Prepared:
+        item = self._next.result()
+        self._next = self._pool.submit(next, self._batches)
+        return item
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)  # the batch in flight finishes; nothing else is prepared
+
+
 def fit_linear_probe(
     x: np.ndarray,
     labels: np.ndarray,
@@ -151,81 +221,63 @@ def fit_linear_probe(
     max_epochs: int,
     patience: int,
     min_delta: float,
+    ahead: bool = True,
 ) -> TrainResult:
     """Train from ``init`` on ``x`` (finite float32, L x D, C-contiguous) and ``labels`` (int64 in [0, K)).
 
     Returns the state of the epoch with the lowest mean training loss (module docstring).
-    ``init`` is not modified.
+    ``init`` is not modified. ``ahead``: prepare the next batch on a worker thread while this one trains
+    (the same numbers either way: the preparation does not depend on the parameters).
     """
     n, d = x.shape
     bounds = batch_bounds(n, int(batch_size))
     rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([int(seed), TRAIN_STREAM])))
-    bits = rng.bit_generator
     keep_below = keep_threshold(dropout)
     s = 1.0 / (1.0 - dropout)
     state = init.clone()
     best = init.clone()
     opt = _AdamW([state.weight, state.bias], lr, weight_decay)
-    buf = _Batch(max(e - b for b, e in bounds), d, gather=len(bounds) > 1)
+    rows_max = max(e - b for b, e in bounds)
+    bufs = [_Batch(rows_max, d, gather=len(bounds) > 1) for _ in range(_BUFFERS if ahead else 1)]
     yt_all = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-    xt_all = torch.from_numpy(x)
+    prepared = _prepare_batches(x, yt_all, bounds, rng, keep_below, bufs)
+    batches = _Ahead(prepared) if ahead else prepared
     best_loss = math.inf  # lowest epoch loss seen: its state is kept
     ref_loss = math.inf  # reference for patience (last improvement by more than min_delta)
     wait = 0
     history: list[float] = []
-    with torch.no_grad():
-        for _ in range(int(max_epochs)):
-            order = rng.permutation(n) if len(bounds) > 1 else None
-            total = 0.0
-            for start, stop in bounds:
-                rows = stop - start
-                if order is None:
-                    xb, yb = x, yt_all
-                else:  # torch's row gather: about 3x numpy's take here
-                    idx = torch.from_numpy(order[start:stop])
-                    xb = buf.gathered[:rows]
-                    torch.index_select(xt_all, 0, idx, out=torch.from_numpy(xb))
-                    yb = yt_all[idx]
-                total += _step(xb, yb, rows, state, opt, buf, bits, keep_below, s, n_classes) * rows
-            epoch_loss = total / n
-            history.append(epoch_loss)
-            if epoch_loss < best_loss:
-                best_loss = epoch_loss
-                best.copy_from(state)
-            if epoch_loss < ref_loss - min_delta:
-                ref_loss = epoch_loss
-                wait = 0
-            else:
-                wait += 1
-                if wait >= patience:
-                    break
+    try:
+        with torch.no_grad():
+            for _ in range(int(max_epochs)):
+                total = 0.0
+                for _batch in bounds:
+                    b = next(batches)
+                    total += _step(b, state, opt, s) * b.rows
+                epoch_loss = total / n
+                history.append(epoch_loss)
+                if epoch_loss < best_loss:
+                    best_loss = epoch_loss
+                    best.copy_from(state)
+                if epoch_loss < ref_loss - min_delta:
+                    ref_loss = epoch_loss
+                    wait = 0
+                else:
+                    wait += 1
+                    if wait >= patience:
+                        break
+    finally:
+        if ahead:
+            batches.close()
     return TrainResult(best, len(history), best_loss, history)
 
 
-def _step(
-    xb: np.ndarray,
-    yb: torch.Tensor,
-    rows: int,
-    state: ProbeState,
-    opt: _AdamW,
-    buf: _Batch,
-    bits: np.random.SFC64,
-    keep_below: int,
-    s: float,
-    n_classes: int,
-) -> float:
-    """One training step on a batch (module docstring); returns the batch's mean loss."""
-    d = xb.shape[1]
-    n_bytes = rows * d
-    raw = bits.random_raw(-(-n_bytes // 8)).view(np.uint8)[:n_bytes].reshape(rows, d)
-    mask = np.less(raw, keep_below, out=buf.mask[:rows])
-    u = np.multiply(xb, mask, out=buf.u[:rows])  # dropout output / s
-    mean_u = u.sum(axis=0, dtype=np.float32) / np.float32(rows)
-    u -= mean_u
-    var_u = np.einsum("ij,ij->j", u, u) / np.float32(rows)  # biased, of u
+def _step(b: _Prepared, state: ProbeState, opt: _AdamW, s: float) -> float:
+    """One training step on a prepared batch (module docstring); returns the batch's mean loss."""
+    rows = b.rows
     # BatchNorm of s * u: mean s * mean_u, biased variance s^2 * var_u
-    scale = torch.from_numpy(np.float32(s) / np.sqrt(np.float32(s * s) * var_u + np.float32(_BN_EPS)))
-    ut = torch.from_numpy(u)
+    scale = torch.from_numpy(np.float32(s) / np.sqrt(np.float32(s * s) * b.var_u + np.float32(_BN_EPS)))
+    ut = torch.from_numpy(b.u)
+    yb = b.labels
     w_folded = state.weight * scale  # K x D
     logits = torch.addmm(state.bias, ut, w_folded.t())
     logp = torch.log_softmax(logits, dim=1)
@@ -237,9 +289,9 @@ def _step(
     grad_w = torch.mm(grad.t(), ut).mul_(scale)
     grad_b = grad.sum(dim=0)
     # running statistics as torch's BatchNorm (momentum 0.1, unbiased variance)
-    state.running_mean.mul_(1 - _BN_MOMENTUM).add_(torch.from_numpy(mean_u), alpha=_BN_MOMENTUM * s)
+    state.running_mean.mul_(1 - _BN_MOMENTUM).add_(torch.from_numpy(b.mean_u), alpha=_BN_MOMENTUM * s)
     unbiased = rows / (rows - 1)
-    state.running_var.mul_(1 - _BN_MOMENTUM).add_(torch.from_numpy(var_u), alpha=_BN_MOMENTUM * s * s * unbiased)
+    state.running_var.mul_(1 - _BN_MOMENTUM).add_(torch.from_numpy(b.var_u), alpha=_BN_MOMENTUM * s * s * unbiased)
     state.num_batches_tracked += 1
     opt.step([grad_w, grad_b])
     return loss
