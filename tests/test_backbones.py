@@ -274,6 +274,7 @@ def test_weights_of_another_model_are_rejected(dino_random, tmp_path):
         B.load_backbone("dinov2_vitb14", weights_path=path, device="cpu")
 
 
+@pytest.mark.slow  # make test-fast stays under 2 minutes; make test runs it
 def test_openclip_from_a_local_torch_file(clip_random, tmp_path):
     import open_clip
     import torch

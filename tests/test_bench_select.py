@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from al_core.bench import select as bench_select
 
 
+@pytest.mark.slow  # make test-fast stays under 2 minutes; make test runs it
 def test_bench_select_small(tmp_path, capsys):
     out = tmp_path / "select.json"
     rc = bench_select.main(
@@ -54,6 +57,7 @@ def test_bench_select_small(tmp_path, capsys):
             assert entry["seconds_per_floor"] == round(entry["seconds"] / entry["floor_seconds"], 2)
 
 
+@pytest.mark.slow  # make test-fast stays under 2 minutes; make test runs it
 def test_bench_select_hard_data_reaches_dropquery_s_kmeans(tmp_path):
     """On the hard data set most rows become dropquery candidates: its k-means runs on most of the
     pool, is recorded, and counts in the floor; on the easy set it runs on fewer rows, if at all."""

@@ -293,6 +293,7 @@ def test_version_2_database_with_labels_migrates_to_the_value_views(tmp_path, mo
 
 
 # ----------------------------------------------------------------------------- the loop, in process
+@pytest.mark.slow  # make test-fast stays under 2 minutes; make test runs it
 def test_stop_when_stable_stops_the_loop_where_the_rule_fires(tmp_path):
     from al_core.loop.state import loop_state, pending_work
     from tests.value_helpers import make_project, run_loop

@@ -42,6 +42,10 @@ def _num(v: str):
     return None if v == "" else float(v)
 
 
+# the module's fixture simulates a whole project (about 11 s): make test runs it, make test-fast does not
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("value-report")
