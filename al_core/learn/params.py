@@ -2,9 +2,10 @@
 
 An estimator's parameters are the arguments of its ``__init__``, found by inspecting its
 signature; the constructor stores each one, unchanged, under its own name and does nothing
-else (no validation, no fitted state). :meth:`Params.get_params`, :meth:`Params.set_params`
-and ``repr`` follow from that. Validation and fitted state (attributes ending in ``_``)
-happen at call time (``fit``, ``select``).
+else (no validation, no fitted state): its body is ``self._store_params(locals())``.
+:meth:`Params.get_params`, :meth:`Params.set_params` and ``repr`` follow from that.
+Validation and fitted state (attributes ending in ``_``) happen at call time (``fit``,
+``select``).
 
 ``sklearn.base.BaseEstimator`` itself is not inherited: importing it costs about 0.8-0.9 s
 on the build machine on top of torch (measured with ``python -X importtime``), paid by every
@@ -35,6 +36,12 @@ class Params:
                 raise TypeError(f"{cls.__name__}.__init__ must not take *args: its parameters are found by name")
             names.append(p.name)
         return names
+
+    def _store_params(self, values: dict) -> None:
+        """Store every parameter of ``__init__``, unchanged, under its own name: the whole of a constructor,
+        called as ``self._store_params(locals())``."""
+        for name in self._get_param_names():
+            setattr(self, name, values[name])
 
     def get_params(self, deep: bool = True) -> dict:
         """Every constructor parameter and its value (``deep``: nested estimators' too, as ``a__b``)."""

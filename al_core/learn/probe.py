@@ -120,16 +120,7 @@ class Probe(Params):
         min_delta: float = 1e-3,
         n_threads: int | None = 1,
     ):
-        self.n_classes = n_classes
-        self.seed = seed
-        self.dropout = dropout
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.min_delta = min_delta
-        self.n_threads = n_threads
+        self._store_params(locals())
 
     # ------------------------------------------------------------------ params
     def _check_params(self) -> None:
@@ -232,18 +223,29 @@ class Probe(Params):
     def linear_bias(self) -> np.ndarray:
         return self._bias.numpy().copy()
 
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        """Eval-mode logits, float32 N x K."""
+    def _map_rows(
+        self, features: np.ndarray, width: int, write: Callable[[torch.Tensor, torch.Tensor], None]
+    ) -> np.ndarray:
+        """An N x ``width`` float32 array filled block by block (INFERENCE_BLOCK_ROWS rows, inference mode):
+        ``write(x, out)`` gets each block of the features as float32 and its rows of the result."""
         features = np.asarray(features)
         self._check_fitted(features)
         n = features.shape[0]
-        out = np.empty((n, self.n_classes), dtype=np.float32)
+        out = np.empty((n, width), dtype=np.float32)
         with torch.inference_mode():
             ot = torch.from_numpy(out)
             for start in range(0, n, INFERENCE_BLOCK_ROWS):
                 xb = as_tensor(float_block(features, start, start + INFERENCE_BLOCK_ROWS))
-                torch.addmm(self._b_folded, xb, self._w_folded_t, out=ot[start : start + xb.shape[0]])
+                write(xb, ot[start : start + xb.shape[0]])
         return out
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Eval-mode logits, float32 N x K."""
+
+        def linear(xb: torch.Tensor, blk: torch.Tensor) -> None:
+            torch.addmm(self._b_folded, xb, self._w_folded_t, out=blk)
+
+        return self._map_rows(features, self.n_classes, linear)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities (softmax of eval-mode logits), float32 N x K."""
@@ -261,18 +263,12 @@ class Probe(Params):
 
     def embed(self, features: np.ndarray) -> np.ndarray:
         """The BatchNorm output for clean inputs (eval mode, no dropout), float32 N x D."""
-        features = np.asarray(features)
-        self._check_fitted(features)
-        n = features.shape[0]
-        out = np.empty((n, self.dim_), dtype=np.float32)
-        with torch.inference_mode():
-            ot = torch.from_numpy(out)
-            for start in range(0, n, INFERENCE_BLOCK_ROWS):
-                xb = as_tensor(float_block(features, start, start + INFERENCE_BLOCK_ROWS))
-                blk = ot[start : start + xb.shape[0]]
-                torch.sub(xb, self._mean, out=blk)
-                blk.mul_(self._inv_std)
-        return out
+
+        def normalise(xb: torch.Tensor, blk: torch.Tensor) -> None:
+            torch.sub(xb, self._mean, out=blk)
+            blk.mul_(self._inv_std)
+
+        return self._map_rows(features, self.dim_, normalise)
 
     @property
     def embedding_normalization(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -136,17 +136,8 @@ def rank_labels(labels: np.ndarray, pred_probs: np.ndarray, n_folds: int = 0) ->
     return LabelQuality(labels, pred_probs, quality, issue, pred_probs.argmax(axis=1).astype(np.int64), int(n_folds))
 
 
-def assess_labels(
-    features: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    *,
-    n_folds: int = CV_FOLDS,
-    seed: int = 0,
-    make_probe: Callable[[int, int], object] | None = None,
-) -> LabelQuality:
-    """Out-of-fold probabilities (:func:`out_of_fold_pred_probs`) and cleanlab's ranking (:func:`rank_labels`)."""
-    pred_probs, k = out_of_fold_pred_probs(
-        features, labels, n_classes, n_folds=n_folds, seed=seed, make_probe=make_probe
-    )
+def assess_labels(features: np.ndarray, labels: np.ndarray, n_classes: int, **cv) -> LabelQuality:
+    """Out-of-fold probabilities (:func:`out_of_fold_pred_probs`, whose keyword arguments ``cv`` are: ``n_folds``,
+    ``seed``, ``make_probe``) and cleanlab's ranking (:func:`rank_labels`)."""
+    pred_probs, k = out_of_fold_pred_probs(features, labels, n_classes, **cv)
     return rank_labels(labels, pred_probs, k)

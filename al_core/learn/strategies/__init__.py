@@ -11,23 +11,14 @@ docstring for its exact behaviour and the meaning of its scores.
 
 from __future__ import annotations
 
+from al_core.learn.strategies import errors
 from al_core.learn.strategies.alfa_mix import AlfaMixStrategy
 from al_core.learn.strategies.badge import BadgeStrategy
 from al_core.learn.strategies.base import SelectionResult, Strategy
 from al_core.learn.strategies.centroid import CentroidStrategy
 from al_core.learn.strategies.coreset import CoresetStrategy
 from al_core.learn.strategies.dropquery import DropQueryStrategy
-from al_core.learn.strategies.errors import (
-    BudgetTooLargeError,
-    DuplicateIndexError,
-    EmptyPoolError,
-    InvalidFeaturesError,
-    InvalidIndicesError,
-    InvalidLabelsError,
-    InvalidParameterError,
-    LabelsRequiredError,
-    SelectionError,
-)
+from al_core.learn.strategies.errors import *  # noqa: F403 (every error, re-exported: errors.__all__)
 from al_core.learn.strategies.probcover import ProbCoverStrategy
 from al_core.learn.strategies.random_sampling import RandomStrategy
 from al_core.learn.strategies.typiclust import TypiclustStrategy
@@ -45,16 +36,8 @@ __all__ = [
     "seed_strategies",
     "SelectionResult",
     "Strategy",
-    "SelectionError",
-    "InvalidFeaturesError",
-    "InvalidIndicesError",
-    "DuplicateIndexError",
-    "InvalidLabelsError",
-    "EmptyPoolError",
-    "BudgetTooLargeError",
-    "LabelsRequiredError",
-    "InvalidParameterError",
     "UnknownStrategyError",
+    *errors.__all__,
 ]
 
 _REGISTRY: dict[str, type[Strategy]] = {
@@ -107,6 +90,6 @@ def get_strategy(name: str, **params) -> Strategy:
     try:
         strategy = cls(**params)
     except TypeError as exc:
-        raise InvalidParameterError(f"strategy {name!r}: {exc}") from None
+        raise errors.InvalidParameterError(f"strategy {name!r}: {exc}") from None
     strategy.validate_params()
     return strategy

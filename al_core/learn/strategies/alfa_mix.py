@@ -52,7 +52,7 @@ class AlfaMixStrategy(Strategy):
     uses_probe = True
 
     def __init__(self, *, eps_scale: float = 0.2):
-        self.eps_scale = eps_scale
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         if isinstance(self.eps_scale, bool) or not isinstance(self.eps_scale, (int, float, np.floating)):

@@ -115,9 +115,9 @@ class Strategy(Params):
     """Base class: checks in :meth:`select`, the work in :meth:`_select`.
 
     Subclasses set ``name``, ``needs_labels`` (and ``uses_probe``), take their
-    parameters as keyword arguments of ``__init__`` (stored unchanged), check them
-    in :meth:`validate_params` and implement ``_select(ctx)`` returning
-    (indices, scores).
+    parameters as keyword arguments of ``__init__`` (stored unchanged by
+    ``self._store_params(locals())``), check them in :meth:`validate_params` and
+    implement ``_select(ctx)`` returning (indices, scores).
     """
 
     name: ClassVar[str] = ""

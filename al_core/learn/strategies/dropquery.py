@@ -60,9 +60,7 @@ class DropQueryStrategy(Strategy):
     uses_probe = True
 
     def __init__(self, *, n_passes: int = 3, candidate_factor: int = 25, class_balance: bool = False):
-        self.n_passes = n_passes
-        self.candidate_factor = candidate_factor
-        self.class_balance = class_balance
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         check_int("n_passes", self.n_passes, minimum=1)

@@ -206,12 +206,7 @@ class ProbCoverStrategy(Strategy):
         graph_sample_rows: int = PROBCOVER_SAMPLE_ROWS,
         purity_sample_rows: int = PURITY_SAMPLE_ROWS,
     ):
-        self.delta = delta
-        self.purity_threshold = purity_threshold
-        self.approximate = approximate
-        self.exact_max_rows = exact_max_rows
-        self.graph_sample_rows = graph_sample_rows
-        self.purity_sample_rows = purity_sample_rows
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         delta = self.delta

@@ -49,9 +49,7 @@ class TypiclustStrategy(Strategy):
     needs_labels = False
 
     def __init__(self, *, max_clusters: int = 500, min_cluster_size: int = 5, k_nn: int = 20):
-        self.max_clusters = max_clusters
-        self.min_cluster_size = min_cluster_size
-        self.k_nn = k_nn
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         check_int("max_clusters", self.max_clusters, minimum=1)

@@ -129,7 +129,7 @@ class BaldStrategy(_ProbeScoreStrategy):
     largest = True
 
     def __init__(self, *, n_passes: int = 20):
-        self.n_passes = n_passes
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         check_int("n_passes", self.n_passes, minimum=1)

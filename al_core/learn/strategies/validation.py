@@ -13,17 +13,8 @@ import numpy as np
 import torch
 
 from al_core.learn.probe import Probe
+from al_core.learn.strategies import errors
 from al_core.learn.strategies.context import SelectionContext
-from al_core.learn.strategies.errors import (
-    BudgetTooLargeError,
-    DuplicateIndexError,
-    EmptyPoolError,
-    InvalidFeaturesError,
-    InvalidIndicesError,
-    InvalidLabelsError,
-    InvalidParameterError,
-    LabelsRequiredError,
-)
 from al_core.learn.tensors import as_tensor
 
 __all__ = [
@@ -53,11 +44,11 @@ MAX_SEED = 2**32 - 1
 def check_int(name: str, value, *, minimum: int, maximum: int | None = None) -> int:
     """An integer (not a bool) in [minimum, maximum]; InvalidParameterError otherwise."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InvalidParameterError(f"{name} must be an integer, got {value!r}")
+        raise errors.InvalidParameterError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"[{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise InvalidParameterError(f"{name} must be {bound}, got {value}")
+        raise errors.InvalidParameterError(f"{name} must be {bound}, got {value}")
     return value
 
 
@@ -74,7 +65,7 @@ def check_finite(features: np.ndarray) -> None:
     if features.dtype != np.float32 or n == 0 or not features.flags.c_contiguous:
         if not np.isfinite(features).all():
             bad = int(np.flatnonzero(~np.isfinite(features).all(axis=1))[0])
-            raise InvalidFeaturesError(f"features contain NaN or infinite values (first at row {bad})")
+            raise errors.InvalidFeaturesError(f"features contain NaN or infinite values (first at row {bad})")
         return
     ones = torch.ones(d, dtype=torch.float32)
     with torch.inference_mode():
@@ -85,7 +76,7 @@ def check_finite(features: np.ndarray) -> None:
             if suspect.size:
                 really = suspect[~np.isfinite(block[suspect]).all(axis=1)]
                 if really.size:
-                    raise InvalidFeaturesError(
+                    raise errors.InvalidFeaturesError(
                         f"features contain NaN or infinite values (first at row {start + int(really[0])})"
                     )
 
@@ -95,16 +86,16 @@ def check_features(features) -> np.ndarray:
     if not isinstance(features, np.ndarray):
         features = np.asarray(features)
     if features.ndim != 2:
-        raise InvalidFeaturesError(f"features must be a 2-D array (N x D), got shape {features.shape}")
+        raise errors.InvalidFeaturesError(f"features must be a 2-D array (N x D), got shape {features.shape}")
     if not (np.issubdtype(features.dtype, np.floating) or np.issubdtype(features.dtype, np.integer)):
-        raise InvalidFeaturesError(f"features must be numeric, got dtype {features.dtype}")
+        raise errors.InvalidFeaturesError(f"features must be numeric, got dtype {features.dtype}")
     if features.dtype != np.float32:
         features = np.asarray(features, dtype=np.float32)
     n_rows, dim = features.shape
     if n_rows == 0:
-        raise EmptyPoolError("features has no rows: the pool is empty")
+        raise errors.EmptyPoolError("features has no rows: the pool is empty")
     if dim == 0:
-        raise InvalidFeaturesError("features has no columns (D = 0)")
+        raise errors.InvalidFeaturesError("features has no columns (D = 0)")
     check_finite(features)
     return features
 
@@ -115,17 +106,17 @@ def check_indices(name: str, values, n_rows: int) -> np.ndarray:
     if arr.size == 0:
         return np.empty(0, dtype=np.int64)
     if arr.ndim != 1:
-        raise InvalidIndicesError(f"{name} must be a 1-D array of row indices, got shape {arr.shape}")
+        raise errors.InvalidIndicesError(f"{name} must be a 1-D array of row indices, got shape {arr.shape}")
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidIndicesError(f"{name} must hold integer row indices, got dtype {arr.dtype}")
+        raise errors.InvalidIndicesError(f"{name} must hold integer row indices, got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= n_rows:
-        raise InvalidIndicesError(f"{name} must lie in [0, N={n_rows}), got values in [{lo}, {hi}]")
+        raise errors.InvalidIndicesError(f"{name} must lie in [0, N={n_rows}), got values in [{lo}, {hi}]")
     uniq, counts = np.unique(arr, return_counts=True)
     if uniq.shape[0] != arr.shape[0]:
         dup = uniq[counts > 1]
-        raise DuplicateIndexError(
+        raise errors.DuplicateIndexError(
             f"{name} holds {arr.shape[0] - uniq.shape[0]} duplicated indices (e.g. {dup[:5].tolist()})"
         )
     return arr
@@ -145,25 +136,27 @@ def check_labels(labels, labeled: np.ndarray, n_classes: int) -> np.ndarray:
     if arr.size == 0:
         arr = np.empty(0, dtype=np.int64)
     elif arr.ndim != 1:
-        raise InvalidLabelsError(f"labels must be 1-D, got shape {arr.shape}")
+        raise errors.InvalidLabelsError(f"labels must be 1-D, got shape {arr.shape}")
     elif not _is_integral(arr):
-        raise InvalidLabelsError(f"labels must be integers in [0, n_classes), got dtype {arr.dtype}")
+        raise errors.InvalidLabelsError(f"labels must be integers in [0, n_classes), got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     if arr.shape[0] != labeled.shape[0]:
-        raise InvalidLabelsError(
+        raise errors.InvalidLabelsError(
             f"labels must have one entry per labeled index: {arr.shape[0]} labels for {labeled.shape[0]} labeled"
         )
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= n_classes:
-            raise InvalidLabelsError(f"labels must lie in [0, n_classes={n_classes}), got values in [{lo}, {hi}]")
+            raise errors.InvalidLabelsError(
+                f"labels must lie in [0, n_classes={n_classes}), got values in [{lo}, {hi}]"
+            )
     return arr
 
 
 def check_labels_present(strategy, labeled: np.ndarray) -> None:
     """A strategy that trains a probe (``needs_labels``) gets at least one labelled row."""
     if strategy.needs_labels and labeled.shape[0] == 0:
-        raise LabelsRequiredError(
+        raise errors.LabelsRequiredError(
             f"strategy {strategy.name!r} needs labelled points (it trains a probe); it cannot be a seed strategy"
         )
 
@@ -181,9 +174,9 @@ def pool_of(candidates, labeled: np.ndarray, n_rows: int) -> np.ndarray:
 def check_budget(budget: int, pool: np.ndarray) -> None:
     """At most as many picks as the pool holds (an empty pool allows only budget 0)."""
     if budget > 0 and pool.shape[0] == 0:
-        raise EmptyPoolError("no unlabelled candidate left to select from (the pool is empty)")
+        raise errors.EmptyPoolError("no unlabelled candidate left to select from (the pool is empty)")
     if budget > pool.shape[0]:
-        raise BudgetTooLargeError(f"budget {budget} exceeds the {pool.shape[0]} unlabelled candidates")
+        raise errors.BudgetTooLargeError(f"budget {budget} exceeds the {pool.shape[0]} unlabelled candidates")
 
 
 def check_probe(probe, n_classes: int, dim: int) -> None:
@@ -191,11 +184,11 @@ def check_probe(probe, n_classes: int, dim: int) -> None:
     if probe is None:
         return
     if not isinstance(probe, Probe) or probe.model_ is None:
-        raise InvalidParameterError("probe must be a fitted al_core.learn.probe.Probe")
+        raise errors.InvalidParameterError("probe must be a fitted al_core.learn.probe.Probe")
     if probe.n_classes != n_classes:
-        raise InvalidParameterError(f"probe has {probe.n_classes} classes but n_classes={n_classes}")
+        raise errors.InvalidParameterError(f"probe has {probe.n_classes} classes but n_classes={n_classes}")
     if probe.dim_ != dim:
-        raise InvalidParameterError(f"probe expects D={probe.dim_} features but features have D={dim}")
+        raise errors.InvalidParameterError(f"probe expects D={probe.dim_} features but features have D={dim}")
 
 
 def validate(strategy, features, labeled, labels, budget, *, n_classes, seed, probe, candidates) -> SelectionContext:
