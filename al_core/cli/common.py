@@ -35,6 +35,18 @@ def add_config_option(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return ap
 
 
+def arg(*flags: str, **options) -> tuple[tuple[str, ...], dict]:
+    """One argument of a command declared as data: ``add_argument(*flags, **options)`` (``add_arguments``)."""
+    return flags, options
+
+
+def add_arguments(ap: argparse.ArgumentParser, arguments) -> argparse.ArgumentParser:
+    """``ap.add_argument(*flags, **options)`` for each (flags, options) of ``arguments`` (``arg``); return ``ap``."""
+    for flags, options in arguments:
+        ap.add_argument(*flags, **options)
+    return ap
+
+
 # Characters a terminal acts on: C0 and C1 controls and DEL (category Cc: escape sequences, carriage return,
 # bell, backspace), format characters (Cf: bidi overrides, zero-width), line and paragraph separators, and lone
 # surrogates (bytes of a name that were not UTF-8).

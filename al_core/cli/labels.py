@@ -32,7 +32,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from al_core.catalogue import open_store
-from al_core.cli.common import CONFIG_HELP, announce_project, fail, json_safe, locked_message, print_safe
+from al_core.cli.common import (
+    CONFIG_HELP,
+    add_arguments,
+    announce_project,
+    arg,
+    fail,
+    json_safe,
+    locked_message,
+    print_safe,
+)
 from al_core.cli.common import terminal_safe as t
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
@@ -249,18 +258,14 @@ def _describe_suspects(r: dict, asked_round: int | None) -> str:
 # -- the table ---------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Subcommand:
-    """One `al labels` subcommand: its one-line help, its --help description, its arguments (``arg(...)``: the
-    flags and options of one ``add_argument``) and what runs it (parsed args -> exit status)."""
+    """One `al labels` subcommand: its one-line help, its --help description, its arguments
+    (al_core.cli.common.arg: the flags and options of one ``add_argument``) and what runs it (parsed args -> exit
+    status)."""
 
     help: str
     description: str
     arguments: tuple[tuple[tuple[str, ...], dict], ...]
     run: RunCommand
-
-
-def arg(*flags: str, **options) -> tuple[tuple[str, ...], dict]:
-    """One argument of a subcommand: ``add_argument(*flags, **options)``."""
-    return flags, options
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -339,8 +344,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, object]:
     common = common_options()
     for name, sub in SUBCOMMANDS.items():
         p = subparsers.add_parser(name, parents=[common], help=sub.help, description=sub.description)
-        for flags, options in sub.arguments:
-            p.add_argument(*flags, **options)
+        add_arguments(p, sub.arguments)
     return ap, subparsers
 
 
