@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 
+from al_core.bench import child_command
+
 SIDES = ("al_core", "reference")
 
 
@@ -159,25 +161,7 @@ def _child(args: argparse.Namespace) -> int:
 def _run(side: str, size: tuple[int, int, int], args: argparse.Namespace, workdir: str) -> dict:
     n, d, k = size
     result = os.path.join(workdir, f"{side}.json")
-    cmd = [
-        sys.executable,
-        "-m",
-        "al_core.bench.probe",
-        "--child",
-        side,
-        "--n",
-        str(n),
-        "--dim",
-        str(d),
-        "--classes",
-        str(k),
-        "--warm",
-        str(args.warm),
-        "--seed",
-        str(args.seed),
-        "--result",
-        result,
-    ]
+    cmd = child_command("al_core.bench.probe", args, ("warm", "seed"), child=side, n=n, dim=d, classes=k, result=result)
     before = loadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
