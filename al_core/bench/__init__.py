@@ -11,6 +11,11 @@ import sys as _sys
 from pathlib import Path as _Path
 
 
+def md_row(cells) -> str:
+    """One line of a markdown table: ``| a | b |``."""
+    return "| " + " | ".join(cells) + " |"
+
+
 def child_command(module: str, args, forward: tuple[str, ...] = (), **options) -> list[str]:
     """``python -m module --name value ...``: a benchmark's child process, given the parent's options named in
     ``forward`` (read from ``args``), then ``options``: one ``--name value`` each (``_`` in a name written ``-``,

@@ -45,6 +45,7 @@ import time
 
 import numpy as np
 
+from al_core.bench import md_row
 from al_core.learn.simulate import round_seed, study_seeds
 
 ROUNDS_SHOWN = (1, 5, 10, 15, 20)  # the rounds a study's table shows (those its runs reach)
@@ -132,12 +133,12 @@ class RoundsTable:
         shown = [r for r in rounds_shown if r <= len(first[self.per_round])]
         headers = [h for h, _ in self.lead] + [f"{first[self.per_round][r - 1]} {self.unit}" for r in shown]
         headers += [h for h, _ in self.tail]
-        lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+        lines = [md_row(headers), md_row(["---"] * len(headers))]
         for r in out["runs"].values():
             m, s = r[self.metric]["mean"], r[self.metric]["std"]
             cells = [f"{m[i - 1]:.4f} ± {s[i - 1]:.4f}" for i in shown if i <= len(m)]
             row = [cell(r) for _, cell in self.lead] + cells + [cell(r) for _, cell in self.tail]
-            lines.append("| " + " | ".join(row) + " |")
+            lines.append(md_row(row))
         return "\n".join(lines)
 
 
