@@ -3,7 +3,9 @@
 ``MIGRATIONS[v]`` holds the statements that take a database from version
 ``v - 1`` to ``v``; ``al_core.catalogue.store.Store`` runs each version's list in
 one transaction together with the version bump in ``schema_info``. A released
-version is never edited: a change is a new version. docs/sql.md documents the
+version is never edited: a change is a new version (tests/test_store.py pins the
+DDL of each released one). Versions 2 and 4 build round_summary and label_lineage
+from the parts in al_core.catalogue.label_views. docs/sql.md documents the
 columns of the audit views.
 """
 

@@ -1,5 +1,6 @@
-"""What the `al` commands share: the ``--config`` option and running a command against the project's store,
-with every failure turned into a one-line message and a status of the one table, al_core.cli.exit_codes.Exit.
+"""What the `al` commands share: the ``--config`` option, arguments declared as data (``arg``, ``add_arguments``)
+and running a command against the project's store, with every failure turned into a one-line message and a status
+of the one table, al_core.cli.exit_codes.Exit.
 
 - a project file that is missing or invalid (ConfigError, also one met while running, such as no class
   list): Exit.USAGE;
