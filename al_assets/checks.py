@@ -50,6 +50,30 @@ def _partition(context) -> str:
     return context.run.tags.get("dagster/partition", "")
 
 
+def _output(context, project: ProjectResource, asset_name: str) -> dict:
+    """The stored value of ``asset_name`` for the run's partition."""
+    return open_store(project.load()).get_asset_output(asset_name, _partition(context))
+
+
+def _warning_check(asset):
+    """A check of ``asset`` that warns and never blocks what follows, described by the decorated function's
+    docstring: ``fn(cfg, store, partition)`` (the project, its store, the run's partition) returns the (passed,
+    description, metadata) of a result of severity WARN."""
+
+    def wrap(fn):
+        def check(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
+            cfg = project.load()
+            passed, text, metadata = fn(cfg, open_store(cfg), _partition(context))
+            return dg.AssetCheckResult(
+                passed=passed, severity=dg.AssetCheckSeverity.WARN, description=text, metadata=metadata
+            )
+
+        description = " ".join(fn.__doc__.split())
+        return dg.asset_check(asset=asset, blocking=False, description=description, name=fn.__name__)(check)
+
+    return wrap
+
+
 def _check_batch(context, project, asset_name: str) -> dg.AssetCheckResult:
     part = _partition(context)
     cfg = project.load()
@@ -108,59 +132,45 @@ def labels_are_known(context: dg.AssetCheckExecutionContext, project: ProjectRes
     )
 
 
-@dg.asset_check(
-    asset=round_labels,
-    blocking=False,
-    description="Every label file delivered to this run was accepted (warns on a rejected delivery, "
-    "with its first error; the file and its .errors.json are in inbox/rejected/)",
-)
-def deliveries_accepted(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
-    value = open_store(project.load()).get_asset_output("round_labels", _partition(context))
+@_warning_check(round_labels)
+def deliveries_accepted(cfg, store, partition: str):
+    """Every label file delivered to this run was accepted (warns on a rejected delivery, with its first error;
+    the file and its .errors.json are in inbox/rejected/)"""
+    value = store.get_asset_output("round_labels", partition)
     rejected = [f for f in value.get("files", []) if f.get("status") == "rejected"]
-    return dg.AssetCheckResult(
-        passed=not rejected,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            f"{len(rejected)} delivery(ies) rejected: {rejected[0]['name']}: {rejected[0]['reason']}"
-            if rejected
-            else f"{len(value.get('files', []))} delivery(ies), none rejected"
-        ),
-        metadata={
-            "rejected": dg.MetadataValue.json([{"name": f["name"], "first_error": f.get("reason")} for f in rejected])
-        },
+    text = (
+        f"{len(rejected)} delivery(ies) rejected: {rejected[0]['name']}: {rejected[0]['reason']}"
+        if rejected
+        else f"{len(value.get('files', []))} delivery(ies), none rejected"
     )
+    errors = [{"name": f["name"], "first_error": f.get("reason")} for f in rejected]
+    return not rejected, text, {"rejected": dg.MetadataValue.json(errors)}
 
 
 @dg.asset_check(asset=eval_metrics, description="Metrics are finite and within [0, 1]")
 def metrics_are_finite(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
     from al_core.loop.evaluation import METRIC_NAMES
 
-    value = open_store(project.load()).get_asset_output("eval_metrics", _partition(context))
+    value = _output(context, project, "eval_metrics")
     vals = {k: value.get(k) for k in METRIC_NAMES}
     bad = {k: v for k, v in vals.items() if v is not None and not (math.isfinite(v) and 0.0 <= v <= 1.0)}
     return dg.AssetCheckResult(passed=not bad, metadata={k: (v if v is not None else -1.0) for k, v in vals.items()})
 
 
-@dg.asset_check(
-    asset=eval_metrics,
-    blocking=False,
-    description="The round was scored on labelled evaluation images (warns while the evaluation set "
-    "has no label: the metrics say 'not evaluated')",
-)
-def round_is_evaluated(context: dg.AssetCheckExecutionContext, project: ProjectResource) -> dg.AssetCheckResult:
+@_warning_check(eval_metrics)
+def round_is_evaluated(cfg, store, partition: str):
+    """The round was scored on labelled evaluation images (warns while the evaluation set has no label: the
+    metrics say 'not evaluated')"""
     from al_core.loop.holdout import eval_set_state
 
-    cfg = project.load()
-    store = open_store(cfg)
-    value = store.get_asset_output("eval_metrics", _partition(context))
+    value = store.get_asset_output("eval_metrics", partition)
     ev = eval_set_state(store, cfg)
     n = int(value.get("n_eval") or 0)
     status = value.get("status") or ("not evaluated" if not n else f"evaluated on {n} image(s)")
-    return dg.AssetCheckResult(
-        passed=n > 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=status + (f"; {ev['todo']}" if ev["todo"] and not n else ""),
-        metadata={
+    return (
+        n > 0,
+        status + (f"; {ev['todo']}" if ev["todo"] and not n else ""),
+        {
             "eval_images": dg.MetadataValue.text(str(n)),
             "eval_set_labelled": dg.MetadataValue.text(f"{ev['labelled']}/{ev['size']}"),
             "todo": dg.MetadataValue.text(ev["todo"] or "-"),
@@ -168,26 +178,19 @@ def round_is_evaluated(context: dg.AssetCheckExecutionContext, project: ProjectR
     )
 
 
-@dg.asset_check(
-    asset=eval_metrics,
-    blocking=False,
-    description="The stop rule (stabilising predictions): warns once the model's predictions on the stop "
-    "set have stopped changing, with the projected gain and cost of the next batch",
-)
-def labelling_still_changes_the_model(
-    context: dg.AssetCheckExecutionContext, project: ProjectResource
-) -> dg.AssetCheckResult:
+@_warning_check(eval_metrics)
+def labelling_still_changes_the_model(cfg, store, partition: str):
+    """The stop rule (stabilising predictions): warns once the model's predictions on the stop set have stopped
+    changing, with the projected gain and cost of the next batch"""
     from al_core.reporting.value_text import lines
     from al_core.value.summary import value_summary
 
-    cfg = project.load()
-    s = value_summary(open_store(cfg), cfg)
+    s = value_summary(store, cfg)
     st, text = s["stop"], lines(s)
-    return dg.AssetCheckResult(
-        passed=not st["stop"],
-        severity=dg.AssetCheckSeverity.WARN,
-        description=("consider stopping: " if st["stop"] else "go on: ") + st["reason"],
-        metadata={
+    return (
+        not st["stop"],
+        ("consider stopping: " if st["stop"] else "go on: ") + st["reason"],
+        {
             "kappa": dg.MetadataValue.text("–" if st["last_kappa"] is None else f"{st['last_kappa']:.4f}"),
             "threshold": dg.MetadataValue.text(f"{st['threshold']:g} for {st['window']} rounds"),
             "stable_rounds": dg.MetadataValue.text(str(st["stable_rounds"])),

@@ -6,9 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,6 @@ import numpy as np
 import pytest
 import yaml
 
-from al_assets.tools.bench_scale import _stop  # the benchmark's own process-group stop
 from al_core.catalogue import open_store
 from tests.conftest import CLASSES, ROOT
 
@@ -193,24 +189,6 @@ def test_partition_asset_then_embeddings_commits(tmp_path, sample_root):
 
 
 # ---------------------------------------------------------------------------- Dask: scheduler + two workers
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
 def _tree(pid: int):
     import psutil
 
@@ -242,6 +220,7 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
 
     from al_assets.definitions import reconstructable_dask_job
     from al_assets.ingest import embeddings, raw_images
+    from al_assets.tools.dask_local import LocalDask
     from al_core.config import load_config
     from al_core.ingest.pipeline import EmbeddingsSummary
     from al_core.ingest.scan import scan
@@ -270,8 +249,6 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     }
     cfg_path = tmp_path / "al.yaml"
     cfg_path.write_text(yaml.safe_dump(conf))
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     env = dict(
@@ -282,11 +259,11 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
         OMP_NUM_THREADS="1",
         MKL_NUM_THREADS="1",
         PYTHONPATH=str(ROOT),
-        AL_DASK_SCHEDULER=address,
         DASK_DISTRIBUTED__WORKER__DAEMON="False",
     )
+    dask = LocalDask(tmp_path, env)  # each process in its own group: stopped as a group at the end
     monkeypatch.setenv("AL_CONFIG", str(cfg_path))
-    monkeypatch.setenv("AL_DASK_SCHEDULER", address)
+    monkeypatch.setenv("AL_DASK_SCHEDULER", dask.address)
 
     cfg = load_config(cfg_path)
     store = open_store(cfg)
@@ -294,57 +271,12 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
     n_ok = store.fetch("SELECT count(*) FROM images")[0][0]
     assert n_ok == 64
 
-    dask_bin = str(Path(sys.executable).with_name("dask"))
-    procs: list[subprocess.Popen] = []
-    logs = []
-
-    def start(args, name):
-        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with its worker
-        logs.append(log)
-        p = subprocess.Popen(
-            [dask_bin, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )  # own process group: killed as a group at the end
-        procs.append(p)
-        return p
-
-    try:
-        # --dashboard-address too: even with --no-dashboard, distributed serves /health and /metrics
-        # over HTTP on the dashboard address (default :8787 on every interface)
-        sched = start(
-            [
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-dashboard",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--no-show",
-            ],
-            "scheduler",
-        )
-        _wait_port(port, sched, 60)
-        common = [
-            "--host",
-            "127.0.0.1",
-            "--nworkers",
-            "1",
-            "--nthreads",
-            "1",
-            "--no-dashboard",
-            "--dashboard-address",
-            "127.0.0.1:0",
-            "--no-nanny",
-            "--memory-limit",
-            "0",
-            "--preload",
-            "al_assets.tools.dask_preload",
-        ]  # warm: code location + backbone loaded at start
+    with dask:
+        sched = dask.scheduler()
         # w1 sits beside the DuckDB file: only it runs the plan and commit steps (CATALOGUE resource)
-        w1 = start(["worker", address, *common, "--name", "w1", "--resources", "CATALOGUE=1"], "w1")
-        w2 = start(["worker", address, *common, "--name", "w2"], "w2")
-        with distributed.Client(address, timeout=30) as client:
+        w1 = dask.worker("w1", writer=True)
+        w2 = dask.worker("w2")
+        with distributed.Client(dask.address, timeout=30) as client:
             client.wait_for_workers(2, timeout=90)
             workers = client.scheduler_info()["workers"]
         names = {w["name"]: addr for addr, w in workers.items()}
@@ -355,23 +287,17 @@ def test_embed_shards_on_dask_with_two_workers(tmp_path, sample_root, monkeypatc
         result = dg.execute_job(dg.reconstructable(reconstructable_dask_job), instance=instance, raise_on_error=False)
         dask_seconds = time.monotonic() - t0
         if not result.success:
-            for p in logs:
-                p.flush()
-            tails = {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in ("scheduler", "w1", "w2")}
+            tails = {n: dask.log_tail(n) for n in ("scheduler", "w1", "w2")}
             failures = [e.message for e in result.all_events if e.is_failure]
             pytest.fail(f"dask run failed: {failures}\n{json.dumps(tails, indent=1)}")
 
         # everything the test started listens on 127.0.0.1 only
-        started = [p for proc in procs for p in _tree(proc.pid)]
+        started = [p for proc in dask.procs for p in _tree(proc.pid)]
         listening = _listening(started)
         assert listening, "the scheduler and workers should be listening"
         assert all(ip == "127.0.0.1" for _, ip, _ in listening), listening
         assert {pid for pid, _, _ in listening} >= {sched.pid, w1.pid, w2.pid}
-    finally:
-        _stop(procs)
-        for f in logs:
-            f.close()
-    assert all(p.poll() is not None for p in procs)
+    assert all(p.poll() is not None for p in dask.procs)
 
     value = store.get_asset_output("embeddings", "")
     sharded = value["sharded"]

@@ -8,7 +8,15 @@ import duckdb
 import numpy as np
 import pytest
 
-from al_core.catalogue.store import SCHEMA_VERSION, SchemaVersionError, Store, StoreError, StoreLockedError, shard_of
+from al_core.catalogue.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    Store,
+    StoreError,
+    StoreLockedError,
+    shard_of,
+)
 
 
 def _ids(n, salt=""):
@@ -21,6 +29,27 @@ def test_schema_version_recorded_from_first_open(store):
     assert store.schema_version() == SCHEMA_VERSION
     rows = dict(store.fetch("SELECT key, value FROM schema_info"))
     assert rows["app"] == "al-pipeline" and rows["schema_version"] == str(SCHEMA_VERSION)
+
+
+# sha256 of each released schema version's DDL, white space folded. A released version is never edited (a change is
+# a new version); versions 2 and 4 build round_summary and label_lineage from common parts
+# (al_core.catalogue.label_views), so an edit there must leave both as they were.
+RELEASED_DDL = {
+    1: "b961e7e73dd886add664241133a4828c5695f32427f3111333e5419ac1e83910",
+    2: "e76b8677632cd001b7afeb0748a254c92bbb2abda6f7257d14e03dbe1f6b30c1",
+    3: "ce9e548aba993317932bd6a3bd13ac8c9d102e7f38169e84c60c26f3930150e3",
+    4: "012319a3d5a5ebe6e1d71243d52c7e61c5754f4ffdc766f783ef06eb0f410b75",
+    5: "03cca957def3e308b169fde839ca29c14af23ddb1e72e6329f278e759d49c6eb",
+    6: "93d9e225cc494a98e7442c8e9b95d56e68ce17b68226ac7a1599ebcf3ff23707",
+    7: "849f5505f73c4195b372f618bb1daf2a975e29846700be36c8e39a1774176eb7",
+    8: "aa1f44ba80c44c687285cb1b509ea6c4e2dce600dd4f9543667fc33069f6162e",
+}
+
+
+def test_released_schema_versions_are_never_edited():
+    for version, digest in RELEASED_DDL.items():
+        ddl = "\n".join(" ".join(statement.split()) for statement in MIGRATIONS[version])
+        assert hashlib.sha256(ddl.encode()).hexdigest() == digest, f"schema version {version} was edited"
 
 
 def test_vectors_round_trip_sorted_contiguous_and_sql_view(store, tmp_path):

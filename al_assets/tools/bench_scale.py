@@ -15,8 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,34 +22,11 @@ from pathlib import Path
 
 import yaml
 
+from al_assets.tools.dask_local import ROOT, LocalDask
 from al_core.bench import emit
 from al_core.catalogue import open_store
-from al_core.files.processes import stop_groups
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "examples" / "cifar10-2k"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:2]} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    stop_groups(procs, grace_s=15)
 
 
 def _copy_images(dest: Path, n: int) -> int:
@@ -88,8 +63,6 @@ def run_dask(work: Path, images: Path, n_workers: int, image_size: int, batch: i
     cfg = load_config(cfg_path)
     store = open_store(cfg)
     scan(store, root=images)
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
     home = work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 2
@@ -102,86 +75,35 @@ def run_dask(work: Path, images: Path, n_workers: int, image_size: int, batch: i
         OMP_NUM_THREADS=str(threads),
         MKL_NUM_THREADS=str(threads),
         PYTHONPATH=str(ROOT),
-        AL_DASK_SCHEDULER=address,
     )
-    dask_bin = str(Path(sys.executable).with_name("dask"))
-    procs: list[subprocess.Popen] = []
-    logs = []
-
-    def start(args, name):
-        log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with its worker at the end
-        logs.append(log)
-        p = subprocess.Popen(
-            [dask_bin, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        procs.append(p)
-        return p
-
+    dask = LocalDask(work, env)
     old_env = {k: os.environ.get(k) for k in ("AL_CONFIG", "AL_DASK_SCHEDULER")}
-    os.environ.update(AL_CONFIG=str(cfg_path), AL_DASK_SCHEDULER=address)
+    os.environ.update(AL_CONFIG=str(cfg_path), AL_DASK_SCHEDULER=dask.address)
     try:
-        sched = start(
-            [
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-dashboard",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--no-show",
-            ],
-            "scheduler",
-        )
-        _wait_port(port, sched, 60)
-        t0 = time.monotonic()
-        for i in range(n_workers):
-            extra = ["--resources", "CATALOGUE=1"] if i == 0 else []
-            start(
-                [
-                    "worker",
-                    address,
-                    "--host",
-                    "127.0.0.1",
-                    "--nworkers",
-                    "1",
-                    "--nthreads",
-                    "1",
-                    "--no-nanny",
-                    "--no-dashboard",
-                    "--dashboard-address",
-                    "127.0.0.1:0",
-                    "--memory-limit",
-                    "0",
-                    "--preload",
-                    "al_assets.tools.dask_preload",
-                    "--name",
-                    f"w{i + 1}",
-                    *extra,
-                ],
-                f"w{i + 1}",
-            )
-        import distributed
+        with dask:
+            dask.scheduler()
+            t0 = time.monotonic()
+            for i in range(n_workers):
+                dask.worker(f"w{i + 1}", writer=i == 0)
+            import distributed
 
-        with distributed.Client(address, timeout=30) as client:
-            client.wait_for_workers(n_workers, timeout=300)
-        startup = time.monotonic() - t0
-        instance = dg.DagsterInstance.local_temp(str(home))
-        t0 = time.monotonic()
-        result = dg.execute_job(dg.reconstructable(reconstructable_dask_job), instance=instance, raise_on_error=False)
-        wall = time.monotonic() - t0
-        if not result.success:
-            raise RuntimeError(f"run failed: {[e.message for e in result.all_events if e.is_failure][:3]}")
-        steps = {}
-        for rec in instance.all_logs(result.run_id):
-            ev = rec.dagster_event
-            if ev is not None and ev.event_type_value in ("STEP_START", "STEP_SUCCESS") and ev.step_key:
-                steps.setdefault(ev.step_key, {})[ev.event_type_value] = rec.timestamp
+            with distributed.Client(dask.address, timeout=30) as client:
+                client.wait_for_workers(n_workers, timeout=300)
+            startup = time.monotonic() - t0
+            instance = dg.DagsterInstance.local_temp(str(home))
+            t0 = time.monotonic()
+            result = dg.execute_job(
+                dg.reconstructable(reconstructable_dask_job), instance=instance, raise_on_error=False
+            )
+            wall = time.monotonic() - t0
+            if not result.success:
+                raise RuntimeError(f"run failed: {[e.message for e in result.all_events if e.is_failure][:3]}")
+            steps = {}
+            for rec in instance.all_logs(result.run_id):
+                ev = rec.dagster_event
+                if ev is not None and ev.event_type_value in ("STEP_START", "STEP_SUCCESS") and ev.step_key:
+                    steps.setdefault(ev.step_key, {})[ev.event_type_value] = rec.timestamp
     finally:
-        _stop(procs)
-        for f in logs:
-            f.close()
         for k, v in old_env.items():
             if v is None:
                 os.environ.pop(k, None)

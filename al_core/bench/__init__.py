@@ -7,7 +7,23 @@ recorded in docs/benchmarks.md.
 """
 
 import json as _json
+import sys as _sys
 from pathlib import Path as _Path
+
+
+def md_row(cells) -> str:
+    """One line of a markdown table: ``| a | b |``."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def child_command(module: str, args, forward: tuple[str, ...] = (), **options) -> list[str]:
+    """``python -m module --name value ...``: a benchmark's child process, given the parent's options named in
+    ``forward`` (read from ``args``), then ``options``: one ``--name value`` each (``_`` in a name written ``-``,
+    the value as ``str``)."""
+    cmd = [_sys.executable, "-m", module]
+    for name, value in [*((f, getattr(args, f)) for f in forward), *options.items()]:
+        cmd += [f"--{name.replace('_', '-')}", str(value)]
+    return cmd
 
 
 def emit(result: dict, json_path: str | None, *, indent: int = 1) -> None:

@@ -24,6 +24,7 @@ round still running; the seed round is not limited) and recorded under ``stopped
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -110,6 +111,80 @@ def run_key(seed_strategy: str, query_strategy: str) -> str:
     return f"{query_strategy}@{seed_strategy}"
 
 
+def save_study(out: dict, path: str | None) -> None:
+    """Stamp ``out["updated"]`` and, with a ``path``, rewrite the study's JSON there (atomically: a stopped run
+    keeps every (strategy, seed) it finished)."""
+    from al_core.files.atomic import atomic_write_text
+
+    out["updated"] = _dt.datetime.now().isoformat(timespec="seconds")
+    if path:
+        atomic_write_text(path, json.dumps(out, indent=1))
+
+
+def parse_runs(text: str) -> list[tuple[str, str]]:
+    """``QUERY@SEED,...`` as (seed strategy, query strategy) pairs; a QUERY alone is seeded by centroid."""
+    return [tuple(reversed(r.split("@"))) if "@" in r else ("centroid", r) for r in text.split(",")]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyData:
+    """A features file of the study: the pool (``train_features``/``train_targets``: x, y), the test set
+    (``test_features``/``test_targets``: xt, yt) and K (``class_names``, else the largest pool label + 1)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    xt: np.ndarray
+    yt: np.ndarray
+    n_classes: int
+    # seed strategy name -> cached_seed_strategy(name): each seed pool computed once for this pool
+    seed_strategies: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def load(cls, path: str) -> StudyData:
+        data = np.load(path)
+        y = np.asarray(data["train_targets"], dtype=np.int64)
+        return cls(
+            np.ascontiguousarray(data["train_features"], dtype=np.float32),
+            y,
+            np.ascontiguousarray(data["test_features"], dtype=np.float32),
+            np.asarray(data["test_targets"], dtype=np.int64),
+            int(len(data["class_names"])) if "class_names" in data.files else int(y.max() + 1),
+        )
+
+    def record(self, prog: str, argv: list[str], path: str) -> dict:
+        """The head of a study's JSON: its command line, start, machine, features file and pool and test sizes."""
+        return {
+            "command": f"{prog} " + " ".join(argv),
+            "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
+            "features": path,
+            "n_pool": int(self.x.shape[0]),
+            "n_test": int(self.xt.shape[0]),
+        }
+
+    def simulate(self, seed_strategy: str, query_strategy: str, *, per_round: int, rounds: int, seed: int, **hooks):
+        """The study's run (al_core.learn.simulate.run_simulation): ``rounds`` labelled-set sizes of
+        ``per_round`` labels each, round 0 the seed pool (``cached_seed_strategy``: computed once per seed);
+        ``hooks``: its ``progress`` / ``on_probe``."""
+        from al_core.learn.simulate import run_simulation
+
+        if seed_strategy not in self.seed_strategies:
+            self.seed_strategies[seed_strategy] = cached_seed_strategy(seed_strategy)
+        return run_simulation(
+            self.x,
+            self.y,
+            self.xt,
+            self.yt,
+            n_classes=self.n_classes,
+            seed_strategy=self.seed_strategies[seed_strategy],
+            query_strategy=query_strategy,
+            budget_per_round=per_round,
+            rounds=rounds - 1,
+            seed=seed,
+            **hooks,
+        )
+
+
 def area_under_curve(mean_acc: list[float]) -> float:
     """Normalised area under the accuracy curve: trapezoids over rounds, divided by the rounds spanned."""
     y = np.asarray(mean_acc, dtype=np.float64)
@@ -189,29 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and not args.json:
         ap.error("--resume needs --json (the file to resume)")
 
-    from al_core.learn.simulate import run_simulation
-
-    data = np.load(args.features)
-    x = np.ascontiguousarray(data["train_features"], dtype=np.float32)
-    y = np.asarray(data["train_targets"], dtype=np.int64)
-    xt = np.ascontiguousarray(data["test_features"], dtype=np.float32)
-    yt = np.asarray(data["test_targets"], dtype=np.int64)
-    n_classes = int(len(data["class_names"])) if "class_names" in data.files else int(y.max() + 1)
+    data = StudyData.load(args.features)
+    n_classes = data.n_classes
     per_round = args.per_round or n_classes
     seeds = list(STUDY_SEEDS[: args.seeds])
-    if args.runs:
-        runs = [tuple(reversed(r.split("@"))) if "@" in r else ("centroid", r) for r in args.runs.split(",")]
-    else:
-        runs = list(DEFAULT_RUNS)
+    runs = parse_runs(args.runs) if args.runs else list(DEFAULT_RUNS)
 
-    out: dict = {
-        "command": "al bench curves " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "started": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-        "features": args.features,
-        "n_pool": int(x.shape[0]),
-        "n_test": int(xt.shape[0]),
-        "dim": int(x.shape[1]),
+    out: dict = data.record("al bench curves", argv, args.features) | {
+        "dim": int(data.x.shape[1]),
         "n_classes": n_classes,
         "per_round": per_round,
         "rounds": args.rounds,
@@ -241,12 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         out["errors_before"] = {**old.get("errors_before", {}), **old.get("errors", {})}
 
     def dump() -> None:
-        out["updated"] = _dt.datetime.now().isoformat(timespec="seconds")
-        if args.json:
-            tmp = args.json + ".tmp"
-            with open(tmp, "w") as fh:
-                json.dump(out, fh, indent=1)
-            os.replace(tmp, args.json)
+        save_study(out, args.json)
 
     hard = max(1, int(3 * args.max_round_seconds))  # armed for query rounds only
 
@@ -254,7 +309,6 @@ def main(argv: list[str] | None = None) -> int:
         raise RoundTooSlow(f"a round ran past the hard limit of {hard} s")
 
     signal.signal(signal.SIGALRM, on_alarm)
-    seed_strats = {name: cached_seed_strategy(name) for name in {r[0] for r in runs}}
     dump()
     t_all = time.perf_counter()
     for seed_name, query_name in runs:
@@ -289,18 +343,8 @@ def main(argv: list[str] | None = None) -> int:
 
             signal.alarm(0)  # the seed round (k-means on the whole pool for centroid) is not limited
             try:
-                res = run_simulation(
-                    x,
-                    y,
-                    xt,
-                    yt,
-                    n_classes=n_classes,
-                    seed_strategy=seed_strats[seed_name],
-                    query_strategy=query_name,
-                    budget_per_round=per_round,
-                    rounds=args.rounds - 1,
-                    seed=seed,
-                    progress=progress,
+                res = data.simulate(
+                    seed_name, query_name, per_round=per_round, rounds=args.rounds, seed=seed, progress=progress
                 )
             except RoundTooSlow as exc:
                 signal.alarm(0)

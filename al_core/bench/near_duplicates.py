@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from al_core.bench import child_command
 from al_core.bench.select import _vm_kb, write_features
 
 
@@ -80,21 +81,9 @@ def run_child(args: argparse.Namespace) -> int:
 
 def _run(method: str, features: str, args, workdir: str) -> tuple[dict, np.ndarray | None]:
     result = os.path.join(workdir, f"{method}.json")
-    cmd = [
-        sys.executable,
-        "-m",
-        "al_core.bench.near_duplicates",
-        "--child",
-        method,
-        "--features",
-        features,
-        "--threshold",
-        str(args.threshold),
-        "--seed",
-        str(args.seed),
-        "--result",
-        result,
-    ]
+    cmd = child_command(
+        "al_core.bench.near_duplicates", args, ("threshold", "seed"), child=method, features=features, result=result
+    )
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0 or not os.path.exists(result):

@@ -25,13 +25,13 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
 from al_core.bench import emit
+from al_core.bench.select import add_pool_options, labelled_rows, pool_record, write_features
 
 # Rows per block of the exact coverage check: 16384 x 768 x 4 B = 48 MB of
 # features, plus 16384 x (L + B) x 4 B of dot products (72 MB at L + B = 1,100).
@@ -71,12 +71,7 @@ def independent_purity(features: np.ndarray, n_classes: int, seed: int, delta: f
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="al bench probcover_approx", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=200_000)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--classes", type=int, default=100)
-    ap.add_argument("--budget", type=int, default=100)
-    ap.add_argument("--labeled", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
+    add_pool_options(ap, n=200_000)
     ap.add_argument("--exact", action="store_true", help="also run the exact method (N^2 D work; its graph in memory)")
     ap.add_argument("--purity-rows", type=int, default=4096, help="rows of the independent purity check")
     ap.add_argument(
@@ -97,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    from al_core.bench.select import write_features
     from al_core.learn.strategies import get_strategy
     from al_core.learn.strategies.probcover import PROBCOVER_SAMPLE_ROWS, PURITY_SAMPLE_ROWS
 
@@ -127,22 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(spec, fh)
     ids = np.load(ids_path)
     features = np.load(path, mmap_mode="r")
-    rng = np.random.default_rng(args.seed + 1)  # the labelled rows of `al bench select`
-    labeled = np.sort(rng.choice(args.n, size=args.labeled, replace=False)).astype(np.int64)
+    labeled = labelled_rows(args)  # the labelled rows of `al bench select`
     labels = ids[labeled]
 
-    out: dict = {
-        "command": "al bench probcover_approx " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-        "n": args.n,
-        "dim": args.dim,
-        "classes": args.classes,
-        "budget": args.budget,
-        "labeled": args.labeled,
-        **samples,
-        "runs": {},
-    }
+    out: dict = pool_record("al bench probcover_approx", argv, args) | {**samples, "runs": {}}
     picks: dict[str, np.ndarray] = {}
     modes = [("approximate", True)] + ([("exact", False)] if args.exact else [])
     for name, approximate in modes:

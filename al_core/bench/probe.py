@@ -10,7 +10,7 @@ too), so both see the same background load:
 - ``al_core``: :class:`al_core.learn.probe.Probe` ``.fit`` (hand-written gradients, no
   ``torch.optim``: :mod:`al_core.learn.probe_train`);
 - ``reference``: the same specification trained the plain torch way
-  (:func:`reference_fit`: ``nn.Sequential`` with ``nn.Dropout``, autograd,
+  (:func:`reference_fit`: Probe's hyperparameters and mini-batches, ``nn.Sequential`` with ``nn.Dropout``, autograd,
   ``torch.optim.AdamW``, ``torch.randperm`` every epoch, the best epoch's
   ``state_dict`` cloned), which is what ``Probe.fit`` was before.
 
@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 
+from al_core.bench import child_command
+
 SIDES = ("al_core", "reference")
 
 
@@ -55,48 +57,37 @@ def clustered(n: int, dim: int, classes: int, seed: int):
     return x, ids
 
 
-def reference_fit(
-    x,
-    labels,
-    n_classes: int,
-    *,
-    seed: int = 0,
-    dropout: float = 0.75,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-2,
-    batch_size: int = 4096,
-    max_epochs: int = 400,
-    patience: int = 20,
-    min_delta: float = 1e-3,
-) -> int:
-    """The specification's probe trained the plain torch way (module docstring), on one torch
-    thread; returns the number of epochs run."""
+def reference_fit(x, labels, n_classes: int, *, seed: int = 0, **params) -> int:
+    """The specification's probe trained the plain torch way (module docstring), on one torch thread: the
+    hyperparameters and mini-batches of :class:`al_core.learn.probe.Probe` (its defaults, or ``params``); returns
+    the number of epochs run."""
     import math
 
     import torch
     from torch import nn
     from torch.nn import functional as F
 
+    from al_core.learn.probe import Probe
+    from al_core.learn.probe_train import batch_bounds
+
+    spec = Probe(n_classes, seed=seed, **params)
     n, d = x.shape
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = nn.Sequential(nn.Dropout(p=dropout), nn.BatchNorm1d(d, affine=False), nn.Linear(d, n_classes))
-            opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+            model = nn.Sequential(nn.Dropout(p=spec.dropout), nn.BatchNorm1d(d, affine=False), nn.Linear(d, n_classes))
+            opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
             xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
             best_loss = ref_loss = math.inf
             wait, best_state, epochs = 0, None, 0
             model.train()
-            for _ in range(max_epochs):
+            for _ in range(spec.max_epochs):
                 epochs += 1
                 order = torch.randperm(n)
                 total = 0.0
-                starts = list(range(0, n, batch_size))
-                if len(starts) > 1 and n - starts[-1] == 1:
-                    starts.pop()
-                for s, e in zip(starts, starts[1:] + [n]):
+                for s, e in batch_bounds(n, spec.batch_size):
                     idx = order[s:e]
                     opt.zero_grad(set_to_none=True)
                     loss = F.cross_entropy(model(xt[idx]), yt[idx])
@@ -107,11 +98,11 @@ def reference_fit(
                 if epoch_loss < best_loss:
                     best_loss = epoch_loss
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if epoch_loss < ref_loss - min_delta:
+                if epoch_loss < ref_loss - spec.min_delta:
                     ref_loss, wait = epoch_loss, 0
                 else:
                     wait += 1
-                    if wait >= patience:
+                    if wait >= spec.patience:
                         break
             model.load_state_dict(best_state)
     finally:
@@ -159,25 +150,7 @@ def _child(args: argparse.Namespace) -> int:
 def _run(side: str, size: tuple[int, int, int], args: argparse.Namespace, workdir: str) -> dict:
     n, d, k = size
     result = os.path.join(workdir, f"{side}.json")
-    cmd = [
-        sys.executable,
-        "-m",
-        "al_core.bench.probe",
-        "--child",
-        side,
-        "--n",
-        str(n),
-        "--dim",
-        str(d),
-        "--classes",
-        str(k),
-        "--warm",
-        str(args.warm),
-        "--seed",
-        str(args.seed),
-        "--result",
-        result,
-    ]
+    cmd = child_command("al_core.bench.probe", args, ("warm", "seed"), child=side, n=n, dim=d, classes=k, result=result)
     before = loadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

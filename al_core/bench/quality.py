@@ -35,6 +35,7 @@ The JSON is rewritten after every run; the markdown table is printed at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -44,7 +45,10 @@ import time
 
 import numpy as np
 
+from al_core.bench import md_row
 from al_core.learn.simulate import round_seed, study_seeds
+
+ROUNDS_SHOWN = (1, 5, 10, 15, 20)  # the rounds a study's table shows (those its runs reach)
 
 
 def _load(path: str):
@@ -89,6 +93,53 @@ def _summary(per_seed: list[list[float]]) -> dict:
         "std": a.std(axis=0).round(5).tolist(),
         "per_seed": a.round(5).tolist(),
     }
+
+
+def _rounds_summary(series: dict[str, list[list[float]]]) -> dict:
+    """Each series' per-round summary (``_summary`` of its runs, one per seed), then ``seeds_done``."""
+    return {name: _summary(runs) for name, runs in series.items()} | {"seeds_done": len(next(iter(series.values())))}
+
+
+def _study(out: dict, settings: dict[str, dict], seeds: list[int], run_seed, path: str | None) -> dict:
+    """Run a study of rounds: every setting (study key -> the fields recorded with it) with every seed.
+    ``run_seed(key, setting, seed)`` returns the run's per-round values (name -> list) and more fields to record; the
+    study key's record is its fields and the per-round summaries of its runs so far (``_rounds_summary``), and the
+    JSON at ``path`` is rewritten after every run."""
+    for key, fields in settings.items():
+        series: dict[str, list] = {}
+        for seed in seeds:
+            run, more = run_seed(key, fields, seed)
+            for name, values in run.items():
+                series.setdefault(name, []).append(values)
+            out["runs"][key] = fields | more | _rounds_summary(series)
+            _dump(out, path)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundsTable:
+    """The markdown table of a study of rounds: the ``lead`` columns, ``metric``'s mean ± std after each of
+    ``rounds_shown`` (those the runs reach; headed by the runs' ``per_round`` count and ``unit``), then the ``tail``
+    columns. ``lead`` and ``tail``: (header, run -> cell) pairs."""
+
+    per_round: str
+    unit: str
+    metric: str
+    lead: list
+    tail: list
+
+    def __call__(self, out: dict, rounds_shown=ROUNDS_SHOWN) -> str:
+        first = next(iter(out["runs"].values()))
+        shown = [r for r in rounds_shown if r <= len(first[self.per_round])]
+        headers = [h for h, _ in self.lead] + [f"{first[self.per_round][r - 1]} {self.unit}" for r in shown]
+        headers += [h for h, _ in self.tail]
+        lines = [md_row(headers), md_row(["---"] * len(headers))]
+        for r in out["runs"].values():
+            m, s = r[self.metric]["mean"], r[self.metric]["std"]
+            cells = [f"{m[i - 1]:.4f} ± {s[i - 1]:.4f}" for i in shown if i <= len(m)]
+            row = [cell(r) for _, cell in self.lead] + cells + [cell(r) for _, cell in self.tail]
+            lines.append(md_row(row))
+        return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- noise
@@ -200,63 +251,48 @@ def balance(args) -> dict:
     k_cls = len(classes)
     out = _header(args, "balance") | {"rounds": args.rounds, "budget_per_round": k_cls}
     cache: dict = {}
-    for ratio in [float(r) for r in args.ratios.split(",")]:
-        for flag in (False, True):
-            key = f"ratio {ratio:g}, class_balance {'on' if flag else 'off'}"
-            bacc, acc, minority = [], [], []
-            for seed in study_seeds(args.seeds):
-                rows = long_tailed(y_all, k_cls, ratio, seed)
-                x, y = x_all[rows], y_all[rows]
-                labeled = _seed_pool(cache, (ratio, seed), x, k_cls, k_cls, seed)
-                strategy = get_strategy("dropquery", class_balance=flag)
-                run_b, run_a, run_m = [], [], []
-                probe = None
-                for r in range(args.rounds):
-                    rseed = round_seed(seed, r)
-                    if r > 0:
-                        picks = strategy.select(
-                            x, labeled, y[labeled], k_cls, n_classes=k_cls, seed=rseed, probe=probe
-                        ).indices
-                        labeled = np.concatenate([labeled, picks])
-                    probe = Probe(k_cls, seed=rseed).fit(x[labeled], y[labeled])
-                    pred = probe.predict(tx)
-                    run_b.append(float(balanced_accuracy_score(ty, pred)))
-                    run_a.append(float(np.mean(pred == ty)))
-                    run_m.append(int(np.sum(y[labeled] >= k_cls // 2)))  # labels of the smaller half of the classes
-                _log(f"{key}, seed {seed}: balanced accuracy {run_b[-1]:.4f} at {len(labeled)} labels")
-                bacc.append(run_b)
-                acc.append(run_a)
-                minority.append(run_m)
-                out["runs"][key] = {
-                    "ratio": ratio,
-                    "class_balance": flag,
-                    "pool_size": int(len(rows)),
-                    "labels_per_round": [k_cls * (r + 1) for r in range(args.rounds)],
-                    "balanced_accuracy": _summary(bacc),
-                    "accuracy": _summary(acc),
-                    "labels_of_smaller_half": _summary(minority),
-                    "seeds_done": len(bacc),
-                }
-                _dump(out, args.json)
-    return out
+    labels_per_round = [k_cls * (r + 1) for r in range(args.rounds)]
+
+    def run_seed(key: str, setting: dict, seed: int):
+        rows = long_tailed(y_all, k_cls, setting["ratio"], seed)
+        x, y = x_all[rows], y_all[rows]
+        labeled = _seed_pool(cache, (setting["ratio"], seed), x, k_cls, k_cls, seed)
+        strategy = get_strategy("dropquery", class_balance=setting["class_balance"])
+        run: dict[str, list] = {"balanced_accuracy": [], "accuracy": [], "labels_of_smaller_half": []}
+        probe = None
+        for r in range(args.rounds):
+            rseed = round_seed(seed, r)
+            if r > 0:
+                picks = strategy.select(x, labeled, y[labeled], k_cls, n_classes=k_cls, seed=rseed, probe=probe).indices
+                labeled = np.concatenate([labeled, picks])
+            probe = Probe(k_cls, seed=rseed).fit(x[labeled], y[labeled])
+            pred = probe.predict(tx)
+            run["balanced_accuracy"].append(float(balanced_accuracy_score(ty, pred)))
+            run["accuracy"].append(float(np.mean(pred == ty)))
+            run["labels_of_smaller_half"].append(int(np.sum(y[labeled] >= k_cls // 2)))  # the smaller half's labels
+        _log(f"{key}, seed {seed}: balanced accuracy {run['balanced_accuracy'][-1]:.4f} at {len(labeled)} labels")
+        return run, {"pool_size": int(len(rows)), "labels_per_round": labels_per_round}
+
+    settings = {
+        f"ratio {ratio:g}, class_balance {'on' if flag else 'off'}": {"ratio": ratio, "class_balance": flag}
+        for ratio in [float(r) for r in args.ratios.split(",")]
+        for flag in (False, True)
+    }
+    return _study(out, settings, study_seeds(args.seeds), run_seed, args.json)
 
 
-def balance_table(out: dict, rounds_shown=(1, 5, 10, 15, 20)) -> str:
-    first = next(iter(out["runs"].values()))
-    rounds_shown = [r for r in rounds_shown if r <= len(first["labels_per_round"])]
-    head = " | ".join(f"{first['labels_per_round'][r - 1]} labels" for r in rounds_shown)
-    lines = [
-        f"| pool | class_balance | {head} | labels of the 5 smallest classes (last round) |",
-        "| --- | --- | " + " | ".join("---" for _ in rounds_shown) + " | --- |",
-    ]
-    for r in out["runs"].values():
-        m, s = r["balanced_accuracy"]["mean"], r["balanced_accuracy"]["std"]
-        cells = " | ".join(f"{m[i - 1]:.4f} ± {s[i - 1]:.4f}" for i in rounds_shown if i <= len(m))
-        lines.append(
-            f"| ratio {r['ratio']:g} ({r['pool_size']} images) | {'on' if r['class_balance'] else 'off'} | "
-            f"{cells} | {r['labels_of_smaller_half']['mean'][-1]:.1f} |"
-        )
-    return "\n".join(lines)
+balance_table = RoundsTable(
+    per_round="labels_per_round",
+    unit="labels",
+    metric="balanced_accuracy",
+    lead=[
+        ("pool", lambda r: f"ratio {r['ratio']:g} ({r['pool_size']} images)"),
+        ("class_balance", lambda r: "on" if r["class_balance"] else "off"),
+    ],
+    tail=[
+        ("labels of the 5 smallest classes (last round)", lambda r: f"{r['labels_of_smaller_half']['mean'][-1]:.1f}")
+    ],
+)
 
 
 # ----------------------------------------------------------------------------- relabel
@@ -280,74 +316,63 @@ def relabel(args) -> dict:
         "relabel_max_per_image": RELABEL_MAX_PER_IMAGE,
     }
     cache: dict = {}
-    for frac in [float(f) for f in args.fractions.split(",")]:
-        key = f"relabel_fraction {frac:g}"
-        acc, wrong, relabelled = [], [], []
-        n_rel = int(np.floor(frac * k_cls + 0.5))  # al_core.loop.batch_rules.n_relabel
-        for seed in study_seeds(args.seeds):
-            rng = np.random.default_rng([seed, 0xA11])
-            labeled = _seed_pool(cache, seed, x, k_cls, k_cls, seed)
-            current = np.full(len(y), -1, np.int64)
-            current[labeled] = _answer(rng, y, labeled, args.noise, k_cls)
-            asked = np.zeros(len(y), np.int64)
-            strategy = get_strategy("dropquery")
-            run_a, run_w, run_r = [], [], []
-            probe = None
-            for r in range(args.rounds):
-                rseed = round_seed(seed, r)
-                if r > 0:
-                    again = np.empty(0, np.int64)
-                    if n_rel:
-                        q = assess_labels(x[labeled], current[labeled], k_cls, seed=rseed)
-                        order = labeled[q.order]
-                        again = order[asked[order] < RELABEL_MAX_PER_IMAGE][:n_rel]
-                        asked[again] += 1
-                        current[again] = _answer(rng, y, again, args.noise, k_cls)
-                    new = strategy.select(
-                        x, labeled, current[labeled], k_cls - len(again), n_classes=k_cls, seed=rseed, probe=probe
-                    ).indices
-                    current[new] = _answer(rng, y, new, args.noise, k_cls)
-                    labeled = np.concatenate([labeled, new])
-                probe = Probe(k_cls, seed=rseed).fit(x[labeled], current[labeled])
-                run_a.append(float(np.mean(probe.predict(tx) == ty)))
-                run_w.append(int(np.sum(current[labeled] != y[labeled])))
-                run_r.append(int(asked.sum()))
-            _log(
-                f"{key}, seed {seed}: accuracy {run_a[-1]:.4f}, {run_w[-1]} wrong of {len(labeled)} labels, "
-                f"{run_r[-1]} relabelled"
-            )
-            acc.append(run_a)
-            wrong.append(run_w)
-            relabelled.append(run_r)
-            out["runs"][key] = {
-                "relabel_fraction": frac,
-                "relabel_per_round": n_rel,
-                "answers_per_round": [k_cls * (r + 1) for r in range(args.rounds)],
-                "accuracy": _summary(acc),
-                "wrong_training_labels": _summary(wrong),
-                "relabelled": _summary(relabelled),
-                "seeds_done": len(acc),
-            }
-            _dump(out, args.json)
-    return out
+    answers_per_round = [k_cls * (r + 1) for r in range(args.rounds)]
 
-
-def relabel_table(out: dict, rounds_shown=(1, 5, 10, 15, 20)) -> str:
-    first = next(iter(out["runs"].values()))
-    rounds_shown = [r for r in rounds_shown if r <= len(first["answers_per_round"])]
-    head = " | ".join(f"{first['answers_per_round'][r - 1]} answers" for r in rounds_shown)
-    lines = [
-        f"| relabel_fraction | {head} | wrong training labels (last round) | images labelled again |",
-        "| --- | " + " | ".join("---" for _ in rounds_shown) + " | --- | --- |",
-    ]
-    for r in out["runs"].values():
-        m, s = r["accuracy"]["mean"], r["accuracy"]["std"]
-        cells = " | ".join(f"{m[i - 1]:.4f} ± {s[i - 1]:.4f}" for i in rounds_shown if i <= len(m))
-        lines.append(
-            f"| {r['relabel_fraction']:g} | {cells} | {r['wrong_training_labels']['mean'][-1]:.1f} | "
-            f"{r['relabelled']['mean'][-1]:.1f} |"
+    def run_seed(key: str, setting: dict, seed: int):
+        n_rel = setting["relabel_per_round"]
+        rng = np.random.default_rng([seed, 0xA11])
+        labeled = _seed_pool(cache, seed, x, k_cls, k_cls, seed)
+        current = np.full(len(y), -1, np.int64)
+        current[labeled] = _answer(rng, y, labeled, args.noise, k_cls)
+        asked = np.zeros(len(y), np.int64)
+        strategy = get_strategy("dropquery")
+        run: dict[str, list] = {"accuracy": [], "wrong_training_labels": [], "relabelled": []}
+        probe = None
+        for r in range(args.rounds):
+            rseed = round_seed(seed, r)
+            if r > 0:
+                again = np.empty(0, np.int64)
+                if n_rel:
+                    q = assess_labels(x[labeled], current[labeled], k_cls, seed=rseed)
+                    order = labeled[q.order]
+                    again = order[asked[order] < RELABEL_MAX_PER_IMAGE][:n_rel]
+                    asked[again] += 1
+                    current[again] = _answer(rng, y, again, args.noise, k_cls)
+                new = strategy.select(
+                    x, labeled, current[labeled], k_cls - len(again), n_classes=k_cls, seed=rseed, probe=probe
+                ).indices
+                current[new] = _answer(rng, y, new, args.noise, k_cls)
+                labeled = np.concatenate([labeled, new])
+            probe = Probe(k_cls, seed=rseed).fit(x[labeled], current[labeled])
+            run["accuracy"].append(float(np.mean(probe.predict(tx) == ty)))
+            run["wrong_training_labels"].append(int(np.sum(current[labeled] != y[labeled])))
+            run["relabelled"].append(int(asked.sum()))
+        _log(
+            f"{key}, seed {seed}: accuracy {run['accuracy'][-1]:.4f}, {run['wrong_training_labels'][-1]} wrong "
+            f"of {len(labeled)} labels, {run['relabelled'][-1]} relabelled"
         )
-    return "\n".join(lines)
+        return run, {"answers_per_round": answers_per_round}
+
+    settings = {
+        f"relabel_fraction {frac:g}": {
+            "relabel_fraction": frac,
+            "relabel_per_round": int(np.floor(frac * k_cls + 0.5)),  # al_core.loop.batch_rules.n_relabel
+        }
+        for frac in [float(f) for f in args.fractions.split(",")]
+    }
+    return _study(out, settings, study_seeds(args.seeds), run_seed, args.json)
+
+
+relabel_table = RoundsTable(
+    per_round="answers_per_round",
+    unit="answers",
+    metric="accuracy",
+    lead=[("relabel_fraction", lambda r: f"{r['relabel_fraction']:g}")],
+    tail=[
+        ("wrong training labels (last round)", lambda r: f"{r['wrong_training_labels']['mean'][-1]:.1f}"),
+        ("images labelled again", lambda r: f"{r['relabelled']['mean'][-1]:.1f}"),
+    ],
+)
 
 
 KINDS = {"noise": (noise, noise_table), "balance": (balance, balance_table), "relabel": (relabel, relabel_table)}

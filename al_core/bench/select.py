@@ -42,6 +42,8 @@ import time
 
 import numpy as np
 
+from al_core.bench import child_command
+
 # Centre scale of the hard data set: at 0.15 the clusters overlap (768-D, 100 classes,
 # 1,000 labels: the probe is right on about a third of the rows and 90 % of the rows
 # become dropquery candidates, measured at 50,000 rows); 1.0 is the easy data set.
@@ -100,6 +102,37 @@ def write_features(
     return ids
 
 
+def add_pool_options(ap: argparse.ArgumentParser, n: int) -> None:
+    """The options of the synthetic pool (``write_features``, ``labelled_rows``): --n rows (default ``n``), --dim,
+    --classes (clusters), --budget (the batch), --labeled (labelled rows), --seed."""
+    ap.add_argument("--n", type=int, default=n)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--classes", type=int, default=100)
+    ap.add_argument("--budget", type=int, default=100)
+    ap.add_argument("--labeled", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def labelled_rows(args: argparse.Namespace) -> np.ndarray:
+    """The labelled rows of the pool: --labeled of the --n rows, sorted, drawn with seed --seed + 1."""
+    rng = np.random.default_rng(args.seed + 1)
+    return np.sort(rng.choice(args.n, size=args.labeled, replace=False)).astype(np.int64)
+
+
+def pool_record(prog: str, argv: list[str] | None, args: argparse.Namespace) -> dict:
+    """The head of a pool benchmark's JSON: its command line, date, machine and the pool's options."""
+    return {
+        "command": f"{prog} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
+        "n": args.n,
+        "dim": args.dim,
+        "classes": args.classes,
+        "budget": args.budget,
+        "labeled": args.labeled,
+    }
+
+
 def run_child(args: argparse.Namespace) -> int:
     from al_core.bench import _floors
     from al_core.learn.probe import Probe
@@ -141,25 +174,15 @@ def run_child(args: argparse.Namespace) -> int:
 
 def run_one(name: str, features: str, meta: str, args: argparse.Namespace, workdir: str) -> dict:
     result = os.path.join(workdir, f"{name}.json")
-    cmd = [
-        sys.executable,
-        "-m",
+    cmd = child_command(
         "al_core.bench.select",
-        "--child",
-        name,
-        "--features",
-        features,
-        "--meta",
-        meta,
-        "--classes",
-        str(args.classes),
-        "--budget",
-        str(args.budget),
-        "--seed",
-        str(args.seed),
-        "--result",
-        result,
-    ]
+        args,
+        ("classes", "budget", "seed"),
+        child=name,
+        features=features,
+        meta=meta,
+        result=result,
+    )
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     polled_kb = 0
@@ -196,14 +219,9 @@ def run_one(name: str, features: str, meta: str, args: argparse.Namespace, workd
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="al bench select", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--classes", type=int, default=100)
-    ap.add_argument("--budget", type=int, default=100)
-    ap.add_argument("--labeled", type=int, default=1000)
+    add_pool_options(ap, n=100_000)
     ap.add_argument("--strategies", default="all", help="comma list, or all")
     ap.add_argument("--data", default="easy,hard", help=f"comma list of data sets: {', '.join(DATA_SETS)}")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per strategy (child killed after)")
     ap.add_argument("--workdir", default=None, help="where the .npy goes (default: a new temp folder)")
     ap.add_argument("--json", default=None)
@@ -244,15 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = tmp.name
     try:
         matrix_mb = args.n * args.dim * 4 / 2**20
-        out: dict = {
-            "command": "al bench select " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": _dt.datetime.now().isoformat(timespec="seconds"),
-            "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-            "n": args.n,
-            "dim": args.dim,
-            "classes": args.classes,
-            "budget": args.budget,
-            "labeled": args.labeled,
+        out: dict = pool_record("al bench select", argv, args) | {
             "seed": args.seed,
             "timeout_s": args.timeout,
             "feature_matrix_mb": round(matrix_mb, 1),
@@ -275,8 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             ids = write_features(features, args.n, args.dim, args.classes, args.seed, centre_scale=DATA_SETS[data])
             out["data"][data]["write_seconds"] = round(time.perf_counter() - t0, 1)
-            rng = np.random.default_rng(args.seed + 1)
-            labeled = np.sort(rng.choice(args.n, size=args.labeled, replace=False)).astype(np.int64)
+            labeled = labelled_rows(args)
             meta = os.path.join(workdir, f"meta-{data}.npz")
             np.savez(meta, labeled=labeled, labels=ids[labeled])
             results = out["strategies_by_data"].setdefault(data, {})

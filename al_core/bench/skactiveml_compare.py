@@ -44,6 +44,8 @@ import time
 
 import numpy as np
 
+from al_core.bench import child_command
+
 PAIRS = {  # al_core strategy -> scikit-activeml class
     "dropquery": "DropQuery",
     "typiclust": "TypiClust",
@@ -131,23 +133,15 @@ def _run(side: str, name: str, data: str, args: argparse.Namespace, workdir: str
     result = os.path.join(workdir, f"{side}-{name}.json")
     if os.path.exists(result):
         os.remove(result)
-    cmd = [
-        sys.executable,
-        "-m",
+    cmd = child_command(
         "al_core.bench.skactiveml_compare",
-        "--child-side",
-        side,
-        "--child-name",
-        name,
-        "--data",
-        data,
-        "--budget",
-        str(args.budget),
-        "--seed",
-        str(args.seed),
-        "--result",
-        result,
-    ]
+        args,
+        ("budget", "seed"),
+        child_side=side,
+        child_name=name,
+        data=data,
+        result=result,
+    )
     load = _loadavg()
     t0 = time.perf_counter()
     try:

@@ -28,21 +28,19 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import re
 import sys
 import time
 
 import numpy as np
 
-from al_core.bench import emit
+from al_core.bench import emit, md_row
 
 FITS = (5, 8, 12)  # rounds fitted on
 PROJECT_ROUND = 20  # the round projected (labelled-set size 20 K)
 THRESHOLDS = (0.99, 0.95, 0.9)
 WINDOW = 3
 N_TEST = 10_000  # CIFAR-10 test images (the binomial error of one accuracy measurement)
-STUDY_SEEDS = (1, 10, 100, 1000, 10000)
 _CELL = re.compile(r"^\s*([0-9.]+)\s*±\s*([0-9.]+)\s*$")
 
 
@@ -143,24 +141,13 @@ def backtest(args) -> dict:
 
 
 def stop(args) -> dict:
-    from al_core.bench.curves import cached_seed_strategy
-    from al_core.learn.simulate import run_simulation
+    from al_core.bench.curves import STUDY_SEEDS, StudyData, parse_runs, save_study
     from al_core.value.stopping import STOP_SET_SIZE, first_firing, kappa
 
-    data = np.load(args.features)
-    x = np.ascontiguousarray(data["train_features"], dtype=np.float32)
-    y = np.asarray(data["train_targets"], dtype=np.int64)
-    xt = np.ascontiguousarray(data["test_features"], dtype=np.float32)
-    yt = np.asarray(data["test_targets"], dtype=np.int64)
-    n_classes = int(len(data["class_names"])) if "class_names" in data.files else int(y.max() + 1)
-    runs = [tuple(reversed(r.split("@"))) if "@" in r else ("centroid", r) for r in args.runs.split(",")]
-    out = {
-        "command": "al bench value stop " + " ".join(args.argv),
-        "started": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-        "features": args.features,
-        "n_pool": int(x.shape[0]),
-        "n_test": int(xt.shape[0]),
+    data = StudyData.load(args.features)
+    x, n_classes = data.x, data.n_classes
+    runs = parse_runs(args.runs)
+    out = data.record("al bench value stop", args.argv, args.features) | {
         "stop_set_size": STOP_SET_SIZE,
         "thresholds": args.thresholds,
         "window": args.window,
@@ -169,7 +156,6 @@ def stop(args) -> dict:
     }
     if args.json and os.path.exists(args.json) and args.resume:
         out["runs"] = _load(args.json).get("runs", {})
-    seed_strats = {name: cached_seed_strategy(name) for name in {r[0] for r in runs}}
     seeds = list(STUDY_SEEDS[: args.seeds])
     for seed_name, query in runs:
         key = f"{query}@{seed_name}"
@@ -180,19 +166,13 @@ def stop(args) -> dict:
             rng = np.random.default_rng([seed, 14])
             stop_idx = np.sort(rng.choice(x.shape[0], size=STOP_SET_SIZE, replace=False))
             preds: list[np.ndarray] = []
+
+            def predict_stop_set(r, probe, labelled, preds=preds, stop_idx=stop_idx) -> None:  # after every round
+                preds.append(probe.predict(x[stop_idx]))
+
             t0 = time.perf_counter()
-            res = run_simulation(
-                x,
-                y,
-                xt,
-                yt,
-                n_classes=n_classes,
-                seed_strategy=seed_strats[seed_name],
-                query_strategy=query,
-                budget_per_round=n_classes,
-                rounds=args.rounds - 1,
-                seed=seed,
-                on_probe=lambda r, probe, lab, p=preds, i=stop_idx: p.append(probe.predict(x[i])),
+            res = data.simulate(
+                seed_name, query, per_round=n_classes, rounds=args.rounds, seed=seed, on_probe=predict_stop_set
             )
             kappas = [None] + [kappa(a, b) for a, b in zip(preds[:-1], preds[1:], strict=True)]
             acc = [float(a) for a in res.accuracy]
@@ -216,12 +196,7 @@ def stop(args) -> dict:
                 file=sys.stderr,
                 flush=True,
             )
-            out["updated"] = _dt.datetime.now().isoformat(timespec="seconds")
-            if args.json:
-                tmp = args.json + ".tmp"
-                with open(tmp, "w") as fh:
-                    json.dump(out, fh, indent=1)
-                os.replace(tmp, args.json)
+            save_study(out, args.json)
     return out
 
 
@@ -235,12 +210,11 @@ def table(paths: list[str], backtest_path: str | None, thresholds: list[float] |
     for path in paths:
         data = _load(path)
         ts = thresholds or data["thresholds"]
+        fires = [f"fires (kappa >= {t:g} x {data['window']}): round, accuracy vs the last round" for t in ts]
         lines.append(
-            "| query @ seed pool | seeds | kappa at rounds 5 / 10 / 15 / 20 (/ 50 / 100) (mean) | "
-            + " | ".join(f"fires (kappa >= {t:g} x {data['window']}): round, accuracy vs the last round" for t in ts)
-            + " |"
+            md_row(["query @ seed pool", "seeds", "kappa at rounds 5 / 10 / 15 / 20 (/ 50 / 100) (mean)", *fires])
         )
-        lines.append("| --- | --- | --- | " + " | ".join("---" for _ in ts) + " |")
+        lines.append(md_row(["---"] * (3 + len(ts))))
         for key, e in data["runs"].items():
             per = e["per_seed"]
             ks = np.array([[np.nan if k is None else k for k in r["kappa"]] for r in per.values()])
@@ -268,12 +242,9 @@ def table(paths: list[str], backtest_path: str | None, thresholds: list[float] |
         bt = _load(backtest_path)
         fits = bt["fits"]
         if any(e.get("rows") for e in bt["runs"].values()):
-            lines.append(
-                "| query @ seed pool | measured at round 20 | "
-                + " | ".join(f"fitted on {k} rounds: projected (95 % band), error" for k in fits)
-                + " |"
-            )
-            lines.append("| --- | ---: | " + " | ".join("---" for _ in fits) + " |")
+            projected = [f"fitted on {k} rounds: projected (95 % band), error" for k in fits]
+            lines.append(md_row(["query @ seed pool", "measured at round 20", *projected]))
+            lines.append(md_row(["---", "---:", *["---"] * len(fits)]))
         for key, e in bt["runs"].items():
             rows = {r["fitted_rounds"]: r for r in e.get("rows", [])}
             if not rows:
@@ -313,24 +284,16 @@ def table(paths: list[str], backtest_path: str | None, thresholds: list[float] |
                     f"{err.mean():+.1f} ± {err.std():.1f} | "
                     f"{sum(r['covered'] for r in fitted)} of {len(fitted)} |"
                 )
-        errs = {
-            k: [
-                abs(r["error"])
-                for e in bt["runs"].values()
-                for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
-                if r["status"] == "fitted" and r["fitted_rounds"] == k
-            ]
-            for k in bt["fits"]
+        every_row = [
+            r
+            for e in bt["runs"].values()
+            for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
+        ]
+        fitted_on = {
+            k: [r for r in every_row if r["status"] == "fitted" and r["fitted_rounds"] == k] for k in bt["fits"]
         }
-        cover = {
-            k: [
-                r["covered"]
-                for e in bt["runs"].values()
-                for r in [*e.get("rows", []), *(x for rs in e.get("per_seed", {}).values() for x in rs)]
-                if r["status"] == "fitted" and r["fitted_rounds"] == k
-            ]
-            for k in bt["fits"]
-        }
+        errs = {k: [abs(r["error"]) for r in rows] for k, rows in fitted_on.items()}
+        cover = {k: [r["covered"] for r in rows] for k, rows in fitted_on.items()}
         lines.append("")
         lines.append(
             "Mean absolute error (points): "

@@ -163,11 +163,86 @@ WHERE i.status = 'disputed'
                   WHERE r.status = 'open' AND q.image_id = i.image_id AND q.round > coalesce(i.answers_round, -1))
 ORDER BY i.label_round, i.image_id"""
 
-_ROUND_SUMMARY = """
-CREATE OR REPLACE VIEW round_summary AS
+# round_summary and label_lineage, as versions 2 (al_core.catalogue.schema.MIGRATIONS[2]) and 4 write them: the
+# parts both versions share are written once here. Both versions are released: an edit here must leave their DDL as
+# it is (tests/test_store.py pins every released version); a version that changes a part writes its own.
+
+
+def round_summary_view(so_far: str, extra_columns: str = "", *, create: str = "CREATE OR REPLACE VIEW") -> str:
+    """The ``round_summary`` view: one row per round (a round with a batch, a probe or ingested labels) with its
+    batch, the labels ingested in it, its latest probe version (and how many there are) with that probe's metrics
+    and the labels so far as ``so_far`` counts them: CTEs over ``all_rounds`` ending in ``so_far(round,
+    labels_so_far, skips_so_far, ...)``. ``extra_columns`` (", s.x AS x, ...") follow ``note``."""
+    return f"""
+{create} round_summary AS
 WITH all_rounds AS (
   SELECT round FROM rounds UNION SELECT round FROM probes UNION SELECT round FROM labels),
--- each image's state from every round its answers can change until the next: counts per round are running sums
+{so_far},
+ingested AS (SELECT round, count(*) AS labels_ingested FROM labels GROUP BY round),
+latest_probe AS (
+  SELECT * EXCLUDE (rn) FROM (
+    SELECT p.*, count(*) OVER (PARTITION BY p.round) AS n_probes,
+           row_number() OVER (PARTITION BY p.round ORDER BY p.version DESC, p.trained_at DESC) AS rn
+    FROM probes p) WHERE rn = 1)
+SELECT a.round, r.kind,
+       coalesce(s.labels_so_far, 0) AS labels_so_far, coalesce(s.skips_so_far, 0) AS skips_so_far,
+       coalesce(i.labels_ingested, 0) AS labels_ingested,
+       r.strategy, r.seed, r.budget, r.requested_budget, r.config_id,
+       p.probe_id, p.version AS probe_version, p.trigger AS probe_trigger,
+       p.n_labels AS probe_n_labels, coalesce(p.n_probes, 0) AS n_probes,
+       m.accuracy, m.balanced_accuracy, m.macro_f1, m.n_eval,
+       r.proposed_at, m.evaluated_at, coalesce(r.status, 'not proposed') AS status,
+       r.closed_at, r.closed_by, r.note{extra_columns}
+FROM all_rounds a
+LEFT JOIN rounds r ON r.round = a.round
+LEFT JOIN so_far s ON s.round = a.round
+LEFT JOIN ingested i ON i.round = a.round
+LEFT JOIN latest_probe p ON p.round = a.round
+LEFT JOIN metrics m ON m.probe_id = p.probe_id
+ORDER BY a.round"""
+
+
+def lineage_ctes(proposal_columns: str = "") -> str:
+    """The CTEs of the ``label_lineage`` view: ``ret`` (each retracted delivery: when, from which round, why),
+    ``proposal`` (each labels row's batch: its image's latest query in an earlier round; round, rank, score,
+    strategy, path, then ``proposal_columns``), ``trained`` (the probes trained with each labels row, a list of
+    structs) and ``emb`` (each image's embedding configs)."""
+    return f"""ret AS (
+  SELECT file_sha256, min(retracted_at) AS retracted_at, min(effective_round) AS retracted_from_round,
+         string_agg(reason, '; ') AS retraction_reason
+  FROM retractions GROUP BY file_sha256),
+proposal AS (
+  SELECT * EXCLUDE (rn) FROM (
+    SELECT l.label_id, q.round, q.rank, q.score, q.strategy, q.path,{proposal_columns}
+           row_number() OVER (PARTITION BY l.label_id ORDER BY q.round DESC) AS rn
+    FROM labels l JOIN queries q ON q.image_id = l.image_id AND q.round < l.round) WHERE rn = 1),
+trained AS (
+  SELECT pl.label_id, count(*) AS n_probes,
+         list({{'probe_id': p.probe_id, 'round': p.round, 'version': p.version, 'trigger': p.trigger,
+               'sha256': p.sha256, 'accuracy': m.accuracy, 'balanced_accuracy': m.balanced_accuracy}}
+              ORDER BY p.round, p.version, p.probe_id) AS probes
+  FROM probe_labels pl JOIN probes p ON p.probe_id = pl.probe_id
+  LEFT JOIN metrics m ON m.probe_id = p.probe_id
+  GROUP BY pl.label_id),
+emb AS (
+  SELECT image_id, list(config_id ORDER BY config_id) AS config_ids FROM embedding_index GROUP BY image_id)"""
+
+
+def lineage_joins(row: str, state_join: str = "") -> str:
+    """The joins of ``label_lineage`` to the labels rows aliased ``row``: the image (``i``), its embedding configs
+    (``e``), the label file (``f``), the delivery's retraction (``ret``), then ``state_join`` (version 2 joins
+    current_labels there; version 4 reads a row's state from ``answers``), the batch (``q``) and the probes trained
+    with the row (``t``)."""
+    return f"""LEFT JOIN images i ON i.image_id = {row}.image_id
+LEFT JOIN emb e ON e.image_id = {row}.image_id
+LEFT JOIN label_files f ON f.file_id = {row}.file_id
+LEFT JOIN ret ON ret.file_sha256 = {row}.file_sha256{state_join}
+LEFT JOIN proposal q ON q.label_id = {row}.label_id
+LEFT JOIN trained t ON t.label_id = {row}.label_id"""
+
+
+_ROUND_SUMMARY = round_summary_view(
+    """-- each image's state from every round its answers can change until the next: counts per round are running sums
 -- of the changes (one pass over the images' states, not one per round)
 hist AS (
   SELECT p.image_id, p.at_round, coalesce(h.status, 'none') AS status, coalesce(h.disagreement, false) AS dis
@@ -189,52 +264,13 @@ so_far AS (
          (sum(coalesce(p.x, 0)) OVER w)::BIGINT AS disputed_so_far,
          (sum(coalesce(p.g, 0)) OVER w)::BIGINT AS disagreements_so_far
   FROM (SELECT round FROM all_rounds UNION SELECT round FROM per_round) r LEFT JOIN per_round p ON p.round = r.round
-  WINDOW w AS (ORDER BY r.round)),
-ingested AS (SELECT round, count(*) AS labels_ingested FROM labels GROUP BY round),
-latest_probe AS (
-  SELECT * EXCLUDE (rn) FROM (
-    SELECT p.*, count(*) OVER (PARTITION BY p.round) AS n_probes,
-           row_number() OVER (PARTITION BY p.round ORDER BY p.version DESC, p.trained_at DESC) AS rn
-    FROM probes p) WHERE rn = 1)
-SELECT a.round, r.kind,
-       coalesce(s.labels_so_far, 0) AS labels_so_far, coalesce(s.skips_so_far, 0) AS skips_so_far,
-       coalesce(i.labels_ingested, 0) AS labels_ingested,
-       r.strategy, r.seed, r.budget, r.requested_budget, r.config_id,
-       p.probe_id, p.version AS probe_version, p.trigger AS probe_trigger,
-       p.n_labels AS probe_n_labels, coalesce(p.n_probes, 0) AS n_probes,
-       m.accuracy, m.balanced_accuracy, m.macro_f1, m.n_eval,
-       r.proposed_at, m.evaluated_at, coalesce(r.status, 'not proposed') AS status,
-       r.closed_at, r.closed_by, r.note,
-       coalesce(s.disputed_so_far, 0) AS disputed_so_far, coalesce(s.disagreements_so_far, 0) AS disagreements_so_far
-FROM all_rounds a
-LEFT JOIN rounds r ON r.round = a.round
-LEFT JOIN so_far s ON s.round = a.round
-LEFT JOIN ingested i ON i.round = a.round
-LEFT JOIN latest_probe p ON p.round = a.round
-LEFT JOIN metrics m ON m.probe_id = p.probe_id
-ORDER BY a.round"""
+  WINDOW w AS (ORDER BY r.round))""",
+    ", coalesce(s.disputed_so_far, 0) AS disputed_so_far, coalesce(s.disagreements_so_far, 0) AS disagreements_so_far",
+)
 
-_LABEL_LINEAGE = """
+_LABEL_LINEAGE = f"""
 CREATE OR REPLACE VIEW label_lineage AS
-WITH ret AS (
-  SELECT file_sha256, min(retracted_at) AS retracted_at, min(effective_round) AS retracted_from_round,
-         string_agg(reason, '; ') AS retraction_reason
-  FROM retractions GROUP BY file_sha256),
-proposal AS (
-  SELECT * EXCLUDE (rn) FROM (
-    SELECT l.label_id, q.round, q.rank, q.score, q.strategy, q.path, q.predicted, q.predicted_score,
-           row_number() OVER (PARTITION BY l.label_id ORDER BY q.round DESC) AS rn
-    FROM labels l JOIN queries q ON q.image_id = l.image_id AND q.round < l.round) WHERE rn = 1),
-trained AS (
-  SELECT pl.label_id, count(*) AS n_probes,
-         list({'probe_id': p.probe_id, 'round': p.round, 'version': p.version, 'trigger': p.trigger,
-               'sha256': p.sha256, 'accuracy': m.accuracy, 'balanced_accuracy': m.balanced_accuracy}
-              ORDER BY p.round, p.version, p.probe_id) AS probes
-  FROM probe_labels pl JOIN probes p ON p.probe_id = pl.probe_id
-  LEFT JOIN metrics m ON m.probe_id = p.probe_id
-  GROUP BY pl.label_id),
-emb AS (
-  SELECT image_id, list(config_id ORDER BY config_id) AS config_ids FROM embedding_index GROUP BY image_id),
+WITH {lineage_ctes(" q.predicted, q.predicted_score,")},
 windows AS (
   SELECT image_id, answer_window, count(DISTINCT label) FILTER (WHERE NOT is_skip) > 1 AS disagreement
   FROM answers WHERE NOT retracted AND rank_in_window = 1 GROUP BY image_id, answer_window)
@@ -254,12 +290,7 @@ SELECT a.label_id, a.image_id, i.first_seen AS image_first_seen, e.config_ids,
        il.policy, coalesce(w.disagreement AND NOT a.retracted, false) AS disagreement,
        q.predicted AS proposed_prediction, q.predicted_score AS proposed_prediction_score
 FROM answers a
-LEFT JOIN images i ON i.image_id = a.image_id
-LEFT JOIN emb e ON e.image_id = a.image_id
-LEFT JOIN label_files f ON f.file_id = a.file_id
-LEFT JOIN ret ON ret.file_sha256 = a.file_sha256
-LEFT JOIN proposal q ON q.label_id = a.label_id
-LEFT JOIN trained t ON t.label_id = a.label_id
+{lineage_joins("a")}
 LEFT JOIN image_labels il ON il.image_id = a.image_id
 LEFT JOIN windows w ON w.image_id = a.image_id AND w.answer_window = a.answer_window
 ORDER BY a.image_id, a.label_id"""

@@ -3,11 +3,13 @@
 ``MIGRATIONS[v]`` holds the statements that take a database from version
 ``v - 1`` to ``v``; ``al_core.catalogue.store.Store`` runs each version's list in
 one transaction together with the version bump in ``schema_info``. A released
-version is never edited: a change is a new version. docs/sql.md documents the
+version is never edited: a change is a new version (tests/test_store.py pins the
+DDL of each released one). Versions 2 and 4 build round_summary and label_lineage
+from the parts in al_core.catalogue.label_views. docs/sql.md documents the
 columns of the audit views.
 """
 
-from al_core.catalogue.label_views import MIGRATION_4
+from al_core.catalogue.label_views import MIGRATION_4, lineage_ctes, lineage_joins, round_summary_view
 from al_core.catalogue.relabels import RELABEL_MIGRATION
 from al_core.catalogue.value_schema import VALUE_MIGRATION
 
@@ -144,10 +146,8 @@ MIGRATIONS: dict[int, list[str]] = {
         # labels as of that round: each image's newest label ingested up to the round, a retracted
         # delivery's labels counting only for rounds before its effective_round, skips excluded.
         # The probe columns are the round's latest probe version and its metrics.
-        """CREATE VIEW round_summary AS
-            WITH all_rounds AS (
-              SELECT round FROM rounds UNION SELECT round FROM probes UNION SELECT round FROM labels),
-            label_asof AS (
+        round_summary_view(
+            """label_asof AS (
               SELECT a.round AS at_round, l.is_skip,
                      row_number() OVER (PARTITION BY a.round, l.image_id ORDER BY l.label_id DESC) AS rn
               FROM all_rounds a JOIN labels l ON l.round <= a.round
@@ -156,52 +156,14 @@ MIGRATIONS: dict[int, list[str]] = {
             so_far AS (
               SELECT at_round AS round, count(*) FILTER (WHERE NOT is_skip) AS labels_so_far,
                      count(*) FILTER (WHERE is_skip) AS skips_so_far
-              FROM label_asof WHERE rn = 1 GROUP BY at_round),
-            ingested AS (SELECT round, count(*) AS labels_ingested FROM labels GROUP BY round),
-            latest_probe AS (
-              SELECT * EXCLUDE (rn) FROM (
-                SELECT p.*, count(*) OVER (PARTITION BY p.round) AS n_probes,
-                       row_number() OVER (PARTITION BY p.round ORDER BY p.version DESC, p.trained_at DESC) AS rn
-                FROM probes p) WHERE rn = 1)
-            SELECT a.round, r.kind,
-                   coalesce(s.labels_so_far, 0) AS labels_so_far, coalesce(s.skips_so_far, 0) AS skips_so_far,
-                   coalesce(i.labels_ingested, 0) AS labels_ingested,
-                   r.strategy, r.seed, r.budget, r.requested_budget, r.config_id,
-                   p.probe_id, p.version AS probe_version, p.trigger AS probe_trigger,
-                   p.n_labels AS probe_n_labels, coalesce(p.n_probes, 0) AS n_probes,
-                   m.accuracy, m.balanced_accuracy, m.macro_f1, m.n_eval,
-                   r.proposed_at, m.evaluated_at, coalesce(r.status, 'not proposed') AS status,
-                   r.closed_at, r.closed_by, r.note
-            FROM all_rounds a
-            LEFT JOIN rounds r ON r.round = a.round
-            LEFT JOIN so_far s ON s.round = a.round
-            LEFT JOIN ingested i ON i.round = a.round
-            LEFT JOIN latest_probe p ON p.round = a.round
-            LEFT JOIN metrics m ON m.probe_id = p.probe_id
-            ORDER BY a.round""",
+              FROM label_asof WHERE rn = 1 GROUP BY at_round)""",
+            create="CREATE VIEW",
+        ),
         # One row per labels row (the append-only history): the image, the batch that proposed it (the
         # latest query of the image in an earlier round), the label file, whether the row is current,
         # superseded or retracted, and every probe trained with it (a list of structs; unnest() it).
-        """CREATE VIEW label_lineage AS
-            WITH ret AS (
-              SELECT file_sha256, min(retracted_at) AS retracted_at, min(effective_round) AS retracted_from_round,
-                     string_agg(reason, '; ') AS retraction_reason
-              FROM retractions GROUP BY file_sha256),
-            proposal AS (
-              SELECT * EXCLUDE (rn) FROM (
-                SELECT l.label_id, q.round, q.rank, q.score, q.strategy, q.path,
-                       row_number() OVER (PARTITION BY l.label_id ORDER BY q.round DESC) AS rn
-                FROM labels l JOIN queries q ON q.image_id = l.image_id AND q.round < l.round) WHERE rn = 1),
-            trained AS (
-              SELECT pl.label_id, count(*) AS n_probes,
-                     list({'probe_id': p.probe_id, 'round': p.round, 'version': p.version, 'trigger': p.trigger,
-                           'sha256': p.sha256, 'accuracy': m.accuracy, 'balanced_accuracy': m.balanced_accuracy}
-                          ORDER BY p.round, p.version, p.probe_id) AS probes
-              FROM probe_labels pl JOIN probes p ON p.probe_id = pl.probe_id
-              LEFT JOIN metrics m ON m.probe_id = p.probe_id
-              GROUP BY pl.label_id),
-            emb AS (
-              SELECT image_id, list(config_id ORDER BY config_id) AS config_ids FROM embedding_index GROUP BY image_id)
+        f"""CREATE VIEW label_lineage AS
+            WITH {lineage_ctes()}
             SELECT l.label_id, l.image_id, i.first_seen AS image_first_seen, e.config_ids,
                    l.label, l.is_skip, l.proposed, l.round AS label_round, l.received_at,
                    l.annotator, l.annotation_id, l.line, l.note,
@@ -216,13 +178,7 @@ MIGRATIONS: dict[int, list[str]] = {
                    q.rank AS proposed_rank, q.path AS proposed_path,
                    coalesce(t.n_probes, 0) AS n_probes, coalesce(t.probes, []) AS probes
             FROM labels l
-            LEFT JOIN images i ON i.image_id = l.image_id
-            LEFT JOIN emb e ON e.image_id = l.image_id
-            LEFT JOIN label_files f ON f.file_id = l.file_id
-            LEFT JOIN ret ON ret.file_sha256 = l.file_sha256
-            LEFT JOIN current_labels c ON c.label_id = l.label_id
-            LEFT JOIN proposal q ON q.label_id = l.label_id
-            LEFT JOIN trained t ON t.label_id = l.label_id
+            {lineage_joins("l", " LEFT JOIN current_labels c ON c.label_id = l.label_id")}
             ORDER BY l.image_id, l.label_id""",
     ],
     # The class list each probe was trained with (a JSON list of names, output k is classes[k]): everything that

@@ -13,47 +13,33 @@ import sys
 
 from al_core.cli.exit_codes import Exit
 
+
+def _entry(target: str, help_: str) -> tuple[str, str, str]:
+    """A command's (module, function, one-line help): ``target`` names a module of this package and the function
+    in it, "module:function", or just "module" for its ``main``."""
+    module, _, function = target.partition(":")
+    return f"al_core.cli.{module}", function or "main", help_
+
+
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "backbones": ("al_core.cli.backbones", "main", "list the registered backbones and whether their weights are here"),
-    "ingest": ("al_core.cli.ingest", "main", "scan an image folder (or manifest) and embed the images into the store"),
-    "labels": ("al_core.cli.labels", "main", "check, retract or retry label files; relabel a class; list suspects"),
-    "labelstudio": (
-        "al_core.cli.labelstudio",
-        "main",
-        "run Label Studio for the project, push the open batch to it, pull its annotations",
+    "backbones": _entry("backbones", "list the registered backbones and whether their weights are here"),
+    "ingest": _entry("ingest", "scan an image folder (or manifest) and embed the images into the store"),
+    "labels": _entry("labels", "check, retract or retry label files; relabel a class; list suspects"),
+    "labelstudio": _entry(
+        "labelstudio", "run Label Studio for the project, push the open batch to it, pull its annotations"
     ),
-    "status": ("al_core.cli.status", "main", "print what the store holds, what the labels cost and bought"),
-    "report": ("al_core.cli.report", "main", "write the HTML report (opens on the manager's page)"),
-    "rounds": ("al_core.cli.audit", "rounds_main", "one row per round: labels so far, strategy, seed, accuracy, when"),
-    "lineage": ("al_core.cli.audit", "lineage_main", "where an image came from, who labelled it, which probes used it"),
-    "export": (
-        "al_core.cli.audit",
-        "export_main",
-        "write current labels and the latest probe's predictions (CSV/Parquet)",
-    ),
-    "snapshot": (
-        "al_core.cli.audit",
-        "snapshot_main",
-        "write a consistent read-only copy of the database for analysts",
-    ),
-    "simulate": (
-        "al_core.cli.simulate",
-        "main",
-        "compare strategies in process on the embedded images (no annotators)",
-    ),
-    "init": ("al_core.cli.init", "main", "write a commented default project file (al.yaml)"),
-    "round": ("al_core.cli.round", "main", "`al round next`: close the open batch by hand"),
-    "verify": (
-        "al_core.cli.verify",
-        "main",
-        "check the stored vector parts against the catalogue; --repair drops damaged ones",
-    ),
-    "simulate-annotator": (
-        "al_core.cli.annotator",
-        "main",
-        "answer query sets in the outbox from the ground truth (demo, tests)",
-    ),
+    "status": _entry("status", "print what the store holds, what the labels cost and bought"),
+    "report": _entry("report", "write the HTML report (opens on the manager's page)"),
+    "rounds": _entry("audit:rounds_main", "one row per round: labels so far, strategy, seed, accuracy, when"),
+    "lineage": _entry("audit:lineage_main", "where an image came from, who labelled it, which probes used it"),
+    "export": _entry("audit:export_main", "write current labels and the latest probe's predictions (CSV/Parquet)"),
+    "snapshot": _entry("audit:snapshot_main", "write a consistent read-only copy of the database for analysts"),
+    "simulate": _entry("simulate", "compare strategies in process on the embedded images (no annotators)"),
+    "init": _entry("init", "write a commented default project file (al.yaml)"),
+    "round": _entry("round", "`al round next`: close the open batch by hand"),
+    "verify": _entry("verify", "check the stored vector parts against the catalogue; --repair drops damaged ones"),
+    "simulate-annotator": _entry("annotator", "answer query sets in the outbox from the ground truth (demo, tests)"),
 }
 
 

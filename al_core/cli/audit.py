@@ -17,7 +17,7 @@ import datetime as _dt
 import sys
 from pathlib import Path
 
-from al_core.cli.common import add_config_option, json_safe, print_safe, run_with_store
+from al_core.cli.common import add_arguments, add_config_option, arg, json_safe, print_safe, run_with_store
 from al_core.cli.common import terminal_safe as t
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
@@ -182,102 +182,119 @@ def format_lineage(d: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- commands
+def _command(prog: str, description: str, argv: list[str], arguments, body) -> int:
+    """``prog``: parse ``argv`` (``--config`` and ``arguments``, each al_core.cli.common.arg), then run
+    ``body(args, cfg, store)`` on the project's store (run_with_store: a failure is one line and a status)."""
+    args = add_arguments(_parser(prog, description), arguments).parse_args(argv)
+    return run_with_store(prog, args.config, lambda cfg, store: body(args, cfg, store))
+
+
+def _out_option(what: str, default: str):
+    """``--out PATH``: the file to write, by default ``<data_dir>/{default}`` (``_out_path``)."""
+    return arg("--out", metavar="PATH", default=None, help=f"{what} (default: <data_dir>/{default})")
+
+
+def _out_path(args, cfg, folder: str, name: str, suffix: str) -> Path:
+    """``--out``, else ``<data_dir>/folder/name-<UTC timestamp>.suffix``."""
+    return Path(args.out) if args.out else cfg.data_dir / folder / f"{name}-{_stamp()}.{suffix}"
+
+
 def rounds_main(argv: list[str]) -> int:
-    ap = _parser(
+    return _command(
         "al rounds",
         "One row per round: labels so far, strategy, seed, budget, answered/proposed of its batch, accuracy, when.",
+        argv,
+        [arg("--json", action="store_true", help="print a JSON list instead of a table")],
+        _rounds,
     )
-    ap.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    args = ap.parse_args(argv)
 
-    def body(cfg, store):
-        from al_core.catalogue import rounds as rounds_q
-        from al_core.reporting.audit import rounds_table
 
-        rows = rounds_table(store)
-        with store.connect(read_only=True, view=False) as con:  # answered/proposed of each batch
-            for r in rows:  # a round that proposed no batch has neither
-                r["answered"], r["proposed"] = rounds_q.answered_count(con, r["round"]) if r["kind"] else (None, None)
-        print_safe(json_safe(rows, indent=2) if args.json else format_rounds(rows))
+def _rounds(args, cfg, store) -> None:
+    from al_core.catalogue import rounds as rounds_q
+    from al_core.reporting.audit import rounds_table
 
-    return run_with_store("al rounds", args.config, body)
+    rows = rounds_table(store)
+    with store.connect(read_only=True, view=False) as con:  # answered/proposed of each batch
+        for r in rows:  # a round that proposed no batch has neither
+            r["answered"], r["proposed"] = rounds_q.answered_count(con, r["round"]) if r["kind"] else (None, None)
+    print_safe(json_safe(rows, indent=2) if args.json else format_rounds(rows))
+
+
+LINEAGE_IMAGE_HELP = (
+    "the image's sha256 or a unique prefix (>= 8 hex chars), its path relative to the image root, or its file name "
+    "when unique"
+)
 
 
 def lineage_main(argv: list[str]) -> int:
-    ap = _parser("al lineage", "Where one image came from, who labelled it, and which probes learnt from it.")
-    ap.add_argument(
-        "image_id",
-        metavar="IMAGE",
-        help="the image's sha256 or a unique prefix (>= 8 hex chars), its "
-        "path relative to the image root, or its file name when unique",
+    return _command(
+        "al lineage",
+        "Where one image came from, who labelled it, and which probes learnt from it.",
+        argv,
+        [
+            arg("image_id", metavar="IMAGE", help=LINEAGE_IMAGE_HELP),
+            arg("--json", action="store_true", help="print JSON"),
+        ],
+        _lineage,
     )
-    ap.add_argument("--json", action="store_true", help="print JSON")
-    args = ap.parse_args(argv)
 
-    def body(cfg, store):
-        from al_core.loop.outbox import image_names_root
-        from al_core.reporting.audit import lineage
 
-        d = lineage(store, args.image_id, image_names_root(cfg))
-        print_safe(json_safe(d, indent=2) if args.json else format_lineage(d))
+def _lineage(args, cfg, store) -> None:
+    from al_core.loop.outbox import image_names_root
+    from al_core.reporting.audit import lineage
 
-    return run_with_store("al lineage", args.config, body)
+    d = lineage(store, args.image_id, image_names_root(cfg))
+    print_safe(json_safe(d, indent=2) if args.json else format_lineage(d))
 
 
 def export_main(argv: list[str]) -> int:
-    ap = _parser("al export", "Write the current labels and the latest probe's predictions for every image.")
-    ap.add_argument(
-        "--out",
-        metavar="PATH",
-        default=None,
-        help="output file (default: <data_dir>/exports/labels-<UTC timestamp>.csv or .parquet)",
-    )
-    ap.add_argument(
+    formats = arg(
         "--format",
         choices=["csv", "parquet"],
         default=None,
         help="file format (default: from the --out suffix, else csv)",
     )
-    args = ap.parse_args(argv)
+    return _command(
+        "al export",
+        "Write the current labels and the latest probe's predictions for every image.",
+        argv,
+        [_out_option("output file", "exports/labels-<UTC timestamp>.csv or .parquet"), formats],
+        _export,
+    )
 
-    def body(cfg, store):
-        from al_core.reporting.audit import export, export_format
 
-        fmt = export_format(args.out or "", args.format)
-        out = Path(args.out) if args.out else cfg.data_dir / "exports" / f"labels-{_stamp()}.{fmt}"
-        s = export(store, cfg, out, fmt)
-        probe = f"probe {s['probe_id']}" if s["probe_id"] else "no probe yet (no predictions)"
-        print_safe(
-            f"wrote {s['path']} ({s['format']}): {s['rows']} images, {s['labelled']} labelled, {s['skips']} "
-            f"skipped, {s['predicted']} predicted by {probe}; {s['exact_duplicates']} images under several "
-            "paths (columns n_paths, paths)"
-        )
+def _export(args, cfg, store) -> None:
+    from al_core.reporting.audit import export, export_format
 
-    return run_with_store("al export", args.config, body)
+    fmt = export_format(args.out or "", args.format)
+    s = export(store, cfg, _out_path(args, cfg, "exports", "labels", fmt), fmt)
+    probe = f"probe {s['probe_id']}" if s["probe_id"] else "no probe yet (no predictions)"
+    print_safe(
+        f"wrote {s['path']} ({s['format']}): {s['rows']} images, {s['labelled']} labelled, {s['skips']} "
+        f"skipped, {s['predicted']} predicted by {probe}; {s['exact_duplicates']} images under several "
+        "paths (columns n_paths, paths)"
+    )
 
 
 def snapshot_main(argv: list[str]) -> int:
-    ap = _parser("al snapshot", "Write a consistent read-only copy of the database for analysts.")
-    ap.add_argument(
-        "--out",
-        metavar="PATH",
-        default=None,
-        help="snapshot file (default: <data_dir>/snapshots/warehouse-<UTC timestamp>.duckdb)",
+    return _command(
+        "al snapshot",
+        "Write a consistent read-only copy of the database for analysts.",
+        argv,
+        [_out_option("snapshot file", "snapshots/warehouse-<UTC timestamp>.duckdb")],
+        _snapshot,
     )
-    args = ap.parse_args(argv)
 
-    def body(cfg, store):
-        from al_core.reporting.audit import snapshot
 
-        out = Path(args.out) if args.out else cfg.data_dir / "snapshots" / f"warehouse-{_stamp()}.duckdb"
-        s = snapshot(store, out)
-        n = sum(s["tables"].values())
-        print_safe(
-            f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, {len(s['tables'])} tables, {n} rows) in "
-            f"{s['seconds']:.2f} s\nopen it with: duckdb -readonly {s['path']}"
-        )
+def _snapshot(args, cfg, store) -> None:
+    from al_core.reporting.audit import snapshot
 
-    return run_with_store("al snapshot", args.config, body)
+    s = snapshot(store, _out_path(args, cfg, "snapshots", "warehouse", "duckdb"))
+    n = sum(s["tables"].values())
+    print_safe(
+        f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, {len(s['tables'])} tables, {n} rows) in "
+        f"{s['seconds']:.2f} s\nopen it with: duckdb -readonly {s['path']}"
+    )
 
 
 SUBCOMMANDS = {"rounds": rounds_main, "lineage": lineage_main, "export": export_main, "snapshot": snapshot_main}

@@ -1,5 +1,6 @@
-"""What the `al` commands share: the ``--config`` option and running a command against the project's store,
-with every failure turned into a one-line message and a status of the one table, al_core.cli.exit_codes.Exit.
+"""What the `al` commands share: the ``--config`` option, arguments declared as data (``arg``, ``add_arguments``)
+and running a command against the project's store, with every failure turned into a one-line message and a status
+of the one table, al_core.cli.exit_codes.Exit.
 
 - a project file that is missing or invalid (ConfigError, also one met while running, such as no class
   list): Exit.USAGE;
@@ -32,6 +33,18 @@ CONFIG_HELP = "project file (default: $AL_CONFIG, else ./al.yaml in this folder)
 def add_config_option(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--config PATH`` (CONFIG_HELP) to ``ap``; return ``ap``."""
     ap.add_argument("--config", metavar="PATH", default=None, help=CONFIG_HELP)
+    return ap
+
+
+def arg(*flags: str, **options) -> tuple[tuple[str, ...], dict]:
+    """One argument of a command declared as data: ``add_argument(*flags, **options)`` (``add_arguments``)."""
+    return flags, options
+
+
+def add_arguments(ap: argparse.ArgumentParser, arguments) -> argparse.ArgumentParser:
+    """``ap.add_argument(*flags, **options)`` for each (flags, options) of ``arguments`` (``arg``); return ``ap``."""
+    for flags, options in arguments:
+        ap.add_argument(*flags, **options)
     return ap
 
 

@@ -18,24 +18,37 @@
   (or round R's) label-quality assessment, lowest label quality first
   (al_core.loop.label_quality). Exit.FAILED without a database.
 
-Adding a subcommand: write ``_add_NAME(subparsers, common)`` and ``cmd_NAME(args)
--> int`` and add one entry to SUBCOMMANDS.
+Adding a subcommand: one entry in SUBCOMMANDS (its help, description, arguments and
+what runs it: ``loop_subcommand`` for one loop function, else a ``cmd_NAME(args) -> int``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from al_core.catalogue import open_store
-from al_core.cli.common import CONFIG_HELP, announce_project, fail, json_safe, locked_message, print_safe
+from al_core.cli.common import (
+    CONFIG_HELP,
+    add_arguments,
+    announce_project,
+    arg,
+    fail,
+    json_safe,
+    locked_message,
+    print_safe,
+)
 from al_core.cli.common import terminal_safe as t
 from al_core.cli.exit_codes import Exit
 from al_core.files.hashing import short
 from al_core.labels import MAX_REPORT_ERRORS, LabelError, ParsedLabels, error_report, parse_label_file
 from al_core.loop.inbox import ValidationUnavailable, validation_inputs  # the sensor's and the round run's inputs
+
+RunCommand = Callable[[argparse.Namespace], int]  # parsed args -> exit status
 
 
 class CheckUnavailable(RuntimeError):
@@ -78,27 +91,13 @@ def _project(args) -> tuple:
 
 
 # -- check ---------------------------------------------------------------------------
-def _add_check(subparsers, common: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser(
-        "check",
-        parents=[common],
-        help="validate a label file without applying it",
-        description="Validate a label file with the inbox sensor's parser against the project's classes and "
-        "images, applying nothing. Exit 0: valid (a summary is printed); 1: rejected (the error "
-        "report is printed); 2: the check could not run.",
-    )
-    p.add_argument(
-        "file",
-        help="label file: CSV (image_id,label[,annotator,annotation_id,note,seconds]), JSON "
-        "lines, or any Label Studio export (JSON, JSON_MIN, CSV, TSV, target-storage file)",
-    )
-
-
-def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
+def _summary_text(s: dict, parsed: ParsedLabels) -> str:
     """The summary of a valid file; every value from the file goes through ``terminal_safe``."""
-    print_safe(f"{t(parsed.path)}: valid {parsed.format} file (sha256 {parsed.sha256})", file=out)
     labels = ", ".join(f"{t(k)} {v}" for k, v in s["labels"].items()) or "none"
-    print_safe(f"  {s['rows']} labels: {labels}; skips: {s['skips']}", file=out)
+    lines = [
+        f"{t(parsed.path)}: valid {parsed.format} file (sha256 {parsed.sha256})",
+        f"  {s['rows']} labels: {labels}; skips: {s['skips']}",
+    ]
     if s["annotators"] or s["rows_without_annotator"]:
         ann = ", ".join(f"{t(k)} {v}" for k, v in s["annotators"].items())
         extra = (
@@ -106,35 +105,34 @@ def _print_summary(s: dict, parsed: ParsedLabels, out) -> None:
             if s["rows_without_annotator"]
             else ""
         )
-        print_safe(f"  annotators: {ann}{extra}", file=out)
+        lines.append(f"  annotators: {ann}{extra}")
     if s["n_duplicates"]:
-        print_safe(f"  {s['n_duplicates']} repeated rows (same image, annotator and label) counted once", file=out)
+        lines.append(f"  {s['n_duplicates']} repeated rows (same image, annotator and label) counted once")
     if s["n_cancelled"]:
-        print_safe(f"  {s['n_cancelled']} cancelled Label Studio annotations (Skip): each a skip", file=out)
+        lines.append(f"  {s['n_cancelled']} cancelled Label Studio annotations (Skip): each a skip")
     if s["n_drafts"] or s["n_unanswered"]:
-        print_safe(f"  {s['n_drafts']} drafts and {s['n_unanswered']} tasks without an answer: not answers", file=out)
+        lines.append(f"  {s['n_drafts']} drafts and {s['n_unanswered']} tasks without an answer: not answers")
     for d in parsed.decisions:
         answers = ", ".join(
             f"#{t(a['annotation_id'])} {t(repr(a['label']))} by {t(a['annotator'] or 'unnamed')}" for a in d["answers"]
         )
-        print_safe(f"  task {t(d['task_id'])}: {len(d['answers'])} answers kept, newest first: {answers}", file=out)
-    for w in parsed.warnings:
-        print_safe(f"  WARNING {t(str(w))}", file=out)
+        lines.append(f"  task {t(d['task_id'])}: {len(d['answers'])} answers kept, newest first: {answers}")
+    lines += [f"  WARNING {t(str(w))}" for w in parsed.warnings]
     if parsed.warnings_dropped:
-        print_safe(f"  ... and {parsed.warnings_dropped} more warning(s)", file=out)
+        lines.append(f"  ... and {parsed.warnings_dropped} more warning(s)")
+    return "\n".join(lines)
 
 
-def _print_report(rep: dict, out) -> None:
+def _report_text(rep: dict) -> str:
     """The error report of a rejected file; every value from the file goes through ``terminal_safe``."""
-    print_safe(
+    lines = [
         f"{t(rep['file'])}: REJECTED, {rep['n_errors']} error(s); nothing in it would be applied "
         f"(format {rep['format']}, sha256 {rep['sha256'] or '-'})",
-        file=out,
-    )
-    for e in rep["errors"]:
-        print_safe(f"  {t(str(LabelError(**e)))}", file=out)
+        *(f"  {t(str(LabelError(**e)))}" for e in rep["errors"]),
+    ]
     if rep["n_omitted"]:
-        print_safe(f"  ... and {rep['n_omitted']} more error(s) not listed", file=out)
+        lines.append(f"  ... and {rep['n_omitted']} more error(s) not listed")
+    return "\n".join(lines)
 
 
 def cmd_check(args) -> int:
@@ -156,29 +154,14 @@ def cmd_check(args) -> int:
                 )
             )
         else:
-            _print_summary(s, parsed, sys.stdout)
+            print_safe(_summary_text(s, parsed))
         return Exit.OK
     rep = error_report(parsed, MAX_REPORT_ERRORS)
-    if args.json:
-        print_safe(json_safe(rep, indent=2))
-    else:
-        _print_report(rep, sys.stdout)
+    print_safe(json_safe(rep, indent=2) if args.json else _report_text(rep))
     return Exit.FAILED
 
 
-# -- retract / retry ----------------------------------------------------------------
-def _add_retract(subparsers, common: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser(
-        "retract",
-        parents=[common],
-        help="withdraw a whole delivery (e.g. a bad annotator's)",
-        description="Withdraw every label of an accepted label file: they leave training from the next round on; "
-        "the history stays (labels rows are never deleted).",
-    )
-    p.add_argument("sha256", help="the file's sha256 (a unique prefix of at least 8 hex digits)")
-    p.add_argument("--reason", default=None)
-
-
+# -- retract, retry, relabel: one loop function each ---------------------------------
 def _loop_command(prog: str, args, action: Callable, describe: Callable, **json_kw) -> int:
     """Run ``action(store, cfg)`` (a loop function), print ``describe(result, cfg)`` or the JSON result
     (``json_safe(result, **json_kw)``)."""
@@ -201,94 +184,44 @@ def _loop_command(prog: str, args, action: Callable, describe: Callable, **json_
     return Exit.OK
 
 
-def cmd_retract(args) -> int:
-    from al_core.loop import retract_file
+def loop_subcommand(function: str, params: tuple[str, ...], describe: Callable) -> RunCommand:
+    """The run of a subcommand that calls one loop function through ``_loop_command``: ``function``
+    ("module:name", imported when it runs, so that `al labels` starts without the loop's imports) with the store,
+    the config and the arguments named ``params``; ``describe(result, cfg)`` is what it prints without --json."""
 
-    return _loop_command(
-        "al labels retract",
-        args,
-        lambda store, cfg: retract_file(store, cfg, args.sha256, args.reason),
-        lambda r, cfg: (
-            f"retracted {t(r['file'])} ({short(r['sha256'])}): {r['labels_withdrawn']} labels leave "
-            f"training from round {r['effective_round']} on"
-        ),
+    def run(args) -> int:
+        module, name = function.split(":")
+        action = getattr(importlib.import_module(module), name)
+        call = lambda store, cfg: action(store, cfg, *(getattr(args, p) for p in params))
+        return _loop_command(f"al labels {args.command}", args, call, describe)
+
+    return run
+
+
+def _retracted(r: dict, cfg) -> str:
+    return (
+        f"retracted {t(r['file'])} ({short(r['sha256'])}): {r['labels_withdrawn']} labels leave "
+        f"training from round {r['effective_round']} on"
     )
 
 
-def _add_retry(subparsers, common: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser(
-        "retry",
-        parents=[common],
-        help="ingest a file again whose run failed, or a rejected file",
-        description="Ask the inbox sensor for a new run (a new run key) that ingests the file again. The file must "
-        "still be in the inbox or inbox/eval/ (its run failed), or be a rejected delivery in "
-        "inbox/rejected/: it is put back first, into the folder of its kind (an evaluation file into "
-        "inbox/eval/), never over a file waiting there (then as NAME-1.csv).",
-    )
-    p.add_argument("sha256", help="the file's sha256 (a prefix of at least 8 hex digits)")
-
-
-def cmd_retry(args) -> int:
-    from al_core.loop import request_retry
-
-    return _loop_command(
-        "al labels retry",
-        args,
-        lambda store, cfg: request_retry(store, cfg, args.sha256),
-        lambda r, cfg: (
-            f"requested a new ingestion of {t(r['file'])} (request {r['request_id']}); "
-            f"the inbox sensor launches it within {cfg.sensor.interval_s} s"
-        ),
+def _retry_requested(r: dict, cfg) -> str:
+    return (
+        f"requested a new ingestion of {t(r['file'])} (request {r['request_id']}); "
+        f"the inbox sensor launches it within {cfg.sensor.interval_s} s"
     )
 
 
-# -- relabel ------------------------------------------------------------------------
-def _add_relabel(subparsers, common: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser(
-        "relabel",
-        parents=[common],
-        help="map every label of a class to another (a class renamed or removed)",
-        description="Map every label of class OLD to class NEW (in the project file's classes), in one transaction: "
-        "the mapping is recorded in the label history (no delivered label is rewritten; `al lineage` "
-        "shows it) and the evaluation set's OLD labels become NEW. Use it after renaming or removing a "
-        "class that has labels: the round runs again from then on.",
-    )
-    p.add_argument("old", help="the class the labels name now")
-    p.add_argument("new", help="a class of the project file's classes")
-
-
-def cmd_relabel(args) -> int:
-    from al_core.loop.class_changes import relabel
-
-    return _loop_command(
-        "al labels relabel",
-        args,
-        lambda store, cfg: relabel(store, cfg, args.old, args.new),
-        lambda r, cfg: (
-            f"relabelled {t(repr(r['old']))} -> {t(repr(r['new']))}: {r['n_labels']} label(s) and "
-            f"{r['n_eval']} evaluation label(s) mapped (relabel {r['relabel_id']}, recorded in the label "
-            "history); the next round trains on them"
-        ),
+def _relabelled(r: dict, cfg) -> str:
+    return (
+        f"relabelled {t(repr(r['old']))} -> {t(repr(r['new']))}: {r['n_labels']} label(s) and "
+        f"{r['n_eval']} evaluation label(s) mapped (relabel {r['relabel_id']}, recorded in the label "
+        "history); the next round trains on them"
     )
 
 
 # -- suspects ------------------------------------------------------------------------
 SUSPECTS_LISTED = 20  # rows `al labels suspects` prints by default
-
-
-def _add_suspects(subparsers, common: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser(
-        "suspects",
-        parents=[common],
-        help="list the suspected label errors of a round",
-        description="The training labels that cleanlab flags as likely wrong, lowest label quality first: each scored "
-        "against a probe that did not see it (out-of-fold). Columns: image, given label, the probe's "
-        "suggestion, label quality (0..1), the suggestion's probability, annotations, one path.",
-    )
-    p.add_argument("--round", type=int, default=None, help="the round (default: the latest assessed)")
-    p.add_argument(
-        "--limit", type=int, default=SUSPECTS_LISTED, help=f"rows at most (default {SUSPECTS_LISTED}; 0: all)"
-    )
 
 
 def cmd_suspects(args) -> int:
@@ -322,16 +255,76 @@ def _describe_suspects(r: dict, asked_round: int | None) -> str:
     return "\n".join(lines)
 
 
-# -- dispatch --------------------------------------------------------------------------
-# name -> (adds the subparser, runs it)
-AddParser = Callable[[object, argparse.ArgumentParser], None]  # (subparsers, common options parent) -> None
-RunCommand = Callable[[argparse.Namespace], int]  # parsed args -> exit status
-SUBCOMMANDS: dict[str, tuple[AddParser, RunCommand]] = {
-    "check": (_add_check, cmd_check),
-    "retract": (_add_retract, cmd_retract),
-    "retry": (_add_retry, cmd_retry),
-    "relabel": (_add_relabel, cmd_relabel),
-    "suspects": (_add_suspects, cmd_suspects),
+# -- the table ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Subcommand:
+    """One `al labels` subcommand: its one-line help, its --help description, its arguments
+    (al_core.cli.common.arg: the flags and options of one ``add_argument``) and what runs it (parsed args -> exit
+    status)."""
+
+    help: str
+    description: str
+    arguments: tuple[tuple[tuple[str, ...], dict], ...]
+    run: RunCommand
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "check": Subcommand(
+        help="validate a label file without applying it",
+        description="Validate a label file with the inbox sensor's parser against the project's classes and "
+        "images, applying nothing. Exit 0: valid (a summary is printed); 1: rejected (the error "
+        "report is printed); 2: the check could not run.",
+        arguments=(
+            arg(
+                "file",
+                help="label file: CSV (image_id,label[,annotator,annotation_id,note,seconds]), JSON "
+                "lines, or any Label Studio export (JSON, JSON_MIN, CSV, TSV, target-storage file)",
+            ),
+        ),
+        run=cmd_check,
+    ),
+    "retract": Subcommand(
+        help="withdraw a whole delivery (e.g. a bad annotator's)",
+        description="Withdraw every label of an accepted label file: they leave training from the next round on; "
+        "the history stays (labels rows are never deleted).",
+        arguments=(
+            arg("sha256", help="the file's sha256 (a unique prefix of at least 8 hex digits)"),
+            arg("--reason", default=None),
+        ),
+        run=loop_subcommand("al_core.loop:retract_file", ("sha256", "reason"), _retracted),
+    ),
+    "retry": Subcommand(
+        help="ingest a file again whose run failed, or a rejected file",
+        description="Ask the inbox sensor for a new run (a new run key) that ingests the file again. The file must "
+        "still be in the inbox or inbox/eval/ (its run failed), or be a rejected delivery in "
+        "inbox/rejected/: it is put back first, into the folder of its kind (an evaluation file into "
+        "inbox/eval/), never over a file waiting there (then as NAME-1.csv).",
+        arguments=(arg("sha256", help="the file's sha256 (a prefix of at least 8 hex digits)"),),
+        run=loop_subcommand("al_core.loop:request_retry", ("sha256",), _retry_requested),
+    ),
+    "relabel": Subcommand(
+        help="map every label of a class to another (a class renamed or removed)",
+        description="Map every label of class OLD to class NEW (in the project file's classes), in one transaction: "
+        "the mapping is recorded in the label history (no delivered label is rewritten; `al lineage` "
+        "shows it) and the evaluation set's OLD labels become NEW. Use it after renaming or removing a "
+        "class that has labels: the round runs again from then on.",
+        arguments=(
+            arg("old", help="the class the labels name now"),
+            arg("new", help="a class of the project file's classes"),
+        ),
+        run=loop_subcommand("al_core.loop.class_changes:relabel", ("old", "new"), _relabelled),
+    ),
+    "suspects": Subcommand(
+        help="list the suspected label errors of a round",
+        description="The training labels that cleanlab flags as likely wrong, lowest label quality first: each "
+        "scored against a probe that did not see it (out-of-fold). Columns: image, given label, the probe's "
+        "suggestion, label quality (0..1), the suggestion's probability, annotations, one path.",
+        arguments=(
+            arg("--round", type=int, default=None, help="the round (default: the latest assessed)"),
+            arg("--limit", type=int, default=SUSPECTS_LISTED, help=f"rows at most (default {SUSPECTS_LISTED}; 0: all)"),
+        ),
+        run=cmd_suspects,
+    ),
 }
 
 
@@ -349,8 +342,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, object]:
     ap = argparse.ArgumentParser(prog="al labels", description="Label files: " + ", ".join(SUBCOMMANDS) + ".")
     subparsers = ap.add_subparsers(dest="command", metavar="COMMAND")
     common = common_options()
-    for add, _run in SUBCOMMANDS.values():
-        add(subparsers, common)
+    for name, sub in SUBCOMMANDS.items():
+        p = subparsers.add_parser(name, parents=[common], help=sub.help, description=sub.description)
+        add_arguments(p, sub.arguments)
     return ap, subparsers
 
 
@@ -363,7 +357,7 @@ def main(argv: list[str]) -> int:
     if not args.command:
         ap.print_help(sys.stderr)
         return Exit.USAGE
-    return int(SUBCOMMANDS[args.command][1](args))
+    return int(SUBCOMMANDS[args.command].run(args))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,43 @@ CSV is a label file once its ``label`` column is filled, also after a spreadshee
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Iterator
 
 from al_core.labels.limits import CSV_COLUMNS, CSV_DELIMITERS, IMAGE_COLUMNS, OUTBOX_COLUMNS
 from al_core.labels.reader import LineReader
 from al_core.labels.results import ErrorCollector
 from al_core.labels.rows import HEX_ANY_CASE, RowValidator
+
+
+def csv_rows(
+    reader: LineReader, cr, errs: ErrorCollector, what: str, read_header: Callable[[int, list[str]], dict | None]
+) -> Iterator[tuple[int, dict[str, int], list[str]]]:
+    """(line, header, cells) of each data record of ``cr``, a csv.reader over ``reader.lines()`` (``line``: the
+    line the record starts on). The first record is the header: ``read_header(line, cells)`` gives column name ->
+    index, or None (it reported why), which ends the file: rows cannot be read without a valid header. Blank
+    records (nothing but empty cells) are passed over; a malformed one is reported (``malformed WHAT: ...``) and
+    passed over, or ends the file before the header."""
+    header: dict[str, int] | None = None
+    while True:
+        reader.mark()
+        try:
+            cells = next(cr)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            errs.add(reader.first_since_mark or reader.line_no, None, f"malformed {what}: {e}")
+            if header is None:
+                return
+            continue
+        line = reader.first_since_mark or reader.line_no
+        if not cells or not "".join(cells).strip():
+            continue
+        if header is None:
+            header = read_header(line, cells)
+            if header is None:
+                return
+            continue
+        yield line, header, cells
 
 
 def parse_csv(reader: LineReader, rows: RowValidator, errs: ErrorCollector) -> int:
@@ -24,30 +56,14 @@ def parse_csv(reader: LineReader, rows: RowValidator, errs: ErrorCollector) -> i
         return 0
     delim = header_delimiter(first)
     cr = csv.reader(_chain(first, lines), strict=True, delimiter=delim)
-    header: dict[str, int] | None = None
+    read_header = lambda line, cells: csv_header(line, cells, errs, delim)
     n_records = 0
-    while True:
-        reader.mark()
-        try:
-            cells = next(cr)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            errs.add(reader.first_since_mark or reader.line_no, None, f"malformed CSV: {e}")
-            if header is None:
-                return n_records
-            continue
-        line = reader.first_since_mark or reader.line_no
-        if not cells or not "".join(cells).strip():
-            continue  # blank line (or nothing but empty cells)
-        if header is None:
-            header = csv_header(line, cells, errs, delim)
-            if header is None:
-                return n_records  # rows cannot be read without a valid header
+    i_ids = None
+    for line, header, cells in csv_rows(reader, cr, errs, "CSV", read_header):
+        if i_ids is None:  # the header's columns
             i_ids, i_lab = [header[c] for c in IMAGE_COLUMNS if c in header], header["label"]
             i_ann, i_aid, i_note = header.get("annotator"), header.get("annotation_id"), header.get("note")
             i_sec = header.get("seconds")
-            continue
         n_records += 1
         if len(cells) != len(header):
             errs.add(

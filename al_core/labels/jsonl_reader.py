@@ -4,13 +4,11 @@ the time spent on the answer)."""
 
 from __future__ import annotations
 
-import json
-
-from al_core.labels.limits import IMAGE_COLUMNS, JSONL_KEYS, MAX_JSON_DEPTH
+from al_core.labels.limits import IMAGE_COLUMNS, JSONL_KEYS
 from al_core.labels.reader import LineReader
 from al_core.labels.results import ErrorCollector
 from al_core.labels.rows import RowValidator
-from al_core.labels.strict_json import BAD, DECODER, json_str, json_type, too_deep
+from al_core.labels.strict_json import BAD, decode_strict, json_str, json_type
 
 
 def parse_jsonl(reader: LineReader, rows: RowValidator, errs: ErrorCollector) -> int:
@@ -23,19 +21,9 @@ def parse_jsonl(reader: LineReader, rows: RowValidator, errs: ErrorCollector) ->
         if not s:
             continue
         n_records += 1
-        try:
-            obj = DECODER.decode(s)
-        except json.JSONDecodeError as e:
-            errs.add(line, None, f"malformed JSON at column {e.colno}: {e.msg}", s)
-            continue
-        except RecursionError:
-            errs.add(line, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-            continue
-        except ValueError as e:  # duplicate key, integer with too many digits
-            errs.add(line, None, f"malformed JSON: {e}")
-            continue
-        if too_deep(s):
-            errs.add(line, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        obj, _, refused = decode_strict(s, column_only=True)
+        if refused is not None:
+            errs.add(line, None, refused.message, s if refused.preview is not None else None)  # the line as preview
             continue
         if not isinstance(obj, dict):
             errs.add(line, None, f"a JSON lines row must be an object, got {json_type(obj)}", s)

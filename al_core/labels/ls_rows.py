@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 
+from al_core.labels.csv_reader import csv_rows
 from al_core.labels.label_studio import CHOICES_NAME
 from al_core.labels.ls_tasks import ANSWER_RULE, ls_time, read_task, warn_empty
 from al_core.labels.reader import LineReader
@@ -196,33 +197,21 @@ def parse_ls_table(reader: LineReader, delimiter: str, rows: RowValidator, errs:
     st.format = TABLE_FORMATS[delimiter]
     flat = _Rows(rows, errs, st)
     cr = csv.reader(reader.lines(), delimiter=delimiter, strict=True)
-    header: dict[str, int] | None = None
-    while True:
-        reader.mark()
-        try:
-            cells = next(cr)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            errs.add(reader.first_since_mark or reader.line_no, None, f"malformed {st.format[-3:].upper()}: {e}")
-            if header is None:
-                return
-            continue
-        line = reader.first_since_mark or reader.line_no
-        if not cells or not "".join(cells).strip():
-            continue
-        if header is None:
-            header = {c.strip(): i for i, c in enumerate(cells)}
-            if "image_id" not in header:
-                errs.add(
-                    line,
-                    "header",
-                    "a Label Studio export without an image_id column: its tasks were not "
-                    "imported from al-pipeline's outbox (round-NNNN.label-studio.json)",
-                    delimiter.join(cells),
-                )
-                return
-            continue
+
+    def read_header(line: int, cells: list[str]) -> dict[str, int] | None:
+        header = {c.strip(): i for i, c in enumerate(cells)}
+        if "image_id" in header:
+            return header
+        errs.add(
+            line,
+            "header",
+            "a Label Studio export without an image_id column: its tasks were not "
+            "imported from al-pipeline's outbox (round-NNNN.label-studio.json)",
+            delimiter.join(cells),
+        )
+        return None
+
+    for line, header, cells in csv_rows(reader, cr, errs, st.format[-3:].upper(), read_header):
         st.n_records += 1
         if len(cells) != len(header):
             errs.add(line, None, f"expected {len(header)} cells, got {len(cells)}", delimiter.join(cells))

@@ -9,6 +9,7 @@ one whole document (a target-storage file).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -74,6 +75,35 @@ def too_deep(text: str, start: int = 0, end: int | None = None, limit: int = MAX
     return False
 
 
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """Why ``decode_strict`` refused a JSON value: ``message``; a syntax error also has its line in the text
+    (``lineno``) and a ``preview`` of the text from where it is."""
+
+    message: str
+    lineno: int | None = None
+    preview: str | None = None
+
+
+def decode_strict(text: str, pos: int | None = None, *, limit: int = MAX_JSON_DEPTH, column_only: bool = False):
+    """Strictly decode the whole of ``text`` (``pos`` None) or the value starting at ``pos``: (value, end, None);
+    (BAD, end, Refused) for a value nested deeper than ``limit`` levels (it was read: ``end`` is after it); (BAD,
+    None, Refused) for one that cannot be read (malformed, a duplicate key, an integer with too many digits, nested
+    too deep for the decoder). ``column_only``: a syntax error names its column alone (one line of JSON lines)."""
+    try:
+        value, end = (DECODER.decode(text), len(text)) if pos is None else DECODER.raw_decode(text, pos)
+    except json.JSONDecodeError as e:
+        where = f"column {e.colno}" if column_only else f"line {e.lineno} column {e.colno}"
+        return BAD, None, Refused(f"malformed JSON at {where}: {e.msg}", e.lineno, text[e.pos : e.pos + PREVIEW_CHARS])
+    except RecursionError:
+        return BAD, None, Refused(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    except ValueError as e:  # duplicate key, integer with too many digits
+        return BAD, None, Refused(f"malformed JSON: {e}")
+    if too_deep(text, pos or 0, end, limit):
+        return BAD, end, Refused(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value, end, None
+
+
 def json_str(obj: dict, key: str, line: int, errs: ErrorCollector, required: bool, field: str | None = None, **ids):
     """obj[key] as a string; None when optional and absent/null; BAD on error (``ids``: Label Studio's task and
     annotation ids, for the error)."""
@@ -94,9 +124,9 @@ def walk_array(text: str, errs: ErrorCollector, what: str, on_item) -> int:
     """Decode the top-level JSON array of ``text`` one element at a time and call ``on_item(item, index,
     start_line)`` for each (so one element is held decoded at a time); returns the number of elements.
 
-    Malformed JSON (an unclosed array, a trailing comma, extra data, a duplicate key, nesting deeper than
-    MAX_JSON_DEPTH counting the enclosing array) is reported in ``errs`` with its line, and stops the walk.
-    ``what`` names an element in messages ("task", "row").
+    Malformed JSON (an unclosed array, a trailing comma, extra data, a duplicate key) is reported in ``errs``
+    with its line, and stops the walk; an element nested deeper than MAX_JSON_DEPTH (counting the enclosing
+    array) is reported and passed over. ``what`` names an element in messages ("task", "row").
     """
     n = 0
     line, line_pos = 1, 0
@@ -127,26 +157,15 @@ def walk_array(text: str, errs: ErrorCollector, what: str, on_item) -> int:
                 )
             break
         start_line = line_at(pos)
-        try:
-            item, end = DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            errs.add(
-                e.lineno,
-                None,
-                f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
-                text[e.pos : e.pos + PREVIEW_CHARS],
-            )
-            break
-        except RecursionError:
-            errs.add(start_line, None, f"{what} #{n + 1}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-            break
-        except ValueError as e:  # duplicate key, integer with too many digits
-            errs.add(start_line, None, f"{what} #{n + 1}: malformed JSON: {e}")
+        item, end, refused = decode_strict(text, pos, limit=MAX_JSON_DEPTH - 1)  # the enclosing array is one level
+        if refused is not None and refused.lineno is not None:  # a syntax error, at its own line
+            errs.add(refused.lineno, None, refused.message, refused.preview)
+        elif refused is not None:
+            errs.add(start_line, None, f"{what} #{n + 1}: {refused.message}")
+        if end is None:
             break
         n += 1
-        if too_deep(text, pos, end, MAX_JSON_DEPTH - 1):  # the enclosing array is one level
-            errs.add(start_line, None, f"{what} #{n}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        else:
+        if refused is None:
             on_item(item, n - 1, start_line)
         del item
         pos = JSON_WS.match(text, end).end()
@@ -175,23 +194,7 @@ def walk_array(text: str, errs: ErrorCollector, what: str, on_item) -> int:
 
 def decode_document(text: str, errs: ErrorCollector):
     """One whole JSON document (a Label Studio target-storage file), strictly decoded; BAD after reporting why."""
-    try:
-        value = DECODER.decode(text)
-    except json.JSONDecodeError as e:
-        errs.add(
-            e.lineno,
-            None,
-            f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
-            text[e.pos : e.pos + PREVIEW_CHARS],
-        )
-        return BAD
-    except RecursionError:
-        errs.add(None, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        return BAD
-    except ValueError as e:  # duplicate key, integer with too many digits
-        errs.add(None, None, f"malformed JSON: {e}")
-        return BAD
-    if too_deep(text):
-        errs.add(None, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        return BAD
+    value, _, refused = decode_strict(text)
+    if refused is not None:
+        errs.add(refused.lineno, None, refused.message, refused.preview)
     return value
