@@ -28,7 +28,7 @@ from al_core.catalogue import embeddings as E
 from al_core.catalogue.parts import MANIFEST_SUFFIX, manifest_rel, part_id_of, read_part, write_part
 from al_core.catalogue.store import Store, now
 from al_core.catalogue.vectors import VectorsLocation, sha256_of
-from al_core.ingest.pipeline import ORPHAN_MIN_AGE_S, EmbeddingsSummary, embed_missing, record_run
+from al_core.ingest.pipeline import ORPHAN_MIN_AGE_S, EmbeddingRun, EmbeddingsSummary, embed_missing, record_run
 from al_core.ingest.shards import (
     ShardError,
     all_shards,
@@ -176,30 +176,25 @@ def read_shard_summaries(loc: VectorsLocation, plan: dict) -> list[dict]:
 def commit_planned_run(store: Store, plan: dict, run_id: str) -> EmbeddingsSummary:
     """The commit step of a sharded run: every written part of the plan's config into the catalogue
     (one transaction), the run's embedding_runs row and failures, the plan's files removed."""
-    config_id, config = plan["config_id"], plan["config"]
+    run = EmbeddingRun(run_id, plan["config_id"], plan["config"], _dt.datetime.fromisoformat(plan["started_at"]))
     summaries = read_shard_summaries(store.vectors_loc, plan)
-    committed = commit_pending(store, config_id, run_id=run_id)
-    started = _dt.datetime.fromisoformat(plan["started_at"])
+    committed = commit_pending(store, run.config_id, run_id=run_id)
     failures = [(f["image_id"], None, f["error"]) for s in summaries for f in s["failures"]]
     workers = sorted({json.dumps(s["worker"], sort_keys=True) for s in summaries if s["n_embedded"]})
     n_images = sum(s["n_embedded"] for s in summaries)
-    wall = (now() - started).total_seconds()
+    wall = (now() - run.started_at).total_seconds()
     n_total = record_run(
         store,
-        run_id=run_id,
-        config_id=config_id,
-        config=config,
-        started_at=started,
+        run,
         n_images=n_images,
         images_per_s=n_images / wall if wall > 0 else 0.0,
         failures=failures,
         device=f"sharded ({len({json.dumps(s.get('worker'), sort_keys=True) for s in summaries})} "
-        f"workers) {config.get('device')}",
+        f"workers) {run.config.get('device')}",
     )
-    remove_plan(store.vectors_loc, config_id, plan["plan_id"])
+    remove_plan(store.vectors_loc, run.config_id, plan["plan_id"])
     return EmbeddingsSummary.of_run(
-        config_id,
-        config,
+        run,
         source=plan.get("source"),
         n_embedded=n_images,
         n_skipped=n_total - committed["rows_committed"],
@@ -208,7 +203,6 @@ def commit_planned_run(store: Store, plan: dict, run_id: str) -> EmbeddingsSumma
         n_total=n_total,
         images_per_s=n_images / wall if wall > 0 else 0.0,
         seconds=wall,
-        run_id=run_id,
         sharded=_sharded_details(plan, summaries, committed, workers),
     )
 

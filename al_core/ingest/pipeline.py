@@ -21,6 +21,7 @@ for a commit).
 """
 
 import dataclasses
+import datetime as _dt
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,6 +37,17 @@ FLUSH_ROWS = 8192  # vectors buffered before a commit: 8192 x 1280 x 4 B = 42 MB
 FAILURES_KEPT = 20  # failures listed in a summary (every one is in embedding_failures)
 ORPHAN_MIN_AGE_S = 3600.0  # an uncommitted part younger than this may still be committed by its writer: kept
 NON_FINITE = "non-finite vector (NaN or inf) from the backbone: not stored"
+
+
+@dataclass(frozen=True)
+class EmbeddingRun:
+    """Which run writes which vectors: the run's id, the embedding config it embeds (``backbone_config``,
+    ``dim`` included) and when it started. Recorded in embedding_runs and in the run's summary."""
+
+    run_id: str
+    config_id: str
+    config: Mapping
+    started_at: _dt.datetime
 
 
 @dataclass(frozen=True)
@@ -62,8 +74,7 @@ class EmbeddingsSummary:
     @classmethod
     def of_run(
         cls,
-        config_id: str,
-        config: Mapping,
+        run: EmbeddingRun,
         *,
         source: str | None,
         n_embedded: int,
@@ -73,12 +84,12 @@ class EmbeddingsSummary:
         n_total: int,
         images_per_s: float,
         seconds: float,
-        run_id: str,
         sharded: Mapping | None = None,
     ) -> "EmbeddingsSummary":
-        """The one way a run's summary is built. ``config``: the backbone's config with ``dim``."""
+        """The one way a run's summary is built."""
+        config = run.config
         return cls(
-            config_id=config_id,
+            config_id=run.config_id,
             backbone=config["backbone"],
             dim=int(config["dim"]),
             dtype=config["dtype"],
@@ -91,7 +102,7 @@ class EmbeddingsSummary:
             n_total=int(n_total),
             images_per_s=float(images_per_s),
             seconds=float(seconds),
-            run_id=run_id,
+            run_id=run.run_id,
             sharded=sharded,
         )
 
@@ -173,7 +184,7 @@ def embed_missing(
     config_id, config = backbone.config_id, backbone_config(backbone)
     store.register_embedding_config(config_id, config)
     items, todo = _todo(store, config_id, source, limit)
-    run_id, started = uuid.uuid4().hex, now()
+    run = EmbeddingRun(uuid.uuid4().hex, config_id, config, now())
     if progress:
         progress(
             f"embedding {len(todo)} images with {backbone.name} [{config_id}] "
@@ -197,29 +208,20 @@ def embed_missing(
             if progress:
                 progress(f"{path_of.get(iid)}: {NON_FINITE}")
         if ids:
-            store.write_embeddings(config_id, ids, vectors, run_id=run_id)
+            store.write_embeddings(config_id, ids, vectors, run_id=run.run_id)
             n_embedded += len(ids)
     failures = [(f.key, path_of.get(f.key), f.error) for f in stream.failures]
     failures += [(iid, path_of.get(iid), NON_FINITE) for iid in non_finite]
     _record_changed(store, failures)
     stats = stream.stats
     n_total = record_run(
-        store,
-        run_id=run_id,
-        config_id=config_id,
-        config=config,
-        started_at=started,
-        n_images=n_embedded,
-        images_per_s=stats.images_per_s,
-        failures=failures,
-        device=config.get("device"),
+        store, run, n_images=n_embedded, images_per_s=stats.images_per_s, failures=failures, device=config.get("device")
     )
     collected = store.gc_orphan_parts(ORPHAN_MIN_AGE_S)
     if collected and progress:
         progress(f"collected {len(collected)} orphan part file(s) older than {ORPHAN_MIN_AGE_S:.0f} s")
     return EmbeddingsSummary.of_run(
-        config_id,
-        config,
+        run,
         source=source,
         n_embedded=n_embedded,
         n_skipped=len(items) - len(todo),
@@ -228,7 +230,6 @@ def embed_missing(
         n_total=n_total,
         images_per_s=stats.images_per_s,
         seconds=time.perf_counter() - t0,
-        run_id=run_id,
     )
 
 
@@ -259,11 +260,8 @@ def _todo(store: Store, config_id: str, source: str | None, limit: int | None):
 
 def record_run(
     store: Store,
+    run: EmbeddingRun,
     *,
-    run_id: str,
-    config_id: str,
-    config: Mapping,
-    started_at,
     n_images: int,
     images_per_s: float,
     failures: Iterable[tuple[str, str | None, str]],
@@ -274,17 +272,17 @@ def record_run(
     failures = list(failures)
     with store.transaction() as con:
         ts = now()
-        E.insert_failures(con, config_id, failures, ts)
+        E.insert_failures(con, run.config_id, failures, ts)
         E.insert_run(
             con,
-            run_id=run_id,
-            config_id=config_id,
-            started_at=started_at,
+            run_id=run.run_id,
+            config_id=run.config_id,
+            started_at=run.started_at,
             finished_at=ts,
             n_images=int(n_images),
             n_failed=len(failures),
             images_per_s=float(images_per_s),
             device=device,
-            library_versions=config.get("library_versions", {}),
+            library_versions=run.config.get("library_versions", {}),
         )
-        return E.count_vectors(con, config_id)
+        return E.count_vectors(con, run.config_id)

@@ -137,24 +137,32 @@ def build_efficientnet(spec, size, sd):
 # --------------------------------------------------------------------------- DINOv2
 
 
+_DINOV2 = {  # the family's constants as data; a model adds its name, architecture, feature_dim and size
+    "library": "timm",
+    "pretrained_tag": "lvd142m",
+    "hf_repo": "timm/{architecture}.{pretrained_tag}",
+    "weights_source": "Hugging Face hub {hf_repo} (DINOv2, Apache-2.0), or a local file",
+    "default_input_size": 224,
+    "preprocessing": _DINO_PRE,
+    "feature_kind": "CLS token after the final norm",
+    "hf_filenames": _TIMM_FILES,
+    "mean": IMAGENET_MEAN,
+    "std": IMAGENET_STD,
+    "patch_size": 14,
+}
+
+
+def _member(family: dict, **own) -> BackboneSpec:
+    """The spec of one model of a family: the family's fields, the model's own, then the family's patterns
+    ``hf_repo`` and ``weights_source`` filled in from those fields (``str.format``; in this order)."""
+    fields = {**family, **own}
+    for key in ("hf_repo", "weights_source"):
+        fields[key] = fields[key].format_map(fields)
+    return BackboneSpec(**fields)
+
+
 def _dino(name: str, arch: str, dim: int, params: float) -> BackboneSpec:
-    return BackboneSpec(
-        name=name,
-        library="timm",
-        architecture=arch,
-        pretrained_tag="lvd142m",
-        weights_source=f"Hugging Face hub timm/{arch}.lvd142m (DINOv2, Apache-2.0), or a local file",
-        default_input_size=224,
-        preprocessing=_DINO_PRE,
-        feature_dim=dim,
-        feature_kind="CLS token after the final norm",
-        params_millions=params,
-        hf_repo=f"timm/{arch}.lvd142m",
-        hf_filenames=_TIMM_FILES,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        patch_size=14,
-    )
+    return _member(_DINOV2, name=name, architecture=arch, feature_dim=dim, params_millions=params)
 
 
 @register_backbone(
@@ -194,22 +202,28 @@ def build_dinov2(spec, size, sd):
 # --------------------------------------------------------------------------- OpenCLIP
 
 
-def _clip(name: str, arch: str, tag: str, repo: str, dim: int, params: float, mean, std, pre: str) -> BackboneSpec:
-    return BackboneSpec(
+_OPENCLIP = {  # the family's constants; a model adds its architecture, tag, repository, sizes and normalisation
+    "library": "open_clip",
+    "weights_source": "Hugging Face hub {hf_repo} (OpenCLIP {architecture} {pretrained_tag}), or a local file",
+    "default_input_size": 224,
+    "feature_kind": "image-encoder embedding (projected, not L2-normalised)",
+    "hf_filenames": _OPENCLIP_FILES,
+}
+# The two normalisations of the OpenCLIP weights (mean, std and how the preprocessing reads).
+_CLIP_NORM = {"mean": _OPENAI_MEAN, "std": _OPENAI_STD, "preprocessing": _CLIP_PRE}
+_HALF_NORM = {"mean": _HALF, "std": _HALF, "preprocessing": _CLIP_PRE_05}
+
+
+def _clip(name: str, arch: str, tag: str, repo: str, dim: int, params: float, norm: dict) -> BackboneSpec:
+    return _member(
+        _OPENCLIP,
+        **norm,
         name=name,
-        library="open_clip",
         architecture=arch,
         pretrained_tag=tag,
-        weights_source=f"Hugging Face hub {repo} (OpenCLIP {arch} {tag}), or a local file",
-        default_input_size=224,
-        preprocessing=pre,
-        feature_dim=dim,
-        feature_kind="image-encoder embedding (projected, not L2-normalised)",
-        params_millions=params,
         hf_repo=repo,
-        hf_filenames=_OPENCLIP_FILES,
-        mean=mean,
-        std=std,
+        feature_dim=dim,
+        params_millions=params,
         patch_size=14 if "14" in arch else 16,
     )
 
@@ -244,9 +258,7 @@ def _openclip_load_state_dict(model, sd: dict, name: str) -> None:
         "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
         512,
         149.6,
-        _OPENAI_MEAN,
-        _OPENAI_STD,
-        _CLIP_PRE,
+        _CLIP_NORM,
     ),
     _clip(
         "openclip_vit_l14",
@@ -255,9 +267,7 @@ def _openclip_load_state_dict(model, sd: dict, name: str) -> None:
         "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
         768,
         427.6,
-        _HALF,
-        _HALF,
-        _CLIP_PRE_05,
+        _HALF_NORM,
     ),
     _clip(
         "openclip_vit_bigg14",
@@ -266,9 +276,7 @@ def _openclip_load_state_dict(model, sd: dict, name: str) -> None:
         "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
         1280,
         2539.6,
-        _OPENAI_MEAN,
-        _OPENAI_STD,
-        _CLIP_PRE,
+        _CLIP_NORM,
     ),
 )
 def build_openclip(spec, size, sd):

@@ -4,7 +4,6 @@ no external resource), built section by section from al_core.reporting.data."""
 from __future__ import annotations
 
 import datetime as _dt
-import html
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +15,8 @@ from al_core.reporting import data, value_page
 from al_core.reporting.gallery import gallery_items, gallery_png
 from al_core.reporting.plots import clean_curve, confusion_png, learning_curve_png, png_data_uri
 from al_core.reporting.quality import quality_sections
+from al_core.reporting.sections import escaped as _e
+from al_core.reporting.sections import note, section
 
 GALLERY_MAX_ITEMS = 200  # images shown in the report's gallery at most
 
@@ -28,10 +29,6 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}dl{display:grid;grid-template-co
  gap:.2em 1.2em}dt{color:#666}dd{margin:0}img{max-width:100%;height:auto}.muted{color:#777;font-size:.9em}
 code{background:#f4f4f4;padding:0 .2em}.warn{color:#a33}
 """
-
-
-def _e(v) -> str:
-    return html.escape("" if v is None else str(v))
 
 
 def _fmt(v, digits=3) -> str:
@@ -93,17 +90,18 @@ def _curve_section(curves: dict, problems: list[str], simulated: tuple[int, int]
     )
     sims = any(str(name).startswith("simulated") for name in curves)
     parts = [
-        "<h2>Learning curve</h2>",
         _img(learning_curve_png(curves), "learning curve"),
-        f'<p class="muted">{_e(loop)}'
-        + (
-            ", and every <code>al simulate</code> run saved in the reports "
-            "folder (mean over seeds, band: ± one standard deviation; these "
-            "simulations answer from the ground truth)"
-            if sims
-            else ""
-        )
-        + ".</p>",
+        note(
+            _e(loop)
+            + (
+                ", and every <code>al simulate</code> run saved in the reports "
+                "folder (mean over seeds, band: ± one standard deviation; these "
+                "simulations answer from the ground truth)"
+                if sims
+                else ""
+            )
+            + "."
+        ),
     ]
     shown = [(name, pts) for name, pts in ((n, clean_curve(p)) for n, p in curves.items()) if pts]
     if shown:
@@ -118,8 +116,8 @@ def _curve_section(curves: dict, problems: list[str], simulated: tuple[int, int]
             + "</table>"
         )
     if problems:
-        parts.append('<p class="muted">Skipped: ' + "; ".join(_e(p) for p in problems) + "</p>")
-    return parts
+        parts.append(note("Skipped: " + "; ".join(_e(p) for p in problems)))
+    return section("Learning curve", body=parts)
 
 
 def _rounds_section(rounds: pl.DataFrame, metrics: pl.DataFrame, galleries: dict | None = None) -> list[str]:
@@ -133,7 +131,7 @@ def _rounds_section(rounds: pl.DataFrame, metrics: pl.DataFrame, galleries: dict
         coalesce=True,
     ).sort("round")
     if table.is_empty():
-        return ["<h2>Rounds</h2>", '<p class="muted">No round yet.</p>']
+        return section("Rounds", "No round yet.")
     head = (
         "<tr><th>round</th><th>labels</th><th>accuracy</th><th>balanced accuracy</th><th>macro F1</th>"
         '<th class="l">strategy (batch proposed)</th><th>proposed</th><th class="l">status</th>'
@@ -150,23 +148,29 @@ def _rounds_section(rounds: pl.DataFrame, metrics: pl.DataFrame, galleries: dict
             f'<td class="l">{_e(r["status"] if proposed else "–")}</td><td class="l">{_gallery_link(galleries, r)}'
             "</td></tr>"
         )
-    return [
-        "<h2>Rounds</h2>",
-        "<table>" + head + "".join(body) + "</table>"
-        '<p class="muted">Round r trains the probe on every label delivered for the batches before it '
-        "(labels: how many), evaluates it on the hold-out, then proposes batch r with the strategy shown.</p>",
-    ]
+    return section(
+        "Rounds",
+        body=[
+            "<table>"
+            + head
+            + "".join(body)
+            + "</table>"
+            + note(
+                "Round r trains the probe on every label delivered for the batches before it "
+                "(labels: how many), evaluates it on the hold-out, then proposes batch r with the strategy shown."
+            )
+        ],
+    )
 
 
 def _confusion_section(last: dict | None, classes: list[str]) -> list[str]:
-    parts = ["<h2>Confusion matrix</h2>"]
     if last is None:
-        return [*parts, '<p class="muted">No evaluated round yet.</p>']
-    parts.append(
-        f'<p class="muted">Round {last["round"]} (probe {_e(last["probe_id"])}, '
-        f"{last['n_labels']} labels, {last['n_eval']} evaluation images).</p>"
+        return section("Confusion matrix", "No evaluated round yet.")
+    intro = (
+        f"Round {last['round']} (probe {_e(last['probe_id'])}, "
+        f"{last['n_labels']} labels, {last['n_eval']} evaluation images)."
     )
-    parts.append(_img(confusion_png(last["confusion"], classes), "confusion matrix"))
+    parts = [_img(confusion_png(last["confusion"], classes), "confusion matrix")]
     if isinstance(last["per_class_recall"], dict) and last["per_class_recall"]:
         counts = last.get("per_class_n_eval") or {}
         parts.append(
@@ -178,25 +182,22 @@ def _confusion_section(last: dict | None, classes: list[str]) -> list[str]:
             )
             + "</table>"
         )
-    return parts
+    return section("Confusion matrix", intro, parts)
 
 
 def _gallery_section(rnd: int | None, strat: str | None, queries: list[dict]) -> list[str]:
-    parts = ["<h2>Latest proposed images</h2>"]
     if not queries:
-        return [*parts, '<p class="muted">No images proposed yet.</p>']
+        return section("Latest proposed images", "No images proposed yet.")
     more = len(queries) - GALLERY_MAX_ITEMS
-    parts.append(
-        f'<p class="muted">Batch {rnd}, {len(queries)} images proposed by {_e(strat)}, '
-        "in rank order with their scores" + (f" (first {GALLERY_MAX_ITEMS} shown)" if more > 0 else "") + ".</p>"
+    intro = (
+        f"Batch {rnd}, {len(queries)} images proposed by {_e(strat)}, "
+        "in rank order with their scores" + (f" (first {GALLERY_MAX_ITEMS} shown)" if more > 0 else "") + "."
     )
-    parts.append(
-        _img(
-            gallery_png(gallery_items(queries, GALLERY_MAX_ITEMS), cols=10, thumb=72),
-            "images proposed in the latest round",
-        )
+    image = _img(
+        gallery_png(gallery_items(queries, GALLERY_MAX_ITEMS), cols=10, thumb=72),
+        "images proposed in the latest round",
     )
-    parts.append(
+    table = (
         '<table><tr><th>rank</th><th>score</th><th class="l">image</th></tr>'
         + "".join(
             f'<tr><td>{q["rank"]}</td><td>{_fmt(q["score"], 4)}</td><td class="l">{_e(q["path"])}</td></tr>'
@@ -204,7 +205,7 @@ def _gallery_section(rnd: int | None, strat: str | None, queries: list[dict]) ->
         )
         + "</table>"
     )
-    return parts
+    return section("Latest proposed images", intro, [image, table])
 
 
 def _gallery_link(galleries: dict, row: dict) -> str:

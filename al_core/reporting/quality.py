@@ -12,8 +12,6 @@ report's HTML sections, the suspects as a gallery.
 
 from __future__ import annotations
 
-import html
-
 from al_core.catalogue import quality as quality_q
 from al_core.catalogue.audit import latest_round_config_id
 from al_core.catalogue.reports import newest_embedded_config_id
@@ -21,6 +19,8 @@ from al_core.files.hashing import short
 from al_core.reporting.data import _class_names  # the project's classes, or [] (the report still renders)
 from al_core.reporting.gallery import gallery_png
 from al_core.reporting.plots import png_data_uri
+from al_core.reporting.sections import escaped as _e
+from al_core.reporting.sections import note, section
 
 SUSPECTS_SHOWN = 40  # suspects in the report's gallery and table
 DUPLICATES_SHOWN = 20  # exact-duplicate images and near-duplicate pairs listed
@@ -112,10 +112,6 @@ def quality_summary(store, cfg) -> dict:
 
 
 # ----------------------------------------------------------------------------- HTML
-def _e(v) -> str:
-    return html.escape("" if v is None else str(v))
-
-
 def _f(v, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
@@ -132,73 +128,66 @@ def _table(head: list[str], rows: list[list], left: int = 1) -> str:
 
 
 def _suspects_section(s: dict | None) -> list[str]:
-    parts = ["<h2>Suspected label errors</h2>"]
+    title = "Suspected label errors"
     if s is None:
-        return [*parts, '<p class="muted">No round assessed yet (the assessment follows each round\'s probe).</p>']
-    parts.append(
-        f'<p class="muted">Round {s["round"]}: {s["n_labels"]} training labels, each scored by a probe '
+        return section(title, "No round assessed yet (the assessment follows each round's probe).")
+    intro = (
+        f"Round {s['round']}: {s['n_labels']} training labels, each scored by a probe "
         f"that did not see it (out-of-fold, cross-validation) with cleanlab ({_e(s['method'])}); "
-        f"{s['n_issues']} flagged as likely wrong, lowest label quality first.</p>"
+        f"{s['n_issues']} flagged as likely wrong, lowest label quality first."
     )
     rows = s["rows"]
     if not rows:
-        return [*parts, '<p class="muted">No label is flagged.</p>']
+        return section(title, intro, [note("No label is flagged.")])
     items = [(r["path"] or "", f"{r['given']} → {r['suggested']}\nq {r['quality']:.3f}") for r in rows]
-    parts.append(f'<img alt="suspected label errors" src="{png_data_uri(gallery_png(items, cols=8, thumb=72))}">')
-    parts.append(
-        _table(
-            ["image", "given", "suggested", "label quality", "P(suggested)", "annotations"],
+    image = f'<img alt="suspected label errors" src="{png_data_uri(gallery_png(items, cols=8, thumb=72))}">'
+    table = _table(
+        ["image", "given", "suggested", "label quality", "P(suggested)", "annotations"],
+        [
             [
-                [
-                    short(r["image_id"]),
-                    r["given"],
-                    r["suggested"],
-                    _f(r["quality"]),
-                    _f(r["suggested_prob"]),
-                    r["n_annotations"],
-                ]
-                for r in rows
-            ],
-            left=3,
-        )
+                short(r["image_id"]),
+                r["given"],
+                r["suggested"],
+                _f(r["quality"]),
+                _f(r["suggested_prob"]),
+                r["n_annotations"],
+            ]
+            for r in rows
+        ],
+        left=3,
     )
-    parts.append(
-        '<p class="muted">`al labels suspects` lists them; `selection.relabel_fraction` sends the '
-        "worst back to the annotators.</p>"
+    after = note(
+        "`al labels suspects` lists them; `selection.relabel_fraction` sends the worst back to the annotators."
     )
-    return parts
+    return section(title, intro, [image, table, after])
 
 
 def _balance_section(b: dict | None) -> list[str]:
-    parts = ["<h2>Class balance</h2>"]
     if b is None:
-        return [*parts, '<p class="muted">No round assessed yet.</p>']
+        return section("Class balance", "No round assessed yet.")
     counts, share = b["label_counts"], b["predicted_share"]
-    parts.append(
-        f'<p class="muted">Round {b["round"]}: training labels per class, and the share of the unlabelled '
-        "pool the round's probe predicts as each class.</p>"
+    intro = (
+        f"Round {b['round']}: training labels per class, and the share of the unlabelled "
+        "pool the round's probe predicts as each class."
     )
-    parts.append(
-        _table(
-            ["class", "training labels", "predicted share of the pool"],
-            [[c, n, f"{share.get(c, 0):.1%}"] for c, n in counts.items()],
-        )
+    table = _table(
+        ["class", "training labels", "predicted share of the pool"],
+        [[c, n, f"{share.get(c, 0):.1%}"] for c, n in counts.items()],
     )
-    parts += [f'<p class="warn">{_e(w)}</p>' for w in b["warnings"]]
-    return parts
+    return section("Class balance", intro, [table, *(f'<p class="warn">{_e(w)}</p>' for w in b["warnings"])])
 
 
 def _agreement_section(a: dict) -> list[str]:
-    parts = ["<h2>Agreement between annotators</h2>"]
+    title = "Agreement between annotators"
     if not a["n_images_multi"]:
-        return [*parts, '<p class="muted">No image has answers from two annotators yet.</p>']
-    parts.append(
-        f'<p class="muted">{a["n_images_multi"]} images with two or more annotators\' answers; '
+        return section(title, "No image has answers from two annotators yet.")
+    intro = (
+        f"{a['n_images_multi']} images with two or more annotators' answers; "
         f"annotators: {_e(', '.join(a['annotators']))}. Fleiss' kappa {_f(a['fleiss_kappa'])} "
         f"({a['fleiss_images']} images with {a['fleiss_m']} answers each); Cohen's kappa over the pairs "
-        f"(weighted by common images) {_f(a['overall_kappa'])}.</p>"
+        f"(weighted by common images) {_f(a['overall_kappa'])}."
     )
-    parts += [f'<p class="warn">{_e(w)}</p>' for w in a["warnings"]]
+    parts = [f'<p class="warn">{_e(w)}</p>' for w in a["warnings"]]
     classes = list(next(iter(a["pairs"]), {}).get("per_class", {}))
     parts.append(
         _table(
@@ -232,28 +221,30 @@ def _agreement_section(a: dict) -> list[str]:
                 left=2,
             )
         )
-    return parts
+    return section(title, intro, parts)
 
 
 def _duplicates_section(s: dict) -> list[str]:
-    parts = ["<h2>Duplicates</h2>"]
     ex = s["exact_duplicates"]
-    parts.append(
-        f'<p class="muted">Exact duplicates (the same bytes under several paths, one image): '
-        f"{ex['n_images']} images, {ex['n_paths']} paths.</p>"
+    intro = (
+        "Exact duplicates (the same bytes under several paths, one image): "
+        f"{ex['n_images']} images, {ex['n_paths']} paths."
     )
+    parts = []
     if ex["rows"]:
         parts.append(
             _table(["image", "paths"], [[short(r["image_id"]), " | ".join(r["paths"])] for r in ex["rows"]], left=2)
         )
     nd = s["near_duplicates"]
     if nd is None:
-        parts.append('<p class="muted">No near-duplicate pass yet (it runs before the first batch).</p>')
+        parts.append(note("No near-duplicate pass yet (it runs before the first batch)."))
     else:
         parts.append(
-            f'<p class="muted">Near-duplicates (cosine similarity of the embeddings at least '
-            f"{nd['threshold']:g}, {_e(nd['method'])} search): {nd['n_pairs']} pairs; a batch never holds "
-            f"two of them ({len(s['replacements'])} picks replaced so far).</p>"
+            note(
+                f"Near-duplicates (cosine similarity of the embeddings at least "
+                f"{nd['threshold']:g}, {_e(nd['method'])} search): {nd['n_pairs']} pairs; a batch never holds "
+                f"two of them ({len(s['replacements'])} picks replaced so far)."
+            )
         )
         if nd["rows"]:
             parts.append(
@@ -263,7 +254,7 @@ def _duplicates_section(s: dict) -> list[str]:
                     left=0,
                 )
             )
-    return parts
+    return section("Duplicates", intro, parts)
 
 
 def quality_sections(store, cfg) -> list[str]:

@@ -8,9 +8,9 @@ without parsing prose.
 
 from __future__ import annotations
 
-import html
-
 from al_core.reporting.plots import png_data_uri
+from al_core.reporting.sections import escaped as _e
+from al_core.reporting.sections import note, section
 from al_core.reporting.value_plots import value_curve_png
 from al_core.reporting.value_text import count as _count
 from al_core.reporting.value_text import duration as _duration
@@ -25,10 +25,6 @@ CSS = """
 .manager .now{font-size:1.35em;margin:.3em 0 .6em}.manager dl{gap:.35em 1.4em}.manager dt{font-weight:600;color:#333}
 .stop{color:#a15c00;font-weight:600}.go{color:#2a6a2a;font-weight:600}
 """
-
-
-def _e(v) -> str:
-    return html.escape("" if v is None else str(v))
 
 
 def _num(key: str, value, text: str) -> str:
@@ -199,30 +195,31 @@ def first_screen(s: dict, fit) -> list[str]:
         ),
     ]
     png = value_curve_png(s, fit)
-    return [
-        '<section class="manager" id="manager">',
-        "<h2>What the labels bought</h2>",
+    how = note(
+        "The model is retrained after every round of labels and scored on images kept aside "
+        "for evaluation; the shaded band is the 95 % interval of each score, the dashed line the learning "
+        "curve fitted to the rounds so far (a - b &middot; labels<sup>-c</sup>) and where it leads. The stop "
+        "suggestion compares the model's answers on a fixed sample of unlabelled images from one round to the "
+        "next. Details below."
+    )
+    body = [
         _now_line(s, word),
         "<dl>",
         *(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in rows),
         "</dl>",
         f'<img alt="learning curve against labels and cost" src="{png_data_uri(png)}">',
-        '<p class="muted">The model is retrained after every round of labels and scored on images kept aside '
-        "for evaluation; the shaded band is the 95 % interval of each score, the dashed line the learning "
-        "curve fitted to the rounds so far (a - b &middot; labels<sup>-c</sup>) and where it leads. The stop "
-        "suggestion compares the model's answers on a fixed sample of unlabelled images from one round to the "
-        "next. Details below.</p>",
-        "</section>",
+        how,
     ]
+    return ['<section class="manager" id="manager">', *section("What the labels bought", body=body), "</section>"]
 
 
 def rounds_table(s: dict) -> list[str]:
     """Per round: labels, skips, hours, cost, the metric with its interval, the gain, the cost per point, kappa."""
     cur = s["currency"]
     word = metric_word(s)
-    parts = [f"<h2>What each round bought ({_e(word.lower())})</h2>"]
+    title = f"What each round bought ({_e(word.lower())})"
     if not s["rounds"]:
-        return [*parts, '<p class="muted">No evaluated round yet.</p>']
+        return section(title, "No evaluated round yet.")
     head = (
         "<tr><th>round</th><th>labels</th><th>skips</th><th>annotator time</th><th>cost</th><th>total cost</th>"
         f"<th>{_e(word.lower())}</th><th>95 % interval</th><th>gain</th><th>gain interval</th>"
@@ -236,20 +233,18 @@ def rounds_table(s: dict) -> list[str]:
         f"<td>{'–' if r['kappa'] is None else format(r['kappa'], '.3f')}</td></tr>"
         for r in s["rounds"]
     )
-    return [
-        *parts,
-        "<table>" + head + body + "</table>",
-        '<p class="muted">SQL: the views <code>round_value</code> and <code>round_cost</code> (docs/sql.md). '
+    sql = note(
+        "SQL: the views <code>round_value</code> and <code>round_cost</code> (docs/sql.md). "
         "Round r's labels answer batch r - 1 and train round r's model; its gain is over round r - 1's model, "
-        "on the same evaluation images.</p>",
-    ]
+        "on the same evaluation images."
+    )
+    return section(title, body=["<table>" + head + body + "</table>", sql])
 
 
 def annotators_table(s: dict) -> list[str]:
     cur = s["currency"]
-    parts = ["<h2>Annotators</h2>"]
     if not s["annotators"]:
-        return [*parts, '<p class="muted">No label delivered yet.</p>']
+        return section("Annotators", "No label delivered yet.")
     head = (
         '<tr><th class="l">annotator</th><th>labels</th><th>skips</th><th>share skipped</th>'
         '<th>median seconds per answer</th><th class="l">timed from</th><th>annotator time</th><th>cost</th></tr>'
@@ -262,23 +257,22 @@ def annotators_table(s: dict) -> list[str]:
         f"<td>{_money(a['cost'], cur)}</td></tr>"
         for a in s["annotators"]
     )
-    return [
-        *parts,
-        "<table>" + head + body + "</table>",
-        '<p class="muted">SQL: the view <code>annotator_value</code>. "upper_bound": the time from the batch\'s '
-        "proposal to the delivery, shared by the delivery's labels (no time was delivered).</p>",
-    ]
+    sql = note(
+        'SQL: the view <code>annotator_value</code>. "upper_bound": the time from the batch\'s '
+        "proposal to the delivery, shared by the delivery's labels (no time was delivered)."
+    )
+    return section("Annotators", body=["<table>" + head + body + "</table>", sql])
 
 
 def study_section(study: dict | None, metric: str) -> list[str]:
     """The newest `al simulate` run: labels to reach the target per strategy, range over seeds."""
-    parts = ["<h2>What active learning saved (simulation)</h2>"]
+    title = "What active learning saved (simulation)"
     if study is None:
-        return [
-            *parts,
-            '<p class="muted">No <code>al simulate</code> run saved for this project, or no target '
-            "set: run <code>al simulate</code> to compare strategies on the images labelled so far.</p>",
-        ]
+        return section(
+            title,
+            "No <code>al simulate</code> run saved for this project, or no target "
+            "set: run <code>al simulate</code> to compare strategies on the images labelled so far.",
+        )
     strategies = study["strategies"]
     base = strategies.get("random")
     head = (
@@ -307,21 +301,22 @@ def study_section(study: dict | None, metric: str) -> list[str]:
             f'<tr><td class="l">{_e(name)}</td><td>{_e(med)}</td><td>{_e(rng)}</td>'
             f"<td>{r['reached']} of {len(r['per_seed'])}</td><td>{_e(saved)}</td></tr>"
         )
-    note = (
+    other_metric = (
         ""
         if metric == "accuracy"
         else (f" The simulation records accuracy only; the target ({_e(metric)}) is compared with accuracy here.")
     )
-    return [
-        *parts,
-        f"<p>Target {_pct(study['target'])} accuracy, seed pool {_e(study['seed_strategy'])}, from "
-        f"{_e(study['file'])}.</p>",
-        "<table>" + head + "".join(body) + "</table>",
-        '<p class="muted">Optimistic, said plainly: the simulation answers from the classes the project already '
+    caveat = note(
+        "Optimistic, said plainly: the simulation answers from the classes the project already "
         "knows and replays selection over this project's images only; when those are the images a strategy "
         "chose to label, that strategy is favoured, and a simulated annotator never errs or skips. Read it "
-        f"as an upper bound on what a strategy saves.{note}</p>",
-    ]
+        f"as an upper bound on what a strategy saves.{other_metric}"
+    )
+    target = (
+        f"<p>Target {_pct(study['target'])} accuracy, seed pool {_e(study['seed_strategy'])}, from "
+        f"{_e(study['file'])}.</p>"
+    )
+    return section(title, body=[target, "<table>" + head + "".join(body) + "</table>", caveat])
 
 
 def details(s: dict, study: dict | None) -> list[str]:
