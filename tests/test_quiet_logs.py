@@ -92,6 +92,16 @@ def test_make_ui_shows_the_runs_own_lines_warnings_and_errors_not_dagsters_chatt
     }
     for line, expected in lines.items():
         assert (shown(line) is not None) == expected, line
+    # shortened as the tool's own lines look
+    assert shown(f"{_at(7)} - dagster - INFO - round_job - {RUN_ID} - query_set - proposed 10") == (
+        "[round_job 03:41:07] query_set: proposed 10"
+    )
+    assert shown(f"{_at(8)} - dagster - ERROR - round_job - {RUN_ID} - 4242 - round_labels - STEP_FAILURE - x") == (
+        "[round_job 03:41:08] ERROR: round_labels: STEP_FAILURE - x"
+    )
+    assert shown(f"{_at(9)} - dagster.daemon.SensorDaemon - WARNING - slow tick") == (
+        "[dagster.daemon.SensorDaemon 03:41:09] WARNING: slow tick"
+    )
 
 
 def test_make_ui_shows_a_repeated_line_at_most_every_30_s_and_says_how_many_it_held_back():

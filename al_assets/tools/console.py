@@ -1,7 +1,7 @@
 """What `make ui` shows on its terminal (issue 12, item 8): the tool's own lines, warnings and errors.
 
 Every line the daemon, the webserver and the runs they start print goes to a log file (``ConsoleTee``); the
-terminal gets (``LineFilter``):
+terminal gets (``LineFilter``), each Dagster line shortened as the tool's own lines look (``compact``):
 
 - the runs' own lines: what a step logs itself (``context.log.info``: scan and embedding progress, a round's
   status), which Dagster's console logger prints at INFO under the logger ``dagster``;
@@ -28,8 +28,11 @@ REPEAT_EVERY_S = 30.0  # the same line on the terminal at most this often (a sen
 RUN_LOGGER = "dagster"  # Dagster's console logger in a run: INFO lines there are the steps' own messages
 SHOWN_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL"})
 DAGSTER_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)? [+-]\d{4} - (?P<logger>[\w.\-]+) - (?P<level>[A-Z]+) - (?P<msg>.*)$"
+    r"^\d{4}-\d\d-\d\d (?P<time>\d\d:\d\d:\d\d)(?:[.,]\d+)? [+-]\d{4} - (?P<logger>[\w.\-]+) - "
+    r"(?P<level>[A-Z]+) - (?P<msg>.*)$"
 )
+# a run's line: "<job> - <run id> - [<pid> - ][<step> - ]<text>"
+RUN_MESSAGE = re.compile(r"^(?P<job>\S+) - [0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12} - (?:\d+ - )?(?P<text>.*)$")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)? [+-]\d{4} - |^\[[\w .-]+ \d\d:\d\d:\d\d\] ")
 _IDS = re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b|\b[0-9a-f]{12,64}\b| - \d+ - ")
@@ -60,6 +63,18 @@ class RepeatGate:
         return f"{line} ({held} more like it in the last {now - last:.0f} s: see the log)" if held else line
 
 
+def compact(m: re.Match) -> str:
+    """A Dagster line as the tool's lines look (al_assets.tools.quiet_logs): ``[round_job 03:41:05] round_labels:
+    answered (10/10)``, ``[dagster.daemon.SensorDaemon 03:41:07] WARNING: ...``."""
+    level = "" if m["level"] == "INFO" else f"{m['level']}: "
+    run = RUN_MESSAGE.match(m["msg"]) if m["logger"] == RUN_LOGGER else None
+    if run is None:
+        return f"[{m['logger']} {m['time']}] {level}{m['msg']}"
+    step, sep, rest = run["text"].partition(" - ")
+    text = f"{step}: {rest}" if sep and " " not in step else run["text"]
+    return f"[{run['job']} {m['time']}] {level}{text}"
+
+
 class LineFilter:
     """Which lines of one output stream the terminal shows (see the module docstring); one per stream, since a
     line's indented continuation follows the line it continues."""
@@ -73,11 +88,11 @@ class LineFilter:
         m = DAGSTER_LINE.match(plain)
         if m is None and (not plain.strip() or plain[:1].isspace()):
             return line if self.showing else None  # a continuation (a traceback's frames, a multi-line message)
-        if m is not None:
-            self.showing = m["level"] in SHOWN_LEVELS or (m["logger"] == RUN_LOGGER and m["level"] == "INFO")
-        else:
+        if m is None:
             self.showing = True
-        return self.gate(line) if self.showing else None
+            return self.gate(line)
+        self.showing = m["level"] in SHOWN_LEVELS or (m["logger"] == RUN_LOGGER and m["level"] == "INFO")
+        return self.gate(compact(m)) if self.showing else None
 
 
 class ConsoleTee:

@@ -135,7 +135,7 @@ def run_webserver(host: str, port: int, workspace: str) -> int:
 def console_log_path() -> Path:
     """Where every line of the daemon, the webserver and their runs goes: $DAGSTER_HOME/CONSOLE_LOG_NAME (the
     Makefile sets DAGSTER_HOME), else data/CONSOLE_LOG_NAME under the current folder."""
-    return Path(os.environ.get("DAGSTER_HOME") or "data") / CONSOLE_LOG_NAME
+    return (Path(os.environ.get("DAGSTER_HOME") or "data") / CONSOLE_LOG_NAME).absolute()
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_webserver(args.host, args.port, args.workspace)
     bin_dir = os.path.dirname(sys.executable)
     console = ConsoleTee(console_log_path(), sys.stdout)
+    console.say(
+        f"al-pipeline UI on http://{args.host}:{args.port} (requests for other host names are refused); "
+        f"Ctrl-C stops it. Shown here: the runs' own lines, warnings and errors; every Dagster line (debug "
+        f"events, sensor ticks) in {console.log_path}"
+    )
     piped = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "start_new_session": True}
     daemon = subprocess.Popen([os.path.join(bin_dir, "dagster-daemon"), "run", "-w", args.workspace], **piped)
     web = subprocess.Popen(
@@ -173,11 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     for p in (daemon, web):
         console.pump(p.stdout)
-    console.say(
-        f"al-pipeline UI on http://{args.host}:{args.port} (requests for other host names are refused); "
-        f"Ctrl-C stops it. Shown here: the runs' own lines, warnings and errors; every Dagster line (debug "
-        f"events, sensor ticks) in {console.log_path}"
-    )
     stop = {"now": False}
 
     def on_signal(signum, frame):
