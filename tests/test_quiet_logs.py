@@ -1,5 +1,7 @@
-"""`make demo` is quiet (issue 12, item 8): a job run in process prints the tool's own lines, warnings and errors;
-Dagster's DEBUG events go to a log file."""
+"""`make demo` and `make ui` are quiet (issue 12, item 8): a job run in process prints the tool's own lines, warnings
+and errors, Dagster's DEBUG events go to a log file; `make ui`'s terminal (al_assets.tools.console) shows the runs'
+own lines, warnings and errors, no line more often than every 30 s (a real `make ui` console is checked by
+tests/test_quickstart.py)."""
 
 import re
 
