@@ -42,6 +42,8 @@ PER_CLASS = 18  # 72 photos: the auto hold-out is 20 (5 per class), 52 left for 
 DUPLICATES = 3  # exact copies under another name
 PNG_EVERY = 9  # every 9th photo a PNG of another size (DSC_*.png)
 ROUNDS = 3  # the document goes to round 3: batches 0 (seed) to 3
+HALF = 5  # batch 1 comes in two deliveries: the first 5 rows, then the rest
+WAITED = f"waiting for labels ({HALF}/10)"  # the al/status tag of the round run the first half starts
 TICK_S = 2  # the one edit of the written project file: a sensor tick every 2 s instead of 30 s
 SEED_TIMEOUT_S = 240  # the seed run: a code server, the k-means seed and the outbox files; ~20 s on an idle machine
 ROUND_TIMEOUT_S = 420  # an ingest run then a round run (train, evaluate, propose); ~40 s on an idle machine
@@ -143,10 +145,11 @@ def deliver(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def filled_as_a_spreadsheet_saves(batch_csv: Path, truth: dict[str, str]) -> bytes:
-    """The outbox CSV with its label column filled with the true classes, saved with a UTF-8 BOM and CRLF."""
+def filled_as_a_spreadsheet_saves(batch_csv: Path, truth: dict[str, str], rows_: slice = slice(None)) -> bytes:
+    """The outbox CSV (its ``rows_``) with the label column filled with the true classes, saved with a UTF-8 BOM
+    and CRLF."""
     with open(batch_csv, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))[rows_]
     assert rows and all(r["label"] == "" for r in rows)
     for r in rows:
         r["label"] = truth[r["file_name"]]
@@ -162,6 +165,17 @@ def by_file_name(listing_csv: Path, truth: dict[str, str]) -> bytes:
     with open(listing_csv, newline="", encoding="utf-8") as f:
         names = [r["file_name"] for r in csv.DictReader(f)]
     return ("file_name,label\n" + "".join(f"{n},{truth[n]}\n" for n in names)).encode()
+
+
+def waiting_runs(home: Path, cfg_file: Path) -> list[str]:
+    """The ``al/status`` tags of the finished round runs that only waited for labels."""
+    with project_env(home, cfg_file), dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="round_job"))
+    return [
+        r.tags["al/status"]
+        for r in runs
+        if r.tags.get("al/status", "").startswith("waiting") and r.status == dg.DagsterRunStatus.SUCCESS
+    ]
 
 
 def status_json(user: User) -> dict:
@@ -259,8 +273,23 @@ def test_the_quickstart_runs_as_written_to_round_3(tmp_path):
             assert {Path(m["path"]).name for m in b["unanswered"]} == names
             assert s["next_action"].startswith(f"label batch {r} (0/10 answered): fill the label column of")
             assert s["evaluation"]["labelled"] == 20 and s["rejected_deliveries"] == []
-            if r < ROUNDS:
-                deliver(inbox / f"batch-{r}.csv", filled_as_a_spreadsheet_saves(outbox / f"round-{r:04d}.csv", truth))
+            batch = outbox / f"round-{r:04d}.csv"
+            if r == 1:  # two annotators: the first delivers half the batch, the round waits and says so
+                first = inbox / "batch-1-first-half.csv"
+                deliver(first, filled_as_a_spreadsheet_saves(batch, truth, slice(0, HALF)))
+                dev.wait_for(lambda: WAITED in waiting_runs(home, cfg_file), ROUND_TIMEOUT_S, f"a run {WAITED}")
+                assert not first.exists()  # ingested (moved into inbox/accepted/)
+                s = status_json(user)
+                b = s["labelling"]["batch"]
+                assert (b["round"], b["proposed"], b["answered"]) == (1, 10, HALF), b
+                with open(batch, newline="") as f:
+                    rest = {row["file_name"] for row in list(csv.DictReader(f))[HALF:]}
+                assert {Path(m["path"]).name for m in b["unanswered"]} == rest
+                assert s["next_action"].startswith(f"label batch 1 ({HALF}/10 answered)")
+                rest_filled = filled_as_a_spreadsheet_saves(batch, truth, slice(HALF, None))
+                deliver(inbox / "batch-1-second-half.csv", rest_filled)
+            elif r < ROUNDS:
+                deliver(inbox / f"batch-{r}.csv", filled_as_a_spreadsheet_saves(batch, truth))
         (status_block,) = shell_blocks(sections, "5")
         user.run_block(status_block)
         with project_env(home, cfg_file), dg.DagsterInstance.get() as instance:
