@@ -94,7 +94,17 @@ def test_make_ui_shows_the_runs_own_lines_warnings_and_errors_not_dagsters_chatt
     }
     for line, expected in lines.items():
         assert (shown(line) is not None) == expected, line
-    # shortened as the tool's own lines look
+    # Dagster's warnings nobody can act on, and the steps a waiting round skips: in the log only
+    for noise in (
+        f"{_at(10)} - dagster.code_server - WARNING - No heartbeat received in 20 seconds, shutting down",
+        f"{_at(11)} - dagster - INFO - round_job - {RUN_ID} - query_set - Skipping step query_set due to skipped "
+        "dependencies: ['label_quality.result'].",
+    ):
+        assert shown(noise) is None, noise
+    # shortened as the tool's own lines look; a sensor tick's own line too
+    assert shown(f"{_at(12)} - dagster - INFO - __repository__ - inbox_sensor - inbox: b.csv (a31b) valid") == (
+        "[inbox_sensor 03:41:12] inbox: b.csv (a31b) valid"
+    )
     assert shown(f"{_at(7)} - dagster - INFO - round_job - {RUN_ID} - query_set - proposed 10") == (
         "[round_job 03:41:07] query_set: proposed 10"
     )

@@ -3,13 +3,15 @@
 Every line the daemon, the webserver and the runs they start print goes to a log file (``ConsoleTee``); the
 terminal gets (``LineFilter``), each Dagster line shortened as the tool's own lines look (``compact``):
 
-- the runs' own lines: what a step logs itself (``context.log.info``: scan and embedding progress, a round's
-  status), which Dagster's console logger prints at INFO under the logger ``dagster``;
+- the runs' and the sensor's own lines: what a step or a sensor tick logs itself (``context.log.info``: scan
+  and embedding progress, a round's status, the label files a tick found), which Dagster prints at INFO under
+  the logger ``dagster``;
 - every warning and error, with the indented lines that follow it (a traceback);
 - lines not in Dagster's format (a tool's own print, a crash's traceback);
 
-and not Dagster's DEBUG events (step starts, outputs, handled outputs) nor the INFO chatter of the daemon, the
-webserver and the code servers (a line per sensor tick, per run-monitoring pass, per code server start).
+and not Dagster's DEBUG events (step starts, outputs, handled outputs), the INFO chatter of the daemon, the
+webserver and the code servers (a line per sensor tick, per run-monitoring pass, per code server start), nor
+the few Dagster warnings nobody can act on (DAGSTER_NOISE).
 A line shown less than REPEAT_EVERY_S ago (its time stamp, run ids and process ids aside) is written to the log
 file only (``RepeatGate``); the next time it is shown it says how many were held back.
 """
@@ -33,6 +35,14 @@ DAGSTER_LINE = re.compile(
 )
 # a run's line: "<job> - <run id> - [<pid> - ][<step> - ]<text>"
 RUN_MESSAGE = re.compile(r"^(?P<job>\S+) - [0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12} - (?:\d+ - )?(?P<text>.*)$")
+# a sensor's line (its context.log, printed by the daemon): "<repository> - <sensor> - <text>"
+SENSOR_MESSAGE = re.compile(r"^[\w.-]+ - (?P<sensor>[\w.-]+) - (?P<text>.*)$")
+# Dagster's own lines that say nothing a user can act on: hidden from the terminal, kept in the log
+DAGSTER_NOISE = (
+    "No heartbeat received in",  # a finished run's code server stopping itself (WARNING, after every run)
+    "No cursor for event type",  # the event log consumer on a fresh instance (WARNING, once per event type)
+    "due to skipped dependencies",  # the steps a round run skips when it only waited (its own line says why)
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)? [+-]\d{4} - |^\[[\w .-]+ \d\d:\d\d:\d\d\] ")
 _IDS = re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b|\b[0-9a-f]{12,64}\b| - \d+ - ")
@@ -69,6 +79,9 @@ def compact(m: re.Match) -> str:
     level = "" if m["level"] == "INFO" else f"{m['level']}: "
     run = RUN_MESSAGE.match(m["msg"]) if m["logger"] == RUN_LOGGER else None
     if run is None:
+        sensor = SENSOR_MESSAGE.match(m["msg"]) if m["logger"] == RUN_LOGGER else None
+        if sensor is not None:
+            return f"[{sensor['sensor']} {m['time']}] {level}{sensor['text']}"
         return f"[{m['logger']} {m['time']}] {level}{m['msg']}"
     step, sep, rest = run["text"].partition(" - ")
     text = f"{step}: {rest}" if sep and " " not in step else run["text"]
@@ -91,7 +104,9 @@ class LineFilter:
         if m is None:
             self.showing = True
             return self.gate(line)
-        self.showing = m["level"] in SHOWN_LEVELS or (m["logger"] == RUN_LOGGER and m["level"] == "INFO")
+        self.showing = (m["level"] in SHOWN_LEVELS or (m["logger"] == RUN_LOGGER and m["level"] == "INFO")) and not any(
+            n in m["msg"] for n in DAGSTER_NOISE
+        )
         return self.gate(compact(m)) if self.showing else None
 
 

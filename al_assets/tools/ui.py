@@ -138,6 +138,18 @@ def console_log_path() -> Path:
     return (Path(os.environ.get("DAGSTER_HOME") or "data") / CONSOLE_LOG_NAME).absolute()
 
 
+def prepare_instance() -> None:
+    """Open the Dagster instance of $DAGSTER_HOME once, so that its SQLite storage exists before the daemon and
+    the webserver start: two processes creating a fresh storage at the same moment both stamp its schema
+    version, and every later open fails ("Version table 'alembic_version' has more than one head present")."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return  # no home: Dagster's own error, from the daemon, names it
+    import dagster as dg
+
+    with dg.DagsterInstance.get():
+        pass
+
+
 def _stop(proc: subprocess.Popen) -> None:
     stop_group(proc, STOP_TIMEOUT_S)
 
@@ -159,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Ctrl-C stops it. Shown here: the runs' own lines, warnings and errors; every Dagster line (debug "
         f"events, sensor ticks) in {console.log_path}"
     )
+    prepare_instance()
     piped = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "start_new_session": True}
     daemon = subprocess.Popen([os.path.join(bin_dir, "dagster-daemon"), "run", "-w", args.workspace], **piped)
     web = subprocess.Popen(
