@@ -302,7 +302,9 @@ def test_the_quickstart_runs_as_written_to_round_3(tmp_path):
     assert console[0].startswith("al-pipeline UI on http://127.0.0.1:") and str(home / CONSOLE_LOG_NAME) in console[0]
     assert "STEP_START" in whole and "inbox_sensor" in whole  # every Dagster line is in the log file
     assert not any(" - DEBUG - " in line or "STEP_START" in line for line in console), console
-    assert any(re.match(r"\[round_job \d\d:\d\d:\d\d\] \w+: ", line) for line in console), console
+    for r in range(1, ROUNDS + 1):  # each round says where its batch is
+        said = f"] query_set: batch {r}: 10 image(s) to label in {outbox / f'round-{r:04d}.csv'} (gallery"
+        assert any(line.startswith("[round_job ") and said in line for line in console), (said, console)
     assert repeated_too_often(dev.console, REPEAT_EVERY_S) == [], console
 
     # every run was the sensor's, and none failed
