@@ -6,8 +6,12 @@ Nothing is launched by hand: the sensor of a real daemon proposes the seed batch
 round after a delivery. The test plays the annotators where the document asks a person to label: it fills the
 outbox CSV's `label` column with the true class and saves it as a spreadsheet does (UTF-8 BOM, CRLF line ends)
 into the inbox, and labels the evaluation list by file name into inbox/eval/. It goes to round 3 as the document
-does, then checks `al status --json` (the open batch and the next action), `al report` (every batch's gallery
-linked) and that every run was launched by the sensor.
+does (batch 1 in two deliveries, so one round run only waits and says so), then checks `al status --json` (the
+open batch, its missing images and the next action), `al report` (every batch's gallery linked), that every run
+was launched by the sensor, and what `make ui`'s terminal showed (no Dagster event, no line repeated within 30 s).
+The one edit of the project file `al init` writes: a sensor tick every TICK_S seconds instead of 30, so the test
+does not wait for ticks. 262-516 s on the shared 2-core machine; about half of each round is the ingest run the
+sensor queues before it (sensor.ingest_before_round).
 
 The Label Studio path of the document (`al labelstudio serve/push/pull`) is covered against a real server by
 tests/test_labelstudio_roundtrip.py.
