@@ -395,6 +395,10 @@ def query_set(context: dg.AssetExecutionContext, probe: dict, embeddings: dict, 
         context.log.info(f"batch {r} {prop.note} (a retried run); the outbox files are in place")
     for w in prop.warnings:
         context.log.warning(w)
+    context.log.info(
+        f"batch {r}: {prop.budget} image(s) to label in {prop.outbox_files[0]} (gallery "
+        f"{prop.outbox_files[-1]}); deliver the filled file into {cfg.inbox}/"
+    )
     _push_to_label_studio(context, store, cfg)
     yield dg.Output(
         prop.as_dict(),

@@ -6,7 +6,9 @@ group (so SIGTERM reaches the daemon and the run workers), waits until
 ``/server_info`` answers, and on exit stops the whole group (SIGTERM, then
 SIGKILL after STOP_TIMEOUT_S), also when the test failed. ``guarded=True``
 starts what `make ui` starts instead (``python -m al_assets.tools.ui``: the
-daemon and the webserver behind HostGuard).
+daemon and the webserver behind HostGuard). ``timed=True`` also keeps every
+console line with its arrival time (``dev.console``) for
+``repeated_too_often``.
 """
 
 import contextlib
@@ -15,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -59,9 +62,18 @@ class DagsterDev:
     """A running `dagster dev` on 127.0.0.1 (see the module docstring)."""
 
     def __init__(
-        self, home: Path, cfg_path: Path, log_path: Path, *, extra_env: dict | None = None, guarded: bool = False
+        self,
+        home: Path,
+        cfg_path: Path,
+        log_path: Path,
+        *,
+        extra_env: dict | None = None,
+        guarded: bool = False,
+        timed: bool = False,
     ):
         self.home, self.cfg_path, self.log_path, self.guarded = home, cfg_path, log_path, guarded
+        self.timed = timed  # keep (arrival time, line) of every console line in self.console
+        self.console: list[tuple[float, str]] = []
         self.env = dict(
             os.environ,
             DAGSTER_HOME=str(home),
@@ -75,7 +87,13 @@ class DagsterDev:
         self.proc: subprocess.Popen | None = None
 
     def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+        """The console's tail; for `make ui` (guarded) also the tail of its whole log (al_assets.tools.ui)."""
+        tails = [self.log_path]
+        if self.guarded:
+            from al_assets.tools.ui import CONSOLE_LOG_NAME
+
+            tails.append(self.home / CONSOLE_LOG_NAME)
+        return "\n".join(f"--- {p}\n" + p.read_text(errors="replace")[-chars:] for p in tails if p.exists())
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -89,14 +107,30 @@ class DagsterDev:
             else [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev", *where]
         )
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE if self.timed else self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        self._pump = None
+        if self.timed:
+            self._pump = threading.Thread(target=self._read_console, daemon=True)
+            self._pump.start()
         try:
             self._wait_for_server()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _read_console(self) -> None:
+        for raw in iter(self.proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.console.append((time.monotonic(), line))
+            self._log.write(line + "\n")
+            self._log.flush()
 
     def _wait_for_server(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -124,6 +158,8 @@ class DagsterDev:
     def __exit__(self, *exc) -> None:
         if self.proc is not None:
             stop_group(self.proc, STOP_TIMEOUT_S)
+        if self._pump is not None:
+            self._pump.join(STOP_TIMEOUT_S)
         self._log.close()
 
 
@@ -148,3 +184,21 @@ def ingest_and_seed_in_process(cfg, cfg_path: Path, home: Path, then=None) -> No
             )
             if then is not None:
                 then(defs, instance)
+
+
+def repeated_too_often(timed_lines, every_s: float) -> list[str]:
+    """The console lines that came again less than ``every_s`` after the same line (time stamps, run ids and
+    process ids aside: al_assets.tools.console.repeat_key), each with the shortest gap; continuation lines (a
+    traceback's frames) aside."""
+    from al_assets.tools.console import repeat_key
+
+    last: dict[str, float] = {}
+    gaps: dict[str, float] = {}
+    for t, line in timed_lines:
+        if not line.strip() or line[:1].isspace():
+            continue
+        key = repeat_key(line)
+        if key in last and t - last[key] < every_s:
+            gaps[key] = min(gaps.get(key, every_s), t - last[key])
+        last[key] = t
+    return [f"{gap:.1f} s apart: {key}" for key, gap in gaps.items()]

@@ -210,10 +210,10 @@ Rounds as JSON:   .venv/bin/al rounds --json
 Lineage:          .venv/bin/al lineage <image_id>
 The Dagster UI:   make ui    (http://127.0.0.1:3000: assets, runs, eval_metrics with the learning curve)
 
-Labelling for real: `.venv/bin/al init my-project.yaml`, point images.root at your folder and set
-evaluation.labels_from_ground_truth: false, then `AL_CONFIG=my-project.yaml make ui`. Each batch appears in
-the outbox (CSV + Label Studio import file); deliver label files into the inbox (check one first with
-`.venv/bin/al labels check FILE`); the next round starts by itself.
+Labelling your own photos: docs/quickstart.md, from `.venv/bin/al init my-project/al.yaml --images
+my-project/photos --classes a,b,c`, `al ingest` and `AL_CONFIG=my-project/al.yaml make ui` to round 3. Each
+batch appears in the outbox (CSV, review gallery, Label Studio import file); deliver label files into the
+inbox (check one first with `.venv/bin/al labels check FILE`); the next round starts by itself.
 """)
     return 0
 

@@ -20,7 +20,10 @@ own that a rebound page could reach directly.
 
 starts ``dagster-daemon run`` (sensors, schedules, the run queue) and the
 guarded webserver (``--webserver-only`` runs just the latter), and stops both
-on Ctrl-C or SIGTERM.
+on Ctrl-C or SIGTERM. Their output (and their runs') goes whole to
+``$DAGSTER_HOME/ui-console.log``; the terminal shows the runs' own lines,
+warnings and errors, no line more often than every 30 s
+(al_assets.tools.console).
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
+from al_assets.tools.console import ConsoleTee
 from al_core.files.processes import stop_group
 
 ALLOWED_HOSTS_ENV = "AL_UI_ALLOWED_HOSTS"  # extra host[:port] names, comma-separated (e.g. behind a reverse proxy)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1")
 STOP_TIMEOUT_S = 20  # SIGTERM stops the webserver and the daemon in a few seconds
+CONSOLE_LOG_NAME = "ui-console.log"  # every line the daemon, the webserver and their runs print (the last one .1)
 
 
 def _unspecified(bind: str) -> bool:
@@ -126,6 +132,24 @@ def run_webserver(host: str, port: int, workspace: str) -> int:
     return 0
 
 
+def console_log_path() -> Path:
+    """Where every line of the daemon, the webserver and their runs goes: $DAGSTER_HOME/CONSOLE_LOG_NAME (the
+    Makefile sets DAGSTER_HOME), else data/CONSOLE_LOG_NAME under the current folder."""
+    return (Path(os.environ.get("DAGSTER_HOME") or "data") / CONSOLE_LOG_NAME).absolute()
+
+
+def prepare_instance() -> None:
+    """Open the Dagster instance of $DAGSTER_HOME once, so that its SQLite storage exists before the daemon and
+    the webserver start: two processes creating a fresh storage at the same moment both stamp its schema
+    version, and every later open fails ("Version table 'alembic_version' has more than one head present")."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return  # no home: Dagster's own error, from the daemon, names it
+    import dagster as dg
+
+    with dg.DagsterInstance.get():
+        pass
+
+
 def _stop(proc: subprocess.Popen) -> None:
     stop_group(proc, STOP_TIMEOUT_S)
 
@@ -141,9 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.webserver_only:
         return run_webserver(args.host, args.port, args.workspace)
     bin_dir = os.path.dirname(sys.executable)
-    daemon = subprocess.Popen(
-        [os.path.join(bin_dir, "dagster-daemon"), "run", "-w", args.workspace], start_new_session=True
+    console = ConsoleTee(console_log_path(), sys.stdout)
+    console.say(
+        f"al-pipeline UI on http://{args.host}:{args.port} (requests for other host names are refused); "
+        f"Ctrl-C stops it. Shown here: the runs' own lines, warnings and errors; every Dagster line (debug "
+        f"events, sensor ticks) in {console.log_path}"
     )
+    prepare_instance()
+    piped = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "start_new_session": True}
+    daemon = subprocess.Popen([os.path.join(bin_dir, "dagster-daemon"), "run", "-w", args.workspace], **piped)
     web = subprocess.Popen(
         [
             sys.executable,
@@ -157,13 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             "-w",
             args.workspace,
         ],
-        start_new_session=True,
+        **piped,
     )
-    print(
-        f"al-pipeline UI on http://{args.host}:{args.port} (requests for other host names are refused); "
-        "Ctrl-C stops it",
-        flush=True,
-    )
+    for p in (daemon, web):
+        console.pump(p.stdout)
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -179,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _stop(web)
         _stop(daemon)
+        console.close(STOP_TIMEOUT_S)
     return 0 if stop["now"] or web.returncode in (0, -signal.SIGTERM) else 1
 
 

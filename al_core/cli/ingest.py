@@ -7,7 +7,7 @@ sensor proposes the seed batch from the catalogue whichever path made the vector
 import argparse
 import sys
 
-from al_core.cli.common import add_config_option, print_safe, run_with_store
+from al_core.cli.common import add_config_option, run_with_store
 from al_core.ingest.scan import ImageRootError
 
 EMBEDDINGS_ASSET = "embeddings"  # the asset key whose value StoreJsonIOManager reads for seed_pool's input
@@ -51,10 +51,12 @@ def _ingest(args, cfg, store) -> None:
     args.weights = args.weights or cfg.backbone.weights_path
     args.batch_size = args.batch_size or cfg.backbone.batch_size
 
+    from al_core.cli.progress import TerminalProgress
     from al_core.cli.status import print_summary, summary
     from al_core.ingest.scan import require_images, scan
 
-    log = lambda m: print_safe(m, file=sys.stderr, flush=True)
+    shown = TerminalProgress(sys.stderr)  # a progress bar on a terminal, lines in a pipe
+    log = shown.say
     if args.manifest:
         r = scan(store, manifest=args.manifest, ground_truth_from_folders=False, progress=log)
     else:
@@ -70,7 +72,19 @@ def _ingest(args, cfg, store) -> None:
         from al_core.models.backbones import load_backbone
 
         bb = load_backbone(args.backbone, project_image_size=args.image_size, weights_path=args.weights)
-        res = embed_into_catalogue(store, bb, source=r.source, run_id=None, batch_size=args.batch_size, progress=log)
+        try:
+            res = embed_into_catalogue(
+                store,
+                bb,
+                source=r.source,
+                run_id=None,
+                batch_size=args.batch_size,
+                progress=log,
+                on_progress=shown.embedding,
+                progress_interval_s=shown.interval_s,
+            )
+        finally:
+            shown.close()
         store.put_asset_output(EMBEDDINGS_ASSET, "", None, res.as_dict())  # what the embeddings asset stores
         log(f"embedded {res.n_embedded} images ({res.n_failed} failed) at {res.images_per_s:.1f} images/s")
     print_summary(summary(store))

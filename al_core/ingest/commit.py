@@ -21,6 +21,7 @@ import dataclasses
 import datetime as _dt
 import json
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +29,14 @@ from al_core.catalogue import embeddings as E
 from al_core.catalogue.parts import MANIFEST_SUFFIX, manifest_rel, part_id_of, read_part, write_part
 from al_core.catalogue.store import Store, now
 from al_core.catalogue.vectors import VectorsLocation, sha256_of
-from al_core.ingest.pipeline import ORPHAN_MIN_AGE_S, EmbeddingRun, EmbeddingsSummary, embed_missing, record_run
+from al_core.ingest.pipeline import (
+    ORPHAN_MIN_AGE_S,
+    PROGRESS_EVERY_S,
+    EmbeddingRun,
+    EmbeddingsSummary,
+    embed_missing,
+    record_run,
+)
 from al_core.ingest.shards import (
     ShardError,
     all_shards,
@@ -39,6 +47,9 @@ from al_core.ingest.shards import (
     worker_identity,
     write_manifest,
 )
+
+if TYPE_CHECKING:
+    from al_core.ingest.embed import Progress
 
 COMMIT_COUNTS = (
     "parts_committed",
@@ -155,13 +166,24 @@ def embed_into_catalogue(
     run_id: str | None,
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
+    on_progress: "Callable[[Progress], Any] | None" = None,
+    progress_interval_s: float = PROGRESS_EVERY_S,
 ) -> EmbeddingsSummary:
     """What the ``embeddings`` asset does: commit the part files shard workers wrote (one transaction),
-    then embed what is still missing in this process."""
+    then embed what is still missing in this process (``progress``, ``on_progress``, ``progress_interval_s``:
+    as ``embed_missing``'s)."""
     committed = commit_pending(store, backbone.config_id, run_id=run_id)
     if committed["parts_committed"] and progress:
         progress(f"committed {committed['parts_committed']} shard parts ({committed['rows_committed']} vectors)")
-    summary = embed_missing(store, backbone, source=source, batch_size=batch_size, progress=progress)
+    summary = embed_missing(
+        store,
+        backbone,
+        source=source,
+        batch_size=batch_size,
+        progress=progress,
+        on_progress=on_progress,
+        progress_interval_s=progress_interval_s,
+    )
     return dataclasses.replace(summary, committed_from_shards=committed["rows_committed"])
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "ScannedFile",
     "decode_image",
     "embed_images",
+    "format_duration",
 ]
 
 CHANGED_SINCE_SCAN = "changed since the scan"  # the start of a failure whose bytes no longer match the image id
@@ -104,13 +105,13 @@ class Progress:
         if self.total:
             count += f" ({100 * (self.images + self.failures) / self.total:.0f} %)"
         left = self.seconds_left
-        eta = f", about {_duration(left)} left" if left is not None and not self.done else ""
+        eta = f", about {format_duration(left)} left" if left is not None and not self.done else ""
         return (
             f"{state}: {count}, {self.failures} failures, {self.elapsed_s:.1f} s, {self.images_per_s:.1f} images/s{eta}"
         )
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     """'42 s', '3 min 5 s', '2 h 10 min'."""
     s = int(round(seconds))
     if s < 60:

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,9 +34,13 @@ from al_core.catalogue import embeddings as E
 from al_core.catalogue import images as images_q
 from al_core.catalogue.store import Store, now
 
+if TYPE_CHECKING:
+    from al_core.ingest.embed import Progress
+
 FLUSH_ROWS = 8192  # vectors buffered before a commit: 8192 x 1280 x 4 B = 42 MB (efficientnet_lite0)
 FAILURES_KEPT = 20  # failures listed in a summary (every one is in embedding_failures)
 ORPHAN_MIN_AGE_S = 3600.0  # an uncommitted part younger than this may still be committed by its writer: kept
+PROGRESS_EVERY_S = 5.0  # an embedding progress line at most this often (a Dagster run's log, a pipe)
 NON_FINITE = "non-finite vector (NaN or inf) from the backbone: not stored"
 
 
@@ -176,9 +181,18 @@ def embed_missing(
     num_workers: int | None = None,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    on_progress: "Callable[[Progress], Any] | None" = None,
+    progress_interval_s: float = PROGRESS_EVERY_S,
 ) -> EmbeddingsSummary:
-    """Embed the ok images (of ``source``, or all) that lack a vector for ``backbone.config_id``."""
+    """Embed the ok images (of ``source``, or all) that lack a vector for ``backbone.config_id``.
+
+    ``progress`` gets the run's lines; the embedding's own reports (``al_core.ingest.embed.Progress``: done/total,
+    rate, time left, every ``progress_interval_s``) go to ``on_progress`` when given (a terminal's progress bar),
+    else to ``progress`` as lines."""
     from al_core.ingest.embed import embed_images
+
+    if on_progress is None and progress is not None:
+        on_progress = lambda p: progress(str(p))
 
     t0 = time.perf_counter()
     config_id, config = backbone.config_id, backbone_config(backbone)
@@ -195,7 +209,8 @@ def embed_missing(
         backbone,
         batch_size=batch_size,
         num_workers=num_workers,
-        progress=(lambda p: progress(str(p))) if progress else None,
+        progress=on_progress,
+        progress_interval_s=progress_interval_s,
         total=len(todo),
     )
     path_of = {iid: path for iid, path, _, _ in todo}
