@@ -52,6 +52,7 @@ INTEGRATION_MODULES = {
     "test_quality_loop",
     "test_integrity_dagster",
     "test_labelstudio_roundtrip",
+    "test_ingest_before_round",
 }
 
 
