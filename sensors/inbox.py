@@ -215,7 +215,7 @@ def _with_ingest_if_needed(context, cfg: ProjectConfig, run_requests: list[dg.Ru
     from al_core.ingest.freshness import ingest_decision
 
     decision = ingest_decision(open_store(cfg, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S), cfg)
-    context.log.info(f"{decision.reason} (checked in {decision.seconds:.2f} s)")
+    context.log.info(f"{decision.reason} (checked in {decision.seconds:.3f} s)")
     tags = decision.as_tags()
     out = [r.with_replaced_attrs(tags={**(r.tags or {}), **tags}) for r in run_requests]
     if decision.needed:  # queued first: the one-writer queue runs it before the round

@@ -6,6 +6,7 @@ vector, a scan from before the fingerprint and a check that fails all ask for on
 import os
 import shutil
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -73,7 +74,8 @@ def test_an_unchanged_root_needs_no_ingest_run(project):
     d = ingest_decision(store, cfg)
     assert not d.needed and d.scan_id == 1 and d.n_files == 6
     assert d.reason.startswith("image root unchanged since scan 1 at ") and d.reason.endswith(": no ingest run")
-    assert d.as_tags() == {"al/ingest_before": "skipped", "al/ingest_check": d.reason}
+    assert d.as_tags() == {"al/ingest_before": "skipped", "al/ingest_check": d.reason, "al/ingest_check_s": ANY}
+    assert 0 < float(d.as_tags()["al/ingest_check_s"]) < 5 and d.seconds > 0
     # reading the files changes nothing (the scan and embedding only read)
     for f in files:
         f.read_bytes()

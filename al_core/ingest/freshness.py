@@ -42,8 +42,13 @@ class IngestDecision:
     seconds: float = 0.0  # what the check cost
 
     def as_tags(self) -> dict[str, str]:
-        """Run tags that record the decision (al/ingest_before: 'queued' or 'skipped', al/ingest_check: why)."""
-        return {"al/ingest_before": "queued" if self.needed else "skipped", "al/ingest_check": self.reason}
+        """Run tags that record the decision: al/ingest_before ('queued' or 'skipped'), al/ingest_check (why) and
+        al/ingest_check_s (what the check cost, seconds)."""
+        return {
+            "al/ingest_before": "queued" if self.needed else "skipped",
+            "al/ingest_check": self.reason,
+            "al/ingest_check_s": f"{self.seconds:.3f}",
+        }
 
 
 def _at(ts) -> str:
