@@ -11,9 +11,10 @@ at one instant), and ``outbox/round-0001.csv`` is polled for every POLL_S.
 
 The split is read from the instance the daemon used (``DagsterInstance`` from
 that DAGSTER_HOME): the sensor tick that requested the round (``dagster/tick``
-tag; its start and end), the run's RUN_ENQUEUED, RUN_DEQUEUED, RUN_STARTING
-and RUN_START events (queue, launch, run process start and imports), each
-step's STEP_START and STEP_SUCCESS, and the outbox file's rename (its ctime).
+tag; its start and end), the run record's creation, its RUN_ENQUEUED,
+RUN_STARTING, "Started process for run" and RUN_START events (queue and launch,
+run process start, code location load), each step's STEP_START and
+STEP_SUCCESS, and the outbox file's rename (its ctime).
 Whether an ingest run was requested before the round (the sensor's check,
 al_core.ingest.freshness) comes from the runs of ``ingest_job`` created after
 the landing and the round run's ``al/ingest_before`` / ``al/ingest_check`` tags.
@@ -31,7 +32,9 @@ __all__ = ["bench_daemon", "split", "timeline"]
 
 POLL_S = 0.05  # outbox polling while the clock runs: one stat every 50 ms (the figure's resolution)
 WAIT_POLL_S = 0.5  # other waits (the seed proposal, runs ending)
-EVENTS = ("RUN_ENQUEUED", "RUN_DEQUEUED", "RUN_STARTING", "RUN_START", "RUN_SUCCESS")
+# the run's events read (Dagster 1.13 records no RUN_DEQUEUED: the queue's wait and the launch are one stage)
+EVENTS = ("RUN_CREATED", "RUN_ENQUEUED", "RUN_STARTING", "PROCESS_STARTED", "RUN_START", "RUN_SUCCESS")
+PROCESS_STARTED_MESSAGE = "Started process for run"  # the run worker's first event (dagster._grpc.impl)
 
 
 class BenchError(RuntimeError):
@@ -81,12 +84,19 @@ def _tick(instance, tick_id: str | None, after: float):
 
 
 def _events(instance, run_id: str) -> tuple[dict[str, float], dict[str, dict]]:
+    """(first time of each of EVENTS, PROCESS_STARTED: the run worker's "Started process for run" engine event;
+    step key -> {"start", "end"}) from the run's event log."""
     records = list(instance.all_logs(run_id))
     first: dict[str, float] = {}
     for entry in records:
         ev = entry.dagster_event
-        if ev is not None and ev.event_type.name in EVENTS:
-            first.setdefault(ev.event_type.name, entry.timestamp)
+        if ev is None:
+            continue
+        name = ev.event_type.name
+        if name == "ENGINE_EVENT" and (entry.message or "").startswith(PROCESS_STARTED_MESSAGE):
+            name = "PROCESS_STARTED"
+        if name in EVENTS:
+            first.setdefault(name, entry.timestamp)
     return first, step_times(records)
 
 
@@ -95,10 +105,11 @@ def _r(x: float | None) -> float | None:
 
 
 RUN_POINTS = (
+    ("RUN_CREATED", "run created"),  # the run record's creation time
     ("RUN_ENQUEUED", "run enqueued"),
-    ("RUN_DEQUEUED", "run dequeued"),
     ("RUN_STARTING", "run launched"),
-    ("RUN_START", "run process started"),
+    ("PROCESS_STARTED", "run process started"),
+    ("RUN_START", "run execution started"),
 )
 
 
@@ -120,30 +131,27 @@ def timeline(landed: float, renamed: float, tick, ev: dict[str, float], steps: d
     return [[f"{a} -> {b}", round(tb - ta, 3)] for (a, ta), (b, tb) in zip(points, points[1:])]
 
 
+SPLIT = {  # timeline stage -> the split's name for it
+    "label file landed -> sensor tick started": "settle and tick wait",
+    "sensor tick started -> run created": "sensor tick (list, validate, ingest check) to run created",
+    "run created -> run enqueued": "run created to enqueued (Dagster records the planned materialisations)",
+    "run enqueued -> run launched": "queue and launch (the run queue's dequeue loop, then the launcher)",
+    "run launched -> run process started": "run process start (a spawned interpreter, dagster imports)",
+    "run process started -> run execution started": "code location load and run start",
+}
+
+
 def split(stages: list) -> dict:
-    """The timeline summed into the benchmark's split: tick wait, sensor, queue, launch, run process start and
-    imports, each step's time before the rename, and the time between steps."""
-    out = {
-        "settle and tick wait": 0.0,
-        "sensor tick to run enqueued": 0.0,
-        "queue": 0.0,
-        "launch": 0.0,
-        "run process start and imports": 0.0,
-    }
-    kinds = {
-        "label file landed -> sensor tick started": "settle and tick wait",
-        "sensor tick started -> run enqueued": "sensor tick to run enqueued",
-        "run enqueued -> run dequeued": "queue",
-        "run dequeued -> run launched": "launch",
-        "run launched -> run process started": "run process start and imports",
-    }
+    """The timeline summed into the benchmark's split (SPLIT's names; each step's time before the rename; the
+    time between steps; ``other (A -> B)`` where a missing record merged two stages)."""
+    out = dict.fromkeys(SPLIT.values(), 0.0)
     for stage, sec in stages:
         a, b = stage.split(" -> ")
-        if stage in kinds:
-            key = kinds[stage]
+        if stage in SPLIT:
+            key = SPLIT[stage]
         elif a.startswith("step ") and a.endswith(" started"):
             key = a.removesuffix(" started") + (" (up to the rename)" if b == "outbox CSV renamed" else "")
-        elif a == "run process started" or a.endswith(" ended"):
+        elif a == "run execution started" or a.endswith(" ended"):
             key = "between steps (run start to the first, and gaps)"
         else:  # a record was missing, so two stages are one
             key = f"other ({stage})"
@@ -191,6 +199,7 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> dict:
         tags = run.dagster_run.tags
         tick, skipped_ticks = _tick(instance, tags.get("dagster/tick"), landed)
         ev, steps = _events(instance, run.dagster_run.run_id)
+        ev["RUN_CREATED"] = run.create_timestamp.timestamp()
         stages = timeline(landed, renamed, tick, ev, steps)
         whole_run = (ev.get("RUN_SUCCESS") or time.time()) - ev["RUN_ENQUEUED"]
     return {
@@ -209,7 +218,7 @@ def bench_daemon(args: argparse.Namespace, tmp: Path) -> dict:
         "timeline_s": stages,
         "sensor_tick_s": _r(tick.end_timestamp - tick.timestamp if tick and tick.end_timestamp else None),
         "steps_s": {k: _r(v["end"] - v["start"]) for k, v in steps.items() if "end" in v},
-        "after_the_rename_s": {k: _r(v["end"] - renamed) for k, v in steps.items() if v.get("start", 0) > renamed},
+        "steps_after_the_rename": [k for k, v in steps.items() if v.get("start", 0) >= renamed],
         "round_run_total_s": round(whole_run, 3),
         "round_run_status": run.dagster_run.status.value,
         "ticks_between_landing_and_request": skipped_ticks,
