@@ -10,6 +10,13 @@ applies the good ones and rejects the bad ones, writing both down).
 It also launches the seed round once embeddings exist, and turns CLI requests
 (`al round next`, `al labels retry`) into runs with new run keys.
 
+With ``sensor.ingest_before_round`` (default true), a tick that requests a
+round first checks whether the image source changed since its last scan
+(``al_core.ingest.freshness.ingest_decision``: a fingerprint of the scanner's
+own listing, no file opened; only at such a tick). Only then, or when the check
+cannot tell, is an ``ingest_job`` run queued before the round run; the decision
+is logged and recorded in the tags ``al/ingest_before`` and ``al/ingest_check``.
+
 Every entry of the inbox is accounted for at every tick (``survey_inbox``):
 refused entries (a link, FIFO or folder with a label-file name, a name that is
 not UTF-8) get a run that records and sets them aside; files still being
@@ -200,6 +207,32 @@ def _pull_from_label_studio(context, cfg: ProjectConfig) -> None:
         (context.log.info if done[0] else context.log.warning)(done[1])
 
 
+def _with_ingest_if_needed(context, cfg: ProjectConfig, run_requests: list[dg.RunRequest]) -> list[dg.RunRequest]:
+    """``run_requests`` with an ``ingest_job`` run queued first when the image source changed since its last scan
+    (al_core.ingest.freshness: checked here, only when a round is about to be requested), so new images are
+    scanned and embedded before the next proposal; the decision is logged and tagged on every request."""
+    from al_core.catalogue import open_store
+    from al_core.ingest.freshness import ingest_decision
+
+    decision = ingest_decision(open_store(cfg, lock_timeout_s=SENSOR_LOCK_TIMEOUT_S), cfg)
+    context.log.info(f"{decision.reason} (checked in {decision.seconds:.3f} s)")
+    tags = decision.as_tags()
+    out = [r.with_replaced_attrs(tags={**(r.tags or {}), **tags}) for r in run_requests]
+    if decision.needed:  # queued first: the one-writer queue runs it before the round
+        ingest = dg.RunRequest(
+            run_key=f"ingest-before-{run_requests[0].run_key}",
+            job_name=ingest_job.name,
+            tags={
+                "al/trigger": "round",
+                "al/writes": "true",
+                "dagster/max_runtime": str(INGEST_MAX_RUNTIME_S),
+                **tags,
+            },
+        )
+        out.insert(0, ingest)
+    return out
+
+
 def _evaluate(context: dg.SensorEvaluationContext, project: ProjectResource):
     from al_core.catalogue import StoreError, open_store
     from al_core.loop.inbox import ValidationUnavailable, look_at_inbox
@@ -265,15 +298,7 @@ def _evaluate(context: dg.SensorEvaluationContext, project: ProjectResource):
             else (f"nothing to ingest in {cfg.inbox}: {others}" if others else f"inbox {cfg.inbox} is empty")
         )
     if cfg.sensor.ingest_before_round:
-        # queued first, so new images in the image root are scanned and embedded before the next proposal
-        run_requests.insert(
-            0,
-            dg.RunRequest(
-                run_key=f"ingest-before-{run_requests[0].run_key}",
-                job_name=ingest_job.name,
-                tags={"al/trigger": "round", "al/writes": "true", "dagster/max_runtime": str(INGEST_MAX_RUNTIME_S)},
-            ),
-        )
+        run_requests = _with_ingest_if_needed(context, cfg, run_requests)
     return dg.SensorResult(
         run_requests=run_requests, dynamic_partitions_requests=[rounds_partitions.build_add_request([partition])]
     )

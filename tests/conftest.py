@@ -53,6 +53,8 @@ INTEGRATION_MODULES = {
     "test_integrity_dagster",
     "test_labelstudio_roundtrip",
     "test_quickstart",
+    "test_ingest_before_round",
+    "test_bench_round_daemon",
 }
 
 

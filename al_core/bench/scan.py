@@ -1,8 +1,12 @@
-"""`al bench scan --images DIR [--make N] --json OUT`: first scan and unchanged rescan rates.
+"""`al bench scan --images DIR [--make N] --json OUT`: first scan and unchanged rescan rates, and the fingerprint.
 
 With ``--make N`` the folder is first filled with N small distinct JPEG files
 (the sample images with a unique trailer, in class folders of 1,000) unless it
 already holds them. Goal: 100,000 unchanged files rescanned in under a minute.
+After the scans, the root's fingerprint (al_core.ingest.listing.source_fingerprint:
+what the inbox sensor computes before a round) is timed FINGERPRINT_REPEATS
+times (the page cache warm from the scans), and checked equal to the one the
+rescan recorded.
 """
 
 import argparse
@@ -14,6 +18,7 @@ import time
 from pathlib import Path
 
 FILES_PER_FOLDER = 1000  # keeps directory listings short, as real datasets do
+FINGERPRINT_REPEATS = 3  # fingerprints timed after the scans (each one stat per file)
 
 
 def make_tree(root: Path, n: int, sample_root: Path) -> None:
@@ -38,7 +43,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", help="also write the JSON result here")
     args = ap.parse_args(argv)
 
+    from al_core.catalogue import images
     from al_core.catalogue.store import Store
+    from al_core.ingest.listing import source_fingerprint
     from al_core.ingest.scan import scan
 
     tmp = tempfile.mkdtemp(prefix="al-bench-scan-")
@@ -55,6 +62,13 @@ def main(argv: list[str]) -> int:
         t = time.perf_counter()
         again = scan(store, root, ground_truth_from_folders=False)
         rescan_s = time.perf_counter() - t
+        fingerprint_s = []
+        for _ in range(FINGERPRINT_REPEATS):
+            t = time.perf_counter()
+            source, fp = source_fingerprint(root=root)
+            fingerprint_s.append(round(time.perf_counter() - t, 3))
+        with store.connect(read_only=True) as con:
+            recorded = images.last_scan(con, source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res = {
@@ -65,6 +79,11 @@ def main(argv: list[str]) -> int:
         "rescan_files_per_s": round(again.n_files / rescan_s, 1),
         "rescan_unchanged": again.n_unchanged,
         "rescan_rehashed": again.n_new + again.n_changed,
+        "fingerprint_s": fingerprint_s,
+        "fingerprint_us_per_file": round(1e6 * min(fingerprint_s) / max(fp.n_files, 1), 2),
+        "fingerprint_equals_the_rescans": recorded.fingerprint == fp.digest,
+        "root": str(root),
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
     }
     print(json.dumps(res, indent=2))
     if args.json:

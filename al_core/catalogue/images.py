@@ -13,6 +13,15 @@ PATH_COLUMNS = ("path", "image_id", "size_bytes", "mtime_ns", "status", "error",
 SCAN_COUNTS = ("n_files", "n_new", "n_changed", "n_unchanged", "n_missing", "n_corrupt", "n_ok", "seconds")
 
 
+class ScanRecord(NamedTuple):
+    """The last finished scan of a source, as ``last_scan`` returns it."""
+
+    scan_id: int
+    finished_at: object  # datetime
+    n_files: int | None
+    fingerprint: str | None  # None: recorded before schema version 9
+
+
 class KnownPath(NamedTuple):
     """What the catalogue knows of a path from earlier scans."""
 
@@ -246,9 +255,20 @@ def source_counts(con, source: str) -> tuple[int, int, int]:
     return int(n_ok), int(n_corrupt), int(n_images)
 
 
-def finish_scan(con, scan_id: int, finished_at, counts: Mapping[str, float]) -> None:
-    """Close a scan's row with its counts (SCAN_COUNTS)."""
+def finish_scan(con, scan_id: int, finished_at, counts: Mapping[str, float], fingerprint: str | None = None) -> None:
+    """Close a scan's row with its counts (SCAN_COUNTS) and the fingerprint of what it listed."""
     con.execute(
-        f"UPDATE scans SET finished_at = ?, {', '.join(f'{c} = ?' for c in SCAN_COUNTS)} WHERE scan_id = ?",
-        [finished_at, *(counts[c] for c in SCAN_COUNTS), scan_id],
+        f"UPDATE scans SET finished_at = ?, fingerprint = ?, {', '.join(f'{c} = ?' for c in SCAN_COUNTS)} "
+        "WHERE scan_id = ?",
+        [finished_at, fingerprint, *(counts[c] for c in SCAN_COUNTS), scan_id],
     )
+
+
+def last_scan(con, source: str) -> ScanRecord | None:
+    """The last finished scan of ``source`` (an absolute image root or manifest path), or None."""
+    row = con.execute(
+        "SELECT scan_id, finished_at, n_files, fingerprint FROM scans WHERE source = ? AND finished_at IS NOT NULL "
+        "ORDER BY scan_id DESC LIMIT 1",
+        [source],
+    ).fetchone()
+    return ScanRecord(int(row[0]), row[1], row[2], row[3]) if row else None

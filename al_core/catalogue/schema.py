@@ -13,7 +13,7 @@ from al_core.catalogue.label_views import MIGRATION_4, lineage_ctes, lineage_joi
 from al_core.catalogue.relabels import RELABEL_MIGRATION
 from al_core.catalogue.value_schema import VALUE_MIGRATION
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 APP_NAME = "al-pipeline"  # schema_info 'app': tells our databases from any other DuckDB file
 
 
@@ -300,6 +300,13 @@ MIGRATIONS: dict[int, list[str]] = {
     # A class's labels mapped to another class (`al labels relabel OLD NEW`) without rewriting the history, and
     # the evaluation images per class of each evaluation (al_core.catalogue.relabels).
     8: RELABEL_MIGRATION,
+    # The fingerprint of what a scan listed (al_core.ingest.fingerprint: path, size, mtime, ctime and mode of every
+    # candidate file, no file opened), written in the scan's own transaction: the inbox sensor queues an ingest run
+    # before a round only when the source's fingerprint now differs from its last scan's. NULL for a scan recorded
+    # before version 9 (the next round ingests, as before).
+    9: [
+        "ALTER TABLE scans ADD COLUMN fingerprint VARCHAR DEFAULT NULL",
+    ],
 }
 
 

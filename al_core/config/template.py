@@ -68,7 +68,7 @@ paths:
 sensor:
   interval_s: 30                  # how often the inbox is looked at
   settle_s: 2.0                   # a file modified more recently than this is left for the next tick
-  ingest_before_round: true       # queue an ingest run (scan + embed new images) before each round run
+  ingest_before_round: true       # before a round run, queue an ingest run (scan + embed) if the image root changed
 
 schedule:
   retrain_cron: null              # e.g. "0 3 * * *": retrain the probe on all labels nightly; null: off

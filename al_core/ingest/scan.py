@@ -15,12 +15,15 @@
   opened, each file is read once and what is recorded (hash, size, pixels) is
   what that read returned; a name that is not UTF-8 is stored printable with its
   bytes in ``image_paths.fs_path``.
-- A root that is missing, not a folder or without image files raises
-  ``ImageRootError`` naming the setting (``images.root``) before anything is
-  recorded; ``require_images`` refuses a scanned root with no usable image.
+- What is scanned is listed first (al_core.ingest.listing); a root that is
+  missing, not a folder or without image files raises ``ImageRootError`` naming
+  the setting (``images.root``) before anything is recorded; ``require_images``
+  refuses a scanned root with no usable image.
+- The listing's fingerprint (al_core.ingest.fingerprint: no file opened) is
+  recorded with the scan, so the inbox sensor can tell whether a round needs an
+  ingest run first (al_core.ingest.freshness).
 """
 
-import csv
 import hashlib
 import io
 import os
@@ -29,24 +32,34 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from al_core.catalogue import images
 from al_core.catalogue.store import Store, now
 from al_core.faults import fault_point
-from al_core.files.safe import UnsafeEntry, kind_of, printable_name
+from al_core.files.safe import UnsafeEntry, printable_name
 from al_core.ingest.image_files import IMAGE_EXTENSIONS, LINK_OUTSIDE, read_image_bytes, walk_images
+from al_core.ingest.listing import (
+    ROOT_SETTING,
+    ImageRootError,
+    Listing,
+    list_manifest,
+    list_root,
+    root_problem,
+    source_fingerprint,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LINK_OUTSIDE",
     "ImageRootError",
+    "Listing",
     "ScanReport",
     "ok_images",
     "read_image_bytes",
     "require_images",
     "scan",
     "scan_project",
+    "source_fingerprint",
     "walk_images",
 ]
 
@@ -74,6 +87,7 @@ class ScanReport:
     seconds: float = 0.0
     n_skipped: int = 0  # entries not listed (a link to a folder outside the root, a folder that cannot be read)
     skipped: list[str] = field(default_factory=list)  # the first SKIPPED_KEPT of them, each with its reason
+    fingerprint: str | None = None  # of the listing scanned (al_core.ingest.fingerprint), recorded in scans
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -140,41 +154,6 @@ def _hash_and_decode(p: _Probe) -> _Probe:
     return p
 
 
-def _read_manifest(manifest: str | os.PathLike) -> list[tuple[str, str | None]]:
-    """CSV with a `path` column and optional `label`/`class` column; relative paths are relative to the CSV."""
-    base = Path(manifest).absolute().parent
-    out = []
-    with open(manifest, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise ValueError(f"manifest {manifest} needs a 'path' column (has {reader.fieldnames})")
-        col = next((c for c in ("class", "label", "ground_truth") if c in reader.fieldnames), None)
-        for row in reader:
-            path = row["path"]
-            if not path:
-                continue
-            full = path if os.path.isabs(path) else str(base / path)
-            out.append((os.path.abspath(full), (row.get(col) or None) if col else None))
-    return out
-
-
-@dataclass
-class _Listing:
-    """The image files of one source, before any hashing."""
-
-    source: str  # absolute root or manifest path: the key of image_paths.source
-    kind: str  # 'root' | 'manifest'
-    entries: list[tuple[str, os.stat_result | None, str | None]]  # (path that opens it, stat or None, problem)
-    truth: dict[str, str]  # path that opens it -> class name
-    truth_source: str  # 'folder' | 'manifest'
-    skipped: list[str] = field(default_factory=list)  # entries not listed, with the reason (folders outside)
-
-    @property
-    def root(self) -> str | None:
-        """The folder every file must stay inside (None for a manifest)."""
-        return self.source if self.kind == "root" else None
-
-
 @dataclass
 class _Sorted:
     """A listing against what the catalogue knows: what to probe, what is unchanged, what is settled."""
@@ -184,24 +163,10 @@ class _Sorted:
     settled: list[_Probe]  # not regular files / not stat-able: recorded corrupt without reading
 
 
-class ImageRootError(ValueError):
-    """The image root is missing, not a folder, or holds no images: one line naming the setting and the fix."""
-
-
-ROOT_SETTING = "images.root"  # the setting an image root comes from, named by every ImageRootError
-
-
-def _root_problem(setting: str, where: str, root_abs: str, problem: str) -> ImageRootError:
-    return ImageRootError(
-        f"{setting}{where}: {printable_name(root_abs)} {problem}; put the images there (one "
-        f"folder per class gives ground truth) or set {setting} to the folder that holds them"
-    )
-
-
 def require_images(report: ScanReport, setting: str = ROOT_SETTING, where: str = "") -> ScanReport:
     """``report`` when its source has a usable image; ImageRootError (after the scan was recorded) otherwise."""
     if report.n_images == 0:
-        raise _root_problem(
+        raise root_problem(
             setting,
             where,
             report.source,
@@ -232,9 +197,9 @@ def scan(
         raise ValueError("give exactly one of root or manifest")
     t0 = time.monotonic()
     listing = (
-        _list_root(root, ground_truth_from_folders, root_setting, root_where)
+        list_root(root, ground_truth_from_folders, root_setting, root_where)
         if root is not None
-        else _list_manifest(manifest)
+        else list_manifest(manifest)
     )
     with store.connect() as con:
         known = images.known_paths(con, listing.source)
@@ -245,6 +210,7 @@ def scan(
         n_files=len(listing.entries),
         n_skipped=len(listing.skipped),
         skipped=listing.skipped[:SKIPPED_KEPT],
+        fingerprint=listing.fingerprint().digest,
     )
     if progress:
         for line in listing.skipped:
@@ -258,42 +224,6 @@ def scan(
     return report
 
 
-def _list_root(root: str | os.PathLike, ground_truth_from_folders: bool, setting: str, where: str) -> _Listing:
-    """Every image file below ``root``; ground truth from ``<root>/<class>/...`` folder names."""
-    root_abs = os.path.abspath(root)
-    if not os.path.exists(root_abs):
-        raise _root_problem(
-            setting, where, root_abs, "is a dangling link" if os.path.lexists(root_abs) else "does not exist"
-        )
-    if not os.path.isdir(root_abs):
-        raise _root_problem(setting, where, root_abs, f"is a {kind_of(os.stat(root_abs).st_mode)}, not a folder")
-    skipped: list[str] = []
-    entries = list(walk_images(root_abs, skipped))
-    if not entries:
-        raise _root_problem(setting, where, root_abs, f"holds no image files ({' '.join(sorted(IMAGE_EXTENSIONS))})")
-    truth: dict[str, str] = {}
-    if ground_truth_from_folders:
-        for path, _, _ in entries:
-            rel = os.path.relpath(path, root_abs).split(os.sep)
-            if len(rel) >= 2:
-                truth[path] = printable_name(rel[0])
-    return _Listing(root_abs, "root", entries, truth, "folder", skipped)
-
-
-def _list_manifest(manifest: str | os.PathLike) -> _Listing:
-    """The files a manifest CSV lists (a vanished one stays, to be recorded corrupt)."""
-    entries: list[tuple[str, os.stat_result | None, str | None]] = []
-    truth: dict[str, str] = {}
-    for path, cls in _read_manifest(manifest):
-        try:
-            entries.append((path, os.stat(path), None))
-        except OSError:
-            entries.append((path, None, "cannot stat (dangling link or vanished)"))
-        if cls:
-            truth[path] = cls
-    return _Listing(os.path.abspath(manifest), "manifest", entries, truth, "manifest")
-
-
 def _unchanged(k: images.KnownPath | None, st: os.stat_result) -> bool:
     """Same size and mtime as last time, and not waiting for a retry (missing, or a transient error)."""
     return (
@@ -305,7 +235,7 @@ def _unchanged(k: images.KnownPath | None, st: os.stat_result) -> bool:
     )
 
 
-def _sort_listing(listing: _Listing, known: dict[str, images.KnownPath], report: ScanReport) -> _Sorted:
+def _sort_listing(listing: Listing, known: dict[str, images.KnownPath], report: ScanReport) -> _Sorted:
     """Split the listing (counting new, changed and unchanged files into ``report``). A name that is not UTF-8
     (or holds control characters) is stored printable, with the path that opens it beside (``fs_path``)."""
     work = _Sorted([], [], [])
@@ -360,7 +290,7 @@ def _path_columns(probed: list[_Probe]) -> dict[str, list]:
 
 def _record(
     store: Store,
-    listing: _Listing,
+    listing: Listing,
     report: ScanReport,
     probed: list[_Probe],
     unchanged: list[str],
@@ -387,7 +317,7 @@ def _record(
         report.n_ok, report.n_corrupt, report.n_images = images.source_counts(con, source)
         report.seconds = time.monotonic() - t0
         fault_point("scan.in_transaction")  # every row inserted, nothing committed (tests)
-        images.finish_scan(con, scan_id, now(), report.as_dict())
+        images.finish_scan(con, scan_id, now(), report.as_dict(), fingerprint=report.fingerprint)
 
 
 def ok_images(store: Store, source: str | None = None) -> list[tuple[str, str]]:
