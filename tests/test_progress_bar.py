@@ -14,6 +14,7 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
 import yaml
 
 from al_core.cli.progress import BAR_REFRESH_S, LINE_EVERY_S, TerminalProgress
@@ -105,6 +106,7 @@ def _ingest_on_a_terminal(cfg: Path) -> tuple[int, str, str]:
     return proc.returncode, shown.decode("utf-8", "replace"), out.decode()
 
 
+@pytest.mark.slow  # two al ingest processes (15-35 s): make test runs it, make test-fast does not
 def test_al_ingest_draws_a_bar_on_a_terminal_and_writes_lines_in_a_pipe(tmp_path):
     cfg = _project(tmp_path)
     rc, term, out = _ingest_on_a_terminal(cfg)
