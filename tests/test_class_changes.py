@@ -51,6 +51,10 @@ def _labels_cli(capsys, *argv):
     return rc, out.out, out.err
 
 
+# each test runs two rounds of a project (4-7 s): make test runs them, make test-fast does not
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture
 def project(tmp_path):
     cfg, store = make_project(tmp_path, per_class=12, holdout=16, budget=6, total=200)

@@ -348,6 +348,7 @@ def test_the_ui_guard_refuses_other_host_names_over_http_and_websockets():
 ACTIVE = ("\x1b", "\x07", "\x9b", "\r", "\u202e", "\u2028")  # what a terminal would act on
 
 
+@pytest.mark.slow  # a whole project round (6 s): make test runs it, make test-fast does not
 def test_text_from_outside_is_inert_in_the_terminal_and_in_the_report(base_project, tmp_path, capsys):
     from al_core.cli import main as al
     from al_core.cli.common import json_safe, terminal_safe
