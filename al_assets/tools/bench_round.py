@@ -40,6 +40,7 @@ import yaml
 
 from al_core.catalogue import open_store
 
+_STEPS = ("round_labels", "probe", "label_quality", "eval_metrics", "query_set")  # the rest: checks
 CHUNK = 50_000  # vectors per store write: 50000 x 1280 x 4 B = 256 MB
 HOLDOUT_MAX = 500  # evaluation images: the smaller of this and a tenth of the pool
 TINY_PX = 8  # the real files of the image root: 8 x 8 PNGs, one per class (a few hundred bytes each)
@@ -272,12 +273,11 @@ def _bench_process(args: argparse.Namespace, tmp: Path) -> dict:
             "run_start": round(first_step - t_sensor, 3),
             "ingest (round_labels)": dur.get("round_labels"),
             "train (probe)": dur.get("probe"),
+            "label quality (label_quality)": dur.get("label_quality"),
             "evaluate (eval_metrics)": dur.get("eval_metrics"),
             "select (query_set strategy)": round(qs["select_seconds"], 3),
             "query_set step (load pool, select, write)": dur.get("query_set"),
-            "asset checks": round(
-                sum(v for k, v in dur.items() if k not in ("round_labels", "probe", "eval_metrics", "query_set")), 3
-            ),
+            "asset checks": round(sum(v for k, v in dur.items() if k not in _STEPS), 3),
         },
         "steps_s": dur,
         "ingest_requested_before_round": any(r.job_name == "ingest_job" for r in res.run_requests),
