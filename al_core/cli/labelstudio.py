@@ -39,6 +39,9 @@ def _serve(args) -> int:
         return fail(prog, str(e), Exit.USAGE)
     if sys.platform != "win32":  # SIGTERM stops it as Ctrl-C does
         signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops it also when it was started with SIGINT ignored or blocked (as a script's background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         with server:
             print_safe(server.describe(), flush=True)

@@ -375,6 +375,9 @@ def serve(data_dir: str | Path, image_root: str | Path, *, echo=print, **kwargs)
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        # Ctrl-C stops it also when it was started with SIGINT ignored or blocked (as a script's background job)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     server = LabelStudioServer(data_dir, image_root, **kwargs)
     with server:
         echo(server.describe())
