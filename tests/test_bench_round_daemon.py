@@ -16,6 +16,17 @@ from tests.conftest import ROOT
 BENCH_TIMEOUT_S = 600  # dagster dev start (5-7 s idle, minutes under load), the seed run, the round run
 
 
+# the stages before the run executes, in the order the daemon records them
+FIRST_STAGES = [
+    "label file landed -> sensor tick started",
+    "sensor tick started -> run created",
+    "run created -> run enqueued",
+    "run enqueued -> run launched",
+    "run launched -> run process started",
+    "run process started -> run execution started",
+]
+
+
 def test_the_daemon_path_bench_reports_its_split_and_no_ingest_run(tmp_path):
     out = tmp_path / "round.json"
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -34,14 +45,7 @@ def test_the_daemon_path_bench_reports_its_split_and_no_ingest_run(tmp_path):
     # the split: every stage from the daemon's records, adding up to the landing-to-rename figure
     stages = dict(res["timeline_s"])
     assert abs(sum(stages.values()) - res["landing_to_outbox_rename_s"]) < 0.01
-    assert list(stages)[:6] == [
-        "label file landed -> sensor tick started",
-        "sensor tick started -> run created",
-        "run created -> run enqueued",
-        "run enqueued -> run launched",
-        "run launched -> run process started",
-        "run process started -> run execution started",
-    ]
+    assert list(stages)[:6] == FIRST_STAGES
     assert all(v >= 0 for k, v in stages.items() if not k.startswith("label file landed"))
     assert list(stages)[-1].endswith("-> outbox CSV renamed")
     s = res["split_s"]
@@ -77,12 +81,7 @@ def test_the_timeline_adds_up_and_leaves_out_what_is_missing():
     steps |= {"query_set": {"start": 18.1, "end": 20.0}, "eval_metrics": {"start": 20.1, "end": 25.0}}
     stages = timeline(8.0, 19.5, _Tick(), ev, steps)
     assert [k for k, _ in stages] == [
-        "label file landed -> sensor tick started",
-        "sensor tick started -> run created",
-        "run created -> run enqueued",
-        "run enqueued -> run launched",
-        "run launched -> run process started",
-        "run process started -> run execution started",
+        *FIRST_STAGES,
         "run execution started -> step round_labels started",
         "step round_labels started -> step round_labels ended",
         "step round_labels ended -> step probe started",
